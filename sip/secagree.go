@@ -1,0 +1,301 @@
+package sip
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Mechanism is one entry of a Security-Client, Security-Server or
+// Security-Verify header (RFC 3329 §2.2) with the parameters TS 33.203
+// Annex H adds for "ipsec-3gpp". Unknown parameters are kept in order so a
+// Security-Verify can be compared with the Security-Server it echoes.
+type Mechanism struct {
+	Name  string // mechanism name, e.g. "ipsec-3gpp" (lower case)
+	Q     string // preference "q" as written ("" when absent)
+	Alg   string // integrity algorithm, e.g. "hmac-sha-1-96"
+	EAlg  string // encryption algorithm; "" when absent (means "null", TS 33.203 Annex H)
+	Prot  string // "esp" (default) or "ah"
+	Mod   string // "trans" (default), "tun" or "UDP-enc-tun"
+	SPIc  uint32
+	SPIs  uint32
+	PortC uint16
+	PortS uint16
+	Other []Param // any other parameter, in the order written
+}
+
+// Param is a generic mechanism parameter; Value is "" for a flag.
+type Param struct{ Name, Value string }
+
+// Mechanism names and mode values of RFC 3329 and TS 33.203.
+const (
+	MechIPsec3GPP = "ipsec-3gpp"
+	ModTrans      = "trans"
+	ModTun        = "tun"
+	ModUDPEncTun  = "UDP-enc-tun"
+)
+
+// Errors of the sec-agree parser. Each wraps ErrSecAgree.
+var ErrSecAgree = errors.New("sec-agree")
+
+func secErr(format string, a ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrSecAgree}, a...)...)
+}
+
+// maxMechanisms bounds how many offers one header value may carry; a UE
+// offers a handful (TS 33.203 §7.1), an attacker may offer thousands.
+const maxMechanisms = 64
+
+// ParseSecurity parses the value of a Security-Client, Security-Server or
+// Security-Verify header: comma-separated mechanisms, each
+// `name *(; param[=value])`. Several header lines are parsed one by one and
+// their results appended by the caller.
+func ParseSecurity(v string) ([]Mechanism, error) {
+	var out []Mechanism
+	for part := range strings.SplitSeq(v, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		if len(out) == maxMechanisms {
+			return nil, secErr("more than %d mechanisms", maxMechanisms)
+		}
+		m, err := parseMechanism(part)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	if len(out) == 0 {
+		return nil, secErr("empty header")
+	}
+	return out, nil
+}
+
+func parseMechanism(s string) (Mechanism, error) {
+	fields := strings.Split(s, ";")
+	var m Mechanism
+	m.Name = strings.ToLower(strings.TrimSpace(fields[0]))
+	if !isToken(m.Name) {
+		return m, secErr("bad mechanism name %q", fields[0])
+	}
+	seen := map[string]bool{}
+	for _, f := range fields[1:] {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		name, val, hasVal := strings.Cut(f, "=")
+		name = strings.ToLower(strings.TrimSpace(name))
+		val = strings.TrimSpace(val)
+		if !isToken(name) {
+			return m, secErr("bad parameter name %q", name)
+		}
+		if hasVal {
+			val = unquote(val)
+			if val == "" {
+				return m, secErr("parameter %s has an empty value", name)
+			}
+		}
+		if seen[name] {
+			return m, secErr("parameter %s given twice", name)
+		}
+		seen[name] = true
+		var err error
+		switch name {
+		case "q":
+			if _, e := strconv.ParseFloat(val, 64); e != nil || !hasVal {
+				err = secErr("bad q %q", val)
+			}
+			m.Q = val
+		case "alg":
+			m.Alg = strings.ToLower(val)
+		case "ealg":
+			m.EAlg = strings.ToLower(val)
+		case "prot":
+			m.Prot = strings.ToLower(val)
+		case "mod":
+			m.Mod = canonicalMod(val)
+		case "spi-c":
+			m.SPIc, err = parseSPI(name, val)
+		case "spi-s":
+			m.SPIs, err = parseSPI(name, val)
+		case "port-c":
+			m.PortC, err = parsePort(name, val)
+		case "port-s":
+			m.PortS, err = parsePort(name, val)
+		default:
+			m.Other = append(m.Other, Param{Name: name, Value: val})
+		}
+		if err != nil {
+			return m, err
+		}
+	}
+	return m, nil
+}
+
+// canonicalMod keeps the spelling TS 33.203 uses while accepting any case.
+func canonicalMod(v string) string {
+	for _, c := range []string{ModTrans, ModTun, ModUDPEncTun} {
+		if strings.EqualFold(v, c) {
+			return c
+		}
+	}
+	return v
+}
+
+func parseSPI(name, v string) (uint32, error) {
+	n, err := strconv.ParseUint(v, 10, 32)
+	if err != nil {
+		return 0, secErr("%s: not a 32-bit decimal number: %q", name, v)
+	}
+	return uint32(n), nil
+}
+
+func parsePort(name, v string) (uint16, error) {
+	n, err := strconv.ParseUint(v, 10, 16)
+	if err != nil || n == 0 {
+		return 0, secErr("%s: not a port number: %q", name, v)
+	}
+	return uint16(n), nil
+}
+
+func unquote(v string) string {
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+		return v[1 : len(v)-1]
+	}
+	return v
+}
+
+// isToken reports whether s is a non-empty RFC 3261 token.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("-.!%*_+`'~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// EffectiveEAlg returns the encryption algorithm, "null" when the parameter
+// is absent (TS 33.203 Annex H).
+func (m Mechanism) EffectiveEAlg() string {
+	if m.EAlg == "" {
+		return "null"
+	}
+	return m.EAlg
+}
+
+// EffectiveMod returns the mode, "trans" when absent (TS 33.203 Annex H).
+func (m Mechanism) EffectiveMod() string {
+	if m.Mod == "" {
+		return ModTrans
+	}
+	return m.Mod
+}
+
+// EffectiveProt returns the protocol, "esp" when absent.
+func (m Mechanism) EffectiveProt() string {
+	if m.Prot == "" {
+		return "esp"
+	}
+	return m.Prot
+}
+
+// String formats m in the order TS 33.203 examples use.
+func (m Mechanism) String() string {
+	var b strings.Builder
+	b.WriteString(m.Name)
+	add := func(k, v string) {
+		if v != "" {
+			b.WriteString(";")
+			b.WriteString(k)
+			b.WriteString("=")
+			b.WriteString(v)
+		}
+	}
+	add("q", m.Q)
+	add("alg", m.Alg)
+	add("ealg", m.EAlg)
+	add("prot", m.Prot)
+	add("mod", m.Mod)
+	if m.SPIc != 0 {
+		add("spi-c", strconv.FormatUint(uint64(m.SPIc), 10))
+	}
+	if m.SPIs != 0 {
+		add("spi-s", strconv.FormatUint(uint64(m.SPIs), 10))
+	}
+	if m.PortC != 0 {
+		add("port-c", strconv.Itoa(int(m.PortC)))
+	}
+	if m.PortS != 0 {
+		add("port-s", strconv.Itoa(int(m.PortS)))
+	}
+	for _, p := range m.Other {
+		b.WriteString(";")
+		b.WriteString(p.Name)
+		if p.Value != "" {
+			b.WriteString("=")
+			b.WriteString(p.Value)
+		}
+	}
+	return b.String()
+}
+
+// FormatSecurity joins mechanisms into one header value.
+func FormatSecurity(ms []Mechanism) string {
+	parts := make([]string, len(ms))
+	for i, m := range ms {
+		parts[i] = m.String()
+	}
+	return strings.Join(parts, ", ")
+}
+
+// equalMechanism compares two mechanisms parameter by parameter, treating
+// absent defaults as equal to their explicit value.
+func equalMechanism(a, b Mechanism) bool {
+	if a.Name != b.Name || a.Alg != b.Alg || a.EffectiveEAlg() != b.EffectiveEAlg() ||
+		a.EffectiveProt() != b.EffectiveProt() || a.EffectiveMod() != b.EffectiveMod() ||
+		a.SPIc != b.SPIc || a.SPIs != b.SPIs || a.PortC != b.PortC || a.PortS != b.PortS ||
+		qValue(a.Q) != qValue(b.Q) || len(a.Other) != len(b.Other) {
+		return false
+	}
+	for i := range a.Other {
+		if a.Other[i] != b.Other[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func qValue(q string) float64 {
+	if q == "" {
+		return 1 // RFC 3329 §2.2: absent means no preference
+	}
+	f, _ := strconv.ParseFloat(q, 64)
+	return f
+}
+
+// VerifyMatches reports whether a Security-Verify list equals the
+// Security-Server list the registrar sent (RFC 3329 §2.3.1 step 5: the server
+// compares them and refuses the request on any difference — bid-down
+// protection). Order matters: the Security-Verify echoes the list as sent.
+func VerifyMatches(verify, server []Mechanism) bool {
+	if len(verify) != len(server) {
+		return false
+	}
+	for i := range verify {
+		if !equalMechanism(verify[i], server[i]) {
+			return false
+		}
+	}
+	return true
+}
