@@ -1,0 +1,176 @@
+package esp
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/des"
+	"crypto/hmac"
+	"crypto/md5"
+	"crypto/sha1"
+	"crypto/sha256"
+	"fmt"
+	"hash"
+)
+
+// EncAlg names an ESP encryption algorithm the way TS 33.203 and RFC 3329
+// write it in the ealg parameter of Security-Client / Security-Server.
+type EncAlg string
+
+// AuthAlg names an ESP integrity algorithm the way TS 33.203 and RFC 3329
+// write it in the alg parameter.
+type AuthAlg string
+
+// Encryption algorithms.
+const (
+	// EncNull is NULL encryption (RFC 2410); the SA must have an integrity algorithm.
+	EncNull EncAlg = "null"
+	// EncAESCBC is AES-CBC with an explicit 16-octet IV (RFC 3602). TS 33.203
+	// uses a 128-bit key; 192 and 256-bit keys are accepted too.
+	EncAESCBC EncAlg = "aes-cbc"
+	// EncDES3CBC is 3DES-EDE-CBC (RFC 2451) with a 24-octet key, for interoperability only.
+	EncDES3CBC EncAlg = "des-ede3-cbc"
+	// EncAESGCM is AES-GCM with a 16-octet ICV (RFC 4106). The key material is
+	// the AES key (16, 24 or 32 octets) followed by a 4-octet salt; the
+	// integrity algorithm must be AuthNull.
+	EncAESGCM EncAlg = "aes-gcm"
+)
+
+// Integrity algorithms.
+const (
+	// AuthNull is no separate integrity algorithm; only valid with EncAESGCM.
+	AuthNull AuthAlg = "null"
+	// AuthHMACSHA196 is HMAC-SHA-1-96 (RFC 2404), 20-octet key.
+	AuthHMACSHA196 AuthAlg = "hmac-sha-1-96"
+	// AuthHMACMD596 is HMAC-MD5-96 (RFC 2403), 16-octet key.
+	AuthHMACMD596 AuthAlg = "hmac-md5-96"
+	// AuthHMACSHA256128 is HMAC-SHA-256-128 (RFC 4868), 32-octet key.
+	AuthHMACSHA256128 AuthAlg = "hmac-sha-256-128"
+)
+
+// EncAlgs and AuthAlgs list the supported algorithms, in a stable order.
+var (
+	EncAlgs  = []EncAlg{EncNull, EncAESCBC, EncDES3CBC, EncAESGCM}
+	AuthAlgs = []AuthAlg{AuthNull, AuthHMACSHA196, AuthHMACMD596, AuthHMACSHA256128}
+)
+
+// EncKeyLen returns the key lengths accepted for e (the first is the one
+// TS 33.203 uses), or nil if e is unknown.
+func EncKeyLen(e EncAlg) []int {
+	switch e {
+	case EncNull:
+		return []int{0}
+	case EncAESCBC:
+		return []int{16, 24, 32}
+	case EncDES3CBC:
+		return []int{DES3KeyLen}
+	case EncAESGCM:
+		return []int{16 + GCMSaltLen, 24 + GCMSaltLen, 32 + GCMSaltLen}
+	}
+	return nil
+}
+
+// AuthKeyLen returns the key length of a, or -1 if a is unknown.
+func AuthKeyLen(a AuthAlg) int {
+	switch a {
+	case AuthNull:
+		return 0
+	case AuthHMACSHA196:
+		return HMACSHA196KeyLen
+	case AuthHMACMD596:
+		return HMACMD596KeyLen
+	case AuthHMACSHA256128:
+		return HMACSHA256128KeyLen
+	}
+	return -1
+}
+
+// algs is the immutable per-SA algorithm state shared by all goroutines.
+type algs struct {
+	enc     EncAlg
+	auth    AuthAlg
+	ivLen   int // explicit IV in each packet
+	align   int // the payload+trailer is padded to a multiple of this
+	icvLen  int
+	cbcSize int // cipher block size for CBC, 0 otherwise
+
+	block cipher.Block // CBC cipher (AES or 3DES); concurrent-safe
+	aead  cipher.AEAD  // GCM; concurrent-safe
+	salt  [GCMSaltLen]byte
+
+	newMAC func() hash.Hash // nil without separate integrity
+}
+
+func newAlgs(c *Config) (*algs, error) {
+	a := &algs{enc: c.Encryption, auth: c.Integrity, align: PadAlign}
+	lens := EncKeyLen(c.Encryption)
+	if lens == nil {
+		return nil, fmt.Errorf("esp: unknown encryption algorithm %q (want one of null, aes-cbc, des-ede3-cbc, aes-gcm)", c.Encryption)
+	}
+	if AuthKeyLen(c.Integrity) < 0 {
+		return nil, fmt.Errorf("esp: unknown integrity algorithm %q (want one of null, hmac-sha-1-96, hmac-md5-96, hmac-sha-256-128)", c.Integrity)
+	}
+	okLen := false
+	for _, l := range lens {
+		okLen = okLen || len(c.EncKey) == l
+	}
+	if !okLen {
+		return nil, fmt.Errorf("esp: %s key is %d bytes, want %v", c.Encryption, len(c.EncKey), lens)
+	}
+	if l := AuthKeyLen(c.Integrity); len(c.AuthKey) != l {
+		return nil, fmt.Errorf("esp: %s key is %d bytes, want %d", c.Integrity, len(c.AuthKey), l)
+	}
+	switch {
+	case c.Encryption == EncAESGCM && c.Integrity != AuthNull:
+		return nil, fmt.Errorf("esp: aes-gcm is a combined-mode algorithm and takes integrity null, not %s (RFC 4303 §3.2.2)", c.Integrity)
+	case c.Encryption != EncAESGCM && c.Integrity == AuthNull:
+		return nil, fmt.Errorf("esp: encryption %s with integrity null is not allowed (no integrity protection)", c.Encryption)
+	}
+
+	switch c.Encryption {
+	case EncAESCBC:
+		b, err := aes.NewCipher(c.EncKey)
+		if err != nil {
+			return nil, fmt.Errorf("esp: aes-cbc: %w", err)
+		}
+		a.block, a.ivLen, a.cbcSize, a.align = b, AESBlockSize, AESBlockSize, AESBlockSize
+	case EncDES3CBC:
+		b, err := des.NewTripleDESCipher(c.EncKey)
+		if err != nil {
+			return nil, fmt.Errorf("esp: des-ede3-cbc: %w", err)
+		}
+		a.block, a.ivLen, a.cbcSize, a.align = b, DES3BlockSize, DES3BlockSize, DES3BlockSize
+	case EncAESGCM:
+		k := len(c.EncKey) - GCMSaltLen
+		b, err := aes.NewCipher(c.EncKey[:k])
+		if err != nil {
+			return nil, fmt.Errorf("esp: aes-gcm: %w", err)
+		}
+		g, err := cipher.NewGCM(b)
+		if err != nil {
+			return nil, fmt.Errorf("esp: aes-gcm: %w", err)
+		}
+		a.aead, a.ivLen, a.icvLen = g, GCMIVLen, GCMICVLen
+		copy(a.salt[:], c.EncKey[k:])
+	}
+
+	key := append([]byte(nil), c.AuthKey...)
+	switch c.Integrity {
+	case AuthHMACSHA196:
+		a.newMAC, a.icvLen = func() hash.Hash { return hmac.New(sha1.New, key) }, ICV96Len
+	case AuthHMACMD596:
+		a.newMAC, a.icvLen = func() hash.Hash { return hmac.New(md5.New, key) }, ICV96Len
+	case AuthHMACSHA256128:
+		a.newMAC, a.icvLen = func() hash.Hash { return hmac.New(sha256.New, key) }, ICV128Len
+	}
+	return a, nil
+}
+
+// padLen is the RFC 4303 §2.4 padding for an n-byte payload.
+func (a *algs) padLen(n int) int {
+	return (a.align - (n+TrailerLen)%a.align) % a.align
+}
+
+// overhead is the ESP overhead (header, IV, padding, trailer, ICV) of an n-byte payload.
+func (a *algs) overhead(n int) int {
+	return ESPHeaderLen + a.ivLen + a.padLen(n) + TrailerLen + a.icvLen
+}

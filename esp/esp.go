@@ -1,0 +1,448 @@
+package esp
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"hash"
+	"math"
+	"sync"
+	"sync/atomic"
+)
+
+// SPI is a Security Parameters Index (RFC 4303 §2.1).
+type SPI uint32
+
+// Mode is the SA mode. It decides the Next Header of sealed packets and
+// what Open accepts.
+type Mode uint8
+
+const (
+	// Tunnel mode carries whole IP packets: Seal takes the Next Header from
+	// the inner packet's version nibble (4 for IPv4, 41 for IPv6) and Open
+	// requires the Next Header to match the inner packet's version.
+	Tunnel Mode = 1
+	// Transport mode carries an upper-layer payload: the caller gives its
+	// protocol number as the Next Header, and Open returns it.
+	Transport Mode = 2
+)
+
+func (m Mode) String() string {
+	switch m {
+	case Tunnel:
+		return "tunnel"
+	case Transport:
+		return "transport"
+	}
+	return fmt.Sprintf("Mode(%d)", uint8(m))
+}
+
+// Implementation constants.
+const (
+	// HeaderRoom is the headroom Seal needs before the payload for every
+	// algorithm: SPI, sequence number and the largest IV (AES-CBC).
+	HeaderRoom = ESPHeaderLen + AESBlockSize
+	// TailRoom is the tailroom Seal needs after the payload for every
+	// algorithm: the largest padding (15 for AES-CBC), pad length, next
+	// header and the largest ICV (16).
+	TailRoom = AESBlockSize - 1 + TrailerLen + 16
+	// DefaultReplayWindow is the anti-replay window used when
+	// Config.ReplayWindow is 0.
+	DefaultReplayWindow = 1024
+	// MaxReplayWindow is the largest anti-replay window accepted.
+	MaxReplayWindow = 1 << 16
+)
+
+// Config describes one direction of an SA. Keys are copied; the caller may
+// reuse the slices.
+type Config struct {
+	SPI        SPI
+	Mode       Mode
+	Encryption EncAlg
+	EncKey     []byte // for aes-gcm: AES key || 4-octet salt
+	Integrity  AuthAlg
+	AuthKey    []byte
+	// ReplayWindow is the anti-replay window of an inbound SA in packets.
+	// 0 means DefaultReplayWindow (1024). Other values are rounded up to a
+	// multiple of 64, at least 64 (RFC 4303 §3.4.3 asks for 32 at least and
+	// 64 by default); at most MaxReplayWindow. Ignored for outbound SAs.
+	ReplayWindow int
+	// ESN turns on 64-bit extended sequence numbers (RFC 4303 §2.2.1): only
+	// the low 32 bits go on the wire, the high 32 bits are covered by the
+	// ICV (and by the GCM AAD, RFC 4106 §5).
+	ESN bool
+}
+
+func (c *Config) validate() error {
+	if c.SPI == 0 {
+		return fmt.Errorf("esp: SPI 0 is reserved and never sent on the wire (RFC 4303 §2.1)")
+	}
+	if c.SPI <= SPIReservedMax {
+		return fmt.Errorf("esp: SPI %d is in the IANA-reserved range 1..255 (RFC 4303 §2.1)", c.SPI)
+	}
+	if c.Mode != Tunnel && c.Mode != Transport {
+		return fmt.Errorf("esp: mode must be Tunnel or Transport, got %v", c.Mode)
+	}
+	if c.ReplayWindow < 0 || c.ReplayWindow > MaxReplayWindow {
+		return fmt.Errorf("esp: replay window %d out of range 0..%d", c.ReplayWindow, MaxReplayWindow)
+	}
+	return nil
+}
+
+// cbcMode is a CBC BlockMode whose IV can be reset per packet
+// (crypto/cipher's encrypters and decrypters have SetIV).
+type cbcMode interface {
+	CryptBlocks(dst, src []byte)
+	SetIV(iv []byte)
+}
+
+// state is the mutable per-packet crypto state, pooled per SA so that Seal
+// and Open can run on several goroutines without allocating.
+type state struct {
+	cbc     cbcMode
+	mac     hash.Hash
+	scratch [64]byte
+}
+
+// sa is what both directions share.
+type sa struct {
+	spi  SPI
+	mode Mode
+	esn  bool
+	a    *algs
+	pool sync.Pool // of *state
+}
+
+func (s *sa) init(c *Config, decrypt bool) error {
+	if err := c.validate(); err != nil {
+		return err
+	}
+	a, err := newAlgs(c)
+	if err != nil {
+		return err
+	}
+	s.spi, s.mode, s.esn, s.a = c.SPI, c.Mode, c.ESN, a
+	newState := func() (*state, error) {
+		st := &state{}
+		if a.cbcSize > 0 {
+			iv := make([]byte, a.cbcSize)
+			var m cipher.BlockMode
+			if decrypt {
+				m = cipher.NewCBCDecrypter(a.block, iv)
+			} else {
+				m = cipher.NewCBCEncrypter(a.block, iv)
+			}
+			cm, ok := m.(cbcMode)
+			if !ok {
+				return nil, fmt.Errorf("esp: %T has no SetIV", m)
+			}
+			st.cbc = cm
+		}
+		if a.newMAC != nil {
+			st.mac = a.newMAC()
+		}
+		return st, nil
+	}
+	st, err := newState() // fail at setup rather than in the pool
+	if err != nil {
+		return err
+	}
+	s.pool.Put(st)
+	s.pool.New = func() any {
+		st, err := newState()
+		if err != nil {
+			panic(err) // unreachable: the same construction succeeded above
+		}
+		return st
+	}
+	return nil
+}
+
+// SPI returns the SA's SPI.
+func (s *sa) SPI() SPI { return s.spi }
+
+// Mode returns the SA's mode.
+func (s *sa) Mode() Mode { return s.mode }
+
+// Overhead is the exact number of bytes ESP adds to an n-byte payload:
+// header, IV, padding, pad length, next header and ICV.
+func (s *sa) Overhead(n int) int { return s.a.overhead(n) }
+
+// HeaderLen is the headroom this SA needs before the payload (≤ HeaderRoom).
+func (s *sa) HeaderLen() int { return ESPHeaderLen + s.a.ivLen }
+
+// MaxPayload is the largest payload whose ESP packet fits in size bytes, or
+// -1 if none does.
+func (s *sa) MaxPayload(size int) int {
+	room := size - ESPHeaderLen - s.a.ivLen - s.a.icvLen
+	if room < TrailerLen {
+		return -1
+	}
+	if n := room - room%s.a.align - TrailerLen; n >= 0 {
+		return n
+	}
+	return -1
+}
+
+// Outbound is the sending side of an SA. Seal is safe for concurrent use.
+type Outbound struct {
+	sa
+	seq     atomic.Uint64 // last sequence number used
+	ivBlock cipher.Block  // AES under a random per-SA key, for CBC IVs
+}
+
+// NewOutbound validates c and returns the sending side of the SA.
+func NewOutbound(c Config) (*Outbound, error) {
+	o := &Outbound{}
+	if err := o.init(&c, false); err != nil {
+		return nil, err
+	}
+	if o.a.cbcSize > 0 {
+		var k [16]byte
+		if _, err := rand.Read(k[:]); err != nil {
+			return nil, fmt.Errorf("esp: IV key: %w", err)
+		}
+		b, err := aes.NewCipher(k[:])
+		if err != nil {
+			return nil, fmt.Errorf("esp: IV key: %w", err)
+		}
+		o.ivBlock = b
+	}
+	return o, nil
+}
+
+// Seq returns the last sequence number used (0 before the first packet).
+func (o *Outbound) Seq() uint64 { return o.seq.Load() }
+
+// Seal builds an ESP packet in place around the payload buf[off:off+n] and
+// returns it as a sub-slice of buf, starting HeaderLen() bytes before off.
+// buf needs at least HeaderLen() (≤ HeaderRoom) bytes before off and
+// Overhead(n)-HeaderLen() (≤ TailRoom) bytes after off+n.
+//
+// In Transport mode nextHeader is the payload's protocol number; in Tunnel
+// mode it is ignored and taken from the IP version of the payload.
+//
+// Seal writes the SPI, the next sequence number, the IV, the RFC 4303
+// padding (1, 2, 3, ...), pad length, next header and ICV, and encrypts.
+// It returns ErrSeqExhausted instead of wrapping the 32-bit sequence number
+// of a non-ESN SA (RFC 4303 §3.3.3): the SA needs rekeying.
+func (o *Outbound) Seal(buf []byte, off, n int, nextHeader byte) ([]byte, error) {
+	a := o.a
+	hdr := ESPHeaderLen + a.ivLen
+	if off < hdr || n < 0 || off > len(buf) || n > len(buf)-off {
+		return nil, ErrNoRoom
+	}
+	pad := a.padLen(n)
+	ptEnd := off + n + pad + TrailerLen
+	end := ptEnd + a.icvLen
+	if end > len(buf) {
+		return nil, ErrNoRoom
+	}
+	if o.mode == Tunnel {
+		if n == 0 {
+			return nil, ErrNotIP
+		}
+		switch buf[off] >> 4 {
+		case 4:
+			nextHeader = NextHeaderIPv4
+		case 6:
+			nextHeader = NextHeaderIPv6
+		default:
+			return nil, ErrNotIP
+		}
+	}
+	seq := o.seq.Add(1)
+	if seq == 0 || (!o.esn && seq > math.MaxUint32) {
+		return nil, ErrSeqExhausted
+	}
+
+	start := off - hdr
+	p := buf[start:end:end]
+	binary.BigEndian.PutUint32(p[0:4], uint32(o.spi))
+	binary.BigEndian.PutUint32(p[4:8], uint32(seq))
+	t := buf[off+n : ptEnd]
+	for i := range pad {
+		t[i] = byte(i + 1)
+	}
+	t[pad] = byte(pad)
+	t[pad+1] = nextHeader
+	pt := buf[off:ptEnd]
+
+	st := o.pool.Get().(*state)
+	if a.aead != nil {
+		nonce := st.scratch[0:12]
+		copy(nonce, a.salt[:])
+		binary.BigEndian.PutUint64(nonce[4:], seq)
+		copy(p[ESPHeaderLen:hdr], nonce[4:])
+		aad := p[0:ESPHeaderLen]
+		if o.esn {
+			aad = esnAAD(st.scratch[16:28], o.spi, seq)
+		}
+		a.aead.Seal(pt[:0], nonce, pt, aad)
+	} else {
+		if a.cbcSize > 0 {
+			// IV = AES_K'(seq), K' random per SA: unique because the
+			// sequence number is, and unpredictable without K'.
+			blk := st.scratch[0:AESBlockSize]
+			binary.BigEndian.PutUint64(blk[0:8], seq)
+			binary.BigEndian.PutUint64(blk[8:16], 0)
+			o.ivBlock.Encrypt(blk, blk)
+			iv := p[ESPHeaderLen:hdr]
+			copy(iv, blk)
+			st.cbc.SetIV(iv)
+			st.cbc.CryptBlocks(pt, pt)
+		}
+		st.mac.Reset()
+		st.mac.Write(p[:ptEnd-start])
+		if o.esn {
+			binary.BigEndian.PutUint32(st.scratch[0:4], uint32(seq>>32))
+			st.mac.Write(st.scratch[0:4])
+		}
+		sum := st.mac.Sum(st.scratch[:0])
+		copy(p[ptEnd-start:], sum[:a.icvLen])
+	}
+	o.pool.Put(st)
+	return p, nil
+}
+
+// esnAAD writes the RFC 4106 §5 AAD for extended sequence numbers: SPI,
+// high 32 bits, low 32 bits.
+func esnAAD(b []byte, spi SPI, seq uint64) []byte {
+	binary.BigEndian.PutUint32(b[0:4], uint32(spi))
+	binary.BigEndian.PutUint64(b[4:12], seq)
+	return b[:12]
+}
+
+// Inbound is the receiving side of an SA. Open is safe for concurrent use.
+type Inbound struct {
+	sa
+	win window
+}
+
+// NewInbound validates c and returns the receiving side of the SA.
+func NewInbound(c Config) (*Inbound, error) {
+	in := &Inbound{}
+	if err := in.init(&c, true); err != nil {
+		return nil, err
+	}
+	w := c.ReplayWindow
+	if w == 0 {
+		w = DefaultReplayWindow
+	}
+	in.win.init(w, c.ESN)
+	return in, nil
+}
+
+// Highest returns the highest authenticated sequence number received (0 before any).
+func (in *Inbound) Highest() uint64 {
+	in.win.mu.Lock()
+	defer in.win.mu.Unlock()
+	return in.win.top
+}
+
+// Window returns the effective anti-replay window size in packets.
+func (in *Inbound) Window() int { return int(in.win.size) }
+
+// Open checks, authenticates and decrypts the ESP packet pkt in place and
+// returns the payload (a sub-slice of pkt), its Next Header and the full
+// (ESN-inferred) sequence number.
+//
+// The order is: length and SPI; the replay window (cheap, before any
+// crypto); the ICV in constant time (before decrypting); decryption; the
+// padding, which must be 1, 2, 3, ... (RFC 4303 §2.4: the receiver SHOULD
+// inspect it; we reject anything else with ErrBadPadding); the Next Header
+// (tunnel mode: 4 or 41 matching the inner IP version); and only then the
+// window moves. An authentic dummy packet (Next Header 59) moves the window
+// and returns ErrDummy. On any error the packet is garbage and the window
+// has not moved (except ErrDummy).
+func (in *Inbound) Open(pkt []byte) (payload []byte, nextHeader byte, seq uint64, err error) {
+	a := in.a
+	hdr := ESPHeaderLen + a.ivLen
+	if len(pkt) < hdr+TrailerLen+a.icvLen {
+		return nil, 0, 0, ErrShort
+	}
+	ctEnd := len(pkt) - a.icvLen
+	ct := pkt[hdr:ctEnd]
+	if a.cbcSize > 0 && len(ct)%a.cbcSize != 0 {
+		return nil, 0, 0, ErrBadLength
+	}
+	if SPI(binary.BigEndian.Uint32(pkt[0:4])) != in.spi {
+		return nil, 0, 0, ErrUnknownSPI
+	}
+	seq, ok := in.win.check(binary.BigEndian.Uint32(pkt[4:8]))
+	if !ok {
+		return nil, 0, 0, ErrReplay
+	}
+
+	st := in.pool.Get().(*state)
+	if a.aead != nil {
+		nonce := st.scratch[0:12]
+		copy(nonce, a.salt[:])
+		copy(nonce[4:], pkt[ESPHeaderLen:hdr])
+		aad := pkt[0:ESPHeaderLen]
+		if in.esn {
+			aad = esnAAD(st.scratch[16:28], in.spi, seq)
+		}
+		if _, err := a.aead.Open(ct[:0], nonce, pkt[hdr:], aad); err != nil {
+			in.pool.Put(st)
+			return nil, 0, 0, ErrAuth
+		}
+	} else {
+		st.mac.Reset()
+		st.mac.Write(pkt[:ctEnd])
+		if in.esn {
+			binary.BigEndian.PutUint32(st.scratch[0:4], uint32(seq>>32))
+			st.mac.Write(st.scratch[0:4])
+		}
+		sum := st.mac.Sum(st.scratch[:0])
+		if !hmac.Equal(sum[:a.icvLen], pkt[ctEnd:]) {
+			in.pool.Put(st)
+			return nil, 0, 0, ErrAuth
+		}
+		if a.cbcSize > 0 {
+			st.cbc.SetIV(pkt[ESPHeaderLen:hdr])
+			st.cbc.CryptBlocks(ct, ct)
+		}
+	}
+	in.pool.Put(st)
+
+	padLen := int(ct[len(ct)-2])
+	nh := ct[len(ct)-1]
+	if padLen+TrailerLen > len(ct) {
+		return nil, 0, 0, ErrBadPadding
+	}
+	n := len(ct) - TrailerLen - padLen
+	for i, b := range ct[n : n+padLen] {
+		if b != byte(i+1) {
+			return nil, 0, 0, ErrBadPadding
+		}
+	}
+	payload = ct[:n:n]
+	if in.mode == Tunnel && nh != NextHeaderNone {
+		if n == 0 {
+			return nil, 0, 0, ErrBadNextHeader
+		}
+		v := payload[0] >> 4
+		if !(nh == NextHeaderIPv4 && v == 4) && !(nh == NextHeaderIPv6 && v == 6) {
+			return nil, 0, 0, ErrBadNextHeader
+		}
+	}
+	if !in.win.update(seq) {
+		return nil, 0, 0, ErrReplay
+	}
+	if nh == NextHeaderNone {
+		return nil, nh, seq, ErrDummy
+	}
+	return payload, nh, seq, nil
+}
+
+// PacketSPI returns the SPI of an ESP packet (its first four octets).
+func PacketSPI(pkt []byte) (SPI, error) {
+	if len(pkt) < ESPHeaderLen {
+		return 0, ErrShort
+	}
+	return SPI(binary.BigEndian.Uint32(pkt)), nil
+}

@@ -1,0 +1,10 @@
+//go:build !amd64 || purego
+
+package aescbc
+
+// useAsm is false: this build has only the portable path.
+const useAsm = false
+
+func decryptCBC(c *Cipher, dst, src, iv []byte) { decryptGeneric(c, dst, src, iv) }
+
+func encryptCBC(c *Cipher, dst, src, iv []byte) { encryptGeneric(c, dst, src, iv) }

@@ -1,0 +1,3 @@
+package aescbc
+import "testing"
+func TestProbe(t *testing.T){ t.Log("useAsm", useAsm, "impls", len(impls())) }

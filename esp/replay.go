@@ -1,0 +1,120 @@
+package esp
+
+import "sync"
+
+// window is the RFC 4303 §3.4.3 anti-replay window, kept as in RFC 6479: a
+// ring of 64-bit words, one bit per sequence number, where moving the right
+// edge clears whole words instead of shifting the bitmap. With ESN the high
+// 32 bits of a received sequence number are inferred as in RFC 4303
+// Appendix A2.2.
+//
+// A small mutex guards it: check before the crypto, update after it.
+type window struct {
+	mu   sync.Mutex
+	top  uint64   // highest authenticated sequence number, 0 before any
+	size uint64   // W: a sequence number s is in the window iff top-W < s ≤ top
+	mask uint64   // len(bits)-1
+	bits []uint64 // ring; bit s%64 of word (s/64)&mask stands for s
+	esn  bool
+}
+
+func (w *window) init(size int, esn bool) {
+	if size < 64 {
+		size = 64
+	}
+	size = (size + 63) &^ 63
+	words := 1
+	for words < size/64+1 { // one spare word: the top word is partly in the future
+		words <<= 1
+	}
+	w.size = uint64(size)
+	w.mask = uint64(words - 1)
+	w.bits = make([]uint64, words)
+	w.esn = esn
+}
+
+// infer returns the full sequence number of a received low half (RFC 4303
+// Appendix A2.2), or false if it can only be left of the window.
+func (w *window) infer(seql uint32) (uint64, bool) {
+	if !w.esn {
+		return uint64(seql), seql != 0
+	}
+	W := uint32(w.size)
+	th, tl := uint32(w.top>>32), uint32(w.top)
+	var seqh uint32
+	if tl >= W-1 { // Case A: the window is inside one 2^32 subspace
+		if seql >= tl-W+1 {
+			seqh = th
+		} else {
+			if th == ^uint32(0) {
+				return 0, false // would pass 2^64
+			}
+			seqh = th + 1
+		}
+	} else { // Case B: the window spans two subspaces
+		if seql >= tl-W+1 { // tl-W+1 wraps: seql is in the previous subspace
+			if th == 0 {
+				return 0, false
+			}
+			seqh = th - 1
+		} else {
+			seqh = th
+		}
+	}
+	seq := uint64(seqh)<<32 | uint64(seql)
+	return seq, seq != 0
+}
+
+// fresh reports whether seq is right of the window or in it and unseen.
+func (w *window) fresh(seq uint64) bool {
+	if seq > w.top {
+		return true
+	}
+	if w.top-seq >= w.size {
+		return false
+	}
+	return w.bits[(seq>>6)&w.mask]&(1<<(seq&63)) == 0
+}
+
+// check is the cheap pre-crypto test: infer the full sequence number and
+// report whether it could be new. It does not change the window.
+func (w *window) check(seql uint32) (uint64, bool) {
+	w.mu.Lock()
+	seq, ok := w.infer(seql)
+	if ok {
+		ok = w.fresh(seq)
+	}
+	w.mu.Unlock()
+	return seq, ok
+}
+
+// update marks an authenticated seq as seen, moving the right edge if it is
+// new. It reports false if seq was seen meanwhile (a concurrent duplicate)
+// or fell out of the window.
+func (w *window) update(seq uint64) bool {
+	if seq == 0 {
+		return false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if seq > w.top {
+		cur, next := w.top>>6, seq>>6
+		if d := next - cur; d > 0 {
+			if d > w.mask+1 {
+				d = w.mask + 1
+			}
+			for i := uint64(1); i <= d; i++ {
+				w.bits[(cur+i)&w.mask] = 0
+			}
+		}
+		w.top = seq
+	} else if w.top-seq >= w.size {
+		return false
+	}
+	word, bit := &w.bits[(seq>>6)&w.mask], uint64(1)<<(seq&63)
+	if *word&bit != 0 {
+		return false
+	}
+	*word |= bit
+	return true
+}
