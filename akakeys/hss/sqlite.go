@@ -1,0 +1,554 @@
+package hss
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"modernc.org/sqlite"
+
+	"github.com/imsec/imsec/akakeys"
+)
+
+// SQLiteOptions configures OpenSQLite. The zero value is the default.
+type SQLiteOptions struct {
+	// MustExist makes OpenSQLite fail instead of creating an empty
+	// database when the file does not exist (for read-mostly commands,
+	// where a mistyped path should not silently make a new file).
+	MustExist bool
+	// BusyTimeout is how long a write waits for another process holding
+	// the database's write lock; zero means 10 seconds.
+	BusyTimeout time.Duration
+}
+
+// SQLiteStore is a Store in one SQLite file (modernc.org/sqlite, pure Go),
+// safe for concurrent use by goroutines and by several processes opening the
+// same file.
+//
+// The file is created with mode 0600, and an existing file, -wal or -shm
+// readable by group or others is tightened to 0600 on open (SQLite gives
+// -wal and -shm the mode of the database file). It runs in WAL mode with
+// synchronous=FULL, so a committed SQN survives a crash or power loss, and
+// with secure_delete, so a deleted subscriber's keys are overwritten in the
+// database file. Every write is one BEGIN IMMEDIATE transaction: it takes
+// the file's write lock first, so concurrent read-modify-writes serialise
+// across processes (waiting up to BusyTimeout).
+//
+// The schema version is PRAGMA user_version, upgraded on open by the
+// migrations in this file; PRAGMA application_id marks the file as ours.
+type SQLiteStore struct {
+	db   *sql.DB
+	path string
+	// wsem serialises this handle's write transactions, so goroutines of
+	// one process queue here (in order, cancellable) rather than spinning
+	// in SQLite's busy handler; other handles and processes meet at
+	// SQLite's lock.
+	wsem chan struct{}
+}
+
+var _ Store = (*SQLiteStore)(nil)
+
+// sqliteAppID is PRAGMA application_id of our files: "IMSE".
+const sqliteAppID = 0x494d5345
+
+// migrations[i] upgrades the schema from version i to i+1. Append only;
+// never edit a migration that has shipped.
+var migrations = [][]string{
+	// 1: subscribers and their IMPUs.
+	{
+		`CREATE TABLE subscriber (
+			impi        TEXT    NOT NULL PRIMARY KEY,
+			k           BLOB    NOT NULL CHECK (length(k) = 16),
+			opc         BLOB    NOT NULL CHECK (length(opc) = 16),
+			op          BLOB             CHECK (op IS NULL OR length(op) = 16),
+			amf         BLOB    NOT NULL CHECK (length(amf) = 2),
+			sqn         INTEGER NOT NULL CHECK (sqn BETWEEN 0 AND 281474976710655),
+			resyncs     INTEGER NOT NULL DEFAULT 0 CHECK (resyncs >= 0),
+			last_resync INTEGER -- Unix milliseconds; NULL if never
+		) STRICT`,
+		`CREATE TABLE impu (
+			impu TEXT    NOT NULL PRIMARY KEY,
+			impi TEXT    NOT NULL REFERENCES subscriber(impi) ON DELETE CASCADE,
+			pos  INTEGER NOT NULL -- order given at provisioning; 0 is the default IMPU
+		) STRICT`,
+		`CREATE INDEX impu_by_impi ON impu(impi, pos)`,
+	},
+}
+
+// OpenSQLite opens (creating it unless opts.MustExist) the subscriber
+// database at path and upgrades its schema.
+func OpenSQLite(path string, opts SQLiteOptions) (*SQLiteStore, error) {
+	if path == "" {
+		return nil, errors.New("hss: empty database path")
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("hss: database path %q: %w", path, err)
+	}
+	if strings.ContainsRune(abs, '?') {
+		// The driver would take what follows '?' as connection parameters.
+		return nil, fmt.Errorf("hss: database path %q must not contain '?'", path)
+	}
+	if err := prepareFile(abs, opts.MustExist); err != nil {
+		return nil, err
+	}
+	busy := opts.BusyTimeout
+	if busy <= 0 {
+		busy = 10 * time.Second
+	}
+	// Per-connection settings; the driver applies them to every connection
+	// of the pool. _txlock=immediate makes every read-write BeginTx a BEGIN
+	// IMMEDIATE (read-only ones stay deferred).
+	dsn := abs + "?_txlock=immediate" +
+		"&_pragma=busy_timeout(" + strconv.FormatInt(busy.Milliseconds(), 10) + ")" +
+		"&_pragma=foreign_keys(1)" +
+		"&_pragma=synchronous(FULL)" +
+		"&_pragma=secure_delete(1)"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("hss: open %s: %w", abs, err)
+	}
+	s := &SQLiteStore{db: db, path: abs, wsem: make(chan struct{}, 1)}
+	if err := s.init(context.Background()); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := tightenSidecars(abs); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Path returns the absolute path of the database file.
+func (s *SQLiteStore) Path() string { return s.path }
+
+// Close closes the database.
+func (s *SQLiteStore) Close() error { return s.db.Close() }
+
+// prepareFile creates the database file with mode 0600 (or checks that it
+// exists), refuses what is not a regular file, and tightens loose modes.
+func prepareFile(path string, mustExist bool) error {
+	flags := os.O_RDWR
+	if !mustExist {
+		flags |= os.O_CREATE
+	}
+	f, err := os.OpenFile(path, flags, 0o600)
+	if err != nil {
+		if mustExist && errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("hss: database %s does not exist", path)
+		}
+		return fmt.Errorf("hss: database %s: %w", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("hss: database %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("hss: database %s is not a regular file", path)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		if err := f.Chmod(0o600); err != nil {
+			return fmt.Errorf("hss: database %s is readable by others (mode %v) and cannot be tightened: %w", path, fi.Mode().Perm(), err)
+		}
+	}
+	return tightenSidecars(path)
+}
+
+// tightenSidecars sets mode 0600 on the -wal, -shm and -journal files of the
+// database if they exist with a looser mode.
+func tightenSidecars(path string) error {
+	for _, suffix := range []string{"-wal", "-shm", "-journal"} {
+		p := path + suffix
+		fi, err := os.Lstat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("hss: %s: %w", p, err)
+		}
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("hss: %s is not a regular file", p)
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			if err := os.Chmod(p, 0o600); err != nil {
+				return fmt.Errorf("hss: %s is readable by others (mode %v) and cannot be tightened: %w", p, fi.Mode().Perm(), err)
+			}
+		}
+	}
+	return nil
+}
+
+// init switches to WAL, checks that the file is ours and runs migrations.
+func (s *SQLiteStore) init(ctx context.Context) error {
+	var mode string
+	if err := s.db.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode); err != nil {
+		return s.openErr(err)
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return fmt.Errorf("hss: %s: cannot switch to WAL journal mode (got %q)", s.path, mode)
+	}
+	return s.write(ctx, func(tx *sql.Tx) error {
+		var appID, version, objects int
+		if err := tx.QueryRowContext(ctx, "PRAGMA application_id").Scan(&appID); err != nil {
+			return s.openErr(err)
+		}
+		if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+			return s.openErr(err)
+		}
+		if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_schema").Scan(&objects); err != nil {
+			return s.openErr(err)
+		}
+		switch {
+		case appID == 0 && version == 0 && objects == 0:
+			// New, empty database: make it ours.
+			if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA application_id = %d", sqliteAppID)); err != nil {
+				return s.openErr(err)
+			}
+		case appID != sqliteAppID:
+			return fmt.Errorf("%w: %s is an SQLite database of another application", ErrNotDatabase, s.path)
+		case version > len(migrations):
+			return fmt.Errorf("%w: %s has schema version %d, this imsec knows up to %d (upgrade imsec)",
+				ErrNotDatabase, s.path, version, len(migrations))
+		}
+		for v := version; v < len(migrations); v++ {
+			for _, stmt := range migrations[v] {
+				if _, err := tx.ExecContext(ctx, stmt); err != nil {
+					return fmt.Errorf("hss: %s: migrating schema to version %d: %w", s.path, v+1, err)
+				}
+			}
+		}
+		if version != len(migrations) {
+			if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(migrations))); err != nil {
+				return fmt.Errorf("hss: %s: setting schema version: %w", s.path, err)
+			}
+		}
+		return nil
+	})
+}
+
+// openErr names the file and recognises a file that is not SQLite at all.
+func (s *SQLiteStore) openErr(err error) error {
+	var se *sqlite.Error
+	if errors.As(err, &se) && se.Code()&0xff == 26 { // SQLITE_NOTADB
+		return fmt.Errorf("%w: %s is not an SQLite database", ErrNotDatabase, s.path)
+	}
+	return fmt.Errorf("hss: %s: %w", s.path, err)
+}
+
+// write runs fn in one BEGIN IMMEDIATE transaction and commits it (durably:
+// synchronous=FULL). A failed fn rolls back and its error is returned as is.
+func (s *SQLiteStore) write(ctx context.Context, fn func(*sql.Tx) error) error {
+	select {
+	case s.wsem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-s.wsem }()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return s.openErr(err)
+	}
+	defer tx.Rollback() // no-op after Commit
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("hss: %s: commit: %w", s.path, err)
+	}
+	return nil
+}
+
+// read runs fn in one read-only transaction, a consistent snapshot.
+func (s *SQLiteStore) read(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return s.openErr(err)
+	}
+	defer tx.Rollback()
+	return fn(tx)
+}
+
+const subscriberColumns = "impi, k, opc, op, amf, sqn, resyncs, last_resync"
+
+type rowScanner interface{ Scan(dest ...any) error }
+
+// scanSubscriber decodes one subscriber row, checking every field, so that a
+// damaged or hand-edited row gives ErrCorrupt instead of wrong keys. Errors
+// name the IMPI and the field, never a value of a key column.
+func scanSubscriber(r rowScanner) (Subscriber, error) {
+	var (
+		s               Subscriber
+		k, opc, op, amf []byte
+		sqn, resyncs    int64
+		lastResync      sql.NullInt64
+	)
+	if err := r.Scan(&s.IMPI, &k, &opc, &op, &amf, &sqn, &resyncs, &lastResync); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return Subscriber{}, err
+		}
+		return Subscriber{}, fmt.Errorf("%w %q: %v", ErrCorrupt, s.IMPI, err)
+	}
+	bad := func(format string, a ...any) (Subscriber, error) {
+		return Subscriber{}, fmt.Errorf("%w %q: "+format, append([]any{ErrCorrupt, s.IMPI}, a...)...)
+	}
+	if len(k) != len(s.K) {
+		return bad("K is %d bytes, want %d", len(k), len(s.K))
+	}
+	if len(opc) != len(s.OPc) {
+		return bad("OPc is %d bytes, want %d", len(opc), len(s.OPc))
+	}
+	if op != nil && len(op) != len(akakeys.OP{}) {
+		return bad("OP is %d bytes, want %d", len(op), len(akakeys.OP{}))
+	}
+	if len(amf) != len(s.AMF) {
+		return bad("AMF is %d bytes, want %d", len(amf), len(s.AMF))
+	}
+	if sqn < 0 || sqn >= 1<<48 {
+		return bad("SQN %d is not a 48-bit number", sqn)
+	}
+	if resyncs < 0 {
+		return bad("resync count %d is negative", resyncs)
+	}
+	copy(s.K[:], k)
+	copy(s.OPc[:], opc)
+	copy(s.AMF[:], amf)
+	if op != nil {
+		s.OP = new(akakeys.OP)
+		copy(s.OP[:], op)
+		if akakeys.ComputeOPc(s.K, *s.OP) != s.OPc {
+			return bad("OPc does not match OP and K")
+		}
+	}
+	s.SQN = akakeys.SQNFromUint64(uint64(sqn))
+	s.Resyncs = uint64(resyncs)
+	if lastResync.Valid {
+		s.LastResync = time.UnixMilli(lastResync.Int64)
+	}
+	return s, nil
+}
+
+func (s *SQLiteStore) loadSubscriber(ctx context.Context, tx *sql.Tx, impi string) (Subscriber, error) {
+	sub, err := scanSubscriber(tx.QueryRowContext(ctx,
+		"SELECT "+subscriberColumns+" FROM subscriber WHERE impi = ?", impi))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Subscriber{}, fmt.Errorf("%w: %q", ErrUnknownSubscriber, impi)
+	}
+	if err != nil && !errors.Is(err, ErrCorrupt) {
+		err = fmt.Errorf("hss: %s: reading %q: %w", s.path, impi, err)
+	}
+	return sub, err
+}
+
+func (s *SQLiteStore) loadIMPUs(ctx context.Context, tx *sql.Tx, impi string) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, "SELECT impu FROM impu WHERE impi = ? ORDER BY pos", impi)
+	if err != nil {
+		return nil, fmt.Errorf("hss: %s: reading IMPUs of %q: %w", s.path, impi, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, fmt.Errorf("%w %q: IMPU: %v", ErrCorrupt, impi, err)
+		}
+		out = append(out, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("hss: %s: reading IMPUs of %q: %w", s.path, impi, err)
+	}
+	return out, nil
+}
+
+// Add implements Store.
+func (s *SQLiteStore) Add(ctx context.Context, sub Subscriber) error {
+	if err := sub.Validate(); err != nil {
+		return err
+	}
+	return s.write(ctx, func(tx *sql.Tx) error {
+		var one int
+		err := tx.QueryRowContext(ctx, "SELECT 1 FROM subscriber WHERE impi = ?", sub.IMPI).Scan(&one)
+		if err == nil {
+			return fmt.Errorf("%w: %q", ErrDuplicateIMPI, sub.IMPI)
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("hss: %s: %w", s.path, err)
+		}
+		for _, u := range sub.IMPUs {
+			var owner string
+			err := tx.QueryRowContext(ctx, "SELECT impi FROM impu WHERE impu = ?", u).Scan(&owner)
+			if err == nil {
+				return fmt.Errorf("%w: %q belongs to %q", ErrIMPUTaken, u, owner)
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("hss: %s: %w", s.path, err)
+			}
+		}
+		var op []byte // NULL unless OP was given
+		if sub.OP != nil {
+			op = sub.OP[:]
+		}
+		var last sql.NullInt64
+		if !sub.LastResync.IsZero() {
+			last = sql.NullInt64{Int64: sub.LastResync.UnixMilli(), Valid: true}
+		}
+		if _, err := tx.ExecContext(ctx,
+			"INSERT INTO subscriber ("+subscriberColumns+") VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+			sub.IMPI, sub.K[:], sub.OPc[:], op, sub.AMF[:], int64(sub.SQN.Uint64()), int64(sub.Resyncs), last,
+		); err != nil {
+			return fmt.Errorf("hss: %s: adding %q: %w", s.path, sub.IMPI, err)
+		}
+		for i, u := range sub.IMPUs {
+			if _, err := tx.ExecContext(ctx, "INSERT INTO impu (impu, impi, pos) VALUES (?, ?, ?)", u, sub.IMPI, i); err != nil {
+				return fmt.Errorf("hss: %s: adding IMPU %q: %w", s.path, u, err)
+			}
+		}
+		return nil
+	})
+}
+
+// Get implements Store.
+func (s *SQLiteStore) Get(ctx context.Context, impi string) (Subscriber, error) {
+	var sub Subscriber
+	err := s.read(ctx, func(tx *sql.Tx) error {
+		var err error
+		if sub, err = s.loadSubscriber(ctx, tx, impi); err != nil {
+			return err
+		}
+		sub.IMPUs, err = s.loadIMPUs(ctx, tx, impi)
+		return err
+	})
+	if err != nil {
+		return Subscriber{}, err
+	}
+	return sub, nil
+}
+
+// List implements Store.
+func (s *SQLiteStore) List(ctx context.Context) ([]Subscriber, error) {
+	var out []Subscriber
+	err := s.read(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, "SELECT "+subscriberColumns+" FROM subscriber ORDER BY impi")
+		if err != nil {
+			return fmt.Errorf("hss: %s: listing: %w", s.path, err)
+		}
+		defer rows.Close()
+		index := map[string]int{}
+		for rows.Next() {
+			sub, err := scanSubscriber(rows)
+			if err != nil {
+				return err
+			}
+			index[sub.IMPI] = len(out)
+			out = append(out, sub)
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("hss: %s: listing: %w", s.path, err)
+		}
+		urows, err := tx.QueryContext(ctx, "SELECT impu, impi FROM impu ORDER BY impi, pos")
+		if err != nil {
+			return fmt.Errorf("hss: %s: listing IMPUs: %w", s.path, err)
+		}
+		defer urows.Close()
+		for urows.Next() {
+			var u, impi string
+			if err := urows.Scan(&u, &impi); err != nil {
+				return fmt.Errorf("%w: IMPU row: %v", ErrCorrupt, err)
+			}
+			if i, ok := index[impi]; ok {
+				out[i].IMPUs = append(out[i].IMPUs, u)
+			}
+		}
+		if err := urows.Err(); err != nil {
+			return fmt.Errorf("hss: %s: listing IMPUs: %w", s.path, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Delete implements Store.
+func (s *SQLiteStore) Delete(ctx context.Context, impi string) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		// Explicit, in case a hand-made connection ran without foreign_keys.
+		if _, err := tx.ExecContext(ctx, "DELETE FROM impu WHERE impi = ?", impi); err != nil {
+			return fmt.Errorf("hss: %s: deleting %q: %w", s.path, impi, err)
+		}
+		res, err := tx.ExecContext(ctx, "DELETE FROM subscriber WHERE impi = ?", impi)
+		if err != nil {
+			return fmt.Errorf("hss: %s: deleting %q: %w", s.path, impi, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("hss: %s: deleting %q: %w", s.path, impi, err)
+		} else if n == 0 {
+			return fmt.Errorf("%w: %q", ErrUnknownSubscriber, impi)
+		}
+		return nil
+	})
+}
+
+// LookupIMPU implements Store.
+func (s *SQLiteStore) LookupIMPU(ctx context.Context, impu string) (string, error) {
+	var impi string
+	err := s.db.QueryRowContext(ctx, "SELECT impi FROM impu WHERE impu = ?", impu).Scan(&impi)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("%w: %q", ErrUnknownIMPU, impu)
+	}
+	if err != nil {
+		return "", fmt.Errorf("hss: %s: looking up %q: %w", s.path, impu, err)
+	}
+	return impi, nil
+}
+
+// UpdateSQN implements Store: read, fn, write and commit in one BEGIN
+// IMMEDIATE transaction, so the write lock is held from the read on.
+func (s *SQLiteStore) UpdateSQN(ctx context.Context, impi string, fn func(Subscriber) (SQNUpdate, error)) (Subscriber, error) {
+	var sub Subscriber
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		cur, err := s.loadSubscriber(ctx, tx, impi)
+		if err != nil {
+			return err
+		}
+		u, err := fn(cur.clone())
+		if err != nil {
+			return err
+		}
+		var last sql.NullInt64
+		resyncs := int64(0)
+		if u.Resync {
+			resyncs = 1
+			last = sql.NullInt64{Int64: u.At.UnixMilli(), Valid: true}
+		}
+		res, err := tx.ExecContext(ctx,
+			"UPDATE subscriber SET sqn = ?, resyncs = resyncs + ?, last_resync = coalesce(?, last_resync) WHERE impi = ?",
+			int64(u.SQN.Uint64()), resyncs, last, impi)
+		if err != nil {
+			return fmt.Errorf("hss: %s: storing SQN of %q: %w", s.path, impi, err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n != 1 {
+			return fmt.Errorf("hss: %s: storing SQN of %q: %d rows updated (%v)", s.path, impi, n, err)
+		}
+		cur.SQN = u.SQN
+		if u.Resync {
+			cur.Resyncs++
+			cur.LastResync = time.UnixMilli(last.Int64)
+		}
+		sub = cur
+		return nil
+	})
+	if err != nil {
+		return Subscriber{}, err
+	}
+	return sub, nil
+}
