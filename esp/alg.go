@@ -100,7 +100,10 @@ type algs struct {
 	newMAC func() hash.Hash // nil without separate integrity
 }
 
-func newAlgs(c *Config) (*algs, error) {
+// newAlgs checks c and builds its algorithms. allowNoAuth admits a CBC
+// cipher with no integrity, which only the RFC 3602 §4 known-answer tests
+// (ESP packets without ICV) need; the public constructors never set it.
+func newAlgs(c *Config, allowNoAuth bool) (*algs, error) {
 	a := &algs{enc: c.Encryption, auth: c.Integrity, align: PadAlign}
 	lens := EncKeyLen(c.Encryption)
 	if lens == nil {
@@ -122,7 +125,7 @@ func newAlgs(c *Config) (*algs, error) {
 	switch {
 	case c.Encryption == EncAESGCM && c.Integrity != AuthNull:
 		return nil, fmt.Errorf("esp: aes-gcm is a combined-mode algorithm and takes integrity null, not %s (RFC 4303 §3.2.2)", c.Integrity)
-	case c.Encryption != EncAESGCM && c.Integrity == AuthNull:
+	case c.Encryption != EncAESGCM && c.Integrity == AuthNull && !(allowNoAuth && c.Encryption != EncNull):
 		return nil, fmt.Errorf("esp: encryption %s with integrity null is not allowed (no integrity protection)", c.Encryption)
 	}
 
@@ -153,16 +156,26 @@ func newAlgs(c *Config) (*algs, error) {
 		copy(a.salt[:], c.EncKey[k:])
 	}
 
-	key := append([]byte(nil), c.AuthKey...)
-	switch c.Integrity {
-	case AuthHMACSHA196:
-		a.newMAC, a.icvLen = func() hash.Hash { return hmac.New(sha1.New, key) }, ICV96Len
-	case AuthHMACMD596:
-		a.newMAC, a.icvLen = func() hash.Hash { return hmac.New(md5.New, key) }, ICV96Len
-	case AuthHMACSHA256128:
-		a.newMAC, a.icvLen = func() hash.Hash { return hmac.New(sha256.New, key) }, ICV128Len
+	if h, icv := macHash(c.Integrity); h != nil {
+		key := append([]byte(nil), c.AuthKey...)
+		a.newMAC = func() hash.Hash { return hmac.New(h, key) }
+		a.icvLen = icv
 	}
 	return a, nil
+}
+
+// macHash returns the hash under the HMAC of a and its truncated ICV
+// length, or nil for AuthNull.
+func macHash(a AuthAlg) (func() hash.Hash, int) {
+	switch a {
+	case AuthHMACSHA196:
+		return sha1.New, ICV96Len
+	case AuthHMACMD596:
+		return md5.New, ICV96Len
+	case AuthHMACSHA256128:
+		return sha256.New, ICV128Len
+	}
+	return nil, 0
 }
 
 // padLen is the RFC 4303 §2.4 padding for an n-byte payload.
