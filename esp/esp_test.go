@@ -461,7 +461,9 @@ func TestConfigErrors(t *testing.T) {
 		{"aes key", func(c *Config) { c.EncKey = make([]byte, 15) }, "aes-cbc key is 15 bytes"},
 		{"3des key", func(c *Config) { c.Encryption, c.EncKey = EncDES3CBC, make([]byte, 16) }, "des-ede3-cbc key"},
 		{"null key", func(c *Config) { c.Encryption, c.EncKey = EncNull, make([]byte, 1) }, "null key"},
-		{"gcm key", func(c *Config) { c.Encryption, c.EncKey, c.Integrity, c.AuthKey = EncAESGCM, make([]byte, 16), AuthNull, nil }, "aes-gcm key"},
+		{"gcm key", func(c *Config) {
+			c.Encryption, c.EncKey, c.Integrity, c.AuthKey = EncAESGCM, make([]byte, 16), AuthNull, nil
+		}, "aes-gcm key"},
 		{"sha1 key", func(c *Config) { c.AuthKey = make([]byte, 16) }, "hmac-sha-1-96 key"},
 		{"md5 key", func(c *Config) { c.Integrity = AuthHMACMD596 }, "hmac-md5-96 key"},
 		{"sha256 key", func(c *Config) { c.Integrity = AuthHMACSHA256128 }, "hmac-sha-256-128 key"},
