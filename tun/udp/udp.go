@@ -1,0 +1,80 @@
+// Package udp is the ESP-in-UDP socket (RFC 3948, port 4500 by default) the
+// data plane sends and receives on, in batches: on Linux with recvmmsg and
+// sendmmsg, elsewhere one datagram per system call behind the same API.
+package udp
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+)
+
+// Message is one datagram. For ReadBatch, Buf is the space to fill and the
+// call sets N and Addr (the source); for WriteBatch, Buf[:N] is sent to Addr.
+type Message struct {
+	Buf  []byte
+	N    int
+	Addr netip.AddrPort
+}
+
+// DefaultBatch is how many datagrams a Conn moves per call where the
+// platform batches (wireguard-go uses 128; ESP packets near the MTU make a
+// batch of 64 about 90 KiB).
+const DefaultBatch = 64
+
+// Conn is a UDP socket with batch reads and writes. One goroutine may
+// ReadBatch while others WriteBatch; Close unblocks a pending ReadBatch,
+// which then returns an error matching net.ErrClosed.
+type Conn struct {
+	c     *net.UDPConn
+	local netip.AddrPort
+	plat  platform
+}
+
+// Listen binds a UDP socket to addr (port 0 picks a free port).
+func Listen(addr netip.AddrPort) (*Conn, error) {
+	network := "udp4"
+	if addr.Addr().Is6() && !addr.Addr().Is4In6() {
+		network = "udp6"
+	}
+	c, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(addr))
+	if err != nil {
+		return nil, err
+	}
+	u := &Conn{c: c, local: c.LocalAddr().(*net.UDPAddr).AddrPort()}
+	u.plat.init(c)
+	// Room for bursts: ESP at line rate overflows the default buffers.
+	_ = c.SetReadBuffer(4 << 20)
+	_ = c.SetWriteBuffer(4 << 20)
+	return u, nil
+}
+
+// LocalAddr returns the bound address.
+func (u *Conn) LocalAddr() netip.AddrPort { return u.local }
+
+// BatchSize is the most datagrams one ReadBatch returns.
+func (u *Conn) BatchSize() int { return u.plat.batchSize() }
+
+// Close closes the socket.
+func (u *Conn) Close() error { return u.c.Close() }
+
+// ReadBatch blocks until at least one datagram arrives, then fills up to
+// len(msgs) of them.
+func (u *Conn) ReadBatch(msgs []Message) (int, error) {
+	if len(msgs) == 0 {
+		return 0, errors.New("udp: ReadBatch with no messages")
+	}
+	return u.plat.readBatch(u.c, msgs)
+}
+
+// WriteBatch sends msgs in order and returns how many were sent. A datagram
+// the kernel refuses (no route, message too long) is skipped and reported
+// in the error after the rest are sent.
+func (u *Conn) WriteBatch(msgs []Message) (int, error) {
+	return u.plat.writeBatch(u.c, msgs)
+}
+
+// unmap turns an IPv4-mapped IPv6 address into IPv4.
+func unmap(a netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+}
