@@ -27,6 +27,7 @@ func (w *window) init(size int, esn bool) {
 	for words < size/64+1 { // one spare word: the top word is partly in the future
 		words <<= 1
 	}
+	w.top = 0
 	w.size = uint64(size)
 	w.mask = uint64(words - 1)
 	w.bits = make([]uint64, words)
