@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -292,8 +293,16 @@ func assertNoKeys(t *testing.T, what, text string) {
 	low := strings.ToLower(text)
 	for _, key := range [][]byte{k1[:], op1[:], opc1[:], k2[:], opc2[:]} {
 		h := hex.EncodeToString(key)
-		if strings.Contains(low, h) || strings.Contains(low, h[:8]) {
-			t.Errorf("%s shows a key (%s…): %s", what, h[:8], text)
+		forms := []string{
+			h[:8],                                   // hex, either case
+			strings.Trim(fmt.Sprint(key[:4]), "[]"), // decimal, as fmt prints bytes: "70 91 92 232"
+			fmt.Sprintf("%#x, %#x, %#x", key[0], key[1], key[2]), // Go syntax, as %#v prints: "0x46, 0x5b, 0x5c"
+			fmt.Sprintf("%d,%d,%d", key[0], key[1], key[2]),      // JSON array: "70,91,92"
+		}
+		for _, f := range forms {
+			if strings.Contains(low, strings.ToLower(f)) {
+				t.Errorf("%s shows a key (as %q): %s", what, f, text)
+			}
 		}
 	}
 }
