@@ -10,6 +10,8 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"hash"
+
+	"github.com/imsec/imsec/esp/internal/aescbc"
 )
 
 // EncAlg names an ESP encryption algorithm the way TS 33.203 and RFC 3329
@@ -93,9 +95,10 @@ type algs struct {
 	icvLen  int
 	cbcSize int // cipher block size for CBC, 0 otherwise
 
-	block cipher.Block // CBC cipher (AES or 3DES); concurrent-safe
-	aead  cipher.AEAD  // GCM; concurrent-safe
-	salt  [GCMSaltLen]byte
+	block  cipher.Block   // 3DES-CBC cipher; concurrent-safe
+	aesCBC *aescbc.Cipher // AES-CBC, whole chains per call; concurrent-safe
+	aead   cipher.AEAD    // GCM; concurrent-safe
+	salt   [GCMSaltLen]byte
 
 	newMAC func() hash.Hash // nil without separate integrity
 }
@@ -131,11 +134,11 @@ func newAlgs(c *Config, allowNoAuth bool) (*algs, error) {
 
 	switch c.Encryption {
 	case EncAESCBC:
-		b, err := aes.NewCipher(c.EncKey)
+		b, err := aescbc.New(c.EncKey)
 		if err != nil {
 			return nil, fmt.Errorf("esp: aes-cbc: %w", err)
 		}
-		a.block, a.ivLen, a.cbcSize, a.align = b, AESBlockSize, AESBlockSize, AESBlockSize
+		a.aesCBC, a.ivLen, a.cbcSize, a.align = b, AESBlockSize, AESBlockSize, AESBlockSize
 	case EncDES3CBC:
 		b, err := des.NewTripleDESCipher(c.EncKey)
 		if err != nil {

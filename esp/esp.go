@@ -127,7 +127,7 @@ func (s *sa) init(c *Config, decrypt, allowNoAuth bool) error {
 	s.spi, s.mode, s.esn, s.a = c.SPI, c.Mode, c.ESN, a
 	newState := func() (*state, error) {
 		st := &state{}
-		if a.cbcSize > 0 {
+		if a.block != nil { // 3DES; AES-CBC needs no per-packet state
 			iv := make([]byte, a.cbcSize)
 			var m cipher.BlockMode
 			if decrypt {
@@ -303,8 +303,12 @@ func (o *Outbound) Seal(buf []byte, off, n int, nextHeader byte) ([]byte, error)
 			}
 			iv := p[ESPHeaderLen:hdr]
 			copy(iv, blk)
-			st.cbc.SetIV(iv)
-			st.cbc.CryptBlocks(pt, pt)
+			if a.aesCBC != nil {
+				a.aesCBC.EncryptCBC(pt, pt, iv)
+			} else {
+				st.cbc.SetIV(iv)
+				st.cbc.CryptBlocks(pt, pt)
+			}
 		}
 		if st.mac != nil {
 			st.mac.Reset()
@@ -421,7 +425,9 @@ func (in *Inbound) Open(pkt []byte) (payload []byte, nextHeader byte, seq uint64
 				return nil, 0, 0, ErrAuth
 			}
 		}
-		if a.cbcSize > 0 {
+		if a.aesCBC != nil {
+			a.aesCBC.DecryptCBC(ct, ct, pkt[ESPHeaderLen:hdr])
+		} else if a.cbcSize > 0 {
 			st.cbc.SetIV(pkt[ESPHeaderLen:hdr])
 			st.cbc.CryptBlocks(ct, ct)
 		}
