@@ -14,7 +14,7 @@ func newFlagSet(name, synopsis string, w io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(w)
 	fs.Usage = func() {
-		fmt.Fprintf(w, "Usage: imsec %s\n\n", synopsis)
+		fmt.Fprintf(fs.Output(), "Usage: imsec %s\n\nFlags:\n", synopsis)
 		fs.PrintDefaults()
 	}
 	return fs

@@ -1,0 +1,144 @@
+package tun
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"net/netip"
+	"time"
+)
+
+// ICMPv4 echo (RFC 792) for the UE's "pinhole" ping: right after its SAs are
+// installed the UE sends one UDP-encapsulated echo request to the gateway's
+// inner address, so the home NAT opens a mapping for the gateway's ESP to
+// come back through (the seed, §3.1, "SIP Client A", step 1).
+
+const (
+	icmpEchoReply   = 0
+	icmpEchoRequest = 8
+	protoICMP       = 1
+)
+
+func csum(b []byte) uint16 {
+	var s uint32
+	for len(b) >= 2 {
+		s += uint32(b[0])<<8 | uint32(b[1])
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		s += uint32(b[0]) << 8
+	}
+	for s > 0xffff {
+		s = s>>16 + s&0xffff
+	}
+	return ^uint16(s)
+}
+
+// appendEcho builds an IPv4 ICMP echo request or reply.
+func appendEcho(b []byte, typ byte, src, dst netip.Addr, id, seq uint16, payload []byte) []byte {
+	start := len(b)
+	total := 20 + 8 + len(payload)
+	b = append(b, make([]byte, 28)...)
+	b = append(b, payload...)
+	ip := b[start : start+20]
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], uint16(total))
+	ip[8] = 64
+	ip[9] = protoICMP
+	s, d := src.As4(), dst.As4()
+	copy(ip[12:], s[:])
+	copy(ip[16:], d[:])
+	binary.BigEndian.PutUint16(ip[10:], csum(ip))
+	ic := b[start+20:]
+	ic[0] = typ
+	binary.BigEndian.PutUint16(ic[4:], id)
+	binary.BigEndian.PutUint16(ic[6:], seq)
+	binary.BigEndian.PutUint16(ic[2:], csum(ic))
+	return b
+}
+
+// parseEcho returns an IPv4 ICMP echo's fields.
+func parseEcho(pkt []byte) (typ byte, src, dst netip.Addr, id, seq uint16, payload []byte, ok bool) {
+	if len(pkt) < 28 || pkt[0]>>4 != 4 || pkt[9] != protoICMP {
+		return
+	}
+	ihl := int(pkt[0]&0xf) * 4
+	total := int(binary.BigEndian.Uint16(pkt[2:]))
+	if ihl < 20 || total > len(pkt) || total < ihl+8 || binary.BigEndian.Uint16(pkt[6:])&0x3fff != 0 {
+		return
+	}
+	ic := pkt[ihl:total]
+	if csum(ic) != 0 {
+		return
+	}
+	typ = ic[0]
+	if (typ != icmpEchoRequest && typ != icmpEchoReply) || ic[1] != 0 {
+		return
+	}
+	return typ, netip.AddrFrom4([4]byte(pkt[12:16])), netip.AddrFrom4([4]byte(pkt[16:20])),
+		binary.BigEndian.Uint16(ic[4:]), binary.BigEndian.Uint16(ic[6:]), ic[8:], true
+}
+
+func parseEchoReply(pkt []byte) (id, seq uint16, ok bool) {
+	typ, _, _, id, seq, _, ok := parseEcho(pkt)
+	return id, seq, ok && typ == icmpEchoReply
+}
+
+// echoReplyFor returns the reply to an echo request addressed to self, or nil.
+func echoReplyFor(pkt []byte, self netip.Addr) []byte {
+	typ, src, dst, id, seq, payload, ok := parseEcho(pkt)
+	if !ok || typ != icmpEchoRequest || dst != self {
+		return nil
+	}
+	return appendEcho(nil, icmpEchoReply, self, src, id, seq, payload)
+}
+
+// ErrNoEchoReply is returned by Ping when no reply came in time.
+var ErrNoEchoReply = errors.New("tun: no ICMP echo reply")
+
+// Ping sends one ICMP echo request from src to dst through peer's tunnel,
+// outside the Device (src may be 0.0.0.0: the UE's pinhole ping goes out
+// before it has an inner address), and waits for the reply, which the Pump
+// takes before the Device sees it. It returns the round-trip time.
+func (p *Pump) Ping(ctx context.Context, peer *Peer, src, dst netip.Addr, id, seq uint16) (time.Duration, error) {
+	if !src.Is4() || !dst.Is4() {
+		return 0, errors.New("tun: Ping is IPv4 only")
+	}
+	key := uint32(id)<<16 | uint32(seq)
+	ch := make(chan time.Time, 1)
+	p.pingMu.Lock()
+	p.pingWho[key] = ch
+	p.pingMu.Unlock()
+	defer func() {
+		p.pingMu.Lock()
+		delete(p.pingWho, key)
+		p.pingMu.Unlock()
+	}()
+	start := time.Now()
+	if err := p.Inject(peer, appendEcho(nil, icmpEchoRequest, src, dst, id, seq, []byte("imsec pinhole"))); err != nil {
+		return 0, err
+	}
+	select {
+	case t := <-ch:
+		return t.Sub(start), nil
+	case <-ctx.Done():
+		return 0, ErrNoEchoReply
+	case <-p.stop:
+		return 0, ErrClosedPump
+	}
+}
+
+// pingDone delivers an echo reply to a waiting Ping; false if none waits.
+func (p *Pump) pingDone(id, seq uint16) bool {
+	p.pingMu.Lock()
+	ch := p.pingWho[uint32(id)<<16|uint32(seq)]
+	p.pingMu.Unlock()
+	if ch == nil {
+		return false
+	}
+	select {
+	case ch <- time.Now():
+	default:
+	}
+	return true
+}

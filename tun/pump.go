@@ -1,0 +1,810 @@
+package tun
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/imsec/imsec/esp"
+	"github.com/imsec/imsec/tun/udp"
+)
+
+// PacketConn is the ESP-in-UDP socket a Pump sends and receives on:
+// *udp.Conn on real sockets, an in-memory pair in tests. One goroutine calls
+// ReadBatch; WriteBatch may be called from several. After Close, ReadBatch
+// returns an error.
+type PacketConn interface {
+	ReadBatch(msgs []udp.Message) (int, error)
+	WriteBatch(msgs []udp.Message) (int, error)
+	BatchSize() int
+	LocalAddr() netip.AddrPort
+	Close() error
+}
+
+var _ PacketConn = (*udp.Conn)(nil)
+
+// Config configures a Pump. Zero values are the documented defaults.
+type Config struct {
+	Device Device     // the plaintext side; the Pump closes it on Close
+	Conn   PacketConn // the ESP-in-UDP side; the Pump closes it on Close
+
+	// Intercept, if set, sees every authenticated inner packet before the
+	// source check and the Device: returning true consumes it (the gateway
+	// answers DHCP this way, the UE takes its DHCP replies). pkt is only
+	// valid during the call.
+	Intercept func(p *Peer, pkt []byte) bool
+
+	// EchoResponder, if valid, is an inner address whose ICMP echo requests
+	// the Pump answers itself, from any peer, even one with no inner address
+	// yet: the gateway's answer to the UE's "pinhole" ping.
+	EchoResponder netip.Addr
+
+	Logger *slog.Logger     // default: discard
+	Now    func() time.Time // default: time.Now
+}
+
+// Pump moves packets between a Device and ESP-in-UDP for a set of peers: the
+// UE has one (the gateway, default route), the gateway one per registered
+// UE (routed by inner address). Read Config for the hooks.
+//
+// Outbound: a packet read from the Device is routed by its inner
+// destination to a peer, sealed under the peer's current outbound SA and
+// sent to the peer's endpoint. Inbound: a datagram is classified (RFC 3948):
+// keepalives and non-ESP are counted and dropped; ESP is looked up by SPI,
+// opened, and its inner source must be one the peer may use; then it goes to
+// the Device. A peer that follows its source (FollowSource) has its endpoint
+// moved only by authenticated ESP, so a NAT rebinding is followed and a
+// forged or replayed packet moves nothing.
+type Pump struct {
+	cfg   Config
+	dev   Device
+	conn  PacketConn
+	log   *slog.Logger
+	peers atomic.Pointer[peerTables]
+	wmu   sync.Mutex // serialises table writers
+	ctr   counters
+	stop  chan struct{}
+	wg    sync.WaitGroup
+	once  sync.Once
+
+	pingMu  sync.Mutex
+	pingWho map[uint32]chan time.Time // pinhole pings waiting for a reply
+}
+
+// peerTables is the copy-on-write routing state read per packet.
+type peerTables struct {
+	bySPI    map[esp.SPI]*inSA
+	byAddr   map[netip.Addr]*Peer // exact inner addresses (the gateway's UEs)
+	prefixes []prefixRoute        // other routes, longest first (the UE's default)
+	peers    []*Peer
+}
+
+type prefixRoute struct {
+	p    netip.Prefix
+	peer *Peer
+}
+
+// inSA is an inbound SA with its owner and counters.
+type inSA struct {
+	in      *esp.Inbound
+	peer    *Peer
+	packets atomic.Uint64
+	bytes   atomic.Uint64
+}
+
+// outSA is an outbound SA with its counters.
+type outSA struct {
+	out     *esp.Outbound
+	packets atomic.Uint64
+	bytes   atomic.Uint64
+}
+
+// PeerConfig describes a peer.
+type PeerConfig struct {
+	Name     string         // for logs and counters
+	Endpoint netip.AddrPort // where ESP goes (may be learned later if FollowSource)
+	// FollowSource lets authenticated inbound ESP move Endpoint (NAT
+	// rebinding). The gateway sets it for UEs; a UE does not for its gateway.
+	FollowSource bool
+	// Allowed are the inner source prefixes accepted from the peer: the UE's
+	// lease (/32) at the gateway, 0.0.0.0/0 and ::/0 at the UE.
+	Allowed []netip.Prefix
+	// Routes are the inner destinations sent to the peer: the UE's lease at
+	// the gateway, 0.0.0.0/0 at the UE. Host routes (/32, /128) are exact
+	// matches; others are searched longest first.
+	Routes []netip.Prefix
+	// Keepalive sends an RFC 3948 NAT-keepalive (one 0xFF octet) to the
+	// peer when nothing else was sent to it for this long; 0 is off.
+	Keepalive time.Duration
+}
+
+// Peer is the far end of one tunnel. Its methods are safe for concurrent use.
+type Peer struct {
+	name      string
+	follow    bool
+	keepalive time.Duration
+	endpoint  atomic.Pointer[netip.AddrPort]
+	out       atomic.Pointer[outSA]
+	allowed   atomic.Pointer[[]netip.Prefix]
+	routes    []netip.Prefix // guarded by Pump.wmu
+	lastSent  atomic.Int64   // unix nanos of the last datagram sent to it
+	lastRecv  atomic.Int64   // unix nanos of the last authenticated ESP from it
+	ctr       peerCounters
+}
+
+type peerCounters struct {
+	txPackets, txBytes, rxPackets, rxBytes atomic.Uint64
+	spoofed, endpointMoves, keepalives     atomic.Uint64
+}
+
+type counters struct {
+	txPackets, txBytes, rxPackets, rxBytes atomic.Uint64
+	keepalivesSent, keepalivesRecv         atomic.Uint64
+	nonESP, invalid                        atomic.Uint64
+	drops                                  [esp.NumReasons]atomic.Uint64
+	noRoute, noSA, spoofed, notIP          atomic.Uint64
+	sendErrors, readErrors, deviceErrors   atomic.Uint64
+	intercepted, echoes                    atomic.Uint64
+}
+
+// Counters is a snapshot of a Pump's totals.
+type Counters struct {
+	TxPackets, TxBytes uint64 // ESP packets sent and their inner bytes
+	RxPackets, RxBytes uint64 // ESP packets accepted and their inner bytes
+	KeepalivesSent     uint64
+	KeepalivesReceived uint64 // not ESP: never counted as SA liveness
+	NonESP             uint64 // RFC 3948 non-ESP marker (IKE): we run no IKE
+	Invalid            uint64 // too short to be anything
+	// Drops counts ESP packets dropped by the codec, by esp.Reason
+	// (unknown_spi, replay, auth, ...).
+	Drops        map[string]uint64
+	NoRoute      uint64 // outbound packet with no peer for its destination
+	NoSA         uint64 // peer has no outbound SA yet
+	Spoofed      uint64 // inner source not allowed for the peer
+	NotIP        uint64 // device gave a packet that is not IPv4/IPv6
+	SendErrors   uint64
+	ReadErrors   uint64
+	DeviceErrors uint64
+	Intercepted  uint64 // consumed by Config.Intercept
+	Echoes       uint64 // echo requests answered by EchoResponder
+}
+
+// PeerCounters is a snapshot of one peer's traffic.
+type PeerCounters struct {
+	TxPackets, TxBytes, RxPackets, RxBytes uint64
+	Spoofed, EndpointMoves, Keepalives     uint64
+}
+
+// SACounters is the traffic of one SA direction.
+type SACounters struct {
+	SPI      esp.SPI
+	Inbound  bool
+	Peer     string
+	Packets  uint64
+	Bytes    uint64
+	Sequence uint64 // outbound: last sequence number sent; inbound: highest seen
+}
+
+// Buffer geometry. Outbound packets are read from the Device at outOffset,
+// which leaves room for the ESP header and IV (≤ esp.HeaderRoom) and the
+// Device's own scratch (MinOffset); the buffer's tail holds padding and
+// ICV. Inbound datagrams are read at inOffset so that, after Open, the inner
+// packet has at least MinOffset bytes before it for the Device.
+const (
+	outOffset = 64
+	inOffset  = MinOffset
+	// maxPacket bounds one inner packet; the Device MTU must not exceed it.
+	maxPacket = 65535
+)
+
+// ErrClosedPump is returned by methods called after Close.
+var ErrClosedPump = errors.New("tun: pump closed")
+
+// NewPump starts a Pump: one goroutine reads the Device, one reads the
+// socket, one sends keepalives. Close stops them.
+func NewPump(cfg Config) (*Pump, error) {
+	if cfg.Device == nil || cfg.Conn == nil {
+		return nil, errors.New("tun: pump needs a Device and a PacketConn")
+	}
+	if cfg.Device.MTU() > maxPacket-outOffset-esp.TailRoom {
+		return nil, fmt.Errorf("tun: device MTU %d too large", cfg.Device.MTU())
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	p := &Pump{cfg: cfg, dev: cfg.Device, conn: cfg.Conn, log: cfg.Logger, stop: make(chan struct{}), pingWho: map[uint32]chan time.Time{}}
+	p.peers.Store(&peerTables{bySPI: map[esp.SPI]*inSA{}, byAddr: map[netip.Addr]*Peer{}})
+	p.wg.Add(3)
+	go p.outbound()
+	go p.inbound()
+	go p.keepalives()
+	return p, nil
+}
+
+// Close stops the Pump, closes its Device and socket and waits for every
+// goroutine. It is idempotent.
+func (p *Pump) Close() error {
+	p.once.Do(func() {
+		close(p.stop)
+		p.dev.Close()
+		p.conn.Close()
+	})
+	p.wg.Wait()
+	return nil
+}
+
+func (p *Pump) closed() bool {
+	select {
+	case <-p.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// LocalAddr is the socket's bound address.
+func (p *Pump) LocalAddr() netip.AddrPort { return p.conn.LocalAddr() }
+
+// ---- peer and SA management (rare writers, copy-on-write) ----
+
+// update copies the tables, applies f and publishes the copy.
+func (p *Pump) update(f func(t *peerTables) error) error {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	if p.closed() {
+		return ErrClosedPump
+	}
+	old := p.peers.Load()
+	t := &peerTables{
+		bySPI:    make(map[esp.SPI]*inSA, len(old.bySPI)+1),
+		byAddr:   make(map[netip.Addr]*Peer, len(old.byAddr)+1),
+		prefixes: append([]prefixRoute(nil), old.prefixes...),
+		peers:    append([]*Peer(nil), old.peers...),
+	}
+	for k, v := range old.bySPI {
+		t.bySPI[k] = v
+	}
+	for k, v := range old.byAddr {
+		t.byAddr[k] = v
+	}
+	if err := f(t); err != nil {
+		return err
+	}
+	p.peers.Store(t)
+	return nil
+}
+
+// AddPeer adds a peer with its routes; it has no SAs yet.
+func (p *Pump) AddPeer(c PeerConfig) (*Peer, error) {
+	peer := &Peer{name: c.Name, follow: c.FollowSource, keepalive: c.Keepalive}
+	ep := c.Endpoint
+	peer.endpoint.Store(&ep)
+	allowed := append([]netip.Prefix(nil), c.Allowed...)
+	peer.allowed.Store(&allowed)
+	err := p.update(func(t *peerTables) error {
+		if err := addRoutes(t, peer, c.Routes); err != nil {
+			return err
+		}
+		peer.routes = append([]netip.Prefix(nil), c.Routes...)
+		t.peers = append(t.peers, peer)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return peer, nil
+}
+
+func addRoutes(t *peerTables, peer *Peer, routes []netip.Prefix) error {
+	for _, r := range routes {
+		if !r.IsValid() {
+			return fmt.Errorf("tun: invalid route %v", r)
+		}
+		r = r.Masked()
+		if r.IsSingleIP() {
+			if other := t.byAddr[r.Addr()]; other != nil && other != peer {
+				return fmt.Errorf("tun: %v is already routed to peer %q", r.Addr(), other.name)
+			}
+			t.byAddr[r.Addr()] = peer
+			continue
+		}
+		t.prefixes = append(t.prefixes, prefixRoute{r, peer})
+	}
+	// Longest prefix first.
+	for i := 1; i < len(t.prefixes); i++ {
+		for j := i; j > 0 && t.prefixes[j].p.Bits() > t.prefixes[j-1].p.Bits(); j-- {
+			t.prefixes[j], t.prefixes[j-1] = t.prefixes[j-1], t.prefixes[j]
+		}
+	}
+	return nil
+}
+
+func removeRoutes(t *peerTables, peer *Peer) {
+	for a, q := range t.byAddr {
+		if q == peer {
+			delete(t.byAddr, a)
+		}
+	}
+	kept := t.prefixes[:0]
+	for _, r := range t.prefixes {
+		if r.peer != peer {
+			kept = append(kept, r)
+		}
+	}
+	t.prefixes = kept
+}
+
+// SetRoutes replaces the inner destinations routed to peer (the gateway
+// adds the UE's lease once DHCP has bound it).
+func (p *Pump) SetRoutes(peer *Peer, routes []netip.Prefix) error {
+	return p.update(func(t *peerTables) error {
+		removeRoutes(t, peer)
+		if err := addRoutes(t, peer, routes); err != nil {
+			return err
+		}
+		peer.routes = append([]netip.Prefix(nil), routes...)
+		return nil
+	})
+}
+
+// RemovePeer removes a peer, its routes and every inbound SA it owns.
+func (p *Pump) RemovePeer(peer *Peer) error {
+	return p.update(func(t *peerTables) error {
+		removeRoutes(t, peer)
+		for spi, s := range t.bySPI {
+			if s.peer == peer {
+				delete(t.bySPI, spi)
+			}
+		}
+		kept := t.peers[:0]
+		for _, q := range t.peers {
+			if q != peer {
+				kept = append(kept, q)
+			}
+		}
+		t.peers = kept
+		peer.out.Store(nil)
+		return nil
+	})
+}
+
+// AddInbound installs an inbound SA for peer. Several may be installed at
+// once (during rekeying the old and the new set both open).
+func (p *Pump) AddInbound(peer *Peer, in *esp.Inbound) error {
+	return p.update(func(t *peerTables) error {
+		if s := t.bySPI[in.SPI()]; s != nil {
+			return fmt.Errorf("tun: inbound SPI %#x is in use", uint32(in.SPI()))
+		}
+		t.bySPI[in.SPI()] = &inSA{in: in, peer: peer}
+		return nil
+	})
+}
+
+// RemoveInbound deletes the inbound SA with spi.
+func (p *Pump) RemoveInbound(spi esp.SPI) error {
+	return p.update(func(t *peerTables) error {
+		if t.bySPI[spi] == nil {
+			return fmt.Errorf("tun: no inbound SPI %#x", uint32(spi))
+		}
+		delete(t.bySPI, spi)
+		return nil
+	})
+}
+
+// SetOutbound makes o the SA that seals everything sent to the peer from now
+// on (rekeying swaps it atomically; packets already sealed under the old one
+// are still opened by the peer's old inbound SA). nil stops sending.
+func (peer *Peer) SetOutbound(o *esp.Outbound) {
+	if o == nil {
+		peer.out.Store(nil)
+		return
+	}
+	peer.out.Store(&outSA{out: o})
+}
+
+// Outbound returns the current outbound SA, or nil.
+func (peer *Peer) Outbound() *esp.Outbound {
+	if s := peer.out.Load(); s != nil {
+		return s.out
+	}
+	return nil
+}
+
+// SetAllowed replaces the inner source prefixes accepted from the peer.
+func (peer *Peer) SetAllowed(prefixes []netip.Prefix) {
+	a := append([]netip.Prefix(nil), prefixes...)
+	peer.allowed.Store(&a)
+}
+
+// Name is the peer's name.
+func (peer *Peer) Name() string { return peer.name }
+
+// Endpoint is where ESP to the peer goes now.
+func (peer *Peer) Endpoint() netip.AddrPort { return *peer.endpoint.Load() }
+
+// SetEndpoint moves the peer's endpoint by hand.
+func (peer *Peer) SetEndpoint(ep netip.AddrPort) { peer.endpoint.Store(&ep) }
+
+// LastReceived is when authenticated ESP last came from the peer (zero if
+// never). Keepalives do not count.
+func (peer *Peer) LastReceived() time.Time {
+	if n := peer.lastRecv.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+// Counters returns a snapshot of the peer's counters.
+func (peer *Peer) Counters() PeerCounters {
+	c := &peer.ctr
+	return PeerCounters{
+		TxPackets: c.txPackets.Load(), TxBytes: c.txBytes.Load(), RxPackets: c.rxPackets.Load(), RxBytes: c.rxBytes.Load(),
+		Spoofed: c.spoofed.Load(), EndpointMoves: c.endpointMoves.Load(), Keepalives: c.keepalives.Load(),
+	}
+}
+
+// SACounters lists the counters of every SA of peer (nil: of all peers):
+// the current outbound SA and every installed inbound SA.
+func (p *Pump) SACounters(peer *Peer) []SACounters {
+	t := p.peers.Load()
+	var out []SACounters
+	for _, q := range t.peers {
+		if peer != nil && q != peer {
+			continue
+		}
+		if s := q.out.Load(); s != nil {
+			out = append(out, SACounters{SPI: s.out.SPI(), Peer: q.name, Packets: s.packets.Load(), Bytes: s.bytes.Load(), Sequence: s.out.Seq()})
+		}
+	}
+	for _, s := range t.bySPI {
+		if peer != nil && s.peer != peer {
+			continue
+		}
+		out = append(out, SACounters{SPI: s.in.SPI(), Inbound: true, Peer: s.peer.name, Packets: s.packets.Load(), Bytes: s.bytes.Load(), Sequence: s.in.Highest()})
+	}
+	return out
+}
+
+// InboundPackets returns how many packets the inbound SA spi has accepted
+// (the registrar watches the new SA set start carrying traffic).
+func (p *Pump) InboundPackets(spi esp.SPI) (uint64, bool) {
+	s := p.peers.Load().bySPI[spi]
+	if s == nil {
+		return 0, false
+	}
+	return s.packets.Load(), true
+}
+
+// Counters returns a snapshot of the totals.
+func (p *Pump) Counters() Counters {
+	c := &p.ctr
+	out := Counters{
+		TxPackets: c.txPackets.Load(), TxBytes: c.txBytes.Load(), RxPackets: c.rxPackets.Load(), RxBytes: c.rxBytes.Load(),
+		KeepalivesSent: c.keepalivesSent.Load(), KeepalivesReceived: c.keepalivesRecv.Load(),
+		NonESP: c.nonESP.Load(), Invalid: c.invalid.Load(), Drops: map[string]uint64{},
+		NoRoute: c.noRoute.Load(), NoSA: c.noSA.Load(), Spoofed: c.spoofed.Load(), NotIP: c.notIP.Load(),
+		SendErrors: c.sendErrors.Load(), ReadErrors: c.readErrors.Load(), DeviceErrors: c.deviceErrors.Load(),
+		Intercepted: c.intercepted.Load(), Echoes: c.echoes.Load(),
+	}
+	for r := range esp.NumReasons {
+		if v := c.drops[r].Load(); v != 0 {
+			out.Drops[r.String()] = v
+		}
+	}
+	return out
+}
+
+// ---- the data path ----
+
+// route returns the peer for an inner destination.
+func (t *peerTables) route(dst netip.Addr) *Peer {
+	if peer := t.byAddr[dst]; peer != nil {
+		return peer
+	}
+	for _, r := range t.prefixes {
+		if r.p.Contains(dst) {
+			return r.peer
+		}
+	}
+	return nil
+}
+
+// innerAddrs returns the source and destination of an IP packet.
+func innerAddrs(pkt []byte) (src, dst netip.Addr, ok bool) {
+	if len(pkt) == 0 {
+		return src, dst, false
+	}
+	switch pkt[0] >> 4 {
+	case 4:
+		if len(pkt) < 20 {
+			return src, dst, false
+		}
+		return netip.AddrFrom4([4]byte(pkt[12:16])), netip.AddrFrom4([4]byte(pkt[16:20])), true
+	case 6:
+		if len(pkt) < 40 {
+			return src, dst, false
+		}
+		return netip.AddrFrom16([16]byte(pkt[8:24])), netip.AddrFrom16([16]byte(pkt[24:40])), true
+	}
+	return src, dst, false
+}
+
+// outbound reads the Device, seals and sends.
+func (p *Pump) outbound() {
+	defer p.wg.Done()
+	batch := p.dev.BatchSize()
+	size := outOffset + p.dev.MTU() + esp.TailRoom
+	bufs := make([][]byte, batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, size)
+	}
+	sizes := make([]int, batch)
+	msgs := make([]udp.Message, batch)
+	for {
+		n, err := p.dev.Read(bufs, sizes, outOffset)
+		if err != nil && n == 0 {
+			if p.closed() || errors.Is(err, ErrClosed) {
+				return
+			}
+			p.ctr.deviceErrors.Add(1)
+			continue
+		}
+		t := p.peers.Load()
+		now := p.cfg.Now().UnixNano()
+		k := 0
+		for i := range n {
+			pkt := bufs[i][outOffset : outOffset+sizes[i]]
+			_, dst, ok := innerAddrs(pkt)
+			if !ok {
+				p.ctr.notIP.Add(1)
+				continue
+			}
+			peer := t.route(dst)
+			if peer == nil {
+				p.ctr.noRoute.Add(1)
+				continue
+			}
+			m, ok := p.seal(peer, bufs[i], outOffset, sizes[i])
+			if !ok {
+				continue
+			}
+			peer.lastSent.Store(now)
+			msgs[k] = m
+			k++
+		}
+		p.send(msgs[:k])
+	}
+}
+
+// seal seals buf[off:off+n] for peer and returns the datagram to send.
+func (p *Pump) seal(peer *Peer, buf []byte, off, n int) (udp.Message, bool) {
+	s := peer.out.Load()
+	if s == nil {
+		p.ctr.noSA.Add(1)
+		return udp.Message{}, false
+	}
+	pkt, err := s.out.Seal(buf, off, n, 0)
+	if err != nil {
+		p.ctr.drops[esp.ReasonOf(err)].Add(1)
+		return udp.Message{}, false
+	}
+	s.packets.Add(1)
+	s.bytes.Add(uint64(n))
+	peer.ctr.txPackets.Add(1)
+	peer.ctr.txBytes.Add(uint64(n))
+	p.ctr.txPackets.Add(1)
+	p.ctr.txBytes.Add(uint64(n))
+	return udp.Message{Buf: pkt, N: len(pkt), Addr: peer.Endpoint()}, true
+}
+
+func (p *Pump) send(msgs []udp.Message) {
+	if len(msgs) == 0 {
+		return
+	}
+	sent, err := p.conn.WriteBatch(msgs)
+	if err != nil || sent < len(msgs) {
+		p.ctr.sendErrors.Add(uint64(len(msgs) - sent))
+	}
+}
+
+// Inject seals one inner IP packet to peer and sends it, outside the
+// Device (DHCP, the pinhole ping, the gateway's echo replies).
+func (p *Pump) Inject(peer *Peer, pkt []byte) error {
+	if p.closed() {
+		return ErrClosedPump
+	}
+	buf := make([]byte, outOffset+len(pkt)+esp.TailRoom)
+	copy(buf[outOffset:], pkt)
+	m, ok := p.seal(peer, buf, outOffset, len(pkt))
+	if !ok {
+		return errors.New("tun: cannot seal to peer " + peer.name + " (no outbound SA, or SA exhausted)")
+	}
+	peer.lastSent.Store(p.cfg.Now().UnixNano())
+	if _, err := p.conn.WriteBatch([]udp.Message{m}); err != nil {
+		p.ctr.sendErrors.Add(1)
+		return err
+	}
+	return nil
+}
+
+// inbound reads the socket, opens and writes to the Device.
+func (p *Pump) inbound() {
+	defer p.wg.Done()
+	batch := p.conn.BatchSize()
+	size := inOffset + maxPacket
+	bufs := make([][]byte, batch)
+	msgs := make([]udp.Message, batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, size)
+	}
+	wbufs := make([][]byte, 0, batch)
+	for {
+		for i := range msgs {
+			msgs[i] = udp.Message{Buf: bufs[i][inOffset:]}
+		}
+		n, err := p.conn.ReadBatch(msgs)
+		if err != nil {
+			if p.closed() {
+				return
+			}
+			p.ctr.readErrors.Add(1) // transient: keep going
+			select {
+			case <-p.stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			continue
+		}
+		t := p.peers.Load()
+		now := p.cfg.Now().UnixNano()
+		wbufs = wbufs[:0]
+		for i := range n {
+			d := msgs[i].Buf[:msgs[i].N]
+			switch esp.Classify(d) {
+			case esp.KindKeepalive:
+				p.ctr.keepalivesRecv.Add(1)
+				continue
+			case esp.KindNonESP:
+				p.ctr.nonESP.Add(1)
+				continue
+			case esp.KindInvalid:
+				p.ctr.invalid.Add(1)
+				continue
+			}
+			spi, err := esp.PacketSPI(d)
+			if err != nil {
+				p.ctr.drops[esp.ReasonOf(err)].Add(1)
+				continue
+			}
+			s := t.bySPI[spi]
+			if s == nil {
+				p.ctr.drops[esp.ReasonUnknownSPI].Add(1)
+				continue
+			}
+			payload, _, _, err := s.in.Open(d)
+			if err != nil {
+				p.ctr.drops[esp.ReasonOf(err)].Add(1)
+				continue
+			}
+			peer := s.peer
+			// Authenticated: this packet may move the peer's endpoint.
+			peer.lastRecv.Store(now)
+			if peer.follow && msgs[i].Addr != *peer.endpoint.Load() {
+				ep := msgs[i].Addr
+				peer.endpoint.Store(&ep)
+				peer.ctr.endpointMoves.Add(1)
+				p.log.Info("peer endpoint moved", "peer", peer.name, "endpoint", ep)
+			}
+			s.packets.Add(1)
+			s.bytes.Add(uint64(len(payload)))
+			peer.ctr.rxPackets.Add(1)
+			peer.ctr.rxBytes.Add(uint64(len(payload)))
+			p.ctr.rxPackets.Add(1)
+			p.ctr.rxBytes.Add(uint64(len(payload)))
+			if p.local(peer, payload) {
+				continue
+			}
+			src, _, ok := innerAddrs(payload)
+			if !ok {
+				p.ctr.notIP.Add(1)
+				continue
+			}
+			if !allowed(*peer.allowed.Load(), src) {
+				p.ctr.spoofed.Add(1)
+				peer.ctr.spoofed.Add(1)
+				continue
+			}
+			// Open decrypted in place: the inner packet starts right after
+			// the ESP header and IV. Re-slice so that it sits at MinOffset.
+			start := inOffset + s.in.HeaderLen()
+			wbufs = append(wbufs, bufs[i][start-MinOffset:start+len(payload)])
+		}
+		if len(wbufs) > 0 {
+			if _, err := p.dev.Write(wbufs, MinOffset); err != nil {
+				if p.closed() {
+					return
+				}
+				p.ctr.deviceErrors.Add(1)
+			}
+		}
+	}
+}
+
+// local handles packets the Pump answers itself; true means consumed.
+func (p *Pump) local(peer *Peer, pkt []byte) bool {
+	if p.cfg.Intercept != nil && p.cfg.Intercept(peer, pkt) {
+		p.ctr.intercepted.Add(1)
+		return true
+	}
+	if id, seq, ok := parseEchoReply(pkt); ok && p.pingDone(id, seq) {
+		return true
+	}
+	if p.cfg.EchoResponder.IsValid() {
+		if reply := echoReplyFor(pkt, p.cfg.EchoResponder); reply != nil {
+			p.ctr.echoes.Add(1)
+			if err := p.Inject(peer, reply); err != nil {
+				p.log.Debug("echo reply not sent", "peer", peer.name, "err", err)
+			}
+			return true
+		}
+	}
+	return false
+}
+
+func allowed(prefixes []netip.Prefix, a netip.Addr) bool {
+	for _, p := range prefixes {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// keepalives sends RFC 3948 NAT-keepalives to idle peers that want them.
+func (p *Pump) keepalives() {
+	defer p.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	ka := []udp.Message{{Buf: esp.Keepalive(), N: 1}}
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
+		p.SendKeepalives(ka)
+	}
+}
+
+// SendKeepalives sends a keepalive to every peer idle for its Keepalive
+// interval. It runs every second on its own; tests with a fake clock call it.
+func (p *Pump) SendKeepalives(scratch []udp.Message) {
+	if len(scratch) == 0 {
+		scratch = []udp.Message{{Buf: esp.Keepalive(), N: 1}}
+	}
+	now := p.cfg.Now().UnixNano()
+	for _, peer := range p.peers.Load().peers {
+		if peer.keepalive <= 0 || now-peer.lastSent.Load() < int64(peer.keepalive) {
+			continue
+		}
+		ep := peer.Endpoint()
+		if !ep.IsValid() {
+			continue
+		}
+		scratch[0].Addr = ep
+		if _, err := p.conn.WriteBatch(scratch[:1]); err != nil {
+			p.ctr.sendErrors.Add(1)
+			continue
+		}
+		peer.lastSent.Store(now)
+		peer.ctr.keepalives.Add(1)
+		p.ctr.keepalivesSent.Add(1)
+	}
+}
