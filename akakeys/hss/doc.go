@@ -43,7 +43,7 @@
 // backwards: moving it back to SQN_MS while vectors above SQN_MS are already
 // out would issue some SQN a second time. (The one case this cannot repair —
 // a USIM that refuses SQN_HE because it is too far ahead, beyond the optional
-// Annex C.2.2 limit Δ — needs 2^28 unused vectors with the usual Δ and is not
+// Annex C limit Δ — needs 2^28 unused vectors with the usual Δ and is not
 // a practical concern.) Every verified resync is counted with its time, for
 // the operator (`imsec sub list`).
 //

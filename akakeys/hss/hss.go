@@ -75,8 +75,8 @@ func (h *HSS) Vector(ctx context.Context, impi string) (akakeys.Vector, error) {
 
 // Resync handles a synchronisation failure reported by the UE for impi: rand
 // is the RAND of the challenge the USIM refused and auts its AUTS, as the
-// registrar receives them (RFC 3310 §3.4) and passes them on (Cx MAR,
-// TS 29.228 §6.3.13). It verifies MAC-S (a failure changes nothing and
+// registrar receives them (the auts parameter of RFC 3310) and passes them
+// on (RAND || AUTS in the Cx Multimedia-Auth-Request, TS 29.228). It verifies MAC-S (a failure changes nothing and
 // returns an error wrapping akakeys.ErrAUTSMAC), moves the SQN forward to
 // SQN_MS if the HSS is behind it (never backwards: see the package doc),
 // counts the resync, and returns a fresh vector to challenge the UE with:

@@ -2,7 +2,9 @@ package hss
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -87,4 +89,33 @@ func TestSubscriberView(t *testing.T) {
 	if b := bob().View(akakeys.SQNScheme{}); b.KeyKind != "OPc" || b.OPFingerprint != "" {
 		t.Fatalf("View = %+v", b)
 	}
+}
+
+// FuzzValidate: identities from anywhere are refused with an error or
+// accepted and stored intact; never a panic.
+func FuzzValidate(f *testing.F) {
+	f.Add("alice@ims.example", "sip:alice@ims.example")
+	f.Add("", "tel:+1555")
+	f.Add("a\x00b", "SIPS:x")
+	f.Add("b\xff", "sip:")
+	f.Fuzz(func(t *testing.T, impi, impu string) {
+		s := Subscriber{IMPI: impi, IMPUs: []string{impu}, K: k1, OPc: opc1}
+		if err := s.Validate(); err != nil {
+			if !errors.Is(err, ErrInvalidSubscriber) {
+				t.Fatalf("error %v does not wrap ErrInvalidSubscriber", err)
+			}
+			return
+		}
+		m := NewMemStore()
+		if err := m.Add(context.Background(), s); err != nil {
+			t.Fatal(err)
+		}
+		got, err := m.Get(context.Background(), impi)
+		if err != nil || got.IMPI != impi || got.IMPUs[0] != impu {
+			t.Fatalf("round trip: %v %v", got, err)
+		}
+		if owner, err := m.LookupIMPU(context.Background(), impu); err != nil || owner != impi {
+			t.Fatalf("LookupIMPU: %q %v", owner, err)
+		}
+	})
 }
