@@ -1,0 +1,86 @@
+package tuntest
+
+import (
+	"encoding/binary"
+	"net/netip"
+)
+
+// UDPPacket returns an IPv4 (RFC 791) or IPv6 (RFC 8200) packet carrying
+// one UDP datagram (RFC 768) from src to dst, with valid header and UDP
+// checksums, TTL/hop limit 64 and DF set. src and dst must be the same
+// family. It panics on a mismatch or a payload that does not fit: it is for
+// building test input.
+func UDPPacket(src, dst netip.AddrPort, payload []byte) []byte {
+	s, d := src.Addr().Unmap(), dst.Addr().Unmap()
+	if s.Is4() != d.Is4() {
+		panic("tuntest: UDPPacket address families differ")
+	}
+	udpLen := 8 + len(payload)
+	if udpLen > 0xffff-40 {
+		panic("tuntest: UDPPacket payload too long")
+	}
+	var pkt []byte
+	var ipHdr int
+	if s.Is4() {
+		ipHdr = 20
+		pkt = make([]byte, ipHdr+udpLen)
+		pkt[0] = 0x45
+		binary.BigEndian.PutUint16(pkt[2:], uint16(len(pkt)))
+		binary.BigEndian.PutUint16(pkt[6:], 0x4000) // DF
+		pkt[8] = 64
+		pkt[9] = 17
+		sa, da := s.As4(), d.As4()
+		copy(pkt[12:16], sa[:])
+		copy(pkt[16:20], da[:])
+		binary.BigEndian.PutUint16(pkt[10:], ^fold(sum(0, pkt[:20])))
+	} else {
+		ipHdr = 40
+		pkt = make([]byte, ipHdr+udpLen)
+		pkt[0] = 0x60
+		binary.BigEndian.PutUint16(pkt[4:], uint16(udpLen))
+		pkt[6] = 17
+		pkt[7] = 64
+		sa, da := s.As16(), d.As16()
+		copy(pkt[8:24], sa[:])
+		copy(pkt[24:40], da[:])
+	}
+	u := pkt[ipHdr:]
+	binary.BigEndian.PutUint16(u[0:], src.Port())
+	binary.BigEndian.PutUint16(u[2:], dst.Port())
+	binary.BigEndian.PutUint16(u[4:], uint16(udpLen))
+	copy(u[8:], payload)
+	// Pseudo-header: addresses, protocol, UDP length.
+	var acc uint32
+	if s.Is4() {
+		acc = sum(acc, pkt[12:20])
+	} else {
+		acc = sum(acc, pkt[8:40])
+	}
+	acc += 17 + uint32(udpLen)
+	acc = sum(acc, u)
+	c := ^fold(acc)
+	if c == 0 {
+		c = 0xffff // RFC 768: a computed zero is sent as all ones
+	}
+	binary.BigEndian.PutUint16(u[6:], c)
+	return pkt
+}
+
+// sum adds b as big-endian 16-bit words to acc (RFC 1071).
+func sum(acc uint32, b []byte) uint32 {
+	for len(b) >= 2 {
+		acc += uint32(b[0])<<8 | uint32(b[1])
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		acc += uint32(b[0]) << 8
+	}
+	return acc
+}
+
+func fold(acc uint32) uint16 {
+	for acc > 0xffff {
+		acc = acc>>16 + acc&0xffff
+	}
+	return uint16(acc)
+}
