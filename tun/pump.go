@@ -96,6 +96,57 @@ type inSA struct {
 	bytes   atomic.Uint64
 }
 
+// outSet is the immutable set of outbound SAs of a peer: the first selector
+// matching a packet's transport ports wins, else def.
+type outSet struct {
+	def *outSA
+	sel []outSel
+	all []*outSA // each SA once, for counters
+}
+
+type outSel struct {
+	src, dst uint16 // 0 matches any port
+	sa       *outSA
+}
+
+// pick returns the SA for an inner packet.
+func (o *outSet) pick(pkt []byte) *outSA {
+	if len(o.sel) > 0 {
+		if sp, dp, ok := transportPorts(pkt); ok {
+			for i := range o.sel {
+				s := &o.sel[i]
+				if (s.src == 0 || s.src == sp) && (s.dst == 0 || s.dst == dp) {
+					return s.sa
+				}
+			}
+		}
+	}
+	return o.def
+}
+
+// transportPorts returns the UDP or TCP ports of an IP packet.
+func transportPorts(pkt []byte) (src, dst uint16, ok bool) {
+	var off int
+	switch {
+	case len(pkt) >= 20 && pkt[0]>>4 == 4:
+		if pkt[9] != 6 && pkt[9] != 17 || (uint16(pkt[6])<<8|uint16(pkt[7]))&0x1fff != 0 {
+			return 0, 0, false
+		}
+		off = int(pkt[0]&0xf) * 4
+	case len(pkt) >= 40 && pkt[0]>>4 == 6:
+		if pkt[6] != 6 && pkt[6] != 17 {
+			return 0, 0, false
+		}
+		off = 40
+	default:
+		return 0, 0, false
+	}
+	if len(pkt) < off+4 {
+		return 0, 0, false
+	}
+	return uint16(pkt[off])<<8 | uint16(pkt[off+1]), uint16(pkt[off+2])<<8 | uint16(pkt[off+3]), true
+}
+
 // outSA is an outbound SA with its counters.
 type outSA struct {
 	out     *esp.Outbound
@@ -128,7 +179,7 @@ type Peer struct {
 	follow    bool
 	keepalive time.Duration
 	endpoint  atomic.Pointer[netip.AddrPort]
-	out       atomic.Pointer[outSA]
+	out       atomic.Pointer[outSet]
 	allowed   atomic.Pointer[[]netip.Prefix]
 	routes    []netip.Prefix // guarded by Pump.wmu
 	lastSent  atomic.Int64   // unix nanos of the last datagram sent to it
@@ -401,18 +452,67 @@ func (p *Pump) RemoveInbound(spi esp.SPI) error {
 // SetOutbound makes o the SA that seals everything sent to the peer from now
 // on (rekeying swaps it atomically; packets already sealed under the old one
 // are still opened by the peer's old inbound SA). nil stops sending.
-func (peer *Peer) SetOutbound(o *esp.Outbound) {
-	if o == nil {
+func (peer *Peer) SetOutbound(o *esp.Outbound) { peer.SetOutboundSAs(o, nil) }
+
+// OutboundSA is an outbound SA with a port selector (TS 33.203 binds each
+// SA to a pair of protected ports): it seals the peer's UDP and TCP packets
+// whose source and destination ports match (0 matches any).
+type OutboundSA struct {
+	SrcPort, DstPort uint16
+	SA               *esp.Outbound
+}
+
+// SetOutboundSAs installs the SAs that seal traffic to the peer: the first
+// selector that matches a packet's ports wins, and def seals the rest
+// (DHCP, ICMP, media). def nil stops everything that no selector takes.
+// Counters carry over for SAs already installed.
+func (peer *Peer) SetOutboundSAs(def *esp.Outbound, sel []OutboundSA) {
+	if def == nil && len(sel) == 0 {
 		peer.out.Store(nil)
 		return
 	}
-	peer.out.Store(&outSA{out: o})
+	old := map[*esp.Outbound]*outSA{}
+	if cur := peer.out.Load(); cur != nil {
+		for _, s := range cur.all {
+			old[s.out] = s
+		}
+	}
+	set := &outSet{}
+	wrap := func(o *esp.Outbound) *outSA {
+		if o == nil {
+			return nil
+		}
+		if s := old[o]; s != nil {
+			return s
+		}
+		s := &outSA{out: o}
+		old[o] = s
+		return s
+	}
+	seen := map[*outSA]bool{}
+	add := func(s *outSA) {
+		if s != nil && !seen[s] {
+			seen[s] = true
+			set.all = append(set.all, s)
+		}
+	}
+	set.def = wrap(def)
+	add(set.def)
+	for _, x := range sel {
+		if x.SA == nil {
+			continue
+		}
+		w := wrap(x.SA)
+		set.sel = append(set.sel, outSel{src: x.SrcPort, dst: x.DstPort, sa: w})
+		add(w)
+	}
+	peer.out.Store(set)
 }
 
-// Outbound returns the current outbound SA, or nil.
+// Outbound returns the default outbound SA, or nil.
 func (peer *Peer) Outbound() *esp.Outbound {
-	if s := peer.out.Load(); s != nil {
-		return s.out
+	if s := peer.out.Load(); s != nil && s.def != nil {
+		return s.def.out
 	}
 	return nil
 }
@@ -459,8 +559,10 @@ func (p *Pump) SACounters(peer *Peer) []SACounters {
 		if peer != nil && q != peer {
 			continue
 		}
-		if s := q.out.Load(); s != nil {
-			out = append(out, SACounters{SPI: s.out.SPI(), Peer: q.name, Packets: s.packets.Load(), Bytes: s.bytes.Load(), Sequence: s.out.Seq()})
+		if set := q.out.Load(); set != nil {
+			for _, s := range set.all {
+				out = append(out, SACounters{SPI: s.out.SPI(), Peer: q.name, Packets: s.packets.Load(), Bytes: s.bytes.Load(), Sequence: s.out.Seq()})
+			}
 		}
 	}
 	for _, s := range t.bySPI {
@@ -585,7 +687,11 @@ func (p *Pump) outbound() {
 
 // seal seals buf[off:off+n] for peer and returns the datagram to send.
 func (p *Pump) seal(peer *Peer, buf []byte, off, n int) (udp.Message, bool) {
-	s := peer.out.Load()
+	set := peer.out.Load()
+	var s *outSA
+	if set != nil {
+		s = set.pick(buf[off : off+n])
+	}
 	if s == nil {
 		p.ctr.noSA.Add(1)
 		return udp.Message{}, false

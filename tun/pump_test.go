@@ -468,3 +468,40 @@ func waitFor(t testing.TB, cond func() bool) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+// TestOutboundSelectors: TS 33.203 binds SAs to port pairs; the pump picks
+// the outbound SA by the inner packet's ports, else the default.
+func TestOutboundSelectors(t *testing.T) {
+	l := newLink(t, nil)
+	l.pinhole(t)
+	o2, i2 := saPair(t, 0x2002, esp.EncAESCBC, esp.AuthHMACSHA196)
+	must(t, l.ue.pump.AddInbound(l.ue.peer, i2))
+	// Gateway port-c 6101 -> UE port-s 41001 on SA 0x2002, everything else on 0x2001.
+	l.gw.peer.SetOutboundSAs(l.gwOutSA, []OutboundSA{{SrcPort: 6101, DstPort: 41001, SA: o2}})
+	ueS, err := l.ue.ns.ListenUDP(netip.AddrPortFrom(ueInner, 41001))
+	must(t, err)
+	defer ueS.Close()
+	gwC, err := l.gw.ns.ListenUDP(netip.AddrPortFrom(gwInner, 6101))
+	must(t, err)
+	defer gwC.Close()
+	gwOther, err := l.gw.ns.ListenUDP(netip.AddrPortFrom(gwInner, 6100))
+	must(t, err)
+	defer gwOther.Close()
+	to := net.UDPAddrFromAddrPort(netip.AddrPortFrom(ueInner, 41001))
+	buf := make([]byte, 100)
+	for _, c := range []net.PacketConn{gwC, gwOther, gwC} {
+		c.WriteTo([]byte("OPTIONS"), to)
+		ueS.SetReadDeadline(time.Now().Add(3 * time.Second))
+		if _, _, err := ueS.ReadFrom(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n2, _ := l.ue.pump.InboundPackets(0x2002)
+	n1, _ := l.ue.pump.InboundPackets(0x2001)
+	if n2 != 2 || n1 < 2 { // 0x2001 also carried the pinhole reply
+		t.Fatalf("SA 0x2002 carried %d (want 2), 0x2001 %d", n2, n1)
+	}
+	if len(l.gw.pump.SACounters(l.gw.peer)) != 3 {
+		t.Fatalf("%+v", l.gw.pump.SACounters(l.gw.peer))
+	}
+}

@@ -48,7 +48,8 @@ func hexArg(flagName, v string, n int) ([]byte, error) {
 	v = strings.TrimPrefix(strings.TrimPrefix(v, "0x"), "0X")
 	b, err := hex.DecodeString(v)
 	if err != nil {
-		return nil, usageErrorf("--%s: not hex: %q", flagName, v)
+		// Never echo the value: it may be a key (K, OP, OPc).
+		return nil, usageErrorf("--%s: not a hex string (%d characters)", flagName, len(v))
 	}
 	if len(b) != n {
 		return nil, usageErrorf("--%s: want %d bytes (%d hex digits), got %d bytes", flagName, n, 2*n, len(b))
