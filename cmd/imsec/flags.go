@@ -49,7 +49,7 @@ func hexArg(flagName, v string, n int) ([]byte, error) {
 	b, err := hex.DecodeString(v)
 	if err != nil {
 		// Never echo the value: it may be a key (K, OP, OPc).
-		return nil, usageErrorf("--%s: not a hex string (%d characters)", flagName, len(v))
+		return nil, usageErrorf("--%s: not hex (%d characters; value not shown)", flagName, len(v))
 	}
 	if len(b) != n {
 		return nil, usageErrorf("--%s: want %d bytes (%d hex digits), got %d bytes", flagName, n, 2*n, len(b))
