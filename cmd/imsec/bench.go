@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/imsec/imsec/bench"
+)
+
+func init() {
+	register(command{
+		name:  "bench",
+		usage: "bench SUBCOMMAND [flags]",
+		short: "measure imsec against Go's standard library (codec)",
+		run:   runBench,
+	})
+}
+
+// benchSub is one `imsec bench NAME` subcommand.
+type benchSub struct {
+	name  string
+	short string
+	run   func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+// benchSubs lists the bench subcommands in the order help shows them.
+var benchSubs = []benchSub{
+	{"codec", "ESP seal/open per algorithm pair and packet size vs stdlib primitives", runBenchCodec},
+}
+
+func benchSubNames() string {
+	n := make([]string, len(benchSubs))
+	for i, s := range benchSubs {
+		n[i] = s.name
+	}
+	return strings.Join(n, ", ")
+}
+
+func printBenchHelp(w io.Writer) {
+	fmt.Fprintln(w, "Usage: imsec bench SUBCOMMAND [flags]\n\nSubcommands:")
+	for _, s := range benchSubs {
+		fmt.Fprintf(w, "  %-8s %s\n", s.name, s.short)
+	}
+	fmt.Fprintln(w, "\nRun 'imsec bench SUBCOMMAND --help' for its flags.")
+}
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usageErrorf("missing subcommand (one of: %s; see 'imsec bench --help')", benchSubNames())
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		printBenchHelp(stdout)
+		return flag.ErrHelp
+	}
+	for _, s := range benchSubs {
+		if s.name == args[0] {
+			return s.run(ctx, args[1:], stdout, stderr)
+		}
+	}
+	return usageErrorf("unknown subcommand %q (one of: %s)", args[0], benchSubNames())
+}
+
+func runBenchCodec(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("bench codec", "bench codec [--json] [--time D] [--sizes N,...] [--ealg NAME,...] [--alg NAME,...]", stdout)
+	asJSON := fs.Bool("json", false, "print one JSON array of {ealg, alg, size, op, mbps, pps, allocs, baseline_mbps, ratio}")
+	budget := fs.Duration("time", bench.DefaultBudget, "time spent measuring each implementation in each cell")
+	sizes := fs.String("sizes", "64,512,1400,8000", "payload sizes in bytes, comma-separated")
+	var ealgs, algs multiFlag
+	fs.Var(&ealgs, "ealg", "only these encryption algorithms (comma-separated or repeated): aes-cbc, des-ede3-cbc, null, aes-gcm, aes-gcm(128), aes-gcm(256)")
+	fs.Var(&algs, "alg", "only these integrity algorithms (comma-separated or repeated): hmac-sha-1-96, hmac-md5-96, hmac-sha-256-128, null")
+	if err := parseFlags(fs, args, false); err != nil {
+		return err
+	}
+	if *budget <= 0 {
+		return usageErrorf("--time must be positive, got %v", *budget)
+	}
+	sz, err := parseSizes(*sizes)
+	if err != nil {
+		return err
+	}
+	suites, err := bench.FilterSuites(bench.CodecSuites(), splitList(ealgs), splitList(algs))
+	if err != nil {
+		return usageErrorf("%v", err)
+	}
+
+	progress := newProgress(stderr)
+	res, err := bench.RunCodec(ctx, bench.CodecConfig{
+		Suites:   suites,
+		Sizes:    sz,
+		Budget:   *budget,
+		Progress: progress.update,
+	})
+	progress.done()
+	if err != nil {
+		return err
+	}
+	for i := range res {
+		r := &res[i]
+		r.MBps = round(r.MBps, 2)
+		r.BaselineMBps = round(r.BaselineMBps, 2)
+		r.PPS = round(r.PPS, 0)
+		r.Ratio = round(r.Ratio, 3)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ealg\talg\tsize\top\tMB/s\tpkt/s\tallocs\tbaseline MB/s\tratio")
+	for _, r := range res {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%.1f\t%.0f\t%.2f\t%.1f\t%.2f\n",
+			r.EAlg, r.Alg, r.Size, r.Op, r.MBps, r.PPS, r.Allocs, r.BaselineMBps, r.Ratio)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "\nsize is the payload; baseline is Go's crypto/cipher, crypto/aes, crypto/des and crypto/hmac\n"+
+		"doing the same packets' crypto in this run; ratio = MB/s / baseline MB/s. %v per measurement.\n", *budget)
+	return nil
+}
+
+// parseSizes parses "64,512,1400" into packet sizes.
+func parseSizes(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 || n > bench.MaxPacketSize {
+			return nil, usageErrorf("--sizes: %q is not a packet size in 1..%d", f, bench.MaxPacketSize)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// splitList flattens repeated, comma-separated flag values.
+func splitList(m multiFlag) []string {
+	var out []string
+	for _, v := range m {
+		for _, f := range strings.Split(v, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				out = append(out, f)
+			}
+		}
+	}
+	return out
+}
+
+func round(v float64, places int) float64 {
+	p := math.Pow(10, float64(places))
+	return math.Round(v*p) / p
+}
+
+// progress shows "[n/total] label" on w: overwritten in place on a
+// terminal, one line per cell otherwise.
+type progress struct {
+	w    io.Writer
+	tty  bool
+	used bool
+}
+
+func newProgress(w io.Writer) *progress {
+	p := &progress{w: w}
+	if f, ok := w.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			p.tty = true
+		}
+	}
+	return p
+}
+
+func (p *progress) update(n, total int, label string) {
+	p.used = true
+	if p.tty {
+		fmt.Fprintf(p.w, "\r\x1b[K[%d/%d] %s", n, total, label)
+		return
+	}
+	fmt.Fprintf(p.w, "[%d/%d] %s\n", n, total, label)
+}
+
+func (p *progress) done() {
+	if p.tty && p.used {
+		fmt.Fprint(p.w, "\r\x1b[K")
+	}
+}
