@@ -120,6 +120,16 @@ func (h *HSS) LookupIMPU(ctx context.Context, impu string) (string, error) {
 	return h.store.LookupIMPU(ctx, impu)
 }
 
+// IMPUs returns the public identities of impi (the registrar's
+// P-Associated-URI). Errors: ErrUnknownSubscriber or a store error.
+func (h *HSS) IMPUs(ctx context.Context, impi string) ([]string, error) {
+	sub, err := h.store.Get(ctx, impi)
+	if err != nil {
+		return nil, err
+	}
+	return append([]string(nil), sub.IMPUs...), nil
+}
+
 // next applies step (Next or AfterResync) to from and insists that SEQ grows:
 // a SEQ that would wrap past 48 bits means the SQN space is used up.
 func (h *HSS) next(from akakeys.SQN, step func(akakeys.SQN) akakeys.SQN) (akakeys.SQN, error) {
