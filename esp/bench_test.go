@@ -53,7 +53,8 @@ func BenchmarkOpen(b *testing.B) {
 		pkt := make([]byte, len(tmpl))
 		for b.Loop() {
 			copy(pkt, tmpl)
-			in.win.top, in.win.bits[0] = 0, 0
+			in.win.top.Store(0)
+			in.win.bits[0].Store(0)
 			if _, _, _, err := in.Open(pkt); err != nil {
 				b.Fatal(err)
 			}

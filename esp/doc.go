@@ -18,7 +18,8 @@
 //
 // Seal and Open are safe for concurrent use on the same SA. The sequence
 // number is an atomic counter; the replay window is behind a small mutex
-// (taken twice per packet, never during crypto); the mutable crypto state
+// (the pre-crypto check reads it without locking, the update after the ICV
+// takes the lock once); the mutable crypto state
 // (CBC mode, HMAC) comes from a per-SA sync.Pool, so the steady state
 // allocates nothing.
 //

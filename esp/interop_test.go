@@ -257,7 +257,7 @@ func TestInteropScapy(t *testing.T) {
 			t.Fatal(err)
 		}
 		if esn {
-			in.win.top = uint64(esnHi)<<32 | uint64(seq-1) // where a receiver would be
+			in.win.top.Store(uint64(esnHi)<<32 | uint64(seq-1)) // where a receiver would be
 		}
 		ins[spi] = in
 		specs = append(specs, saSpec{spi, mode.String(), scapyEnc[p.enc], hex.EncodeToString(c.EncKey),

@@ -1,6 +1,9 @@
 package esp
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // window is the RFC 4303 §3.4.3 anti-replay window, kept as in RFC 6479: a
 // ring of 64-bit words, one bit per sequence number, where moving the right
@@ -8,13 +11,15 @@ import "sync"
 // 32 bits of a received sequence number are inferred as in RFC 4303
 // Appendix A2.2.
 //
-// A small mutex guards it: check before the crypto, update after it.
+// check (before the crypto) takes no lock: it reads the top and one word
+// atomically. update (after the crypto) is serialised by a small mutex and
+// is the authority: a packet that passed a stale check is refused there.
 type window struct {
-	mu   sync.Mutex
-	top  uint64   // highest authenticated sequence number, 0 before any
-	size uint64   // W: a sequence number s is in the window iff top-W < s ≤ top
-	mask uint64   // len(bits)-1
-	bits []uint64 // ring; bit s%64 of word (s/64)&mask stands for s
+	mu   sync.Mutex      // serialises update
+	top  atomic.Uint64   // highest authenticated sequence number, 0 before any
+	size uint64          // W: a sequence number s is in the window iff top-W < s ≤ top
+	mask uint64          // len(bits)-1
+	bits []atomic.Uint64 // ring; bit s%64 of word (s/64)&mask stands for s
 	esn  bool
 }
 
@@ -27,21 +32,22 @@ func (w *window) init(size int, esn bool) {
 	for words < size/64+1 { // one spare word: the top word is partly in the future
 		words <<= 1
 	}
-	w.top = 0
+	w.top.Store(0)
 	w.size = uint64(size)
 	w.mask = uint64(words - 1)
-	w.bits = make([]uint64, words)
+	w.bits = make([]atomic.Uint64, words)
 	w.esn = esn
 }
 
 // infer returns the full sequence number of a received low half (RFC 4303
-// Appendix A2.2), or false if it can only be left of the window.
-func (w *window) infer(seql uint32) (uint64, bool) {
+// Appendix A2.2) relative to the given top, or false if it can only be
+// left of the window.
+func (w *window) infer(top uint64, seql uint32) (uint64, bool) {
 	if !w.esn {
 		return uint64(seql), seql != 0
 	}
 	W := uint32(w.size)
-	th, tl := uint32(w.top>>32), uint32(w.top)
+	th, tl := uint32(top>>32), uint32(top)
 	var seqh uint32
 	if tl >= W-1 { // Case A: the window is inside one 2^32 subspace
 		if seql >= tl-W+1 {
@@ -66,27 +72,19 @@ func (w *window) infer(seql uint32) (uint64, bool) {
 	return seq, seq != 0
 }
 
-// fresh reports whether seq is right of the window or in it and unseen.
-func (w *window) fresh(seq uint64) bool {
-	if seq > w.top {
-		return true
-	}
-	if w.top-seq >= w.size {
-		return false
-	}
-	return w.bits[(seq>>6)&w.mask]&(1<<(seq&63)) == 0
-}
-
 // check is the cheap pre-crypto test: infer the full sequence number and
-// report whether it could be new. It does not change the window.
+// report whether it could be new (right of the window, or in it and
+// unseen). It takes no lock and changes nothing.
 func (w *window) check(seql uint32) (uint64, bool) {
-	w.mu.Lock()
-	seq, ok := w.infer(seql)
-	if ok {
-		ok = w.fresh(seq)
+	top := w.top.Load()
+	seq, ok := w.infer(top, seql)
+	if !ok || seq > top {
+		return seq, ok
 	}
-	w.mu.Unlock()
-	return seq, ok
+	if top-seq >= w.size {
+		return seq, false
+	}
+	return seq, w.bits[(seq>>6)&w.mask].Load()&(1<<(seq&63)) == 0
 }
 
 // update marks an authenticated seq as seen, moving the right edge if it is
@@ -98,24 +96,26 @@ func (w *window) update(seq uint64) bool {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if seq > w.top {
-		cur, next := w.top>>6, seq>>6
+	top := w.top.Load()
+	if seq > top {
+		cur, next := top>>6, seq>>6
 		if d := next - cur; d > 0 {
 			if d > w.mask+1 {
 				d = w.mask + 1
 			}
 			for i := uint64(1); i <= d; i++ {
-				w.bits[(cur+i)&w.mask] = 0
+				w.bits[(cur+i)&w.mask].Store(0)
 			}
 		}
-		w.top = seq
-	} else if w.top-seq >= w.size {
+		w.top.Store(seq)
+	} else if top-seq >= w.size {
 		return false
 	}
 	word, bit := &w.bits[(seq>>6)&w.mask], uint64(1)<<(seq&63)
-	if *word&bit != 0 {
+	old := word.Load()
+	if old&bit != 0 {
 		return false
 	}
-	*word |= bit
+	word.Store(old | bit)
 	return true
 }

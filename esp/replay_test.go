@@ -69,8 +69,8 @@ func TestWindowModel(t *testing.T) {
 				if !fresh && seq != 0 && w.update(seq) {
 					t.Fatalf("size %d seed %d step %d: update(%d) took a stale number", size, seed, i, seq)
 				}
-				if w.top != m.highest {
-					t.Fatalf("top %d, model %d", w.top, m.highest)
+				if w.top.Load() != m.highest {
+					t.Fatalf("top %d, model %d", w.top.Load(), m.highest)
 				}
 				recent = append(recent, seq)
 				if len(recent) > 50 {
@@ -95,7 +95,7 @@ func TestESNInference(t *testing.T) {
 		tops = append(tops, r.Uint64()>>1, uint64(r.Uint32())<<32+uint64(r.IntN(2000)))
 	}
 	for _, top := range tops {
-		w.top = top
+		w.top.Store(top)
 		for _, d := range []int64{-W + 1, -W + 2, -1, 0, 1, 2, 1000, 1 << 20, 1<<32 - W - 1, 1<<32 - W} {
 			for range 3 {
 				seq := uint64(int64(top) + d)
@@ -105,7 +105,7 @@ func TestESNInference(t *testing.T) {
 				if seq == 0 {
 					continue
 				}
-				got, ok := w.infer(uint32(seq))
+				got, ok := w.infer(w.top.Load(), uint32(seq))
 				if !ok || got != seq {
 					t.Fatalf("top %#x, seq %#x (d=%d): inferred %#x, %v", top, seq, d, got, ok)
 				}
@@ -117,22 +117,22 @@ func TestESNInference(t *testing.T) {
 		// or as old and refused).
 		if top > uint64(W)+10 {
 			seq := top - uint64(W) - 5
-			if got, ok := w.infer(uint32(seq)); ok && got == seq {
+			if got, ok := w.infer(w.top.Load(), uint32(seq)); ok && got == seq {
 				t.Fatalf("top %#x: old seq %#x inferred exactly", top, seq)
 			}
 		}
 	}
 	// Non-ESN: the low bits are the sequence number; 0 is never valid.
 	w.init(64, false)
-	if s, ok := w.infer(7); !ok || s != 7 {
+	if s, ok := w.infer(w.top.Load(), 7); !ok || s != 7 {
 		t.Fatal(s, ok)
 	}
-	if _, ok := w.infer(0); ok {
+	if _, ok := w.infer(w.top.Load(), 0); ok {
 		t.Fatal("seq 0 accepted")
 	}
 	// ESN at the start: the window does not reach into a negative subspace.
 	w.init(64, true)
-	if _, ok := w.infer(math.MaxUint32); ok {
+	if _, ok := w.infer(w.top.Load(), math.MaxUint32); ok {
 		t.Fatal("seq 2^32-1 at top 0 inferred into subspace -1")
 	}
 }
