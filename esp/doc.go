@@ -17,11 +17,13 @@
 // descriptive errors.
 //
 // Seal and Open are safe for concurrent use on the same SA. The sequence
-// number is an atomic counter; the replay window is behind a small mutex
-// (the pre-crypto check reads it without locking, the update after the ICV
-// takes the lock once); the mutable crypto state
-// (CBC mode, HMAC) comes from a per-SA sync.Pool, so the steady state
-// allocates nothing.
+// number is an atomic counter. The replay window's pre-crypto check reads
+// it without locking; the update after the ICV takes a small mutex once per
+// packet and has the last word. The mutable per-packet crypto state (HMAC,
+// the 3DES CBC mode) comes from a per-SA sync.Pool, so the steady state
+// allocates nothing; AES-CBC runs on esp/internal/aescbc, which holds no
+// per-call state and decrypts eight blocks at a time with AES-NI, and
+// AES-GCM on crypto/cipher.
 //
 // # Packet layout and buffers
 //
@@ -39,9 +41,16 @@
 // crypto/rand when it is created and uses AES under that key over the
 // 64-bit sequence number as the IV: distinct for each packet because the
 // sequence number is, and unpredictable without the key. For 3DES the first
-// 8 octets are used. For aes-gcm the 8-octet explicit IV is the 64-bit
-// sequence number, which RFC 4106 §3.1 allows (a counter), and the nonce is
-// salt || IV.
+// 8 octets are used.
+//
+// For aes-gcm the nonce is salt || IV and the 8-octet explicit IV must never
+// repeat under a key (RFC 4106 §3.1). A bare counter would be unique within
+// one SA, but TS 33.203 gives all the SAs of a registration the same keys
+// and each starts at sequence number 1, so two SAs sharing a key would
+// repeat nonces. The IV is therefore the 64-bit sequence number XORed with
+// a random 64-bit mask drawn per SA: still unique within the SA (a
+// bijection of the counter), and two SAs collide only if their masks agree
+// in the high 32 bits (about 2^-32 per pair).
 //
 // # Sequence numbers
 //
@@ -82,10 +91,22 @@
 // run) or invalid (shorter than 8 octets, or an SPI in the reserved range
 // 1..255 of RFC 4303 §2.1).
 //
+// # Interoperability
+//
+// The tests check our packets against implementations we did not write:
+// tshark (Wireshark's ESP dissector on libgcrypt) decrypts and
+// authenticates what Seal produces for every algorithm pair, with the SAs
+// taken from a KeyLog file, and scapy's SecurityAssociation seals packets
+// that Open must decrypt byte for byte (AES-GCM also with ESN; scapy's
+// HMACs ignore ESN). Known-answer tests cover RFC 3602 §4 (including its
+// ESP packets), the AES-GCM ESP packets of draft-mcgrew-gcm-test-01,
+// RFC 2202 and RFC 4231.
+//
 // # SA table and key log
 //
 // Table maps inbound SPIs to SAs for the hot path: lookups are one atomic
 // load; Add, Replace and Remove copy the map. KeyLog writes SA keys as
 // lines of Wireshark's esp_sa UAT so captures can be decrypted; it is off
-// unless created.
+// unless created. Wireshark (4.0) has no ESN support, so the ICVs of ESN
+// SAs do not check there.
 package esp

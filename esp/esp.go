@@ -192,6 +192,7 @@ type Outbound struct {
 	sa
 	seq     atomic.Uint64 // last sequence number used
 	ivBlock cipher.Block  // AES under a random per-SA key, for CBC IVs
+	ivMask  uint64        // random per SA, XORed into GCM IVs
 	testIV  []byte        // known-answer tests only: use this IV instead
 }
 
@@ -215,6 +216,13 @@ func newOutbound(c Config, allowNoAuth bool) (*Outbound, error) {
 			return nil, fmt.Errorf("esp: IV key: %w", err)
 		}
 		o.ivBlock = b
+	}
+	if o.a.aead != nil {
+		var m [8]byte
+		if _, err := rand.Read(m[:]); err != nil {
+			return nil, fmt.Errorf("esp: IV mask: %w", err)
+		}
+		o.ivMask = binary.BigEndian.Uint64(m[:])
 	}
 	return o, nil
 }
@@ -280,7 +288,11 @@ func (o *Outbound) Seal(buf []byte, off, n int, nextHeader byte) ([]byte, error)
 	if a.aead != nil {
 		nonce := st.scratch[0:12]
 		copy(nonce, a.salt[:])
-		binary.BigEndian.PutUint64(nonce[4:], seq)
+		// IV = seq XOR a random per-SA mask: unique per packet like the
+		// bare counter RFC 4106 §3.1 allows, but not repeated by another SA
+		// that shares the key (TS 33.203 derives one key for all the SAs of
+		// a registration, and each of them starts at sequence number 1).
+		binary.BigEndian.PutUint64(nonce[4:], seq^o.ivMask)
 		if o.testIV != nil {
 			copy(nonce[4:], o.testIV)
 		}
