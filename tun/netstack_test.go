@@ -37,13 +37,23 @@ func ap(a netip.Addr, port uint16) netip.AddrPort { return netip.AddrPortFrom(a,
 // backToBack returns two netstacks joined by the trivial pump; cleanup
 // closes both and checks that the pump stopped because of the close.
 func backToBack(t testing.TB, ueAddrs, pcAddrs []netip.Prefix) (ue, pc *tun.Netstack) {
+	return backToBackOpts(t, tun.NetstackOptions{Addresses: ueAddrs, Name: "ue"}, tun.NetstackOptions{Addresses: pcAddrs, Name: "pcscf"})
+}
+
+func backToBackMTU(t testing.TB, mtu int) (ue, pc *tun.Netstack) {
+	return backToBackOpts(t,
+		tun.NetstackOptions{Addresses: []netip.Prefix{netip.PrefixFrom(ueIP, 32)}, MTU: mtu},
+		tun.NetstackOptions{Addresses: []netip.Prefix{netip.PrefixFrom(pcIP, 32)}, MTU: mtu})
+}
+
+func backToBackOpts(t testing.TB, ueOpts, pcOpts tun.NetstackOptions) (ue, pc *tun.Netstack) {
 	t.Helper()
 	var err error
-	ue, err = tun.NewNetstack(tun.NetstackOptions{Addresses: ueAddrs, Name: "ue"})
+	ue, err = tun.NewNetstack(ueOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc, err = tun.NewNetstack(tun.NetstackOptions{Addresses: pcAddrs, Name: "pcscf"})
+	pc, err = tun.NewNetstack(pcOpts)
 	if err != nil {
 		ue.Close()
 		t.Fatal(err)
