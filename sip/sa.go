@@ -1,0 +1,133 @@
+package sip
+
+import (
+	"fmt"
+
+	"github.com/imsec/imsec/akakeys"
+	"github.com/imsec/imsec/esp"
+	"github.com/imsec/imsec/tun"
+)
+
+// SASet is one TS 33.203 §7.1 set of four SAs between a UE and its P-CSCF,
+// built from the UE's Security-Client entry, the P-CSCF's Security-Server
+// entry and the CK/IK of the AKA run. With mod=UDP-enc-tun every SA is in
+// tunnel mode and carried in UDP (RFC 3948); the ports still select the SA,
+// as in transport mode:
+//
+//	SA1  UE port-c    -> P-CSCF port-s  SPI = P-CSCF spi-s
+//	SA2  P-CSCF port-s -> UE port-c     SPI = UE spi-c
+//	SA3  P-CSCF port-c -> UE port-s     SPI = UE spi-s
+//	SA4  UE port-s    -> P-CSCF port-c  SPI = P-CSCF spi-c
+//
+// Traffic that is not SIP on the protected ports (DHCP, ICMP) uses SA3
+// towards the UE and SA1 towards the P-CSCF.
+type SASet struct {
+	UE, PCSCF Mechanism // each side's SPIs and ports
+	EAlg, Alg string    // negotiated (EffectiveEAlg of the chosen entry)
+	encKey    []byte
+	authKey   []byte
+}
+
+// NewSASet derives the ESP keys from CK/IK (TS 33.203 Annex I via
+// akakeys) for the negotiated algorithms.
+func NewSASet(ue, pcscf Mechanism, ck akakeys.CK, ik akakeys.IK) (*SASet, error) {
+	ealg := pcscf.EffectiveEAlg()
+	alg := pcscf.Alg
+	ek, err := akakeys.EncryptionKey(ealg, ck)
+	if err != nil {
+		return nil, err
+	}
+	ak, err := akakeys.IntegrityKey(alg, ik)
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range []struct {
+		name string
+		val  uint32
+	}{{"UE spi-c", ue.SPIc}, {"UE spi-s", ue.SPIs}, {"P-CSCF spi-c", pcscf.SPIc}, {"P-CSCF spi-s", pcscf.SPIs}} {
+		if v.val <= esp.SPIReservedMax {
+			return nil, fmt.Errorf("sip: %s %d is reserved (RFC 4303 §2.1)", v.name, v.val)
+		}
+	}
+	for _, v := range []struct {
+		name string
+		val  uint16
+	}{{"UE port-c", ue.PortC}, {"UE port-s", ue.PortS}, {"P-CSCF port-c", pcscf.PortC}, {"P-CSCF port-s", pcscf.PortS}} {
+		if v.val == 0 {
+			return nil, fmt.Errorf("sip: %s missing", v.name)
+		}
+	}
+	return &SASet{UE: ue, PCSCF: pcscf, EAlg: ealg, Alg: alg, encKey: ek, authKey: ak}, nil
+}
+
+func (s *SASet) config(spi uint32) esp.Config {
+	return esp.Config{SPI: esp.SPI(spi), Mode: esp.Tunnel, Encryption: esp.EncAlg(s.EAlg), EncKey: s.encKey,
+		Integrity: esp.AuthAlg(s.Alg), AuthKey: s.authKey}
+}
+
+// Configs returns the four SA configurations in the order SA1..SA4.
+func (s *SASet) Configs() [4]esp.Config {
+	return [4]esp.Config{s.config(s.PCSCF.SPIs), s.config(s.UE.SPIc), s.config(s.UE.SPIs), s.config(s.PCSCF.SPIc)}
+}
+
+// Side is what one end installs in its pump.
+type Side struct {
+	Inbound  []*esp.Inbound   // the two SAs this end receives on
+	Outbound []tun.OutboundSA // the two SAs it sends on, with port selectors
+	Default  *esp.Outbound    // for traffic no selector takes
+}
+
+// PCSCFSide builds the P-CSCF's half: it receives on SA1 and SA4 and sends
+// on SA2 (from its port-s to the UE's port-c) and SA3 (port-c to port-s).
+func (s *SASet) PCSCFSide() (Side, error) {
+	c := s.Configs()
+	return s.side(
+		[2]esp.Config{c[0], c[3]},
+		[2]esp.Config{c[1], c[2]},
+		[2][2]uint16{{s.PCSCF.PortS, s.UE.PortC}, {s.PCSCF.PortC, s.UE.PortS}},
+		1)
+}
+
+// UESide builds the UE's half: it receives on SA2 and SA3 and sends on SA1
+// (from its port-c to the P-CSCF's port-s) and SA4 (port-s to port-c).
+func (s *SASet) UESide() (Side, error) {
+	c := s.Configs()
+	return s.side(
+		[2]esp.Config{c[1], c[2]},
+		[2]esp.Config{c[0], c[3]},
+		[2][2]uint16{{s.UE.PortC, s.PCSCF.PortS}, {s.UE.PortS, s.PCSCF.PortC}},
+		0)
+}
+
+func (s *SASet) side(in, out [2]esp.Config, ports [2][2]uint16, def int) (Side, error) {
+	var sd Side
+	for _, c := range in {
+		i, err := esp.NewInbound(c)
+		if err != nil {
+			return Side{}, err
+		}
+		sd.Inbound = append(sd.Inbound, i)
+	}
+	for k, c := range out {
+		o, err := esp.NewOutbound(c)
+		if err != nil {
+			return Side{}, err
+		}
+		sd.Outbound = append(sd.Outbound, tun.OutboundSA{SrcPort: ports[k][0], DstPort: ports[k][1], SA: o})
+	}
+	sd.Default = sd.Outbound[def].SA
+	return sd, nil
+}
+
+// LogKeys writes the four SAs to a Wireshark key log (nil: nothing).
+func (s *SASet) LogKeys(kl *esp.KeyLog) error {
+	if kl == nil {
+		return nil
+	}
+	for _, c := range s.Configs() {
+		if err := kl.Log(c, netipAny, netipAny); err != nil {
+			return err
+		}
+	}
+	return nil
+}
