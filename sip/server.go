@@ -76,7 +76,7 @@ const (
 	// lifetime (TS 33.203 §7.1: registration expiry + 30 s).
 	DefaultSAMargin = 30 * time.Second
 	// MaxSAPairsPerIMPI is the TS 33.203 §7.4 bound; a set is two pairs.
-	MaxSAPairsPerIMPI = 6
+	MaxSAPairsPerIMPI  = 6
 	DefaultMaxTempSets = 4096
 )
 

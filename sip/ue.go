@@ -83,32 +83,32 @@ type UE struct {
 	outerPC  net.PacketConn
 
 	// tunnel
-	dev     tun.Device
-	ns      *tun.Netstack // dev, when it is one
-	pump    *tun.Pump
-	peer    *tun.Peer
-	dhcpIn  chan []byte
-	innerUA *sipgo.UserAgent
-	inner   *sipgo.Server
+	dev      tun.Device
+	ns       *tun.Netstack // dev, when it is one
+	pump     *tun.Pump
+	peer     *tun.Peer
+	dhcpIn   chan []byte
+	innerUA  *sipgo.UserAgent
+	inner    *sipgo.Server
 	innerCli *sipgo.Client
 	innerLns []io.Closer
 
-	mu        sync.Mutex
-	callID    string
-	cseq      uint32
-	inner4    netip.Addr // leased inner address
-	gateway   netip.Addr // the P-CSCF's inner address
-	active    *ueSet
-	old       *ueSet
+	mu         sync.Mutex
+	callID     string
+	cseq       uint32
+	inner4     netip.Addr // leased inner address
+	gateway    netip.Addr // the P-CSCF's inner address
+	active     *ueSet
+	old        *ueSet
 	registered bool
-	expires   time.Time
-	portCIdx  int
-	closeOnce sync.Once
+	expires    time.Time
+	portCIdx   int
+	closeOnce  sync.Once
 }
 
 type ueSet struct {
-	set  *SASet
-	side Side
+	set    *SASet
+	side   Side
 	verify string // Security-Server as received, echoed in Security-Verify
 }
 
