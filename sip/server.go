@@ -1030,16 +1030,21 @@ func (s *Server) inboundPackets(st *saSetState) uint64 {
 	return n
 }
 
-// failChallenge deletes the temporary SAs of a failed answer.
+// failChallenge forgets a failed answer and deletes its temporary SAs once
+// the 403 (sent through them) has left.
 func (s *Server) failChallenge(reg *registration, pend *challenge) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if pend.set != nil && pend.set.state == setTemporary {
-		s.removeSetLocked(reg, pend.set)
-	}
 	if reg.pend == pend {
 		reg.pend = nil
 	}
+	s.mu.Unlock()
+	time.AfterFunc(s.cfg.TeardownGrace, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if pend.set != nil && pend.set.state == setTemporary {
+			s.removeSetLocked(reg, pend.set)
+		}
+	})
 }
 
 func (s *Server) deregister(tx sip.ServerTransaction, req *sip.Request, reg *registration) {

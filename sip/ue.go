@@ -104,6 +104,10 @@ type UE struct {
 	expires    time.Time
 	portCIdx   int
 	closeOnce  sync.Once
+
+	// Test hooks (same package only): tamper with what we send.
+	hookRES    func(*akakeys.RES)
+	hookVerify func(string) string
 }
 
 type ueSet struct {
@@ -462,6 +466,9 @@ func (u *UE) answer(res *sip.Response, uri string) (akakeys.CK, akakeys.IK, akak
 		return ck, ik, cred, err
 	}
 	u.emit("", "USIM: RES, CK, IK computed", "")
+	if u.hookRES != nil {
+		u.hookRES(&resp)
+	}
 	if err := cred.SetResponse("REGISTER", resp[:]); err != nil {
 		return ck, ik, cred, err
 	}
@@ -539,7 +546,11 @@ func (u *UE) finishRegistration(ctx context.Context, res *sip.Response, offers [
 	// the P-CSCF's port-s, inside the new SAs.
 	dest := netip.AddrPortFrom(u.gateway, srv.PortS).String()
 	contact := sip.Uri{Scheme: "sip", User: userOf(u.cfg.IMPU), Host: u.inner4.String(), Port: int(mine.PortS)}
-	req := u.newRegister(dest, contact, exp, offers, cred.String(), ss.Value())
+	verify := ss.Value()
+	if u.hookVerify != nil {
+		verify = u.hookVerify(verify)
+	}
+	req := u.newRegister(dest, contact, exp, offers, cred.String(), verify)
 	laddr := netip.AddrPortFrom(u.inner4, mine.PortC)
 	u.emit(u.pcscfName(), "REGISTER (protected, RES)", fmt.Sprintf("%v -> %s inside ESP, Security-Verify echoed", laddr, dest))
 	r2, err := u.do(ctx, u.innerCli, req, laddr)

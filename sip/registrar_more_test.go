@@ -1,0 +1,256 @@
+package sip
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/imsec/imsec/akakeys"
+	"github.com/imsec/imsec/tun/nat"
+)
+
+// challengeOnly sends the unprotected REGISTER and returns the 401, and
+// goes no further (an attacker, or a UE that vanishes).
+func (u *UE) challengeOnly(ctx context.Context) (*sip.Response, error) {
+	if err := u.startTunnel(); err != nil {
+		return nil, err
+	}
+	local := u.outerPC.LocalAddr().(*net.UDPAddr).AddrPort()
+	contact := sip.Uri{Scheme: "sip", User: "x", Host: u.local.String(), Port: int(local.Port())}
+	req := u.newRegister(u.cfg.PCSCF.String(), contact, 600, u.offer(), u.initialAuth(), "")
+	return u.do(ctx, u.outerCli, req, local)
+}
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func TestWrongResponseGets403AndTemporarySAsGo(t *testing.T) {
+	r := newRig(t, nil)
+	alice := newSub(t, r.store, "alice", "a.example")
+	u := r.ue(alice, nil)
+	u.hookRES = func(res *akakeys.RES) { res[0] ^= 1 }
+	err := u.Register(ctxT(t))
+	if !errors.Is(err, ErrForbidden) {
+		t.Fatalf("err %v, want 403", err)
+	}
+	waitFor(t, func() bool { return len(r.srv.Pump().SACounters(nil)) == 0 })
+	if ri := r.reg(alice.impi); ri.Registered || len(ri.Sets) != 0 {
+		t.Fatalf("after a wrong RES: %+v", ri)
+	}
+}
+
+func TestBidDownRefused(t *testing.T) {
+	r := newRig(t, nil)
+	alice := newSub(t, r.store, "alice", "a.example")
+	u := r.ue(alice, nil)
+	// An attacker in the middle stripped the strong algorithm from the
+	// Security-Server: the UE's Security-Verify no longer matches.
+	u.hookVerify = func(v string) string { return strings.Replace(v, "hmac-sha-1-96", "hmac-md5-96", 1) }
+	if err := u.Register(ctxT(t)); !errors.Is(err, ErrForbidden) {
+		t.Fatalf("err %v, want 403", err)
+	}
+	if !r.lad.has("Security-Verify does not match") {
+		t.Fatal("no bid-down event")
+	}
+	waitFor(t, func() bool { return len(r.reg(alice.impi).Sets) == 0 })
+}
+
+func TestResyncWithAUTS(t *testing.T) {
+	r := newRig(t, nil)
+	alice := newSub(t, r.store, "alice", "a.example")
+	// The USIM has seen a much higher SQN than the HSS will issue (for
+	// example a restored HSS backup): its first answer is AUTS.
+	usim, err := akakeys.NewUSIM(alice.k, alice.opc, akakeys.USIMConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := akakeys.NewMilenage(alice.k, alice.opc)
+	for ind := range uint64(32) { // every IND slot of Annex C.2 has seen SEQ 5000
+		v, _ := m.NewVector(akakeys.SQNFromUint64(5000<<5|ind), akakeys.AMF{0x80, 0})
+		if _, _, _, err := usim.Authenticate(v.RAND, v.AUTN); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u := r.ue(alice, func(c *UEConfig) { c.USIM = usim })
+	if err := u.Register(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if !r.lad.has("resynchronisation") || !r.lad.has("HSS resynchronised") {
+		t.Fatal("no resync in the ladder")
+	}
+}
+
+func TestReregistrationRollsSAs(t *testing.T) {
+	r := newRig(t, nil)
+	alice := newSub(t, r.store, "alice", "a.example")
+	u := r.ue(alice, nil)
+	ctx := ctxT(t)
+	if err := u.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	first := r.reg(alice.impi).Sets[0]
+	addr := u.Info().InnerAddr
+	if err := u.Reregister(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ri := r.reg(alice.impi)
+	if len(ri.Sets) != 2 || ri.InnerAddr != addr {
+		t.Fatalf("after re-registration: %+v", ri)
+	}
+	// SIP keeps flowing both ways during the rollover.
+	for range 3 {
+		if res, err := r.srv.Options(ctx, alice.impi); err != nil || res.StatusCode != 200 {
+			t.Fatalf("OPTIONS during rollover: %v %v", res, err)
+		}
+	}
+	if _, err := u.Ping(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	// The UE's next packet on the new set retires the old one.
+	waitFor(t, func() bool {
+		r.srv.Housekeep()
+		ri := r.reg(alice.impi)
+		return len(ri.Sets) == 1 && ri.Sets[0].ID != first.ID && ri.Sets[0].State == "active"
+	})
+	waitFor(t, func() bool { return len(u.Pump().SACounters(nil)) == 4 })
+	if err := u.Deregister(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTemporarySAsExpire(t *testing.T) {
+	c := &clock{t: time.Unix(1e9, 0)}
+	r := newRig(t, func(cfg *ServerConfig) { cfg.Now = c.Now })
+	alice := newSub(t, r.store, "alice", "a.example")
+	u := r.ue(alice, nil)
+	res, err := u.challengeOnly(ctxT(t))
+	if err != nil || res.StatusCode != 401 {
+		t.Fatalf("%v %v", res, err)
+	}
+	if ri := r.reg(alice.impi); len(ri.Sets) != 1 || ri.Sets[0].State != "temporary" {
+		t.Fatalf("%+v", ri)
+	}
+	c.Add(29 * time.Second)
+	r.srv.Housekeep()
+	if len(r.reg(alice.impi).Sets) != 1 {
+		t.Fatal("temporary SAs gone too early")
+	}
+	c.Add(2 * time.Second)
+	r.srv.Housekeep()
+	if n := len(r.srv.Pump().SACounters(nil)); n != 0 {
+		t.Fatalf("%d SAs after the temporary timeout", n)
+	}
+}
+
+func TestSAPairCapPerIMPI(t *testing.T) {
+	r := newRig(t, nil)
+	alice := newSub(t, r.store, "alice", "a.example")
+	u := r.ue(alice, nil)
+	ctx := ctxT(t)
+	if err := u.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Reregister(ctx); err != nil { // old + active
+		t.Fatal(err)
+	}
+	// A flood of fresh challenges for the same IMPI never grows past the
+	// TS 33.203 bound: each replaces the previous temporary set.
+	other := r.ue(alice, nil)
+	for range 5 {
+		if res, err := other.challengeOnly(ctx); err != nil || res.StatusCode != 401 {
+			t.Fatalf("%v %v", res, err)
+		}
+		ri := r.reg(alice.impi)
+		if 2*len(ri.Sets) > MaxSAPairsPerIMPI {
+			t.Fatalf("%d SA pairs for one IMPI", 2*len(ri.Sets))
+		}
+		inbound := 0
+		for _, s := range r.srv.Pump().SACounters(nil) {
+			if s.Inbound {
+				inbound++
+			}
+		}
+		if inbound > MaxSAPairsPerIMPI {
+			t.Fatalf("%d inbound SAs in the pump", inbound)
+		}
+	}
+}
+
+func TestGlobalTemporaryCap(t *testing.T) {
+	r := newRig(t, func(c *ServerConfig) { c.MaxTempSets = 2 })
+	ctx := ctxT(t)
+	var codes []int
+	for _, name := range []string{"a1", "a2", "a3"} {
+		s := newSub(t, r.store, name, "a.example")
+		res, err := r.ue(s, nil).challengeOnly(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		codes = append(codes, res.StatusCode)
+	}
+	if codes[0] != 401 || codes[1] != 401 || codes[2] != 503 {
+		t.Fatalf("codes %v, want 401 401 503", codes)
+	}
+}
+
+// TestTwoUEsSamePrivateAddress: two UEs with the same private address
+// (127.0.0.1 here) behind two NATs get two inner addresses and both work.
+func TestTwoUEsSamePrivateAddress(t *testing.T) {
+	r := newRig(t, nil)
+	ctx := ctxT(t)
+	lo := netip.MustParseAddr("127.0.0.1")
+	var ues []*UE
+	var subs []testSub
+	for _, name := range []string{"alice", "carol"} {
+		s := newSub(t, r.store, name, "a.example")
+		n, err := nat.New(nat.Config{Outside: lo, Forwards: []nat.Forward{
+			{Inside: netip.AddrPortFrom(lo, 0), Destination: r.srv.SIPAddr()},
+			{Inside: netip.AddrPortFrom(lo, 0), Destination: r.srv.ESPAddr()}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		ins := n.InsideAddrs()
+		u := r.ue(s, func(c *UEConfig) { c.PCSCF, c.PCSCFESP, c.Local = ins[0], ins[1], lo })
+		if err := u.Register(ctx); err != nil {
+			t.Fatal(err)
+		}
+		ues, subs = append(ues, u), append(subs, s)
+	}
+	if ues[0].Info().InnerAddr == ues[1].Info().InnerAddr {
+		t.Fatal("two UEs got one inner address")
+	}
+	for _, s := range subs {
+		if res, err := r.srv.Options(ctx, s.impi); err != nil || res.StatusCode != 200 {
+			t.Fatalf("OPTIONS to %s: %v %v", s.impi, res, err)
+		}
+	}
+}
+
+func TestIPsecRequiredRefusesPlainRegister(t *testing.T) {
+	r := newRig(t, nil)
+	alice := newSub(t, r.store, "alice", "a.example")
+	u := r.ue(alice, nil)
+	local := u.outerPC.LocalAddr().(*net.UDPAddr).AddrPort()
+	req := u.newRegister(u.cfg.PCSCF.String(), sip.Uri{Scheme: "sip", User: "alice", Host: "127.0.0.1"}, 600, nil, u.initialAuth(), "")
+	res, err := u.do(ctxT(t), u.outerCli, req, local)
+	if err != nil || res.StatusCode != 421 {
+		t.Fatalf("%v %v, want 421", res, err)
+	}
+}
