@@ -110,10 +110,13 @@ type ServerConfig struct {
 	// (so the 200 and its retransmissions still leave); default 2 s.
 	TeardownGrace time.Duration
 
-	KeyLog io.Writer    // Wireshark esp_sa lines for every SA; nil: off
-	Logger *slog.Logger // default: discard
-	Events EventFunc    // the ladder; nil: none
-	Now    func() time.Time
+	KeyLog io.Writer // Wireshark esp_sa lines for every SA; nil: off
+	// WrapESP, if set, wraps the ESP-in-UDP socket (a pcap tap, a test
+	// network that drops or delays).
+	WrapESP func(tun.PacketConn) tun.PacketConn
+	Logger  *slog.Logger // default: discard
+	Events  EventFunc    // the ladder; nil: none
+	Now     func() time.Time
 }
 
 // Server is the P-CSCF: registrar, sec-agree and the ESP gateway, with the
@@ -334,7 +337,11 @@ func (s *Server) startInner() error {
 		return err
 	}
 	s.ns = ns
-	s.pump, err = tun.NewPump(tun.Config{Device: ns, Conn: conn, Intercept: s.intercept, EchoResponder: s.gateway, Logger: s.log, Now: s.cfg.Now})
+	var pc tun.PacketConn = conn
+	if s.cfg.WrapESP != nil {
+		pc = s.cfg.WrapESP(conn)
+	}
+	s.pump, err = tun.NewPump(tun.Config{Device: ns, Conn: pc, Intercept: s.intercept, EchoResponder: s.gateway, Logger: s.log, Now: s.cfg.Now})
 	if err != nil {
 		ns.Close()
 		conn.Close()

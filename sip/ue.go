@@ -60,9 +60,12 @@ type UEConfig struct {
 	Device tun.Device // default: a netstack (no privilege); a kernel TUN also works
 
 	KeyLog io.Writer
-	Logger *slog.Logger
-	Events EventFunc
-	Now    func() time.Time
+	// WrapESP, if set, wraps the ESP-in-UDP socket (a pcap tap, a test
+	// network that drops or delays).
+	WrapESP func(tun.PacketConn) tun.PacketConn
+	Logger  *slog.Logger
+	Events  EventFunc
+	Now     func() time.Time
 }
 
 // UE is the SIP client with its USIM: it registers with SIP-AKA and
@@ -238,7 +241,11 @@ func (u *UE) startTunnel() error {
 		dev.Close()
 		return err
 	}
-	u.pump, err = tun.NewPump(tun.Config{Device: dev, Conn: conn, Intercept: u.intercept, Logger: u.log, Now: u.cfg.Now})
+	var pc tun.PacketConn = conn
+	if u.cfg.WrapESP != nil {
+		pc = u.cfg.WrapESP(conn)
+	}
+	u.pump, err = tun.NewPump(tun.Config{Device: dev, Conn: pc, Intercept: u.intercept, Logger: u.log, Now: u.cfg.Now})
 	if err != nil {
 		dev.Close()
 		conn.Close()
