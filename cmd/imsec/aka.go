@@ -127,18 +127,6 @@ func (s subscriberFlags) milenage() (akakeys.K, akakeys.OPc, error) {
 	return k, opc, nil
 }
 
-// akaFlagSet is newFlagSet with a Usage that writes to fs.Output(), so that
-// parseFlags (which silences the output while parsing) prints it once, on
-// --help only, and not on every flag error.
-func akaFlagSet(name, synopsis string, w io.Writer) *flag.FlagSet {
-	fs := newFlagSet(name, synopsis, w)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: imsec %s\n\n", synopsis)
-		fs.PrintDefaults()
-	}
-	return fs
-}
-
 func writeJSON(w io.Writer, v any) error {
 	return json.NewEncoder(w).Encode(v)
 }
@@ -146,7 +134,7 @@ func writeJSON(w io.Writer, v any) error {
 func h(b []byte) string { return hex.EncodeToString(b) }
 
 func akaVector(args []string, stdout io.Writer) error {
-	fs := akaFlagSet("aka vector", "aka vector --k HEX (--op HEX | --opc HEX) --rand HEX --sqn HEX --amf HEX", stdout)
+	fs := newFlagSet("aka vector", "aka vector --k HEX (--op HEX | --opc HEX) --rand HEX --sqn HEX --amf HEX", stdout)
 	sub := addSubscriberFlags(fs)
 	randF := fs.String("rand", "", "RAND, 16 bytes (required)")
 	sqnF := fs.String("sqn", "", "SQN, 6 bytes (required)")
@@ -189,7 +177,7 @@ func akaVector(args []string, stdout io.Writer) error {
 }
 
 func akaAUTS(args []string, stdout io.Writer) error {
-	fs := akaFlagSet("aka auts", "aka auts --k HEX (--op HEX | --opc HEX) --rand HEX --sqn-ms HEX", stdout)
+	fs := newFlagSet("aka auts", "aka auts --k HEX (--op HEX | --opc HEX) --rand HEX --sqn-ms HEX", stdout)
 	sub := addSubscriberFlags(fs)
 	randF := fs.String("rand", "", "RAND of the refused challenge, 16 bytes (required)")
 	sqnMSF := fs.String("sqn-ms", "", "SQN_MS, the highest SQN the USIM accepted, 6 bytes (required)")
@@ -215,7 +203,7 @@ func akaAUTS(args []string, stdout io.Writer) error {
 }
 
 func akaUE(args []string, stdout io.Writer) error {
-	fs := akaFlagSet("aka ue", "aka ue --k HEX (--op HEX | --opc HEX) --rand HEX --autn HEX [--amf HEX] [--sqn-ms HEX]", stdout)
+	fs := newFlagSet("aka ue", "aka ue --k HEX (--op HEX | --opc HEX) --rand HEX --autn HEX [--amf HEX] [--sqn-ms HEX]", stdout)
 	sub := addSubscriberFlags(fs)
 	randF := fs.String("rand", "", "RAND of the challenge, 16 bytes (required)")
 	autnF := fs.String("autn", "", "AUTN of the challenge, 16 bytes (required)")

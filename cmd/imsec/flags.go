@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -40,7 +41,8 @@ func parseFlags(fs *flag.FlagSet, args []string, allowArgs bool) error {
 	return nil
 }
 
-// hexArg decodes a hex flag value that must be exactly n bytes long.
+// hexArg decodes a hex flag value that must be exactly n bytes long. The
+// value is never echoed in an error: it may be a key (K, OP, OPc).
 func hexArg(flagName, v string, n int) ([]byte, error) {
 	if v == "" {
 		return nil, usageErrorf("--%s is required", flagName)
@@ -48,8 +50,11 @@ func hexArg(flagName, v string, n int) ([]byte, error) {
 	v = strings.TrimPrefix(strings.TrimPrefix(v, "0x"), "0X")
 	b, err := hex.DecodeString(v)
 	if err != nil {
-		// Never echo the value: it may be a key (K, OP, OPc).
-		return nil, usageErrorf("--%s: not hex (%d characters; value not shown)", flagName, len(v))
+		var ie hex.InvalidByteError
+		if errors.As(err, &ie) {
+			return nil, usageErrorf("--%s: not hex: invalid character at position %d (value not shown)", flagName, strings.IndexByte(v, byte(ie))+1)
+		}
+		return nil, usageErrorf("--%s: not hex: odd number of digits (%d)", flagName, len(v))
 	}
 	if len(b) != n {
 		return nil, usageErrorf("--%s: want %d bytes (%d hex digits), got %d bytes", flagName, n, 2*n, len(b))

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -100,27 +99,6 @@ func subFlagSet(action, synopsis, about string, w io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// secretHexArg decodes a key flag of n bytes. Unlike hexArg it never puts
-// the value in the error: a mistyped key is still (nearly) a key.
-func secretHexArg(flagName, v string, n int) ([]byte, error) {
-	if v == "" {
-		return nil, usageErrorf("--%s is required", flagName)
-	}
-	v = strings.TrimPrefix(strings.TrimPrefix(v, "0x"), "0X")
-	b, err := hex.DecodeString(v)
-	if err != nil {
-		var ie hex.InvalidByteError
-		if errors.As(err, &ie) {
-			return nil, usageErrorf("--%s: not hex: invalid character at position %d (value not shown)", flagName, strings.IndexByte(v, byte(ie))+1)
-		}
-		return nil, usageErrorf("--%s: not hex: odd number of digits (%d)", flagName, len(v))
-	}
-	if len(b) != n {
-		return nil, usageErrorf("--%s: want %d bytes (%d hex digits), got %d bytes", flagName, n, 2*n, len(b))
-	}
-	return b, nil
-}
-
 func requireDB(db string) error {
 	if db == "" {
 		return usageErrorf("--db FILE is required")
@@ -167,7 +145,7 @@ Example:
 		return usageErrorf("at least one --impu is required")
 	}
 	sub := hss.Subscriber{IMPI: *impi, IMPUs: impus}
-	b, err := secretHexArg("k", *kF, len(sub.K))
+	b, err := hexArg("k", *kF, len(sub.K))
 	if err != nil {
 		return err
 	}
@@ -178,13 +156,13 @@ Example:
 	case *opF == "" && *opcF == "":
 		return usageErrorf("--op or --opc is required")
 	case *opF != "":
-		b, err := secretHexArg("op", *opF, len(akakeys.OP{}))
+		b, err := hexArg("op", *opF, len(akakeys.OP{}))
 		if err != nil {
 			return err
 		}
 		sub.SetOP(akakeys.OP(b))
 	default:
-		b, err := secretHexArg("opc", *opcF, len(sub.OPc))
+		b, err := hexArg("opc", *opcF, len(sub.OPc))
 		if err != nil {
 			return err
 		}
