@@ -2,10 +2,15 @@ package main
 
 import (
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
+	"os"
+	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -67,3 +72,69 @@ type multiFlag []string
 
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// loadConfig reads a JSON object whose keys are flag names and sets every
+// flag the command line did not set: `"domain": "a.example"`, `"pool":
+// "100.64.0.0/16"`, repeatable flags as arrays. Unknown keys are an error,
+// so a typo does not pass silently.
+func loadConfig(fs *flag.FlagSet, path string) error {
+	if path == "" {
+		return nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return usageErrorf("--config: %v", err)
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return usageErrorf("--config %s: not a JSON object of flag names: %v", path, err)
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	keys := make([]string, 0, len(raw))
+	for k := range raw {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if k == "config" || fs.Lookup(k) == nil {
+			return usageErrorf("--config %s: unknown setting %q", path, k)
+		}
+		if set[k] {
+			continue // the command line wins
+		}
+		var vals []string
+		var one any
+		if err := json.Unmarshal(raw[k], &one); err != nil {
+			return usageErrorf("--config %s: %s: %v", path, k, err)
+		}
+		switch v := one.(type) {
+		case []any:
+			for _, x := range v {
+				vals = append(vals, fmt.Sprint(x))
+			}
+		case float64:
+			vals = []string{strconv.FormatFloat(v, 'f', -1, 64)}
+		default:
+			vals = []string{fmt.Sprint(v)}
+		}
+		for _, v := range vals {
+			if err := fs.Set(k, v); err != nil {
+				return usageErrorf("--config %s: %s: %v", path, k, err)
+			}
+		}
+	}
+	return nil
+}
+
+// addrPortArg parses ADDR:PORT, or :PORT meaning all addresses.
+func addrPortArg(flagName, v string) (netip.AddrPort, error) {
+	if strings.HasPrefix(v, ":") {
+		v = "0.0.0.0" + v
+	}
+	ap, err := netip.ParseAddrPort(v)
+	if err != nil {
+		return ap, usageErrorf("--%s %q: want ADDR:PORT (e.g. 127.0.0.1:5060)", flagName, v)
+	}
+	return ap, nil
+}

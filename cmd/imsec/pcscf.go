@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+
+	sipgosip "github.com/emiago/sipgo/sip"
+
+	"github.com/imsec/imsec/akakeys/hss"
+	"github.com/imsec/imsec/sip"
+)
+
+func init() {
+	register(command{
+		name:  "pcscf",
+		short: "run a P-CSCF: SIP-AKA registrar with sec-agree and the ESP-in-UDP gateway",
+		run:   runPCSCF,
+	})
+}
+
+const pcscfSynopsis = `pcscf --domain DOMAIN --db FILE [flags]
+
+The server side of IMS access security (TS 33.203) with NAT traversal: a
+registrar that challenges with AKAv1-MD5 (RFC 3310) from the HSS in --db,
+negotiates ESP with sec-agree (RFC 3329, mod=UDP-enc-tun), installs the SAs
+in its own userspace ESP-in-UDP gateway (RFC 3948, --esp), gives each UE an
+inner address over its tunnel (DHCP, RFC 3456 style, from --pool) and then
+serves SIP inside the tunnels. No root, no kernel IPsec.
+
+Subscribers come from 'imsec sub add --db FILE ...'. A ladder of every
+registration step is printed as it happens; -v adds SIP traces.
+
+Example:
+  imsec sub add --db hss.db --impi alice@a.example --impu sip:alice@a.example \
+    --k 465b5ce8b199b49faa5f0a2ee238a6bc --op cdc202d5123e20f62b6d676ac72cb318
+  imsec pcscf --domain a.example --db hss.db --sip 127.0.0.1:5060
+
+Settings can also come from --config FILE, a JSON object of flag names
+({"domain": "a.example", "db": "hss.db", "ipsec": "optional"}); flags win.`
+
+func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("pcscf", pcscfSynopsis, stderr)
+	config := fs.String("config", "", "JSON file of settings (keys are these flag names)")
+	domain := fs.String("domain", "", "home domain and digest realm (required)")
+	db := fs.String("db", "", "HSS database file made with 'imsec sub' (required)")
+	sipAddr := fs.String("sip", "0.0.0.0:5060", "unprotected SIP address, UDP and TCP")
+	espAddr := fs.String("esp", "", "ESP-in-UDP address (default: the --sip address, port 4500)")
+	pool := fs.String("pool", sip.DefaultPool.String(), "inner address pool; its first address is the P-CSCF's")
+	portS := fs.Uint("port-s", sip.DefaultPortS, "protected server port (port-c is port-s+1 and +2)")
+	ipsec := fs.String("ipsec", "required", "required: refuse REGISTER without Security-Client; optional: allow AKA over plain SIP (SIPp)")
+	allowNull := fs.Bool("allow-null", false, "also accept null encryption (integrity only), as a last resort")
+	expires := fs.Duration("expires", sip.DefaultExpires, "registration lifetime when the UE asks for none")
+	maxExpires := fs.Duration("max-expires", sip.DefaultMaxExpires, "longest registration granted")
+	tempSA := fs.Duration("temp-sa-timeout", sip.DefaultTempSATimeout, "how long temporary SAs wait for the protected REGISTER")
+	keylog := fs.String("keylog", "", "write every SA to this file in Wireshark's esp_sa format (secrets!)")
+	verbose := fs.Bool("v", false, "log SIP traces and data-plane events to stderr")
+	if err := parseFlags(fs, args, false); err != nil {
+		return err
+	}
+	if err := loadConfig(fs, *config); err != nil {
+		return err
+	}
+	cfg := sip.ServerConfig{Domain: *domain, Expires: *expires, MaxExpires: *maxExpires, TempSATimeout: *tempSA, AllowNull: *allowNull}
+	var err error
+	if *domain == "" {
+		return usageErrorf("--domain is required")
+	}
+	if *db == "" {
+		return usageErrorf("--db is required (create it with 'imsec sub add --db FILE ...')")
+	}
+	if cfg.SIP, err = addrPortArg("sip", *sipAddr); err != nil {
+		return err
+	}
+	if *espAddr != "" {
+		if cfg.ESP, err = addrPortArg("esp", *espAddr); err != nil {
+			return err
+		}
+	}
+	if cfg.Pool, err = netip.ParsePrefix(*pool); err != nil || !cfg.Pool.Addr().Is4() || cfg.Pool.Bits() > 30 {
+		return usageErrorf("--pool %q: want an IPv4 prefix of at most /30, e.g. 100.64.0.0/16", *pool)
+	}
+	if *portS == 0 || *portS > 65533 {
+		return usageErrorf("--port-s %d: want 1..65533", *portS)
+	}
+	cfg.PortS = uint16(*portS)
+	if cfg.IPsec, err = sip.ParseIPsecPolicy(*ipsec); err != nil {
+		return usageErrorf("--ipsec: %v", err)
+	}
+	if *expires <= 0 || *maxExpires < *expires || *tempSA <= 0 {
+		return usageErrorf("--expires, --max-expires and --temp-sa-timeout must be positive, with max >= expires")
+	}
+	if _, err := os.Stat(*db); err != nil {
+		return fmt.Errorf("--db %s: %v (create it with 'imsec sub add --db %s ...')", *db, err, *db)
+	}
+	store, err := hss.OpenSQLite(*db, hss.SQLiteOptions{})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	cfg.HSS, err = hss.New(store, hss.Config{})
+	if err != nil {
+		return err
+	}
+	if *keylog != "" {
+		f, err := os.OpenFile(*keylog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return fmt.Errorf("--keylog: %w", err)
+		}
+		defer f.Close()
+		cfg.KeyLog = f
+	}
+	cfg.Logger = cliLogger(stderr, *verbose)
+	cfg.Events = sip.LadderPrinter(stdout)
+	srv, err := sip.New(cfg)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	fmt.Fprintf(stdout, "P-CSCF %s: SIP %v (UDP+TCP), ESP-in-UDP %v, inner %v (pool %v), protected port-s %d, IPsec %s\n",
+		*domain, srv.SIPAddr(), srv.ESPAddr(), srv.InnerAddr(), cfg.Pool, cfg.PortS, cfg.IPsec)
+	<-ctx.Done()
+	c := srv.Pump().Counters()
+	fmt.Fprintf(stdout, "P-CSCF %s: stopping; ESP rx %d tx %d packets, drops %v, keepalives received %d\n",
+		*domain, c.RxPackets, c.TxPackets, c.Drops, c.KeepalivesReceived)
+	return nil
+}
+
+// cliLogger logs to stderr: warnings only, or debug (with SIP traces) with -v.
+func cliLogger(w io.Writer, verbose bool) *slog.Logger {
+	level := slog.LevelWarn
+	if verbose {
+		level = slog.LevelDebug
+	}
+	l := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	sipgosip.SetDefaultLogger(l) // sipgo's transaction layer logs through its global
+	if verbose {
+		sipgosip.SIPDebug = true
+	}
+	return l
+}
+

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+const (
+	tsK  = "465b5ce8b199b49faa5f0a2ee238a6bc" // TS 35.208 test set 1
+	tsOP = "cdc202d5123e20f62b6d676ac72cb318"
+)
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// TestPCSCFAndUEOnce runs both commands in-process: provision, serve,
+// register with --once (which pings through the tunnel and de-registers).
+func TestPCSCFAndUEOnce(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "hss.db")
+	if code, _, errs := runCLI(t, "sub", "add", "--db", db, "--impi", "alice@a.example", "--impu", "sip:alice@a.example", "--k", tsK, "--op", tsOP); code != 0 {
+		t.Fatal(errs)
+	}
+	sipPort, espPort := freePort(t), freePort(t)
+	sipAddr := "127.0.0.1:" + strconv.Itoa(sipPort)
+	espAddr := "127.0.0.1:" + strconv.Itoa(espPort)
+	keylog := filepath.Join(dir, "keys")
+	ctx, cancel := context.WithCancel(context.Background())
+	var srvOut, srvErr syncBuf
+	done := make(chan int)
+	go func() {
+		done <- run(ctx, []string{"pcscf", "--domain", "a.example", "--db", db, "--sip", sipAddr, "--esp", espAddr, "--keylog", keylog}, &srvOut, &srvErr)
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(srvOut.String(), "ESP-in-UDP") {
+		if time.Now().After(deadline) {
+			t.Fatalf("pcscf did not start: %s %s", srvOut.String(), srvErr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	code, out, errs := runCLI(t, "ue", "--pcscf", sipAddr, "--pcscf-esp", espAddr, "--impi", "alice@a.example",
+		"--impu", "sip:alice@a.example", "--k", tsK, "--op", tsOP, "--once")
+	cancel()
+	if srvCode := <-done; srvCode != 0 {
+		t.Errorf("pcscf exit %d: %s", srvCode, srvErr.String())
+	}
+	if code != 0 || !strings.Contains(out, "registered as sip:alice@a.example with inner address 100.64.0.") || !strings.Contains(out, "de-registered") {
+		t.Fatalf("ue exit %d\nstdout:\n%s\nstderr:\n%s\nserver:\n%s", code, out, errs, srvOut.String())
+	}
+	for _, step := range []string{"401 Unauthorized", "DHCPACK", "RES == XRES", "de-registered"} {
+		if !strings.Contains(srvOut.String(), step) {
+			t.Errorf("server ladder lacks %q", step)
+		}
+	}
+	k, err := os.ReadFile(keylog)
+	if err != nil || strings.Count(string(k), "\n") != 4 || !strings.Contains(string(k), "AES-CBC [RFC3602]") {
+		t.Fatalf("key log: %v %q", err, k)
+	}
+	if fi, _ := os.Stat(keylog); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key log mode %v", fi.Mode())
+	}
+}
+
+func TestUEWrongKeyFails(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "hss.db")
+	runCLI(t, "sub", "add", "--db", db, "--impi", "bob@a.example", "--impu", "sip:bob@a.example", "--k", tsK, "--op", tsOP)
+	sipAddr, espAddr := "127.0.0.1:"+strconv.Itoa(freePort(t)), "127.0.0.1:"+strconv.Itoa(freePort(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	var srvOut, srvErr syncBuf
+	done := make(chan int)
+	go func() {
+		done <- run(ctx, []string{"pcscf", "--domain", "a.example", "--db", db, "--sip", sipAddr, "--esp", espAddr}, &srvOut, &srvErr)
+	}()
+	defer func() { cancel(); <-done }()
+	for !strings.Contains(srvOut.String(), "ESP-in-UDP") {
+		time.Sleep(10 * time.Millisecond)
+	}
+	code, _, errs := runCLI(t, "ue", "--pcscf", sipAddr, "--pcscf-esp", espAddr, "--impi", "bob@a.example",
+		"--impu", "sip:bob@a.example", "--k", strings.Repeat("11", 16), "--op", tsOP, "--once")
+	if code == 0 || !strings.Contains(errs, "failed authentication") {
+		t.Fatalf("code %d stderr %q", code, errs)
+	}
+}
+
+func TestPCSCFAndUEFlags(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.json")
+	os.WriteFile(cfg, []byte(`{"domain": "a.example", "dbb": "x"}`), 0o600)
+	bad := [][]string{
+		{"pcscf"},
+		{"pcscf", "--domain", "a.example"},
+		{"pcscf", "--domain", "a.example", "--db", "x", "--sip", "nowhere"},
+		{"pcscf", "--domain", "a.example", "--db", "x", "--pool", "10.0.0.0/31"},
+		{"pcscf", "--domain", "a.example", "--db", "x", "--ipsec", "maybe"},
+		{"pcscf", "--domain", "a.example", "--db", "x", "--port-s", "70000"},
+		{"pcscf", "--config", cfg},
+		{"ue"},
+		{"ue", "--pcscf", "127.0.0.1:5060"},
+		{"ue", "--pcscf", "127.0.0.1:5060", "--impi", "a", "--impu", "alice"},
+		{"ue", "--pcscf", "127.0.0.1:5060", "--impi", "a", "--impu", "sip:a@b", "--k", tsK},
+		{"ue", "--pcscf", "127.0.0.1:5060", "--impi", "a", "--impu", "sip:a@b", "--k", tsK, "--op", tsOP, "--opc", tsOP},
+		{"ue", "--pcscf", "127.0.0.1:5060", "--impi", "a", "--impu", "sip:a@b", "--k", tsK, "--op", tsOP, "--expires", "soon"},
+		{"ue", "--pcscf", "127.0.0.1:5060", "--impi", "a", "--impu", "sip:a@b", "--k", tsK, "--op", tsOP, "--amf", "8"},
+	}
+	for _, args := range bad {
+		code, _, errs := runCLI(t, args...)
+		if code != 2 || strings.Count(errs, "\n") != 1 {
+			t.Errorf("%v: code %d stderr %q", args, code, errs)
+		}
+		if strings.Contains(errs, tsK) {
+			t.Errorf("%v: key echoed", args)
+		}
+	}
+	// A missing database is a runtime error that says how to make one.
+	code, _, errs := runCLI(t, "pcscf", "--domain", "a.example", "--db", filepath.Join(dir, "none.db"))
+	if code != 1 || !strings.Contains(errs, "imsec sub add") {
+		t.Errorf("missing db: %d %q", code, errs)
+	}
+}

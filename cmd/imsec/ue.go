@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/imsec/imsec/akakeys"
+	"github.com/imsec/imsec/sip"
+)
+
+func init() {
+	register(command{
+		name:  "ue",
+		short: "run a UE: register with SIP-AKA and sec-agree, then signal inside an ESP-in-UDP tunnel",
+		run:   runUE,
+	})
+}
+
+const ueSynopsis = `ue --pcscf ADDR:PORT --impi ID --impu URI --k HEX (--op HEX | --opc HEX) [flags]
+
+The client side of IMS access security with NAT traversal: registers with
+the P-CSCF (unprotected REGISTER, AKAv1-MD5 challenge checked by the USIM
+logic, sec-agree with mod=UDP-enc-tun), installs its ESP-in-UDP SAs in a
+userspace netstack (no privilege), sends the NAT pinhole traffic, learns its
+inner address over the tunnel, and registers again inside it. Then it stays
+registered: NAT keepalives, re-registration (new AKA run, new SAs) before
+expiry, a fresh start if the P-CSCF forgets it, and de-registration on
+Ctrl-C or SIGTERM. One line per step is printed; -v adds SIP traces.
+
+--once registers, pings the P-CSCF's inner address through the tunnel,
+de-registers and exits 0 (non-zero with the reason otherwise), for scripts.
+
+Example (the subscriber made with 'imsec sub add' on the P-CSCF):
+  imsec ue --pcscf 127.0.0.1:5060 --impi alice@a.example --impu sip:alice@a.example \
+    --k 465b5ce8b199b49faa5f0a2ee238a6bc --op cdc202d5123e20f62b6d676ac72cb318 --once`
+
+func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("ue", ueSynopsis, stderr)
+	config := fs.String("config", "", "JSON file of settings (keys are these flag names)")
+	pcscf := fs.String("pcscf", "", "the P-CSCF's unprotected SIP address, ADDR:PORT (required)")
+	pcscfESP := fs.String("pcscf-esp", "", "where ESP goes (default: the --pcscf address, port 4500)")
+	local := fs.String("local", "", "local address for SIP and ESP (default: chosen by the host's routing)")
+	impi := fs.String("impi", "", "private identity, e.g. alice@a.example (required)")
+	impu := fs.String("impu", "", "public identity, e.g. sip:alice@a.example (required)")
+	sub := addSubscriberFlags(fs)
+	amf := fs.String("amf", "", "if set, the AMF that AUTN must carry (2 bytes hex)")
+	expires := fs.String("expires", "600", "registration lifetime to ask for, in seconds")
+	keepalive := fs.Duration("keepalive", sip.DefaultKeepalive, "NAT keepalive interval (RFC 3948); 0 turns them off")
+	portS := fs.Uint("port-s", sip.DefaultUEPortS, "protected server port (port-c is port-s-6 and -5)")
+	tunName := fs.String("tun", "", "use this kernel TUN device instead of the netstack (needs CAP_NET_ADMIN)")
+	keylog := fs.String("keylog", "", "write every SA to this file in Wireshark's esp_sa format (secrets!)")
+	once := fs.Bool("once", false, "register, ping the P-CSCF through the tunnel, de-register, exit")
+	verbose := fs.Bool("v", false, "log SIP traces to stderr")
+	if err := parseFlags(fs, args, false); err != nil {
+		return err
+	}
+	if err := loadConfig(fs, *config); err != nil {
+		return err
+	}
+	cfg := sip.UEConfig{IMPI: *impi, IMPU: *impu}
+	var err error
+	if *pcscf == "" {
+		return usageErrorf("--pcscf is required")
+	}
+	if cfg.PCSCF, err = addrPortArg("pcscf", *pcscf); err != nil {
+		return err
+	}
+	if *pcscfESP != "" {
+		if cfg.PCSCFESP, err = addrPortArg("pcscf-esp", *pcscfESP); err != nil {
+			return err
+		}
+	}
+	if *local != "" {
+		if cfg.Local, err = netip.ParseAddr(*local); err != nil {
+			return usageErrorf("--local %q: not an IP address", *local)
+		}
+	}
+	if *impi == "" || *impu == "" {
+		return usageErrorf("--impi and --impu are required")
+	}
+	if !strings.HasPrefix(*impu, "sip:") && !strings.HasPrefix(*impu, "sips:") {
+		return usageErrorf("--impu %q: want a SIP URI such as sip:alice@a.example", *impu)
+	}
+	if cfg.K, cfg.OPc, err = sub.milenage(); err != nil {
+		return err
+	}
+	if *amf != "" {
+		b, err := hexArg("amf", *amf, 2)
+		if err != nil {
+			return err
+		}
+		a := akakeys.AMF(b)
+		cfg.AMF = &a
+	}
+	secs, err := strconv.Atoi(*expires)
+	if err != nil || secs < 1 {
+		return usageErrorf("--expires %q: want a positive number of seconds", *expires)
+	}
+	cfg.Expires = time.Duration(secs) * time.Second
+	switch {
+	case *keepalive < 0:
+		return usageErrorf("--keepalive must not be negative")
+	case *keepalive == 0:
+		cfg.Keepalive = -1
+	default:
+		cfg.Keepalive = *keepalive
+	}
+	if *portS < 1024 || *portS > 65535 {
+		return usageErrorf("--port-s %d: want 1024..65535", *portS)
+	}
+	cfg.PortS = uint16(*portS)
+	if *tunName != "" {
+		return errors.New("--tun: SIP inside a kernel TUN is not supported yet; run without --tun (the netstack needs no privilege)")
+	}
+	if *keylog != "" {
+		f, err := os.OpenFile(*keylog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return fmt.Errorf("--keylog: %w", err)
+		}
+		defer f.Close()
+		cfg.KeyLog = f
+	}
+	cfg.Logger = cliLogger(stderr, *verbose)
+	cfg.Events = sip.LadderPrinter(stdout)
+	u, err := sip.NewUE(cfg)
+	if err != nil {
+		return err
+	}
+	defer u.Close()
+	if !*once {
+		return u.Run(ctx)
+	}
+	if err := u.Register(ctx); err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	info := u.Info()
+	rtt, err := u.Ping(pctx, 1)
+	if err != nil {
+		u.Deregister(ctx)
+		return fmt.Errorf("ping %v through the tunnel: %w", info.PCSCFInner, err)
+	}
+	fmt.Fprintf(stdout, "registered as %s with inner address %v (%s/%s); ping %v through the tunnel: %v\n",
+		*impu, info.InnerAddr, info.EAlg, info.Alg, info.PCSCFInner, rtt.Round(time.Microsecond))
+	return u.Deregister(ctx)
+}

@@ -1,0 +1,104 @@
+package sip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Run keeps the UE registered until ctx ends, then de-registers: it
+// registers, re-registers (a new AKA run and SA set) before expiry, and
+// starts over from an unprotected REGISTER when a re-registration fails
+// (the P-CSCF restarted and forgot us, or the NAT lost our mapping and the
+// answer never came). Transient failures are retried with back-off.
+func (u *UE) Run(ctx context.Context) error {
+	backoff := time.Second
+	for {
+		err := u.Register(ctx)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if isFatal(err) {
+			return err
+		}
+		u.emit("", "registration failed, retrying in "+backoff.String(), err.Error())
+		if !sleepCtx(ctx, backoff) {
+			return nil
+		}
+		backoff = min(2*backoff, time.Minute)
+	}
+	for {
+		u.mu.Lock()
+		left := u.expires.Sub(u.now())
+		u.mu.Unlock()
+		// Refresh at half the lifetime, and at least 5 s before the end.
+		wait := min(left/2, left-5*time.Second)
+		if wait < time.Second {
+			wait = time.Second
+		}
+		if !sleepCtx(ctx, wait) {
+			dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := u.Deregister(dctx); err != nil {
+				return fmt.Errorf("sip: de-registration on exit: %w", err)
+			}
+			return nil
+		}
+		if err := u.Reregister(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if isFatal(err) {
+				return err
+			}
+			u.emit("", "re-registration failed: starting over", err.Error())
+			u.mu.Lock()
+			u.registered = false
+			sets := []*ueSet{u.active, u.old}
+			u.active, u.old = nil, nil
+			u.mu.Unlock()
+			for _, s := range sets {
+				if s != nil {
+					u.dropSet(s)
+				}
+			}
+			backoff := time.Second
+			for {
+				if err := u.Register(ctx); err == nil {
+					break
+				} else if ctx.Err() != nil {
+					return nil
+				} else if isFatal(err) {
+					return err
+				} else {
+					u.emit("", "registration failed, retrying in "+backoff.String(), err.Error())
+				}
+				if !sleepCtx(ctx, backoff) {
+					return nil
+				}
+				backoff = min(2*backoff, time.Minute)
+			}
+		}
+	}
+}
+
+// isFatal tells errors that retrying cannot fix: the network failed
+// authentication, or the P-CSCF refused us.
+func isFatal(err error) bool {
+	return errors.Is(err, ErrNetworkAuth) || errors.Is(err, ErrForbidden)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
