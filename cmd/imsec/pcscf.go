@@ -142,4 +142,3 @@ func cliLogger(w io.Writer, verbose bool) *slog.Logger {
 	}
 	return l
 }
-
