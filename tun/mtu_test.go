@@ -35,7 +35,7 @@ func TestInnerMTU(t *testing.T) {
 		if got < InnerMTU(1500) {
 			t.Errorf("%s/%s: InnerMTU is not the minimum", c.e, c.a)
 		}
-		if 20+8+o.Overhead(got) > 1500 || 20+8+o.Overhead(got+1) <= 1500 {
+		if 28+got+o.Overhead(got) > 1500 || 28+got+1+o.Overhead(got+1) <= 1500 {
 			t.Errorf("%s/%s: %d is not the largest payload that fits", c.e, c.a, got)
 		}
 	}
