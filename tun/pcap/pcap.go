@@ -1,0 +1,286 @@
+// Package pcap writes UDP datagrams to a classic libpcap capture file
+// ("PCAP Capture File Format", draft-ietf-opsawg-pcap) so that Wireshark and
+// tshark can dissect what an ESP-in-UDP socket sent and received, and, with
+// the esp_sa key log, decrypt it. Tap wraps a tun.PacketConn to record its
+// traffic.
+//
+// The file uses link type LINKTYPE_RAW (101: each record is a bare IPv4 or
+// IPv6 packet, told apart by its version nibble; there is no link-layer
+// header to invent) and microsecond timestamps (magic 0xa1b2c3d4, written
+// little-endian). Each datagram becomes one IPv4 (RFC 791) packet, or IPv6
+// (RFC 8200) if either address is IPv6, carrying one UDP (RFC 768) datagram
+// with correct lengths and checksums: header checksum, UDP checksum over the
+// pseudo-header, TTL / hop limit 64, DF set, IP ID 0 (RFC 6864 §4.1 allows
+// any ID on an atomic datagram). Nothing is fragmented or truncated: the
+// whole packet is recorded.
+//
+// This package is pure Go and imports tun only for the PacketConn interface;
+// tun must never import it.
+package pcap
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// File format constants ("PCAP Capture File Format", §4 and §5; link types
+// from the tcpdump.org LINKTYPE registry).
+const (
+	magicMicroseconds = 0xa1b2c3d4
+	versionMajor      = 2
+	versionMinor      = 4
+	// LinkTypeRaw is LINKTYPE_RAW: records begin with an IPv4 or IPv6 header.
+	LinkTypeRaw = 101
+	// SnapLen is the snapshot length written in the file header; it is more
+	// than the largest packet this package writes (IPv6: 40 + 65535).
+	SnapLen = 262144
+
+	fileHeaderLen   = 24
+	recordHeaderLen = 16
+)
+
+// IP and UDP header constants (RFC 791, RFC 8200, RFC 768).
+const (
+	ipv4HeaderLen = 20
+	ipv6HeaderLen = 40
+	udpHeaderLen  = 8
+	protoUDP      = 17
+	defaultTTL    = 64
+	flagDF        = 0x4000
+
+	// MaxPayload4 is the largest UDP payload an IPv4 packet holds (total
+	// length is 16 bits).
+	MaxPayload4 = 0xffff - ipv4HeaderLen - udpHeaderLen
+	// MaxPayload6 is the largest UDP payload in IPv6 without a jumbogram
+	// (the UDP length is 16 bits).
+	MaxPayload6 = 0xffff - udpHeaderLen
+)
+
+// Errors. ErrTooLarge is returned for a datagram that does not fit in one
+// IP packet; it is not sticky. A failed write to the underlying writer is.
+var (
+	ErrTooLarge = errors.New("pcap: datagram too large for one IP packet")
+	ErrClosed   = errors.New("pcap: writer closed")
+)
+
+// Options configure a Writer. The zero value is the documented default.
+type Options struct {
+	// Now stamps each record; default time.Now.
+	Now func() time.Time
+}
+
+// Writer writes a capture file. It is safe for concurrent use: each record
+// is assembled in a buffer owned by the Writer and handed to the underlying
+// io.Writer in one Write call, under a mutex, so records never interleave.
+// After the underlying writer fails once, every later call returns that
+// error (the file would be corrupt past a torn record). Wrap a file in a
+// bufio.Writer for speed and flush it after the last record.
+type Writer struct {
+	now func() time.Time
+
+	mu     sync.Mutex
+	w      io.Writer
+	buf    []byte
+	err    error
+	closed bool
+
+	records atomic.Uint64
+	bytes   atomic.Uint64
+}
+
+// NewWriter writes the file header to w and returns a Writer for records.
+func NewWriter(w io.Writer, opt Options) (*Writer, error) {
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	var h [fileHeaderLen]byte
+	binary.LittleEndian.PutUint32(h[0:], magicMicroseconds)
+	binary.LittleEndian.PutUint16(h[4:], versionMajor)
+	binary.LittleEndian.PutUint16(h[6:], versionMinor)
+	// h[8:16]: thiszone and sigfigs, both 0.
+	binary.LittleEndian.PutUint32(h[16:], SnapLen)
+	binary.LittleEndian.PutUint32(h[20:], LinkTypeRaw)
+	if _, err := w.Write(h[:]); err != nil {
+		return nil, err
+	}
+	return &Writer{now: opt.Now, w: w, buf: make([]byte, 0, 2048)}, nil
+}
+
+// WriteUDP records one datagram from src to dst, stamped with Options.Now.
+// See AppendUDP for how the addresses become an IP header.
+func (w *Writer) WriteUDP(src, dst netip.AddrPort, payload []byte) error {
+	return w.WriteUDPAt(w.now(), src, dst, payload)
+}
+
+// WriteUDPAt records one datagram with the given timestamp. Times before
+// 1970 are written as 0; the format's seconds are 32 bits.
+func (w *Writer) WriteUDPAt(t time.Time, src, dst netip.AddrPort, payload []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return w.err
+	}
+	if w.closed {
+		return ErrClosed
+	}
+	b := w.buf[:recordHeaderLen]
+	b, err := AppendUDP(b, src, dst, payload)
+	if err != nil {
+		return err
+	}
+	n := len(b) - recordHeaderLen
+	var sec, usec uint32
+	if us := t.UnixMicro(); us > 0 {
+		sec, usec = uint32(us/1e6), uint32(us%1e6)
+	}
+	binary.LittleEndian.PutUint32(b[0:], sec)
+	binary.LittleEndian.PutUint32(b[4:], usec)
+	binary.LittleEndian.PutUint32(b[8:], uint32(n))  // captured length
+	binary.LittleEndian.PutUint32(b[12:], uint32(n)) // original length
+	w.buf = b[:0]
+	if _, err := w.w.Write(b); err != nil {
+		w.err = err
+		return err
+	}
+	w.records.Add(1)
+	w.bytes.Add(uint64(n))
+	return nil
+}
+
+// Records is how many packets have been written.
+func (w *Writer) Records() uint64 { return w.records.Load() }
+
+// Err is the error that stopped the Writer, or nil.
+func (w *Writer) Err() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+// Close stops the Writer: later records get ErrClosed (taps count them as
+// failed and carry on). It does not close the underlying writer, and it
+// returns the Writer's sticky error, if any.
+func (w *Writer) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.closed = true
+	return w.err
+}
+
+// AppendUDP appends to b an IP packet carrying one UDP datagram from src to
+// dst with payload, and returns the extended slice (it allocates only if b
+// lacks room). IPv4-mapped IPv6 addresses are unmapped first; the packet is
+// IPv4 when both addresses then are IPv4, else IPv6 (an IPv4 address
+// becomes IPv4-mapped). An invalid (zero) address is written as the
+// unspecified address of the family chosen: that is what a tap records for
+// a socket bound to 0.0.0.0 or ::, whose local address is not known.
+// Payloads above MaxPayload4 (IPv4) or MaxPayload6 (IPv6) give ErrTooLarge
+// and b unchanged.
+func AppendUDP(b []byte, src, dst netip.AddrPort, payload []byte) ([]byte, error) {
+	s, d := src.Addr().Unmap(), dst.Addr().Unmap()
+	v4 := (s.Is4() || !s.IsValid()) && (d.Is4() || !d.IsValid())
+	ipLen := ipv6HeaderLen
+	if v4 {
+		ipLen = ipv4HeaderLen
+		if len(payload) > MaxPayload4 {
+			return b, ErrTooLarge
+		}
+	} else if len(payload) > MaxPayload6 {
+		return b, ErrTooLarge
+	}
+	udpLen := udpHeaderLen + len(payload)
+	start := len(b)
+	b = grow(b, ipLen+udpLen)
+	pkt := b[start:]
+	ip, u := pkt[:ipLen], pkt[ipLen:]
+	clear(ip)
+	// Pseudo-header sum (RFC 768; RFC 8200 §8.1): addresses, protocol and
+	// UDP length, which is the same number in both families.
+	var acc uint32
+	if v4 {
+		sa, da := as4(s), as4(d)
+		ip[0] = 0x45
+		binary.BigEndian.PutUint16(ip[2:], uint16(ipLen+udpLen))
+		binary.BigEndian.PutUint16(ip[6:], flagDF)
+		ip[8] = defaultTTL
+		ip[9] = protoUDP
+		copy(ip[12:16], sa[:])
+		copy(ip[16:20], da[:])
+		binary.BigEndian.PutUint16(ip[10:], ^fold(sum(0, ip)))
+		acc = sum(0, ip[12:20])
+	} else {
+		sa, da := as16(s), as16(d)
+		ip[0] = 0x60
+		binary.BigEndian.PutUint16(ip[4:], uint16(udpLen))
+		ip[6] = protoUDP
+		ip[7] = defaultTTL
+		copy(ip[8:24], sa[:])
+		copy(ip[24:40], da[:])
+		acc = sum(0, ip[8:40])
+	}
+	acc += protoUDP + uint32(udpLen)
+	binary.BigEndian.PutUint16(u[0:], src.Port())
+	binary.BigEndian.PutUint16(u[2:], dst.Port())
+	binary.BigEndian.PutUint16(u[4:], uint16(udpLen))
+	u[6], u[7] = 0, 0
+	copy(u[8:], payload)
+	c := ^fold(sum(acc, u))
+	if c == 0 {
+		c = 0xffff // RFC 768: a computed zero is sent as all ones
+	}
+	binary.BigEndian.PutUint16(u[6:], c)
+	return b, nil
+}
+
+func as4(a netip.Addr) [4]byte {
+	if !a.IsValid() {
+		return [4]byte{}
+	}
+	return a.As4()
+}
+
+func as16(a netip.Addr) [16]byte {
+	if !a.IsValid() {
+		return [16]byte{}
+	}
+	return a.As16() // an IPv4 address comes out IPv4-mapped
+}
+
+// grow extends b by n bytes, reallocating only when its capacity is short.
+func grow(b []byte, n int) []byte {
+	if cap(b)-len(b) < n {
+		nb := make([]byte, len(b), 2*cap(b)+n)
+		copy(nb, b)
+		b = nb
+	}
+	return b[:len(b)+n]
+}
+
+// sum adds b as big-endian 16-bit words to acc (RFC 1071), padding an odd
+// final byte with zero.
+func sum(acc uint32, b []byte) uint32 {
+	for len(b) >= 2 {
+		acc += uint32(b[0])<<8 | uint32(b[1])
+		b = b[2:]
+		if acc >= 1<<31 {
+			acc = acc&0xffff + acc>>16
+		}
+	}
+	if len(b) == 1 {
+		acc += uint32(b[0]) << 8
+	}
+	return acc
+}
+
+// fold reduces a one's complement sum to 16 bits.
+func fold(acc uint32) uint16 {
+	for acc > 0xffff {
+		acc = acc&0xffff + acc>>16
+	}
+	return uint16(acc)
+}
