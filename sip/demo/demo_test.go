@@ -1,0 +1,41 @@
+package demo
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDemo runs the whole demonstrator in-process and checks its summary
+// and ladder (the README's main job, as a test).
+func TestDemo(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var out, kl bytes.Buffer
+	sum, err := Run(ctx, Config{Out: &out, KeyLog: &syncWriter{w: &kl}})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if len(sum.UEs) != 2 || len(sum.Servers) != 2 {
+		t.Fatalf("summary %+v", sum)
+	}
+	for _, u := range sum.UEs {
+		if u.InnerAddr == "" || u.InnerAddr == "invalid IP" || len(u.SAs) != 4 || u.EAlg != "aes-cbc" {
+			t.Errorf("UE summary %+v", u)
+		}
+	}
+	if !sum.UEs[0].BehindNAT || sum.UEs[1].BehindNAT || sum.NAT.MappingsCreated == 0 {
+		t.Errorf("NAT placement wrong: %+v %+v", sum.UEs, sum.NAT)
+	}
+	for _, want := range []string{"NAT detected", "401 Unauthorized", "DHCPACK", "RES == XRES", "old SAs deleted", "de-registered", "every step passed"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	// 3 registrations (A, B, A again) x 4 SAs x 2 ends.
+	if n := strings.Count(kl.String(), "\n"); n != 24 {
+		t.Errorf("key log has %d lines, want 24", n)
+	}
+}
