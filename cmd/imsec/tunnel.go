@@ -1,0 +1,602 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/imsec/imsec/esp"
+	"github.com/imsec/imsec/tun"
+	"github.com/imsec/imsec/tun/udp"
+)
+
+func init() {
+	register(command{
+		name:  "tunnel",
+		short: "bring up one manually keyed ESP-in-UDP tunnel (like ip xfrm state add), optionally ping through it",
+		run:   runTunnel,
+	})
+}
+
+const tunnelSynopsis = `tunnel --peer ADDR:PORT --out SA --in SA --inner ADDR/BITS [flags]
+
+One ESP-in-UDP tunnel (RFC 4303 in RFC 3948, tunnel mode) with keys given by
+hand, the way 'ip xfrm state add' installs SAs in the kernel, but in
+userspace: no kernel IPsec and, by default, no privilege. ESP goes between
+--listen and --peer; everything the local end sends into the tunnel goes to
+the peer, and any inner source is accepted from it.
+
+The inner side is a userspace TCP/IP stack (a gVisor netstack) holding the
+--inner address; it answers pings. With --tun NAME it is a kernel TUN
+interface instead, given the --inner address and brought up (needs
+CAP_NET_ADMIN); --route adds more routes through it.
+
+An SA is comma-separated key=value fields, the keys as they are on the wire:
+  spi=0x1001            SPI (256..2^32-1, decimal or 0x hex)
+  ealg=aes-cbc          aes-cbc (16/24/32-byte ekey), aes-gcm (AES key || 4-byte
+                        salt: 20/28/36 bytes; alg must be null or absent),
+                        des-ede3-cbc (24 bytes), null (no ekey)
+  ekey=HEX              encryption key
+  alg=hmac-sha-1-96     hmac-sha-1-96 (20-byte akey), hmac-md5-96 (16),
+                        hmac-sha-256-128 (32), null (aes-gcm only; no akey)
+  akey=HEX              integrity key
+--out seals what we send, --in opens what we receive: the peer's --in is
+our --out and its --out our --in. Keys are never printed; --keylog writes
+both SAs in Wireshark's esp_sa format (a secret file, mode 0600).
+
+With --ping ADDR it sends --count ICMP echo requests through the tunnel,
+prints each round trip and a summary, and exits 0 only if every one was
+answered. Without --ping it runs until Ctrl-C and then prints its counters:
+packets and bytes each way, drops by reason (auth: the keys differ;
+unknown_spi: the SPIs differ; replay), keepalives.
+
+Example, two terminals on one host:
+  # terminal 1
+  imsec tunnel --listen 127.0.0.1:4501 --peer 127.0.0.1:4502 --inner 100.64.7.1/24 \
+    --out spi=0x1001,ealg=aes-cbc,ekey=000102030405060708090a0b0c0d0e0f,alg=hmac-sha-1-96,akey=101112131415161718191a1b1c1d1e1f20212223 \
+    --in  spi=0x2001,ealg=aes-cbc,ekey=303132333435363738393a3b3c3d3e3f,alg=hmac-sha-1-96,akey=404142434445464748494a4b4c4d4e4f50515253
+  # terminal 2: the mirror image, and ping terminal 1's inner address
+  imsec tunnel --listen 127.0.0.1:4502 --peer 127.0.0.1:4501 --inner 100.64.7.2/24 \
+    --out spi=0x2001,ealg=aes-cbc,ekey=303132333435363738393a3b3c3d3e3f,alg=hmac-sha-1-96,akey=404142434445464748494a4b4c4d4e4f50515253 \
+    --in  spi=0x1001,ealg=aes-cbc,ekey=000102030405060708090a0b0c0d0e0f,alg=hmac-sha-1-96,akey=101112131415161718191a1b1c1d1e1f20212223 \
+    --ping 100.64.7.1 --count 4
+(Those keys are examples: make real ones with 'head -c 16 /dev/urandom | xxd -p'.)`
+
+// tunnelFlags is the parsed command line.
+type tunnelFlags struct {
+	listen, peer netip.AddrPort
+	out, in      esp.Config
+	inner        netip.Prefix
+	tunName      string
+	routes       []netip.Prefix
+	mtu          int
+	keepalive    time.Duration
+	follow       bool
+	keylog       string
+	ping         netip.Addr
+	count        int
+	interval     time.Duration
+	wait         time.Duration
+	verbose      bool
+}
+
+func parseTunnelFlags(args []string, stderr io.Writer) (*tunnelFlags, error) {
+	fs := newFlagSet("tunnel", tunnelSynopsis, stderr)
+	listen := fs.String("listen", "0.0.0.0:4500", "local ESP-in-UDP address, ADDR:PORT (or :PORT)")
+	peer := fs.String("peer", "", "the peer's ESP-in-UDP address, ADDR:PORT (required)")
+	out := fs.String("out", "", "outbound SA: spi=,ealg=,ekey=,alg=,akey= (required; see above)")
+	in := fs.String("in", "", "inbound SA: spi=,ealg=,ekey=,alg=,akey= (required; see above)")
+	inner := fs.String("inner", "", "our inner address with its prefix length, e.g. 100.64.7.2/24 (required)")
+	tunName := fs.String("tun", "", "use a kernel TUN interface with this `NAME` instead of the netstack (needs CAP_NET_ADMIN)")
+	var routes multiFlag
+	fs.Var(&routes, "route", "with --tun: also route this `PREFIX` into the tunnel (repeatable)")
+	mtu := fs.Int("mtu", 0, "inner MTU (0: what fits a 1500-byte path under the --out algorithms)")
+	keepalive := fs.Duration("keepalive", 20*time.Second, "send an RFC 3948 NAT-keepalive after this long without sending (0: never)")
+	follow := fs.Bool("follow-peer", false, "let authenticated ESP move the peer's address (the peer is behind a NAT that may rebind)")
+	keylog := fs.String("keylog", "", "append both SAs to this `FILE` in Wireshark's esp_sa format (secrets; created 0600)")
+	ping := fs.String("ping", "", "send ICMP echo requests to this inner `ADDR` through the tunnel, then exit")
+	count := fs.Int("count", 4, "with --ping: how many echo requests")
+	interval := fs.Duration("interval", time.Second, "with --ping: time between echo requests")
+	wait := fs.Duration("wait", 2*time.Second, "with --ping: how long to wait for each reply")
+	verbose := fs.Bool("v", false, "log data-plane events to stderr")
+	if err := parseFlags(fs, args, false); err != nil {
+		return nil, err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	f := &tunnelFlags{tunName: *tunName, mtu: *mtu, keepalive: *keepalive, follow: *follow, keylog: *keylog,
+		count: *count, interval: *interval, wait: *wait, verbose: *verbose}
+	var err error
+	if f.listen, err = addrPortArg("listen", *listen); err != nil {
+		return nil, err
+	}
+	if *peer == "" {
+		return nil, usageErrorf("--peer ADDR:PORT is required")
+	}
+	if f.peer, err = addrPortArg("peer", *peer); err != nil {
+		return nil, err
+	}
+	if f.peer.Addr().IsUnspecified() || f.peer.Port() == 0 {
+		return nil, usageErrorf("--peer %v: want the peer's own address and port", f.peer)
+	}
+	f.listen = netip.AddrPortFrom(f.listen.Addr().Unmap(), f.listen.Port())
+	f.peer = netip.AddrPortFrom(f.peer.Addr().Unmap(), f.peer.Port())
+	if f.listen.Addr().Is4() != f.peer.Addr().Is4() {
+		return nil, usageErrorf("--listen %v and --peer %v: both must be IPv4 or both IPv6", f.listen, f.peer)
+	}
+	if f.out, err = parseSASpec("out", *out); err != nil {
+		return nil, err
+	}
+	if f.in, err = parseSASpec("in", *in); err != nil {
+		return nil, err
+	}
+	if *inner == "" {
+		return nil, usageErrorf("--inner ADDR/BITS is required (e.g. 100.64.7.2/24)")
+	}
+	if f.inner, err = netip.ParsePrefix(*inner); err != nil {
+		a, aerr := netip.ParseAddr(*inner)
+		if aerr != nil {
+			return nil, usageErrorf("--inner %q: want ADDR/BITS, e.g. 100.64.7.2/24", *inner)
+		}
+		f.inner = netip.PrefixFrom(a, a.BitLen())
+	}
+	if a := f.inner.Addr(); a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() || a.Is4In6() {
+		return nil, usageErrorf("--inner %v: want a unicast IPv4 or IPv6 address", f.inner)
+	}
+	for _, r := range routes {
+		p, err := netip.ParsePrefix(r)
+		if err != nil {
+			return nil, usageErrorf("--route %q: want PREFIX, e.g. 198.51.100.0/24", r)
+		}
+		f.routes = append(f.routes, p.Masked())
+	}
+	if len(f.routes) > 0 && f.tunName == "" {
+		return nil, usageErrorf("--route needs --tun (the netstack already sends everything into the tunnel)")
+	}
+	if f.mtu != 0 && (f.mtu < 1280 || f.mtu > 65535) {
+		return nil, usageErrorf("--mtu %d: want 1280..65535 (or 0 for automatic)", f.mtu)
+	}
+	if f.keepalive < 0 {
+		return nil, usageErrorf("--keepalive must not be negative")
+	}
+	if *ping != "" {
+		if f.ping, err = netip.ParseAddr(*ping); err != nil || f.ping.Zone() != "" || f.ping.IsUnspecified() {
+			return nil, usageErrorf("--ping %q: want an inner IP address", *ping)
+		}
+		f.ping = f.ping.Unmap()
+		if f.tunName != "" && !f.ping.Is4() {
+			return nil, usageErrorf("--ping %v: with --tun only IPv4 can be pinged", f.ping)
+		}
+	} else {
+		for _, name := range []string{"count", "interval", "wait"} {
+			if set[name] {
+				return nil, usageErrorf("--%s needs --ping", name)
+			}
+		}
+	}
+	if f.count < 1 {
+		return nil, usageErrorf("--count %d: want at least 1", f.count)
+	}
+	if f.interval <= 0 || f.wait <= 0 {
+		return nil, usageErrorf("--interval and --wait must be positive")
+	}
+	return f, nil
+}
+
+// saFields are the keys of an SA spec, in the order the help gives them.
+var saFields = []string{"spi", "ealg", "ekey", "alg", "akey"}
+
+// parseSASpec parses "spi=0x1001,ealg=aes-cbc,ekey=HEX,alg=hmac-sha-1-96,akey=HEX"
+// into a tunnel-mode esp.Config. Errors name the flag and the field but
+// never contain key material.
+func parseSASpec(flagName, spec string) (esp.Config, error) {
+	c := esp.Config{Mode: esp.Tunnel}
+	if spec == "" {
+		return c, usageErrorf("--%s is required: spi=0x...,ealg=...,ekey=HEX,alg=...,akey=HEX", flagName)
+	}
+	vals := map[string]string{}
+	for i, item := range strings.Split(spec, ",") {
+		k, v, ok := strings.Cut(item, "=")
+		k = strings.ToLower(strings.TrimSpace(k))
+		v = strings.TrimSpace(v)
+		if !ok {
+			// Not echoed: a mistyped field may be a key.
+			return c, usageErrorf("--%s: field %d is not key=value (want spi=,ealg=,ekey=,alg=,akey=)", flagName, i+1)
+		}
+		known := false
+		for _, f := range saFields {
+			known = known || f == k
+		}
+		if !known {
+			if len(k) > 16 || strings.Trim(k, "abcdefghijklmnopqrstuvwxyz-_") != "" {
+				return c, usageErrorf("--%s: field %d has an unknown name (want spi, ealg, ekey, alg, akey)", flagName, i+1)
+			}
+			return c, usageErrorf("--%s: unknown field %q (want spi, ealg, ekey, alg, akey)", flagName, k)
+		}
+		if _, dup := vals[k]; dup {
+			return c, usageErrorf("--%s: %s given twice", flagName, k)
+		}
+		vals[k] = v
+	}
+
+	spi, ok := vals["spi"]
+	if !ok || spi == "" {
+		return c, usageErrorf("--%s: spi is missing (e.g. spi=0x1001)", flagName)
+	}
+	n, err := strconv.ParseUint(spi, 0, 32)
+	if err != nil {
+		return c, usageErrorf("--%s: spi %q: want a 32-bit number, decimal or 0x hex", flagName, spi)
+	}
+	if n <= esp.SPIReservedMax {
+		return c, usageErrorf("--%s: spi %d is reserved (RFC 4303 §2.1): use 256 or more", flagName, n)
+	}
+	c.SPI = esp.SPI(n)
+
+	ealg, ok := vals["ealg"]
+	if !ok || ealg == "" {
+		return c, usageErrorf("--%s: ealg is missing (aes-cbc, aes-gcm, des-ede3-cbc or null)", flagName)
+	}
+	c.Encryption = esp.EncAlg(strings.ToLower(ealg))
+	encLens := esp.EncKeyLen(c.Encryption)
+	if encLens == nil {
+		return c, usageErrorf("--%s: unknown ealg %q (want aes-cbc, aes-gcm, des-ede3-cbc or null)", flagName, ealg)
+	}
+	alg, ok := vals["alg"]
+	if !ok || alg == "" {
+		if c.Encryption != esp.EncAESGCM {
+			return c, usageErrorf("--%s: alg is missing (hmac-sha-1-96, hmac-md5-96 or hmac-sha-256-128)", flagName)
+		}
+		alg = string(esp.AuthNull)
+	}
+	c.Integrity = esp.AuthAlg(strings.ToLower(alg))
+	authLen := esp.AuthKeyLen(c.Integrity)
+	if authLen < 0 {
+		return c, usageErrorf("--%s: unknown alg %q (want hmac-sha-1-96, hmac-md5-96, hmac-sha-256-128, or null with aes-gcm)", flagName, alg)
+	}
+	switch {
+	case c.Encryption == esp.EncAESGCM && c.Integrity != esp.AuthNull:
+		return c, usageErrorf("--%s: aes-gcm authenticates by itself: give alg=null or no alg, not %s", flagName, c.Integrity)
+	case c.Encryption != esp.EncAESGCM && c.Integrity == esp.AuthNull:
+		return c, usageErrorf("--%s: alg null is only for aes-gcm; %s needs an integrity algorithm", flagName, c.Encryption)
+	}
+
+	if c.EncKey, err = saSpecKey(flagName, "ekey", string(c.Encryption), vals, encLens); err != nil {
+		return c, err
+	}
+	if c.AuthKey, err = saSpecKey(flagName, "akey", string(c.Integrity), vals, []int{authLen}); err != nil {
+		return c, err
+	}
+	// The codec's own checks, for anything the above missed (its messages
+	// carry no key material).
+	if _, err := esp.NewOutbound(c); err != nil {
+		return c, usageErrorf("--%s: %v", flagName, err)
+	}
+	return c, nil
+}
+
+// saSpecKey decodes the hex key field of an SA spec and checks its length
+// against lens (a single 0 means the algorithm takes no key).
+func saSpecKey(flagName, field, alg string, vals map[string]string, lens []int) ([]byte, error) {
+	v, given := vals[field]
+	if len(lens) == 1 && lens[0] == 0 {
+		if given && v != "" {
+			return nil, usageErrorf("--%s: %s takes no %s (value not shown)", flagName, alg, field)
+		}
+		return nil, nil
+	}
+	if !given || v == "" {
+		return nil, usageErrorf("--%s: %s is missing: %s takes %s", flagName, field, alg, keyLens(lens))
+	}
+	v = strings.TrimPrefix(strings.TrimPrefix(v, "0x"), "0X")
+	b, err := hex.DecodeString(v)
+	if err != nil {
+		var ie hex.InvalidByteError
+		if errors.As(err, &ie) {
+			return nil, usageErrorf("--%s: %s is not hex: invalid character at position %d (value not shown)", flagName, field, strings.IndexByte(v, byte(ie))+1)
+		}
+		return nil, usageErrorf("--%s: %s is not hex: odd number of digits (%d)", flagName, field, len(v))
+	}
+	for _, l := range lens {
+		if len(b) == l {
+			return b, nil
+		}
+	}
+	return nil, usageErrorf("--%s: %s is %d bytes: %s takes %s", flagName, field, len(b), alg, keyLens(lens))
+}
+
+// keyLens writes key lengths as "16, 24 or 32 bytes (32, 48 or 64 hex digits)".
+func keyLens(lens []int) string {
+	join := func(f func(int) int) string {
+		s := make([]string, len(lens))
+		for i, l := range lens {
+			s[i] = strconv.Itoa(f(l))
+		}
+		if len(s) == 1 {
+			return s[0]
+		}
+		return strings.Join(s[:len(s)-1], ", ") + " or " + s[len(s)-1]
+	}
+	return join(func(l int) int { return l }) + " bytes (" + join(func(l int) int { return 2 * l }) + " hex digits)"
+}
+
+func runTunnel(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f, err := parseTunnelFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	out, err := esp.NewOutbound(f.out)
+	if err != nil {
+		return usageErrorf("--out: %v", err)
+	}
+	in, err := esp.NewInbound(f.in)
+	if err != nil {
+		return usageErrorf("--in: %v", err)
+	}
+	mtu := f.mtu
+	if mtu == 0 {
+		path := 1500
+		if f.peer.Addr().Is6() {
+			path -= 20 // InnerMTUFor assumes a 20-byte outer IPv4 header
+		}
+		mtu = tun.InnerMTUFor(path, out)
+	}
+
+	if f.keylog != "" {
+		kf, err := os.OpenFile(f.keylog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return fmt.Errorf("--keylog: %w", err)
+		}
+		kl := esp.NewKeyLog(kf)
+		local := f.listen.Addr()
+		if local.IsUnspecified() {
+			local = netip.Addr{} // the wildcard "*"
+		}
+		err = kl.Log(f.out, local, f.peer.Addr())
+		if err == nil {
+			err = kl.Log(f.in, f.peer.Addr(), local)
+		}
+		if cerr := kf.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("--keylog: %w", err)
+		}
+	}
+
+	var (
+		dev    tun.Device
+		ns     *tun.Netstack
+		kernel *tun.Kernel
+	)
+	if f.tunName == "" {
+		ns, err = tun.NewNetstack(tun.NetstackOptions{MTU: mtu, Addresses: []netip.Prefix{f.inner}, Name: "imsec-tunnel"})
+		if err != nil {
+			return fmt.Errorf("netstack: %w", err)
+		}
+		dev = ns
+	} else {
+		if kernel, err = openKernelTUN(f, mtu); err != nil {
+			return err
+		}
+		dev = kernel
+	}
+	conn, err := udp.Listen(f.listen)
+	if err != nil {
+		dev.Close()
+		return fmt.Errorf("--listen %v: %w", f.listen, err)
+	}
+	level := slog.LevelWarn
+	if f.verbose {
+		level = slog.LevelDebug
+	}
+	pump, err := tun.NewPump(tun.Config{Device: dev, Conn: conn,
+		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))})
+	if err != nil {
+		dev.Close()
+		conn.Close()
+		return err
+	}
+	defer pump.Close()
+	everything := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+	peer, err := pump.AddPeer(tun.PeerConfig{Name: "peer", Endpoint: f.peer, FollowSource: f.follow,
+		Allowed: everything, Routes: everything, Keepalive: f.keepalive})
+	if err != nil {
+		return err
+	}
+	if err := pump.AddInbound(peer, in); err != nil {
+		return err
+	}
+	peer.SetOutbound(out)
+
+	devName := "netstack"
+	if kernel != nil {
+		devName = "TUN " + kernel.Name()
+	}
+	fmt.Fprintf(stdout, "tunnel up: %s %v (MTU %d), ESP-in-UDP %v <-> %v; out spi %#08x %s/%s, in spi %#08x %s/%s\n",
+		devName, f.inner, dev.MTU(), pump.LocalAddr(), f.peer,
+		uint32(f.out.SPI), f.out.Encryption, f.out.Integrity, uint32(f.in.SPI), f.in.Encryption, f.in.Integrity)
+
+	if !f.ping.IsValid() {
+		<-ctx.Done()
+		printTunnelCounters(stdout, pump.Counters())
+		return nil
+	}
+	var pinger func(ctx context.Context, seq int) (time.Duration, int, error)
+	if ns != nil {
+		payload := make([]byte, 56) // ping(8)'s default
+		for i := range payload {
+			payload[i] = byte(i)
+		}
+		pinger = func(ctx context.Context, seq int) (time.Duration, int, error) {
+			rtt, err := ns.Ping(ctx, f.ping, seq, payload)
+			return rtt, 8 + len(payload), err
+		}
+	} else {
+		// The kernel's own ping would need a raw or ICMP datagram socket;
+		// the pump's echo helper sends from our inner address through the
+		// tunnel and takes the reply before the kernel sees it.
+		var b [2]byte
+		rand.Read(b[:])
+		id := binary.BigEndian.Uint16(b[:])
+		src := f.inner.Addr()
+		pinger = func(ctx context.Context, seq int) (time.Duration, int, error) {
+			rtt, err := pump.Ping(ctx, peer, src, f.ping, id, uint16(seq))
+			return rtt, 8 + len("imsec pinhole"), err
+		}
+	}
+	err = pingThrough(ctx, stdout, f, pinger)
+	printTunnelCounters(stdout, pump.Counters())
+	return err
+}
+
+// openKernelTUN creates the TUN interface, gives it the inner address and
+// routes, and brings it up.
+func openKernelTUN(f *tunnelFlags, mtu int) (*tun.Kernel, error) {
+	k, err := tun.CreateKernel(f.tunName, mtu)
+	if err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("--tun %s: creating a kernel TUN needs CAP_NET_ADMIN (run as root, or 'setcap cap_net_admin+ep' on imsec); without --tun the tunnel runs on a userspace netstack with no privilege (%v)", f.tunName, err)
+		}
+		return nil, fmt.Errorf("--tun %s: %w", f.tunName, err)
+	}
+	if err := k.AddAddress(f.inner); err != nil {
+		k.Close()
+		return nil, fmt.Errorf("--tun %s: %w", k.Name(), err)
+	}
+	if err := k.SetUp(); err != nil {
+		k.Close()
+		return nil, fmt.Errorf("--tun %s: %w", k.Name(), err)
+	}
+	for _, r := range f.routes {
+		if err := k.AddRoute(r); err != nil {
+			k.Close()
+			return nil, fmt.Errorf("--route: %w", err)
+		}
+	}
+	return k, nil
+}
+
+// pingThrough sends f.count echo requests, one every f.interval, prints
+// each answer like ping(8) does and a summary, and fails unless every one
+// was answered.
+func pingThrough(ctx context.Context, w io.Writer, f *tunnelFlags, ping func(context.Context, int) (time.Duration, int, error)) error {
+	fmt.Fprintf(w, "PING %v through the tunnel to %v: %d echo requests\n", f.ping, f.peer, f.count)
+	var (
+		sent, got   int
+		lo, hi, sum time.Duration
+		start       = time.Now()
+		interrupted bool
+		lastErr     error
+		ticker      = time.NewTicker(f.interval)
+	)
+	defer ticker.Stop()
+	for seq := 1; seq <= f.count; seq++ {
+		if seq > 1 {
+			select {
+			case <-ctx.Done():
+			case <-ticker.C:
+			}
+		}
+		if ctx.Err() != nil {
+			interrupted = true
+			break
+		}
+		pctx, cancel := context.WithTimeout(ctx, f.wait)
+		rtt, n, err := ping(pctx, seq)
+		cancel()
+		sent++
+		if err != nil {
+			if ctx.Err() != nil {
+				interrupted = true
+				break
+			}
+			lastErr = err
+			fmt.Fprintf(w, "no reply from %v: icmp_seq=%d within %v\n", f.ping, seq, f.wait)
+			continue
+		}
+		got++
+		if got == 1 || rtt < lo {
+			lo = rtt
+		}
+		hi = max(hi, rtt)
+		sum += rtt
+		fmt.Fprintf(w, "%d bytes from %v: icmp_seq=%d time=%.3f ms\n", n, f.ping, seq, millis(rtt))
+	}
+	fmt.Fprintf(w, "--- %v ping statistics ---\n", f.ping)
+	loss := 100
+	if sent > 0 {
+		loss = 100 * (sent - got) / sent
+	}
+	fmt.Fprintf(w, "%d packets transmitted, %d received, %d%% packet loss, time %dms\n",
+		sent, got, loss, time.Since(start).Milliseconds())
+	if got > 0 {
+		fmt.Fprintf(w, "rtt min/avg/max = %.3f/%.3f/%.3f ms\n", millis(lo), millis(sum/time.Duration(got)), millis(hi))
+	}
+	switch {
+	case interrupted:
+		return &exitError{code: 1, err: fmt.Errorf("interrupted after %d of %d echo requests (%d answered)", sent, f.count, got)}
+	case got < sent:
+		hint := "check that the peer is running, and look at the drop counters (below, and the peer's): auth means the keys differ (its --in must be our --out, its --out our --in), unknown_spi that the SPIs differ"
+		if errors.Is(lastErr, tun.ErrClosedPump) {
+			hint = "the tunnel closed"
+		}
+		return &exitError{code: 1, err: fmt.Errorf("%d of %d echo requests to %v went unanswered through the tunnel: %s", sent-got, sent, f.ping, hint)}
+	}
+	return nil
+}
+
+func millis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// printTunnelCounters prints the pump's counters, drops by reason with
+// what they usually mean.
+func printTunnelCounters(w io.Writer, c tun.Counters) {
+	fmt.Fprintf(w, "counters:\n")
+	fmt.Fprintf(w, "  esp out:     %d packets, %d inner bytes\n", c.TxPackets, c.TxBytes)
+	fmt.Fprintf(w, "  esp in:      %d packets, %d inner bytes\n", c.RxPackets, c.RxBytes)
+	fmt.Fprintf(w, "  keepalives:  %d sent, %d received\n", c.KeepalivesSent, c.KeepalivesReceived)
+	hints := map[string]string{
+		esp.ReasonAuth.String():       " (integrity check failed: the peer's --out keys are not our --in keys)",
+		esp.ReasonUnknownSPI.String(): " (no --in SA has that SPI)",
+		esp.ReasonReplay.String():     " (duplicate or too old)",
+	}
+	var drops []string
+	for r := esp.ReasonNone + 1; r < esp.NumReasons; r++ {
+		if n := c.Drops[r.String()]; n > 0 {
+			drops = append(drops, fmt.Sprintf("%s %d%s", r, n, hints[r.String()]))
+		}
+	}
+	fmt.Fprintf(w, "  esp drops:   %s\n", joinOrNone(drops))
+	var other []string
+	for _, x := range []struct {
+		name string
+		n    uint64
+	}{
+		{"spoofed", c.Spoofed}, {"no-route", c.NoRoute}, {"no-sa", c.NoSA}, {"not-ip", c.NotIP},
+		{"non-esp", c.NonESP}, {"invalid", c.Invalid}, {"send-errors", c.SendErrors},
+		{"read-errors", c.ReadErrors}, {"device-errors", c.DeviceErrors},
+	} {
+		if x.n > 0 {
+			other = append(other, fmt.Sprintf("%s %d", x.name, x.n))
+		}
+	}
+	fmt.Fprintf(w, "  other drops: %s\n", joinOrNone(other))
+}
+
+func joinOrNone(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ", ")
+}
