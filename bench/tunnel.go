@@ -1,0 +1,684 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/imsec/imsec/esp"
+	"github.com/imsec/imsec/tun"
+	"github.com/imsec/imsec/tun/udp"
+)
+
+// Tunnel benchmark modes (TunnelConfig.Mode).
+const (
+	// ModeNetstack joins two in-process gVisor stacks (tun.Netstack) by two
+	// pumps on loopback UDP. It needs no privilege.
+	ModeNetstack = "netstack"
+	// ModeTUN joins two kernel TUN interfaces in two network namespaces,
+	// linked by a veth pair, and drives them with iperf3. It needs root.
+	ModeTUN = "tun"
+)
+
+// DefaultTunnelDuration is the length of the TCP stream when
+// TunnelConfig.Duration is zero.
+const DefaultTunnelDuration = 10 * time.Second
+
+// Addresses of the tunnel benchmarks: documentation (RFC 5737) and shared
+// address space (RFC 6598) only, so that nothing can collide with a real
+// network.
+var (
+	// InnerA and InnerB are the two ends' inner (tunnelled) addresses.
+	InnerA = netip.MustParseAddr("100.64.0.1")
+	InnerB = netip.MustParseAddr("100.64.0.2")
+	// OuterA and OuterB are the veth addresses of the tun mode; ESP (or
+	// WireGuard) flows between them.
+	OuterA = netip.MustParseAddr("198.51.100.1")
+	OuterB = netip.MustParseAddr("198.51.100.2")
+)
+
+// PathMTU is the outer MTU the tunnels are sized for: the veth of the tun
+// mode, and the Ethernet-sized path a real deployment has (loopback would
+// take 64 KiB, which no real path does).
+const PathMTU = 1500
+
+// Ports used inside the tunnel.
+const (
+	tcpPort   = 5201 // iperf3's default, also used by the netstack stream
+	dgramPort = 9100 // the small-packet generator and sink
+	espPort   = 4500 // RFC 3948 (tun mode; netstack mode binds port 0)
+)
+
+// Small-packet test parameters. Inner packets cycle through the sizes
+// SmallMin, SmallMin+smallStep, ..., SmallMax bytes (IPv4 and UDP headers
+// included): a voice/SIP-signalling mix rather than one size, so that no
+// offload can merge them into one large packet.
+const (
+	SmallMin, SmallMax = 64, 200
+	smallStep          = 8
+	ipUDPHeaders       = 20 + 8
+	genBatch           = 64
+)
+
+// TunnelConfig configures RunTunnel. Zero values are the documented
+// defaults.
+type TunnelConfig struct {
+	Mode     string        // ModeNetstack (default) or ModeTUN
+	Suite    Suite         // zero: aes-cbc with hmac-sha-1-96 (TunnelSuite)
+	Duration time.Duration // the TCP stream; DefaultTunnelDuration if 0
+	// Progress, if set, is called when a phase starts and about once a
+	// second during the TCP stream: phase n of total, and a label such as
+	// "tcp 2.41 Gbit/s (3s of 10s)".
+	Progress func(n, total int, label string)
+}
+
+// TunnelSuite is the suite RunTunnel measures by default: AES-CBC-128 with
+// HMAC-SHA-1-96, the pair TS 33.203 mandates.
+func TunnelSuite() Suite { return CodecSuites()[0] }
+
+// TunnelResult is one tunnel measurement. The first seven fields are the
+// stable JSON interface of `imsec bench tunnel --json`.
+type TunnelResult struct {
+	Mode string `json:"mode"`
+	EAlg string `json:"ealg"`
+	Alg  string `json:"alg"`
+	// Gbps is the TCP stream's goodput: payload bits the receiving
+	// application read, per second, in 10^9.
+	Gbps float64 `json:"gbps"`
+	// PPS is the small-packet rate: inner datagrams per second delivered
+	// to the receiving socket, in the slower of the two directions (each
+	// direction is measured on its own, for half of Duration).
+	PPS float64 `json:"pps"`
+	// CPUPerGbit is CPU seconds (user + system) spent per gigabit carried
+	// by the TCP stream. Netstack mode: this process (both stacks, both
+	// pumps, the application reading and writing). Tun mode: this process
+	// (both pumps) plus the two iperf3 processes, whose system time holds
+	// most of the kernel's TCP, TUN and veth work.
+	CPUPerGbit float64 `json:"cpu_s_per_gbit"`
+	// DurationS is how long the TCP stream was measured, in seconds.
+	DurationS float64 `json:"duration_s"`
+
+	// Detail of the small-packet test: the rate and the loss (1 - received
+	// / sent) in each direction, A to B and B to A.
+	PPSAB  float64 `json:"pps_ab"`
+	PPSBA  float64 `json:"pps_ba"`
+	LossAB float64 `json:"loss_ab"`
+	LossBA float64 `json:"loss_ba"`
+	// MTU is the inner MTU the tunnel ran with (derived from PathMTU).
+	MTU int `json:"mtu"`
+}
+
+// MeasureOptions are the parts of a TunnelConfig every tunnel shares, ours
+// or a peer's (bench/wgcompare).
+type MeasureOptions struct {
+	Duration time.Duration
+	Progress func(n, total int, label string)
+}
+
+func (o *MeasureOptions) defaults() error {
+	if o.Duration == 0 {
+		o.Duration = DefaultTunnelDuration
+	}
+	if o.Duration < 0 {
+		return fmt.Errorf("bench: negative duration %v", o.Duration)
+	}
+	if o.Progress == nil {
+		o.Progress = func(int, int, string) {}
+	}
+	return nil
+}
+
+// phases of a measurement, for progress.
+const numPhases = 4 // setup, tcp, small a->b, small b->a
+
+// RunTunnel measures imsec's data plane (two tun.Pumps) in cfg.Mode.
+func RunTunnel(ctx context.Context, cfg TunnelConfig) (TunnelResult, error) {
+	if cfg.Suite.Enc == "" {
+		cfg.Suite = TunnelSuite()
+	}
+	opt := MeasureOptions{Duration: cfg.Duration, Progress: cfg.Progress}
+	if err := opt.defaults(); err != nil {
+		return TunnelResult{}, err
+	}
+	var r TunnelResult
+	var err error
+	switch cfg.Mode {
+	case ModeNetstack, "":
+		var pair StackPair
+		var closeFn func()
+		pair, closeFn, err = ourNetstacks(cfg.Suite)
+		if err != nil {
+			return r, err
+		}
+		defer closeFn()
+		r, err = MeasureNetstack(ctx, pair, opt)
+	case ModeTUN:
+		r, err = MeasureTUN(ctx, ourTUN(cfg.Suite), opt)
+	default:
+		return r, fmt.Errorf("bench: unknown mode %q (want %s or %s)", cfg.Mode, ModeNetstack, ModeTUN)
+	}
+	r.EAlg, r.Alg = cfg.Suite.EAlg, string(cfg.Suite.Auth)
+	return r, err
+}
+
+// tunnelSAs returns the two directions' SAs of a tunnel under s with
+// fixed keys (their values do not matter to speed): A's outbound is B's
+// inbound and the other way round.
+func tunnelSAs(s Suite) (outAB *esp.Outbound, inAB *esp.Inbound, outBA *esp.Outbound, inBA *esp.Inbound, err error) {
+	mk := func(spi esp.SPI) (*esp.Outbound, *esp.Inbound, error) {
+		c := s.config()
+		c.SPI, c.Mode = spi, esp.Tunnel
+		o, err := esp.NewOutbound(c)
+		if err != nil {
+			return nil, nil, err
+		}
+		in, err := esp.NewInbound(c)
+		return o, in, err
+	}
+	if outAB, inAB, err = mk(0x1001); err != nil {
+		return
+	}
+	outBA, inBA, err = mk(0x2001)
+	return
+}
+
+// ourPumps joins devA and devB with two Pumps over connA and connB, each
+// end routing everything to the other.
+func ourPumps(s Suite, devA, devB tun.Device, connA, connB tun.PacketConn) (pa, pb *tun.Pump, err error) {
+	outAB, inAB, outBA, inBA, err := tunnelSAs(s)
+	if err != nil {
+		return nil, nil, err
+	}
+	all := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
+	pa, err = tun.NewPump(tun.Config{Device: devA, Conn: connA})
+	if err != nil {
+		devA.Close()
+		connA.Close()
+		devB.Close()
+		connB.Close()
+		return nil, nil, err
+	}
+	pb, err = tun.NewPump(tun.Config{Device: devB, Conn: connB})
+	if err != nil {
+		pa.Close()
+		devB.Close()
+		connB.Close()
+		return nil, nil, err
+	}
+	fail := func(err error) (*tun.Pump, *tun.Pump, error) {
+		pa.Close()
+		pb.Close()
+		return nil, nil, err
+	}
+	peerB, err := pa.AddPeer(tun.PeerConfig{Name: "b", Endpoint: connB.LocalAddr(), Allowed: all, Routes: all})
+	if err != nil {
+		return fail(err)
+	}
+	peerA, err := pb.AddPeer(tun.PeerConfig{Name: "a", Endpoint: connA.LocalAddr(), Allowed: all, Routes: all})
+	if err != nil {
+		return fail(err)
+	}
+	peerB.SetOutbound(outAB)
+	peerA.SetOutbound(outBA)
+	if err := pb.AddInbound(peerA, inAB); err != nil {
+		return fail(err)
+	}
+	if err := pa.AddInbound(peerB, inBA); err != nil {
+		return fail(err)
+	}
+	return pa, pb, nil
+}
+
+// innerMTU is the inner MTU of a tunnel under s on a PathMTU IPv4 path.
+func innerMTU(s Suite) (int, error) {
+	outAB, _, _, _, err := tunnelSAs(s)
+	if err != nil {
+		return 0, err
+	}
+	return tun.InnerMTUFor(PathMTU, outAB), nil
+}
+
+// ---- netstack mode ----
+
+// Stack is one end of a netstack-mode tunnel: an in-process TCP/IP stack
+// whose packets go through the tunnel under test.
+type Stack interface {
+	ListenTCP(laddr netip.AddrPort) (net.Listener, error)
+	DialTCP(ctx context.Context, raddr netip.AddrPort) (net.Conn, error)
+	ListenUDP(laddr netip.AddrPort) (net.PacketConn, error)
+}
+
+// StackPair is two Stacks joined by the tunnel under test: A holds InnerA,
+// B holds InnerB.
+type StackPair struct {
+	A, B Stack
+	MTU  int // inner MTU, for the report
+}
+
+// netstackEnd adapts a tun.Netstack to Stack.
+type netstackEnd struct{ *tun.Netstack }
+
+func (n netstackEnd) DialTCP(ctx context.Context, raddr netip.AddrPort) (net.Conn, error) {
+	return n.Netstack.DialTCP(ctx, netip.AddrPort{}, raddr)
+}
+
+// ourNetstacks builds two Netstacks joined by two Pumps on loopback UDP.
+func ourNetstacks(s Suite) (StackPair, func(), error) {
+	mtu, err := innerMTU(s)
+	if err != nil {
+		return StackPair{}, nil, err
+	}
+	var closers []func() error
+	closeAll := func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	mk := func(a netip.Addr) (*tun.Netstack, *udp.Conn, error) {
+		ns, err := tun.NewNetstack(tun.NetstackOptions{MTU: mtu, Addresses: []netip.Prefix{netip.PrefixFrom(a, 32)}})
+		if err != nil {
+			return nil, nil, err
+		}
+		c, err := udp.Listen(netip.MustParseAddrPort("127.0.0.1:0"))
+		if err != nil {
+			ns.Close()
+			return nil, nil, err
+		}
+		return ns, c, nil
+	}
+	nsA, cA, err := mk(InnerA)
+	if err != nil {
+		return StackPair{}, nil, err
+	}
+	nsB, cB, err := mk(InnerB)
+	if err != nil {
+		nsA.Close()
+		cA.Close()
+		return StackPair{}, nil, err
+	}
+	pa, pb, err := ourPumps(s, nsA, nsB, cA, cB) // closes all four on failure
+	if err != nil {
+		return StackPair{}, nil, err
+	}
+	closers = append(closers, pa.Close, pb.Close)
+	return StackPair{A: netstackEnd{nsA}, B: netstackEnd{nsB}, MTU: mtu}, closeAll, nil
+}
+
+// MeasureNetstack measures a netstack-mode tunnel: one TCP stream from A to
+// B for opt.Duration, then small UDP datagrams from A to B and from B to A
+// for half of opt.Duration each.
+func MeasureNetstack(ctx context.Context, p StackPair, opt MeasureOptions) (TunnelResult, error) {
+	r := TunnelResult{Mode: ModeNetstack, MTU: p.MTU}
+	if err := opt.defaults(); err != nil {
+		return r, err
+	}
+	opt.Progress(1, numPhases, "setup")
+	ua, err := p.A.ListenUDP(netip.AddrPortFrom(InnerA, dgramPort))
+	if err != nil {
+		return r, err
+	}
+	ub, err := p.B.ListenUDP(netip.AddrPortFrom(InnerB, dgramPort))
+	if err != nil {
+		ua.Close()
+		return r, err
+	}
+	a, b := newPacketConnEnd(ua), newPacketConnEnd(ub)
+	sinks := startSinks(a, b)
+	defer sinks.close()
+	if err := sinks.probe(ctx); err != nil {
+		return r, err
+	}
+
+	ln, err := p.B.ListenTCP(netip.AddrPortFrom(InnerB, tcpPort))
+	if err != nil {
+		return r, err
+	}
+	defer ln.Close()
+	st, err := tcpStream(ctx, ln, func(ctx context.Context) (net.Conn, error) {
+		return p.A.DialTCP(ctx, netip.AddrPortFrom(InnerB, tcpPort))
+	}, opt)
+	if err != nil {
+		return r, err
+	}
+	r.Gbps, r.DurationS, r.CPUPerGbit = st.figures(0)
+
+	if err := sinks.run(ctx, &r, opt); err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+// streamStats is what one TCP stream measured.
+type streamStats struct {
+	bytes   int64
+	elapsed time.Duration
+	cpu     time.Duration // of this process
+}
+
+// figures returns goodput, seconds and CPU seconds per gigabit, counting
+// extra CPU time on top of the process's.
+func (s streamStats) figures(extra time.Duration) (gbps, seconds, cpuPerGbit float64) {
+	seconds = s.elapsed.Seconds()
+	gbit := float64(s.bytes) * 8 / 1e9
+	if seconds > 0 {
+		gbps = gbit / seconds
+	}
+	if gbit > 0 {
+		cpuPerGbit = (s.cpu + extra).Seconds() / gbit
+	}
+	return gbps, seconds, cpuPerGbit
+}
+
+// tcpStream accepts one connection on ln, dials it, writes for
+// opt.Duration and counts what the receiver read in that time.
+func tcpStream(ctx context.Context, ln net.Listener, dial func(context.Context) (net.Conn, error), opt MeasureOptions) (streamStats, error) {
+	var received atomic.Int64
+	accepted := make(chan net.Conn, 1)
+	readDone := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			readDone <- err
+			return
+		}
+		accepted <- c
+		buf := make([]byte, 256<<10)
+		for {
+			n, err := c.Read(buf)
+			received.Add(int64(n))
+			if err != nil {
+				readDone <- nil
+				return
+			}
+		}
+	}()
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	c, err := dial(dctx)
+	cancel()
+	if err != nil {
+		return streamStats{}, fmt.Errorf("bench: dial the TCP stream: %w", err)
+	}
+	var server net.Conn
+	select {
+	case server = <-accepted:
+	case err := <-readDone:
+		c.Close()
+		return streamStats{}, fmt.Errorf("bench: accept the TCP stream: %w", err)
+	case <-time.After(10 * time.Second):
+		c.Close()
+		return streamStats{}, errors.New("bench: the TCP stream was not accepted in 10 s")
+	}
+	defer server.Close()
+	defer c.Close()
+
+	start := time.Now()
+	cpu0 := processCPU()
+	end := start.Add(opt.Duration)
+	c.SetWriteDeadline(end)
+	writeDone := make(chan error, 1)
+	go func() {
+		chunk := make([]byte, 128<<10)
+		for {
+			if _, err := c.Write(chunk); err != nil {
+				writeDone <- err
+				return
+			}
+		}
+	}()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var got int64
+	var elapsed time.Duration
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			return streamStats{}, ctx.Err()
+		case <-tick.C:
+			el := time.Since(start)
+			opt.Progress(2, numPhases, fmt.Sprintf("tcp %.2f Gbit/s (%ds of %v)", float64(received.Load())*8/1e9/el.Seconds(), int(el.Seconds()+0.5), opt.Duration))
+		case err := <-writeDone:
+			got, elapsed = received.Load(), time.Since(start)
+			done = true
+			if !isTimeout(err) {
+				return streamStats{}, fmt.Errorf("bench: TCP stream write: %w", err)
+			}
+		case err := <-readDone:
+			return streamStats{}, fmt.Errorf("bench: TCP stream ended early: %v", err)
+		}
+	}
+	cpu := processCPU() - cpu0
+	return streamStats{bytes: got, elapsed: elapsed, cpu: cpu}, nil
+}
+
+// isTimeout reports a write deadline that passed: the end of the stream.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+}
+
+// ---- small-packet test ----
+
+// dgramEnd is one end of the small-packet test: a socket inside the
+// tunnel, with batch calls (udp.Conn in tun mode, an adapter around a
+// stack's net.PacketConn in netstack mode).
+type dgramEnd interface {
+	ReadBatch(msgs []udp.Message) (int, error)
+	WriteBatch(msgs []udp.Message) (int, error)
+	LocalAddr() netip.AddrPort
+	Close() error
+}
+
+// packetConnEnd adapts a net.PacketConn to dgramEnd, one datagram per call.
+type packetConnEnd struct {
+	c     net.PacketConn
+	local netip.AddrPort
+	mu    sync.Mutex
+	to    netip.AddrPort
+	toUDP *net.UDPAddr
+}
+
+func newPacketConnEnd(c net.PacketConn) *packetConnEnd {
+	ap, _ := netip.ParseAddrPort(c.LocalAddr().String())
+	return &packetConnEnd{c: c, local: ap}
+}
+
+func (p *packetConnEnd) LocalAddr() netip.AddrPort { return p.local }
+func (p *packetConnEnd) Close() error              { return p.c.Close() }
+
+func (p *packetConnEnd) ReadBatch(msgs []udp.Message) (int, error) {
+	n, from, err := p.c.ReadFrom(msgs[0].Buf)
+	if err != nil {
+		return 0, err
+	}
+	msgs[0].N = n
+	if ua, ok := from.(*net.UDPAddr); ok {
+		msgs[0].Addr = ua.AddrPort()
+	}
+	return 1, nil
+}
+
+func (p *packetConnEnd) WriteBatch(msgs []udp.Message) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, m := range msgs {
+		if m.Addr != p.to {
+			p.to, p.toUDP = m.Addr, net.UDPAddrFromAddrPort(m.Addr)
+		}
+		if _, err := p.c.WriteTo(m.Buf[:m.N], p.toUDP); err != nil {
+			return i, err
+		}
+	}
+	return len(msgs), nil
+}
+
+// sinks counts the datagrams each end receives, by the token in their
+// first eight bytes: only those of the phase running count.
+type sinks struct {
+	ends  [2]dgramEnd
+	token atomic.Uint64 // of the phase being counted
+	got   [2]atomic.Uint64
+	wg    sync.WaitGroup
+	once  sync.Once
+}
+
+const probeToken = 1
+
+func startSinks(a, b dgramEnd) *sinks {
+	s := &sinks{ends: [2]dgramEnd{a, b}}
+	s.token.Store(probeToken)
+	for i := range s.ends {
+		s.wg.Add(1)
+		go s.sink(i)
+	}
+	return s
+}
+
+func (s *sinks) sink(i int) {
+	defer s.wg.Done()
+	msgs := make([]udp.Message, genBatch)
+	for j := range msgs {
+		msgs[j].Buf = make([]byte, 2048)
+	}
+	for {
+		n, err := s.ends[i].ReadBatch(msgs)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		tok := s.token.Load()
+		c := uint64(0)
+		for _, m := range msgs[:n] {
+			if m.N >= 8 && be64(m.Buf) == tok {
+				c++
+			}
+		}
+		s.got[i].Add(c)
+	}
+}
+
+func (s *sinks) close() {
+	s.once.Do(func() {
+		s.ends[0].Close()
+		s.ends[1].Close()
+	})
+	s.wg.Wait()
+}
+
+// probe sends datagrams both ways until each end has one (a WireGuard
+// handshake, ARP on the veth, the first route lookups), for up to 10 s.
+func (s *sinks) probe(ctx context.Context) error {
+	deadline := time.Now().Add(10 * time.Second)
+	buf := make([]byte, 64)
+	put64(buf, probeToken)
+	for time.Now().Before(deadline) {
+		if s.got[0].Load() > 0 && s.got[1].Load() > 0 {
+			s.got[0].Store(0)
+			s.got[1].Store(0)
+			return nil
+		}
+		for i := range s.ends {
+			s.ends[i].WriteBatch([]udp.Message{{Buf: buf, N: len(buf), Addr: s.ends[1-i].LocalAddr()}})
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("bench: the tunnel carries nothing: after 10 s of probes, A received %d, B received %d", s.got[0].Load(), s.got[1].Load())
+}
+
+// run measures both directions, each for half of opt.Duration, and fills
+// the small-packet fields of r.
+func (s *sinks) run(ctx context.Context, r *TunnelResult, opt MeasureOptions) error {
+	d := opt.Duration / 2
+	for dir := range 2 {
+		from, to := dir, 1-dir
+		label := [2]string{"small packets a->b", "small packets b->a"}[dir]
+		opt.Progress(3+dir, numPhases, fmt.Sprintf("%s (%v)", label, d))
+		tok := uint64(0x696d736563000000) | uint64(dir+2)<<8 | uint64(time.Now().UnixNano()&0xff)
+		s.got[to].Store(0)
+		s.token.Store(tok)
+		sent, el, err := flood(ctx, s.ends[from], s.ends[to].LocalAddr(), tok, d)
+		if err != nil {
+			return err
+		}
+		time.Sleep(200 * time.Millisecond) // what is in flight still counts
+		got := s.got[to].Load()
+		s.token.Store(0)
+		pps := float64(got) / el.Seconds()
+		loss := 0.0
+		if sent > 0 {
+			loss = max(0, 1-float64(got)/float64(sent))
+		}
+		if dir == 0 {
+			r.PPSAB, r.LossAB = pps, loss
+		} else {
+			r.PPSBA, r.LossBA = pps, loss
+		}
+	}
+	r.PPS = min(r.PPSAB, r.PPSBA)
+	return nil
+}
+
+// flood sends datagrams of the small-packet mix from e to dst as fast as
+// e takes them, for d, and returns how many it sent and for how long.
+func flood(ctx context.Context, e dgramEnd, dst netip.AddrPort, tok uint64, d time.Duration) (uint64, time.Duration, error) {
+	msgs := make([]udp.Message, genBatch)
+	size := SmallMin
+	for i := range msgs {
+		msgs[i] = udp.Message{Buf: make([]byte, SmallMax), N: size - ipUDPHeaders, Addr: dst}
+		put64(msgs[i].Buf, tok)
+		if size += smallStep; size > SmallMax {
+			size = SmallMin
+		}
+	}
+	start := time.Now()
+	end := start.Add(d)
+	var sent uint64
+	var errs int
+	for i := 0; ; i++ {
+		if i%16 == 0 {
+			if time.Now().After(end) {
+				break
+			}
+			if err := ctx.Err(); err != nil {
+				return sent, time.Since(start), err
+			}
+		}
+		n, err := e.WriteBatch(msgs)
+		sent += uint64(n)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return sent, time.Since(start), err
+			}
+			// A full queue (ENOBUFS) is the loss this test counts.
+			if errs++; errs > 1e6 {
+				return sent, time.Since(start), fmt.Errorf("bench: flood: %w", err)
+			}
+		}
+	}
+	return sent, time.Since(start), nil
+}
+
+func put64(b []byte, v uint64) {
+	for i := range 8 {
+		b[i] = byte(v >> (56 - 8*i))
+	}
+}
+
+func be64(b []byte) uint64 {
+	var v uint64
+	for i := range 8 {
+		v = v<<8 | uint64(b[i])
+	}
+	return v
+}

@@ -1,0 +1,119 @@
+package bench
+
+import (
+	"errors"
+	"net/netip"
+
+	"github.com/imsec/imsec/tun"
+	"github.com/imsec/imsec/tun/udp"
+)
+
+// ErrNeedRoot is returned by the tun mode when the process is not root:
+// it creates network namespaces, a veth pair and TUN interfaces.
+var ErrNeedRoot = errors.New("bench: --mode tun needs root (CAP_SYS_ADMIN for network namespaces, CAP_NET_ADMIN for the veth and TUN interfaces); run it as root or use --mode netstack")
+
+// Netns is a named network namespace (as `ip netns add` makes) with one OS
+// thread inside it: Do runs a function on that thread, so the sockets and
+// TUN interfaces it opens belong to the namespace and stay there whichever
+// goroutine uses them afterwards.
+type Netns struct {
+	name string
+	work chan func()
+	done chan struct{}
+}
+
+// Name is the namespace's name, for `ip netns exec NAME` and `ip -n NAME`.
+func (n *Netns) Name() string { return n.name }
+
+// Do runs f on the namespace's thread and returns its error.
+func (n *Netns) Do(f func() error) error {
+	errc := make(chan error, 1)
+	n.work <- func() { errc <- f() }
+	return <-errc
+}
+
+// TUNPlan tells a TUNBuilder what to build: in each namespace a TUN
+// interface called Name, and the tunnel's UDP socket bound to OuterA (in
+// namespace A) or OuterB (in B). The harness then gives the interfaces
+// InnerA and InnerB (a point-to-point /32 pair) and sets them up.
+type TUNPlan struct {
+	Name           string
+	OuterA, OuterB netip.AddrPort
+	InnerA, InnerB netip.Addr
+}
+
+// TUNTunnel is a running tun-mode tunnel.
+type TUNTunnel interface {
+	// RxBytes is the inner bytes both ends have delivered so far (for the
+	// progress line; 0 if unknown).
+	RxBytes() uint64
+	// MTU is the inner MTU of the interfaces.
+	MTU() int
+	// Close stops the tunnel and closes its interfaces and sockets.
+	Close() error
+}
+
+// TUNBuilder builds the tunnel under test between namespaces a and b.
+type TUNBuilder func(a, b *Netns, plan TUNPlan) (TUNTunnel, error)
+
+// ourTunnel is two Pumps on kernel TUNs.
+type ourTunnel struct {
+	a, b *tun.Pump
+	mtu  int
+}
+
+func (t *ourTunnel) RxBytes() uint64 { return t.a.Counters().RxBytes + t.b.Counters().RxBytes }
+func (t *ourTunnel) MTU() int        { return t.mtu }
+func (t *ourTunnel) Close() error {
+	t.a.Close()
+	t.b.Close()
+	return nil
+}
+
+// ourTUN builds imsec's tunnel: in each namespace a tun.Kernel and a
+// udp.Conn, joined by two Pumps with the SAs of s.
+func ourTUN(s Suite) TUNBuilder {
+	return func(a, b *Netns, plan TUNPlan) (TUNTunnel, error) {
+		mtu, err := innerMTU(s)
+		if err != nil {
+			return nil, err
+		}
+		var devs [2]*tun.Kernel
+		var conns [2]*udp.Conn
+		closeAll := func() {
+			for i := range devs {
+				if devs[i] != nil {
+					devs[i].Close()
+				}
+				if conns[i] != nil {
+					conns[i].Close()
+				}
+			}
+		}
+		for i, ns := range []*Netns{a, b} {
+			outer := [2]netip.AddrPort{plan.OuterA, plan.OuterB}[i]
+			err := ns.Do(func() error {
+				k, err := tun.CreateKernel(plan.Name, mtu)
+				if err != nil {
+					return err
+				}
+				c, err := udp.Listen(outer)
+				if err != nil {
+					k.Close()
+					return err
+				}
+				devs[i], conns[i] = k, c
+				return nil
+			})
+			if err != nil {
+				closeAll()
+				return nil, err
+			}
+		}
+		pa, pb, err := ourPumps(s, devs[0], devs[1], conns[0], conns[1])
+		if err != nil {
+			return nil, err
+		}
+		return &ourTunnel{a: pa, b: pb, mtu: mtu}, nil
+	}
+}
