@@ -1,6 +1,7 @@
 package media
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -162,9 +163,24 @@ func (d Description) Marshal() ([]byte, error) {
 // ParseSDP parses an SDP body. Every m= section must have a unicast IP
 // address, its own or the session's.
 func ParseSDP(b []byte) (Description, error) {
+	// RFC 4566 §5: a description starts with v= (the decoder takes an
+	// empty body for an empty description).
+	if !bytes.HasPrefix(b, []byte("v=")) {
+		return Description{}, fmt.Errorf("%w: no v= line first", ErrSDP)
+	}
 	var s sdp.SessionDescription
 	if err := s.Unmarshal(b); err != nil {
 		return Description{}, fmt.Errorf("%w: %v", ErrSDP, err)
+	}
+	// The decoder is lenient; RFC 4566 §5 is not: an o= line of six
+	// fields, and a t= line.
+	o := s.Origin
+	if o.Username == "" || strings.ContainsAny(o.Username, " \t") || o.NetworkType != "IN" ||
+		(o.AddressType != "IP4" && o.AddressType != "IP6") || o.UnicastAddress == "" {
+		return Description{}, fmt.Errorf("%w: o=%s", ErrSDP, o.String())
+	}
+	if len(s.TimeDescriptions) == 0 {
+		return Description{}, fmt.Errorf("%w: no t= line", ErrSDP)
 	}
 	d := Description{Username: s.Origin.Username, SessionID: s.Origin.SessionID, SessionVersion: s.Origin.SessionVersion}
 	if a, err := netip.ParseAddr(s.Origin.UnicastAddress); err == nil {
