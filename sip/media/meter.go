@@ -24,14 +24,14 @@ const (
 	// remembers to tell duplicates from late packets.
 	dupWindow = 1024
 
-	// DefaultMaxDelaySamples bounds the one-way delays a Meter keeps per
-	// stream for its percentiles; past it, it keeps a uniform sample of them
-	// (reservoir sampling). Mean and max always cover every packet.
-	DefaultMaxDelaySamples = 1 << 16
-
 	// frameSlots is how many frames of a stream a Meter assembles at once.
 	frameSlots = 64
 )
+
+// DefaultMaxDelaySamples bounds the one-way delays a Meter keeps per stream
+// for its percentiles; past it, it keeps a uniform sample of them
+// (reservoir sampling). Mean and max always cover every packet.
+const DefaultMaxDelaySamples = 1 << 16
 
 // MeterConfig configures a Meter. The zero value is ready to use.
 type MeterConfig struct {

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 var loopback = netip.MustParseAddrPort("127.0.0.1:0")
@@ -161,6 +163,8 @@ func TestRelayLatch(t *testing.T) {
 }
 
 func TestRelayClose(t *testing.T) {
+	// Whatever this test starts has ended when it returns.
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	r := NewRelay(nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

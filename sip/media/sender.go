@@ -13,17 +13,20 @@ import (
 
 // Defaults of the synthetic streams (see Audio and Video).
 const (
-	DefaultAudioPayload         = 160                   // octets: 20 ms of PCMU
-	DefaultAudioInterval        = 20 * time.Millisecond // packetisation time
-	DefaultVideoFPS             = 25
-	DefaultVideoMaxPayload      = 1200 // octets of RTP payload per packet
-	DefaultKeyFrameSize         = 8000 // octets
-	DefaultDeltaFrameSize       = 1500 // octets
-	DefaultFrameVariation       = 0.2  // frame sizes vary by up to ±20 %
-	minVideoMaxPayload          = 2 * ProbeLen
-	maxPayload                  = 65000 // leaves room for RTP, UDP and IP headers in 64 KiB
-	maxPacketsPerFrame          = math.MaxUint16
-	filler                 byte = 0xff // payload after the probe (PCMU silence)
+	DefaultAudioPayload    = 160                   // octets: 20 ms of PCMU
+	DefaultAudioInterval   = 20 * time.Millisecond // packetisation time
+	DefaultVideoFPS        = 25
+	DefaultVideoMaxPayload = 1200 // octets of RTP payload per packet
+	DefaultKeyFrameSize    = 8000 // octets
+	DefaultDeltaFrameSize  = 1500 // octets
+	DefaultFrameVariation  = 0.2  // frame sizes vary by up to ±20 %
+)
+
+const (
+	minVideoMaxPayload      = 2 * ProbeLen
+	maxPayload              = 65000 // leaves room for RTP, UDP and IP headers in 64 KiB
+	maxPacketsPerFrame      = math.MaxUint16
+	filler             byte = 0xff // payload after the probe (PCMU silence)
 )
 
 // Start fixes where a stream's numbering begins. The zero value draws the
