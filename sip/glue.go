@@ -3,8 +3,10 @@ package sip
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"syscall"
 	"time"
@@ -88,4 +90,81 @@ func (l *connInjector) inject(c net.Conn) bool {
 	case <-l.done:
 		return false
 	}
+}
+
+// maxUDPMessage is the size above which a request goes over TCP (RFC 3261
+// §18.1.1: 1300 bytes when the path MTU is unknown).
+const maxUDPMessage = 1300
+
+// sendRequest sends req from laddr to raddr and waits for its final
+// response. A message larger than maxUDPMessage goes over TCP: the
+// connection is dialed on inet from laddr (the protected client port) if
+// sipgo has none to raddr yet, and handed to sipgo through inj.
+func sendRequest(ctx context.Context, cli *sipgo.Client, ua *sipgo.UserAgent, inet innerNet, inj *connInjector,
+	req *sip.Request, laddr, raddr netip.AddrPort) (*sip.Response, error) {
+	req.SetDestination(raddr.String())
+	if err := sipgo.ClientRequestBuild(cli, req); err != nil {
+		return nil, err
+	}
+	if len(req.String()) > maxUDPMessage && inet != nil && inj != nil {
+		req.RemoveHeader("Via")
+		req.SetTransport("TCP")
+		if err := sipgo.ClientRequestAddVia(cli, req); err != nil {
+			return nil, err
+		}
+		if v := req.Via(); v != nil {
+			v.Transport = "TCP"
+		}
+		if err := ensureTCP(ctx, ua, inet, inj, laddr, raddr); err != nil {
+			return nil, err
+		}
+		// Looked up by the remote address (probe §5.3): no Laddr for TCP.
+		req.Laddr = sip.Addr{}
+	} else {
+		req.Laddr = sip.Addr{IP: laddr.Addr().AsSlice(), Port: int(laddr.Port())}
+	}
+	ctx, cancel := context.WithTimeout(ctx, defaultSIPTimeout)
+	defer cancel()
+	return cli.Do(ctx, req, func(*sipgo.Client, *sip.Request) error { return nil })
+}
+
+// ensureTCP makes sure sipgo's pool holds a TCP connection to raddr from
+// laddr, dialing it on inet when it does not.
+func ensureTCP(ctx context.Context, ua *sipgo.UserAgent, inet innerNet, inj *connInjector, laddr, raddr netip.AddrPort) error {
+	// Reuse a pooled connection only if it leaves from the right port-c:
+	// after a rekey the new SA set has a new port-c, and the old connection
+	// must not carry the new set's messages.
+	if pooledFrom(ua, raddr) == laddr {
+		return nil
+	}
+	conn, err := inet.DialTCP(ctx, laddr, raddr)
+	if err != nil {
+		return fmt.Errorf("sip: TCP from %v to %v: %w", laddr, raddr, err)
+	}
+	if !inj.inject(conn) {
+		conn.Close()
+		return net.ErrClosed
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for pooledFrom(ua, raddr) != laddr {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("sip: TCP connection %v -> %v did not reach the pool", laddr, raddr)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return nil
+}
+
+// pooledFrom returns the local address of sipgo's pooled TCP connection to
+// raddr, or the zero value.
+func pooledFrom(ua *sipgo.UserAgent, raddr netip.AddrPort) netip.AddrPort {
+	c, err := ua.TransportLayer().GetConnection("tcp", raddr.String())
+	if err != nil || c == nil {
+		return netip.AddrPort{}
+	}
+	defer c.TryClose()
+	if lc, ok := c.(interface{ LocalAddr() net.Addr }); ok {
+		return addrPortOf(lc.LocalAddr())
+	}
+	return netip.AddrPort{}
 }

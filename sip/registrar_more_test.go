@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -252,5 +253,58 @@ func TestIPsecRequiredRefusesPlainRegister(t *testing.T) {
 	res, err := u.do(ctxT(t), u.outerCli, req, local)
 	if err != nil || res.StatusCode != 421 {
 		t.Fatalf("%v %v, want 421", res, err)
+	}
+}
+
+// TestLargeMessagesUseTCP: RFC 3261 §18.1.1 — a request over 1300 bytes
+// goes over TCP, inside the tunnel, in both directions.
+func TestLargeMessagesUseTCP(t *testing.T) {
+	r := newRig(t, nil)
+	alice := newSub(t, r.store, "alice", "a.example")
+	// A long Security-Client list makes every REGISTER larger than 1300 bytes.
+	var offer []Suite
+	for range 12 {
+		offer = append(offer, Suite{"aes-cbc", "hmac-md5-96"})
+	}
+	offer = append(offer, Suite{"aes-cbc", "hmac-sha-1-96"})
+	u := r.ue(alice, func(c *UEConfig) { c.Offer = offer })
+	ctx := ctxT(t)
+	if err := u.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !r.lad.has("from 100.64.0.2:5062") {
+		t.Fatal("protected REGISTER did not come from port-c")
+	}
+	res, err := r.srv.optionsWithBody(ctx, alice.impi, bytes.Repeat([]byte("x"), 2000))
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("large OPTIONS: %v %v", res, err)
+	}
+	if !r.lad.has("over TCP") {
+		t.Fatal("the large OPTIONS did not arrive over TCP")
+	}
+	if err := u.Reregister(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Deregister(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDigestBoundToRealmUserAndURI(t *testing.T) {
+	r := newRig(t, nil)
+	req := sip.NewRequest(sip.REGISTER, sip.Uri{Scheme: "sip", Host: "a.example"})
+	good := akakeys.Credentials{Username: "alice@a.example", Realm: "a.example", URI: "sip:a.example"}
+	if !r.srv.digestBound(&good, req, "alice@a.example") {
+		t.Fatal("good credentials refused")
+	}
+	for _, c := range []akakeys.Credentials{
+		{Username: "alice@a.example", Realm: "b.example", URI: "sip:a.example"},
+		{Username: "mallory@a.example", Realm: "a.example", URI: "sip:a.example"},
+		{Username: "alice@a.example", Realm: "a.example", URI: "sip:b.example"},
+		{Username: "alice@a.example", Realm: "a.example", URI: "not a uri"},
+	} {
+		if r.srv.digestBound(&c, req, "alice@a.example") {
+			t.Errorf("%+v accepted", c)
+		}
 	}
 }

@@ -140,6 +140,7 @@ type Server struct {
 	innerUA  *sipgo.UserAgent
 	inner    *sipgo.Server
 	innerCli *sipgo.Client
+	innerInj *connInjector // TCP connections we dial from port-c
 	innerLns []io.Closer
 
 	mu     sync.Mutex
@@ -380,6 +381,9 @@ func (s *Server) startInner() error {
 	}
 	s.innerLns = append(s.innerLns, ln)
 	go s.inner.ServeTCP(ln)
+	s.innerInj = newConnInjector(&net.TCPAddr{IP: s.gateway.AsSlice(), Port: int(s.portCs[0])})
+	s.innerLns = append(s.innerLns, s.innerInj)
+	go s.inner.ServeTCP(s.innerInj)
 	return nil
 }
 
@@ -597,7 +601,7 @@ func (s *Server) onOuterRegister(req *sip.Request, tx sip.ServerTransaction) {
 			s.resyncAndChallenge(ctx, tx, req, reg, cred, nil, true)
 			return
 		}
-		if cred.Nonce != reg.pend.nonce || !akakeys.Verify(cred, "REGISTER", reg.pend.v.XRES) {
+		if cred.Nonce != reg.pend.nonce || !s.digestBound(cred, req, impi) || !akakeys.Verify(cred, "REGISTER", reg.pend.v.XRES) {
 			reg.pend = nil
 			s.mu.Unlock()
 			s.emit("", "403 Forbidden", "wrong digest response")
@@ -817,6 +821,21 @@ func (s *Server) removeSetLocked(reg *registration, st *saSetState) {
 	}
 }
 
+// digestBound checks that credentials are for this registrar and request:
+// the realm is our domain, the username the IMPI being registered, and the
+// digest-uri names the Request-URI (RFC 2617 §3.2.2.5), so a response
+// computed for another realm or request cannot be replayed here.
+func (s *Server) digestBound(cred *akakeys.Credentials, req *sip.Request, impi string) bool {
+	if cred.Realm != s.cfg.Domain || cred.Username != impi {
+		return false
+	}
+	var u sip.Uri
+	if err := sip.ParseUri(cred.URI, &u); err != nil {
+		return false
+	}
+	return strings.EqualFold(u.Host, req.Recipient.Host) && (u.Port == 0 || req.Recipient.Port == 0 || u.Port == req.Recipient.Port)
+}
+
 // acceptPlain registers a UE that authenticated without sec-agree.
 func (s *Server) acceptPlain(ctx context.Context, tx sip.ServerTransaction, req *sip.Request, reg *registration, exp int) {
 	impus, _ := s.cfg.HSS.IMPUs(ctx, reg.impi)
@@ -832,7 +851,11 @@ func (s *Server) acceptPlain(ctx context.Context, tx sip.ServerTransaction, req 
 		}
 	}
 	s.mu.Unlock()
-	s.emit("UE "+reg.impu, "200 OK", fmt.Sprintf("registered without IPsec (--ipsec optional), expires %v", granted))
+	if granted == 0 {
+		s.emit("UE "+reg.impu, "200 OK", "de-registered (no IPsec)")
+	} else {
+		s.emit("UE "+reg.impu, "200 OK", fmt.Sprintf("registered without IPsec (--ipsec optional), expires %v", granted))
+	}
 	s.respond(tx, req, 200, "OK", true, s.okHeaders(req, reg, impus, granted)...)
 }
 
@@ -993,8 +1016,8 @@ func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
 		s.respond(tx, req, 403, "Forbidden", false)
 		return
 	}
-	if !akakeys.Verify(cred, "REGISTER", pend.v.XRES) {
-		s.emit("", "403 Forbidden", "RES != XRES")
+	if !s.digestBound(cred, req, reg.impi) || !akakeys.Verify(cred, "REGISTER", pend.v.XRES) {
+		s.emit("", "403 Forbidden", "RES != XRES (or the digest names another realm, user or URI)")
 		s.failChallenge(reg, pend)
 		s.respond(tx, req, 403, "Forbidden", false)
 		return
@@ -1230,6 +1253,11 @@ func (s *Server) Registrations() []RegistrationInfo {
 // Options sends an OPTIONS to a registered UE inside its tunnel, from the
 // P-CSCF's port-c to the UE's port-s, and returns the response.
 func (s *Server) Options(ctx context.Context, impi string) (*sip.Response, error) {
+	return s.optionsWithBody(ctx, impi, nil)
+}
+
+// optionsWithBody is Options with a body (a large one goes over TCP).
+func (s *Server) optionsWithBody(ctx context.Context, impi string, body []byte) (*sip.Response, error) {
 	s.mu.Lock()
 	reg := s.regs[impi]
 	var st *saSetState
@@ -1250,13 +1278,14 @@ func (s *Server) Options(ctx context.Context, impi string) (*sip.Response, error
 	}
 	dst := sip.Uri{Scheme: "sip", Host: lease.String(), Port: int(st.set.UE.PortS)}
 	req := sip.NewRequest(sip.OPTIONS, dst)
-	req.SetTransport("UDP")
 	req.AppendHeader(&sip.ToHeader{Address: dst})
 	req.AppendHeader(&sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "pcscf", Host: s.cfg.Domain}, Params: sip.HeaderParams{{K: "tag", V: sip.GenerateTagN(12)}}})
-	if err := sipgo.ClientRequestBuild(s.innerCli, req); err != nil {
-		return nil, err
+	if body != nil {
+		req.AppendHeader(sip.NewHeader("Content-Type", "text/plain"))
+		req.SetBody(body)
 	}
-	req.Laddr = sip.Addr{IP: s.gateway.AsSlice(), Port: int(st.set.PCSCF.PortC)}
-	s.emit("UE "+reg.impu, "OPTIONS", fmt.Sprintf("inside the tunnel, %v:%d -> %v:%d", s.gateway, st.set.PCSCF.PortC, lease, st.set.UE.PortS))
-	return s.innerCli.Do(ctx, req, func(*sipgo.Client, *sip.Request) error { return nil })
+	laddr := netip.AddrPortFrom(s.gateway, st.set.PCSCF.PortC)
+	raddr := netip.AddrPortFrom(lease, st.set.UE.PortS)
+	s.emit("UE "+reg.impu, "OPTIONS", fmt.Sprintf("inside the tunnel, %v -> %v", laddr, raddr))
+	return sendRequest(ctx, s.innerCli, s.innerUA, s.ns, s.innerInj, req, laddr, raddr)
 }

@@ -57,7 +57,10 @@ type UEConfig struct {
 	Expires   time.Duration // asked for; default 600 s
 	Keepalive time.Duration // NAT keepalive interval; default 20 s; negative: off
 
-	Device tun.Device // default: a netstack (no privilege); a kernel TUN also works
+	// TUN, if set, names a kernel TUN device to create for the inner side
+	// (needs CAP_NET_ADMIN; Linux, macOS, Windows, BSDs). Default: a gVisor
+	// netstack, which needs no privilege.
+	TUN string
 
 	KeyLog io.Writer
 	// WrapESP, if set, wraps the ESP-in-UDP socket (a pcap tap, a test
@@ -88,6 +91,9 @@ type UE struct {
 	// tunnel
 	dev      tun.Device
 	ns       *tun.Netstack // dev, when it is one
+	kernel   *tun.Kernel   // dev, when it is one
+	inet     innerNet      // sockets on the inner side
+	innerInj *connInjector
 	pump     *tun.Pump
 	peer     *tun.Peer
 	dhcpIn   chan []byte
@@ -226,16 +232,25 @@ func (u *UE) startTunnel() error {
 	if u.pump != nil {
 		return nil
 	}
-	dev := u.cfg.Device
-	if dev == nil {
+	var dev tun.Device
+	if u.cfg.TUN != "" {
+		k, err := tun.CreateKernel(u.cfg.TUN, tun.InnerMTU(1500))
+		if err != nil {
+			return fmt.Errorf("sip: kernel TUN %q (needs CAP_NET_ADMIN; run without --tun for the netstack): %w", u.cfg.TUN, err)
+		}
+		if err := k.SetUp(); err != nil {
+			k.Close()
+			return fmt.Errorf("sip: bring up %s: %w", u.cfg.TUN, err)
+		}
+		dev, u.kernel, u.inet = k, k, hostNet{}
+	} else {
 		ns, err := tun.NewNetstack(tun.NetstackOptions{MTU: tun.InnerMTU(1500), Name: "ue"})
 		if err != nil {
 			return err
 		}
-		dev = ns
+		dev, u.ns, u.inet = ns, ns, ns
 	}
 	u.dev = dev
-	u.ns, _ = dev.(*tun.Netstack)
 	conn, err := udp.Listen(netip.AddrPortFrom(u.local, 0))
 	if err != nil {
 		dev.Close()
@@ -344,12 +359,23 @@ func (u *UE) initialAuth() string {
 	return c.String()
 }
 
-// do sends req and waits for the final response.
+// do sends an unprotected request from our SIP socket and waits for the
+// final response. A request over 1300 bytes goes over TCP (RFC 3261
+// §18.1.1), on a host connection sipgo dials to the P-CSCF.
 func (u *UE) do(ctx context.Context, cli *sipgo.Client, req *sip.Request, laddr netip.AddrPort) (*sip.Response, error) {
 	if err := sipgo.ClientRequestBuild(cli, req); err != nil {
 		return nil, err
 	}
 	req.Laddr = sip.Addr{IP: laddr.Addr().AsSlice(), Port: int(laddr.Port())}
+	if len(req.String()) > maxUDPMessage {
+		req.RemoveHeader("Via")
+		req.SetTransport("TCP")
+		if err := sipgo.ClientRequestAddVia(cli, req); err != nil {
+			return nil, err
+		}
+		req.Via().Transport = "TCP"
+		req.Laddr = sip.Addr{}
+	}
 	ctx, cancel := context.WithTimeout(ctx, defaultSIPTimeout)
 	defer cancel()
 	return cli.Do(ctx, req, func(*sipgo.Client, *sip.Request) error { return nil })
@@ -560,7 +586,7 @@ func (u *UE) finishRegistration(ctx context.Context, res *sip.Response, offers [
 	req := u.newRegister(dest, contact, exp, offers, cred.String(), verify)
 	laddr := netip.AddrPortFrom(u.inner4, mine.PortC)
 	u.emit(u.pcscfName(), "REGISTER (protected, RES)", fmt.Sprintf("%v -> %s inside ESP, Security-Verify echoed", laddr, dest))
-	r2, err := u.do(ctx, u.innerCli, req, laddr)
+	r2, err := u.sendInner(ctx, req, mine.PortC, srv.PortS)
 	if err != nil {
 		u.dropSet(ns)
 		return fmt.Errorf("sip: protected REGISTER: %w", err)
@@ -670,19 +696,17 @@ func (u *UE) addAddress(p netip.Prefix) error {
 	if u.ns != nil {
 		return u.ns.AddAddress(p)
 	}
-	if a, ok := u.dev.(interface{ AddAddress(netip.Prefix) error }); ok {
-		return a.AddAddress(p)
+	if err := u.kernel.AddAddress(p); err != nil {
+		return fmt.Errorf("sip: address %v on %s: %w", p, u.kernel.Name(), err)
 	}
-	return fmt.Errorf("sip: device %s cannot take an address", u.dev.Name())
+	return nil
 }
 
-// startInner serves SIP on our protected ports on the netstack.
+// startInner serves SIP on our protected ports on the inner side (UDP on
+// port-s and both port-c, TCP on port-s and for connections we dial).
 func (u *UE) startInner() error {
 	if u.innerUA != nil {
 		return nil
-	}
-	if u.ns == nil {
-		return errors.New("sip: SIP inside a kernel TUN is not supported yet; use the netstack")
 	}
 	ua, err := newUA("imsec-ue", u.log, nil, true)
 	if err != nil {
@@ -693,7 +717,7 @@ func (u *UE) startInner() error {
 		return err
 	}
 	u.inner.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
-		u.emit(u.pcscfName(), "200 OK to OPTIONS", "inside ESP, from port-s")
+		u.emit(u.pcscfName(), "200 OK to OPTIONS", "inside ESP, from port-s over "+req.Transport())
 		res := sip.NewResponseFromRequest(req, 200, "OK", nil)
 		res.SetDestination(req.Source())
 		tx.Respond(res)
@@ -705,7 +729,7 @@ func (u *UE) startInner() error {
 	defer cancel()
 	for _, port := range []uint16{u.cfg.PortS, u.portC(0), u.portC(1)} {
 		ap := netip.AddrPortFrom(u.inner4, port)
-		pc, err := u.ns.ListenUDP(ap)
+		pc, err := u.inet.ListenUDP(ap)
 		if err != nil {
 			return err
 		}
@@ -715,7 +739,23 @@ func (u *UE) startInner() error {
 			return err
 		}
 	}
+	ln, err := u.inet.ListenTCP(netip.AddrPortFrom(u.inner4, u.cfg.PortS))
+	if err != nil {
+		return err
+	}
+	u.innerLns = append(u.innerLns, ln)
+	go u.inner.ServeTCP(ln)
+	u.innerInj = newConnInjector(&net.TCPAddr{IP: u.inner4.AsSlice(), Port: int(u.portC(0))})
+	u.innerLns = append(u.innerLns, u.innerInj)
+	go u.inner.ServeTCP(u.innerInj)
 	return nil
+}
+
+// sendInner sends a request inside the tunnel from our port-c to the
+// P-CSCF's port-s (over TCP when it is large).
+func (u *UE) sendInner(ctx context.Context, req *sip.Request, portC, pcscfPortS uint16) (*sip.Response, error) {
+	return sendRequest(ctx, u.innerCli, u.innerUA, u.inet, u.innerInj, req,
+		netip.AddrPortFrom(u.inner4, portC), netip.AddrPortFrom(u.gateway, pcscfPortS))
 }
 
 // Reregister runs a new AKA over the current SAs and moves to a new SA set
@@ -737,7 +777,7 @@ func (u *UE) Reregister(ctx context.Context) error {
 	for attempt := 0; ; attempt++ {
 		req := u.newRegister(dest, contact, exp, offers, auth, cur.verify)
 		u.emit(u.pcscfName(), "REGISTER (re-registration, protected)", "over the current SAs; new Security-Client: "+describeOffers(offers))
-		res, err := u.do(ctx, u.innerCli, req, laddr)
+		res, err := u.sendInner(ctx, req, laddr.Port(), cur.set.PCSCF.PortS)
 		if err != nil {
 			return fmt.Errorf("sip: re-REGISTER: %w", err)
 		}
@@ -772,7 +812,7 @@ func (u *UE) Deregister(ctx context.Context) error {
 	contact := sip.Uri{Scheme: "sip", User: userOf(u.cfg.IMPU), Host: u.inner4.String(), Port: int(u.cfg.PortS)}
 	req := u.newRegister(dest, contact, 0, nil, "", cur.verify)
 	u.emit(u.pcscfName(), "REGISTER Expires: 0 (protected)", "de-registration")
-	res, err := u.do(ctx, u.innerCli, req, laddr)
+	res, err := u.sendInner(ctx, req, laddr.Port(), cur.set.PCSCF.PortS)
 	if err != nil {
 		return fmt.Errorf("sip: de-REGISTER: %w", err)
 	}
@@ -796,10 +836,16 @@ func (u *UE) Deregister(ctx context.Context) error {
 // Ping sends an ICMP echo to the P-CSCF's inner address through the
 // netstack and the tunnel.
 func (u *UE) Ping(ctx context.Context, seq int) (time.Duration, error) {
-	if u.ns == nil || !u.gateway.IsValid() {
-		return 0, errors.New("sip: not registered")
+	u.mu.Lock()
+	src, dst := u.inner4, u.gateway
+	u.mu.Unlock()
+	if !dst.IsValid() {
+		return 0, errors.New("sip: no inner address yet")
 	}
-	return u.ns.Ping(ctx, u.gateway, seq, []byte("imsec"))
+	if u.ns != nil {
+		return u.ns.Ping(ctx, dst, seq, []byte("imsec"))
+	}
+	return u.pump.Ping(ctx, u.peer, src, dst, 0x1ed, uint16(seq))
 }
 
 // UEInfo is a snapshot of the UE's state.

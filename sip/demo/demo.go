@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -116,7 +117,9 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		defer os.RemoveAll(d)
 		cfg.Dir = d
 	}
-	out := cfg.Out
+	// The ladder is printed from the parties' goroutines while Run prints
+	// its tables: one lock for both.
+	out := &lockedWriter{w: cfg.Out}
 	ladder := sip.LadderPrinter(out)
 	lo := cfg.Loopback
 	anyPort := netip.AddrPortFrom(lo, 0)
@@ -322,4 +325,15 @@ func printServerSets(w io.Writer, p *party) {
 				s.ID, s.State, s.EAlg, s.Alg, s.InboundSPI[0], s.InboundSPI[1], s.OutSPI[0], s.OutSPI[1])
 		}
 	}
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -1,0 +1,5 @@
+//go:build !unix
+
+package sip
+
+func setReuseAddr(uintptr) error { return nil }
