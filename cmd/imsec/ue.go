@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -116,9 +115,7 @@ func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usageErrorf("--port-s %d: want 1024..65535", *portS)
 	}
 	cfg.PortS = uint16(*portS)
-	if *tunName != "" {
-		return errors.New("--tun: SIP inside a kernel TUN is not supported yet; run without --tun (the netstack needs no privilege)")
-	}
+	cfg.TUN = *tunName
 	if *keylog != "" {
 		f, err := os.OpenFile(*keylog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 		if err != nil {
