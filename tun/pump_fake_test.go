@@ -351,7 +351,7 @@ func TestFakeLossyNetworkDatagrams(t *testing.T) {
 
 // TestFakeLossyNetworkTCP: TCP between two netstacks through the pumps,
 // over a network that loses 3% of datagrams and reorders them by up to
-// 2 ms, delivers 256 KiB intact: TCP retransmits, and ESP (a fresh
+// 2 ms, delivers 1 MiB intact: TCP retransmits, and ESP (a fresh
 // sequence number per retransmission, a replay window wide enough for the
 // reordering) does not get in its way.
 func TestFakeLossyNetworkTCP(t *testing.T) {
@@ -366,7 +366,7 @@ func TestFakeLossyNetworkTCP(t *testing.T) {
 	ln, err := gwNS.ListenTCP(netip.AddrPortFrom(fakeGWInner, 9000))
 	fakeMust(t, err)
 	defer ln.Close()
-	data := make([]byte, 256<<10)
+	data := make([]byte, 1<<20)
 	rand.Read(data)
 	got := make(chan [32]byte, 1)
 	go func() {
