@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -450,5 +451,23 @@ func TestTunnelTUNNeedsPrivilege(t *testing.T) {
 	if code != 1 || out != "" || !strings.Contains(errs, "--tun imsect%d: creating a kernel TUN needs CAP_NET_ADMIN") ||
 		!strings.Contains(errs, "without --tun the tunnel runs on a userspace netstack") || strings.Count(errs, "\n") != 1 {
 		t.Fatalf("exit %d stdout %q stderr %q", code, out, errs)
+	}
+}
+
+// TestTunnelKeepalives: two idle tunnels with --keepalive 1s send each
+// other RFC 3948 NAT-keepalives, which the counters show on exit.
+func TestTunnelKeepalives(t *testing.T) {
+	p := newTunnelPair(t, "aes-gcm", 20, "", 0)
+	a := startTunnel(t, p.argsA("--keepalive", "1s")...)
+	b := startTunnel(t, p.argsB("--keepalive", "1s")...)
+	time.Sleep(2200 * time.Millisecond) // the pump checks once a second
+	a.stop(t)
+	b.stop(t)
+	re := regexp.MustCompile(`keepalives:  (\d+) sent, (\d+) received`)
+	for name, e := range map[string]*tunnelEnd{"A": a, "B": b} {
+		m := re.FindStringSubmatch(e.out.String())
+		if m == nil || m[1] == "0" || m[2] == "0" {
+			t.Errorf("%s sent or received no keepalive:\n%s", name, e.out.String())
+		}
 	}
 }
