@@ -237,7 +237,7 @@ func parseSASpec(flagName, spec string) (esp.Config, error) {
 	}
 	n, err := strconv.ParseUint(spi, 0, 32)
 	if err != nil {
-		return c, usageErrorf("--%s: spi %q: want a 32-bit number, decimal or 0x hex", flagName, spi)
+		return c, usageErrorf("--%s: spi %s: want a 32-bit number, decimal or 0x hex", flagName, quoteUnlessKey(spi))
 	}
 	if n <= esp.SPIReservedMax {
 		return c, usageErrorf("--%s: spi %d is reserved (RFC 4303 §2.1): use 256 or more", flagName, n)
@@ -251,7 +251,7 @@ func parseSASpec(flagName, spec string) (esp.Config, error) {
 	c.Encryption = esp.EncAlg(strings.ToLower(ealg))
 	encLens := esp.EncKeyLen(c.Encryption)
 	if encLens == nil {
-		return c, usageErrorf("--%s: unknown ealg %q (want aes-cbc, aes-gcm, des-ede3-cbc or null)", flagName, ealg)
+		return c, usageErrorf("--%s: unknown ealg %s (want aes-cbc, aes-gcm, des-ede3-cbc or null)", flagName, quoteUnlessKey(ealg))
 	}
 	alg, ok := vals["alg"]
 	if !ok || alg == "" {
@@ -263,7 +263,7 @@ func parseSASpec(flagName, spec string) (esp.Config, error) {
 	c.Integrity = esp.AuthAlg(strings.ToLower(alg))
 	authLen := esp.AuthKeyLen(c.Integrity)
 	if authLen < 0 {
-		return c, usageErrorf("--%s: unknown alg %q (want hmac-sha-1-96, hmac-md5-96, hmac-sha-256-128, or null with aes-gcm)", flagName, alg)
+		return c, usageErrorf("--%s: unknown alg %s (want hmac-sha-1-96, hmac-md5-96, hmac-sha-256-128, or null with aes-gcm)", flagName, quoteUnlessKey(alg))
 	}
 	switch {
 	case c.Encryption == esp.EncAESGCM && c.Integrity != esp.AuthNull:
@@ -284,6 +284,15 @@ func parseSASpec(flagName, spec string) (esp.Config, error) {
 		return c, usageErrorf("--%s: %v", flagName, err)
 	}
 	return c, nil
+}
+
+// quoteUnlessKey quotes a bad field value for an error message, unless it
+// could be key material put in the wrong field (long, or all hex digits).
+func quoteUnlessKey(v string) string {
+	if len(v) > 24 || strings.Trim(strings.TrimPrefix(strings.ToLower(v), "0x"), "0123456789abcdef") == "" {
+		return "(value not shown)"
+	}
+	return strconv.Quote(v)
 }
 
 // saSpecKey decodes the hex key field of an SA spec and checks its length
