@@ -525,6 +525,7 @@ type sinks struct {
 	got   [2]atomic.Uint64
 	wg    sync.WaitGroup
 	once  sync.Once
+	done  atomic.Bool // close has begun: read errors end the sinks
 }
 
 const probeToken = 1
@@ -548,7 +549,8 @@ func (s *sinks) sink(i int) {
 	for {
 		n, err := s.ends[i].ReadBatch(msgs)
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
+			// gVisor's UDP conns do not all say net.ErrClosed after Close.
+			if s.done.Load() || errors.Is(err, net.ErrClosed) {
 				return
 			}
 			continue
@@ -566,6 +568,7 @@ func (s *sinks) sink(i int) {
 
 func (s *sinks) close() {
 	s.once.Do(func() {
+		s.done.Store(true)
 		s.ends[0].Close()
 		s.ends[1].Close()
 	})

@@ -1,0 +1,85 @@
+#!/bin/sh
+# compare.sh runs imsec's tunnel and wireguard-go side by side with the same
+# harness (imsec bench tunnel, go run ./bench/wgcompare) and prints a table:
+# one row per mode and imsec algorithm pair, with wireguard-go's figures of
+# the same mode measured in the same run and the ratios ours / theirs.
+#
+#   bench/compare.sh [-d DURATION] [-m "netstack tun"] [-r ROUNDS]
+#
+# -d  length of each TCP stream (default 10s; each small-packet direction
+#     runs half of it)
+# -m  modes to run (default: netstack, plus tun when run as root)
+# -r  rounds (default 1); with more, each figure is the median of the
+#     rounds, ours and theirs alternating so that a change in load hits both
+#
+# Needs go and jq; tun mode needs root, ip(8) and iperf3. Binaries are built
+# into a temporary directory that is removed at the end. Run it on a quiet
+# machine: the two cores are shared by everything else that runs.
+set -eu
+
+duration=10s
+modes=netstack
+rounds=1
+if [ "$(id -u)" = 0 ]; then modes="netstack tun"; fi
+while getopts d:m:r: o; do
+	case $o in
+	d) duration=$OPTARG ;;
+	m) modes=$OPTARG ;;
+	r) rounds=$OPTARG ;;
+	*) echo "usage: $0 [-d DURATION] [-m MODES] [-r ROUNDS]" >&2; exit 2 ;;
+	esac
+done
+command -v jq >/dev/null || { echo "compare.sh: needs jq" >&2; exit 1; }
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT INT TERM
+(cd "$root" && go build -o "$tmp/imsec" ./cmd/imsec && go build -o "$tmp/wgcompare" ./bench/wgcompare)
+
+# run NAME CMD...: run a measurement, append its JSON to $tmp/NAME.
+run() {
+	name=$1
+	shift
+	echo "== $name: $*" >&2
+	"$@" --json >>"$tmp/$name"
+}
+
+i=0
+while [ "$i" -lt "$rounds" ]; do
+	for m in $modes; do
+		run "wg-$m" "$tmp/wgcompare" --mode "$m" --duration "$duration"
+		run "ours-$m-cbc" "$tmp/imsec" bench tunnel --mode "$m" --ealg aes-cbc --alg hmac-sha-1-96 --duration "$duration"
+		run "ours-$m-gcm" "$tmp/imsec" bench tunnel --mode "$m" --ealg aes-gcm --duration "$duration"
+	done
+	i=$((i + 1))
+done
+
+# med FILE FIELD: the median of FIELD over the rounds in FILE.
+med() {
+	jq -s "map(.$2) | sort | .[(length - 1) / 2 | floor]" "$tmp/$1"
+}
+
+printf '\n%-9s %-26s %9s %9s %6s %9s %9s %6s %8s %8s\n' \
+	mode "ours" "Gbit/s" "wg Gbit/s" ratio "pkt/s" "wg pkt/s" ratio "CPU s/Gb" "wg CPU"
+for m in $modes; do
+	wg_g=$(med "wg-$m" gbps)
+	wg_p=$(med "wg-$m" pps)
+	wg_c=$(med "wg-$m" cpu_s_per_gbit)
+	for a in cbc gcm; do
+		f="ours-$m-$a"
+		name=$(jq -rs '.[0] | "\(.ealg)/\(.alg)"' "$tmp/$f")
+		g=$(med "$f" gbps)
+		p=$(med "$f" pps)
+		c=$(med "$f" cpu_s_per_gbit)
+		printf '%-9s %-26s %9.3f %9.3f %6.2f %9.0f %9.0f %6.2f %8.3f %8.3f\n' \
+			"$m" "$name" "$g" "$wg_g" "$(echo "$g / $wg_g" | bc -l)" \
+			"$p" "$wg_p" "$(echo "$p / $wg_p" | bc -l)" "$c" "$wg_c"
+	done
+done
+cat <<EOF
+
+wg is wireguard-go (ChaCha20-Poly1305, MTU 1420) measured by the same harness
+in the same run; ratio = ours / wg. pkt/s is the slower direction of the
+small-packet test ($(echo "$duration") / 2 per direction). CPU is per Gbit of
+the TCP stream (see 'imsec bench tunnel --help'). $rounds round(s), medians.
+EOF
