@@ -143,8 +143,8 @@ func TestRegisterProtected(t *testing.T) {
 	if _, err := u.Ping(ctx, 1); err != nil {
 		t.Fatalf("ping P-CSCF inner: %v", err)
 	}
-	if got := strings.Count(r.kl.String(), "\n"); got != 4 {
-		t.Fatalf("UE key log has %d lines, want 4 SAs", got)
+	if got := strings.Count(r.kl.String(), "\n"); got != 6 {
+		t.Fatalf("UE key log has %d lines, want 4 signalling + 2 media SAs", got)
 	}
 	if err := u.Deregister(ctx); err != nil {
 		t.Fatal(err)

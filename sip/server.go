@@ -89,9 +89,12 @@ type ServerConfig struct {
 	Domain string // home domain and digest realm, e.g. "a.example" (required)
 	HSS    HSS    // required
 
-	SIP  netip.AddrPort // unprotected SIP on UDP and TCP; default 0.0.0.0:5060
-	ESP  netip.AddrPort // ESP-in-UDP; default SIP's address, port 4500
-	Pool netip.Prefix   // inner addresses; default DefaultPool. Its first host is the P-CSCF's.
+	SIP netip.AddrPort // unprotected SIP on UDP and TCP; default 0.0.0.0:5060
+	ESP netip.AddrPort // ESP-in-UDP; default SIP's address, port 4500
+	// MediaESP is the media relay's ESP-in-UDP socket (the media tunnels);
+	// default ESP's address and port+1 (port 0 if ESP's is 0).
+	MediaESP netip.AddrPort
+	Pool     netip.Prefix // inner addresses; default DefaultPool. Its first host is the P-CSCF's.
 	// PortS is the P-CSCF's protected server port; its protected client
 	// ports are PortS+1 and PortS+2, used by alternate SA sets so that a
 	// new set never shares ports with the one it replaces (TS 33.203 §7.4).
@@ -114,9 +117,11 @@ type ServerConfig struct {
 	// WrapESP, if set, wraps the ESP-in-UDP socket (a pcap tap, a test
 	// network that drops or delays).
 	WrapESP func(tun.PacketConn) tun.PacketConn
-	Logger  *slog.Logger // default: discard
-	Events  EventFunc    // the ladder; nil: none
-	Now     func() time.Time
+	// WrapMediaESP does the same for the media relay's ESP socket.
+	WrapMediaESP func(tun.PacketConn) tun.PacketConn
+	Logger       *slog.Logger // default: discard
+	Events       EventFunc    // the ladder; nil: none
+	Now          func() time.Time
 }
 
 // Server is the P-CSCF: registrar, sec-agree and the ESP gateway, with the
@@ -142,6 +147,9 @@ type Server struct {
 	innerCli *sipgo.Client
 	innerInj *connInjector // TCP connections we dial from port-c
 	innerLns []io.Closer
+
+	mediaNS   *tun.Netstack
+	mediaPump *tun.Pump
 
 	mu     sync.Mutex
 	regs   map[string]*registration     // by IMPI
@@ -180,6 +188,9 @@ type saSetState struct {
 	usedMark uint64
 	inSPIs   [2]esp.SPI
 	expires  time.Time
+	// The media SA pair (zero without the media extension).
+	mediaIn, mediaOut uint32 // our media SPI, the UE's
+	media             mediaPair
 }
 
 type challenge struct {
@@ -204,6 +215,7 @@ type registration struct {
 	expires    time.Time
 	source     netip.AddrPort // unprotected SIP source (after NAT)
 	natted     bool
+	mediaPeer  *tun.Peer // in the media pump, once a set with media is active
 }
 
 // New starts a P-CSCF.
@@ -231,6 +243,9 @@ func New(cfg ServerConfig) (*Server, error) {
 	if err := s.startInner(); err != nil {
 		return nil, err
 	}
+	if err := s.startMedia(); err != nil {
+		return nil, err
+	}
 	if err := s.startOuter(); err != nil {
 		return nil, err
 	}
@@ -252,6 +267,13 @@ func (c *ServerConfig) fill() error {
 	}
 	if !c.ESP.IsValid() {
 		c.ESP = netip.AddrPortFrom(c.SIP.Addr(), DefaultESPPort)
+	}
+	if !c.MediaESP.IsValid() {
+		port := c.ESP.Port()
+		if port != 0 {
+			port++
+		}
+		c.MediaESP = netip.AddrPortFrom(c.ESP.Addr(), port)
 	}
 	if !c.Pool.IsValid() {
 		c.Pool = DefaultPool
@@ -387,6 +409,38 @@ func (s *Server) startInner() error {
 	return nil
 }
 
+// startMedia brings up the media relay's ESP gateway: its own socket,
+// netstack (with the same inner address) and pump.
+func (s *Server) startMedia() error {
+	conn, err := udp.Listen(s.cfg.MediaESP)
+	if err != nil {
+		return fmt.Errorf("sip: media ESP socket %v: %w", s.cfg.MediaESP, err)
+	}
+	ns, err := tun.NewNetstack(tun.NetstackOptions{MTU: tun.InnerMTU(1500), Addresses: []netip.Prefix{netip.PrefixFrom(s.gateway, s.cfg.Pool.Bits())}, Name: "pcscf-media"})
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	s.mediaNS = ns
+	var pc tun.PacketConn = conn
+	if s.cfg.WrapMediaESP != nil {
+		pc = s.cfg.WrapMediaESP(conn)
+	}
+	s.mediaPump, err = tun.NewPump(tun.Config{Device: ns, Conn: pc, EchoResponder: s.gateway, Logger: s.log, Now: s.cfg.Now})
+	if err != nil {
+		ns.Close()
+		conn.Close()
+		return err
+	}
+	return nil
+}
+
+// MediaESPAddr is the bound ESP-in-UDP address of the media relay.
+func (s *Server) MediaESPAddr() netip.AddrPort { return s.mediaPump.LocalAddr() }
+
+// MediaPump gives access to the media tunnels' counters.
+func (s *Server) MediaPump() *tun.Pump { return s.mediaPump }
+
 // SIPAddr is the bound unprotected SIP address (UDP and TCP).
 func (s *Server) SIPAddr() netip.AddrPort {
 	return s.outerUDP.LocalAddr().(*net.UDPAddr).AddrPort()
@@ -424,6 +478,9 @@ func (s *Server) Close() error {
 			s.pump.Close()
 		} else if s.ns != nil {
 			s.ns.Close()
+		}
+		if s.mediaPump != nil {
+			s.mediaPump.Close()
 		}
 	})
 	s.wg.Wait()
@@ -746,6 +803,13 @@ func (s *Server) installTemporary(reg *registration, offer Mechanism, v akakeys.
 	}
 	ours := Mechanism{Name: MechIPsec3GPP, Q: "0.1", Alg: offer.Alg, EAlg: offer.EffectiveEAlg(), Prot: "esp", Mod: ModUDPEncTun,
 		SPIc: spiC, SPIs: spiS, PortC: portC, PortS: s.cfg.PortS}
+	var mediaIn, mediaOut uint32
+	if ueMedia, _, ok := mediaParams(offer); ok {
+		mediaIn, _ = s.newSPIsLocked()
+		mediaOut = ueMedia
+		ours = withParam(ours, paramMediaSPI, strconv.FormatUint(uint64(mediaIn), 10))
+		ours = withParam(ours, paramMediaPort, strconv.Itoa(int(s.MediaESPAddr().Port())))
+	}
 	set, err := NewSASet(offer, ours, v.CK, v.IK)
 	if err != nil {
 		delete(s.spis, spiC)
@@ -769,7 +833,16 @@ func (s *Server) installTemporary(reg *registration, offer Mechanism, v akakeys.
 	}
 	s.setSeq++
 	st := &saSetState{id: s.setSeq, set: set, side: side, state: setTemporary, created: s.now(),
-		inSPIs: [2]esp.SPI{side.Inbound[0].SPI(), side.Inbound[1].SPI()}, expires: s.now().Add(s.cfg.TempSATimeout)}
+		inSPIs: [2]esp.SPI{side.Inbound[0].SPI(), side.Inbound[1].SPI()}, expires: s.now().Add(s.cfg.TempSATimeout),
+		mediaIn: mediaIn, mediaOut: mediaOut}
+	if mediaIn != 0 {
+		mp, cfgs, err := newMediaPair(set.EAlg, set.Alg, v.CK, v.IK, mediaIn, mediaOut)
+		if err != nil {
+			return nil, err
+		}
+		st.media = mp
+		logMediaKeys(s.keylog, cfgs)
+	}
 	reg.sets = append(reg.sets, st)
 	s.temps++
 	s.applyOutboundLocked(reg)
@@ -803,6 +876,12 @@ func (s *Server) removeSetLocked(reg *registration, st *saSetState) {
 	}
 	delete(s.spis, st.set.PCSCF.SPIc)
 	delete(s.spis, st.set.PCSCF.SPIs)
+	if st.mediaIn != 0 {
+		delete(s.spis, st.mediaIn)
+		if st.state != setTemporary {
+			s.mediaPump.RemoveInbound(esp.SPI(st.mediaIn))
+		}
+	}
 	if st.state == setTemporary {
 		s.temps--
 	}
@@ -1046,9 +1125,37 @@ func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
 		reg.contact = c.Address.String()
 	}
 	s.applyOutboundLocked(reg)
+	mediaNote := s.activateMediaLocked(reg, via)
 	s.mu.Unlock()
+	if mediaNote != "" {
+		s.emit("", "media SAs installed", mediaNote)
+	}
 	s.emit("UE "+reg.impu, "200 OK", fmt.Sprintf("expires %v, SA lifetime %v", granted, granted+DefaultSAMargin))
 	s.respond(tx, req, 200, "OK", false, s.okHeaders(req, reg, impus, granted)...)
+}
+
+// activateMediaLocked installs the media SA pair of a set that just became
+// active, in the media relay's pump. It returns a line for the ladder.
+func (s *Server) activateMediaLocked(reg *registration, st *saSetState) string {
+	if st.mediaIn == 0 || !reg.lease.IsValid() {
+		return ""
+	}
+	host := []netip.Prefix{netip.PrefixFrom(reg.lease, 32)}
+	if reg.mediaPeer == nil {
+		p, err := s.mediaPump.AddPeer(tun.PeerConfig{Name: reg.impi, FollowSource: true, Allowed: host, Routes: host})
+		if err != nil {
+			s.log.Warn("media peer", "impi", reg.impi, "err", err)
+			return ""
+		}
+		reg.mediaPeer = p
+	}
+	if err := s.mediaPump.AddInbound(reg.mediaPeer, st.media.in); err != nil {
+		s.log.Warn("media SA", "impi", reg.impi, "err", err)
+		return ""
+	}
+	reg.mediaPeer.SetOutbound(st.media.out)
+	return fmt.Sprintf("separate tunnel for RTP at %v: SPI in %#x, out %#x (keys: TS 33.220 KDF of CK||IK, label %q)",
+		s.MediaESPAddr(), st.mediaIn, st.mediaOut, akakeys.MediaLabel)
 }
 
 func (s *Server) inboundPackets(st *saSetState) uint64 {
@@ -1101,6 +1208,10 @@ func (s *Server) dropLocked(reg *registration, why string) {
 	if reg.peer != nil {
 		s.pump.RemovePeer(reg.peer)
 		reg.peer = nil
+	}
+	if reg.mediaPeer != nil {
+		s.mediaPump.RemovePeer(reg.mediaPeer)
+		reg.mediaPeer = nil
 	}
 	if reg.lease.IsValid() {
 		delete(s.byAddr, reg.lease)

@@ -41,10 +41,16 @@ var DefaultOffer = []Suite{{"aes-cbc", "hmac-sha-1-96"}, {"aes-cbc", "hmac-md5-9
 type UEConfig struct {
 	PCSCF    netip.AddrPort // the P-CSCF's unprotected SIP address (or a NAT's inside address for it); required
 	PCSCFESP netip.AddrPort // where ESP goes; default the P-CSCF's address, port 4500
-	Local    netip.Addr     // local address for SIP and ESP sockets; default: the one the host routes to PCSCF from
-	IMPI     string         // private identity, e.g. "alice@a.example"; required
-	IMPU     string         // public identity, e.g. "sip:alice@a.example"; required
-	Domain   string         // home domain (Request-URI, realm); default IMPU's host
+	// PCSCFMediaESP is where the media tunnel's ESP goes; default the
+	// PCSCFESP address with the media-port the P-CSCF announces (set it when
+	// a NAT or port forward stands in between).
+	PCSCFMediaESP netip.AddrPort
+	// NoMedia leaves out the media tunnel (the media-spi offer).
+	NoMedia bool
+	Local   netip.Addr // local address for SIP and ESP sockets; default: the one the host routes to PCSCF from
+	IMPI    string     // private identity, e.g. "alice@a.example"; required
+	IMPU    string     // public identity, e.g. "sip:alice@a.example"; required
+	Domain  string     // home domain (Request-URI, realm); default IMPU's host
 
 	K   akakeys.K
 	OPc akakeys.OPc
@@ -66,9 +72,11 @@ type UEConfig struct {
 	// WrapESP, if set, wraps the ESP-in-UDP socket (a pcap tap, a test
 	// network that drops or delays).
 	WrapESP func(tun.PacketConn) tun.PacketConn
-	Logger  *slog.Logger
-	Events  EventFunc
-	Now     func() time.Time
+	// WrapMediaESP does the same for the media tunnel's ESP socket.
+	WrapMediaESP func(tun.PacketConn) tun.PacketConn
+	Logger       *slog.Logger
+	Events       EventFunc
+	Now          func() time.Time
 }
 
 // UE is the SIP client with its USIM: it registers with SIP-AKA and
@@ -101,6 +109,13 @@ type UE struct {
 	inner    *sipgo.Server
 	innerCli *sipgo.Client
 	innerLns []io.Closer
+
+	// media tunnel (the imsec extension; see mediatunnel.go)
+	mediaNS   *tun.Netstack
+	mediaPump *tun.Pump
+	mediaPeer *tun.Peer
+	mediaSPI  uint32 // the SPI we receive media on, offered in Security-Client
+	mediaIn   *esp.Inbound
 
 	mu         sync.Mutex
 	callID     string
@@ -308,10 +323,17 @@ func (u *UE) offer() []Mechanism {
 		spiS = randSPI()
 	}
 	portC := u.portC(u.portCIdx)
+	mediaSPI := randSPI()
+	for mediaSPI == spiC || mediaSPI == spiS {
+		mediaSPI = randSPI()
+	}
 	var ms []Mechanism
 	for _, s := range u.cfg.Offer {
 		m := Mechanism{Name: MechIPsec3GPP, Alg: s.Alg, EAlg: s.EAlg, Prot: "esp", Mod: ModUDPEncTun,
 			SPIc: spiC, SPIs: spiS, PortC: portC, PortS: u.cfg.PortS}
+		if !u.cfg.NoMedia {
+			m = withParam(m, paramMediaSPI, strconv.FormatUint(uint64(mediaSPI), 10))
+		}
 		ms = append(ms, m)
 	}
 	return ms
@@ -609,6 +631,9 @@ func (u *UE) finishRegistration(ctx context.Context, res *sip.Response, offers [
 	u.portCIdx++
 	u.mu.Unlock()
 	u.emit("", "200 OK: registered", fmt.Sprintf("inner %v, expires %ds", u.inner4, granted))
+	if err := u.activateMedia(ctx, *mine, *srv, ck, ik); err != nil {
+		return fmt.Errorf("sip: media tunnel: %w", err)
+	}
 	if prev != nil {
 		// The 200 came through the new SAs; drop the old set once packets
 		// in flight on it have had time to arrive.
@@ -625,6 +650,69 @@ func (u *UE) finishRegistration(ctx context.Context, res *sip.Response, offers [
 			}
 		})
 	}
+	return nil
+}
+
+// activateMedia brings up (once) and rekeys the media tunnel when the
+// P-CSCF agreed to it in Security-Server.
+func (u *UE) activateMedia(ctx context.Context, mine, srv Mechanism, ck akakeys.CK, ik akakeys.IK) error {
+	ueSPI, _, ok1 := mediaParams(mine)
+	pSPI, port, ok2 := mediaParams(srv)
+	if !ok1 || !ok2 || port == 0 {
+		return nil // no media extension on this set
+	}
+	if u.mediaPump == nil {
+		ns, err := tun.NewNetstack(tun.NetstackOptions{MTU: tun.InnerMTU(1500), Name: "ue-media",
+			Addresses: []netip.Prefix{netip.PrefixFrom(u.inner4, 32)}})
+		if err != nil {
+			return err
+		}
+		conn, err := udp.Listen(netip.AddrPortFrom(u.local, 0))
+		if err != nil {
+			ns.Close()
+			return err
+		}
+		var pc tun.PacketConn = conn
+		if u.cfg.WrapMediaESP != nil {
+			pc = u.cfg.WrapMediaESP(conn)
+		}
+		if u.mediaPump, err = tun.NewPump(tun.Config{Device: ns, Conn: pc, Logger: u.log, Now: u.cfg.Now}); err != nil {
+			ns.Close()
+			conn.Close()
+			return err
+		}
+		u.mediaNS = ns
+		ep := u.cfg.PCSCFMediaESP
+		if !ep.IsValid() {
+			ep = netip.AddrPortFrom(u.cfg.PCSCFESP.Addr(), port)
+		}
+		ka := max(u.cfg.Keepalive, 0)
+		all := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
+		if u.mediaPeer, err = u.mediaPump.AddPeer(tun.PeerConfig{Name: u.pcscfName() + " media", Endpoint: ep, Allowed: all, Routes: all, Keepalive: ka}); err != nil {
+			return err
+		}
+	}
+	mp, cfgs, err := newMediaPair(srv.EffectiveEAlg(), srv.Alg, ck, ik, ueSPI, pSPI)
+	if err != nil {
+		return err
+	}
+	logMediaKeys(u.keylog, cfgs)
+	if err := u.mediaPump.AddInbound(u.mediaPeer, mp.in); err != nil {
+		return err
+	}
+	u.mediaPeer.SetOutbound(mp.out)
+	if old := u.mediaIn; old != nil {
+		time.AfterFunc(2*time.Second, func() { u.mediaPump.RemoveInbound(old.SPI()) })
+	}
+	u.mediaIn = mp.in
+	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	rtt, err := u.mediaPump.Ping(pctx, u.mediaPeer, u.inner4, u.gateway, 0x1ee, uint16(ueSPI))
+	if err != nil {
+		return fmt.Errorf("pinhole ping through the media tunnel: %w", err)
+	}
+	u.emit(u.pcscfName()+" media", "ICMP echo (inside the media tunnel)", fmt.Sprintf("SPIs in %#x out %#x, to %v, answered in %v",
+		ueSPI, pSPI, u.mediaPeer.Endpoint(), rtt.Round(time.Microsecond)))
 	return nil
 }
 
@@ -829,6 +917,11 @@ func (u *UE) Deregister(ctx context.Context) error {
 			u.dropSet(s)
 		}
 	}
+	if u.mediaIn != nil {
+		u.mediaPump.RemoveInbound(u.mediaIn.SPI())
+		u.mediaPeer.SetOutbound(nil)
+		u.mediaIn = nil
+	}
 	u.emit("", "200 OK: de-registered", "SAs deleted")
 	return nil
 }
@@ -855,7 +948,8 @@ type UEInfo struct {
 	PCSCFInner netip.Addr
 	Expires    time.Time
 	EAlg, Alg  string
-	SAs        []tun.SACounters
+	SAs        []tun.SACounters // signalling
+	MediaSAs   []tun.SACounters // the media tunnel's
 }
 
 // Info returns the UE's state and its SA counters.
@@ -868,6 +962,9 @@ func (u *UE) Info() UEInfo {
 	}
 	if u.pump != nil {
 		in.SAs = u.pump.SACounters(nil)
+	}
+	if u.mediaPump != nil {
+		in.MediaSAs = u.mediaPump.SACounters(nil)
 	}
 	return in
 }
@@ -892,6 +989,9 @@ func (u *UE) Close() error {
 		}
 		if u.pump != nil {
 			u.pump.Close()
+		}
+		if u.mediaPump != nil {
+			u.mediaPump.Close()
 		}
 	})
 	return nil

@@ -163,7 +163,7 @@ func NewNetstack(opts NetstackOptions) (*Netstack, error) {
 // tuneStack applies the TCP and buffer settings documented in doc.go.
 func tuneStack(s *stack.Stack) error {
 	sack := tcpip.TCPSACKEnabled(true)
-	rack := tcpip.TCPRACKLossDetection
+	rack := tcpip.TCPRecovery(0) // RACK off: with it gVisor TCP stalls for good after a loss (gVisor #6113; tailscale PR #14896)
 	moderate := tcpip.TCPModerateReceiveBufferOption(true)
 	cc := tcpip.CongestionControlOption("cubic")
 	snd := tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: tcp.DefaultSendBufferSize, Max: tcpSendBufferMax}

@@ -34,8 +34,8 @@ func TestDemo(t *testing.T) {
 			t.Errorf("output lacks %q", want)
 		}
 	}
-	// 3 registrations (A, B, A again) x 4 SAs x 2 ends.
-	if n := strings.Count(kl.String(), "\n"); n != 24 {
-		t.Errorf("key log has %d lines, want 24", n)
+	// 3 registrations (A, B, A again) x (4 signalling + 2 media SAs) x 2 ends.
+	if n := strings.Count(kl.String(), "\n"); n != 36 {
+		t.Errorf("key log has %d lines, want 36", n)
 	}
 }
