@@ -159,28 +159,29 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 			return nil, fmt.Errorf("P-CSCF %s: %w", p.name, err)
 		}
 		defer p.srv.Close()
-		fmt.Fprintf(out, "P-CSCF %s (%s): SIP %v, ESP-in-UDP %v, inner %v; HSS %s has %s\n",
-			p.name, p.domain, p.srv.SIPAddr(), p.srv.ESPAddr(), p.srv.InnerAddr(), p.name, p.impi)
+		fmt.Fprintf(out, "P-CSCF %s (%s): SIP %v, ESP-in-UDP %v (signalling) and %v (media relay), inner %v; HSS %s has %s\n",
+			p.name, p.domain, p.srv.SIPAddr(), p.srv.ESPAddr(), p.srv.MediaESPAddr(), p.srv.InnerAddr(), p.name, p.impi)
 	}
 	a := parties[0]
 	home, err := nat.New(nat.Config{Outside: lo, Filtering: nat.AddressPortDependent, Forwards: []nat.Forward{
 		{Inside: anyPort, Destination: a.srv.SIPAddr()},
 		{Inside: anyPort, Destination: a.srv.ESPAddr()},
+		{Inside: anyPort, Destination: a.srv.MediaESPAddr()},
 	}})
 	if err != nil {
 		return nil, fmt.Errorf("NAT: %w", err)
 	}
 	defer home.Close()
 	natIn := home.InsideAddrs()
-	fmt.Fprintf(out, "NAT (home router of UE A): inside %v -> P-CSCF A SIP, %v -> P-CSCF A ESP; outside %v; mapping timeout %v\n",
-		natIn[0], natIn[1], lo, nat.DefaultTimeout)
+	fmt.Fprintf(out, "NAT (home router of UE A): inside %v -> P-CSCF A SIP, %v -> P-CSCF A ESP, %v -> P-CSCF A media ESP; outside %v; mapping timeout %v\n",
+		natIn[0], natIn[1], natIn[2], lo, nat.DefaultTimeout)
 
 	for _, p := range parties {
 		kk := creds[p.impi]
 		uc := sip.UEConfig{IMPI: p.impi, IMPU: p.impu, K: kk.k, OPc: kk.opc, Local: lo, Events: ladder, KeyLog: cfg.KeyLog,
 			PCSCF: p.srv.SIPAddr(), PCSCFESP: p.srv.ESPAddr()}
 		if p.natted {
-			uc.PCSCF, uc.PCSCFESP = natIn[0], natIn[1]
+			uc.PCSCF, uc.PCSCFESP, uc.PCSCFMediaESP = natIn[0], natIn[1], natIn[2]
 		}
 		if p.ue, err = sip.NewUE(uc); err != nil {
 			return nil, fmt.Errorf("UE %s: %w", p.name, err)
