@@ -1,6 +1,8 @@
 // Package udp is the ESP-in-UDP socket (RFC 3948, port 4500 by default) the
 // data plane sends and receives on, in batches: on Linux with recvmmsg and
-// sendmmsg, elsewhere one datagram per system call behind the same API.
+// sendmmsg, UDP segmentation offload on send and receive offload (udp(7):
+// UDP_SEGMENT, UDP_GRO) and no allocation per datagram; elsewhere one
+// datagram per system call behind the same API.
 package udp
 
 import (
@@ -22,6 +24,10 @@ type Message struct {
 // batch of 64 about 90 KiB).
 const DefaultBatch = 64
 
+// socketBuffer is the send and receive buffer asked of the kernel (capped
+// by net.core.rmem_max and wmem_max unless the process may exceed them).
+const socketBuffer = 4 << 20
+
 // Conn is a UDP socket with batch reads and writes. One goroutine may
 // ReadBatch while others WriteBatch; Close unblocks a pending ReadBatch,
 // which then returns an error matching net.ErrClosed.
@@ -42,10 +48,10 @@ func Listen(addr netip.AddrPort) (*Conn, error) {
 		return nil, err
 	}
 	u := &Conn{c: c, local: c.LocalAddr().(*net.UDPAddr).AddrPort()}
-	u.plat.init(c)
 	// Room for bursts: ESP at line rate overflows the default buffers.
-	_ = c.SetReadBuffer(4 << 20)
-	_ = c.SetWriteBuffer(4 << 20)
+	_ = c.SetReadBuffer(socketBuffer)
+	_ = c.SetWriteBuffer(socketBuffer)
+	u.plat.init(c)
 	return u, nil
 }
 
@@ -54,6 +60,11 @@ func (u *Conn) LocalAddr() netip.AddrPort { return u.local }
 
 // BatchSize is the most datagrams one ReadBatch returns.
 func (u *Conn) BatchSize() int { return u.plat.batchSize() }
+
+// Offload reports whether the socket uses UDP segmentation offload on
+// send (gso) and receive offload (gro) now. Both are Linux features; gso
+// turns itself off if the kernel refuses it.
+func (u *Conn) Offload() (gso, gro bool) { return u.plat.offload() }
 
 // Close closes the socket.
 func (u *Conn) Close() error { return u.c.Close() }

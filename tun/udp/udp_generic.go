@@ -11,6 +11,8 @@ func (*platform) init(*net.UDPConn) {}
 
 func (*platform) batchSize() int { return 1 }
 
+func (*platform) offload() (gso, gro bool) { return false, false }
+
 func (*platform) readBatch(c *net.UDPConn, msgs []Message) (int, error) {
 	n, from, err := c.ReadFromUDPAddrPort(msgs[0].Buf)
 	if err != nil {
