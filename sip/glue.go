@@ -97,35 +97,48 @@ func (l *connInjector) inject(c net.Conn) bool {
 const maxUDPMessage = 1300
 
 // sendRequest sends req from laddr to raddr and waits for its final
-// response. A message larger than maxUDPMessage goes over TCP: the
-// connection is dialed on inet from laddr (the protected client port) if
-// sipgo has none to raddr yet, and handed to sipgo through inj.
+// response (see prepareRequest for the transport).
 func sendRequest(ctx context.Context, cli *sipgo.Client, ua *sipgo.UserAgent, inet innerNet, inj *connInjector,
 	req *sip.Request, laddr, raddr netip.AddrPort) (*sip.Response, error) {
-	req.SetDestination(raddr.String())
-	if err := sipgo.ClientRequestBuild(cli, req); err != nil {
+	if err := prepareRequest(ctx, cli, ua, inet, inj, req, laddr, raddr); err != nil {
 		return nil, err
-	}
-	if len(req.String()) > maxUDPMessage && inet != nil && inj != nil {
-		req.RemoveHeader("Via")
-		req.SetTransport("TCP")
-		if err := sipgo.ClientRequestAddVia(cli, req); err != nil {
-			return nil, err
-		}
-		if v := req.Via(); v != nil {
-			v.Transport = "TCP"
-		}
-		if err := ensureTCP(ctx, ua, inet, inj, laddr, raddr); err != nil {
-			return nil, err
-		}
-		// Looked up by the remote address (probe §5.3): no Laddr for TCP.
-		req.Laddr = sip.Addr{}
-	} else {
-		req.Laddr = sip.Addr{IP: laddr.Addr().AsSlice(), Port: int(laddr.Port())}
 	}
 	ctx, cancel := context.WithTimeout(ctx, defaultSIPTimeout)
 	defer cancel()
-	return cli.Do(ctx, req, func(*sipgo.Client, *sip.Request) error { return nil })
+	return cli.Do(ctx, req, noBuild)
+}
+
+// noBuild is the ClientRequestOption that tells sipgo the request is built
+// (and keeps it from applying its own defaults).
+func noBuild(*sipgo.Client, *sip.Request) error { return nil }
+
+// prepareRequest completes req (Via, Max-Forwards, ...) for sending from
+// laddr to raddr. A message larger than maxUDPMessage goes over TCP: the
+// connection is dialed on inet from laddr (the protected client port) if
+// sipgo has none from there yet, and handed to sipgo through inj. Without
+// inet (the host side) sipgo dials TCP itself.
+func prepareRequest(ctx context.Context, cli *sipgo.Client, ua *sipgo.UserAgent, inet innerNet, inj *connInjector,
+	req *sip.Request, laddr, raddr netip.AddrPort) error {
+	req.SetDestination(raddr.String())
+	if err := sipgo.ClientRequestBuild(cli, req); err != nil {
+		return err
+	}
+	req.Laddr = sip.Addr{IP: laddr.Addr().AsSlice(), Port: int(laddr.Port())}
+	if len(req.String()) <= maxUDPMessage {
+		return nil
+	}
+	req.RemoveHeader("Via")
+	req.SetTransport("TCP")
+	if err := sipgo.ClientRequestAddVia(cli, req); err != nil {
+		return err
+	}
+	req.Via().Transport = "TCP"
+	// Looked up by the remote address (probe §5.3): no Laddr for TCP.
+	req.Laddr = sip.Addr{}
+	if inet != nil && inj != nil {
+		return ensureTCP(ctx, ua, inet, inj, laddr, raddr)
+	}
+	return nil
 }
 
 // ensureTCP makes sure sipgo's pool holds a TCP connection to raddr from

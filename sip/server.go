@@ -20,6 +20,7 @@ import (
 
 	"github.com/imsec/imsec/akakeys"
 	"github.com/imsec/imsec/esp"
+	"github.com/imsec/imsec/sip/media"
 	"github.com/imsec/imsec/tun"
 	"github.com/imsec/imsec/tun/dhcp"
 	"github.com/imsec/imsec/tun/udp"
@@ -113,6 +114,13 @@ type ServerConfig struct {
 	// (so the 200 and its retransmissions still leave); default 2 s.
 	TeardownGrace time.Duration
 
+	// Peers is the static peer table for calls: domain -> the peer
+	// P-CSCF's unprotected SIP address. INVITEs to a domain in it go there
+	// in plain SIP; INVITEs arriving on the unprotected port are accepted
+	// only from a peer's address.
+	Peers       map[string]netip.AddrPort
+	CallTimeout time.Duration // how long a call may ring; default DefaultCallTimeout
+
 	KeyLog io.Writer // Wireshark esp_sa lines for every SA; nil: off
 	// WrapESP, if set, wraps the ESP-in-UDP socket (a pcap tap, a test
 	// network that drops or delays).
@@ -136,6 +144,7 @@ type Server struct {
 
 	outerUA  *sipgo.UserAgent
 	outer    *sipgo.Server
+	outerCli *sipgo.Client
 	outerUDP net.PacketConn
 	outerTCP net.Listener
 
@@ -150,6 +159,8 @@ type Server struct {
 
 	mediaNS   *tun.Netstack
 	mediaPump *tun.Pump
+	relay     *media.Relay
+	calls     map[string]*bcall // by the Call-ID of either leg
 
 	mu     sync.Mutex
 	regs   map[string]*registration     // by IMPI
@@ -224,7 +235,8 @@ func New(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, name: "P-CSCF " + cfg.Domain, log: cfg.Logger, regs: map[string]*registration{},
-		byAddr: map[netip.Addr]*registration{}, spis: map[uint32]bool{}, stop: make(chan struct{})}
+		byAddr: map[netip.Addr]*registration{}, spis: map[uint32]bool{}, stop: make(chan struct{}), calls: map[string]*bcall{}}
+	s.relay = media.NewRelay(cfg.Logger)
 	s.gateway = cfg.Pool.Addr().Next()
 	s.portCs = [2]uint16{cfg.PortS + 1, cfg.PortS + 2}
 	if cfg.KeyLog != nil {
@@ -309,6 +321,14 @@ func (c *ServerConfig) fill() error {
 	if c.MaxTempSets == 0 {
 		c.MaxTempSets = DefaultMaxTempSets
 	}
+	if c.CallTimeout == 0 {
+		c.CallTimeout = DefaultCallTimeout
+	}
+	peers := map[string]netip.AddrPort{}
+	for d, a := range c.Peers {
+		peers[strings.ToLower(d)] = a
+	}
+	c.Peers = peers
 	if c.TeardownGrace == 0 {
 		c.TeardownGrace = 2 * time.Second
 	}
@@ -332,6 +352,9 @@ func (s *Server) startOuter() error {
 		return err
 	}
 	s.outer.OnRegister(s.onOuterRegister)
+	s.outer.OnInvite(s.onInvite(false))
+	s.outer.OnAck(s.onAck)
+	s.outer.OnBye(s.onBye(false))
 	s.outer.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
 		s.respond(tx, req, 200, "OK", true)
 	})
@@ -344,7 +367,13 @@ func (s *Server) startOuter() error {
 	}
 	go s.outer.ServeUDP(s.outerUDP)
 	go s.outer.ServeTCP(s.outerTCP)
-	return nil
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := waitPool(ctx, ua, "udp", s.outerUDP.LocalAddr().String()); err != nil {
+		return err
+	}
+	s.outerCli, err = sipgo.NewClient(ua, sipgo.WithClientLogger(s.log), sipgo.WithClientHostname(s.hostAddr().String()))
+	return err
 }
 
 // startInner brings up the ESP gateway: socket, netstack, pump, DHCP, and
@@ -379,6 +408,9 @@ func (s *Server) startInner() error {
 		return err
 	}
 	s.inner.OnRegister(s.onInnerRegister)
+	s.inner.OnInvite(s.onInvite(true))
+	s.inner.OnAck(s.onAck)
+	s.inner.OnBye(s.onBye(true))
 	s.inner.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) { s.respond(tx, req, 200, "OK", false) })
 	if s.innerCli, err = sipgo.NewClient(ua, sipgo.WithClientLogger(s.log), sipgo.WithClientHostname(s.gateway.String())); err != nil {
 		return err
@@ -478,6 +510,9 @@ func (s *Server) Close() error {
 			s.pump.Close()
 		} else if s.ns != nil {
 			s.ns.Close()
+		}
+		if s.relay != nil {
+			s.relay.Close()
 		}
 		if s.mediaPump != nil {
 			s.mediaPump.Close()

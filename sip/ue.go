@@ -47,10 +47,18 @@ type UEConfig struct {
 	PCSCFMediaESP netip.AddrPort
 	// NoMedia leaves out the media tunnel (the media-spi offer).
 	NoMedia bool
-	Local   netip.Addr // local address for SIP and ESP sockets; default: the one the host routes to PCSCF from
-	IMPI    string     // private identity, e.g. "alice@a.example"; required
-	IMPU    string     // public identity, e.g. "sip:alice@a.example"; required
-	Domain  string     // home domain (Request-URI, realm); default IMPU's host
+	// Answer is what the UE does with an incoming call: AnswerAuto (the
+	// default), AnswerBusy or AnswerIgnore.
+	Answer string
+	// Media is the synthetic media the UE sends in the calls it answers.
+	Media MediaConfig
+	// OnCallEnd receives the report of each call the UE answered, when the
+	// caller hangs up.
+	OnCallEnd func(CallReport)
+	Local     netip.Addr // local address for SIP and ESP sockets; default: the one the host routes to PCSCF from
+	IMPI      string     // private identity, e.g. "alice@a.example"; required
+	IMPU      string     // public identity, e.g. "sip:alice@a.example"; required
+	Domain    string     // home domain (Request-URI, realm); default IMPU's host
 
 	K   akakeys.K
 	OPc akakeys.OPc
@@ -116,6 +124,7 @@ type UE struct {
 	mediaPeer *tun.Peer
 	mediaSPI  uint32 // the SPI we receive media on, offered in Security-Client
 	mediaIn   *esp.Inbound
+	curCall   *ueCall // the call we answered, if any
 
 	mu         sync.Mutex
 	callID     string
@@ -173,6 +182,13 @@ func NewUE(cfg UEConfig) (*UE, error) {
 	}
 	if cfg.Keepalive == 0 {
 		cfg.Keepalive = DefaultKeepalive
+	}
+	switch cfg.Answer {
+	case "":
+		cfg.Answer = AnswerAuto
+	case AnswerAuto, AnswerBusy, AnswerIgnore:
+	default:
+		return nil, fmt.Errorf("sip: answer mode %q: want auto, busy or ignore", cfg.Answer)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -385,22 +401,16 @@ func (u *UE) initialAuth() string {
 // final response. A request over 1300 bytes goes over TCP (RFC 3261
 // §18.1.1), on a host connection sipgo dials to the P-CSCF.
 func (u *UE) do(ctx context.Context, cli *sipgo.Client, req *sip.Request, laddr netip.AddrPort) (*sip.Response, error) {
-	if err := sipgo.ClientRequestBuild(cli, req); err != nil {
+	raddr, err := netip.ParseAddrPort(req.Destination())
+	if err != nil {
 		return nil, err
 	}
-	req.Laddr = sip.Addr{IP: laddr.Addr().AsSlice(), Port: int(laddr.Port())}
-	if len(req.String()) > maxUDPMessage {
-		req.RemoveHeader("Via")
-		req.SetTransport("TCP")
-		if err := sipgo.ClientRequestAddVia(cli, req); err != nil {
-			return nil, err
-		}
-		req.Via().Transport = "TCP"
-		req.Laddr = sip.Addr{}
+	if err := prepareRequest(ctx, cli, u.outerUA, nil, nil, req, laddr, raddr); err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, defaultSIPTimeout)
 	defer cancel()
-	return cli.Do(ctx, req, func(*sipgo.Client, *sip.Request) error { return nil })
+	return cli.Do(ctx, req, noBuild)
 }
 
 // Errors a registration reports.
@@ -804,6 +814,9 @@ func (u *UE) startInner() error {
 	if u.inner, err = sipgo.NewServer(ua, sipgo.WithServerLogger(u.log)); err != nil {
 		return err
 	}
+	u.inner.OnInvite(u.onInvite)
+	u.inner.OnAck(u.onAck)
+	u.inner.OnBye(u.onBye)
 	u.inner.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
 		u.emit(u.pcscfName(), "200 OK to OPTIONS", "inside ESP, from port-s over "+req.Transport())
 		res := sip.NewResponseFromRequest(req, 200, "OK", nil)
