@@ -195,7 +195,9 @@ func (s *Server) handleInvite(inner bool, req *sip.Request, tx sip.ServerTransac
 		}
 		callee = callSide{inner: true, reg: reg}
 	default:
+		s.mu.Lock()
 		peer, ok := s.cfg.Peers[domain]
+		s.mu.Unlock()
 		if !ok {
 			s.emit("", "404 Not Found", "no peer for domain "+domain)
 			s.respond(tx, req, 404, "Not Found", !inner)
@@ -363,7 +365,16 @@ func describeRelays(ss []*media.Session) string {
 	return strings.Join(parts, ", ")
 }
 
+// SetPeer adds or replaces a domain in the peer table.
+func (s *Server) SetPeer(domain string, sipAddr netip.AddrPort) {
+	s.mu.Lock()
+	s.cfg.Peers[strings.ToLower(domain)] = sipAddr
+	s.mu.Unlock()
+}
+
 func (s *Server) isPeer(src netip.AddrPort) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, p := range s.cfg.Peers {
 		if p.Addr() == src.Addr() {
 			return true

@@ -25,8 +25,8 @@ func newTwoDomains(t *testing.T, bobMode string, mod func(*ServerConfig)) *twoDo
 	lo := netip.MustParseAddr("127.0.0.1")
 	td.a = newRig(t, func(c *ServerConfig) { c.Domain = "a.example"; mod2(c, mod) })
 	td.b = newRig(t, func(c *ServerConfig) { c.Domain = "b.example"; mod2(c, mod) })
-	td.a.srv.cfg.Peers["b.example"] = td.b.srv.SIPAddr()
-	td.b.srv.cfg.Peers["a.example"] = td.a.srv.SIPAddr()
+	td.a.srv.SetPeer("b.example", td.b.srv.SIPAddr())
+	td.b.srv.SetPeer("a.example", td.a.srv.SIPAddr())
 	sa := newSub(t, td.a.store, "alice", "a.example")
 	sb := newSub(t, td.b.store, "bob", "b.example")
 	n, err := nat.New(nat.Config{Outside: lo, Filtering: nat.AddressPortDependent, Forwards: []nat.Forward{

@@ -303,7 +303,7 @@ func (u *UE) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if f := req.From(); f != nil {
 		from = aor(f.Address)
 	}
-	u.emit(u.pcscfName(), "INVITE from "+from, "incoming call")
+	u.emit("", "INVITE from "+from+" (inside ESP)", "incoming call")
 	u.mu.Lock()
 	busy := u.curCall != nil
 	u.mu.Unlock()
@@ -380,7 +380,7 @@ func (u *UE) onBye(req *sip.Request, tx sip.ServerTransaction) {
 	time.Sleep(50 * time.Millisecond) // the caller's last packets in flight
 	c.cm.close()
 	rep := CallReport{Peer: c.peer, Seconds: time.Since(c.start).Seconds(), Sent: c.cm.sent, Received: c.cm.meter.Report()}
-	u.emit(u.pcscfName(), "BYE: call ended", "200 OK")
+	u.emit("", "BYE received: call ended", "200 OK")
 	if u.cfg.OnCallEnd != nil {
 		u.cfg.OnCallEnd(rep)
 	}

@@ -36,11 +36,15 @@ type Config struct {
 	Dir    string    // where the HSS databases go; default a temporary folder, removed after
 	// Loopback is the address everything binds; default 127.0.0.1.
 	Loopback netip.Addr
+	// CallDuration is how long the call from UE A to UE B sends media;
+	// default 3 s.
+	CallDuration time.Duration
 }
 
 // Summary is what a run found, for --json.
 type Summary struct {
 	UEs     []UESummary     `json:"ues"`
+	Call    *CallSummary    `json:"call"`
 	Servers []ServerSummary `json:"servers"`
 	NAT     NATSummary      `json:"nat"`
 	Seconds float64         `json:"duration_s"`
@@ -68,11 +72,20 @@ type SASummary struct {
 	Bytes     uint64 `json:"bytes"`
 }
 
+// CallSummary is the call from UE A to UE B as both ends saw it.
+type CallSummary struct {
+	From   string         `json:"from"`
+	To     string         `json:"to"`
+	Caller sip.CallReport `json:"caller_report"`
+	Callee sip.CallReport `json:"callee_report"`
+}
+
 // ServerSummary describes one P-CSCF.
 type ServerSummary struct {
 	Domain         string `json:"domain"`
 	SIP            string `json:"sip"`
 	ESPSignalling  string `json:"esp_signalling"`
+	ESPMedia       string `json:"esp_media"`
 	InnerAddr      string `json:"inner_addr"`
 	ESPRxPackets   uint64 `json:"esp_rx_packets"`
 	ESPTxPackets   uint64 `json:"esp_tx_packets"`
@@ -105,6 +118,9 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	start := time.Now()
 	if cfg.Out == nil {
 		cfg.Out = os.Stdout
+	}
+	if cfg.CallDuration <= 0 {
+		cfg.CallDuration = 3 * time.Second
 	}
 	if !cfg.Loopback.IsValid() {
 		cfg.Loopback = netip.MustParseAddr("127.0.0.1")
@@ -162,7 +178,10 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		fmt.Fprintf(out, "P-CSCF %s (%s): SIP %v, ESP-in-UDP %v (signalling) and %v (media relay), inner %v; HSS %s has %s\n",
 			p.name, p.domain, p.srv.SIPAddr(), p.srv.ESPAddr(), p.srv.MediaESPAddr(), p.srv.InnerAddr(), p.name, p.impi)
 	}
-	a := parties[0]
+	a, b := parties[0], parties[1]
+	a.srv.SetPeer(b.domain, b.srv.SIPAddr())
+	b.srv.SetPeer(a.domain, a.srv.SIPAddr())
+	fmt.Fprintf(out, "Peering (network domain security, plain SIP here): %s -> %v, %s -> %v\n", b.domain, b.srv.SIPAddr(), a.domain, a.srv.SIPAddr())
 	home, err := nat.New(nat.Config{Outside: lo, Filtering: nat.AddressPortDependent, Forwards: []nat.Forward{
 		{Inside: anyPort, Destination: a.srv.SIPAddr()},
 		{Inside: anyPort, Destination: a.srv.ESPAddr()},
@@ -176,12 +195,15 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	fmt.Fprintf(out, "NAT (home router of UE A): inside %v -> P-CSCF A SIP, %v -> P-CSCF A ESP, %v -> P-CSCF A media ESP; outside %v; mapping timeout %v\n",
 		natIn[0], natIn[1], natIn[2], lo, nat.DefaultTimeout)
 
+	calleeReport := make(chan sip.CallReport, 1)
 	for _, p := range parties {
 		kk := creds[p.impi]
 		uc := sip.UEConfig{IMPI: p.impi, IMPU: p.impu, K: kk.k, OPc: kk.opc, Local: lo, Events: ladder, KeyLog: cfg.KeyLog,
 			PCSCF: p.srv.SIPAddr(), PCSCFESP: p.srv.ESPAddr()}
 		if p.natted {
 			uc.PCSCF, uc.PCSCFESP, uc.PCSCFMediaESP = natIn[0], natIn[1], natIn[2]
+		} else {
+			uc.OnCallEnd = func(r sip.CallReport) { calleeReport <- r }
 		}
 		if p.ue, err = sip.NewUE(uc); err != nil {
 			return nil, fmt.Errorf("UE %s: %w", p.name, err)
@@ -219,6 +241,32 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		}
 	}
 
+	step("Call: UE A (behind the NAT) calls UE B in the other domain for %v", cfg.CallDuration)
+	fmt.Fprintln(out, "Signalling: UE A -> P-CSCF A (inside A's tunnel) -> P-CSCF B (peering) -> UE B (inside B's tunnel).")
+	fmt.Fprintln(out, "Media: UE A -> P-CSCF A relay (inside A's media tunnel) -> P-CSCF B relay -> UE B (inside B's media tunnel), and back.")
+	callerRep, err := a.ue.Call(ctx, b.impu, cfg.CallDuration, sip.MediaConfig{})
+	if err != nil {
+		return nil, fmt.Errorf("call from UE A to UE B: %w", err)
+	}
+	var calleeRep sip.CallReport
+	select {
+	case calleeRep = <-calleeReport:
+	case <-time.After(10 * time.Second):
+		return nil, errors.New("UE B never saw the end of the call")
+	}
+	fmt.Fprintf(out, "\nUE A's report:\n%s", callerRep)
+	fmt.Fprintf(out, "UE B's report:\n%s", calleeRep)
+	for name, r := range map[string]sip.CallReport{"A": *callerRep, "B": calleeRep} {
+		if len(r.Received.Streams) == 0 {
+			return nil, fmt.Errorf("UE %s received no media", name)
+		}
+	}
+	sum.Call = &CallSummary{From: a.impu, To: b.impu, Caller: *callerRep, Callee: calleeRep}
+	fmt.Fprintln(out, "\nPer-SA counters after the call (signalling and media tunnels):")
+	for _, p := range parties {
+		printUE(out, p)
+	}
+
 	step("Re-registering UE A: a new AKA run and a new SA set (TS 33.203 §7.4)")
 	if err := a.ue.Reregister(ctx); err != nil {
 		return nil, fmt.Errorf("re-registering UE A: %w", err)
@@ -231,7 +279,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		a.srv.Housekeep()
-		if n := len(a.srv.Registrations()); n == 1 && len(a.srv.Registrations()[0].Sets) == 1 && len(a.ue.Info().SAs) == 4 {
+		if n := len(a.srv.Registrations()); n == 1 && len(a.srv.Registrations()[0].Sets) == 1 && len(a.ue.Info().SAs) == 4 && len(a.ue.Info().MediaSAs) == 2 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -248,7 +296,8 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	for _, p := range parties {
 		info := p.ue.Info()
 		us := UESummary{Name: "UE " + p.name, IMPU: p.impu, BehindNAT: p.natted, InnerAddr: info.InnerAddr.String(),
-			PCSCFInner: info.PCSCFInner.String(), EAlg: info.EAlg, Alg: info.Alg, SAs: saSummaries(info.SAs)}
+			PCSCFInner: info.PCSCFInner.String(), EAlg: info.EAlg, Alg: info.Alg,
+			SAs: append(saSummaries(info.SAs, "signalling"), saSummaries(info.MediaSAs, "media")...)}
 		if rtt, err := p.ue.Ping(ctx, 3); err == nil {
 			us.PingRTTus = rtt.Microseconds()
 		}
@@ -263,7 +312,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}
 	deadline = time.Now().Add(5 * time.Second)
 	for _, p := range parties {
-		for len(p.srv.Pump().SACounters(nil)) != 0 || len(p.srv.Registrations()) != 0 {
+		for len(p.srv.Pump().SACounters(nil)) != 0 || len(p.srv.MediaPump().SACounters(nil)) != 0 || len(p.srv.Registrations()) != 0 {
 			if time.Now().After(deadline) {
 				return nil, fmt.Errorf("P-CSCF %s still has SAs after de-registration", p.name)
 			}
@@ -274,7 +323,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		for _, v := range c.Drops {
 			drops += v
 		}
-		sum.Servers = append(sum.Servers, ServerSummary{Domain: p.domain, SIP: p.srv.SIPAddr().String(), ESPSignalling: p.srv.ESPAddr().String(),
+		sum.Servers = append(sum.Servers, ServerSummary{Domain: p.domain, SIP: p.srv.SIPAddr().String(), ESPSignalling: p.srv.ESPAddr().String(), ESPMedia: p.srv.MediaESPAddr().String(),
 			InnerAddr: p.srv.InnerAddr().String(), ESPRxPackets: c.RxPackets, ESPTxPackets: c.TxPackets, Drops: drops, KeepalivesRecv: c.KeepalivesReceived})
 		fmt.Fprintf(out, "P-CSCF %s: no SAs, no registrations left; ESP received %d, sent %d, dropped %d\n", p.name, c.RxPackets, c.TxPackets, drops)
 	}
@@ -285,14 +334,14 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	return sum, nil
 }
 
-func saSummaries(sas []tun.SACounters) []SASummary {
+func saSummaries(sas []tun.SACounters, purpose string) []SASummary {
 	var out []SASummary
 	for _, s := range sas {
 		dir := "out"
 		if s.Inbound {
 			dir = "in"
 		}
-		out = append(out, SASummary{SPI: fmt.Sprintf("0x%08x", uint32(s.SPI)), Direction: dir, Purpose: "signalling", Packets: s.Packets, Bytes: s.Bytes})
+		out = append(out, SASummary{SPI: fmt.Sprintf("0x%08x", uint32(s.SPI)), Direction: dir, Purpose: purpose, Packets: s.Packets, Bytes: s.Bytes})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Direction != out[j].Direction {
@@ -312,7 +361,7 @@ func printUE(w io.Writer, p *party) {
 	fmt.Fprintf(w, "UE %s (%s, %s): inner %v, P-CSCF inner %v, %s/%s\n", p.name, p.impu, where, info.InnerAddr, info.PCSCFInner, info.EAlg, info.Alg)
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "  SPI\tdir\tpurpose\tpackets\tbytes")
-	for _, s := range saSummaries(info.SAs) {
+	for _, s := range append(saSummaries(info.SAs, "signalling"), saSummaries(info.MediaSAs, "media")...) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\n", s.SPI, s.Direction, s.Purpose, s.Packets, s.Bytes)
 	}
 	tw.Flush()

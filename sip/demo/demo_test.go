@@ -22,14 +22,26 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("summary %+v", sum)
 	}
 	for _, u := range sum.UEs {
-		if u.InnerAddr == "" || u.InnerAddr == "invalid IP" || len(u.SAs) != 4 || u.EAlg != "aes-cbc" {
+		purposes := map[string]int{}
+		for _, sa := range u.SAs {
+			purposes[sa.Purpose]++
+		}
+		if u.InnerAddr == "" || u.InnerAddr == "invalid IP" || purposes["signalling"] != 4 || purposes["media"] != 2 || u.EAlg != "aes-cbc" {
 			t.Errorf("UE summary %+v", u)
+		}
+	}
+	if sum.Call == nil || len(sum.Call.Caller.Received.Streams) != 2 || len(sum.Call.Callee.Received.Streams) != 2 {
+		t.Fatalf("call summary %+v", sum.Call)
+	}
+	for _, st := range append(sum.Call.Caller.Received.Streams, sum.Call.Callee.Received.Streams...) {
+		if st.Packets < 50 || st.LossPercent > 5 {
+			t.Errorf("media stream %+v", st)
 		}
 	}
 	if !sum.UEs[0].BehindNAT || sum.UEs[1].BehindNAT || sum.NAT.MappingsCreated == 0 {
 		t.Errorf("NAT placement wrong: %+v %+v", sum.UEs, sum.NAT)
 	}
-	for _, want := range []string{"NAT detected", "401 Unauthorized", "DHCPACK", "RES == XRES", "old SAs deleted", "de-registered", "every step passed"} {
+	for _, want := range []string{"NAT detected", "401 Unauthorized", "DHCPACK", "RES == XRES", "media SAs installed", "180 Ringing", "call up", "BYE", "old SAs deleted", "de-registered", "every step passed"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q", want)
 		}
