@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"strings"
 
 	sipgosip "github.com/emiago/sipgo/sip"
 
@@ -37,7 +38,13 @@ registration step is printed as it happens; -v adds SIP traces.
 Example:
   imsec sub add --db hss.db --impi alice@a.example --impu sip:alice@a.example \
     --k 465b5ce8b199b49faa5f0a2ee238a6bc --op cdc202d5123e20f62b6d676ac72cb318
-  imsec pcscf --domain a.example --db hss.db --sip 127.0.0.1:5060
+  imsec pcscf --domain a.example --db hss.db --sip 127.0.0.1:5060 \
+    --peer b.example=127.0.0.2:5060
+
+Calls: the P-CSCF is a back-to-back user agent for its UEs' calls. A call to
+a domain named with --peer goes to that P-CSCF in plain SIP (the server-to-
+server leg is network domain security, out of scope here); media is relayed
+through the P-CSCF, in each UE's separate media tunnel (--media-esp).
 
 Settings can also come from --config FILE, a JSON object of flag names
 ({"domain": "a.example", "db": "hss.db", "ipsec": "optional"}); flags win.`
@@ -49,6 +56,10 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	db := fs.String("db", "", "HSS database file made with 'imsec sub' (required)")
 	sipAddr := fs.String("sip", "0.0.0.0:5060", "unprotected SIP address, UDP and TCP")
 	espAddr := fs.String("esp", "", "ESP-in-UDP address (default: the --sip address, port 4500)")
+	mediaESP := fs.String("media-esp", "", "the media relay's ESP-in-UDP address (default: --esp with port+1)")
+	var peers multiFlag
+	fs.Var(&peers, "peer", "DOMAIN=ADDR:PORT: route calls for DOMAIN to that P-CSCF's SIP address, and accept its INVITEs; repeatable")
+	callTimeout := fs.Duration("call-timeout", sip.DefaultCallTimeout, "how long a call may ring before 408")
 	pool := fs.String("pool", sip.DefaultPool.String(), "inner address pool; its first address is the P-CSCF's")
 	portS := fs.Uint("port-s", sip.DefaultPortS, "protected server port (port-c is port-s+1 and +2)")
 	ipsec := fs.String("ipsec", "required", "required: refuse REGISTER without Security-Client; optional: allow AKA over plain SIP (SIPp)")
@@ -80,6 +91,27 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 	}
+	if *mediaESP != "" {
+		if cfg.MediaESP, err = addrPortArg("media-esp", *mediaESP); err != nil {
+			return err
+		}
+	}
+	cfg.Peers = map[string]netip.AddrPort{}
+	for _, p := range peers {
+		d, a, ok := strings.Cut(p, "=")
+		if !ok || d == "" {
+			return usageErrorf("--peer %q: want DOMAIN=ADDR:PORT", p)
+		}
+		ap, err := addrPortArg("peer", a)
+		if err != nil {
+			return err
+		}
+		cfg.Peers[d] = ap
+	}
+	if *callTimeout <= 0 {
+		return usageErrorf("--call-timeout must be positive")
+	}
+	cfg.CallTimeout = *callTimeout
 	if cfg.Pool, err = netip.ParsePrefix(*pool); err != nil || !cfg.Pool.Addr().Is4() || cfg.Pool.Bits() > 30 {
 		return usageErrorf("--pool %q: want an IPv4 prefix of at most /30, e.g. 100.64.0.0/16", *pool)
 	}
@@ -120,8 +152,11 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer srv.Close()
-	fmt.Fprintf(stdout, "P-CSCF %s: SIP %v (UDP+TCP), ESP-in-UDP %v, inner %v (pool %v), protected port-s %d, IPsec %s\n",
-		*domain, srv.SIPAddr(), srv.ESPAddr(), srv.InnerAddr(), cfg.Pool, cfg.PortS, cfg.IPsec)
+	fmt.Fprintf(stdout, "P-CSCF %s: SIP %v (UDP+TCP), ESP-in-UDP %v, media relay ESP %v, inner %v (pool %v), protected port-s %d, IPsec %s\n",
+		*domain, srv.SIPAddr(), srv.ESPAddr(), srv.MediaESPAddr(), srv.InnerAddr(), cfg.Pool, cfg.PortS, cfg.IPsec)
+	for d, a := range cfg.Peers {
+		fmt.Fprintf(stdout, "P-CSCF %s: calls for %s go to %v\n", *domain, d, a)
+	}
 	<-ctx.Done()
 	c := srv.Pump().Counters()
 	fmt.Fprintf(stdout, "P-CSCF %s: stopping; ESP rx %d tx %d packets, drops %v, keepalives received %d\n",

@@ -141,3 +141,55 @@ func TestPCSCFAndUEFlags(t *testing.T) {
 		t.Errorf("missing db: %d %q", code, errs)
 	}
 }
+
+// TestUECallCommand: two peered P-CSCFs, bob left running (answers), and
+// 'imsec ue call' from alice: exit 0 and a media report on both sides.
+func TestUECallCommand(t *testing.T) {
+	dir := t.TempDir()
+	dbA, dbB := filepath.Join(dir, "a.db"), filepath.Join(dir, "b.db")
+	runCLI(t, "sub", "add", "--db", dbA, "--impi", "alice@a.example", "--impu", "sip:alice@a.example", "--k", tsK, "--op", tsOP)
+	runCLI(t, "sub", "add", "--db", dbB, "--impi", "bob@b.example", "--impu", "sip:bob@b.example", "--k", tsK, "--op", tsOP)
+	port := func() string { return "127.0.0.1:" + strconv.Itoa(freePort(t)) }
+	sipA, sipB := port(), port()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var outA, outB, outBob, errs syncBuf
+	var wg sync.WaitGroup
+	start := func(ctx context.Context, out *syncBuf, args ...string) chan struct{} {
+		done := make(chan struct{})
+		wg.Add(1)
+		go func() { defer wg.Done(); defer close(done); run(ctx, args, out, &errs) }()
+		return done
+	}
+	start(ctx, &outA, "pcscf", "--domain", "a.example", "--db", dbA, "--sip", sipA, "--esp", port(), "--media-esp", port(), "--peer", "b.example="+sipB)
+	start(ctx, &outB, "pcscf", "--domain", "b.example", "--db", dbB, "--sip", sipB, "--esp", port(), "--media-esp", port(), "--peer", "a.example="+sipA)
+	waitOut := func(b *syncBuf, s string) {
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(b.String(), s) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q in:\n%s\nstderr:\n%s", s, b.String(), errs.String())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitOut(&outA, "ESP-in-UDP")
+	waitOut(&outB, "ESP-in-UDP")
+	espB := strings.Fields(strings.SplitN(outB.String(), "ESP-in-UDP ", 2)[1])[0]
+	espA := strings.Fields(strings.SplitN(outA.String(), "ESP-in-UDP ", 2)[1])[0]
+	bobCtx, stopBob := context.WithCancel(ctx)
+	bobDone := start(bobCtx, &outBob, "ue", "--pcscf", sipB, "--pcscf-esp", strings.TrimSuffix(espB, ","), "--impi", "bob@b.example", "--impu", "sip:bob@b.example", "--k", tsK, "--op", tsOP)
+	waitOut(&outBob, "200 OK: registered")
+	code, out, stderr := runCLI(t, "ue", "call", "sip:bob@b.example", "--duration", "1s", "--pcscf", sipA, "--pcscf-esp", strings.TrimSuffix(espA, ","),
+		"--impi", "alice@a.example", "--impu", "sip:alice@a.example", "--k", tsK, "--op", tsOP)
+	if code != 0 || !strings.Contains(out, "call with sip:bob@b.example (caller)") || !strings.Contains(out, "audio") {
+		t.Fatalf("call: exit %d\n%s\n%s\nP-CSCF A:\n%s\nP-CSCF B:\n%s", code, out, stderr, outA.String(), outB.String())
+	}
+	waitOut(&outBob, "call with sip:alice@a.example (callee)")
+	stopBob() // bob de-registers on its way out, while P-CSCF B still runs
+	<-bobDone
+	cancel()
+	wg.Wait()
+	if !strings.Contains(outBob.String(), "de-registered") {
+		t.Errorf("bob did not de-register on exit:\n%s", outBob.String())
+	}
+}

@@ -12,6 +12,9 @@ import (
 
 	"github.com/imsec/imsec/akakeys"
 	"github.com/imsec/imsec/sip"
+	"github.com/imsec/imsec/sip/media"
+
+	sipgosip "github.com/emiago/sipgo/sip"
 )
 
 func init() {
@@ -22,7 +25,7 @@ func init() {
 	})
 }
 
-const ueSynopsis = `ue --pcscf ADDR:PORT --impi ID --impu URI --k HEX (--op HEX | --opc HEX) [flags]
+const ueSynopsis = `ue [call SIP-URI] --pcscf ADDR:PORT --impi ID --impu URI --k HEX (--op HEX | --opc HEX) [flags]
 
 The client side of IMS access security with NAT traversal: registers with
 the P-CSCF (unprotected REGISTER, AKAv1-MD5 challenge checked by the USIM
@@ -35,6 +38,13 @@ Ctrl-C or SIGTERM. One line per step is printed; -v adds SIP traces.
 
 --once registers, pings the P-CSCF's inner address through the tunnel,
 de-registers and exits 0 (non-zero with the reason otherwise), for scripts.
+
+'imsec ue call SIP-URI ...' registers, calls SIP-URI, sends synthetic audio
+(20 ms packets) and video (frames of up to 1200-byte packets) through the
+separate media tunnel for --duration, hangs up, prints the media report
+(loss, jitter, one-way delay per stream), de-registers and exits 0. A UE
+left running ('imsec ue' without 'call') answers calls (--answer) and
+prints the report of each when the caller hangs up.
 
 Example (the subscriber made with 'imsec sub add' on the P-CSCF):
   imsec ue --pcscf 127.0.0.1:5060 --impi alice@a.example --impu sip:alice@a.example \
@@ -57,6 +67,23 @@ func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	keylog := fs.String("keylog", "", "write every SA to this file in Wireshark's esp_sa format (secrets!)")
 	once := fs.Bool("once", false, "register, ping the P-CSCF through the tunnel, de-register, exit")
 	verbose := fs.Bool("v", false, "log SIP traces to stderr")
+	pcscfMedia := fs.String("pcscf-media", "", "where the media tunnel's ESP goes (default: the --pcscf-esp address with the port the P-CSCF announces)")
+	answer := fs.String("answer", sip.AnswerAuto, "incoming calls: auto (ring, answer), busy (486) or ignore (ring until the caller gives up)")
+	duration := fs.Duration("duration", 5*time.Second, "with 'call': how long to send media")
+	audioSize := fs.Int("audio-size", 160, "audio payload octets per 20 ms packet")
+	audioInterval := fs.Duration("audio-interval", 20*time.Millisecond, "audio packet interval")
+	videoFPS := fs.Int("video-fps", 25, "video frames per second (0: no video)")
+	videoKey := fs.Int("video-key", 8000, "video key frame size in octets (one a second)")
+	videoDelta := fs.Int("video-delta", 1500, "video delta frame size in octets")
+	asJSON := fs.Bool("json", false, "with 'call': print the call report as JSON")
+	var target string
+	if len(args) > 0 && args[0] == "call" {
+		if len(args) < 2 || strings.HasPrefix(args[1], "-") {
+			return usageErrorf("call needs a SIP URI: imsec ue call sip:bob@b.example --pcscf ...")
+		}
+		target = args[1]
+		args = args[2:]
+	}
 	if err := parseFlags(fs, args, false); err != nil {
 		return err
 	}
@@ -116,6 +143,31 @@ func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	cfg.PortS = uint16(*portS)
 	cfg.TUN = *tunName
+	if *pcscfMedia != "" {
+		if cfg.PCSCFMediaESP, err = addrPortArg("pcscf-media", *pcscfMedia); err != nil {
+			return err
+		}
+	}
+	switch *answer {
+	case sip.AnswerAuto, sip.AnswerBusy, sip.AnswerIgnore:
+		cfg.Answer = *answer
+	default:
+		return usageErrorf("--answer %q: want auto, busy or ignore", *answer)
+	}
+	if *duration <= 0 || *audioSize < 20 || *audioInterval <= 0 || *videoFPS < 0 || *videoKey < 40 || *videoDelta < 40 {
+		return usageErrorf("--duration, --audio-interval must be positive; --audio-size at least 20; --video-key and --video-delta at least 40; --video-fps not negative")
+	}
+	mc := sip.MediaConfig{NoVideo: *videoFPS == 0,
+		Audio: media.Audio{PayloadSize: *audioSize, Interval: *audioInterval},
+		Video: media.Video{FPS: *videoFPS, KeyFrameSize: *videoKey, DeltaFrameSize: *videoDelta}}
+	cfg.Media = mc
+	cfg.OnCallEnd = func(r sip.CallReport) { fmt.Fprint(stdout, r) }
+	if target != "" {
+		var uri sipgosip.Uri
+		if err := sipgosip.ParseUri(target, &uri); err != nil || uri.Host == "" || !strings.HasPrefix(target, "sip") {
+			return usageErrorf("call target %q: want a SIP URI such as sip:bob@b.example", target)
+		}
+	}
 	if *keylog != "" {
 		f, err := os.OpenFile(*keylog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 		if err != nil {
@@ -131,6 +183,26 @@ func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer u.Close()
+	if target != "" {
+		if err := u.Register(ctx); err != nil {
+			return err
+		}
+		rep, err := u.Call(ctx, target, *duration, mc)
+		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		derr := u.Deregister(dctx)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			if err := writeJSON(stdout, rep); err != nil {
+				return err
+			}
+		} else {
+			fmt.Fprint(stdout, rep)
+		}
+		return derr
+	}
 	if !*once {
 		return u.Run(ctx)
 	}
