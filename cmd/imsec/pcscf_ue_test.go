@@ -76,7 +76,7 @@ func TestPCSCFAndUEOnce(t *testing.T) {
 		}
 	}
 	k, err := os.ReadFile(keylog)
-	if err != nil || strings.Count(string(k), "\n") != 4 || !strings.Contains(string(k), "AES-CBC [RFC3602]") {
+	if err != nil || strings.Count(string(k), "\n") != 6 || !strings.Contains(string(k), "AES-CBC [RFC3602]") { // 4 signalling SAs + the media pair
 		t.Fatalf("key log: %v %q", err, k)
 	}
 	if fi, _ := os.Stat(keylog); fi.Mode().Perm() != 0o600 {
