@@ -86,62 +86,26 @@ func activeSet(reg *registration) *saSetState {
 	return nil
 }
 
-// sender returns the functions that send requests to a side.
-func (s *Server) sender(cs callSide) (send func(context.Context, *sip.Request) (*sip.Response, error), write func(*sip.Request) error, prep func(context.Context, *sip.Request) error) {
+// path returns how requests reach a side: inside the UE's tunnel from our
+// port-c to its port-s, or on the host from our SIP socket to the peer.
+func (s *Server) path(cs callSide) requester {
 	if cs.inner {
 		s.mu.Lock()
 		st := activeSet(cs.reg)
 		lease := cs.reg.lease
 		s.mu.Unlock()
-		var laddr, raddr netip.AddrPort
-		if st != nil {
-			laddr = netip.AddrPortFrom(s.gateway, st.set.PCSCF.PortC)
-			raddr = netip.AddrPortFrom(lease, st.set.UE.PortS)
-		}
-		prep = func(ctx context.Context, req *sip.Request) error {
+		return requester{cli: s.innerCli, prep: func(ctx context.Context, req *sip.Request) error {
 			if st == nil {
 				return fmt.Errorf("sip: %s has no active SAs", cs.reg.impi)
 			}
-			return prepareRequest(ctx, s.innerCli, s.innerUA, s.ns, s.innerInj, req, laddr, raddr)
-		}
-		send = func(ctx context.Context, req *sip.Request) (*sip.Response, error) {
-			if err := prep(ctx, req); err != nil {
-				return nil, err
-			}
-			ctx, cancel := context.WithTimeout(ctx, defaultSIPTimeout)
-			defer cancel()
-			return s.innerCli.Do(ctx, req, noBuild)
-		}
-		write = func(req *sip.Request) error {
-			if err := prep(context.Background(), req); err != nil {
-				return err
-			}
-			return s.innerCli.WriteRequest(req, noBuild)
-		}
-		return send, write, prep
+			return prepareRequest(ctx, s.innerCli, s.innerUA, s.ns, s.innerInj, req,
+				netip.AddrPortFrom(s.gateway, st.set.PCSCF.PortC), netip.AddrPortFrom(lease, st.set.UE.PortS))
+		}}
 	}
-	laddr := s.SIPAddr()
-	if laddr.Addr().IsUnspecified() {
-		laddr = netip.AddrPortFrom(s.hostAddr(), laddr.Port())
-	}
-	prep = func(ctx context.Context, req *sip.Request) error {
+	laddr := netip.AddrPortFrom(s.hostAddr(), s.SIPAddr().Port())
+	return requester{cli: s.outerCli, prep: func(ctx context.Context, req *sip.Request) error {
 		return prepareRequest(ctx, s.outerCli, s.outerUA, nil, nil, req, laddr, cs.peer)
-	}
-	send = func(ctx context.Context, req *sip.Request) (*sip.Response, error) {
-		if err := prep(ctx, req); err != nil {
-			return nil, err
-		}
-		ctx, cancel := context.WithTimeout(ctx, defaultSIPTimeout)
-		defer cancel()
-		return s.outerCli.Do(ctx, req, noBuild)
-	}
-	write = func(req *sip.Request) error {
-		if err := prep(context.Background(), req); err != nil {
-			return err
-		}
-		return s.outerCli.WriteRequest(req, noBuild)
-	}
-	return send, write, prep
+	}}
 }
 
 // onInvite handles an INVITE from one of our UEs (inner) or from a peer
@@ -211,7 +175,7 @@ func (s *Server) handleInvite(inner bool, req *sip.Request, tx sip.ServerTransac
 	c := &bcall{}
 	aTag := newTag()
 	c.a = uasDialog(req, aTag)
-	c.a.send, c.a.write, _ = s.sender(caller)
+	c.a.path = s.path(caller)
 
 	// Media: a relay session per m= line, and the offer rewritten to point
 	// at the callee-side legs.
@@ -251,13 +215,12 @@ func (s *Server) handleInvite(inner bool, req *sip.Request, tx sip.ServerTransac
 		fromURI = f.Address
 	}
 	c.b = &dialogEnd{callID: newCallID(s.cfg.Domain), local: fromURI, localTag: newTag(), remote: target, target: target, cseq: 1}
-	c.b.send, c.b.write, _ = s.sender(callee)
-	_, _, prepB := s.sender(callee)
+	c.b.path = s.path(callee)
 	inv := c.b.request(sip.INVITE, 1)
 	inv.AppendHeader(&sip.ContactHeader{Address: s.contactFor(callee)})
 	inv.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	inv.SetBody(body)
-	if err := prepB(ctx, inv); err != nil {
+	if err := c.b.path.prep(ctx, inv); err != nil {
 		c.closeMedia()
 		s.respond(tx, req, 503, "Service Unavailable", !inner)
 		return
@@ -283,11 +246,7 @@ func (s *Server) handleInvite(inner bool, req *sip.Request, tx sip.ServerTransac
 			s.log.Debug("respond to INVITE", "err", err)
 		}
 	}
-	cli := s.innerCli
-	if !callee.inner {
-		cli = s.outerCli
-	}
-	final, err := runInvite(ctx, cli, inv, func(r *sip.Response) {
+	final, err := runInvite(ctx, c.b.path.cli, inv, func(r *sip.Response) {
 		s.emit("", fmt.Sprintf("%d %s from %s", r.StatusCode, r.Reason, describeSide(callee)), "relayed to the caller")
 		respondA(r.StatusCode, r.Reason, nil, true)
 	})
@@ -318,7 +277,7 @@ func (s *Server) handleInvite(inner bool, req *sip.Request, tx sip.ServerTransac
 	}
 	c.b.fromResponse(final)
 	ack := ackFor(inv, final)
-	if err := c.b.write(ack); err != nil {
+	if err := c.b.path.write(ack); err != nil {
 		s.log.Debug("ACK to leg b", "err", err)
 	}
 	answer, err := media.ParseSDP(final.Body())

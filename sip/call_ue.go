@@ -156,39 +156,24 @@ func (cm *callMedia) close() {
 	cm.wg.Wait()
 }
 
-// activeSetLocked returns the UE's current SA set.
+// activeSetNow returns the UE's current SA set.
 func (u *UE) activeSetNow() *ueSet {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.active
 }
 
-// dialogTo makes our end of a dialog whose requests go inside the tunnel
-// to the P-CSCF.
-func (u *UE) innerSenders() (send func(context.Context, *sip.Request) (*sip.Response, error), write func(*sip.Request) error, prep func(context.Context, *sip.Request) error) {
-	prep = func(ctx context.Context, req *sip.Request) error {
+// innerPath is how the UE's requests reach the P-CSCF: inside the tunnel
+// from the current set's port-c to the P-CSCF's port-s.
+func (u *UE) innerPath() requester {
+	return requester{cli: u.innerCli, prep: func(ctx context.Context, req *sip.Request) error {
 		cur := u.activeSetNow()
 		if cur == nil {
 			return errors.New("sip: not registered")
 		}
 		return prepareRequest(ctx, u.innerCli, u.innerUA, u.inet, u.innerInj, req,
 			netip.AddrPortFrom(u.inner4, cur.set.UE.PortC), netip.AddrPortFrom(u.gateway, cur.set.PCSCF.PortS))
-	}
-	send = func(ctx context.Context, req *sip.Request) (*sip.Response, error) {
-		if err := prep(ctx, req); err != nil {
-			return nil, err
-		}
-		ctx, cancel := context.WithTimeout(ctx, defaultSIPTimeout)
-		defer cancel()
-		return u.innerCli.Do(ctx, req, noBuild)
-	}
-	write = func(req *sip.Request) error {
-		if err := prep(context.Background(), req); err != nil {
-			return err
-		}
-		return u.innerCli.WriteRequest(req, noBuild)
-	}
-	return send, write, prep
+	}}
 }
 
 // Call places a call to target (a SIP URI), inside the tunnel through the
@@ -218,13 +203,12 @@ func (u *UE) Call(ctx context.Context, target string, duration time.Duration, mc
 	var impu sip.Uri
 	sip.ParseUri(u.cfg.IMPU, &impu)
 	d := &dialogEnd{callID: newCallID(u.cfg.Domain), local: impu, localTag: newTag(), remote: to, target: to, cseq: 1}
-	var prep func(context.Context, *sip.Request) error
-	d.send, d.write, prep = u.innerSenders()
+	d.path = u.innerPath()
 	inv := d.request(sip.INVITE, 1)
 	inv.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: userOf(u.cfg.IMPU), Host: u.inner4.String(), Port: int(u.cfg.PortS)}})
 	inv.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	inv.SetBody(sdp)
-	if err := prep(ctx, inv); err != nil {
+	if err := d.path.prep(ctx, inv); err != nil {
 		return nil, err
 	}
 	u.emit(u.pcscfName(), "INVITE "+target+" (inside ESP)", fmt.Sprintf("SDP: audio %v:%d, video %v:%d (media tunnel)", u.inner4, ports[0], u.inner4, ports[1]))
@@ -241,7 +225,7 @@ func (u *UE) Call(ctx context.Context, target string, duration time.Duration, mc
 	}
 	setup := time.Since(start)
 	d.fromResponse(final)
-	if err := d.write(ackFor(inv, final)); err != nil {
+	if err := d.path.write(ackFor(inv, final)); err != nil {
 		return nil, fmt.Errorf("sip: ACK: %w", err)
 	}
 	answer, err := media.ParseSDP(final.Body())
@@ -337,7 +321,7 @@ func (u *UE) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	d := uasDialog(req, tag)
-	d.send, d.write, _ = u.innerSenders()
+	d.path = u.innerPath()
 	c := &ueCall{d: d, cm: cm, offer: offer, peer: from, start: time.Now()}
 	u.mu.Lock()
 	u.curCall = c

@@ -24,10 +24,7 @@ type dialogEnd struct {
 	remoteTag string
 	target    sip.Uri // the remote Contact: Request-URI of in-dialog requests
 	cseq      uint32
-	// send sends an in-dialog request (BYE) and returns its final response;
-	// write sends one with no transaction (ACK).
-	send  func(ctx context.Context, req *sip.Request) (*sip.Response, error)
-	write func(req *sip.Request) error
+	path      requester // how in-dialog requests (BYE, ACK) reach the remote end
 }
 
 func newTag() string {
@@ -69,7 +66,7 @@ func (d *dialogEnd) request(method sip.RequestMethod, cseq uint32) *sip.Request 
 
 // bye ends the dialog.
 func (d *dialogEnd) bye(ctx context.Context) error {
-	res, err := d.send(ctx, d.request(sip.BYE, 0))
+	res, err := d.path.send(ctx, d.request(sip.BYE, 0))
 	if err != nil {
 		return err
 	}

@@ -100,12 +100,34 @@ const maxUDPMessage = 1300
 // response (see prepareRequest for the transport).
 func sendRequest(ctx context.Context, cli *sipgo.Client, ua *sipgo.UserAgent, inet innerNet, inj *connInjector,
 	req *sip.Request, laddr, raddr netip.AddrPort) (*sip.Response, error) {
-	if err := prepareRequest(ctx, cli, ua, inet, inj, req, laddr, raddr); err != nil {
+	return requester{cli: cli, prep: func(ctx context.Context, req *sip.Request) error {
+		return prepareRequest(ctx, cli, ua, inet, inj, req, laddr, raddr)
+	}}.send(ctx, req)
+}
+
+// requester sends requests along one path: prep completes a request for it
+// (Via, transport, source address), cli carries it.
+type requester struct {
+	cli  *sipgo.Client
+	prep func(ctx context.Context, req *sip.Request) error
+}
+
+// send sends req and waits for its final response.
+func (r requester) send(ctx context.Context, req *sip.Request) (*sip.Response, error) {
+	if err := r.prep(ctx, req); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, defaultSIPTimeout)
 	defer cancel()
-	return cli.Do(ctx, req, noBuild)
+	return r.cli.Do(ctx, req, noBuild)
+}
+
+// write sends req with no transaction (ACK).
+func (r requester) write(req *sip.Request) error {
+	if err := r.prep(context.Background(), req); err != nil {
+		return err
+	}
+	return r.cli.WriteRequest(req, noBuild)
 }
 
 // noBuild is the ClientRequestOption that tells sipgo the request is built

@@ -405,12 +405,7 @@ func (u *UE) do(ctx context.Context, cli *sipgo.Client, req *sip.Request, laddr 
 	if err != nil {
 		return nil, err
 	}
-	if err := prepareRequest(ctx, cli, u.outerUA, nil, nil, req, laddr, raddr); err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, defaultSIPTimeout)
-	defer cancel()
-	return cli.Do(ctx, req, noBuild)
+	return sendRequest(ctx, cli, u.outerUA, nil, nil, req, laddr, raddr)
 }
 
 // Errors a registration reports.

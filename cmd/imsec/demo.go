@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/imsec/imsec/sip/demo"
@@ -46,13 +45,13 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *asJSON {
 		cfg.Out = stderr
 	}
-	if *keylog != "" {
-		f, err := os.OpenFile(*keylog, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-		if err != nil {
-			return fmt.Errorf("--keylog: %w", err)
-		}
-		defer f.Close()
-		cfg.KeyLog = f
+	kl, err := openKeyLog(*keylog, true)
+	if err != nil {
+		return err
+	}
+	if kl != nil {
+		defer kl.Close()
+		cfg.KeyLog = kl
 	}
 	cliLogger(stderr, false)
 	sum, err := demo.Run(ctx, cfg)

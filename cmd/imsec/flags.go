@@ -138,3 +138,20 @@ func addrPortArg(flagName, v string) (netip.AddrPort, error) {
 	}
 	return ap, nil
 }
+
+// openKeyLog opens a Wireshark key log for appending, created 0600 (its
+// lines are secrets). An empty path is no key log: nil, nil.
+func openKeyLog(path string, truncate bool) (*os.File, error) {
+	if path == "" {
+		return nil, nil
+	}
+	flags := os.O_CREATE | os.O_WRONLY | os.O_APPEND
+	if truncate {
+		flags = os.O_CREATE | os.O_WRONLY | os.O_TRUNC
+	}
+	f, err := os.OpenFile(path, flags, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("--keylog: %w", err)
+	}
+	return f, nil
+}

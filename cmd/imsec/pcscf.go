@@ -137,13 +137,13 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if *keylog != "" {
-		f, err := os.OpenFile(*keylog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-		if err != nil {
-			return fmt.Errorf("--keylog: %w", err)
-		}
-		defer f.Close()
-		cfg.KeyLog = f
+	kl, err := openKeyLog(*keylog, false)
+	if err != nil {
+		return err
+	}
+	if kl != nil {
+		defer kl.Close()
+		cfg.KeyLog = kl
 	}
 	cfg.Logger = cliLogger(stderr, *verbose)
 	cfg.Events = sip.LadderPrinter(stdout)
