@@ -308,3 +308,54 @@ func TestDigestBoundToRealmUserAndURI(t *testing.T) {
 		}
 	}
 }
+
+// TestUEStartsOverAfterServerRestart: the P-CSCF restarts and forgets every
+// SA; the UE's next re-registration gets no answer, so it starts over from
+// an unprotected REGISTER and is registered again, with no help.
+func TestUEStartsOverAfterServerRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes ~10 s (a SIP timeout)")
+	}
+	freeUDP := func() netip.AddrPort {
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.LocalAddr().(*net.UDPAddr).AddrPort()
+	}
+	sipAddr, espAddr, mediaAddr := freeUDP(), freeUDP(), freeUDP()
+	fixed := func(c *ServerConfig) { c.SIP, c.ESP, c.MediaESP = sipAddr, espAddr, mediaAddr }
+	r := newRig(t, fixed)
+	alice := newSub(t, r.store, "alice", "a.example")
+	u := r.ue(alice, func(c *UEConfig) { c.Expires = 4 * time.Second })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- u.Run(ctx) }()
+	waitFor(t, func() bool { return r.reg(alice.impi).Registered })
+	first := r.srv
+
+	// Restart: a new P-CSCF on the same addresses, with the same HSS.
+	first.Close()
+	cfg := first.cfg
+	srv2, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv2.Close()
+	r.srv = srv2
+	deadline := time.Now().Add(25 * time.Second)
+	for !r.reg(alice.impi).Registered {
+		if time.Now().After(deadline) {
+			t.Fatal("the UE did not register again after the restart")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !r.lad.has("starting over") {
+		t.Fatal("no start-over in the ladder")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -119,12 +120,13 @@ type UE struct {
 	innerLns []io.Closer
 
 	// media tunnel (the imsec extension; see mediatunnel.go)
-	mediaNS   *tun.Netstack
-	mediaPump *tun.Pump
-	mediaPeer *tun.Peer
-	mediaSPI  uint32 // the SPI we receive media on, offered in Security-Client
-	mediaIn   *esp.Inbound
-	curCall   *ueCall // the call we answered, if any
+	mediaNS    *tun.Netstack
+	mediaPump  *tun.Pump
+	mediaPeer  *tun.Peer
+	mediaSPI   uint32 // the SPI we receive media on, offered in Security-Client
+	mediaIn    *esp.Inbound
+	curCall    *ueCall    // the call we answered, if any
+	innerBound netip.Addr // the address the inner SIP listeners are bound to
 
 	mu         sync.Mutex
 	callID     string
@@ -429,6 +431,13 @@ func (u *UE) Register(ctx context.Context) error {
 	if err := u.startTunnel(); err != nil {
 		return err
 	}
+	// A fresh registration learns its inner address again: the P-CSCF may
+	// have restarted and forgotten the lease.
+	u.mu.Lock()
+	if !u.registered {
+		u.inner4 = netip.Addr{}
+	}
+	u.mu.Unlock()
 	offers := u.offer()
 	contact := sip.Uri{Scheme: "sip", User: userOf(u.cfg.IMPU), Host: u.local.String(), Port: u.outerPC.LocalAddr().(*net.UDPAddr).Port}
 	local := u.outerPC.LocalAddr().(*net.UDPAddr).AddrPort()
@@ -785,22 +794,56 @@ func (u *UE) acquireAddress(ctx context.Context) error {
 	return nil
 }
 
+// addAddress puts the leased address on the inner side (and on the media
+// tunnel's netstack, if any). An address already there is fine: a fresh
+// start often gets the same lease back.
 func (u *UE) addAddress(p netip.Prefix) error {
+	has := func(ps []netip.Prefix) bool {
+		for _, q := range ps {
+			if q.Addr() == p.Addr() {
+				return true
+			}
+		}
+		return false
+	}
+	if u.mediaNS != nil && !has(u.mediaNS.Addresses()) {
+		if err := u.mediaNS.AddAddress(netip.PrefixFrom(p.Addr(), 32)); err != nil {
+			return err
+		}
+	}
 	if u.ns != nil {
+		if has(u.ns.Addresses()) {
+			return nil
+		}
 		return u.ns.AddAddress(p)
 	}
-	if err := u.kernel.AddAddress(p); err != nil {
+	if err := u.kernel.AddAddress(p); err != nil && !errors.Is(err, syscall.EEXIST) {
 		return fmt.Errorf("sip: address %v on %s: %w", p, u.kernel.Name(), err)
 	}
 	return nil
 }
 
+// stopInner closes the SIP listeners on the inner side (the address they
+// were bound to is gone).
+func (u *UE) stopInner() {
+	for _, l := range u.innerLns {
+		l.Close()
+	}
+	u.innerLns = nil
+	if u.innerUA != nil {
+		u.innerUA.Close()
+		u.innerUA = nil
+	}
+}
+
 // startInner serves SIP on our protected ports on the inner side (UDP on
 // port-s and both port-c, TCP on port-s and for connections we dial).
 func (u *UE) startInner() error {
-	if u.innerUA != nil {
+	if u.innerUA != nil && u.innerBound == u.inner4 {
 		return nil
 	}
+	u.stopInner()
+	u.innerBound = u.inner4
 	ua, err := newUA("imsec-ue", u.log, nil, true)
 	if err != nil {
 		return err
