@@ -575,28 +575,32 @@ func (s *sinks) close() {
 	s.wg.Wait()
 }
 
-// probe sends datagrams both ways until each end has one (a WireGuard
-// handshake, ARP on the veth, the first route lookups), for up to 10 s.
+// probe sends datagrams from A until B has one, then from B until A has
+// one (a WireGuard handshake, the veth's neighbour discovery, the first
+// route lookups), for up to 10 s in all. One way at a time: two WireGuard
+// peers that start handshakes at the same moment can cross them and wait
+// for the 5 s retry, again and again.
 func (s *sinks) probe(ctx context.Context) error {
 	deadline := time.Now().Add(10 * time.Second)
 	buf := make([]byte, 64)
 	put64(buf, probeToken)
-	for time.Now().Before(deadline) {
-		if s.got[0].Load() > 0 && s.got[1].Load() > 0 {
-			s.got[0].Store(0)
-			s.got[1].Store(0)
-			return nil
-		}
-		for i := range s.ends {
-			s.ends[i].WriteBatch([]udp.Message{{Buf: buf, N: len(buf), Addr: s.ends[1-i].LocalAddr()}})
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+	for from := range s.ends {
+		to := 1 - from
+		for s.got[to].Load() == 0 {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("bench: the tunnel carries nothing: after 10 s of probes, A received %d, B received %d", s.got[0].Load(), s.got[1].Load())
+			}
+			s.ends[from].WriteBatch([]udp.Message{{Buf: buf, N: len(buf), Addr: s.ends[to].LocalAddr()}})
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
 		}
 	}
-	return fmt.Errorf("bench: the tunnel carries nothing: after 10 s of probes, A received %d, B received %d", s.got[0].Load(), s.got[1].Load())
+	s.got[0].Store(0)
+	s.got[1].Store(0)
+	return nil
 }
 
 // run measures both directions, each for half of opt.Duration, and fills
@@ -610,7 +614,7 @@ func (s *sinks) run(ctx context.Context, r *TunnelResult, opt MeasureOptions) er
 		tok := uint64(0x696d736563000000) | uint64(dir+2)<<8 | uint64(time.Now().UnixNano()&0xff)
 		s.got[to].Store(0)
 		s.token.Store(tok)
-		sent, el, err := flood(ctx, s.ends[from], s.ends[to].LocalAddr(), tok, d)
+		sent, el, err := flood(ctx, s.ends[from], s.ends[to].LocalAddr(), tok, &s.got[to], d)
 		if err != nil {
 			return err
 		}
@@ -632,9 +636,19 @@ func (s *sinks) run(ctx context.Context, r *TunnelResult, opt MeasureOptions) er
 	return nil
 }
 
-// flood sends datagrams of the small-packet mix from e to dst as fast as
-// e takes them, for d, and returns how many it sent and for how long.
-func flood(ctx context.Context, e dgramEnd, dst netip.AddrPort, tok uint64, d time.Duration) (uint64, time.Duration, error) {
+// flood sends datagrams of the small-packet mix from e to dst for d, as
+// fast as they are delivered: at most window datagrams are in flight (sent
+// and not yet counted by the receiver, got). A generator that outran the
+// tunnel would only burn the CPU the tunnel runs on (two cores) on
+// datagrams dropped at the first queue; with the window, the rate is what
+// the tunnel sustains. Datagrams that stay missing for lostAfter are
+// written off as lost, so that loss cannot stall the window. It returns
+// how many it sent and for how long.
+func flood(ctx context.Context, e dgramEnd, dst netip.AddrPort, tok uint64, got *atomic.Uint64, d time.Duration) (uint64, time.Duration, error) {
+	const (
+		window    = 2048
+		lostAfter = 20 * time.Millisecond
+	)
 	msgs := make([]udp.Message, genBatch)
 	size := SmallMin
 	for i := range msgs {
@@ -646,8 +660,10 @@ func flood(ctx context.Context, e dgramEnd, dst netip.AddrPort, tok uint64, d ti
 	}
 	start := time.Now()
 	end := start.Add(d)
-	var sent uint64
+	var sent, lost uint64
 	var errs int
+	var stalled time.Time // when the window filled with no delivery since
+	var stalledAt uint64
 	for i := 0; ; i++ {
 		if i%16 == 0 {
 			if time.Now().After(end) {
@@ -657,13 +673,30 @@ func flood(ctx context.Context, e dgramEnd, dst netip.AddrPort, tok uint64, d ti
 				return sent, time.Since(start), err
 			}
 		}
+		if g := got.Load(); sent-lost-min(g, sent-lost) > window-genBatch {
+			switch now := time.Now(); {
+			case stalled.IsZero() || g != stalledAt:
+				stalled, stalledAt = now, g
+			case now.Sub(stalled) > lostAfter:
+				lost = sent - g // written off; the loss figure counts them anyway
+				stalled = time.Time{}
+				continue
+			}
+			if time.Now().After(end) {
+				break
+			}
+			time.Sleep(50 * time.Microsecond)
+			i = -1 // check the clock again before the next batch
+			continue
+		}
+		stalled = time.Time{}
 		n, err := e.WriteBatch(msgs)
 		sent += uint64(n)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return sent, time.Since(start), err
 			}
-			// A full queue (ENOBUFS) is the loss this test counts.
+			// A full queue (ENOBUFS) is loss, which the receiver's count shows.
 			if errs++; errs > 1e6 {
 				return sent, time.Since(start), fmt.Errorf("bench: flood: %w", err)
 			}

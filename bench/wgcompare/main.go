@@ -267,7 +267,7 @@ func (t *wgTunnel) Close() error {
 
 func buildTUN(a, b *bench.Netns, plan bench.TUNPlan) (bench.TUNTunnel, error) {
 	t := &wgTunnel{}
-	logger := device.NewLogger(device.LogLevelSilent, "")
+	logger := device.NewLogger(logLevel(), "")
 	for i, ns := range []*bench.Netns{a, b} {
 		var dev wgtun.Device
 		if err := ns.Do(func() error {
@@ -294,4 +294,12 @@ func buildTUN(a, b *bench.Netns, plan bench.TUNPlan) (bench.TUNTunnel, error) {
 		return nil, err
 	}
 	return t, nil
+}
+
+// logLevel is silent unless WGCOMPARE_VERBOSE is set.
+func logLevel() int {
+	if os.Getenv("WGCOMPARE_VERBOSE") != "" {
+		return device.LogLevelVerbose
+	}
+	return device.LogLevelSilent
 }
