@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -719,39 +718,16 @@ func (p *Pump) readDevice(r *outRing) {
 	}
 }
 
-// outJob is one packet for outbound to seal: its ring slot, SA and peer;
-// prev is the batch's previous job with the same SA (-1 if none) and
-// after the SA's Seq() once prev has taken its sequence number.
-type outJob struct {
-	slot  int
-	sa    *outSA
-	peer  *Peer
-	prev  int
-	after uint64
-	msg   udp.Message
-	err   error
-	done  atomic.Bool
-}
-
-// forkBytes is the least payload in a batch that outbound and inbound
-// split with their helper: below it, waking the helper costs more than
-// the crypto it takes over.
-const forkBytes = 32 << 10
-
 // outbound seals the packets readDevice puts in the ring and sends them.
-// A batch with forkBytes or more is sealed by two goroutines, this one
-// taking the even jobs and a helper the odd ones. Each job waits for its
-// turn (turn) before Seal takes the SA's next sequence number, so that
-// sequence numbers still rise in packet order on the wire: a receiver with
-// a small replay window (RFC 4303 asks for 32) must not see them shuffled.
+//
+// Sealing stays on this one goroutine: splitting a batch with a helper
+// goroutine (fork-join, with each Seal waiting for its turn so that
+// sequence numbers keep packet order) measured slower on the two-core
+// machine the targets are set on, where the other core is already busy
+// with readDevice, inbound and the kernel (see bench/doc.go).
 func (p *Pump) outbound(r *outRing) {
 	defer p.wg.Done()
 	msgs := make([]udp.Message, r.slots)
-	jobs := make([]outJob, r.slots)
-	var batch []outJob
-	h := p.startHelper(func() { p.sealJobs(r, batch, 1) })
-	defer h.stop()
-	lastOf := map[*outSA]int{} // per batch: the last job of each SA
 	tail := r.tail.Load()
 	for {
 		head := r.head.Load()
@@ -762,13 +738,12 @@ func (p *Pump) outbound(r *outRing) {
 			continue
 		}
 		t := p.peers.Load()
-		batch = jobs[:0]
-		clear(lastOf)
-		bytes := 0
+		now := p.cfg.Now().UnixNano()
+		k := 0
 		for ; tail != head; tail++ {
 			i := int(tail % r.slots)
-			pkt := r.bufs[i][outOffset : outOffset+r.sizes[i]]
-			_, dst, ok := innerAddrs(pkt)
+			buf, size := r.bufs[i], r.sizes[i]
+			_, dst, ok := innerAddrs(buf[outOffset : outOffset+size])
 			if !ok {
 				p.ctr.notIP.Add(1)
 				continue
@@ -778,36 +753,12 @@ func (p *Pump) outbound(r *outRing) {
 				p.ctr.noRoute.Add(1)
 				continue
 			}
-			sa := peer.pickSA(pkt)
-			if sa == nil {
-				p.ctr.noSA.Add(1)
+			m, ok := p.seal(peer, buf, outOffset, size)
+			if !ok {
 				continue
 			}
-			batch = batch[:len(batch)+1]
-			j := &batch[len(batch)-1]
-			*j = outJob{slot: i, sa: sa, peer: peer, prev: -1, after: sa.out.Seq()}
-			if k, ok := lastOf[sa]; ok {
-				j.prev, j.after = k, batch[k].after+1
-			}
-			lastOf[sa] = len(batch) - 1
-			bytes += len(pkt)
-		}
-		if bytes >= forkBytes && len(batch) > 1 {
-			h.fork()
-			p.sealJobs(r, batch, 0)
-			h.join()
-		} else {
-			p.sealJobs(r, batch, -1)
-		}
-		now := p.cfg.Now().UnixNano()
-		k := 0
-		for i := range batch {
-			j := &batch[i]
-			if !p.count(j.sa, j.peer, r.sizes[j.slot], j.err) {
-				continue
-			}
-			j.peer.lastSent.Store(now)
-			msgs[k] = j.msg
+			peer.lastSent.Store(now)
+			msgs[k] = m
 			k++
 		}
 		p.send(msgs[:k])
@@ -816,86 +767,21 @@ func (p *Pump) outbound(r *outRing) {
 	}
 }
 
-// sealJobs seals the even (part 0) or odd (part 1) jobs, or all (-1).
-func (p *Pump) sealJobs(r *outRing, jobs []outJob, part int) {
-	first, step := 0, 1
-	if part >= 0 {
-		first, step = part, 2
+// seal seals buf[off:off+n] for peer and returns the datagram to send.
+func (p *Pump) seal(peer *Peer, buf []byte, off, n int) (udp.Message, bool) {
+	set := peer.out.Load()
+	var s *outSA
+	if set != nil {
+		s = set.pick(buf[off : off+n])
 	}
-	for i := first; i < len(jobs); i += step {
-		j := &jobs[i]
-		if part >= 0 {
-			j.turn(jobs)
-		}
-		j.msg, j.err = j.peer.sealWith(j.sa, r.bufs[j.slot], outOffset, r.sizes[j.slot])
-		j.done.Store(true)
+	if s == nil {
+		p.ctr.noSA.Add(1)
+		return udp.Message{}, false
 	}
-}
-
-// turn waits until the previous job of the same SA has its sequence number
-// (the SA's Seq() has reached after) or has finished (whatever happened to
-// it). A Seal from elsewhere (Inject) can end the wait a packet early; the
-// worst that does is swap two sequence numbers.
-func (j *outJob) turn(jobs []outJob) {
-	if j.prev < 0 {
-		return
-	}
-	prev := &jobs[j.prev]
-	for spins := 0; j.sa.out.Seq() < j.after && !prev.done.Load(); spins++ {
-		if spins > 100 {
-			runtime.Gosched()
-		}
-	}
-}
-
-// helper is a goroutine that does part of its owner's batch (fork-join):
-// fork starts it on run, join waits for it. The owner calls stop when it
-// returns.
-type helper struct {
-	run        func()
-	start, end chan struct{}
-}
-
-func (p *Pump) startHelper(run func()) *helper {
-	h := &helper{run: run, start: make(chan struct{}), end: make(chan struct{})}
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for range h.start {
-			h.run()
-			h.end <- struct{}{}
-		}
-	}()
-	return h
-}
-
-func (h *helper) fork() { h.start <- struct{}{} }
-func (h *helper) join() { <-h.end }
-func (h *helper) stop() { close(h.start) }
-
-// pickSA returns the outbound SA for an inner packet to peer, or nil.
-func (peer *Peer) pickSA(pkt []byte) *outSA {
-	if set := peer.out.Load(); set != nil {
-		return set.pick(pkt)
-	}
-	return nil
-}
-
-// sealWith seals buf[off:off+n] under s and returns the datagram to send
-// to peer. It only touches the packet: count does the bookkeeping.
-func (peer *Peer) sealWith(s *outSA, buf []byte, off, n int) (udp.Message, error) {
 	pkt, err := s.out.Seal(buf, off, n, 0)
 	if err != nil {
-		return udp.Message{}, err
-	}
-	return udp.Message{Buf: pkt, N: len(pkt), Addr: peer.Endpoint()}, nil
-}
-
-// count records the outcome of sealing an n-byte packet; true if sealed.
-func (p *Pump) count(s *outSA, peer *Peer, n int, err error) bool {
-	if err != nil {
 		p.ctr.drops[esp.ReasonOf(err)].Add(1)
-		return false
+		return udp.Message{}, false
 	}
 	s.packets.Add(1)
 	s.bytes.Add(uint64(n))
@@ -903,18 +789,7 @@ func (p *Pump) count(s *outSA, peer *Peer, n int, err error) bool {
 	peer.ctr.txBytes.Add(uint64(n))
 	p.ctr.txPackets.Add(1)
 	p.ctr.txBytes.Add(uint64(n))
-	return true
-}
-
-// seal seals buf[off:off+n] for peer and returns the datagram to send.
-func (p *Pump) seal(peer *Peer, buf []byte, off, n int) (udp.Message, bool) {
-	s := peer.pickSA(buf[off : off+n])
-	if s == nil {
-		p.ctr.noSA.Add(1)
-		return udp.Message{}, false
-	}
-	m, err := peer.sealWith(s, buf, off, n)
-	return m, p.count(s, peer, n, err)
+	return udp.Message{Buf: pkt, N: len(pkt), Addr: peer.Endpoint()}, true
 }
 
 func (p *Pump) send(msgs []udp.Message) {
@@ -947,19 +822,7 @@ func (p *Pump) Inject(peer *Peer, pkt []byte) error {
 	return nil
 }
 
-// inJob is one datagram for inbound to open: its message and SA, then
-// what Open made of it.
-type inJob struct {
-	msg     int
-	sa      *inSA
-	payload []byte
-	err     error
-}
-
-// inbound reads the socket, opens and writes to the Device. A batch with
-// forkBytes or more is opened by two goroutines, this one and a helper, a
-// half each (the replay window takes packets in any order); what follows
-// Open runs here, in the order the datagrams came.
+// inbound reads the socket, opens and writes to the Device.
 func (p *Pump) inbound() {
 	defer p.wg.Done()
 	batch := p.conn.BatchSize()
@@ -970,9 +833,6 @@ func (p *Pump) inbound() {
 		bufs[i] = make([]byte, size)
 	}
 	wbufs := make([][]byte, 0, batch)
-	jobs := make([]inJob, 0, batch)
-	h := p.startHelper(func() { openJobs(msgs, jobs[len(jobs)/2:]) })
-	defer h.stop()
 	for {
 		for i := range msgs {
 			msgs[i] = udp.Message{Buf: bufs[i][inOffset:]}
@@ -991,8 +851,8 @@ func (p *Pump) inbound() {
 			continue
 		}
 		t := p.peers.Load()
-		jobs = jobs[:0]
-		bytes := 0
+		now := p.cfg.Now().UnixNano()
+		wbufs = wbufs[:0]
 		for i := range n {
 			d := msgs[i].Buf[:msgs[i].N]
 			switch esp.Classify(d) {
@@ -1016,30 +876,19 @@ func (p *Pump) inbound() {
 				p.ctr.drops[esp.ReasonUnknownSPI].Add(1)
 				continue
 			}
-			jobs = append(jobs, inJob{msg: i, sa: s})
-			bytes += len(d)
-		}
-		if bytes >= forkBytes && len(jobs) > 1 {
-			h.fork()
-			openJobs(msgs, jobs[:len(jobs)/2])
-			h.join()
-		} else {
-			openJobs(msgs, jobs)
-		}
-		now := p.cfg.Now().UnixNano()
-		wbufs = wbufs[:0]
-		for _, j := range jobs {
-			if j.err != nil {
-				p.ctr.drops[esp.ReasonOf(j.err)].Add(1)
+			payload, _, _, err := s.in.Open(d)
+			if err != nil {
+				p.ctr.drops[esp.ReasonOf(err)].Add(1)
 				continue
 			}
-			s, payload, peer := j.sa, j.payload, j.sa.peer
+			peer := s.peer
 			// Authenticated: this packet may move the peer's endpoint.
 			peer.lastRecv.Store(now)
-			if from := msgs[j.msg].Addr; peer.follow && from != *peer.endpoint.Load() {
-				peer.endpoint.Store(&from)
+			if peer.follow && msgs[i].Addr != *peer.endpoint.Load() {
+				ep := msgs[i].Addr
+				peer.endpoint.Store(&ep)
 				peer.ctr.endpointMoves.Add(1)
-				p.log.Info("peer endpoint moved", "peer", peer.name, "endpoint", from)
+				p.log.Info("peer endpoint moved", "peer", peer.name, "endpoint", ep)
 			}
 			s.packets.Add(1)
 			s.bytes.Add(uint64(len(payload)))
@@ -1063,7 +912,7 @@ func (p *Pump) inbound() {
 			// Open decrypted in place: the inner packet starts right after
 			// the ESP header and IV. Re-slice so that it sits at MinOffset.
 			start := inOffset + s.in.HeaderLen()
-			wbufs = append(wbufs, bufs[j.msg][start-MinOffset:start+len(payload)])
+			wbufs = append(wbufs, bufs[i][start-MinOffset:start+len(payload)])
 		}
 		if len(wbufs) > 0 {
 			if _, err := p.dev.Write(wbufs, MinOffset); err != nil {
@@ -1073,14 +922,6 @@ func (p *Pump) inbound() {
 				p.ctr.deviceErrors.Add(1)
 			}
 		}
-	}
-}
-
-// openJobs opens the datagrams of jobs in place.
-func openJobs(msgs []udp.Message, jobs []inJob) {
-	for i := range jobs {
-		j := &jobs[i]
-		j.payload, _, _, j.err = j.sa.in.Open(msgs[j.msg].Buf[:msgs[j.msg].N])
 	}
 }
 
