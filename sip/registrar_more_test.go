@@ -359,3 +359,35 @@ func TestUEStartsOverAfterServerRestart(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 }
+
+// TestRegistrationExpiry: a UE that never re-registers loses its
+// registration, its SAs (signalling and media) and its lease when the
+// registration expires.
+func TestRegistrationExpiry(t *testing.T) {
+	c := &clock{t: time.Unix(1e9, 0)}
+	r := newRig(t, func(cfg *ServerConfig) { cfg.Now = c.Now })
+	alice := newSub(t, r.store, "alice", "a.example")
+	u := r.ue(alice, func(cfg *UEConfig) { cfg.Expires = 60 * time.Second })
+	if err := u.Register(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	c.Add(59 * time.Second)
+	r.srv.Housekeep()
+	if !r.reg(alice.impi).Registered {
+		t.Fatal("registration gone before its expiry")
+	}
+	c.Add(2 * time.Second)
+	r.srv.Housekeep()
+	if ri := r.reg(alice.impi); ri.IMPI != "" {
+		t.Fatalf("registration kept after expiry: %+v", ri)
+	}
+	if n := len(r.srv.Pump().SACounters(nil)) + len(r.srv.MediaPump().SACounters(nil)); n != 0 {
+		t.Fatalf("%d SAs left after expiry", n)
+	}
+	if r.srv.dhcp.Leases() != 0 {
+		t.Fatal("lease kept after expiry")
+	}
+	if !r.lad.has("registration expired") {
+		t.Fatal("no expiry in the ladder")
+	}
+}

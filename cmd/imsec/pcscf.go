@@ -64,6 +64,8 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	portS := fs.Uint("port-s", sip.DefaultPortS, "protected server port (port-c is port-s+1 and +2)")
 	ipsec := fs.String("ipsec", "required", "required: refuse REGISTER without Security-Client; optional: allow AKA over plain SIP (SIPp)")
 	allowNull := fs.Bool("allow-null", false, "also accept null encryption (integrity only), as a last resort")
+	prefer := fs.String("prefer", "aes-cbc/hmac-sha-1-96,aes-cbc/hmac-md5-96,des-ede3-cbc/hmac-sha-1-96,des-ede3-cbc/hmac-md5-96",
+		"the ealg/alg pairs to accept, most preferred first (chosen from the UE's Security-Client offers)")
 	expires := fs.Duration("expires", sip.DefaultExpires, "registration lifetime when the UE asks for none")
 	maxExpires := fs.Duration("max-expires", sip.DefaultMaxExpires, "longest registration granted")
 	tempSA := fs.Duration("temp-sa-timeout", sip.DefaultTempSATimeout, "how long temporary SAs wait for the protected REGISTER")
@@ -119,6 +121,16 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageErrorf("--port-s %d: want 1..65533", *portS)
 	}
 	cfg.PortS = uint16(*portS)
+	for _, pair := range strings.Split(*prefer, ",") {
+		ealg, alg, ok := strings.Cut(strings.TrimSpace(pair), "/")
+		if !ok || !knownEAlg(ealg) || !knownAlg(alg) {
+			return usageErrorf("--prefer %q: want ealg/alg pairs such as aes-cbc/hmac-sha-1-96 (ealg: aes-cbc, des-ede3-cbc, null; alg: hmac-sha-1-96, hmac-md5-96)", pair)
+		}
+		if ealg == "null" && !*allowNull {
+			return usageErrorf("--prefer %q: null encryption also needs --allow-null", pair)
+		}
+		cfg.Preference = append(cfg.Preference, sip.Suite{EAlg: ealg, Alg: alg})
+	}
 	if cfg.IPsec, err = sip.ParseIPsecPolicy(*ipsec); err != nil {
 		return usageErrorf("--ipsec: %v", err)
 	}
@@ -177,3 +189,7 @@ func cliLogger(w io.Writer, verbose bool) *slog.Logger {
 	}
 	return l
 }
+
+// knownEAlg and knownAlg are the TS 33.203 algorithms sec-agree negotiates.
+func knownEAlg(s string) bool { return s == "aes-cbc" || s == "des-ede3-cbc" || s == "null" }
+func knownAlg(s string) bool  { return s == "hmac-sha-1-96" || s == "hmac-md5-96" }
