@@ -391,3 +391,50 @@ func TestRegistrationExpiry(t *testing.T) {
 		t.Fatal("no expiry in the ladder")
 	}
 }
+
+// TestKeepalivesKeepTheNATOpen shows why RFC 3948 keepalives matter, end to
+// end: behind a NAT whose mappings die after 2 s of silence, an idle UE
+// without keepalives becomes unreachable (the P-CSCF's OPTIONS is lost);
+// with keepalives every second it stays reachable.
+func TestKeepalivesKeepTheNATOpen(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for NAT mappings to time out (~10 s)")
+	}
+	for _, tc := range []struct {
+		name      string
+		keepalive time.Duration
+		reachable bool
+	}{{"off", -1, false}, {"every 1s", time.Second, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, nil)
+			alice := newSub(t, r.store, "alice", "a.example")
+			lo := netip.MustParseAddr("127.0.0.1")
+			n, err := nat.New(nat.Config{Outside: lo, Filtering: nat.AddressPortDependent, Timeout: 2 * time.Second, Forwards: []nat.Forward{
+				{Inside: netip.AddrPortFrom(lo, 0), Destination: r.srv.SIPAddr()},
+				{Inside: netip.AddrPortFrom(lo, 0), Destination: r.srv.ESPAddr()},
+				{Inside: netip.AddrPortFrom(lo, 0), Destination: r.srv.MediaESPAddr()}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer n.Close()
+			in := n.InsideAddrs()
+			u := r.ue(alice, func(c *UEConfig) {
+				c.PCSCF, c.PCSCFESP, c.PCSCFMediaESP, c.Keepalive = in[0], in[1], in[2], tc.keepalive
+			})
+			if err := u.Register(ctxT(t)); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(4 * time.Second) // idle: no SIP, no media
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			res, err := r.srv.Options(ctx, alice.impi)
+			got := err == nil && res.StatusCode == 200
+			if got != tc.reachable {
+				t.Fatalf("UE reachable after 4 s idle: %v (err %v), want %v; NAT %+v", got, err, tc.reachable, n.Counters())
+			}
+			if tc.reachable && r.srv.Pump().Counters().KeepalivesReceived == 0 {
+				t.Fatal("no keepalive reached the P-CSCF")
+			}
+		})
+	}
+}
