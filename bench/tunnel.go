@@ -518,11 +518,14 @@ func (p *packetConnEnd) WriteBatch(msgs []udp.Message) (int, error) {
 }
 
 // sinks counts the datagrams each end receives, by the token in their
-// first eight bytes: only those of the phase running count.
+// first eight bytes: only those of the phase running count. The next eight
+// bytes number the datagrams of a phase from 1; top is the highest number
+// each end has seen.
 type sinks struct {
 	ends  [2]dgramEnd
 	token atomic.Uint64 // of the phase being counted
 	got   [2]atomic.Uint64
+	top   [2]atomic.Uint64
 	wg    sync.WaitGroup
 	once  sync.Once
 	done  atomic.Bool // close has begun: read errors end the sinks
@@ -556,13 +559,16 @@ func (s *sinks) sink(i int) {
 			continue
 		}
 		tok := s.token.Load()
-		c := uint64(0)
+		c, top := uint64(0), uint64(0)
 		for _, m := range msgs[:n] {
-			if m.N >= 8 && be64(m.Buf) == tok {
+			if m.N >= 16 && be64(m.Buf) == tok {
 				c++
+				top = max(top, be64(m.Buf[8:]))
 			}
 		}
 		s.got[i].Add(c)
+		for t := s.top[i].Load(); top > t && !s.top[i].CompareAndSwap(t, top); t = s.top[i].Load() {
+		}
 	}
 }
 
@@ -613,8 +619,9 @@ func (s *sinks) run(ctx context.Context, r *TunnelResult, opt MeasureOptions) er
 		opt.Progress(3+dir, numPhases, fmt.Sprintf("%s (%v)", label, d))
 		tok := uint64(0x696d736563000000) | uint64(dir+2)<<8 | uint64(time.Now().UnixNano()&0xff)
 		s.got[to].Store(0)
+		s.top[to].Store(0)
 		s.token.Store(tok)
-		sent, el, err := flood(ctx, s.ends[from], s.ends[to].LocalAddr(), tok, &s.got[to], d)
+		sent, el, err := flood(ctx, s.ends[from], s.ends[to].LocalAddr(), tok, &s.top[to], d)
 		if err != nil {
 			return err
 		}
@@ -637,17 +644,18 @@ func (s *sinks) run(ctx context.Context, r *TunnelResult, opt MeasureOptions) er
 }
 
 // flood sends datagrams of the small-packet mix from e to dst for d, as
-// fast as they are delivered: at most window datagrams are in flight (sent
-// and not yet counted by the receiver, got). A generator that outran the
-// tunnel would only burn the CPU the tunnel runs on (two cores) on
-// datagrams dropped at the first queue; with the window, the rate is what
-// the tunnel sustains. Datagrams that stay missing for lostAfter are
-// written off as lost, so that loss cannot stall the window. It returns
-// how many it sent and for how long.
-func flood(ctx context.Context, e dgramEnd, dst netip.AddrPort, tok uint64, got *atomic.Uint64, d time.Duration) (uint64, time.Duration, error) {
+// fast as they are delivered: at most window datagrams are in flight,
+// numbered above the highest number the receiver has seen (top). A
+// generator that outran the tunnel would only burn the CPU the tunnel runs
+// on (two cores) on datagrams dropped at the first queue; with the window,
+// the rate is what the tunnel sustains, and lost datagrams do not hold the
+// window shut, as those after them move top on. If nothing moves top for
+// stallAfter (the last datagrams sent were all lost) the window opens
+// again. It returns how many it sent and for how long.
+func flood(ctx context.Context, e dgramEnd, dst netip.AddrPort, tok uint64, top *atomic.Uint64, d time.Duration) (uint64, time.Duration, error) {
 	const (
-		window    = 2048
-		lostAfter = 20 * time.Millisecond
+		window     = 2048
+		stallAfter = 20 * time.Millisecond
 	)
 	msgs := make([]udp.Message, genBatch)
 	size := SmallMin
@@ -660,36 +668,30 @@ func flood(ctx context.Context, e dgramEnd, dst netip.AddrPort, tok uint64, got 
 	}
 	start := time.Now()
 	end := start.Add(d)
-	var sent, lost uint64
+	var sent, floor uint64 // floor: written off as lost after a stall
+	var stalled time.Time
 	var errs int
-	var stalled time.Time // when the window filled with no delivery since
-	var stalledAt uint64
-	for i := 0; ; i++ {
-		if i%16 == 0 {
-			if time.Now().After(end) {
-				break
-			}
-			if err := ctx.Err(); err != nil {
-				return sent, time.Since(start), err
-			}
+	for {
+		now := time.Now()
+		if now.After(end) {
+			break
 		}
-		if g := got.Load(); sent-lost-min(g, sent-lost) > window-genBatch {
-			switch now := time.Now(); {
-			case stalled.IsZero() || g != stalledAt:
-				stalled, stalledAt = now, g
-			case now.Sub(stalled) > lostAfter:
-				lost = sent - g // written off; the loss figure counts them anyway
-				stalled = time.Time{}
-				continue
-			}
-			if time.Now().After(end) {
-				break
+		if err := ctx.Err(); err != nil {
+			return sent, now.Sub(start), err
+		}
+		if acked := max(top.Load(), floor); sent-min(acked, sent) > window-genBatch {
+			if stalled.IsZero() {
+				stalled = now
+			} else if now.Sub(stalled) > stallAfter {
+				floor, stalled = sent, time.Time{}
 			}
 			time.Sleep(50 * time.Microsecond)
-			i = -1 // check the clock again before the next batch
 			continue
 		}
 		stalled = time.Time{}
+		for i := range msgs {
+			put64(msgs[i].Buf[8:], sent+uint64(i)+1)
+		}
 		n, err := e.WriteBatch(msgs)
 		sent += uint64(n)
 		if err != nil {

@@ -2,7 +2,10 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
+	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -114,6 +117,17 @@ func TestBenchBadFlags(t *testing.T) {
 		{"bench", "codec", "--ealg", "aes-gcm", "--alg", "hmac-md5-96"},
 		{"bench", "codec", "--bogus"},
 		{"bench", "codec", "extra"},
+		{"bench", "tunnel", "--mode", "kernel"},
+		{"bench", "tunnel", "--mode", ""},
+		{"bench", "tunnel", "--duration", "0"},
+		{"bench", "tunnel", "--duration", "-1s"},
+		{"bench", "tunnel", "--duration", "long"},
+		{"bench", "tunnel", "--ealg", "rot13"},
+		{"bench", "tunnel", "--alg", "crc32"},
+		{"bench", "tunnel", "--ealg", "aes-gcm", "--alg", "hmac-md5-96"},
+		{"bench", "tunnel", "--ealg", "null", "--alg", "null"},
+		{"bench", "tunnel", "--bogus"},
+		{"bench", "tunnel", "extra"},
 	}
 	for _, args := range cases {
 		code, out, errs := runCLI(t, args...)
@@ -138,5 +152,126 @@ func TestBenchHelp(t *testing.T) {
 	code, out, _ = runCLI(t, "bench", "codec", "--help")
 	if code != 0 || !strings.Contains(out, "--sizes") && !strings.Contains(out, "-sizes") {
 		t.Errorf("bench codec --help: exit %d, %q", code, out)
+	}
+	code, out, _ = runCLI(t, "bench", "--help")
+	if code != 0 || !strings.Contains(out, "tunnel") {
+		t.Errorf("bench --help does not list tunnel: exit %d, %q", code, out)
+	}
+	code, out, _ = runCLI(t, "bench", "tunnel", "--help")
+	if code != 0 || !strings.Contains(out, "duration") || !strings.Contains(out, "netstack") {
+		t.Errorf("bench tunnel --help: exit %d, %q", code, out)
+	}
+}
+
+// tunnelKeys are the keys of `bench tunnel --json`: the seven of the
+// interface, then the small-packet detail and the MTU.
+var tunnelKeys = []string{"alg", "cpu_s_per_gbit", "duration_s", "ealg", "gbps", "loss_ab", "loss_ba", "mode", "mtu", "pps", "pps_ab", "pps_ba"}
+
+// checkTunnelJSON parses one `bench tunnel --json` object and checks that
+// its figures are consistent with each other and with the run asked for.
+// It checks no speed: speed is what the command measures, not a test.
+func checkTunnelJSON(t *testing.T, out, mode, ealg, alg string, seconds float64) map[string]any {
+	t.Helper()
+	var r map[string]any
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("stdout is not one JSON object: %v\n%s", err, out)
+	}
+	keys := make([]string, 0, len(r))
+	for k := range r {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	if !slices.Equal(keys, tunnelKeys) {
+		t.Fatalf("keys %v, want %v", keys, tunnelKeys)
+	}
+	if r["mode"] != mode || r["ealg"] != ealg || r["alg"] != alg {
+		t.Errorf("mode/ealg/alg = %v/%v/%v, want %s/%s/%s", r["mode"], r["ealg"], r["alg"], mode, ealg, alg)
+	}
+	num := func(k string) float64 {
+		v, ok := r[k].(float64)
+		if !ok {
+			t.Fatalf("%s = %v is not a number", k, r[k])
+		}
+		return v
+	}
+	if g := num("gbps"); !(g > 0 && g < 1000) {
+		t.Errorf("gbps %v", g)
+	}
+	if d := num("duration_s"); math.Abs(d-seconds) > 0.5 {
+		t.Errorf("duration_s %v, want about %v", d, seconds)
+	}
+	ab, ba, pps := num("pps_ab"), num("pps_ba"), num("pps")
+	if !(ab > 0 && ba > 0 && pps == math.Min(ab, ba)) {
+		t.Errorf("pps %v, pps_ab %v, pps_ba %v: want both positive and pps the smaller", pps, ab, ba)
+	}
+	for _, k := range []string{"loss_ab", "loss_ba"} {
+		if l := num(k); l < 0 || l > 1 {
+			t.Errorf("%s %v outside [0, 1]", k, l)
+		}
+	}
+	if c := num("cpu_s_per_gbit"); !(c > 0 && c < 100) {
+		t.Errorf("cpu_s_per_gbit %v", c)
+	}
+	if m := num("mtu"); m < 1280 || m > 1500 {
+		t.Errorf("mtu %v", m)
+	}
+	return r
+}
+
+func TestBenchTunnelNetstackJSON(t *testing.T) {
+	code, out, errs := runCLI(t, "bench", "tunnel", "--json", "--duration", "1s")
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, errs)
+	}
+	checkTunnelJSON(t, out, "netstack", "aes-cbc", "hmac-sha-1-96", 1)
+	// Progress on stderr, one line per update when it is not a terminal.
+	for _, want := range []string{"[1/4] setup", "[3/4] small packets a->b", "[4/4] small packets b->a"} {
+		if !strings.Contains(errs, want+"") {
+			t.Errorf("stderr lacks %q: %q", want, errs)
+		}
+	}
+}
+
+func TestBenchTunnelNetstackGCMTable(t *testing.T) {
+	code, out, errs := runCLI(t, "bench", "tunnel", "--ealg", "aes-gcm", "--duration", "1s")
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, errs)
+	}
+	for _, want := range []string{"netstack", "aes-gcm(128) / null", "Gbit/s", "s per Gbit", "small packets a->b", "packets/s"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestBenchTunnelTUN runs the tun mode for a second as root, or checks the
+// error without root. It also checks that the namespaces are gone after.
+func TestBenchTunnelTUN(t *testing.T) {
+	if os.Geteuid() != 0 {
+		code, out, errs := runCLI(t, "bench", "tunnel", "--mode", "tun", "--duration", "1s")
+		if code != 1 || out != "" || !strings.Contains(errs, "needs root") {
+			t.Fatalf("--mode tun without root: exit %d, stdout %q, stderr %q", code, out, errs)
+		}
+		return
+	}
+	for _, tool := range []string{"ip", "iperf3"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("--mode tun needs %s (CI installs iproute2 and iperf3): %v", tool, err)
+		}
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		t.Skipf("no TUN driver: %v", err)
+	}
+	code, out, errs := runCLI(t, "bench", "tunnel", "--mode", "tun", "--ealg", "aes-gcm", "--json", "--duration", "1s")
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, errs)
+	}
+	checkTunnelJSON(t, out, "tun", "aes-gcm(128)", "null", 1)
+	ns, err := exec.Command("ip", "netns", "list").CombinedOutput()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if prefix := fmt.Sprintf("imsec-bench-%d-", os.Getpid()); strings.Contains(string(ns), prefix) {
+		t.Errorf("namespaces left behind:\n%s", ns)
 	}
 }

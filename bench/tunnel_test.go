@@ -1,0 +1,121 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"math"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/imsec/imsec/tun/udp"
+)
+
+// chanEnd is an in-memory dgramEnd: WriteBatch hands copies to the peer's
+// queue, dropping those drop selects and those that find it full.
+type chanEnd struct {
+	addr netip.AddrPort
+	peer *chanEnd
+	in   chan []byte
+	drop func(n int) bool // by the count of datagrams written so far
+
+	mu      sync.Mutex
+	written int
+	once    sync.Once
+	done    chan struct{}
+}
+
+func chanPair(dropAB func(int) bool) (a, b *chanEnd) {
+	a = &chanEnd{addr: netip.MustParseAddrPort("100.64.0.1:9100"), in: make(chan []byte, 8192), drop: dropAB, done: make(chan struct{})}
+	b = &chanEnd{addr: netip.MustParseAddrPort("100.64.0.2:9100"), in: make(chan []byte, 8192), done: make(chan struct{})}
+	a.peer, b.peer = b, a
+	return a, b
+}
+
+func (c *chanEnd) LocalAddr() netip.AddrPort { return c.addr }
+
+func (c *chanEnd) Close() error {
+	c.once.Do(func() { close(c.done) })
+	return nil
+}
+
+func (c *chanEnd) WriteBatch(msgs []udp.Message) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, m := range msgs {
+		c.written++
+		if c.drop != nil && c.drop(c.written) {
+			continue
+		}
+		select {
+		case c.peer.in <- append([]byte(nil), m.Buf[:m.N]...):
+		default: // a full queue loses the datagram, as a socket would
+		}
+	}
+	return len(msgs), nil
+}
+
+func (c *chanEnd) ReadBatch(msgs []udp.Message) (int, error) {
+	select {
+	case <-c.done:
+		return 0, net.ErrClosed
+	case b := <-c.in:
+		msgs[0].N = copy(msgs[0].Buf, b)
+		msgs[0].Addr = c.peer.addr
+		return 1, nil
+	}
+}
+
+// TestSmallPacketLossAndRate: a quarter of what A sends is lost on the
+// way, nothing from B: the loss figures say so, the window of the
+// generator does not stall on the missing datagrams (the rate stays of the
+// order of the other direction's), and the rate counts datagrams delivered.
+func TestSmallPacketLossAndRate(t *testing.T) {
+	a, b := chanPair(func(n int) bool { return n%4 == 0 })
+	s := startSinks(a, b)
+	defer s.close()
+	if err := s.probe(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var r TunnelResult
+	if err := s.run(context.Background(), &r, MeasureOptions{Duration: 600 * time.Millisecond, Progress: func(int, int, string) {}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", r)
+	if math.Abs(r.LossAB-0.25) > 0.03 {
+		t.Errorf("loss a->b %v, want about 0.25", r.LossAB)
+	}
+	if r.LossBA > 0.01 {
+		t.Errorf("loss b->a %v, want about 0", r.LossBA)
+	}
+	if !(r.PPSAB > 0 && r.PPSBA > 0) || r.PPS != min(r.PPSAB, r.PPSBA) {
+		t.Errorf("pps %v, a->b %v, b->a %v", r.PPS, r.PPSAB, r.PPSBA)
+	}
+	if r.PPSAB < r.PPSBA/20 {
+		t.Errorf("a->b %v pps against b->a %v: the window stalls on lost datagrams", r.PPSAB, r.PPSBA)
+	}
+}
+
+// TestProbeFailsClearly: a tunnel that carries nothing is reported, with
+// what each end received, once the probes give up (here: at once, ctx).
+func TestProbeFailsClearly(t *testing.T) {
+	a, b := chanPair(func(int) bool { return true })
+	s := startSinks(a, b)
+	defer s.close()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := s.probe(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("probe over a dead link: %v", err)
+	}
+}
+
+func TestRunTunnelRejects(t *testing.T) {
+	if _, err := RunTunnel(context.Background(), TunnelConfig{Mode: "kernel"}); err == nil {
+		t.Error("mode kernel accepted")
+	}
+	if _, err := RunTunnel(context.Background(), TunnelConfig{Duration: -time.Second}); err == nil {
+		t.Error("negative duration accepted")
+	}
+}
