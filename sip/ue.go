@@ -646,7 +646,9 @@ func (u *UE) finishRegistration(ctx context.Context, res *sip.Response, offers [
 	u.mu.Unlock()
 	u.emit("", "200 OK: registered", fmt.Sprintf("inner %v, expires %ds", u.inner4, granted))
 	if err := u.activateMedia(ctx, *mine, *srv, ck, ik); err != nil {
-		return fmt.Errorf("sip: media tunnel: %w", err)
+		// Signalling is registered either way; calls will tell if media
+		// cannot get through.
+		u.emit("", "media tunnel not confirmed", err.Error())
 	}
 	if prev != nil {
 		// The 200 came through the new SAs; drop the old set once packets

@@ -26,6 +26,7 @@ func (u *UE) Run(ctx context.Context) error {
 			return err
 		}
 		u.emit("", "registration failed, retrying in "+backoff.String(), err.Error())
+		u.reset()
 		if !sleepCtx(ctx, backoff) {
 			return nil
 		}
@@ -60,16 +61,7 @@ func (u *UE) Run(ctx context.Context) error {
 				return err
 			}
 			u.emit("", "re-registration failed: starting over", err.Error())
-			u.mu.Lock()
-			u.registered = false
-			sets := []*ueSet{u.active, u.old}
-			u.active, u.old = nil, nil
-			u.mu.Unlock()
-			for _, s := range sets {
-				if s != nil {
-					u.dropSet(s)
-				}
-			}
+			u.reset()
 			backoff := time.Second
 			for {
 				if err := u.Register(ctx); err == nil {
@@ -80,6 +72,7 @@ func (u *UE) Run(ctx context.Context) error {
 					return err
 				} else {
 					u.emit("", "registration failed, retrying in "+backoff.String(), err.Error())
+					u.reset()
 				}
 				if !sleepCtx(ctx, backoff) {
 					return nil
@@ -114,6 +107,21 @@ func (u *UE) refreshEndpoint(ctx context.Context) {
 		pctx, cancel := context.WithTimeout(ctx, u.cfg.Keepalive)
 		u.Ping(pctx, seq&0xffff)
 		cancel()
+	}
+}
+
+// reset forgets the registration and its SA sets, so that the next
+// Register starts from scratch (DHCP included).
+func (u *UE) reset() {
+	u.mu.Lock()
+	u.registered = false
+	sets := []*ueSet{u.active, u.old}
+	u.active, u.old = nil, nil
+	u.mu.Unlock()
+	for _, s := range sets {
+		if s != nil {
+			u.dropSet(s)
+		}
 	}
 }
 
