@@ -76,6 +76,25 @@ for m in $modes; do
 			"$p" "$wg_p" "$(echo "$p / $wg_p" | bc -l)" "$c" "$wg_c"
 	done
 done
+# The targets of the issue: TCP ratios against wireguard-go (aes-cbc at
+# least 1.0, aes-gcm 1.3 in tun mode and 1.5 in netstack mode) and, in tun
+# mode, 200k small packets/s in each direction.
+printf '\ntargets:\n'
+verdict() { # NAME VALUE MIN
+	if [ "$(echo "$2 >= $3" | bc -l)" = 1 ]; then v=met; else v="NOT met"; fi
+	printf '  %-44s %12.3f  >= %-8s %s\n' "$1" "$2" "$3" "$v"
+}
+for m in $modes; do
+	wg_g=$(med "wg-$m" gbps)
+	gcm_min=1.5
+	if [ "$m" = tun ]; then gcm_min=1.3; fi
+	verdict "$m aes-cbc/hmac-sha-1-96 Gbit/s vs wg" "$(echo "$(med "ours-$m-cbc" gbps) / $wg_g" | bc -l)" 1.0
+	verdict "$m aes-gcm Gbit/s vs wg" "$(echo "$(med "ours-$m-gcm" gbps) / $wg_g" | bc -l)" "$gcm_min"
+	if [ "$m" = tun ]; then
+		verdict "tun aes-cbc small packets/s (slower direction)" "$(med "ours-$m-cbc" pps)" 200000
+		verdict "tun aes-gcm small packets/s (slower direction)" "$(med "ours-$m-gcm" pps)" 200000
+	fi
+done
 cat <<EOF
 
 wg is wireguard-go (ChaCha20-Poly1305, MTU 1420) measured by the same harness
