@@ -27,6 +27,7 @@ import (
 	"github.com/imsec/imsec/sip"
 	"github.com/imsec/imsec/tun"
 	"github.com/imsec/imsec/tun/nat"
+	"github.com/imsec/imsec/tun/pcap"
 )
 
 // Config configures a demo run. Zero values are the documented defaults.
@@ -39,6 +40,18 @@ type Config struct {
 	// CallDuration is how long the call from UE A to UE B sends media;
 	// default 3 s.
 	CallDuration time.Duration
+	// Capture, if set, receives a pcap file (tun/pcap, LINKTYPE_RAW) of
+	// the access side: every datagram both UEs' ESP-in-UDP sockets send
+	// and receive, the signalling tunnel's and the media tunnel's, as
+	// each UE's socket sees it (UE A's peer is the NAT's inside address).
+	// With the KeyLog lines as Wireshark's esp_sa table it decrypts in
+	// Wireshark or tshark. It holds only ESP and NAT keepalives: the
+	// unprotected first REGISTER and its 401 (before any SA exists)
+	// travel on the UE's plain SIP socket, and the P-CSCF-to-P-CSCF leg
+	// (plain SIP and relayed RTP; network domain security is out of
+	// scope), are not in it. Records are written whole, one Write call
+	// each; Run stops writing before it returns and fails if a write did.
+	Capture io.Writer
 }
 
 // Summary is what a run found, for --json.
@@ -195,11 +208,22 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	fmt.Fprintf(out, "NAT (home router of UE A): inside %v -> P-CSCF A SIP, %v -> P-CSCF A ESP, %v -> P-CSCF A media ESP; outside %v; mapping timeout %v\n",
 		natIn[0], natIn[1], natIn[2], lo, nat.DefaultTimeout)
 
+	var capture *pcap.Writer
+	if cfg.Capture != nil {
+		if capture, err = pcap.NewWriter(cfg.Capture, pcap.Options{}); err != nil {
+			return nil, fmt.Errorf("capture: %w", err)
+		}
+		// Deferred before the UEs' Close, so it runs after them.
+		defer capture.Close()
+	}
 	calleeReport := make(chan sip.CallReport, 1)
 	for _, p := range parties {
 		kk := creds[p.impi]
 		uc := sip.UEConfig{IMPI: p.impi, IMPU: p.impu, K: kk.k, OPc: kk.opc, Local: lo, Events: ladder, KeyLog: cfg.KeyLog,
 			PCSCF: p.srv.SIPAddr(), PCSCFESP: p.srv.ESPAddr()}
+		if capture != nil {
+			uc.WrapESP, uc.WrapMediaESP = pcap.TapFunc(capture), pcap.TapFunc(capture)
+		}
 		if p.natted {
 			uc.PCSCF, uc.PCSCFESP, uc.PCSCFMediaESP = natIn[0], natIn[1], natIn[2]
 		} else {
@@ -329,6 +353,12 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}
 	nc := home.Counters()
 	sum.NAT = NATSummary{Outside: lo.String(), MappingsCreated: nc.MappingsCreated, PacketsOut: nc.Out, PacketsIn: nc.In}
+	if capture != nil {
+		if err := capture.Err(); err != nil {
+			return nil, fmt.Errorf("capture: %w", err)
+		}
+		fmt.Fprintf(out, "Capture: %d datagrams of the UEs' signalling and media ESP sockets so far\n", capture.Records())
+	}
 	sum.Seconds = time.Since(start).Seconds()
 	step("Done in %.1f s: every step passed", sum.Seconds)
 	return sum, nil
