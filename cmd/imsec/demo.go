@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/imsec/imsec/sip/demo"
@@ -18,7 +20,7 @@ func init() {
 	})
 }
 
-const demoSynopsis = `demo [--json] [--keylog FILE] [--duration D]
+const demoSynopsis = `demo [--json] [--keylog FILE] [--pcap FILE] [--duration D]
 
 Runs the seed's demonstrator in one process on loopback, with no root and no
 setup: HSS A and B, P-CSCF A and B (peered), UE A behind a userspace NAT and
@@ -28,12 +30,21 @@ tunnels and a separate media tunnel each, exchange traffic inside them; UE A
 calls UE B with synthetic audio and video relayed by both P-CSCFs for
 --duration and both print a media report; UE A re-registers once (SA
 rollover) and both de-register. Exits 0 when every step passed, non-zero
-naming the step that failed.`
+naming the step that failed.
+
+--pcap records the access side: every datagram both UEs' signalling and
+media ESP-in-UDP sockets send and receive (ESP and NAT keepalives only; the
+unprotected first REGISTER and its 401, sent before any SA exists, and the
+plain P-CSCF-to-P-CSCF leg are not in it). With --keylog, Wireshark decrypts
+it: load the key log as the ESP SA table (or pass each line to tshark as
+-o "uat:esp_sa:LINE"), enable ESP decryption, and decode as UDPENCAP the
+ESP ports the demo prints for P-CSCF B and for the NAT's inside.`
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("demo", demoSynopsis, stderr)
 	asJSON := fs.Bool("json", false, "print a JSON summary on stdout (the ladder goes to stderr)")
 	keylog := fs.String("keylog", "", "write every SA to this file in Wireshark's esp_sa format (secrets!)")
+	pcapPath := fs.String("pcap", "", "write both UEs' signalling and media ESP traffic to this pcap file (opens decrypted in Wireshark with --keylog)")
 	duration := fs.Duration("duration", 3*time.Second, "how long the call from UE A to UE B sends media")
 	if err := parseFlags(fs, args, false); err != nil {
 		return err
@@ -53,8 +64,28 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		defer kl.Close()
 		cfg.KeyLog = kl
 	}
+	var capFile *os.File
+	var capBuf *bufio.Writer
+	if *pcapPath != "" {
+		if capFile, err = os.OpenFile(*pcapPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600); err != nil {
+			return fmt.Errorf("--pcap: %w", err)
+		}
+		defer capFile.Close()
+		capBuf = bufio.NewWriter(capFile)
+		cfg.Capture = capBuf
+	}
 	cliLogger(stderr, false)
 	sum, err := demo.Run(ctx, cfg)
+	if capFile != nil {
+		// Run has stopped writing; keep what it captured even if it failed.
+		cerr := capBuf.Flush()
+		if e := capFile.Close(); cerr == nil {
+			cerr = e
+		}
+		if cerr != nil && err == nil {
+			return fmt.Errorf("--pcap: %w", cerr)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("demo failed: %w", err)
 	}
