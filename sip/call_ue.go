@@ -315,6 +315,14 @@ func (u *UE) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		cm.close()
 		return
 	}
+	if u.cfg.RingTime > 0 {
+		select {
+		case <-time.After(u.cfg.RingTime):
+		case <-tx.Done(): // cancelled while ringing
+			cm.close()
+			return
+		}
+	}
 	sdp, err := media.CallDescription(u.inner4, randU64(), ports[0], ports[1]).Marshal()
 	if err != nil {
 		cm.close()

@@ -51,6 +51,10 @@ type UEConfig struct {
 	// Answer is what the UE does with an incoming call: AnswerAuto (the
 	// default), AnswerBusy or AnswerIgnore.
 	Answer string
+	// RingTime is how long an auto-answering UE rings before its 200 OK;
+	// default 300 ms (negative: answer at once). Besides being what a person
+	// sees, it lets the 180 travel ahead of the 200.
+	RingTime time.Duration
 	// Media is the synthetic media the UE sends in the calls it answers.
 	Media MediaConfig
 	// OnCallEnd receives the report of each call the UE answered, when the
@@ -184,6 +188,9 @@ func NewUE(cfg UEConfig) (*UE, error) {
 	}
 	if cfg.Keepalive == 0 {
 		cfg.Keepalive = DefaultKeepalive
+	}
+	if cfg.RingTime == 0 {
+		cfg.RingTime = 300 * time.Millisecond
 	}
 	switch cfg.Answer {
 	case "":
