@@ -26,7 +26,10 @@ tail -1 "$work/run/demo.out"
 echo "unprivileged: imsec pcscf + imsec ue --once as nobody, no capabilities"
 K=465b5ce8b199b49faa5f0a2ee238a6bc OP=cdc202d5123e20f62b6d676ac72cb318
 np "$work/imsec" sub add --db "$work/run/hss.db" --impi alice@a.example --impu sip:alice@a.example --k $K --op $OP >/dev/null
-np "$work/imsec" pcscf --domain a.example --db "$work/run/hss.db" --sip 127.0.0.1:25060 --esp 127.0.0.1:24500 \
+# Not through np(): a backgrounded shell function is a subshell, and its PID
+# is not the server's.
+setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs -- \
+  "$work/imsec" pcscf --domain a.example --db "$work/run/hss.db" --sip 127.0.0.1:25060 --esp 127.0.0.1:24500 \
   > "$work/run/pcscf.out" 2>&1 &
 pcscf_pid=$!
 for _ in $(seq 50); do grep -q "ESP-in-UDP" "$work/run/pcscf.out" 2>/dev/null && break; sleep 0.1; done
