@@ -95,6 +95,10 @@ for m in $modes; do
 		verdict "tun aes-gcm small packets/s (slower direction)" "$(med "ours-$m-gcm" pps)" 200000
 	fi
 done
+printf '\nevery round (Gbit/s; slower-direction pkt/s; CPU s/Gbit):\n'
+for f in $(cd "$tmp" && ls wg-* ours-* 2>/dev/null); do
+	printf '  %-18s %s\n' "$f" "$(jq -s -c 'map([(.gbps*1000|round/1000), (.pps|round), (.cpu_s_per_gbit*1000|round/1000)])' "$tmp/$f")"
+done
 cat <<EOF
 
 wg is wireguard-go (ChaCha20-Poly1305, MTU 1420) measured by the same harness
