@@ -46,6 +46,10 @@ const (
 	sockaddrLen   = unix.SizeofSockaddrInet6
 )
 
+// groBuffers is how many (coalesced) datagrams one receive takes with GRO
+// on: 2 MiB of buffers, made on the first ReadBatch.
+const groBuffers = 32
+
 // mmsghdr is struct mmsghdr: the C padding after msg_len matches Go's.
 type mmsghdr struct {
 	hdr unix.Msghdr
@@ -121,11 +125,7 @@ func (p *platform) init(c *net.UDPConn) {
 	r.iov = make([]unix.Iovec, DefaultBatch)
 	r.names = make([]byte, DefaultBatch*sockaddrLen)
 	if p.gro {
-		r.ctrl = make([]byte, DefaultBatch*ctrlSpace)
-		r.bufs = make([][]byte, DefaultBatch)
-		for i := range r.bufs {
-			r.bufs[i] = make([]byte, maxDatagram)
-		}
+		r.ctrl = make([]byte, groBuffers*ctrlSpace)
 	}
 	r.fn = r.recvmmsg
 
@@ -207,6 +207,12 @@ func (p *platform) readBatch(c *net.UDPConn, msgs []Message) (int, error) {
 		return n, nil
 	}
 	r := &p.r
+	if r.bufs == nil {
+		r.bufs = make([][]byte, groBuffers)
+		for i := range r.bufs {
+			r.bufs[i] = make([]byte, maxDatagram)
+		}
+	}
 	if r.next >= r.m {
 		for i := range r.bufs {
 			r.prepare(i, r.bufs[i], true)
