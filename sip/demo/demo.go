@@ -74,6 +74,8 @@ type UESummary struct {
 	Alg        string      `json:"alg"`
 	SAs        []SASummary `json:"sas"`
 	PingRTTus  int64       `json:"ping_rtt_us"`
+	// Media is what this UE's end of the call received (and sent).
+	Media *sip.CallReport `json:"media_report,omitempty"`
 }
 
 // SASummary is one SA direction with its counters.
@@ -324,6 +326,13 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 			SAs: append(saSummaries(info.SAs, "signalling"), saSummaries(info.MediaSAs, "media")...)}
 		if rtt, err := p.ue.Ping(ctx, 3); err == nil {
 			us.PingRTTus = rtt.Microseconds()
+		}
+		if sum.Call != nil {
+			if p == a {
+				us.Media = &sum.Call.Caller
+			} else {
+				us.Media = &sum.Call.Callee
+			}
 		}
 		sum.UEs = append(sum.UEs, us)
 	}

@@ -26,7 +26,7 @@ func TestDemo(t *testing.T) {
 		for _, sa := range u.SAs {
 			purposes[sa.Purpose]++
 		}
-		if u.InnerAddr == "" || u.InnerAddr == "invalid IP" || purposes["signalling"] != 4 || purposes["media"] != 2 || u.EAlg != "aes-cbc" {
+		if u.InnerAddr == "" || u.InnerAddr == "invalid IP" || purposes["signalling"] != 4 || purposes["media"] != 2 || u.EAlg != "aes-cbc" || u.Media == nil {
 			t.Errorf("UE summary %+v", u)
 		}
 	}
