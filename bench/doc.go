@@ -34,8 +34,12 @@
 //     own sockets, 128 KiB writes; tun: iperf3 -c, whole seconds).
 //     Gbit/s is the payload the receiving application read per second,
 //     in 10^9 bits.
-//   - Small packets: UDP datagrams whose IP packets cycle through 64, 72,
-//     ..., 200 bytes, from A to B for Duration/2, then from B to A. Packets
+//   - Small packets: UDP datagrams whose IP packets cycle through 64, 81,
+//     ..., 200 bytes (steps of 17: no two consecutive packets have the same
+//     size on the wire under any padding up to 16-byte blocks, so no
+//     offload merges them; the per-packet worst case, the same for every
+//     algorithm and for WireGuard), from A to B for Duration/2, then from
+//     B to A. Packets
 //     per second counts datagrams delivered to the receiving socket; loss is
 //     1 - delivered/sent. The generator (sendmmsg batches of 64 in tun
 //     mode, one datagram per call on a netstack socket) keeps at most 400

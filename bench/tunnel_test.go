@@ -111,6 +111,28 @@ func TestProbeFailsClearly(t *testing.T) {
 	}
 }
 
+// TestSmallMixDefeatsCoalescing: the mix spans SmallMin..SmallMax, and no
+// two packets in a row (across the generator's batches too) have the same
+// size once padded to 4, 8 or 16 bytes (ESP's 2-byte trailer included),
+// so no offload can merge them for any algorithm.
+func TestSmallMixDefeatsCoalescing(t *testing.T) {
+	batch := genBatch - genBatch%smallSizes
+	lo, hi := SmallMax, SmallMin
+	for i := range 3 * batch {
+		cur, next := smallSize(i%batch), smallSize((i+1)%batch)
+		lo, hi = min(lo, cur), max(hi, cur)
+		for _, pad := range []int{4, 8, 16} {
+			up := func(n int) int { return (n + 2 + pad - 1) / pad * pad }
+			if up(cur) == up(next) {
+				t.Fatalf("packets %d and %d: %d and %d bytes pad to the same %d-byte multiple", i, i+1, cur, next, pad)
+			}
+		}
+	}
+	if lo != SmallMin || hi != SmallMax {
+		t.Errorf("mix spans %d..%d, want %d..%d", lo, hi, SmallMin, SmallMax)
+	}
+}
+
 func TestRunTunnelRejects(t *testing.T) {
 	if _, err := RunTunnel(context.Background(), TunnelConfig{Mode: "kernel"}); err == nil {
 		t.Error("mode kernel accepted")
