@@ -32,9 +32,10 @@ const socketBuffer = 4 << 20
 // ReadBatch while others WriteBatch; Close unblocks a pending ReadBatch,
 // which then returns an error matching net.ErrClosed.
 type Conn struct {
-	c     *net.UDPConn
-	local netip.AddrPort
-	plat  platform
+	c      *net.UDPConn
+	local  netip.AddrPort
+	remote netip.AddrPort // set by Dial
+	plat   platform
 }
 
 // Listen binds a UDP socket to addr (port 0 picks a free port).
@@ -47,16 +48,46 @@ func Listen(addr netip.AddrPort) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	u := &Conn{c: c, local: c.LocalAddr().(*net.UDPAddr).AddrPort()}
+	return newConn(c, netip.AddrPort{}), nil
+}
+
+// Dial binds a UDP socket to local (port 0 picks a free port) and connects
+// it to remote. The kernel then keeps the route instead of looking it up
+// for each datagram sent, finds the socket for each datagram received
+// without a route lookup (early demux), and drops datagrams from any other
+// source. WriteBatch to remote sends without an address; to another
+// address it fails where the system refuses that (everywhere but Linux).
+// It suits an end with one peer at a fixed address.
+func Dial(local, remote netip.AddrPort) (*Conn, error) {
+	network := "udp4"
+	if remote.Addr().Is6() && !remote.Addr().Is4In6() {
+		network = "udp6"
+	}
+	var la *net.UDPAddr
+	if local.IsValid() {
+		la = net.UDPAddrFromAddrPort(local)
+	}
+	c, err := net.DialUDP(network, la, net.UDPAddrFromAddrPort(remote))
+	if err != nil {
+		return nil, err
+	}
+	return newConn(c, unmap(remote)), nil
+}
+
+func newConn(c *net.UDPConn, remote netip.AddrPort) *Conn {
+	u := &Conn{c: c, local: c.LocalAddr().(*net.UDPAddr).AddrPort(), remote: remote}
 	// Room for bursts: ESP at line rate overflows the default buffers.
 	_ = c.SetReadBuffer(socketBuffer)
 	_ = c.SetWriteBuffer(socketBuffer)
-	u.plat.init(c)
-	return u, nil
+	u.plat.init(c, remote)
+	return u
 }
 
 // LocalAddr returns the bound address.
 func (u *Conn) LocalAddr() netip.AddrPort { return u.local }
+
+// RemoteAddr returns the address Dial connected to, or the zero value.
+func (u *Conn) RemoteAddr() netip.AddrPort { return u.remote }
 
 // BatchSize is the most datagrams one ReadBatch returns.
 func (u *Conn) BatchSize() int { return u.plat.batchSize() }

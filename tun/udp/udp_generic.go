@@ -2,12 +2,17 @@
 
 package udp
 
-import "net"
+import (
+	"net"
+	"net/netip"
+)
 
 // platform is the portable path: one datagram per system call.
-type platform struct{}
+type platform struct {
+	remote netip.AddrPort // of a connected socket
+}
 
-func (*platform) init(*net.UDPConn) {}
+func (p *platform) init(_ *net.UDPConn, remote netip.AddrPort) { p.remote = remote }
 
 func (*platform) batchSize() int { return 1 }
 
@@ -22,6 +27,6 @@ func (*platform) readBatch(c *net.UDPConn, msgs []Message) (int, error) {
 	return 1, nil
 }
 
-func (*platform) writeBatch(c *net.UDPConn, msgs []Message) (int, error) {
-	return writeEach(c, msgs)
+func (p *platform) writeBatch(c *net.UDPConn, msgs []Message) (int, error) {
+	return writeEach(c, p.remote, msgs)
 }

@@ -58,8 +58,9 @@ type mmsghdr struct {
 
 // platform is the Linux batch path.
 type platform struct {
-	rc  syscall.RawConn
-	is6 bool // AF_INET6 socket
+	rc     syscall.RawConn
+	is6    bool           // AF_INET6 socket
+	remote netip.AddrPort // of a connected socket: sent to without an address
 
 	gso atomic.Bool // UDP_SEGMENT on send; cleared if the kernel refuses it
 	gro bool        // UDP_GRO on receive
@@ -106,7 +107,8 @@ type writer struct {
 
 var ctrlSpace = unix.CmsgSpace(groCtrlLen) // ≥ CmsgSpace(segCtrlLen)
 
-func (p *platform) init(c *net.UDPConn) {
+func (p *platform) init(c *net.UDPConn, remote netip.AddrPort) {
+	p.remote = remote
 	p.rc, _ = c.SyscallConn()
 	p.is6 = c.LocalAddr().(*net.UDPAddr).IP.To4() == nil
 	p.rc.Control(func(fd uintptr) {
@@ -339,14 +341,17 @@ func (p *platform) pack(msgs []Message, gso bool) (vlen, covered int, bad bool) 
 	i := 0
 	for vlen < len(w.hs) && i < len(msgs) && i < len(w.iov) {
 		m := &msgs[i]
-		name := w.names[vlen*sockaddrLen : (vlen+1)*sockaddrLen]
-		nl := p.putAddr(name, m.Addr)
-		if nl == 0 {
-			bad = true
-			break
-		}
 		h := &w.hs[vlen].hdr
-		*h = unix.Msghdr{Name: &name[0], Namelen: uint32(nl), Iov: &w.iov[i]}
+		*h = unix.Msghdr{Iov: &w.iov[i]}
+		if !p.remote.IsValid() || m.Addr != p.remote {
+			name := w.names[vlen*sockaddrLen : (vlen+1)*sockaddrLen]
+			nl := p.putAddr(name, m.Addr)
+			if nl == 0 {
+				bad = true
+				break
+			}
+			h.Name, h.Namelen = &name[0], uint32(nl)
+		}
 		w.hs[vlen].n = 0
 		w.first[vlen] = i
 		seg, total, count := m.N, m.N, 1
@@ -439,7 +444,7 @@ func (p *platform) writeBatch(c *net.UDPConn, msgs []Message) (int, error) {
 					p.gso.Store(false)
 				}
 				for j := lo; j < hi; j++ {
-					if _, err := c.WriteToUDPAddrPort(msgs[j].Buf[:msgs[j].N], msgs[j].Addr); err != nil {
+					if _, err := writeEach(c, p.remote, msgs[j:j+1]); err != nil {
 						if errors.Is(err, net.ErrClosed) {
 							return sent, err
 						}

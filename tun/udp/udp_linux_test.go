@@ -263,3 +263,37 @@ func TestRunLimit(t *testing.T) {
 		got += k
 	}
 }
+
+// TestDialNoAllocations: the connected path allocates nothing either.
+func TestDialNoAllocations(t *testing.T) {
+	b := listen(t)
+	a, err := Dial(netip.MustParseAddrPort("127.0.0.1:0"), b.LocalAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	out := make([]Message, 16)
+	for i := range out {
+		out[i] = Message{Buf: make([]byte, 200), N: 100 + i, Addr: b.LocalAddr()}
+	}
+	in := make([]Message, b.BatchSize())
+	for i := range in {
+		in[i].Buf = make([]byte, 2000)
+	}
+	b.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	allocs := testing.AllocsPerRun(50, func() {
+		if n, err := a.WriteBatch(out); n != len(out) || err != nil {
+			t.Fatal(n, err)
+		}
+		for got := 0; got < len(out); {
+			n, err := b.ReadBatch(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got += n
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per round trip", allocs)
+	}
+}

@@ -101,3 +101,53 @@ func TestBadDestinationDoesNotLoseBatch(t *testing.T) {
 		t.Fatalf("%v", got)
 	}
 }
+
+// TestDialConnected: a connected Conn sends batches to its peer without an
+// address, receives the peer's datagrams with the peer as source, and is
+// not reached by a third socket.
+func TestDialConnected(t *testing.T) {
+	peer := listen(t)
+	c, err := Dial(netip.MustParseAddrPort("127.0.0.1:0"), peer.LocalAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.RemoteAddr() != peer.LocalAddr() {
+		t.Fatalf("RemoteAddr %v, want %v", c.RemoteAddr(), peer.LocalAddr())
+	}
+	const total = 100
+	out := make([]Message, total)
+	for i := range out {
+		p := []byte(fmt.Sprintf("connected %03d", i))
+		out[i] = Message{Buf: p, N: len(p), Addr: peer.LocalAddr()}
+	}
+	if n, err := c.WriteBatch(out); n != total || err != nil {
+		t.Fatalf("wrote %d: %v", n, err)
+	}
+	in := make([]Message, peer.BatchSize())
+	for i := range in {
+		in[i].Buf = make([]byte, 100)
+	}
+	peer.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for got := 0; got < total; {
+		n, err := peer.ReadBatch(in)
+		if err != nil {
+			t.Fatalf("after %d: %v", got, err)
+		}
+		for _, m := range in[:n] {
+			if want := fmt.Sprintf("connected %03d", got); string(m.Buf[:m.N]) != want || m.Addr != c.LocalAddr() {
+				t.Fatalf("got %q from %v, want %q from %v", m.Buf[:m.N], m.Addr, want, c.LocalAddr())
+			}
+			got++
+		}
+	}
+	// A third socket's datagram is dropped by the kernel; the peer's arrives.
+	other := listen(t)
+	other.WriteBatch([]Message{{Buf: []byte("intruder"), N: 8, Addr: c.LocalAddr()}})
+	peer.WriteBatch([]Message{{Buf: []byte("peer"), N: 4, Addr: c.LocalAddr()}})
+	c.c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	n, err := c.ReadBatch(in[:1])
+	if n != 1 || err != nil || string(in[0].Buf[:in[0].N]) != "peer" || in[0].Addr != peer.LocalAddr() {
+		t.Fatalf("n %d err %v: %q from %v", n, err, in[0].Buf[:in[0].N], in[0].Addr)
+	}
+}
