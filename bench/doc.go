@@ -41,8 +41,9 @@
 //     algorithm and for WireGuard), from A to B for Duration/2, then from
 //     B to A. Packets
 //     per second counts datagrams delivered to the receiving socket; loss is
-//     1 - delivered/sent. The generator (sendmmsg batches of 64 in tun
-//     mode, one datagram per call on a netstack socket) keeps at most 400
+//     1 - delivered/sent. The generator (sendmmsg batches of 63 on a
+//     connected socket in tun mode, one datagram per call on a netstack
+//     socket) keeps at most 400
 //     datagrams in flight above the highest sequence number the receiver
 //     has seen, so that it runs at the rate the tunnel sustains instead of
 //     filling the first queue and spending the two cores on datagrams that
@@ -63,15 +64,25 @@
 //
 // # Design notes from the measurements
 //
-// On the two-core development machine the tunnel is CPU-bound: in tun mode
-// with aes-cbc and hmac-sha-1-96 at about 3.6 Gbit/s the whole machine is
-// about 92% busy, and Seal alone (AES-CBC encryption is serial, SHA-1 runs
-// at SHA-NI speed) takes about 0.77 of a core. What helped, in the order
-// it was done: UDP GSO and GRO in tun/udp (1.46 to 3.47 Gbit/s, 1.05 to 0.48
-// CPU s/Gbit); the pump's outbound pipeline (device reader | sealer), which
-// turned one UDP send per small packet into batches (about 120k to 200k
-// packets/s). What did not: splitting Seal and Open between two goroutines
-// per batch (fork-join) cost about 10% more CPU per Gbit and lowered every
-// figure, because both cores are already busy and the helper spins or
-// waits for a core.
+// On the two-core development machine the tunnel is CPU-bound. In tun mode
+// with aes-cbc and hmac-sha-1-96 at about 4 Gbit/s the machine is about 95%
+// busy, and the sealing goroutine is the bottleneck: it spends about 0.94
+// of a core, 0.75 of it in esp's Seal (AES-CBC encryption is serial within
+// a packet; SHA-1 already runs on SHA-NI). What helped, in the order it was
+// done:
+//
+//   - UDP GSO and GRO in tun/udp: 1.46 to 3.47 Gbit/s, 1.05 to 0.48 CPU
+//     s/Gbit (tun, aes-cbc).
+//   - The pump's outbound pipeline (device reader | sealer): a TUN hands
+//     over one small packet per read, and the sealer now sends whatever
+//     arrived meanwhile in one sendmmsg (about 90 datagrams per call under
+//     load): about 120k to 200k small packets/s with the first size mix.
+//
+// What did not, measured with interleaved runs and reverted: splitting Seal
+// and Open between two goroutines per batch (fork-join, each Seal waiting
+// its turn so that sequence numbers stay in packet order) cost about 10%
+// more CPU per Gbit and lowered every figure; a third outbound stage that
+// only sends (reader | sealer | sender) lowered tun aes-cbc from 4.11 to
+// 3.73 Gbit/s. Both cores are already busy, so another goroutine only adds
+// hand-offs and waits for a core.
 package bench
