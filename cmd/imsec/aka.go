@@ -101,28 +101,24 @@ func addSubscriberFlags(fs *flag.FlagSet) subscriberFlags {
 func (s subscriberFlags) milenage() (akakeys.K, akakeys.OPc, error) {
 	var k akakeys.K
 	var opc akakeys.OPc
-	b, err := hexArg("k", *s.k, len(k))
-	if err != nil {
+	if err := hexFields(hexField{"k", *s.k, k[:]}); err != nil {
 		return k, opc, err
 	}
-	copy(k[:], b)
 	switch {
 	case *s.op != "" && *s.opc != "":
 		return k, opc, usageErrorf("give --op or --opc, not both")
 	case *s.op == "" && *s.opc == "":
 		return k, opc, usageErrorf("--op or --opc is required")
 	case *s.op != "":
-		b, err := hexArg("op", *s.op, len(akakeys.OP{}))
-		if err != nil {
+		var op akakeys.OP
+		if err := hexFields(hexField{"op", *s.op, op[:]}); err != nil {
 			return k, opc, err
 		}
-		opc = akakeys.ComputeOPc(k, akakeys.OP(b))
+		opc = akakeys.ComputeOPc(k, op)
 	default:
-		b, err := hexArg("opc", *s.opc, len(opc))
-		if err != nil {
+		if err := hexFields(hexField{"opc", *s.opc, opc[:]}); err != nil {
 			return k, opc, err
 		}
-		copy(opc[:], b)
 	}
 	return k, opc, nil
 }
@@ -146,23 +142,17 @@ func akaVector(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	r, err := hexArg("rand", *randF, len(akakeys.RAND{}))
-	if err != nil {
-		return err
-	}
-	sqn, err := hexArg("sqn", *sqnF, len(akakeys.SQN{}))
-	if err != nil {
-		return err
-	}
-	amf, err := hexArg("amf", *amfF, len(akakeys.AMF{}))
-	if err != nil {
+	var r akakeys.RAND
+	var sqn akakeys.SQN
+	var amf akakeys.AMF
+	if err := hexFields(hexField{"rand", *randF, r[:]}, hexField{"sqn", *sqnF, sqn[:]}, hexField{"amf", *amfF, amf[:]}); err != nil {
 		return err
 	}
 	m := akakeys.NewMilenage(k, opc)
-	macA, macS := m.F1(akakeys.RAND(r), akakeys.SQN(sqn), akakeys.AMF(amf))
-	_, _, _, ak := m.F2345(akakeys.RAND(r))
-	akStar := m.F5Star(akakeys.RAND(r))
-	v := m.Vector(akakeys.RAND(r), akakeys.SQN(sqn), akakeys.AMF(amf))
+	macA, macS := m.F1(r, sqn, amf)
+	_, _, _, ak := m.F2345(r)
+	akStar := m.F5Star(r)
+	v := m.Vector(r, sqn, amf)
 	return writeJSON(stdout, struct {
 		OPc    string `json:"opc"`
 		MACA   string `json:"mac_a"`
@@ -188,15 +178,12 @@ func akaAUTS(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	r, err := hexArg("rand", *randF, len(akakeys.RAND{}))
-	if err != nil {
+	var r akakeys.RAND
+	var sqnMS akakeys.SQN
+	if err := hexFields(hexField{"rand", *randF, r[:]}, hexField{"sqn-ms", *sqnMSF, sqnMS[:]}); err != nil {
 		return err
 	}
-	sqnMS, err := hexArg("sqn-ms", *sqnMSF, len(akakeys.SQN{}))
-	if err != nil {
-		return err
-	}
-	a := akakeys.NewMilenage(k, opc).AUTS(akakeys.RAND(r), akakeys.SQN(sqnMS))
+	a := akakeys.NewMilenage(k, opc).AUTS(r, sqnMS)
 	return writeJSON(stdout, struct {
 		AUTS string `json:"auts"`
 	}{h(a[:])})
@@ -216,15 +203,11 @@ func akaUE(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	rb, err := hexArg("rand", *randF, len(akakeys.RAND{}))
-	if err != nil {
+	var r akakeys.RAND
+	var autn akakeys.AUTN
+	if err := hexFields(hexField{"rand", *randF, r[:]}, hexField{"autn", *autnF, autn[:]}); err != nil {
 		return err
 	}
-	ab, err := hexArg("autn", *autnF, len(akakeys.AUTN{}))
-	if err != nil {
-		return err
-	}
-	r, autn := akakeys.RAND(rb), akakeys.AUTN(ab)
 	var wantAMF []byte
 	if *amfF != "" {
 		if wantAMF, err = hexArg("amf", *amfF, len(akakeys.AMF{})); err != nil {

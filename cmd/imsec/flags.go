@@ -67,6 +67,25 @@ func hexArg(flagName, v string, n int) ([]byte, error) {
 	return b, nil
 }
 
+// hexField is one hex flag to decode into a fixed-size destination.
+type hexField struct {
+	name, value string
+	dst         []byte
+}
+
+// hexFields decodes each field with hexArg into its destination, stopping
+// at the first error.
+func hexFields(fields ...hexField) error {
+	for _, f := range fields {
+		b, err := hexArg(f.name, f.value, len(f.dst))
+		if err != nil {
+			return err
+		}
+		copy(f.dst, b)
+	}
+	return nil
+}
+
 // multiFlag collects a repeated string flag.
 type multiFlag []string
 
