@@ -53,7 +53,7 @@ func TestBenchCodecJSON(t *testing.T) {
 			t.Errorf("row %d = %v, want %s/%s 64 %s", i, r, s.EAlg, s.Auth, op)
 		}
 		seen[ealg+"/"+alg+"/"+op] = true
-		if allocs != 0 {
+		if allocs != 0 && !raceEnabled {
 			t.Errorf("row %d (%s/%s %s): %v allocations per packet, want 0", i, ealg, alg, op, allocs)
 		}
 		// Sane: positive, below 100 GB/s, and consistent with each other.
@@ -63,7 +63,8 @@ func TestBenchCodecJSON(t *testing.T) {
 		if d := math.Abs(mbps - pps*size/1e6); d > 0.01+1e-3*mbps {
 			t.Errorf("row %d: mbps %v but pps %v x %v bytes", i, mbps, pps, size)
 		}
-		if d := math.Abs(ratio - mbps/base); d > 0.002+1e-3*ratio {
+		// mbps and baseline are printed rounded to 0.1: allow for that.
+		if d := math.Abs(ratio - mbps/base); d > 0.0006+ratio*(0.05/mbps+0.05/base) {
 			t.Errorf("row %d: ratio %v but mbps/baseline %v", i, ratio, mbps/base)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 
 	sipgosip "github.com/emiago/sipgo/sip"
 
@@ -176,6 +177,8 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
+var sipgoLoggerOnce sync.Once
+
 // cliLogger logs to stderr: warnings only, or debug (with SIP traces) with -v.
 func cliLogger(w io.Writer, verbose bool) *slog.Logger {
 	level := slog.LevelWarn
@@ -183,10 +186,12 @@ func cliLogger(w io.Writer, verbose bool) *slog.Logger {
 		level = slog.LevelDebug
 	}
 	l := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-	sipgosip.SetDefaultLogger(l) // sipgo's transaction layer logs through its global
-	if verbose {
-		sipgosip.SIPDebug = true
-	}
+	// sipgo's transaction layer logs through a package global: set it once
+	// per process (the first command's choice wins; tests run several).
+	sipgoLoggerOnce.Do(func() {
+		sipgosip.SetDefaultLogger(l)
+		sipgosip.SIPDebug = verbose
+	})
 	return l
 }
 
