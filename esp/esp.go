@@ -243,15 +243,7 @@ func (o *Outbound) Seq() uint64 { return o.seq.Load() }
 // It returns ErrSeqExhausted instead of wrapping the 32-bit sequence number
 // of a non-ESN SA (RFC 4303 §3.3.3): the SA needs rekeying.
 func (o *Outbound) Seal(buf []byte, off, n int, nextHeader byte) ([]byte, error) {
-	a := o.a
-	hdr := ESPHeaderLen + a.ivLen
-	if off < hdr || n < 0 || off > len(buf) || n > len(buf)-off {
-		return nil, ErrNoRoom
-	}
-	pad := a.padLen(n)
-	ptEnd := off + n + pad + TrailerLen
-	end := ptEnd + a.icvLen
-	if end > len(buf) {
+	if off < ESPHeaderLen+o.a.ivLen || n < 0 || off > len(buf) || n > len(buf)-off {
 		return nil, ErrNoRoom
 	}
 	if o.mode == Tunnel {
@@ -266,6 +258,30 @@ func (o *Outbound) Seal(buf []byte, off, n int, nextHeader byte) ([]byte, error)
 		default:
 			return nil, ErrNotIP
 		}
+	}
+	return o.seal(buf, off, n, nextHeader)
+}
+
+// SealDummy builds an RFC 4303 §2.6 dummy packet (Next Header 59, no
+// payload) at buf[off:], in either mode: authenticated like any packet, and
+// dropped by the receiver after the check (Open returns ErrDummy). A data
+// plane sends one to prove liveness from its current address, which an
+// unauthenticated NAT-keepalive cannot (RFC 3948 §2.3).
+func (o *Outbound) SealDummy(buf []byte, off int) ([]byte, error) {
+	if off < ESPHeaderLen+o.a.ivLen || off > len(buf) {
+		return nil, ErrNoRoom
+	}
+	return o.seal(buf, off, 0, NextHeaderNone)
+}
+
+func (o *Outbound) seal(buf []byte, off, n int, nextHeader byte) ([]byte, error) {
+	a := o.a
+	hdr := ESPHeaderLen + a.ivLen
+	pad := a.padLen(n)
+	ptEnd := off + n + pad + TrailerLen
+	end := ptEnd + a.icvLen
+	if end > len(buf) {
+		return nil, ErrNoRoom
 	}
 	seq := o.seq.Add(1)
 	if seq == 0 || (!o.esn && seq > math.MaxUint32) {

@@ -32,10 +32,6 @@ func (u *UE) Run(ctx context.Context) error {
 		}
 		backoff = min(2*backoff, time.Minute)
 	}
-	rctx, stopRefresh := context.WithCancel(ctx)
-	refreshDone := make(chan struct{})
-	go func() { defer close(refreshDone); u.refreshEndpoint(rctx) }()
-	defer func() { stopRefresh(); <-refreshDone }()
 	for {
 		u.mu.Lock()
 		left := u.expires.Sub(u.now())
@@ -80,33 +76,6 @@ func (u *UE) Run(ctx context.Context) error {
 				backoff = min(2*backoff, time.Minute)
 			}
 		}
-	}
-}
-
-// refreshEndpoint pings the P-CSCF's inner address through the signalling
-// tunnel every Keepalive interval until ctx ends, so that the P-CSCF always
-// has our current NAT endpoint. RFC 3948 keepalives keep a NAT binding
-// open, but they carry no authentication, and the P-CSCF moves a peer's
-// endpoint only on authenticated ESP: after the NAT lost our binding (a
-// router reboot, a flushed or expired mapping) and gave us a new port, a
-// request to us (an incoming INVITE, the caller's BYE) would go to the dead
-// port until our next re-registration. The echo request is authenticated
-// ESP from the new port; a lost reply is left to re-registration.
-func (u *UE) refreshEndpoint(ctx context.Context) {
-	if u.cfg.Keepalive <= 0 {
-		return
-	}
-	t := time.NewTicker(u.cfg.Keepalive)
-	defer t.Stop()
-	for seq := 1; ; seq++ {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		pctx, cancel := context.WithTimeout(ctx, u.cfg.Keepalive)
-		u.Ping(pctx, seq&0xffff)
-		cancel()
 	}
 }
 

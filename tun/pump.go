@@ -177,7 +177,7 @@ type PeerConfig struct {
 type Peer struct {
 	name      string
 	follow    bool
-	keepalive time.Duration
+	keepalive atomic.Int64 // nanoseconds; 0: off
 	endpoint  atomic.Pointer[netip.AddrPort]
 	out       atomic.Pointer[outSet]
 	allowed   atomic.Pointer[[]netip.Prefix]
@@ -195,6 +195,7 @@ type peerCounters struct {
 type counters struct {
 	txPackets, txBytes, rxPackets, rxBytes atomic.Uint64
 	keepalivesSent, keepalivesRecv         atomic.Uint64
+	dummiesSent, dummiesRecv               atomic.Uint64
 	nonESP, invalid                        atomic.Uint64
 	drops                                  [esp.NumReasons]atomic.Uint64
 	noRoute, noSA, spoofed, notIP          atomic.Uint64
@@ -208,8 +209,12 @@ type Counters struct {
 	RxPackets, RxBytes uint64 // ESP packets accepted and their inner bytes
 	KeepalivesSent     uint64
 	KeepalivesReceived uint64 // not ESP: never counted as SA liveness
-	NonESP             uint64 // RFC 3948 non-ESP marker (IKE): we run no IKE
-	Invalid            uint64 // too short to be anything
+	// DummiesSent and DummiesReceived count RFC 4303 dummy packets: sent
+	// with each keepalive, they are authenticated, so they prove liveness and
+	// move a following peer's endpoint after a NAT rebinding.
+	DummiesSent, DummiesReceived uint64
+	NonESP                       uint64 // RFC 3948 non-ESP marker (IKE): we run no IKE
+	Invalid                      uint64 // too short to be anything
 	// Drops counts ESP packets dropped by the codec, by esp.Reason
 	// (unknown_spi, replay, auth, ...).
 	Drops        map[string]uint64
@@ -337,7 +342,8 @@ func (p *Pump) update(f func(t *peerTables) error) error {
 
 // AddPeer adds a peer with its routes; it has no SAs yet.
 func (p *Pump) AddPeer(c PeerConfig) (*Peer, error) {
-	peer := &Peer{name: c.Name, follow: c.FollowSource, keepalive: c.Keepalive}
+	peer := &Peer{name: c.Name, follow: c.FollowSource}
+	peer.keepalive.Store(int64(c.Keepalive))
 	ep := c.Endpoint
 	peer.endpoint.Store(&ep)
 	allowed := append([]netip.Prefix(nil), c.Allowed...)
@@ -529,6 +535,9 @@ func (peer *Peer) SetAllowed(prefixes []netip.Prefix) {
 // Name is the peer's name.
 func (peer *Peer) Name() string { return peer.name }
 
+// SetKeepalive changes the keepalive interval (0 turns keepalives off).
+func (peer *Peer) SetKeepalive(d time.Duration) { peer.keepalive.Store(int64(d)) }
+
 // Endpoint is where ESP to the peer goes now.
 func (peer *Peer) Endpoint() netip.AddrPort { return *peer.endpoint.Load() }
 
@@ -593,6 +602,7 @@ func (p *Pump) Counters() Counters {
 	out := Counters{
 		TxPackets: c.txPackets.Load(), TxBytes: c.txBytes.Load(), RxPackets: c.rxPackets.Load(), RxBytes: c.rxBytes.Load(),
 		KeepalivesSent: c.keepalivesSent.Load(), KeepalivesReceived: c.keepalivesRecv.Load(),
+		DummiesSent: c.dummiesSent.Load(), DummiesReceived: c.dummiesRecv.Load(),
 		NonESP: c.nonESP.Load(), Invalid: c.invalid.Load(), Drops: map[string]uint64{},
 		NoRoute: c.noRoute.Load(), NoSA: c.noSA.Load(), Spoofed: c.spoofed.Load(), NotIP: c.notIP.Load(),
 		SendErrors: c.sendErrors.Load(), ReadErrors: c.readErrors.Load(), DeviceErrors: c.deviceErrors.Load(),
@@ -877,7 +887,8 @@ func (p *Pump) inbound() {
 				continue
 			}
 			payload, _, _, err := s.in.Open(d)
-			if err != nil {
+			dummy := err == esp.ErrDummy
+			if err != nil && !dummy {
 				p.ctr.drops[esp.ReasonOf(err)].Add(1)
 				continue
 			}
@@ -889,6 +900,10 @@ func (p *Pump) inbound() {
 				peer.endpoint.Store(&ep)
 				peer.ctr.endpointMoves.Add(1)
 				p.log.Info("peer endpoint moved", "peer", peer.name, "endpoint", ep)
+			}
+			if dummy { // an authenticated keepalive: liveness, nothing to deliver
+				p.ctr.dummiesRecv.Add(1)
+				continue
 			}
 			s.packets.Add(1)
 			s.bytes.Add(uint64(len(payload)))
@@ -979,7 +994,7 @@ func (p *Pump) SendKeepalives(scratch []udp.Message) {
 	}
 	now := p.cfg.Now().UnixNano()
 	for _, peer := range p.peers.Load().peers {
-		if peer.keepalive <= 0 || now-peer.lastSent.Load() < int64(peer.keepalive) {
+		if ka := peer.keepalive.Load(); ka <= 0 || now-peer.lastSent.Load() < ka {
 			continue
 		}
 		ep := peer.Endpoint()
@@ -994,5 +1009,29 @@ func (p *Pump) SendKeepalives(scratch []udp.Message) {
 		peer.lastSent.Store(now)
 		peer.ctr.keepalives.Add(1)
 		p.ctr.keepalivesSent.Add(1)
+		p.sendDummy(peer, ep)
 	}
+}
+
+// sendDummy follows a NAT-keepalive with an RFC 4303 dummy packet under
+// the peer's current outbound SA. The keepalive holds the NAT mapping open
+// (RFC 3948 §2.3) but is unauthenticated, so it must not move the far end's
+// idea of our address; the dummy is authenticated, so after a NAT rebinding
+// it lets the far end follow us even when we have nothing else to send.
+func (p *Pump) sendDummy(peer *Peer, ep netip.AddrPort) {
+	set := peer.out.Load()
+	if set == nil || set.def == nil {
+		return
+	}
+	var buf [outOffset + esp.TailRoom]byte
+	pkt, err := set.def.out.SealDummy(buf[:], outOffset)
+	if err != nil {
+		p.ctr.drops[esp.ReasonOf(err)].Add(1)
+		return
+	}
+	if _, err := p.conn.WriteBatch([]udp.Message{{Buf: pkt, N: len(pkt), Addr: ep}}); err != nil {
+		p.ctr.sendErrors.Add(1)
+		return
+	}
+	p.ctr.dummiesSent.Add(1)
 }

@@ -505,3 +505,37 @@ func TestOutboundSelectors(t *testing.T) {
 		t.Fatalf("%+v", l.gw.pump.SACounters(l.gw.peer))
 	}
 }
+
+// TestDummyKeepaliveFollowsRebinding: an idle UE behind a NAT that loses
+// its mapping is found again at its new port by the gateway as soon as its
+// next keepalive goes out, because the keepalive is followed by an
+// authenticated RFC 4303 dummy packet (the 0xFF keepalive alone must not
+// move the endpoint: anyone can send one).
+func TestDummyKeepaliveFollowsRebinding(t *testing.T) {
+	var n *nat.NAT
+	l := newLink(t, func(gw netip.AddrPort) netip.AddrPort {
+		var err error
+		n, err = nat.New(nat.Config{Outside: netip.MustParseAddr("127.0.0.1"),
+			Forwards:  []nat.Forward{{Inside: netip.MustParseAddrPort("127.0.0.1:0"), Destination: gw}},
+			Filtering: nat.AddressPortDependent})
+		must(t, err)
+		t.Cleanup(func() { n.Close() })
+		return n.InsideAddrs()[0]
+	})
+	l.pinhole(t)
+	first := l.gw.peer.Endpoint()
+	n.Flush() // the home router reboots; the UE is idle
+	// The UE's keepalive timer fires (SendKeepalives runs every second; call
+	// it now, with a peer whose interval has passed).
+	l.ue.peer.SetKeepalive(time.Nanosecond)
+	l.ue.pump.SendKeepalives(nil)
+	waitFor(t, func() bool { return l.gw.peer.Endpoint() != first })
+	if c := l.gw.pump.Counters(); c.DummiesReceived != 1 || c.KeepalivesReceived != 1 {
+		t.Fatalf("gateway counters %+v", c)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := l.gw.ns.Ping(ctx, ueInner, 1, nil); err != nil {
+		t.Fatalf("gateway cannot reach the idle UE after the rebinding: %v", err)
+	}
+}
