@@ -456,7 +456,7 @@ func openWorkload(cfg esp.Config, size int) (workload, [][]byte, error) {
 		op: func(i int) error {
 			payload, nh, _, err := in.Open(pkts[i])
 			if err == nil && (len(payload) != size || nh != nextHeaderUDP) {
-				err = fmt.Errorf("Open returned %d bytes, next header %d; want %d, %d", len(payload), nh, size, nextHeaderUDP)
+				err = fmt.Errorf("open returned %d bytes, next header %d; want %d, %d", len(payload), nh, size, nextHeaderUDP)
 			}
 			return err
 		},

@@ -127,7 +127,6 @@ type UE struct {
 	mediaNS    *tun.Netstack
 	mediaPump  *tun.Pump
 	mediaPeer  *tun.Peer
-	mediaSPI   uint32 // the SPI we receive media on, offered in Security-Client
 	mediaIn    *esp.Inbound
 	curCall    *ueCall    // the call we answered, if any
 	innerBound netip.Addr // the address the inner SIP listeners are bound to

@@ -230,7 +230,6 @@ func TestNetstackTCPBoundDial(t *testing.T) {
 	portC := ap(ueIP, 41000)
 
 	accepted := make(chan net.Conn, 4)
-	var servers []*sync.WaitGroup
 	for _, port := range []uint16{6100, 6200} {
 		l, err := pc.ListenTCP(ap(pcIP, port))
 		if err != nil {
@@ -239,7 +238,7 @@ func TestNetstackTCPBoundDial(t *testing.T) {
 		if l.Addr().String() != ap(pcIP, port).String() {
 			t.Errorf("listener Addr %v", l.Addr())
 		}
-		servers = append(servers, echoServer(t, l, accepted))
+		echoServer(t, l, accepted)
 		t.Cleanup(func() { l.Close() })
 	}
 

@@ -49,12 +49,6 @@ func offloads(t *testing.T) []struct{ gso, gro bool } {
 	return all
 }
 
-// datagram is one datagram of the model: its receiver and contents.
-type datagram struct {
-	to   int
-	data []byte
-}
-
 // TestBatchesAgainstModel sends random batches — runs of equal sizes, a
 // shorter datagram ending a run, empty datagrams, several receivers
 // interleaved, runs longer than the kernel's 64 segments — through
