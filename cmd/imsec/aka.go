@@ -97,30 +97,32 @@ func addSubscriberFlags(fs *flag.FlagSet) subscriberFlags {
 	}
 }
 
-// milenage checks the subscriber flags and keys Milenage with them.
-func (s subscriberFlags) milenage() (akakeys.K, akakeys.OPc, error) {
-	var k akakeys.K
-	var opc akakeys.OPc
+// keys checks the subscriber flags: K, and exactly one of OP and OPc. op is
+// nil when OPc was given; opc is always set (derived from OP if need be).
+func (s subscriberFlags) keys() (k akakeys.K, op *akakeys.OP, opc akakeys.OPc, err error) {
 	if err := hexFields(hexField{"k", *s.k, k[:]}); err != nil {
-		return k, opc, err
+		return k, nil, opc, err
 	}
 	switch {
 	case *s.op != "" && *s.opc != "":
-		return k, opc, usageErrorf("give --op or --opc, not both")
+		return k, nil, opc, usageErrorf("give --op or --opc, not both")
 	case *s.op == "" && *s.opc == "":
-		return k, opc, usageErrorf("--op or --opc is required")
+		return k, nil, opc, usageErrorf("--op or --opc is required")
 	case *s.op != "":
-		var op akakeys.OP
+		op = new(akakeys.OP)
 		if err := hexFields(hexField{"op", *s.op, op[:]}); err != nil {
-			return k, opc, err
+			return k, nil, opc, err
 		}
-		opc = akakeys.ComputeOPc(k, op)
-	default:
-		if err := hexFields(hexField{"opc", *s.opc, opc[:]}); err != nil {
-			return k, opc, err
-		}
+		return k, op, akakeys.ComputeOPc(k, *op), nil
 	}
-	return k, opc, nil
+	err = hexFields(hexField{"opc", *s.opc, opc[:]})
+	return k, nil, opc, err
+}
+
+// milenage checks the subscriber flags and returns K and OPc.
+func (s subscriberFlags) milenage() (akakeys.K, akakeys.OPc, error) {
+	k, _, opc, err := s.keys()
+	return k, opc, err
 }
 
 func writeJSON(w io.Writer, v any) error {

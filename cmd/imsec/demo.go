@@ -56,14 +56,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *asJSON {
 		cfg.Out = stderr
 	}
-	kl, err := openKeyLog(*keylog, true)
+	kl, closeKL, err := openKeyLog(*keylog, true)
 	if err != nil {
 		return err
 	}
-	if kl != nil {
-		defer kl.Close()
-		cfg.KeyLog = kl
-	}
+	defer closeKL()
+	cfg.KeyLog = kl
 	var capFile *os.File
 	var capBuf *bufio.Writer
 	if *pcapPath != "" {

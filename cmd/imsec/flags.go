@@ -158,11 +158,12 @@ func addrPortArg(flagName, v string) (netip.AddrPort, error) {
 	return ap, nil
 }
 
-// openKeyLog opens a Wireshark key log for appending, created 0600 (its
-// lines are secrets). An empty path is no key log: nil, nil.
-func openKeyLog(path string, truncate bool) (*os.File, error) {
+// openKeyLog opens a Wireshark key log for appending (or truncating),
+// created 0600 (its lines are secrets). An empty path is no key log: a nil
+// writer. The returned close function is always safe to call.
+func openKeyLog(path string, truncate bool) (io.Writer, func() error, error) {
 	if path == "" {
-		return nil, nil
+		return nil, func() error { return nil }, nil
 	}
 	flags := os.O_CREATE | os.O_WRONLY | os.O_APPEND
 	if truncate {
@@ -170,7 +171,7 @@ func openKeyLog(path string, truncate bool) (*os.File, error) {
 	}
 	f, err := os.OpenFile(path, flags, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("--keylog: %w", err)
+		return nil, func() error { return nil }, fmt.Errorf("--keylog: %w", err)
 	}
-	return f, nil
+	return f, f.Close, nil
 }

@@ -150,14 +150,12 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	kl, err := openKeyLog(*keylog, false)
+	kl, closeKL, err := openKeyLog(*keylog, false)
 	if err != nil {
 		return err
 	}
-	if kl != nil {
-		defer kl.Close()
-		cfg.KeyLog = kl
-	}
+	defer closeKL()
+	cfg.KeyLog = kl
 	cfg.Logger = cliLogger(stderr, *verbose)
 	cfg.Events = sip.LadderPrinter(stdout)
 	srv, err := sip.New(cfg)

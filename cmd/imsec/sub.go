@@ -127,9 +127,7 @@ Example:
 	impi := fs.String("impi", "", "private identity, e.g. alice@ims.example (required)")
 	var impus multiFlag
 	fs.Var(&impus, "impu", "public identity `URI` (sip:, sips: or tel:); repeatable, at least one; the first is the default")
-	kF := fs.String("k", "", "subscriber key K, 16 bytes hex (required)")
-	opF := fs.String("op", "", "operator variant OP, 16 bytes hex (this or --opc)")
-	opcF := fs.String("opc", "", "OPc = E_K(OP) xor OP, 16 bytes hex (this or --op)")
+	keys := addSubscriberFlags(fs)
 	amfF := fs.String("amf", "8000", "authentication management field AMF, 2 bytes hex")
 	sqnF := fs.String("sqn", "000000000000", "last SQN used, 6 bytes hex")
 	if err := parseFlags(fs, args, false); err != nil {
@@ -145,37 +143,19 @@ Example:
 		return usageErrorf("at least one --impu is required")
 	}
 	sub := hss.Subscriber{IMPI: *impi, IMPUs: impus}
-	b, err := hexArg("k", *kF, len(sub.K))
+	k, op, opc, err := keys.keys()
 	if err != nil {
 		return err
 	}
-	copy(sub.K[:], b)
-	switch {
-	case *opF != "" && *opcF != "":
-		return usageErrorf("give --op or --opc, not both")
-	case *opF == "" && *opcF == "":
-		return usageErrorf("--op or --opc is required")
-	case *opF != "":
-		b, err := hexArg("op", *opF, len(akakeys.OP{}))
-		if err != nil {
-			return err
-		}
-		sub.SetOP(akakeys.OP(b))
-	default:
-		b, err := hexArg("opc", *opcF, len(sub.OPc))
-		if err != nil {
-			return err
-		}
-		copy(sub.OPc[:], b)
+	sub.K = k
+	if op != nil {
+		sub.SetOP(*op)
+	} else {
+		sub.OPc = opc
 	}
-	if b, err = hexArg("amf", *amfF, len(sub.AMF)); err != nil {
+	if err := hexFields(hexField{"amf", *amfF, sub.AMF[:]}, hexField{"sqn", *sqnF, sub.SQN[:]}); err != nil {
 		return err
 	}
-	copy(sub.AMF[:], b)
-	if b, err = hexArg("sqn", *sqnF, len(sub.SQN)); err != nil {
-		return err
-	}
-	copy(sub.SQN[:], b)
 	if err := sub.Validate(); err != nil {
 		// Bad identities are bad input: exit 2, before touching the file.
 		return usageErrorf("%s", strings.TrimPrefix(err.Error(), "hss: "))

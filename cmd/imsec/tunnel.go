@@ -363,9 +363,9 @@ func runTunnel(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 
 	if f.keylog != "" {
-		kf, err := os.OpenFile(f.keylog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		kf, closeKF, err := openKeyLog(f.keylog, false)
 		if err != nil {
-			return fmt.Errorf("--keylog: %w", err)
+			return err
 		}
 		kl := esp.NewKeyLog(kf)
 		local := f.listen.Addr()
@@ -376,7 +376,7 @@ func runTunnel(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err == nil {
 			err = kl.Log(f.in, f.peer.Addr(), local)
 		}
-		if cerr := kf.Close(); err == nil {
+		if cerr := closeKF(); err == nil {
 			err = cerr
 		}
 		if err != nil {

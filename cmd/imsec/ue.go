@@ -167,14 +167,12 @@ func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return usageErrorf("call target %q: want a SIP URI such as sip:bob@b.example", target)
 		}
 	}
-	kl, err := openKeyLog(*keylog, false)
+	kl, closeKL, err := openKeyLog(*keylog, false)
 	if err != nil {
 		return err
 	}
-	if kl != nil {
-		defer kl.Close()
-		cfg.KeyLog = kl
-	}
+	defer closeKL()
+	cfg.KeyLog = kl
 	cfg.Logger = cliLogger(stderr, *verbose)
 	cfg.Events = sip.LadderPrinter(stdout)
 	u, err := sip.NewUE(cfg)
