@@ -966,16 +966,7 @@ func (u *UE) Deregister(ctx context.Context) error {
 	if res.StatusCode != 200 {
 		return u.unexpected(res)
 	}
-	u.mu.Lock()
-	u.registered = false
-	sets := []*ueSet{u.active, u.old}
-	u.active, u.old = nil, nil
-	u.mu.Unlock()
-	for _, s := range sets {
-		if s != nil {
-			u.dropSet(s)
-		}
-	}
+	u.reset()
 	if u.mediaIn != nil {
 		u.mediaPump.RemoveInbound(u.mediaIn.SPI())
 		u.mediaPeer.SetOutbound(nil)

@@ -275,7 +275,7 @@ func runCapturedDemo(t *testing.T) *accessCapture {
 	var out, kl, capture bytes.Buffer
 	// Capture needs no lock of its own: the pcap.Writer writes each record
 	// in one call under its mutex, and stops before Run returns.
-	if _, err := Run(ctx, Config{Out: &out, KeyLog: &syncWriter{w: &kl}, Capture: &capture, CallDuration: time.Second}); err != nil {
+	if _, err := Run(ctx, Config{Out: &out, KeyLog: &lockedWriter{w: &kl}, Capture: &capture, CallDuration: time.Second}); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
 	c := &accessCapture{dir: t.TempDir(), logged: map[string]bool{}}

@@ -14,7 +14,7 @@ func TestDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var out, kl bytes.Buffer
-	sum, err := Run(ctx, Config{Out: &out, KeyLog: &syncWriter{w: &kl}})
+	sum, err := Run(ctx, Config{Out: &out, KeyLog: &lockedWriter{w: &kl}})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
