@@ -4,11 +4,8 @@ package tun_test
 
 import (
 	"bytes"
-	"crypto/rand"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -201,51 +198,12 @@ func TestKernelTUN(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer l.Close()
-		const size = 2 << 20
-		up := make([]byte, size)
-		rand.Read(up)
-		type res struct {
-			sum [32]byte
-			err error
-		}
-		done := make(chan res, 1)
-		go func() {
-			c, err := l.Accept()
-			if err != nil {
-				done <- res{err: err}
-				return
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(20 * time.Second))
-			// Receive the upload, then send it back.
-			b := make([]byte, size)
-			if _, err := io.ReadFull(c, b); err != nil {
-				done <- res{err: err}
-				return
-			}
-			_, err = c.Write(b)
-			done <- res{sum: sha256.Sum256(b), err: err}
-		}()
 		c, err := s.DialTCP(ctx, ap(sIP, 41001), ap(kIP, 7000))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		deadline(t, c)
-		if _, err := c.Write(up); err != nil {
-			t.Fatal(err)
-		}
-		back := make([]byte, size)
-		if _, err := io.ReadFull(c, back); err != nil {
-			t.Fatal(err)
-		}
-		r := <-done
-		if r.err != nil {
-			t.Fatal(r.err)
-		}
-		if r.sum != sha256.Sum256(up) || !bytes.Equal(back, up) {
-			t.Fatal("TCP data corrupted between the kernel and the netstack")
-		}
+		tcpEcho(t, l, c, 2<<20, 10*time.Second, "between the kernel and the netstack")
 	})
 	t.Run("mtu change is followed", func(t *testing.T) {
 		if err := k.SetMTU(1300); err != nil {

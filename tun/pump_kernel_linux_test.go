@@ -5,9 +5,7 @@ package tun_test
 import (
 	"bytes"
 	"crypto/rand"
-	"crypto/sha256"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os/exec"
@@ -181,54 +179,16 @@ func pumpKernelPair(t *testing.T, ealg esp.EncAlg, alg esp.AuthAlg) {
 			t.Fatal(err)
 		}
 		defer l.Close()
-		const size = 4 << 20
-		upData := make([]byte, size)
-		rand.Read(upData)
-		type res struct {
-			sum [32]byte
-			err error
-		}
-		done := make(chan res, 1)
-		go func() {
-			c, err := l.Accept()
-			if err != nil {
-				done <- res{err: err}
-				return
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(30 * time.Second))
-			b := make([]byte, size)
-			if _, err := io.ReadFull(c, b); err != nil {
-				done <- res{err: err}
-				return
-			}
-			_, err = c.Write(b) // and back
-			done <- res{sum: sha256.Sum256(b), err: err}
-		}()
 		var c net.Conn
 		nsA.do(func() { c, err = net.DialTimeout("tcp4", netip.AddrPortFrom(innerB, 7000).String(), 10*time.Second) })
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		c.SetDeadline(time.Now().Add(30 * time.Second))
 		if got := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr(); got != innerA {
 			t.Fatalf("A's kernel dials from %v, not its TUN address", got)
 		}
-		if _, err := c.Write(upData); err != nil {
-			t.Fatal(err)
-		}
-		back := make([]byte, size)
-		if _, err := io.ReadFull(c, back); err != nil {
-			t.Fatal(err)
-		}
-		r := <-done
-		if r.err != nil {
-			t.Fatal(r.err)
-		}
-		if r.sum != sha256.Sum256(upData) || !bytes.Equal(back, upData) {
-			t.Fatal("TCP data corrupted through the tunnel")
-		}
+		tcpEcho(t, l, c, 4<<20, 30*time.Second, "through the tunnel")
 	})
 
 	// Let the last segments (FIN, final ACKs) land, then every ESP packet

@@ -290,10 +290,10 @@ func TestReplayAndForgeryDoNotMoveEndpoint(t *testing.T) {
 	}
 }
 
-// TestNATRebinding: the UE sits behind a userspace NAT; the NAT loses its
-// mapping mid-stream; the UE's next packet comes from a new outside port and
-// the gateway follows it, so traffic continues both ways.
-func TestNATRebinding(t *testing.T) {
+// newLinkBehindNAT is newLink with the UE behind a userspace NAT
+// (address-and-port-dependent filtering) on its way to the gateway.
+func newLinkBehindNAT(t *testing.T) (*link, *nat.NAT) {
+	t.Helper()
 	var n *nat.NAT
 	l := newLink(t, func(gw netip.AddrPort) netip.AddrPort {
 		var err error
@@ -304,6 +304,14 @@ func TestNATRebinding(t *testing.T) {
 		t.Cleanup(func() { n.Close() })
 		return n.InsideAddrs()[0]
 	})
+	return l, n
+}
+
+// TestNATRebinding: the UE sits behind a userspace NAT; the NAT loses its
+// mapping mid-stream; the UE's next packet comes from a new outside port and
+// the gateway follows it, so traffic continues both ways.
+func TestNATRebinding(t *testing.T) {
+	l, n := newLinkBehindNAT(t)
 	l.pinhole(t)
 	first := l.gw.peer.Endpoint()
 	if first == l.ueConnAddr {
@@ -512,16 +520,7 @@ func TestOutboundSelectors(t *testing.T) {
 // authenticated RFC 4303 dummy packet (the 0xFF keepalive alone must not
 // move the endpoint: anyone can send one).
 func TestDummyKeepaliveFollowsRebinding(t *testing.T) {
-	var n *nat.NAT
-	l := newLink(t, func(gw netip.AddrPort) netip.AddrPort {
-		var err error
-		n, err = nat.New(nat.Config{Outside: netip.MustParseAddr("127.0.0.1"),
-			Forwards:  []nat.Forward{{Inside: netip.MustParseAddrPort("127.0.0.1:0"), Destination: gw}},
-			Filtering: nat.AddressPortDependent})
-		must(t, err)
-		t.Cleanup(func() { n.Close() })
-		return n.InsideAddrs()[0]
-	})
+	l, n := newLinkBehindNAT(t)
 	l.pinhole(t)
 	first := l.gw.peer.Endpoint()
 	n.Flush() // the home router reboots; the UE is idle
