@@ -229,3 +229,191 @@ enc_128:
 
 edone:
 	RET
+
+// Multi-lane CBC encryption: each lane is a separate CBC chain (its own
+// buffer and chaining value, one key for all), so the lanes' AESENC rounds
+// are independent and interleave the way the blocks of a CBC decryption do.
+//
+// func encryptCBC8Asm(nr int, xk *byte, bufs *[8]*byte, ivs *[8][16]byte, n int)
+//
+// Encrypts n blocks in place from each of bufs[0..7], chaining from ivs[i],
+// and leaves each lane's last ciphertext block in ivs[i]. CX nr, R8
+// schedule, R9 round-key cursor, DX bufs, SI ivs, BX blocks left, R11 the
+// byte offset of the current block in every lane, AX a lane's buffer,
+// X0..X7 the lanes' states, X8 the round key, X9 a plaintext block.
+
+// XORIN(i, X): X ^= the current plaintext block of lane i.
+#define XORIN(i, X) MOVQ (i*8)(DX), AX; MOVUPS (AX)(R11*1), X9; PXOR X9, X
+// STOUT(i, X): store X as lane i's current ciphertext block.
+#define STOUT(i, X) MOVQ (i*8)(DX), AX; MOVUPS X, (AX)(R11*1)
+
+TEXT ·encryptCBC8Asm(SB), NOSPLIT, $0-40
+	MOVQ nr+0(FP), CX
+	MOVQ xk+8(FP), R8
+	MOVQ bufs+16(FP), DX
+	MOVQ ivs+24(FP), SI
+	MOVQ n+32(FP), BX
+	MOVUPS 0(SI), X0
+	MOVUPS 16(SI), X1
+	MOVUPS 32(SI), X2
+	MOVUPS 48(SI), X3
+	MOVUPS 64(SI), X4
+	MOVUPS 80(SI), X5
+	MOVUPS 96(SI), X6
+	MOVUPS 112(SI), X7
+	XORQ R11, R11
+
+m8loop:
+	TESTQ BX, BX
+	JZ    m8done
+	XORIN(0, X0)
+	XORIN(1, X1)
+	XORIN(2, X2)
+	XORIN(3, X3)
+	XORIN(4, X4)
+	XORIN(5, X5)
+	XORIN(6, X6)
+	XORIN(7, X7)
+	MOVQ R8, R9
+	ROUND8(PXOR, 0)
+	CMPQ CX, $12
+	JB   m8_128
+	JEQ  m8_192
+	ROUND8(AESENC, 16)
+	ROUND8(AESENC, 32)
+	ADDQ $32, R9
+
+m8_192:
+	ROUND8(AESENC, 16)
+	ROUND8(AESENC, 32)
+	ADDQ $32, R9
+
+m8_128:
+	TAIL8(AESENC, AESENCLAST)
+	STOUT(0, X0)
+	STOUT(1, X1)
+	STOUT(2, X2)
+	STOUT(3, X3)
+	STOUT(4, X4)
+	STOUT(5, X5)
+	STOUT(6, X6)
+	STOUT(7, X7)
+	ADDQ $16, R11
+	DECQ BX
+	JMP  m8loop
+
+m8done:
+	MOVUPS X0, 0(SI)
+	MOVUPS X1, 16(SI)
+	MOVUPS X2, 32(SI)
+	MOVUPS X3, 48(SI)
+	MOVUPS X4, 64(SI)
+	MOVUPS X5, 80(SI)
+	MOVUPS X6, 96(SI)
+	MOVUPS X7, 112(SI)
+	RET
+
+// func encryptCBC4Asm(nr int, xk *byte, bufs *[8]*byte, ivs *[8][16]byte, n int)
+//
+// encryptCBC8Asm for lanes 0..3 only.
+TEXT ·encryptCBC4Asm(SB), NOSPLIT, $0-40
+	MOVQ nr+0(FP), CX
+	MOVQ xk+8(FP), R8
+	MOVQ bufs+16(FP), DX
+	MOVQ ivs+24(FP), SI
+	MOVQ n+32(FP), BX
+	MOVUPS 0(SI), X0
+	MOVUPS 16(SI), X1
+	MOVUPS 32(SI), X2
+	MOVUPS 48(SI), X3
+	XORQ R11, R11
+
+m4loop:
+	TESTQ BX, BX
+	JZ    m4done
+	XORIN(0, X0)
+	XORIN(1, X1)
+	XORIN(2, X2)
+	XORIN(3, X3)
+	MOVQ R8, R9
+	ROUND4(PXOR, 0)
+	CMPQ CX, $12
+	JB   m4_128
+	JEQ  m4_192
+	ROUND4(AESENC, 16)
+	ROUND4(AESENC, 32)
+	ADDQ $32, R9
+
+m4_192:
+	ROUND4(AESENC, 16)
+	ROUND4(AESENC, 32)
+	ADDQ $32, R9
+
+m4_128:
+	TAIL4(AESENC, AESENCLAST)
+	STOUT(0, X0)
+	STOUT(1, X1)
+	STOUT(2, X2)
+	STOUT(3, X3)
+	ADDQ $16, R11
+	DECQ BX
+	JMP  m4loop
+
+m4done:
+	MOVUPS X0, 0(SI)
+	MOVUPS X1, 16(SI)
+	MOVUPS X2, 32(SI)
+	MOVUPS X3, 48(SI)
+	RET
+
+#define OP2(OP, K) OP K, X0; OP K, X1
+#define ROUND2(OP, off) MOVUPS off(R9), X8; OP2(OP, X8)
+#define TAIL2(OP, LAST) \
+	ROUND2(OP, 16); ROUND2(OP, 32); ROUND2(OP, 48); ROUND2(OP, 64); \
+	ROUND2(OP, 80); ROUND2(OP, 96); ROUND2(OP, 112); ROUND2(OP, 128); \
+	ROUND2(OP, 144); ROUND2(LAST, 160)
+
+// func encryptCBC2Asm(nr int, xk *byte, bufs *[8]*byte, ivs *[8][16]byte, n int)
+//
+// encryptCBC8Asm for lanes 0 and 1 only.
+TEXT ·encryptCBC2Asm(SB), NOSPLIT, $0-40
+	MOVQ nr+0(FP), CX
+	MOVQ xk+8(FP), R8
+	MOVQ bufs+16(FP), DX
+	MOVQ ivs+24(FP), SI
+	MOVQ n+32(FP), BX
+	MOVUPS 0(SI), X0
+	MOVUPS 16(SI), X1
+	XORQ R11, R11
+
+m2loop:
+	TESTQ BX, BX
+	JZ    m2done
+	XORIN(0, X0)
+	XORIN(1, X1)
+	MOVQ R8, R9
+	ROUND2(PXOR, 0)
+	CMPQ CX, $12
+	JB   m2_128
+	JEQ  m2_192
+	ROUND2(AESENC, 16)
+	ROUND2(AESENC, 32)
+	ADDQ $32, R9
+
+m2_192:
+	ROUND2(AESENC, 16)
+	ROUND2(AESENC, 32)
+	ADDQ $32, R9
+
+m2_128:
+	TAIL2(AESENC, AESENCLAST)
+	STOUT(0, X0)
+	STOUT(1, X1)
+	ADDQ $16, R11
+	DECQ BX
+	JMP  m2loop
+
+m2done:
+	MOVUPS X0, 0(SI)
+	MOVUPS X1, 16(SI)
+	RET
