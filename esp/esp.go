@@ -1,7 +1,6 @@
 package esp
 
 import (
-	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hmac"
 	"crypto/rand"
@@ -11,6 +10,8 @@ import (
 	"math"
 	"sync"
 	"sync/atomic"
+
+	"github.com/imsec/imsec/esp/internal/aescbc"
 )
 
 // SPI is a Security Parameters Index (RFC 4303 §2.1).
@@ -190,10 +191,10 @@ func (s *sa) MaxPayload(size int) int {
 // Outbound is the sending side of an SA. Seal is safe for concurrent use.
 type Outbound struct {
 	sa
-	seq     atomic.Uint64 // last sequence number used
-	ivBlock cipher.Block  // AES under a random per-SA key, for CBC IVs
-	ivMask  uint64        // random per SA, XORed into GCM IVs
-	testIV  []byte        // known-answer tests only: use this IV instead
+	seq      atomic.Uint64  // last sequence number used
+	ivCipher *aescbc.Cipher // AES under a random per-SA key, for CBC IVs
+	ivMask   uint64         // random per SA, XORed into GCM IVs
+	testIV   []byte         // known-answer tests only: use this IV instead
 }
 
 // NewOutbound validates c and returns the sending side of the SA.
@@ -211,11 +212,11 @@ func newOutbound(c Config, allowNoAuth bool) (*Outbound, error) {
 		if _, err := rand.Read(k[:]); err != nil {
 			return nil, fmt.Errorf("esp: IV key: %w", err)
 		}
-		b, err := aes.NewCipher(k[:])
+		c, err := aescbc.New(k[:])
 		if err != nil {
 			return nil, fmt.Errorf("esp: IV key: %w", err)
 		}
-		o.ivBlock = b
+		o.ivCipher = c
 	}
 	if o.a.aead != nil {
 		var m [8]byte
@@ -243,23 +244,32 @@ func (o *Outbound) Seq() uint64 { return o.seq.Load() }
 // It returns ErrSeqExhausted instead of wrapping the 32-bit sequence number
 // of a non-ESN SA (RFC 4303 §3.3.3): the SA needs rekeying.
 func (o *Outbound) Seal(buf []byte, off, n int, nextHeader byte) ([]byte, error) {
+	nextHeader, err := o.check(buf, off, n, nextHeader)
+	if err != nil {
+		return nil, err
+	}
+	return o.seal(buf, off, n, nextHeader)
+}
+
+// check validates Seal's arguments and returns the Next Header to send.
+func (o *Outbound) check(buf []byte, off, n int, nextHeader byte) (byte, error) {
 	if off < ESPHeaderLen+o.a.ivLen || n < 0 || off > len(buf) || n > len(buf)-off {
-		return nil, ErrNoRoom
+		return 0, ErrNoRoom
 	}
 	if o.mode == Tunnel {
 		if n == 0 {
-			return nil, ErrNotIP
+			return 0, ErrNotIP
 		}
 		switch buf[off] >> 4 {
 		case 4:
-			nextHeader = NextHeaderIPv4
+			return NextHeaderIPv4, nil
 		case 6:
-			nextHeader = NextHeaderIPv6
+			return NextHeaderIPv6, nil
 		default:
-			return nil, ErrNotIP
+			return 0, ErrNotIP
 		}
 	}
-	return o.seal(buf, off, n, nextHeader)
+	return nextHeader, nil
 }
 
 // SealDummy builds an RFC 4303 §2.6 dummy packet (Next Header 59, no
@@ -275,21 +285,37 @@ func (o *Outbound) SealDummy(buf []byte, off int) ([]byte, error) {
 }
 
 func (o *Outbound) seal(buf []byte, off, n int, nextHeader byte) ([]byte, error) {
-	a := o.a
-	hdr := ESPHeaderLen + a.ivLen
-	pad := a.padLen(n)
-	ptEnd := off + n + pad + TrailerLen
-	end := ptEnd + a.icvLen
-	if end > len(buf) {
+	if o.sealEnd(off, n) > len(buf) {
 		return nil, ErrNoRoom
 	}
 	seq := o.seq.Add(1)
-	if seq == 0 || (!o.esn && seq > math.MaxUint32) {
+	if !o.seqOK(seq) {
 		return nil, ErrSeqExhausted
 	}
+	return o.sealSeq(buf, off, n, nextHeader, seq), nil
+}
 
-	start := off - hdr
-	p := buf[start:end:end]
+// sealEnd is where the sealed packet of a payload at buf[off:off+n] ends.
+func (o *Outbound) sealEnd(off, n int) int {
+	return off + n + o.a.padLen(n) + TrailerLen + o.a.icvLen
+}
+
+// seqOK reports whether seq may be sent: sequence numbers never cycle
+// (RFC 4303 §3.3.3), a 32-bit one stops at 2^32-1.
+func (o *Outbound) seqOK(seq uint64) bool {
+	return seq != 0 && (o.esn || seq <= math.MaxUint32)
+}
+
+// frame writes the ESP header and the trailer (padding, pad length, next
+// header) of a payload at buf[off:off+n] and returns the whole packet and
+// the plaintext to encrypt (payload and trailer). buf must be long enough
+// (sealEnd).
+func (o *Outbound) frame(buf []byte, off, n int, nextHeader byte, seq uint64) (p, pt []byte) {
+	a := o.a
+	pad := a.padLen(n)
+	ptEnd := off + n + pad + TrailerLen
+	end := ptEnd + a.icvLen
+	p = buf[off-ESPHeaderLen-a.ivLen : end : end]
 	binary.BigEndian.PutUint32(p[0:4], uint32(o.spi))
 	binary.BigEndian.PutUint32(p[4:8], uint32(seq))
 	t := buf[off+n : ptEnd]
@@ -298,7 +324,16 @@ func (o *Outbound) seal(buf []byte, off, n int, nextHeader byte) ([]byte, error)
 	}
 	t[pad] = byte(pad)
 	t[pad+1] = nextHeader
-	pt := buf[off:ptEnd]
+	return p, buf[off:ptEnd]
+}
+
+// sealSeq seals with the given sequence number; the arguments are checked.
+func (o *Outbound) sealSeq(buf []byte, off, n int, nextHeader byte, seq uint64) []byte {
+	a := o.a
+	hdr := ESPHeaderLen + a.ivLen
+	p, pt := o.frame(buf, off, n, nextHeader, seq)
+	ptEnd := off + len(pt)
+	start := off - hdr
 
 	st := o.pool.Get().(*state)
 	if a.aead != nil {
@@ -320,17 +355,8 @@ func (o *Outbound) seal(buf []byte, off, n int, nextHeader byte) ([]byte, error)
 		a.aead.Seal(pt[:0], nonce, pt, aad)
 	} else {
 		if a.cbcSize > 0 {
-			// IV = AES_K'(seq), K' random per SA: unique because the
-			// sequence number is, and unpredictable without K'.
-			blk := st.scratch[0:AESBlockSize]
-			binary.BigEndian.PutUint64(blk[0:8], seq)
-			binary.BigEndian.PutUint64(blk[8:16], 0)
-			o.ivBlock.Encrypt(blk, blk)
-			if o.testIV != nil {
-				copy(blk, o.testIV)
-			}
 			iv := p[ESPHeaderLen:hdr]
-			copy(iv, blk)
+			o.cbcIV(iv, seq, st.scratch[:])
 			if a.aesCBC != nil {
 				a.aesCBC.EncryptCBC(pt, pt, iv)
 			} else {
@@ -350,8 +376,38 @@ func (o *Outbound) seal(buf []byte, off, n int, nextHeader byte) ([]byte, error)
 		}
 	}
 	o.pool.Put(st)
-	return p, nil
+	return p
 }
+
+// cbcIV writes the CBC IV of sequence number seq: AES_K'(seq), K' random
+// per SA, so that it is unique because the sequence number is, and
+// unpredictable without K' (RFC 3602 §3 asks for both). A CBC encryption of
+// one block with a zero IV is that one AES encryption.
+// A 3DES IV is the first 8 bytes of the block, made in scratch (16 bytes).
+func (o *Outbound) cbcIV(iv []byte, seq uint64, scratch []byte) {
+	if o.testIV != nil {
+		copy(iv, o.testIV)
+		return
+	}
+	if len(iv) < AESBlockSize {
+		b := scratch[:AESBlockSize]
+		ivBlock(b, seq)
+		o.ivCipher.EncryptCBC(b, b, zeroIV[:])
+		copy(iv, b)
+		return
+	}
+	ivBlock(iv, seq)
+	o.ivCipher.EncryptCBC(iv, iv, zeroIV[:])
+}
+
+// ivBlock writes the block that cbcIV encrypts: seq, then zeros.
+func ivBlock(iv []byte, seq uint64) {
+	binary.BigEndian.PutUint64(iv[0:8], seq)
+	binary.BigEndian.PutUint64(iv[8:16], 0)
+}
+
+// zeroIV chains the single-block CBC encryptions that make CBC IVs.
+var zeroIV [AESBlockSize]byte
 
 // esnAAD writes the RFC 4106 §5 AAD for extended sequence numbers: SPI,
 // high 32 bits, low 32 bits.

@@ -1,0 +1,132 @@
+package esp
+
+import (
+	"encoding/binary"
+
+	"github.com/imsec/imsec/esp/internal/aescbc"
+)
+
+// SealJob is one packet for SealBatch: the payload at Buf[Off:Off+N], with
+// the head- and tailroom Seal needs. NextHeader is used in Transport mode
+// only, as Seal's argument is. SealBatch sets Pkt (the ESP packet, a
+// sub-slice of Buf) or Err (what Seal would have returned).
+type SealJob struct {
+	Buf        []byte
+	Off, N     int
+	NextHeader byte
+
+	Pkt []byte
+	Err error
+}
+
+// sealChunk is how many packets SealBatch prepares at once: its per-chunk
+// state lives on the stack.
+const sealChunk = 32
+
+// SealBatch seals every job as Seal would, with consecutive sequence
+// numbers in job order, and returns the number of jobs sealed. With
+// AES-CBC it encrypts up to eight packets at once (aescbc.EncryptCBCN) and
+// takes the sequence numbers with one atomic operation per chunk, so a
+// batch costs much less than the same packets sealed one by one. Safe for
+// concurrent use, like Seal; jobs of concurrent calls interleave their
+// sequence numbers by chunk.
+func (o *Outbound) SealBatch(jobs []SealJob) int {
+	sealed := 0
+	for len(jobs) > 0 {
+		n := min(len(jobs), sealChunk)
+		sealed += o.sealChunk(jobs[:n])
+		jobs = jobs[n:]
+	}
+	return sealed
+}
+
+func (o *Outbound) sealChunk(jobs []SealJob) int {
+	valid := 0
+	for i := range jobs {
+		j := &jobs[i]
+		j.Pkt = nil
+		j.NextHeader, j.Err = o.check(j.Buf, j.Off, j.N, j.NextHeader)
+		if j.Err == nil && o.sealEnd(j.Off, j.N) > len(j.Buf) {
+			j.Err = ErrNoRoom
+		}
+		if j.Err == nil {
+			valid++
+		}
+	}
+	if valid == 0 {
+		return 0
+	}
+	seq := o.seq.Add(uint64(valid)) - uint64(valid)
+	a := o.a
+	if a.aesCBC == nil || a.newMAC == nil || o.testIV != nil {
+		// One by one: GCM already runs its blocks in parallel.
+		sealed := 0
+		for i := range jobs {
+			j := &jobs[i]
+			if j.Err != nil {
+				continue
+			}
+			seq++
+			if !o.seqOK(seq) {
+				j.Err = ErrSeqExhausted
+				continue
+			}
+			j.Pkt = o.sealSeq(j.Buf, j.Off, j.N, j.NextHeader, seq)
+			sealed++
+		}
+		return sealed
+	}
+
+	// AES-CBC: frame every packet, then make the IVs (one block each,
+	// eight at a time), then encrypt the payloads eight at a time, then
+	// compute the ICVs.
+	var (
+		ivJobs  [sealChunk]aescbc.Job
+		encJobs [sealChunk]aescbc.Job
+		seqs    [sealChunk]uint64
+		k       int
+	)
+	hdr := ESPHeaderLen + a.ivLen
+	for i := range jobs {
+		j := &jobs[i]
+		if j.Err != nil {
+			continue
+		}
+		seq++
+		if !o.seqOK(seq) {
+			j.Err = ErrSeqExhausted
+			continue
+		}
+		p, pt := o.frame(j.Buf, j.Off, j.N, j.NextHeader, seq)
+		iv := p[ESPHeaderLen:hdr]
+		ivBlock(iv, seq)
+		ivJobs[k] = aescbc.Job{Buf: iv, IV: zeroIV[:]}
+		encJobs[k] = aescbc.Job{Buf: pt, IV: iv}
+		seqs[k] = seq
+		j.Pkt = p
+		k++
+	}
+	o.ivCipher.EncryptCBCN(ivJobs[:k])
+	a.aesCBC.EncryptCBCN(encJobs[:k])
+
+	st := o.pool.Get().(*state)
+	k = 0
+	for i := range jobs {
+		j := &jobs[i]
+		if j.Pkt == nil {
+			continue
+		}
+		icv := len(j.Pkt) - a.icvLen
+		st.mac.Reset()
+		st.mac.Write(j.Pkt[:icv])
+		if o.esn {
+			binary.BigEndian.PutUint32(st.scratch[0:4], uint32(seqs[k]>>32))
+			st.mac.Write(st.scratch[0:4])
+		}
+		sum := st.mac.Sum(st.scratch[:0])
+		copy(j.Pkt[icv:], sum[:a.icvLen])
+		k++
+	}
+	o.pool.Put(st)
+	return k
+}
