@@ -1,10 +1,6 @@
 package esp
 
-import (
-	"encoding/binary"
-
-	"github.com/imsec/imsec/esp/internal/aescbc"
-)
+import "github.com/imsec/imsec/esp/internal/aescbc"
 
 // SealJob is one packet for SealBatch: the payload at Buf[Off:Off+N], with
 // the head- and tailroom Seal needs. NextHeader is used in Transport mode
@@ -117,16 +113,58 @@ func (o *Outbound) sealChunk(jobs []SealJob) int {
 			continue
 		}
 		icv := len(j.Pkt) - a.icvLen
-		st.mac.Reset()
-		st.mac.Write(j.Pkt[:icv])
-		if o.esn {
-			binary.BigEndian.PutUint32(st.scratch[0:4], uint32(seqs[k]>>32))
-			st.mac.Write(st.scratch[0:4])
-		}
-		sum := st.mac.Sum(st.scratch[:0])
+		sum := o.mac(st, j.Pkt[:icv], seqs[k])
 		copy(j.Pkt[icv:], sum[:a.icvLen])
 		k++
 	}
 	o.pool.Put(st)
 	return k
+}
+
+// OpenJob is one packet for OpenBatch. OpenBatch sets Payload, NextHeader,
+// Seq and Err as Open returns them.
+type OpenJob struct {
+	Pkt []byte
+
+	Payload    []byte
+	NextHeader byte
+	Seq        uint64
+	Err        error
+}
+
+// OpenBatch opens every job as Open would, in job order, and returns how
+// many opened (Err == nil). Checks run in Open's order for each packet; a
+// packet repeated within one batch opens once and is then ErrReplay.
+func (in *Inbound) OpenBatch(jobs []OpenJob) int {
+	a := in.a
+	opened := 0
+	if a.aead != nil || a.newMAC == nil {
+		for i := range jobs {
+			j := &jobs[i]
+			j.Payload, j.NextHeader, j.Seq, j.Err = in.Open(j.Pkt)
+			if j.Err == nil {
+				opened++
+			}
+		}
+		return opened
+	}
+	st := in.pool.Get().(*state)
+	for i := range jobs {
+		j := &jobs[i]
+		j.Payload, j.NextHeader = nil, 0
+		if j.Seq, j.Err = in.precheck(j.Pkt); j.Err != nil {
+			continue
+		}
+		sum := in.mac(st, j.Pkt[:len(j.Pkt)-a.icvLen], j.Seq)
+		if j.Err = in.verify(j.Pkt, sum); j.Err != nil {
+			j.Seq = 0
+			continue
+		}
+		in.decrypt(j.Pkt, st)
+		if j.Payload, j.NextHeader, j.Err = in.finish(j.Pkt, j.Seq); j.Err == nil {
+			opened++
+		}
+	}
+	in.pool.Put(st)
+	return opened
 }

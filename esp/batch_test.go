@@ -206,3 +206,96 @@ func BenchmarkSealBatch(b *testing.B) {
 		}
 	}
 }
+
+// TestOpenBatchMatchesOpen: a batch mixing good packets with tampered,
+// replayed (also twice within the batch), truncated, foreign-SPI and dummy
+// packets gives, job by job, what Open gives one packet at a time on a
+// second Inbound of the same SA.
+func TestOpenBatchMatchesOpen(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 32))
+	for _, p := range allPairs {
+		for _, esn := range []bool{false, true} {
+			for _, mode := range []Mode{Tunnel, Transport} {
+				c := p.config(mode, esn)
+				o, inBatch := mustSA(t, c)
+				inOne, err := NewInbound(c)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var pkts [][]byte
+				for i := range 80 {
+					var pkt []byte
+					switch r := rng.IntN(10); {
+					case r == 0 && len(pkts) > 0: // replay, maybe within this batch
+						pkt = bytes.Clone(pkts[rng.IntN(len(pkts))])
+					case r == 1:
+						pkt = seal(t, o, ipPayload(rng.IntN(300)+1, 4, rng), 17)
+						pkt[rng.IntN(len(pkt))] ^= 1 << rng.IntN(8)
+					case r == 2:
+						pkt = seal(t, o, ipPayload(rng.IntN(300)+1, 4, rng), 17)
+						pkt = pkt[:rng.IntN(len(pkt))]
+					case r == 3:
+						buf := make([]byte, HeaderRoom+TailRoom)
+						pkt, err = o.SealDummy(buf, HeaderRoom)
+						if err != nil {
+							t.Fatal(err)
+						}
+					case r == 4:
+						pkt = seal(t, o, ipPayload(40, 4, rng), 17)
+						pkt[0] ^= 0x80 // another SPI
+					default:
+						pkt = seal(t, o, ipPayload(rng.IntN(1500)+1, 4+2*byte(i%2), rng), 17)
+					}
+					pkts = append(pkts, pkt)
+				}
+				jobs := make([]OpenJob, len(pkts))
+				for i, pkt := range pkts {
+					jobs[i] = OpenJob{Pkt: bytes.Clone(pkt)}
+				}
+				opened := inBatch.OpenBatch(jobs)
+				want := 0
+				for i, pkt := range pkts {
+					payload, nh, seq, err := inOne.Open(bytes.Clone(pkt))
+					j := jobs[i]
+					if err != j.Err || nh != j.NextHeader || seq != j.Seq || !bytes.Equal(payload, j.Payload) {
+						t.Fatalf("%v %v esn=%v: job %d: OpenBatch gave (%d bytes, nh %d, seq %d, %v), Open (%d bytes, nh %d, seq %d, %v)",
+							p, mode, esn, i, len(j.Payload), j.NextHeader, j.Seq, j.Err, len(payload), nh, seq, err)
+					}
+					if err == nil {
+						want++
+					}
+				}
+				if opened != want || want < 20 { // about half are good
+					t.Fatalf("%v: OpenBatch reported %d opened, Open opened %d", p, opened, want)
+				}
+			}
+		}
+	}
+}
+
+func TestOpenBatchNoAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops items at random under -race; run without -race to check the budget")
+	}
+	for _, p := range allPairs {
+		o, in := mustSA(t, p.config(Transport, false))
+		const n = 40
+		var rounds [][]OpenJob
+		for range 60 {
+			jobs := make([]OpenJob, n)
+			for i := range jobs {
+				jobs[i] = OpenJob{Pkt: seal(t, o, make([]byte, 1400), 17)}
+			}
+			rounds = append(rounds, jobs)
+		}
+		r := 0
+		if a := testing.AllocsPerRun(50, func() {
+			if got := in.OpenBatch(rounds[r]); got != n {
+				t.Fatalf("%v: opened %d of %d", p, got, n)
+			}
+			r++
+		}); a != 0 {
+			t.Errorf("%v: OpenBatch allocates %v per batch", p, a)
+		}
+	}
+}

@@ -365,13 +365,7 @@ func (o *Outbound) sealSeq(buf []byte, off, n int, nextHeader byte, seq uint64) 
 			}
 		}
 		if st.mac != nil {
-			st.mac.Reset()
-			st.mac.Write(p[:ptEnd-start])
-			if o.esn {
-				binary.BigEndian.PutUint32(st.scratch[0:4], uint32(seq>>32))
-				st.mac.Write(st.scratch[0:4])
-			}
-			sum := st.mac.Sum(st.scratch[:0])
+			sum := o.mac(st, p[:ptEnd-start], seq)
 			copy(p[ptEnd-start:], sum[:a.icvLen])
 		}
 	}
@@ -460,88 +454,134 @@ func (in *Inbound) Window() int { return int(in.win.size) }
 // and returns ErrDummy. On any error the packet is garbage and the window
 // has not moved (except ErrDummy).
 func (in *Inbound) Open(pkt []byte) (payload []byte, nextHeader byte, seq uint64, err error) {
+	seq, err = in.precheck(pkt)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	a := in.a
+	st := in.pool.Get().(*state)
+	if a.aead != nil {
+		err = in.openAEAD(pkt, seq, st)
+	} else if st.mac != nil {
+		sum := in.mac(st, pkt[:len(pkt)-a.icvLen], seq)
+		err = in.verify(pkt, sum)
+	}
+	if err == nil && a.aead == nil {
+		in.decrypt(pkt, st)
+	}
+	in.pool.Put(st)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	payload, nextHeader, err = in.finish(pkt, seq)
+	return payload, nextHeader, seq, err
+}
+
+// precheck makes Open's checks that need no crypto: length, SPI and the
+// replay window (not moved). It returns the full sequence number.
+func (in *Inbound) precheck(pkt []byte) (uint64, error) {
 	a := in.a
 	hdr := ESPHeaderLen + a.ivLen
 	if len(pkt) < hdr+TrailerLen+a.icvLen {
-		return nil, 0, 0, ErrShort
+		return 0, ErrShort
 	}
-	ctEnd := len(pkt) - a.icvLen
-	ct := pkt[hdr:ctEnd]
-	if a.cbcSize > 0 && len(ct)%a.cbcSize != 0 {
-		return nil, 0, 0, ErrBadLength
+	if a.cbcSize > 0 && (len(pkt)-hdr-a.icvLen)%a.cbcSize != 0 {
+		return 0, ErrBadLength
 	}
 	if SPI(binary.BigEndian.Uint32(pkt[0:4])) != in.spi {
-		return nil, 0, 0, ErrUnknownSPI
+		return 0, ErrUnknownSPI
 	}
 	seq, ok := in.win.check(binary.BigEndian.Uint32(pkt[4:8]))
 	if !ok {
-		return nil, 0, 0, ErrReplay
+		return 0, ErrReplay
 	}
+	return seq, nil
+}
 
-	st := in.pool.Get().(*state)
-	if a.aead != nil {
-		nonce := st.scratch[0:12]
-		copy(nonce, a.salt[:])
-		copy(nonce[4:], pkt[ESPHeaderLen:hdr])
-		aad := pkt[0:ESPHeaderLen]
-		if in.esn {
-			aad = esnAAD(st.scratch[16:28], in.spi, seq)
-		}
-		if _, err := a.aead.Open(ct[:0], nonce, pkt[hdr:], aad); err != nil {
-			in.pool.Put(st)
-			return nil, 0, 0, ErrAuth
-		}
-	} else {
-		if st.mac != nil {
-			st.mac.Reset()
-			st.mac.Write(pkt[:ctEnd])
-			if in.esn {
-				binary.BigEndian.PutUint32(st.scratch[0:4], uint32(seq>>32))
-				st.mac.Write(st.scratch[0:4])
-			}
-			sum := st.mac.Sum(st.scratch[:0])
-			if !hmac.Equal(sum[:a.icvLen], pkt[ctEnd:]) {
-				in.pool.Put(st)
-				return nil, 0, 0, ErrAuth
-			}
-		}
-		if a.aesCBC != nil {
-			a.aesCBC.DecryptCBC(ct, ct, pkt[ESPHeaderLen:hdr])
-		} else if a.cbcSize > 0 {
-			st.cbc.SetIV(pkt[ESPHeaderLen:hdr])
-			st.cbc.CryptBlocks(ct, ct)
-		}
+// openAEAD authenticates and decrypts a GCM packet in place.
+func (in *Inbound) openAEAD(pkt []byte, seq uint64, st *state) error {
+	a := in.a
+	hdr := ESPHeaderLen + a.ivLen
+	nonce := st.scratch[0:12]
+	copy(nonce, a.salt[:])
+	copy(nonce[4:], pkt[ESPHeaderLen:hdr])
+	aad := pkt[0:ESPHeaderLen]
+	if in.esn {
+		aad = esnAAD(st.scratch[16:28], in.spi, seq)
 	}
-	in.pool.Put(st)
+	ct := pkt[hdr : len(pkt)-a.icvLen]
+	if _, err := a.aead.Open(ct[:0], nonce, pkt[hdr:], aad); err != nil {
+		return ErrAuth
+	}
+	return nil
+}
 
+// mac computes the full HMAC of msg (and, with ESN, the high 32 bits of
+// seq, RFC 4303 §2.2.1) in st.scratch.
+func (s *sa) mac(st *state, msg []byte, seq uint64) []byte {
+	st.mac.Reset()
+	st.mac.Write(msg)
+	if s.esn {
+		binary.BigEndian.PutUint32(st.scratch[0:4], uint32(seq>>32))
+		st.mac.Write(st.scratch[0:4])
+	}
+	return st.mac.Sum(st.scratch[:0])
+}
+
+// verify compares the packet's ICV with sum, truncated, in constant time.
+func (in *Inbound) verify(pkt, sum []byte) error {
+	icv := len(pkt) - in.a.icvLen
+	if !hmac.Equal(sum[:in.a.icvLen], pkt[icv:]) {
+		return ErrAuth
+	}
+	return nil
+}
+
+// decrypt decrypts a CBC packet's ciphertext in place (nothing for null).
+func (in *Inbound) decrypt(pkt []byte, st *state) {
+	a := in.a
+	hdr := ESPHeaderLen + a.ivLen
+	ct := pkt[hdr : len(pkt)-a.icvLen]
+	if a.aesCBC != nil {
+		a.aesCBC.DecryptCBC(ct, ct, pkt[ESPHeaderLen:hdr])
+	} else if a.cbcSize > 0 {
+		st.cbc.SetIV(pkt[ESPHeaderLen:hdr])
+		st.cbc.CryptBlocks(ct, ct)
+	}
+}
+
+// finish checks the decrypted trailer of an authentic packet and moves the
+// window: Open's last steps.
+func (in *Inbound) finish(pkt []byte, seq uint64) (payload []byte, nh byte, err error) {
+	ct := pkt[ESPHeaderLen+in.a.ivLen : len(pkt)-in.a.icvLen]
 	padLen := int(ct[len(ct)-2])
-	nh := ct[len(ct)-1]
+	nh = ct[len(ct)-1]
 	if padLen+TrailerLen > len(ct) {
-		return nil, 0, 0, ErrBadPadding
+		return nil, 0, ErrBadPadding
 	}
 	n := len(ct) - TrailerLen - padLen
 	for i, b := range ct[n : n+padLen] {
 		if b != byte(i+1) {
-			return nil, 0, 0, ErrBadPadding
+			return nil, 0, ErrBadPadding
 		}
 	}
 	payload = ct[:n:n]
 	if in.mode == Tunnel && nh != NextHeaderNone {
 		if n == 0 {
-			return nil, 0, 0, ErrBadNextHeader
+			return nil, 0, ErrBadNextHeader
 		}
 		v := payload[0] >> 4
 		if !(nh == NextHeaderIPv4 && v == 4) && !(nh == NextHeaderIPv6 && v == 6) {
-			return nil, 0, 0, ErrBadNextHeader
+			return nil, 0, ErrBadNextHeader
 		}
 	}
 	if !in.win.update(seq) {
-		return nil, 0, 0, ErrReplay
+		return nil, 0, ErrReplay
 	}
 	if nh == NextHeaderNone {
-		return nil, nh, seq, ErrDummy
+		return nil, nh, ErrDummy
 	}
-	return payload, nh, seq, nil
+	return payload, nh, nil
 }
 
 // PacketSPI returns the SPI of an ESP packet (its first four octets).
