@@ -91,13 +91,15 @@ func ourTUN(s Suite) TUNBuilder {
 			}
 		}
 		for i, ns := range []*Netns{a, b} {
-			outer := [2]netip.AddrPort{plan.OuterA, plan.OuterB}[i]
+			outer := [2]netip.AddrPort{plan.OuterA, plan.OuterB}
 			err := ns.Do(func() error {
 				k, err := tun.CreateKernel(plan.Name, mtu)
 				if err != nil {
 					return err
 				}
-				c, err := udp.Listen(outer)
+				// Connected to the other end, as a UE's socket to its
+				// P-CSCF is: the kernel routes once, not per datagram.
+				c, err := udp.Dial(outer[i], outer[1-i])
 				if err != nil {
 					k.Close()
 					return err

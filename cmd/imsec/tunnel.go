@@ -103,7 +103,7 @@ func parseTunnelFlags(args []string, stderr io.Writer) (*tunnelFlags, error) {
 	fs.Var(&routes, "route", "with --tun: also route this `PREFIX` into the tunnel (repeatable)")
 	mtu := fs.Int("mtu", 0, "inner MTU (0: what fits a 1500-byte path under the --out algorithms)")
 	keepalive := fs.Duration("keepalive", 20*time.Second, "send an RFC 3948 NAT-keepalive after this long without sending (0: never)")
-	follow := fs.Bool("follow-peer", false, "let authenticated ESP move the peer's address (the peer is behind a NAT that may rebind)")
+	follow := fs.Bool("follow-peer", false, "let authenticated ESP move the peer's address (the peer is behind a NAT that may rebind); without it the socket is connected to --peer and takes datagrams from it only")
 	keylog := fs.String("keylog", "", "append both SAs to this `FILE` in Wireshark's esp_sa format (secrets; created 0600)")
 	ping := fs.String("ping", "", "send ICMP echo requests to this inner `ADDR` through the tunnel, then exit")
 	count := fs.Int("count", 4, "with --ping: how many echo requests")
@@ -401,7 +401,14 @@ func runTunnel(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		dev = kernel
 	}
-	conn, err := udp.Listen(f.listen)
+	// A peer that cannot move gets a connected socket: the kernel routes
+	// once instead of per datagram, and drops datagrams from anyone else.
+	var conn *udp.Conn
+	if f.follow {
+		conn, err = udp.Listen(f.listen)
+	} else {
+		conn, err = udp.Dial(f.listen, f.peer)
+	}
 	if err != nil {
 		dev.Close()
 		return fmt.Errorf("--listen %v: %w", f.listen, err)
