@@ -12,6 +12,8 @@ import (
 	"hash"
 
 	"github.com/imsec/imsec/esp/internal/aescbc"
+
+	"github.com/imsec/imsec/esp/internal/hmacsha1"
 )
 
 // EncAlg names an ESP encryption algorithm the way TS 33.203 and RFC 3329
@@ -101,6 +103,7 @@ type algs struct {
 	salt   [GCMSaltLen]byte
 
 	newMAC func() hash.Hash // nil without separate integrity
+	sha1   *hmacsha1.Key    // hmac-sha-1-96: the fast path (pads precomputed, two packets at once)
 }
 
 // newAlgs checks c and builds its algorithms. allowNoAuth admits a CBC
@@ -163,6 +166,9 @@ func newAlgs(c *Config, allowNoAuth bool) (*algs, error) {
 		key := append([]byte(nil), c.AuthKey...)
 		a.newMAC = func() hash.Hash { return hmac.New(h, key) }
 		a.icvLen = icv
+	}
+	if c.Integrity == AuthHMACSHA196 && hmacsha1.Accelerated() {
+		a.sha1 = hmacsha1.New(c.AuthKey)
 	}
 	return a, nil
 }

@@ -1,6 +1,11 @@
 package esp
 
-import "github.com/imsec/imsec/esp/internal/aescbc"
+import (
+	"encoding/binary"
+
+	"github.com/imsec/imsec/esp/internal/aescbc"
+	"github.com/imsec/imsec/esp/internal/hmacsha1"
+)
 
 // SealJob is one packet for SealBatch: the payload at Buf[Off:Off+N], with
 // the head- and tailroom Seal needs. NextHeader is used in Transport mode
@@ -105,6 +110,30 @@ func (o *Outbound) sealChunk(jobs []SealJob) int {
 	o.ivCipher.EncryptCBCN(ivJobs[:k])
 	a.aesCBC.EncryptCBCN(encJobs[:k])
 
+	if a.sha1 != nil {
+		var (
+			macs  [sealChunk]hmacsha1.Job
+			tails [sealChunk][4]byte
+		)
+		k = 0
+		for i := range jobs {
+			j := &jobs[i]
+			if j.Pkt == nil {
+				continue
+			}
+			macs[k] = hmacsha1.Job{Key: a.sha1, Msg: j.Pkt[:len(j.Pkt)-a.icvLen], Tail: o.esnTail(tails[k][:], seqs[k])}
+			k++
+		}
+		hmacsha1.SumN(macs[:k])
+		k = 0
+		for i := range jobs {
+			if j := &jobs[i]; j.Pkt != nil {
+				copy(j.Pkt[len(j.Pkt)-a.icvLen:], macs[k].Sum[:a.icvLen])
+				k++
+			}
+		}
+		return k
+	}
 	st := o.pool.Get().(*state)
 	k = 0
 	for i := range jobs {
@@ -148,23 +177,83 @@ func (in *Inbound) OpenBatch(jobs []OpenJob) int {
 		}
 		return opened
 	}
+	for len(jobs) > 0 {
+		n := min(len(jobs), sealChunk)
+		opened += in.openChunk(jobs[:n])
+		jobs = jobs[n:]
+	}
+	return opened
+}
+
+// openChunk opens CBC or null packets with HMAC: the checks that need no
+// crypto for all, then every ICV (hmac-sha-1-96: two packets at a time),
+// then per packet, in order, the ICV comparison, decryption and the
+// trailer checks that move the window.
+func (in *Inbound) openChunk(jobs []OpenJob) int {
+	a := in.a
+	var (
+		macs  [sealChunk]hmacsha1.Job
+		tails [sealChunk][4]byte
+	)
 	st := in.pool.Get().(*state)
+	defer in.pool.Put(st)
 	for i := range jobs {
 		j := &jobs[i]
 		j.Payload, j.NextHeader = nil, 0
-		if j.Seq, j.Err = in.precheck(j.Pkt); j.Err != nil {
+		j.Seq, j.Err = in.precheck(j.Pkt)
+		if j.Err != nil {
 			continue
 		}
-		sum := in.mac(st, j.Pkt[:len(j.Pkt)-a.icvLen], j.Seq)
-		if j.Err = in.verify(j.Pkt, sum); j.Err != nil {
+		msg := j.Pkt[:len(j.Pkt)-a.icvLen]
+		if a.sha1 != nil {
+			macs[i] = hmacsha1.Job{Key: a.sha1, Msg: msg, Tail: in.esnTail(tails[i][:], j.Seq)}
+		} else {
+			copy(macs[i].Sum[:], in.mac(st, msg, j.Seq)[:a.icvLen])
+		}
+	}
+	if a.sha1 != nil {
+		// Jobs that failed have no key: SumN gets only the others.
+		k := 0
+		for i := range jobs {
+			if jobs[i].Err == nil {
+				macs[k] = macs[i]
+				k++
+			}
+		}
+		hmacsha1.SumN(macs[:k])
+		for i := len(jobs) - 1; i >= 0; i-- {
+			if jobs[i].Err == nil {
+				k--
+				macs[i].Sum = macs[k].Sum
+			}
+		}
+	}
+	opened := 0
+	for i := range jobs {
+		j := &jobs[i]
+		if j.Err != nil {
+			continue
+		}
+		// Again, now that the packets before this one have moved the
+		// window: the same order of checks as Open one packet at a time.
+		seq, ok := in.win.check(binary.BigEndian.Uint32(j.Pkt[4:8]))
+		if !ok {
+			j.Seq, j.Err = 0, ErrReplay
+			continue
+		}
+		if seq != j.Seq { // ESN: the window crossed 2^32 meanwhile; the ICV covers the new high bits
+			j.Seq = seq
+			copy(macs[i].Sum[:], in.mac(st, j.Pkt[:len(j.Pkt)-a.icvLen], seq)[:a.icvLen])
+		}
+		if j.Err = in.verify(j.Pkt, macs[i].Sum[:]); j.Err != nil {
 			j.Seq = 0
 			continue
 		}
 		in.decrypt(j.Pkt, st)
-		if j.Payload, j.NextHeader, j.Err = in.finish(j.Pkt, j.Seq); j.Err == nil {
+		j.Payload, j.NextHeader, j.Err = in.finish(j.Pkt, j.Seq)
+		if j.Err == nil {
 			opened++
 		}
 	}
-	in.pool.Put(st)
 	return opened
 }

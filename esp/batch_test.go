@@ -299,3 +299,37 @@ func TestOpenBatchNoAllocs(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenBatchESNBoundary: one batch of packets around 2^32, out of
+// order, opens as Open opens them one by one (the high 32 bits are
+// inferred from the window as each packet comes).
+func TestOpenBatchESNBoundary(t *testing.T) {
+	for _, p := range []pair{allPairs[3], allPairs[4], allPairs[10]} {
+		c := p.config(Tunnel, true)
+		o, inBatch := mustSA(t, c)
+		inOne, err := NewInbound(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.seq.Store(math.MaxUint32 - 5)
+		inBatch.win.top.Store(math.MaxUint32 - 6)
+		inOne.win.top.Store(math.MaxUint32 - 6)
+		rng := rand.New(rand.NewPCG(5, 6))
+		var pkts [][]byte
+		for range 12 {
+			pkts = append(pkts, seal(t, o, ipPayload(100, 4, rng), 0))
+		}
+		order := []int{0, 1, 2, 7, 3, 8, 4, 5, 11, 6, 9, 10, 1, 7}
+		jobs := make([]OpenJob, len(order))
+		for i, k := range order {
+			jobs[i] = OpenJob{Pkt: bytes.Clone(pkts[k])}
+		}
+		inBatch.OpenBatch(jobs)
+		for i, k := range order {
+			_, _, seq, err := inOne.Open(bytes.Clone(pkts[k]))
+			if jobs[i].Seq != seq || jobs[i].Err != err {
+				t.Fatalf("%v: job %d (packet %d): OpenBatch seq %#x %v, Open seq %#x %v", p, i, k, jobs[i].Seq, jobs[i].Err, seq, err)
+			}
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 
 	"github.com/imsec/imsec/esp/internal/aescbc"
+	"github.com/imsec/imsec/esp/internal/hmacsha1"
 )
 
 // SPI is a Security Parameters Index (RFC 4303 §2.1).
@@ -519,6 +520,11 @@ func (in *Inbound) openAEAD(pkt []byte, seq uint64, st *state) error {
 // mac computes the full HMAC of msg (and, with ESN, the high 32 bits of
 // seq, RFC 4303 §2.2.1) in st.scratch.
 func (s *sa) mac(st *state, msg []byte, seq uint64) []byte {
+	if k := s.a.sha1; k != nil {
+		sum := (*[hmacsha1.Size]byte)(st.scratch[:hmacsha1.Size])
+		k.Sum(sum, msg, s.esnTail(st.scratch[hmacsha1.Size:], seq))
+		return sum[:]
+	}
 	st.mac.Reset()
 	st.mac.Write(msg)
 	if s.esn {
@@ -526,6 +532,16 @@ func (s *sa) mac(st *state, msg []byte, seq uint64) []byte {
 		st.mac.Write(st.scratch[0:4])
 	}
 	return st.mac.Sum(st.scratch[:0])
+}
+
+// esnTail writes into b what follows the packet in the ICV input: with
+// ESN the high 32 bits of seq (RFC 4303 §2.2.1), else nothing.
+func (s *sa) esnTail(b []byte, seq uint64) []byte {
+	if !s.esn {
+		return nil
+	}
+	binary.BigEndian.PutUint32(b[:4], uint32(seq>>32))
+	return b[:4]
 }
 
 // verify compares the packet's ICV with sum, truncated, in constant time.

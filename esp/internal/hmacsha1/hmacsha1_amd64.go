@@ -54,3 +54,8 @@ func block2(ha, hb *[5]uint32, pa, pb []byte) {
 		block2SHANI(ha, hb, &pa[0], &pb[0], len(pa)/blockSize)
 	}
 }
+
+// Accelerated reports whether this CPU runs the SHA-NI kernels. Without
+// them the portable block function is several times slower than
+// crypto/sha1 (which has AVX2 code), so callers should keep crypto/hmac.
+func Accelerated() bool { return useSHANI }
