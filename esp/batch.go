@@ -18,6 +18,8 @@ type SealJob struct {
 
 	Pkt []byte
 	Err error
+
+	seq uint64 // given by Reserve; 0: none
 }
 
 // sealChunk is how many packets SealBatch prepares at once: its per-chunk
@@ -27,25 +29,26 @@ const sealChunk = 32
 // SealBatch seals every job as Seal would, with consecutive sequence
 // numbers in job order, and returns the number of jobs sealed. With
 // AES-CBC it encrypts up to eight packets at once (aescbc.EncryptCBCN) and
-// takes the sequence numbers with one atomic operation per chunk, so a
-// batch costs much less than the same packets sealed one by one. Safe for
-// concurrent use, like Seal; jobs of concurrent calls interleave their
-// sequence numbers by chunk.
+// with hmac-sha-1-96 it authenticates two at once, and it takes all the
+// sequence numbers with one atomic operation, so a batch costs much less
+// than the same packets sealed one by one. Safe for concurrent use, like
+// Seal. It is Reserve then SealReserved.
 func (o *Outbound) SealBatch(jobs []SealJob) int {
-	sealed := 0
-	for len(jobs) > 0 {
-		n := min(len(jobs), sealChunk)
-		sealed += o.sealChunk(jobs[:n])
-		jobs = jobs[n:]
-	}
-	return sealed
+	o.Reserve(jobs)
+	return o.SealReserved(jobs)
 }
 
-func (o *Outbound) sealChunk(jobs []SealJob) int {
+// Reserve checks every job as Seal would (setting Err on those that fail)
+// and gives each of the others the next sequence number, in job order, or
+// ErrSeqExhausted once the numbers run out. It returns how many jobs got a
+// number. SealReserved then seals them, possibly in parts on several
+// goroutines at once: the numbers, and so the order the receiver's replay
+// window sees, stay those of the jobs.
+func (o *Outbound) Reserve(jobs []SealJob) int {
 	valid := 0
 	for i := range jobs {
 		j := &jobs[i]
-		j.Pkt = nil
+		j.Pkt, j.seq = nil, 0
 		j.NextHeader, j.Err = o.check(j.Buf, j.Off, j.N, j.NextHeader)
 		if j.Err == nil && o.sealEnd(j.Off, j.N) > len(j.Buf) {
 			j.Err = ErrNoRoom
@@ -58,6 +61,43 @@ func (o *Outbound) sealChunk(jobs []SealJob) int {
 		return 0
 	}
 	seq := o.seq.Add(uint64(valid)) - uint64(valid)
+	numbered := 0
+	for i := range jobs {
+		j := &jobs[i]
+		if j.Err != nil {
+			continue
+		}
+		seq++
+		if !o.seqOK(seq) {
+			j.Err = ErrSeqExhausted
+			continue
+		}
+		j.seq = seq
+		numbered++
+	}
+	return numbered
+}
+
+// SealReserved seals the jobs Reserve numbered and returns how many; jobs
+// with Err set are skipped. Calls on disjoint parts of one reserved batch
+// may run at once. A job that Reserve did not see is a caller's mistake:
+// SealReserved panics.
+func (o *Outbound) SealReserved(jobs []SealJob) int {
+	sealed := 0
+	for len(jobs) > 0 {
+		n := min(len(jobs), sealChunk)
+		sealed += o.sealChunk(jobs[:n])
+		jobs = jobs[n:]
+	}
+	return sealed
+}
+
+func (o *Outbound) sealChunk(jobs []SealJob) int {
+	for i := range jobs {
+		if j := &jobs[i]; j.Err == nil && j.seq == 0 {
+			panic("esp: SealReserved on a job that Reserve did not number")
+		}
+	}
 	a := o.a
 	if a.aesCBC == nil || a.newMAC == nil || o.testIV != nil {
 		// One by one: GCM already runs its blocks in parallel.
@@ -67,12 +107,7 @@ func (o *Outbound) sealChunk(jobs []SealJob) int {
 			if j.Err != nil {
 				continue
 			}
-			seq++
-			if !o.seqOK(seq) {
-				j.Err = ErrSeqExhausted
-				continue
-			}
-			j.Pkt = o.sealSeq(j.Buf, j.Off, j.N, j.NextHeader, seq)
+			j.Pkt = o.sealSeq(j.Buf, j.Off, j.N, j.NextHeader, j.seq)
 			sealed++
 		}
 		return sealed
@@ -93,11 +128,7 @@ func (o *Outbound) sealChunk(jobs []SealJob) int {
 		if j.Err != nil {
 			continue
 		}
-		seq++
-		if !o.seqOK(seq) {
-			j.Err = ErrSeqExhausted
-			continue
-		}
+		seq := j.seq
 		p, pt := o.frame(j.Buf, j.Off, j.N, j.NextHeader, seq)
 		iv := p[ESPHeaderLen:hdr]
 		ivBlock(iv, seq)

@@ -333,3 +333,52 @@ func TestOpenBatchESNBoundary(t *testing.T) {
 		}
 	}
 }
+
+// TestSealReservedInParts: a reserved batch sealed in two parts on two
+// goroutines at once gives exactly the packets Seal gives one by one.
+func TestSealReservedInParts(t *testing.T) {
+	rng := rand.New(rand.NewPCG(41, 42))
+	for _, p := range allPairs {
+		c := p.config(Tunnel, false)
+		o, _ := mustSA(t, c)
+		ref := twin(t, o, c)
+		for range 10 {
+			n := rng.IntN(100) + 2
+			jobs := make([]SealJob, n)
+			want := make([][]byte, n)
+			for i := range jobs {
+				size := rng.IntN(1400) + 1
+				payload := ipPayload(size, 4, rng)
+				buf := make([]byte, HeaderRoom+size+TailRoom)
+				copy(buf[HeaderRoom:], payload)
+				jobs[i] = SealJob{Buf: buf, Off: HeaderRoom, N: size}
+				want[i] = seal(t, ref, payload, 0)
+			}
+			if got := o.Reserve(jobs); got != n {
+				t.Fatalf("%v: Reserve numbered %d of %d", p, got, n)
+			}
+			h := rng.IntN(n)
+			done := make(chan int)
+			go func() { done <- o.SealReserved(jobs[h:]) }()
+			sealed := o.SealReserved(jobs[:h]) + <-done
+			if sealed != n {
+				t.Fatalf("%v: sealed %d of %d", p, sealed, n)
+			}
+			for i := range jobs {
+				if !bytes.Equal(jobs[i].Pkt, want[i]) {
+					t.Fatalf("%v: job %d of %d (split at %d) differs from Seal's packet", p, i, n, h)
+				}
+			}
+		}
+	}
+}
+
+func TestSealReservedWithoutReserve(t *testing.T) {
+	o, _ := mustSA(t, allPairs[3].config(Transport, false))
+	defer func() {
+		if recover() == nil {
+			t.Fatal("no panic")
+		}
+	}()
+	o.SealReserved([]SealJob{{Buf: make([]byte, 100), Off: HeaderRoom, N: 10}})
+}
