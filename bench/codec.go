@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
@@ -126,6 +127,10 @@ type CodecConfig struct {
 	Suites []Suite
 	Sizes  []int         // payload sizes in bytes, 1..MaxPacketSize
 	Budget time.Duration // per implementation per cell
+	// Batch, if above 1, measures esp's SealBatch and OpenBatch with this
+	// many packets per call instead of Seal and Open one packet at a time
+	// (a data plane seals and opens what one system call brought).
+	Batch int
 	// Progress, if set, is called before each cell with its 1-based index,
 	// the number of cells and a label such as "aes-cbc/hmac-sha-1-96 1400B open".
 	Progress func(n, total int, label string)
@@ -137,6 +142,9 @@ type CodecResult struct {
 	Alg  string `json:"alg"`
 	Size int    `json:"size"` // payload (inner packet) bytes
 	Op   string `json:"op"`   // "seal" or "open"
+	// Batch is the packets per SealBatch or OpenBatch call, 1 for Seal and
+	// Open.
+	Batch int `json:"batch"`
 	// MBps and PPS are payload megabytes (10^6 bytes) and packets per second.
 	MBps float64 `json:"mbps"`
 	PPS  float64 `json:"pps"`
@@ -180,6 +188,10 @@ func RunCodec(ctx context.Context, cfg CodecConfig) ([]CodecResult, error) {
 	if cfg.Budget < 0 {
 		return nil, fmt.Errorf("bench: negative time budget %v", cfg.Budget)
 	}
+	if cfg.Batch < 0 || cfg.Batch > maxCodecBatch {
+		return nil, fmt.Errorf("bench: batch %d out of range 0..%d", cfg.Batch, maxCodecBatch)
+	}
+	cfg.Batch = max(cfg.Batch, 1)
 	for _, n := range cfg.Sizes {
 		if n < 1 || n > MaxPacketSize {
 			return nil, fmt.Errorf("bench: packet size %d out of range 1..%d", n, MaxPacketSize)
@@ -196,7 +208,7 @@ func RunCodec(ctx context.Context, cfg CodecConfig) ([]CodecResult, error) {
 				if cfg.Progress != nil {
 					cfg.Progress(len(out)+1, total, fmt.Sprintf("%s/%s %dB %s", s.EAlg, s.Auth, size, op))
 				}
-				r, err := runCell(ctx, s, size, op, cfg.Budget)
+				r, err := runCell(ctx, s, size, op, cfg.Budget, cfg.Batch)
 				if err != nil {
 					return out, fmt.Errorf("bench: %s/%s %dB %s: %w", s.EAlg, s.Auth, size, op, err)
 				}
@@ -230,8 +242,12 @@ func (s Suite) config() esp.Config {
 // nextHeaderUDP is the Transport-mode Next Header used for the payload.
 const nextHeaderUDP = 17
 
-func runCell(ctx context.Context, s Suite, size int, op string, budget time.Duration) (CodecResult, error) {
-	r := CodecResult{EAlg: s.EAlg, Alg: string(s.Auth), Size: size, Op: op}
+// maxCodecBatch bounds CodecConfig.Batch (a batch of 8000-byte packets is
+// then 2 MB).
+const maxCodecBatch = 256
+
+func runCell(ctx context.Context, s Suite, size int, op string, budget time.Duration, batch int) (CodecResult, error) {
+	r := CodecResult{EAlg: s.EAlg, Alg: string(s.Auth), Size: size, Op: op, Batch: batch}
 	cfg := s.config()
 	base, err := newBaseline(cfg)
 	if err != nil {
@@ -239,13 +255,13 @@ func runCell(ctx context.Context, s Suite, size int, op string, budget time.Dura
 	}
 	var ours, theirs workload
 	if op == "seal" {
-		ours, err = sealWorkload(cfg, size)
+		ours, err = sealWorkload(cfg, size, batch)
 		if err == nil {
 			theirs = base.sealWorkload(size)
 		}
 	} else {
 		var pkts [][]byte
-		ours, pkts, err = openWorkload(cfg, size)
+		ours, pkts, err = openWorkload(cfg, size, batch)
 		if err == nil {
 			theirs = base.openWorkload(pkts)
 		}
@@ -392,8 +408,9 @@ func (w workload) allocsPerOp() (float64, error) {
 }
 
 // sealWorkload seals a size-byte payload in place, over and over, in one
-// buffer laid out with esp.HeaderRoom and esp.TailRoom.
-func sealWorkload(cfg esp.Config, size int) (workload, error) {
+// buffer laid out with esp.HeaderRoom and esp.TailRoom; with batch > 1,
+// batch such buffers per SealBatch call.
+func sealWorkload(cfg esp.Config, size, batch int) (workload, error) {
 	out, err := esp.NewOutbound(cfg)
 	if err != nil {
 		return workload{}, err
@@ -401,6 +418,32 @@ func sealWorkload(cfg esp.Config, size int) (workload, error) {
 	buf := make([]byte, esp.HeaderRoom+size+esp.TailRoom)
 	for i := range buf {
 		buf[i] = byte(i)
+	}
+	if batch > 1 {
+		jobs := make([]esp.SealJob, batch)
+		bufs := make([][]byte, batch)
+		for k := range bufs {
+			bufs[k] = bytes.Clone(buf)
+		}
+		return workload{
+			batch: batch * max(1, 64/batch),
+			op: func(i int) error {
+				if i%batch != 0 {
+					return nil
+				}
+				for k := range jobs {
+					jobs[k] = esp.SealJob{Buf: bufs[k], Off: esp.HeaderRoom, N: size, NextHeader: nextHeaderUDP}
+				}
+				if out.SealBatch(jobs) != batch {
+					for _, j := range jobs {
+						if j.Err != nil {
+							return j.Err
+						}
+					}
+				}
+				return nil
+			},
+		}, nil
 	}
 	return workload{
 		batch: 64,
@@ -414,8 +457,8 @@ func sealWorkload(cfg esp.Config, size int) (workload, error) {
 // openWorkload returns a workload that opens batches of packets from one
 // Inbound, re-sealing each batch with fresh sequence numbers (untimed)
 // before it is opened in place, and a copy of the first batch for the
-// baseline.
-func openWorkload(cfg esp.Config, size int) (workload, [][]byte, error) {
+// baseline. With perCall > 1, OpenBatch opens perCall packets per call.
+func openWorkload(cfg esp.Config, size, perCall int) (workload, [][]byte, error) {
 	out, err := esp.NewOutbound(cfg)
 	if err != nil {
 		return workload{}, nil, err
@@ -425,6 +468,7 @@ func openWorkload(cfg esp.Config, size int) (workload, [][]byte, error) {
 		return workload{}, nil, err
 	}
 	batch := batchFor(size)
+	batch = max(batch/perCall, 1) * perCall
 	bufs := make([][]byte, batch)
 	pkts := make([][]byte, batch)
 	for i := range bufs {
@@ -450,10 +494,29 @@ func openWorkload(cfg esp.Config, size int) (workload, [][]byte, error) {
 	for i, p := range pkts {
 		pristine[i] = append([]byte(nil), p...)
 	}
+	jobs := make([]esp.OpenJob, perCall)
 	w := workload{
 		batch:   batch,
 		prepare: prepare,
 		op: func(i int) error {
+			if perCall > 1 {
+				if i%perCall != 0 {
+					return nil
+				}
+				for k := range jobs {
+					jobs[k] = esp.OpenJob{Pkt: pkts[i+k]}
+				}
+				in.OpenBatch(jobs)
+				for _, j := range jobs {
+					if j.Err != nil {
+						return j.Err
+					}
+					if len(j.Payload) != size || j.NextHeader != nextHeaderUDP {
+						return fmt.Errorf("open returned %d bytes, next header %d; want %d, %d", len(j.Payload), j.NextHeader, size, nextHeaderUDP)
+					}
+				}
+				return nil
+			}
 			payload, nh, _, err := in.Open(pkts[i])
 			if err == nil && (len(payload) != size || nh != nextHeaderUDP) {
 				err = fmt.Errorf("open returned %d bytes, next header %d; want %d, %d", len(payload), nh, size, nextHeaderUDP)

@@ -153,3 +153,31 @@ func TestFilterSuites(t *testing.T) {
 		}
 	}
 }
+
+// TestRunCodecBatch: with Batch the cells go through SealBatch and
+// OpenBatch (which check every packet they open) for every suite, without
+// allocating; a batch out of range is refused.
+func TestRunCodecBatch(t *testing.T) {
+	res, err := RunCodec(context.Background(), CodecConfig{
+		Suites: CodecSuites(),
+		Sizes:  []int{100, 1400},
+		Budget: time.Millisecond,
+		Batch:  9,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res {
+		if r.Batch != 9 || !(r.MBps > 0 && r.Ratio > 0) {
+			t.Errorf("implausible row %+v", r)
+		}
+		if r.Allocs != 0 && !raceEnabled {
+			t.Errorf("%s/%s %d %s x9: %v allocations per packet", r.EAlg, r.Alg, r.Size, r.Op, r.Allocs)
+		}
+	}
+	for _, b := range []int{-1, maxCodecBatch + 1} {
+		if _, err := RunCodec(context.Background(), CodecConfig{Suites: CodecSuites()[:1], Sizes: []int{64}, Budget: time.Millisecond, Batch: b}); err == nil {
+			t.Errorf("batch %d accepted", b)
+		}
+	}
+}
