@@ -43,6 +43,12 @@ type Config struct {
 	// yet: the gateway's answer to the UE's "pinhole" ping.
 	EchoResponder netip.Addr
 
+	// ParallelSeal has a second goroutine seal half of every large batch
+	// the Device gives (16 packets or more) while the first seals the other
+	// half, so that one busy SA's encryption uses two cores. Packets keep
+	// their order and their sequence numbers follow it.
+	ParallelSeal bool
+
 	Logger *slog.Logger     // default: discard
 	Now    func() time.Time // default: time.Now
 }
@@ -279,9 +285,15 @@ func NewPump(cfg Config) (*Pump, error) {
 	p := &Pump{cfg: cfg, dev: cfg.Device, conn: cfg.Conn, log: cfg.Logger, stop: make(chan struct{}), pingWho: map[uint32]chan time.Time{}}
 	p.peers.Store(&peerTables{bySPI: map[esp.SPI]*inSA{}, byAddr: map[netip.Addr]*Peer{}})
 	r := newOutRing(cfg.Device.BatchSize(), outOffset+cfg.Device.MTU()+esp.TailRoom)
+	var h *sealHelper
+	if cfg.ParallelSeal {
+		h = &sealHelper{tasks: make(chan sealTask), done: make(chan struct{}, 1)}
+		p.wg.Add(1)
+		go p.sealHelper(h)
+	}
 	p.wg.Add(4)
 	go p.readDevice(r)
-	go p.outbound(r)
+	go p.outbound(r, h)
 	go p.inbound()
 	go p.keepalives()
 	return p, nil
@@ -739,8 +751,11 @@ func (p *Pump) readDevice(r *outRing) {
 // sequence numbers keep packet order) measured slower on the two-core
 // machine the targets are set on, where the other core is already busy
 // with readDevice, inbound and the kernel (see bench/doc.go).
-func (p *Pump) outbound(r *outRing) {
+func (p *Pump) outbound(r *outRing, h *sealHelper) {
 	defer p.wg.Done()
+	if h != nil {
+		defer close(h.tasks)
+	}
 	var (
 		msgs  = make([]udp.Message, r.slots)
 		jobs  = make([]esp.SealJob, r.slots)
@@ -769,17 +784,59 @@ func (p *Pump) outbound(r *outRing) {
 			sas[k], peers[k] = s, peer
 			k++
 		}
-		for lo := 0; lo < k; {
-			hi := lo + 1
-			for hi < k && sas[hi] == sas[lo] {
-				hi++
-			}
-			sas[lo].out.SealBatch(jobs[lo:hi])
-			lo = hi
+		forRuns(jobs[:k], sas, func(out *esp.Outbound, run []esp.SealJob) { out.Reserve(run) })
+		if h != nil && k >= parallelMin {
+			half := k / 2
+			h.tasks <- sealTask{jobs: jobs[half:k], sas: sas[half:k]}
+			sealRuns(jobs[:half], sas)
+			<-h.done
+		} else {
+			sealRuns(jobs[:k], sas)
 		}
 		p.send(msgs[:p.sealed(jobs[:k], sas, peers, msgs)])
 		r.tail.Store(tail)
 		wake(r.drained)
+	}
+}
+
+// parallelMin is the smallest batch ParallelSeal splits.
+const parallelMin = 16
+
+// sealHelper is ParallelSeal's second sealing goroutine: outbound hands it
+// the second half of a batch and waits on done after sealing the first.
+type sealHelper struct {
+	tasks chan sealTask // closed by outbound when it stops
+	done  chan struct{}
+}
+
+// sealTask is part of a reserved batch, with each job's SA.
+type sealTask struct {
+	jobs []esp.SealJob
+	sas  []*outSA
+}
+
+func (p *Pump) sealHelper(h *sealHelper) {
+	defer p.wg.Done()
+	for t := range h.tasks {
+		sealRuns(t.jobs, t.sas)
+		h.done <- struct{}{}
+	}
+}
+
+// sealRuns seals reserved jobs, sas[i] being job i's SA.
+func sealRuns(jobs []esp.SealJob, sas []*outSA) {
+	forRuns(jobs, sas, func(out *esp.Outbound, run []esp.SealJob) { out.SealReserved(run) })
+}
+
+// forRuns calls f for each run of consecutive jobs under one SA.
+func forRuns(jobs []esp.SealJob, sas []*outSA, f func(*esp.Outbound, []esp.SealJob)) {
+	for lo := 0; lo < len(jobs); {
+		hi := lo + 1
+		for hi < len(jobs) && sas[hi] == sas[lo] {
+			hi++
+		}
+		f(sas[lo].out, jobs[lo:hi])
+		lo = hi
 	}
 }
 

@@ -70,6 +70,12 @@ type fakeEnd struct {
 // (public) endpoint from its first authenticated packet (FollowSource).
 func fakeLink(t testing.TB, n *udptest.Network, ueDev, gwDev tun.Device) (ue, gw *fakeEnd) {
 	t.Helper()
+	return fakeLinkConfig(t, n, ueDev, gwDev, tun.Config{})
+}
+
+// fakeLinkConfig is fakeLink with the options of cfg for both pumps.
+func fakeLinkConfig(t testing.TB, n *udptest.Network, ueDev, gwDev tun.Device, cfg tun.Config) (ue, gw *fakeEnd) {
+	t.Helper()
 	ue, gw = &fakeEnd{dev: ueDev}, &fakeEnd{dev: gwDev}
 	var err error
 	if ue.conn, err = n.Listen(fakeUEOuter); err != nil {
@@ -79,7 +85,9 @@ func fakeLink(t testing.TB, n *udptest.Network, ueDev, gwDev tun.Device) (ue, gw
 		t.Fatal(err)
 	}
 	for _, e := range []*fakeEnd{ue, gw} {
-		if e.pump, err = tun.NewPump(tun.Config{Device: e.dev, Conn: e.conn}); err != nil {
+		c := cfg
+		c.Device, c.Conn = e.dev, e.conn
+		if e.pump, err = tun.NewPump(c); err != nil {
 			t.Fatal(err)
 		}
 		p := e.pump
@@ -486,10 +494,19 @@ func TestFakePumpCloseStopsEverything(t *testing.T) {
 // the socket (BatchSize 8 and udptest's 64) and keep the order of a
 // stream: a burst of 2000 arrives complete and in order on a clean network.
 func TestFakePumpBatchesAndOrder(t *testing.T) {
+	for _, parallel := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ParallelSeal=%v", parallel), func(t *testing.T) { testBatchesAndOrder(t, parallel) })
+	}
+}
+
+// testBatchesAndOrder sends 2000 packets from the UE's device, 64 per
+// device read at most (so that ParallelSeal splits batches), and requires
+// every one at the gateway's device, in order, none dropped.
+func testBatchesAndOrder(t *testing.T, parallel bool) {
 	n := udptest.NewNetwork()
-	ueDev := tuntest.NewChannelDevice(1400, 8, 4096)
-	gwDev := tuntest.NewChannelDevice(1400, 8, 4096)
-	_, gw := fakeLink(t, n, ueDev, gwDev)
+	ueDev := tuntest.NewChannelDevice(1400, 64, 4096)
+	gwDev := tuntest.NewChannelDevice(1400, 64, 4096)
+	_, gw := fakeLinkConfig(t, n, ueDev, gwDev, tun.Config{ParallelSeal: parallel})
 	const count = 2000
 	go func() {
 		for i := range count {
