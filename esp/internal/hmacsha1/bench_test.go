@@ -47,7 +47,7 @@ func BenchmarkSum(b *testing.B) {
 
 func BenchmarkSumN(b *testing.B) {
 	k := New(benchKey())
-	for _, n := range []int{2, 8} {
+	for _, n := range []int{2, 3, 4, 8} {
 		for _, size := range benchSizes {
 			jobs := make([]Job, n)
 			for i := range jobs {

@@ -12,10 +12,12 @@
 // SHA1RNDS4, SHA1NEXTE, SHA1MSG1 and SHA1MSG2. Each SHA1RNDS4 (four rounds)
 // needs the result of the one before, so a single message is bound by the
 // latency of that chain while the SHA unit could accept more work. SumN
-// therefore hashes two independent messages at once, with the instructions of
-// the two streams interleaved four rounds at a time: while one stream's
-// SHA1RNDS4 is in flight, the other's issues. The two streams run together
-// for the blocks both messages have; the longer one finishes alone.
+// therefore hashes several independent messages at once, the instructions of
+// the streams interleaved four rounds at a time: while one stream's SHA1RNDS4
+// is in flight, the others' issue. With AVX-512 it runs four streams, their
+// message schedules computed on the vector units so that the SHA unit is left
+// to the rounds; otherwise two. The streams run together for the blocks they
+// all have; the longer ones go on with fewer streams.
 //
 // On other architectures, on amd64 without SHA-NI, and with the purego build
 // tag, the same API runs on a portable Go block function.
@@ -24,6 +26,7 @@ package hmacsha1
 import (
 	"crypto/sha1"
 	"encoding/binary"
+	"math"
 )
 
 // Size is the length in bytes of an HMAC-SHA1 output (FIPS 180-4 section 1:
@@ -35,9 +38,10 @@ const (
 	// the B of RFC 2104 section 2.
 	blockSize = 64
 
-	// maxTail is the longest Tail the final blocks hold: after the full
-	// blocks of Msg at most 63 bytes remain, and those, the tail, the 0x80
-	// byte and the 8-byte length must fit in two blocks.
+	// maxTail is the longest Tail the final blocks hold: after the blocks
+	// of Msg hashed in place at most 63 bytes remain (inPlace leaves more
+	// only if they fit), and those, the tail, the 0x80 byte and the 8-byte
+	// length must fit in two blocks.
 	maxTail = 2*blockSize - (blockSize - 1) - 1 - 8
 
 	ipad = 0x36 // RFC 2104 section 2
@@ -99,7 +103,7 @@ type Job struct {
 // 56 bytes.
 func (k *Key) Sum(out *[Size]byte, msg, tail []byte) {
 	h := k.inner
-	n := len(msg) &^ (blockSize - 1)
+	n := inPlace(msg, tail)
 	block(&h, msg[:n])
 	var f [2 * blockSize]byte
 	block(&h, f[:final(&f, msg[n:], tail, len(msg))])
@@ -111,14 +115,15 @@ func (k *Key) Sum(out *[Size]byte, msg, tail []byte) {
 	putDigest(out[:], &h)
 }
 
-// SumN computes every job, two at a time where the CPU allows. Jobs may have
-// different keys and lengths: the two streams run together for the blocks
-// both have, then the longer one finishes alone. It panics if a Tail is longer
-// than 56 bytes.
+// SumN computes every job, in groups of up to four run together where the CPU
+// allows. Jobs may have different keys and lengths: the streams of a group
+// run together for the blocks they all have, then the longer ones go on
+// without the others. It panics if a Tail is longer than 56 bytes.
 func SumN(jobs []Job) {
 	for len(jobs) >= 2 {
-		sum2(&jobs[0], &jobs[1])
-		jobs = jobs[2:]
+		n := min(len(jobs), 4)
+		sumGroup(jobs[:n])
+		jobs = jobs[n:]
 	}
 	if len(jobs) == 1 {
 		j := &jobs[0]
@@ -126,38 +131,92 @@ func SumN(jobs []Job) {
 	}
 }
 
-// sum2 is Key.Sum for two jobs at once.
-func sum2(a, b *Job) {
-	ha, hb := a.Key.inner, b.Key.inner
-	na, nb := len(a.Msg)&^(blockSize-1), len(b.Msg)&^(blockSize-1)
-	pair(&ha, &hb, a.Msg[:na], b.Msg[:nb])
-	var fa, fb [2 * blockSize]byte
-	pair(&ha, &hb,
-		fa[:final(&fa, a.Msg[na:], a.Tail, len(a.Msg))],
-		fb[:final(&fb, b.Msg[nb:], b.Tail, len(b.Msg))])
+// sumGroup is Key.Sum for two to four jobs at once: the inner hashes over the
+// message blocks hashed in place, then over the final blocks, then the outer
+// hashes, one block each.
+func sumGroup(jobs []Job) {
+	k := len(jobs)
+	var h [4][5]uint32
+	var hp [4]*[5]uint32
+	var p [4][]byte
+	var f [4][2 * blockSize]byte
+	for i := range jobs {
+		j := &jobs[i]
+		h[i] = j.Key.inner
+		hp[i] = &h[i]
+		p[i] = j.Msg[:inPlace(j.Msg, j.Tail)]
+	}
+	run(&hp, &p, k)
 
-	oa, ob := outerTemplate, outerTemplate
-	putDigest(oa[:], &ha)
-	putDigest(ob[:], &hb)
-	ha, hb = a.Key.outer, b.Key.outer
-	block2(&ha, &hb, oa[:], ob[:])
-	putDigest(a.Sum[:], &ha)
-	putDigest(b.Sum[:], &hb)
+	for i := range jobs {
+		j := &jobs[i]
+		n := len(p[i])
+		p[i] = f[i][:final(&f[i], j.Msg[n:], j.Tail, len(j.Msg))]
+	}
+	run(&hp, &p, k)
+
+	// The outer blocks reuse f.
+	for i := range jobs {
+		o := (*[blockSize]byte)(f[i][:blockSize])
+		*o = outerTemplate
+		putDigest(o[:], &h[i])
+		h[i] = jobs[i].Key.outer
+		p[i] = o[:]
+	}
+	blocks(&hp, &p, k, 1)
+	for i := range jobs {
+		putDigest(jobs[i].Sum[:], &h[i])
+	}
 }
 
-// pair runs ha over the whole blocks pa and hb over pb, both streams at once
-// for the blocks both have, then the rest of the longer one alone.
-func pair(ha, hb *[5]uint32, pa, pb []byte) {
-	n := min(len(pa), len(pb))
-	block2(ha, hb, pa[:n], pb[:n])
-	block(ha, pa[n:])
-	block(hb, pb[n:])
+// run runs *h[i] over the whole blocks p[i] for i < k: the streams with
+// blocks left go to blocks together for as many blocks as they all have,
+// until none has any. (The arrays are passed by pointer and not modified:
+// copying them right after their elements are written would stall on store
+// forwarding.)
+func run(h *[4]*[5]uint32, p *[4][]byte, k int) {
+	var done [4]int
+	for {
+		var hs [4]*[5]uint32
+		var ps [4][]byte
+		n, m := 0, math.MaxInt
+		for i := range k {
+			if len(p[i]) > done[i] {
+				hs[n], ps[n] = h[i], p[i][done[i]:]
+				m = min(m, len(ps[n]))
+				n++
+			}
+		}
+		if n == 0 {
+			return
+		}
+		blocks(&hs, &ps, n, m/blockSize)
+		for i := range k {
+			if len(p[i]) > done[i] {
+				done[i] += m
+			}
+		}
+	}
+}
+
+// inPlace returns how many bytes of msg the inner hash runs over in place,
+// before final copies the rest: the whole blocks, less the last one if it
+// fits in the two final blocks with the rest and tail. A message of one
+// block and a little then takes one call of the kernels, not two (each waits
+// for the one before, and a call of one block costs little less than two).
+func inPlace(msg, tail []byte) int {
+	n := len(msg) &^ (blockSize - 1)
+	if n > 0 && len(msg)-n+blockSize+len(tail)+1+8 <= 2*blockSize {
+		n -= blockSize
+	}
+	return n
 }
 
 // final builds the last one or two blocks of an inner hash in f (FIPS 180-4
-// section 5.1.1): rest (the bytes of the message after its whole blocks),
-// tail, the 0x80 byte, zeros, and the length in bits of K⊕ipad, the message
-// (msgLen bytes) and tail. f must be zero; final returns the bytes used.
+// section 5.1.1): rest (the bytes of the message after those hashed in
+// place), tail, the 0x80 byte, zeros, and the length in bits of K⊕ipad, the
+// message (msgLen bytes) and tail. f must be zero; final returns the bytes
+// used.
 func final(f *[2 * blockSize]byte, rest, tail []byte, msgLen int) int {
 	if len(tail) > maxTail {
 		panic("hmacsha1: tail longer than 56 bytes")

@@ -5,11 +5,12 @@ package hmacsha1
 // block runs the compression function over the whole blocks of p.
 func block(h *[5]uint32, p []byte) { blockGeneric(h, p) }
 
-// block2 is block(ha, pa) and block(hb, pb): this build has no two-stream
-// kernel.
-func block2(ha, hb *[5]uint32, pa, pb []byte) {
-	blockGeneric(ha, pa)
-	blockGeneric(hb, pb)
+// blocks runs h[i] over the first n blocks of p[i] for i < k: this build has
+// no multi-stream kernel.
+func blocks(h *[4]*[5]uint32, p *[4][]byte, k, n int) {
+	for i := range k {
+		blockGeneric(h[i], p[i][:n*blockSize])
+	}
 }
 
 // Accelerated reports whether this build runs assembly kernels: never here.

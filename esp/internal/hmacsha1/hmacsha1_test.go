@@ -200,9 +200,46 @@ func TestLongestTail(t *testing.T) {
 	k.Sum(&out, msg, tail)
 }
 
-// TestSumN runs batches of jobs with mixed keys against crypto/hmac: all of
-// one length (the two streams in step to the end), and of random lengths
-// (one stream finishing alone, in the message blocks or in the final ones).
+// TestTailLengths crosses every tail length up to maxTail with message
+// lengths 64..192, where both decide whether the last whole block is hashed
+// in place or with the final blocks (inPlace), through Sum and through SumN.
+func TestTailLengths(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	key := randBytes(r, 20)
+	k := New(key)
+	msg := randBytes(r, 3*blockSize)
+	tail := randBytes(r, maxTail)
+	forEachPath(t, func(t *testing.T) {
+		for tl := 0; tl <= maxTail; tl++ {
+			for n := blockSize; n <= len(msg); n++ {
+				var out [Size]byte
+				k.Sum(&out, msg[:n], tail[:tl])
+				jobs := []Job{
+					{Key: k, Msg: msg[:n], Tail: tail[:tl]},
+					{Key: k, Msg: msg[:n], Tail: tail[:maxTail-tl]},
+					{Key: k, Msg: msg[1:n], Tail: tail[:tl]},
+					{Key: k, Msg: msg[:blockSize], Tail: tail[tl:]},
+				}
+				SumN(jobs)
+				w := want(key, msg[:n], tail[:tl])
+				if !bytes.Equal(out[:], w) {
+					t.Fatalf("msg %d, tail %d: Sum = %x, want %x", n, tl, out, w)
+				}
+				for i, j := range jobs {
+					if w := want(key, j.Msg, j.Tail); !bytes.Equal(j.Sum[:], w) {
+						t.Fatalf("msg %d, tail %d: SumN job %d = %x, want %x", n, tl, i, j.Sum, w)
+					}
+				}
+			}
+		}
+	})
+}
+
+// TestSumN runs batches of 0..17 jobs with mixed keys against crypto/hmac:
+// all of one length (the streams in step to the end), of random lengths
+// (streams finishing early, in the message blocks or in the final ones), and
+// of short and long lengths mixed (groups of four with one, two or three
+// streams left).
 func TestSumN(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 8))
 	keys := make([][]byte, len(keyLens))
@@ -212,16 +249,19 @@ func TestSumN(t *testing.T) {
 		ks[i] = New(keys[i])
 	}
 	forEachPath(t, func(t *testing.T) {
-		for _, count := range []int{0, 1, 2, 3, 7, 16} {
-			for _, equal := range []bool{true, false} {
-				t.Run(fmt.Sprintf("%d/equal=%v", count, equal), func(t *testing.T) {
+		for count := range 18 {
+			for _, lengths := range []string{"equal", "random", "mixed"} {
+				t.Run(fmt.Sprintf("%d/%s", count, lengths), func(t *testing.T) {
 					for range 20 {
 						n := r.IntN(1500)
 						jobs := make([]Job, count)
 						ki := make([]int, count)
 						for i := range jobs {
-							if !equal {
+							switch lengths {
+							case "random":
 								n = r.IntN(1500)
+							case "mixed":
+								n = []int{r.IntN(120), 1400 + r.IntN(100)}[r.IntN(2)]
 							}
 							ki[i] = r.IntN(len(ks))
 							jobs[i] = Job{Key: ks[ki[i]], Msg: randBytes(r, n), Tail: randBytes(r, r.IntN(9))}
@@ -249,7 +289,8 @@ func TestSumN(t *testing.T) {
 }
 
 // TestBitFlip checks that flipping any single bit of the message or tail
-// changes the HMAC, through Sum and through both streams of SumN.
+// changes the HMAC, through Sum and through SumN, the flipped message among
+// three unflipped ones (so in a group of four).
 func TestBitFlip(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 10))
 	k := New(randBytes(r, 20))
@@ -265,9 +306,9 @@ func TestBitFlip(t *testing.T) {
 				m, tl := in[:n], in[n:]
 				var out [Size]byte
 				k.Sum(&out, m, tl)
-				jobs := []Job{{Key: k, Msg: msg, Tail: tail}, {Key: k, Msg: m, Tail: tl}}
+				jobs := []Job{{Key: k, Msg: msg, Tail: tail}, {Key: k, Msg: m, Tail: tl}, {Key: k, Msg: msg, Tail: tail}, {Key: k, Msg: msg, Tail: tail}}
 				SumN(jobs)
-				if out == ref || jobs[1].Sum == ref || jobs[0].Sum != ref {
+				if out == ref || jobs[1].Sum == ref || jobs[0].Sum != ref || jobs[2].Sum != ref || jobs[3].Sum != ref {
 					t.Fatalf("msg %d bytes, bit %d flipped: Sum %x, SumN %x, unflipped %x", n, bit, out, jobs[1].Sum, ref)
 				}
 				in[bit/8] ^= 1 << (bit % 8)
@@ -317,8 +358,8 @@ func TestAllocs(t *testing.T) {
 	}
 }
 
-// FuzzSumN splits data into three messages for two keys and compares SumN
-// with crypto/hmac.
+// FuzzSumN splits data into five messages for two keys (a group of four and
+// a single) and compares SumN with crypto/hmac.
 func FuzzSumN(f *testing.F) {
 	f.Add([]byte("key"), []byte("other key"), []byte("message"), uint16(3), []byte{0, 0, 0, 1})
 	f.Add([]byte{}, bytes.Repeat([]byte{0xaa}, 80), make([]byte, 1400), uint16(700), []byte{})
@@ -330,8 +371,10 @@ func FuzzSumN(f *testing.F) {
 			{Key: k1, Msg: data[:c], Tail: tail},
 			{Key: k2, Msg: data[c:]},
 			{Key: k2, Msg: data, Tail: tail},
+			{Key: k1, Msg: data[c:], Tail: tail},
+			{Key: k2, Msg: data[:c]},
 		}
-		keys := [][]byte{key1, key2, key2}
+		keys := [][]byte{key1, key2, key2, key1, key2}
 		SumN(jobs)
 		for i, j := range jobs {
 			if w := want(keys[i], j.Msg, j.Tail); !bytes.Equal(j.Sum[:], w) {

@@ -9,18 +9,30 @@ import (
 )
 
 // forEachPath runs f with the portable block function and, if this CPU has
-// SHA-NI, with the assembly.
+// SHA-NI, with the assembly: pairs only, and with AVX-512 also four streams.
 func forEachPath(t *testing.T, f func(t *testing.T)) {
+	defer func(sha, four bool) { useSHANI, use4 = sha, four }(useSHANI, use4)
+	sha, four := useSHANI, use4
 	t.Run("portable", func(t *testing.T) {
-		defer func(old bool) { useSHANI = old }(useSHANI)
-		useSHANI = false
+		useSHANI, use4 = false, false
 		f(t)
 	})
-	if useSHANI {
-		t.Run("sha-ni", f)
-	} else {
+	if !sha {
 		t.Log("no SHA-NI: assembly not tested")
+		return
 	}
+	t.Run("sha-ni", func(t *testing.T) {
+		useSHANI, use4 = true, false
+		f(t)
+	})
+	if !four {
+		t.Log("no AVX-512: four-stream kernel not tested")
+		return
+	}
+	t.Run("sha-ni-avx512", func(t *testing.T) {
+		useSHANI, use4 = true, true
+		f(t)
+	})
 }
 
 func requireSHANI(t *testing.T) {
@@ -74,6 +86,69 @@ func TestBlock2SHANI(t *testing.T) {
 	}
 }
 
+// TestBlock4SHANI compares the four-stream kernel with blockGeneric on each
+// stream, with different states, messages and alignments per stream, and
+// also with streams sharing one message (as blocks does for three).
+func TestBlock4SHANI(t *testing.T) {
+	if !use4 {
+		t.Skip("no SHA-NI and AVX-512")
+	}
+	r := rand.New(rand.NewPCG(17, 18))
+	for iter := range 500 {
+		n := 1 + r.IntN(9)
+		var h, g [4][5]uint32
+		var hp [4]*[5]uint32
+		var pp [4]*byte
+		var ps [4][]byte
+		for i := range 4 {
+			off := r.IntN(64)
+			ps[i] = randBytes(r, off+n*blockSize)[off:]
+			if iter%4 == 0 && i == 3 {
+				ps[i] = ps[0]
+			}
+			pp[i] = &ps[i][0]
+			h[i] = randState(r)
+			hp[i] = &h[i]
+		}
+		g = h
+		block4SHANI(&hp, &pp, n)
+		for i := range 4 {
+			blockGeneric(&g[i], ps[i])
+		}
+		if h != g {
+			t.Fatalf("%d blocks: block4SHANI %x, blockGeneric %x", n, h, g)
+		}
+	}
+}
+
+// TestBlocks checks blocks for one to four streams of zero to three blocks
+// against blockGeneric on each path.
+func TestBlocks(t *testing.T) {
+	r := rand.New(rand.NewPCG(19, 20))
+	forEachPath(t, func(t *testing.T) {
+		for k := 1; k <= 4; k++ {
+			for n := range 4 {
+				var h, g [4][5]uint32
+				var hp [4]*[5]uint32
+				var ps [4][]byte
+				for i := range k {
+					ps[i] = randBytes(r, n*blockSize)
+					h[i] = randState(r)
+					hp[i] = &h[i]
+				}
+				g = h
+				blocks(&hp, &ps, k, n)
+				for i := range k {
+					blockGeneric(&g[i], ps[i])
+				}
+				if h != g {
+					t.Fatalf("%d streams of %d blocks: blocks %x, blockGeneric %x", k, n, h, g)
+				}
+			}
+		}
+	})
+}
+
 // TestPathsAgree checks that the assembly and the portable path give the same
 // HMACs, through Sum and SumN.
 func TestPathsAgree(t *testing.T) {
@@ -93,8 +168,8 @@ func TestPathsAgree(t *testing.T) {
 		return s
 	}
 	asm := sums()
-	useSHANI = false
-	defer func() { useSHANI = true }()
+	defer func(sha, four bool) { useSHANI, use4 = sha, four }(useSHANI, use4)
+	useSHANI, use4 = false, false
 	portable := sums()
 	for i := range asm {
 		if !bytes.Equal(asm[i][:], portable[i][:]) {
