@@ -75,9 +75,11 @@ const (
 // TunnelConfig configures RunTunnel. Zero values are the documented
 // defaults.
 type TunnelConfig struct {
-	Mode     string        // ModeNetstack (default) or ModeTUN
-	Suite    Suite         // zero: aes-cbc with hmac-sha-1-96 (TunnelSuite)
-	Duration time.Duration // the TCP stream; DefaultTunnelDuration if 0
+	Mode  string // ModeNetstack (default) or ModeTUN
+	Suite Suite  // zero: aes-cbc with hmac-sha-1-96 (TunnelSuite)
+	// ParallelSeal is tun.Config.ParallelSeal for both pumps.
+	ParallelSeal bool
+	Duration     time.Duration // the TCP stream; DefaultTunnelDuration if 0
 	// Progress, if set, is called when a phase starts and about once a
 	// second during the TCP stream: phase n of total, and a label such as
 	// "tcp 2.41 Gbit/s (3s of 10s)".
@@ -158,14 +160,14 @@ func RunTunnel(ctx context.Context, cfg TunnelConfig) (TunnelResult, error) {
 	case ModeNetstack, "":
 		var pair StackPair
 		var closeFn func()
-		pair, closeFn, err = ourNetstacks(cfg.Suite)
+		pair, closeFn, err = ourNetstacks(cfg.Suite, cfg.ParallelSeal)
 		if err != nil {
 			return r, err
 		}
 		defer closeFn()
 		r, err = MeasureNetstack(ctx, pair, opt)
 	case ModeTUN:
-		r, err = MeasureTUN(ctx, ourTUN(cfg.Suite), opt)
+		r, err = MeasureTUN(ctx, ourTUN(cfg.Suite, cfg.ParallelSeal), opt)
 	default:
 		return r, fmt.Errorf("bench: unknown mode %q (want %s or %s)", cfg.Mode, ModeNetstack, ModeTUN)
 	}
@@ -196,13 +198,14 @@ func tunnelSAs(s Suite) (outAB *esp.Outbound, inAB *esp.Inbound, outBA *esp.Outb
 
 // ourPumps joins devA and devB with two Pumps over connA and connB, each
 // end routing everything to the other.
-func ourPumps(s Suite, devA, devB tun.Device, connA, connB tun.PacketConn) (pa, pb *tun.Pump, err error) {
+// par is tun.Config.ParallelSeal.
+func ourPumps(s Suite, par bool, devA, devB tun.Device, connA, connB tun.PacketConn) (pa, pb *tun.Pump, err error) {
 	outAB, inAB, outBA, inBA, err := tunnelSAs(s)
 	if err != nil {
 		return nil, nil, err
 	}
 	all := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
-	pa, err = tun.NewPump(tun.Config{Device: devA, Conn: connA})
+	pa, err = tun.NewPump(tun.Config{Device: devA, Conn: connA, ParallelSeal: par})
 	if err != nil {
 		devA.Close()
 		connA.Close()
@@ -210,7 +213,7 @@ func ourPumps(s Suite, devA, devB tun.Device, connA, connB tun.PacketConn) (pa, 
 		connB.Close()
 		return nil, nil, err
 	}
-	pb, err = tun.NewPump(tun.Config{Device: devB, Conn: connB})
+	pb, err = tun.NewPump(tun.Config{Device: devB, Conn: connB, ParallelSeal: par})
 	if err != nil {
 		pa.Close()
 		devB.Close()
@@ -275,7 +278,7 @@ func (n netstackEnd) DialTCP(ctx context.Context, raddr netip.AddrPort) (net.Con
 }
 
 // ourNetstacks builds two Netstacks joined by two Pumps on loopback UDP.
-func ourNetstacks(s Suite) (StackPair, func(), error) {
+func ourNetstacks(s Suite, par bool) (StackPair, func(), error) {
 	mtu, err := innerMTU(s)
 	if err != nil {
 		return StackPair{}, nil, err
@@ -308,7 +311,7 @@ func ourNetstacks(s Suite) (StackPair, func(), error) {
 		cA.Close()
 		return StackPair{}, nil, err
 	}
-	pa, pb, err := ourPumps(s, nsA, nsB, cA, cB) // closes all four on failure
+	pa, pb, err := ourPumps(s, par, nsA, nsB, cA, cB) // closes all four on failure
 	if err != nil {
 		return StackPair{}, nil, err
 	}
@@ -532,6 +535,7 @@ type sinks struct {
 	token atomic.Uint64 // of the phase being counted
 	got   [2]atomic.Uint64
 	top   [2]atomic.Uint64
+	gate  [2]gate // of each receiving end: top moved, for the generator
 	wg    sync.WaitGroup
 	once  sync.Once
 	done  atomic.Bool // close has begun: read errors end the sinks
@@ -541,6 +545,9 @@ const probeToken = 1
 
 func startSinks(a, b dgramEnd) *sinks {
 	s := &sinks{ends: [2]dgramEnd{a, b}}
+	for i := range s.gate {
+		s.gate[i].wake = make(chan struct{}, 1)
+	}
 	s.token.Store(probeToken)
 	for i := range s.ends {
 		s.wg.Add(1)
@@ -575,7 +582,46 @@ func (s *sinks) sink(i int) {
 		s.got[i].Add(c)
 		for t := s.top[i].Load(); top > t && !s.top[i].CompareAndSwap(t, top); t = s.top[i].Load() {
 		}
+		s.gate[i].moved(s.top[i].Load())
 	}
+}
+
+// gate wakes a generator waiting for its window to open. A sleep would not
+// do: Go rounds a timer below a millisecond up to one when nothing else
+// wakes the scheduler, so a generator that slept 50 µs could leave the
+// tunnel idle for a millisecond and measure the timer, not the tunnel.
+type gate struct {
+	need atomic.Uint64 // the top the waiting generator wants; 0: none waits
+	wake chan struct{} // capacity 1
+}
+
+// moved wakes the generator if top reaches what it waits for.
+func (g *gate) moved(top uint64) {
+	if n := g.need.Load(); n != 0 && top >= n {
+		select {
+		case g.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// wait blocks until top reaches need (> 0), or for at most d.
+func (g *gate) wait(top *atomic.Uint64, need uint64, d time.Duration, t *time.Timer) {
+	g.need.Store(need)
+	defer g.need.Store(0)
+	select { // a stale wake-up from before
+	case <-g.wake:
+	default:
+	}
+	if top.Load() >= need {
+		return
+	}
+	t.Reset(d)
+	select {
+	case <-g.wake:
+	case <-t.C:
+	}
+	t.Stop()
 }
 
 func (s *sinks) close() {
@@ -627,7 +673,7 @@ func (s *sinks) run(ctx context.Context, r *TunnelResult, opt MeasureOptions) er
 		s.got[to].Store(0)
 		s.top[to].Store(0)
 		s.token.Store(tok)
-		sent, el, err := flood(ctx, s.ends[from], s.ends[to].LocalAddr(), tok, &s.top[to], d)
+		sent, el, err := flood(ctx, s.ends[from], s.ends[to].LocalAddr(), tok, &s.top[to], &s.gate[to], d)
 		if err != nil {
 			return err
 		}
@@ -660,8 +706,9 @@ func (s *sinks) run(ctx context.Context, r *TunnelResult, opt MeasureOptions) er
 // wireguard-go's netstack's 1024) and above what 200k packets/s need in
 // flight at a millisecond of latency. If nothing moves top for
 // stallAfter (the last datagrams sent were all lost) the window opens
-// again. It returns how many it sent and for how long.
-func flood(ctx context.Context, e dgramEnd, dst netip.AddrPort, tok uint64, top *atomic.Uint64, d time.Duration) (uint64, time.Duration, error) {
+// again. A full window waits on g until the receiver has seen enough to
+// make room for a batch. It returns how many it sent and for how long.
+func flood(ctx context.Context, e dgramEnd, dst netip.AddrPort, tok uint64, top *atomic.Uint64, g *gate, d time.Duration) (uint64, time.Duration, error) {
 	const (
 		window     = 400
 		stallAfter = 20 * time.Millisecond
@@ -676,6 +723,8 @@ func flood(ctx context.Context, e dgramEnd, dst netip.AddrPort, tok uint64, top 
 	var sent, floor uint64 // floor: written off as lost after a stall
 	var stalled time.Time
 	var errs int
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	for {
 		now := time.Now()
 		if now.After(end) {
@@ -689,8 +738,10 @@ func flood(ctx context.Context, e dgramEnd, dst netip.AddrPort, tok uint64, top 
 				stalled = now
 			} else if now.Sub(stalled) > stallAfter {
 				floor, stalled = sent, time.Time{}
+				continue
 			}
-			time.Sleep(50 * time.Microsecond)
+			// Until there is room for a batch again.
+			g.wait(top, sent-window+uint64(len(msgs)), stallAfter, timer)
 			continue
 		}
 		stalled = time.Time{}

@@ -72,7 +72,7 @@ func (t *ourTunnel) Close() error {
 
 // ourTUN builds imsec's tunnel: in each namespace a tun.Kernel and a
 // udp.Conn, joined by two Pumps with the SAs of s.
-func ourTUN(s Suite) TUNBuilder {
+func ourTUN(s Suite, par bool) TUNBuilder {
 	return func(a, b *Netns, plan TUNPlan) (TUNTunnel, error) {
 		mtu, err := innerMTU(s)
 		if err != nil {
@@ -112,7 +112,7 @@ func ourTUN(s Suite) TUNBuilder {
 				return nil, err
 			}
 		}
-		pa, pb, err := ourPumps(s, devs[0], devs[1], conns[0], conns[1])
+		pa, pb, err := ourPumps(s, par, devs[0], devs[1], conns[0], conns[1])
 		if err != nil {
 			return nil, err
 		}

@@ -151,6 +151,7 @@ func runBenchTunnel(ctx context.Context, args []string, stdout, stderr io.Writer
 	ealg := fs.String("ealg", "aes-cbc", "encryption algorithm: aes-cbc, des-ede3-cbc, null, aes-gcm (= aes-gcm(128)), aes-gcm(256)")
 	alg := fs.String("alg", "", "integrity algorithm: hmac-sha-1-96, hmac-md5-96, hmac-sha-256-128, null (default: null with aes-gcm, else hmac-sha-1-96)")
 	duration := fs.Duration("duration", bench.DefaultTunnelDuration, "length of the TCP stream; the small-packet test runs half of it in each direction")
+	parallel := fs.Bool("parallel-seal", false, "a second goroutine per pump seals half of each large batch (helps where a core is free; both pumps share two cores here)")
 	if err := parseFlags(fs, args, false); err != nil {
 		return err
 	}
@@ -166,10 +167,11 @@ func runBenchTunnel(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	progress := newProgress(stderr)
 	res, err := bench.RunTunnel(ctx, bench.TunnelConfig{
-		Mode:     *mode,
-		Suite:    suite,
-		Duration: *duration,
-		Progress: progress.update,
+		Mode:         *mode,
+		Suite:        suite,
+		Duration:     *duration,
+		ParallelSeal: *parallel,
+		Progress:     progress.update,
 	})
 	progress.done()
 	if err != nil {

@@ -26,7 +26,7 @@ func TestBenchCodecJSON(t *testing.T) {
 	if len(rows) != 2*len(suites) {
 		t.Fatalf("%d rows, want %d", len(rows), 2*len(suites))
 	}
-	wantKeys := []string{"alg", "allocs", "baseline_mbps", "ealg", "mbps", "op", "pps", "ratio", "size"}
+	wantKeys := []string{"alg", "allocs", "baseline_mbps", "batch", "ealg", "mbps", "op", "pps", "ratio", "size"}
 	seen := map[string]bool{}
 	for i, r := range rows {
 		keys := make([]string, 0, len(r))
