@@ -743,14 +743,14 @@ func (p *Pump) readDevice(r *outRing) {
 // outbound seals the packets readDevice puts in the ring and sends them.
 //
 // Each pass takes everything in the ring: it routes every packet to a peer
-// and an outbound SA, seals each run of packets under one SA with one
-// SealBatch (AES-CBC then encrypts eight packets at once, and the sequence
-// numbers are taken once per chunk), and sends the lot with one WriteBatch.
-// Sealing stays on this one goroutine: splitting a batch with a helper
-// goroutine (fork-join, with each Seal waiting for its turn so that
-// sequence numbers keep packet order) measured slower on the two-core
-// machine the targets are set on, where the other core is already busy
-// with readDevice, inbound and the kernel (see bench/doc.go).
+// and an outbound SA, reserves each run's sequence numbers (one atomic
+// operation per run of packets under one SA), seals the runs in batches
+// (AES-CBC encrypts eight packets at once, HMAC-SHA1 authenticates up to
+// four), and sends the lot with one WriteBatch. With ParallelSeal the
+// sealHelper goroutine seals the second half of a large pass meanwhile;
+// that is off by default because on the two-core machine the targets are
+// set on the other core is already busy with readDevice, inbound and the
+// kernel, and splitting measured slower (see bench/doc.go).
 func (p *Pump) outbound(r *outRing, h *sealHelper) {
 	defer p.wg.Done()
 	if h != nil {
