@@ -772,10 +772,11 @@ func (p *Pump) outbound(r *outRing, h *sealHelper) {
 			continue
 		}
 		t := p.peers.Load()
-		k := 0
-		for ; tail != head; tail++ {
+		k, bytes := 0, 0
+		for ; tail != head && !passFull(k, bytes); tail++ {
 			i := int(tail % r.slots)
 			pkt := r.bufs[i][outOffset : outOffset+r.sizes[i]]
+			bytes += len(pkt)
 			peer, s := p.outSA(t, pkt)
 			if s == nil {
 				continue
@@ -798,6 +799,25 @@ func (p *Pump) outbound(r *outRing, h *sealHelper) {
 		wake(r.drained)
 	}
 }
+
+// passFull reports whether an outbound pass with k packets of bytes bytes
+// in all should stop and send: at passSmall packets of under
+// passSmallSize bytes on average, else at passMax packets. A pass is
+// serial (seal all, then one sendmmsg, during which the kernel also runs
+// the receiving side of a local peer), so small passes of small packets
+// overlap better with the rest of the path: in tun mode on two cores,
+// passes of 16 small packets carry about 15% more packets/s than passes
+// of everything waiting. Large packets fill a 64 KB GSO send at about
+// 45 packets, and passes below that cost throughput.
+func passFull(k, bytes int) bool {
+	return k >= passMax || (k >= passSmall && bytes < k*passSmallSize)
+}
+
+const (
+	passSmall     = 16
+	passSmallSize = 512
+	passMax       = 48
+)
 
 // parallelMin is the smallest batch ParallelSeal splits.
 const parallelMin = 16
