@@ -86,6 +86,11 @@
 //     from about 4.0 to 6.9 Gbit/s, 0.47 to 0.27 CPU s/Gbit.
 //   - A connected UDP socket where the peer cannot move (this harness,
 //     `imsec tunnel` without --follow-peer): no route lookup per datagram.
+//   - Short outbound passes of small packets (16; tun.passFull): a pass is
+//     serial (seal, then one sendmmsg that also runs the local receiver's
+//     softirq), and with passes of everything waiting both CPUs were idle
+//     18% of the small-packet test, waiting on each other; with 16, 11%,
+//     and about 10% more packets/s in alternating runs.
 //
 // What did not, measured with interleaved runs: splitting each batch's
 // sealing between two goroutines (tun.Config.ParallelSeal, `--parallel-seal`:
@@ -99,7 +104,11 @@
 //
 // Small packets are bound by the kernel, not by the pumps: in tun mode
 // about 85% of the CPU is kernel time (a TUN read and a TUN write per
-// packet, the veth and UDP paths), crypto about 2%. The small-packet
+// packet, the veth and UDP paths), crypto about 2%. Tried and dropped, no
+// better within the noise: busy-polling the UDP socket for 20 or 50 µs
+// before parking, smaller inbound batches (they cost stream throughput),
+// yielding once before a short pass, GOMAXPROCS 1, 3 or 4, and a deeper
+// generator window (900 or 4000 with a longer TUN queue). The small-packet
 // generator waits on the receiver rather than sleeping: Go rounds a sleep
 // below a millisecond up to one when nothing else wakes the scheduler, and
 // with the earlier 50 µs sleep the same build measured anything from 163k
