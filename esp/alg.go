@@ -103,7 +103,7 @@ type algs struct {
 	salt   [GCMSaltLen]byte
 
 	newMAC func() hash.Hash // nil without separate integrity
-	sha1   *hmacsha1.Key    // hmac-sha-1-96: the fast path (pads precomputed, two packets at once)
+	sha1   *hmacsha1.Key    // hmac-sha-1-96: the fast path (pads precomputed, several packets at once)
 }
 
 // newAlgs checks c and builds its algorithms. allowNoAuth admits a CBC

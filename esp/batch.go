@@ -28,11 +28,11 @@ const sealChunk = 32
 
 // SealBatch seals every job as Seal would, with consecutive sequence
 // numbers in job order, and returns the number of jobs sealed. With
-// AES-CBC it encrypts up to eight packets at once (aescbc.EncryptCBCN) and
-// with hmac-sha-1-96 it authenticates two at once, and it takes all the
-// sequence numbers with one atomic operation, so a batch costs much less
-// than the same packets sealed one by one. Safe for concurrent use, like
-// Seal. It is Reserve then SealReserved.
+// AES-CBC it encrypts up to eight packets at once (aescbc.EncryptCBCN),
+// with hmac-sha-1-96 it authenticates up to four at once (hmacsha1.SumN),
+// and it takes all the sequence numbers with one atomic operation, so a
+// batch costs much less than the same packets sealed one by one. Safe for
+// concurrent use, like Seal. It is Reserve then SealReserved.
 func (o *Outbound) SealBatch(jobs []SealJob) int {
 	o.Reserve(jobs)
 	return o.SealReserved(jobs)
@@ -83,13 +83,18 @@ func (o *Outbound) Reserve(jobs []SealJob) int {
 // may run at once. A job that Reserve did not see is a caller's mistake:
 // SealReserved panics.
 func (o *Outbound) SealReserved(jobs []SealJob) int {
-	sealed := 0
+	return byChunk(jobs, o.sealChunk)
+}
+
+// byChunk calls f on jobs sealChunk at a time and adds up what it returns.
+func byChunk[J any](jobs []J, f func([]J) int) int {
+	done := 0
 	for len(jobs) > 0 {
 		n := min(len(jobs), sealChunk)
-		sealed += o.sealChunk(jobs[:n])
+		done += f(jobs[:n])
 		jobs = jobs[n:]
 	}
-	return sealed
+	return done
 }
 
 func (o *Outbound) sealChunk(jobs []SealJob) int {
@@ -208,16 +213,11 @@ func (in *Inbound) OpenBatch(jobs []OpenJob) int {
 		}
 		return opened
 	}
-	for len(jobs) > 0 {
-		n := min(len(jobs), sealChunk)
-		opened += in.openChunk(jobs[:n])
-		jobs = jobs[n:]
-	}
-	return opened
+	return byChunk(jobs, in.openChunk)
 }
 
 // openChunk opens CBC or null packets with HMAC: the checks that need no
-// crypto for all, then every ICV (hmac-sha-1-96: two packets at a time),
+// crypto for all, then every ICV (hmac-sha-1-96: up to four at a time),
 // then per packet, in order, the ICV comparison, decryption and the
 // trailer checks that move the window.
 func (in *Inbound) openChunk(jobs []OpenJob) int {
