@@ -423,11 +423,11 @@ func TestFakeLossyNetworkTCP(t *testing.T) {
 			continue
 		}
 		if time.Since(lastChange) > 5*time.Second {
-			t.Fatalf("TCP stalled: no datagram for 5 s and no retransmission (network %+v, UE pump %+v, gateway pump %+v). "+
+			t.Fatalf("TCP stalled: no datagram for 5 s and no retransmission (network %+v, UE pump %+v, gateway pump %+v, UE stack %+v, gateway stack %+v). "+
 				"Without ESP (two netstacks on a lossy channel) the same happens while tun.tuneStack enables gVisor's RACK "+
 				"loss detection (tcpip.TCPRACKLossDetection), and not with tcpip.TCPRecovery(0): gVisor issue #6113, "+
-				"which Tailscale works around by turning RACK off (tailscale PR #14896)",
-				n.Stats(), ue.pump.Counters(), gw.pump.Counters())
+				"which Tailscale works around by turning RACK off (tailscale PR #14896); and, more rarely, with SACK on",
+				n.Stats(), ue.pump.Counters(), gw.pump.Counters(), ueNS.Stats(), gwNS.Stats())
 		}
 	}
 }
