@@ -226,7 +226,7 @@ func TestKernelTUN(t *testing.T) {
 func kernelPing(c net.PacketConn, dst netip.Addr, seq uint16) error {
 	const id = 0x1a5
 	msg := []byte{8, 0, 0, 0, id >> 8, id & 0xff, byte(seq >> 8), byte(seq), 'i', 'm', 's', 'e', 'c'}
-	binary.BigEndian.PutUint16(msg[2:], icmpChecksum(msg))
+	binary.BigEndian.PutUint16(msg[2:], inetChecksum(msg))
 	if _, err := c.WriteTo(msg, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
 		return err
 	}
@@ -240,22 +240,8 @@ func kernelPing(c net.PacketConn, dst netip.Addr, seq uint16) error {
 		r := buf[:n]
 		if from.String() == dst.String() && len(r) == len(msg) && r[0] == 0 &&
 			binary.BigEndian.Uint16(r[4:]) == id && binary.BigEndian.Uint16(r[6:]) == seq &&
-			bytes.Equal(r[8:], msg[8:]) && icmpChecksum(r) == 0 {
+			bytes.Equal(r[8:], msg[8:]) && inetChecksum(r) == 0 {
 			return nil
 		}
 	}
-}
-
-func icmpChecksum(b []byte) uint16 {
-	var s uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	if len(b)%2 == 1 {
-		s += uint32(b[len(b)-1]) << 8
-	}
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
-	}
-	return ^uint16(s)
 }
