@@ -873,15 +873,20 @@ func (p *Pump) outSA(t *peerTables, pkt []byte) (*Peer, *outSA) {
 		p.ctr.noRoute.Add(1)
 		return nil, nil
 	}
-	var s *outSA
-	if set := peer.out.Load(); set != nil {
-		s = set.pick(pkt)
-	}
+	s := peer.pickSA(pkt)
 	if s == nil {
 		p.ctr.noSA.Add(1)
 		return nil, nil
 	}
 	return peer, s
+}
+
+// pickSA returns the outbound SA that seals pkt to peer, or nil.
+func (peer *Peer) pickSA(pkt []byte) *outSA {
+	if set := peer.out.Load(); set != nil {
+		return set.pick(pkt)
+	}
+	return nil
 }
 
 // sealed turns the sealed jobs into datagrams in msgs, counts them (and the
@@ -911,31 +916,6 @@ func (p *Pump) sealed(jobs []esp.SealJob, sas []*outSA, peers []*Peer, msgs []ud
 	return m
 }
 
-// seal seals buf[off:off+n] for peer and returns the datagram to send.
-func (p *Pump) seal(peer *Peer, buf []byte, off, n int) (udp.Message, bool) {
-	set := peer.out.Load()
-	var s *outSA
-	if set != nil {
-		s = set.pick(buf[off : off+n])
-	}
-	if s == nil {
-		p.ctr.noSA.Add(1)
-		return udp.Message{}, false
-	}
-	pkt, err := s.out.Seal(buf, off, n, 0)
-	if err != nil {
-		p.ctr.drops[esp.ReasonOf(err)].Add(1)
-		return udp.Message{}, false
-	}
-	s.packets.Add(1)
-	s.bytes.Add(uint64(n))
-	peer.ctr.txPackets.Add(1)
-	peer.ctr.txBytes.Add(uint64(n))
-	p.ctr.txPackets.Add(1)
-	p.ctr.txBytes.Add(uint64(n))
-	return udp.Message{Buf: pkt, N: len(pkt), Addr: peer.Endpoint()}, true
-}
-
 func (p *Pump) send(msgs []udp.Message) {
 	if len(msgs) == 0 {
 		return
@@ -954,16 +934,26 @@ func (p *Pump) Inject(peer *Peer, pkt []byte) error {
 	}
 	buf := make([]byte, outOffset+len(pkt)+esp.TailRoom)
 	copy(buf[outOffset:], pkt)
-	m, ok := p.seal(peer, buf, outOffset, len(pkt))
-	if !ok {
-		return errors.New("tun: cannot seal to peer " + peer.name + " (no outbound SA, or SA exhausted)")
+	s := peer.pickSA(pkt)
+	if s == nil {
+		p.ctr.noSA.Add(1)
+		return errNoSeal(peer)
 	}
-	peer.lastSent.Store(p.cfg.Now().UnixNano())
-	if _, err := p.conn.WriteBatch([]udp.Message{m}); err != nil {
+	jobs := []esp.SealJob{{Buf: buf, Off: outOffset, N: len(pkt)}}
+	s.out.SealBatch(jobs)
+	msgs := make([]udp.Message, 1)
+	if p.sealed(jobs, []*outSA{s}, []*Peer{peer}, msgs) == 0 {
+		return errNoSeal(peer)
+	}
+	if _, err := p.conn.WriteBatch(msgs); err != nil {
 		p.ctr.sendErrors.Add(1)
 		return err
 	}
 	return nil
+}
+
+func errNoSeal(peer *Peer) error {
+	return errors.New("tun: cannot seal to peer " + peer.name + " (no outbound SA, or SA exhausted)")
 }
 
 // inbound reads the socket, opens and writes to the Device.
