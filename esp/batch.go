@@ -228,6 +228,9 @@ func (in *Inbound) openChunk(jobs []OpenJob) int {
 	)
 	st := in.pool.Get().(*state)
 	defer in.pool.Put(st)
+	// macs[k] is the ICV input and sum of the k-th job that passes the
+	// checks, in job order.
+	k := 0
 	for i := range jobs {
 		j := &jobs[i]
 		j.Payload, j.NextHeader = nil, 0
@@ -237,34 +240,24 @@ func (in *Inbound) openChunk(jobs []OpenJob) int {
 		}
 		msg := j.Pkt[:len(j.Pkt)-a.icvLen]
 		if a.sha1 != nil {
-			macs[i] = hmacsha1.Job{Key: a.sha1, Msg: msg, Tail: in.esnTail(tails[i][:], j.Seq)}
+			macs[k] = hmacsha1.Job{Key: a.sha1, Msg: msg, Tail: in.esnTail(tails[k][:], j.Seq)}
 		} else {
-			copy(macs[i].Sum[:], in.mac(st, msg, j.Seq)[:a.icvLen])
+			copy(macs[k].Sum[:], in.mac(st, msg, j.Seq)[:a.icvLen])
 		}
+		k++
 	}
 	if a.sha1 != nil {
-		// Jobs that failed have no key: SumN gets only the others.
-		k := 0
-		for i := range jobs {
-			if jobs[i].Err == nil {
-				macs[k] = macs[i]
-				k++
-			}
-		}
 		hmacsha1.SumN(macs[:k])
-		for i := len(jobs) - 1; i >= 0; i-- {
-			if jobs[i].Err == nil {
-				k--
-				macs[i].Sum = macs[k].Sum
-			}
-		}
 	}
 	opened := 0
+	k = 0
 	for i := range jobs {
 		j := &jobs[i]
 		if j.Err != nil {
 			continue
 		}
+		sum := &macs[k].Sum
+		k++
 		// Again, now that the packets before this one have moved the
 		// window: the same order of checks as Open one packet at a time.
 		seq, ok := in.win.check(binary.BigEndian.Uint32(j.Pkt[4:8]))
@@ -274,9 +267,9 @@ func (in *Inbound) openChunk(jobs []OpenJob) int {
 		}
 		if seq != j.Seq { // ESN: the window crossed 2^32 meanwhile; the ICV covers the new high bits
 			j.Seq = seq
-			copy(macs[i].Sum[:], in.mac(st, j.Pkt[:len(j.Pkt)-a.icvLen], seq)[:a.icvLen])
+			copy(sum[:], in.mac(st, j.Pkt[:len(j.Pkt)-a.icvLen], seq)[:a.icvLen])
 		}
-		if j.Err = in.verify(j.Pkt, macs[i].Sum[:]); j.Err != nil {
+		if j.Err = in.verify(j.Pkt, sum[:]); j.Err != nil {
 			j.Seq = 0
 			continue
 		}
