@@ -124,7 +124,6 @@ func (o *Outbound) sealChunk(jobs []SealJob) int {
 	var (
 		ivJobs  [sealChunk]aescbc.Job
 		encJobs [sealChunk]aescbc.Job
-		seqs    [sealChunk]uint64
 		k       int
 	)
 	hdr := ESPHeaderLen + a.ivLen
@@ -133,13 +132,11 @@ func (o *Outbound) sealChunk(jobs []SealJob) int {
 		if j.Err != nil {
 			continue
 		}
-		seq := j.seq
-		p, pt := o.frame(j.Buf, j.Off, j.N, j.NextHeader, seq)
+		p, pt := o.frame(j.Buf, j.Off, j.N, j.NextHeader, j.seq)
 		iv := p[ESPHeaderLen:hdr]
-		ivBlock(iv, seq)
+		ivBlock(iv, j.seq)
 		ivJobs[k] = aescbc.Job{Buf: iv, IV: zeroIV[:]}
 		encJobs[k] = aescbc.Job{Buf: pt, IV: iv}
-		seqs[k] = seq
 		j.Pkt = p
 		k++
 	}
@@ -157,7 +154,7 @@ func (o *Outbound) sealChunk(jobs []SealJob) int {
 			if j.Pkt == nil {
 				continue
 			}
-			macs[k] = hmacsha1.Job{Key: a.sha1, Msg: j.Pkt[:len(j.Pkt)-a.icvLen], Tail: o.esnTail(tails[k][:], seqs[k])}
+			macs[k] = hmacsha1.Job{Key: a.sha1, Msg: j.Pkt[:len(j.Pkt)-a.icvLen], Tail: o.esnTail(tails[k][:], j.seq)}
 			k++
 		}
 		hmacsha1.SumN(macs[:k])
@@ -171,16 +168,11 @@ func (o *Outbound) sealChunk(jobs []SealJob) int {
 		return k
 	}
 	st := o.pool.Get().(*state)
-	k = 0
 	for i := range jobs {
-		j := &jobs[i]
-		if j.Pkt == nil {
-			continue
+		if j := &jobs[i]; j.Pkt != nil {
+			icv := len(j.Pkt) - a.icvLen
+			copy(j.Pkt[icv:], o.mac(st, j.Pkt[:icv], j.seq)[:a.icvLen])
 		}
-		icv := len(j.Pkt) - a.icvLen
-		sum := o.mac(st, j.Pkt[:icv], seqs[k])
-		copy(j.Pkt[icv:], sum[:a.icvLen])
-		k++
 	}
 	o.pool.Put(st)
 	return k
