@@ -527,10 +527,7 @@ func (s *sa) mac(st *state, msg []byte, seq uint64) []byte {
 	}
 	st.mac.Reset()
 	st.mac.Write(msg)
-	if s.esn {
-		binary.BigEndian.PutUint32(st.scratch[0:4], uint32(seq>>32))
-		st.mac.Write(st.scratch[0:4])
-	}
+	st.mac.Write(s.esnTail(st.scratch[:], seq))
 	return st.mac.Sum(st.scratch[:0])
 }
 
