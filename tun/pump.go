@@ -1008,6 +1008,7 @@ func (p *Pump) inbound() {
 			lo = hi
 		}
 		wbufs = wbufs[:0]
+		var rxPackets, rxBytes uint64
 		for q := range k {
 			j, s, i := &jobs[q], sas[q], idx[q]
 			dummy := j.Err == esp.ErrDummy
@@ -1033,8 +1034,8 @@ func (p *Pump) inbound() {
 			s.bytes.Add(uint64(len(payload)))
 			peer.ctr.rxPackets.Add(1)
 			peer.ctr.rxBytes.Add(uint64(len(payload)))
-			p.ctr.rxPackets.Add(1)
-			p.ctr.rxBytes.Add(uint64(len(payload)))
+			rxPackets++
+			rxBytes += uint64(len(payload))
 			if p.local(peer, payload) {
 				continue
 			}
@@ -1053,6 +1054,8 @@ func (p *Pump) inbound() {
 			start := inOffset + s.in.HeaderLen()
 			wbufs = append(wbufs, bufs[i][start-MinOffset:start+len(payload)])
 		}
+		p.ctr.rxPackets.Add(rxPackets)
+		p.ctr.rxBytes.Add(rxBytes)
 		if len(wbufs) > 0 {
 			if _, err := p.dev.Write(wbufs, MinOffset); err != nil {
 				if p.closed() {
