@@ -37,23 +37,8 @@ var (
 // random keys: UE->gateway (SPI 0x1001) and gateway->UE (SPI 0x2001).
 func fakeSAs(t testing.TB) (ueOut *esp.Outbound, gwIn *esp.Inbound, gwOut *esp.Outbound, ueIn *esp.Inbound) {
 	t.Helper()
-	mk := func(spi esp.SPI) (*esp.Outbound, *esp.Inbound) {
-		c := esp.Config{SPI: spi, Mode: esp.Tunnel, Encryption: esp.EncAESCBC, EncKey: make([]byte, 16),
-			Integrity: esp.AuthHMACSHA196, AuthKey: make([]byte, 20)}
-		rand.Read(c.EncKey)
-		rand.Read(c.AuthKey)
-		o, err := esp.NewOutbound(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		in, err := esp.NewInbound(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return o, in
-	}
-	ueOut, gwIn = mk(0x1001)
-	gwOut, ueIn = mk(0x2001)
+	ueOut, gwIn = tun.SAPair(t, 0x1001, esp.EncAESCBC, esp.AuthHMACSHA196)
+	gwOut, ueIn = tun.SAPair(t, 0x2001, esp.EncAESCBC, esp.AuthHMACSHA196)
 	return
 }
 

@@ -1,0 +1,4 @@
+package tun
+
+// SAPair is saPair for the external tests (package tun_test).
+var SAPair = saPair
