@@ -77,8 +77,9 @@ const (
 type TunnelConfig struct {
 	Mode  string // ModeNetstack (default) or ModeTUN
 	Suite Suite  // zero: aes-cbc with hmac-sha-1-96 (TunnelSuite)
-	// ParallelSeal is tun.Config.ParallelSeal for both pumps.
+	// ParallelSeal and BatchPad are tun.Config's, for both pumps.
 	ParallelSeal bool
+	BatchPad     int
 	Duration     time.Duration // the TCP stream; DefaultTunnelDuration if 0
 	// Progress, if set, is called when a phase starts and about once a
 	// second during the TCP stream: phase n of total, and a label such as
@@ -118,6 +119,11 @@ type TunnelResult struct {
 	PPSBA  float64 `json:"pps_ba"`
 	LossAB float64 `json:"loss_ab"`
 	LossBA float64 `json:"loss_ba"`
+	// PadPerPacket is the mean padding, in bytes, the tunnel added to each
+	// small packet beyond what its cipher needs, to send packets of one
+	// length together (tun.Config.BatchPad): the wire cost of the rate.
+	// Zero for a tunnel that does not report it.
+	PadPerPacket float64 `json:"pad_per_packet"`
 	// MTU is the inner MTU the tunnel ran with (derived from PathMTU).
 	MTU int `json:"mtu"`
 }
@@ -127,6 +133,9 @@ type TunnelResult struct {
 type MeasureOptions struct {
 	Duration time.Duration
 	Progress func(n, total int, label string)
+	// PadBytes, if set, reads the padding the tunnel has added so far
+	// (tun.Counters.TxPadBytes of both pumps), for PadPerPacket.
+	PadBytes func() uint64
 }
 
 func (o *MeasureOptions) defaults() error {
@@ -160,19 +169,35 @@ func RunTunnel(ctx context.Context, cfg TunnelConfig) (TunnelResult, error) {
 	case ModeNetstack, "":
 		var pair StackPair
 		var closeFn func()
-		pair, closeFn, err = ourNetstacks(cfg.Suite, cfg.ParallelSeal)
+		var pumps [2]*tun.Pump
+		pair, pumps, closeFn, err = ourNetstacks(cfg.Suite, cfg.pumpConfig())
 		if err != nil {
 			return r, err
 		}
 		defer closeFn()
+		opt.PadBytes = func() uint64 { return padBytes(pumps[0], pumps[1]) }
 		r, err = MeasureNetstack(ctx, pair, opt)
 	case ModeTUN:
-		r, err = MeasureTUN(ctx, ourTUN(cfg.Suite, cfg.ParallelSeal), opt)
+		r, err = MeasureTUN(ctx, ourTUN(cfg.Suite, cfg.pumpConfig()), opt)
 	default:
 		return r, fmt.Errorf("bench: unknown mode %q (want %s or %s)", cfg.Mode, ModeNetstack, ModeTUN)
 	}
 	r.EAlg, r.Alg = cfg.Suite.EAlg, string(cfg.Suite.Auth)
 	return r, err
+}
+
+// pumpConfig is what both pumps' tun.Config take from cfg.
+func (cfg TunnelConfig) pumpConfig() tun.Config {
+	return tun.Config{ParallelSeal: cfg.ParallelSeal, BatchPad: cfg.BatchPad}
+}
+
+// padBytes is the padding pumps have added so far.
+func padBytes(pumps ...*tun.Pump) uint64 {
+	var n uint64
+	for _, p := range pumps {
+		n += p.Counters().TxPadBytes
+	}
+	return n
 }
 
 // tunnelSAs returns the two directions' SAs of a tunnel under s with
@@ -197,15 +222,16 @@ func tunnelSAs(s Suite) (outAB *esp.Outbound, inAB *esp.Inbound, outBA *esp.Outb
 }
 
 // ourPumps joins devA and devB with two Pumps over connA and connB, each
-// end routing everything to the other.
-// par is tun.Config.ParallelSeal.
-func ourPumps(s Suite, par bool, devA, devB tun.Device, connA, connB tun.PacketConn) (pa, pb *tun.Pump, err error) {
+// end routing everything to the other. Their tun.Configs are pc with the
+// device and the socket set.
+func ourPumps(s Suite, pc tun.Config, devA, devB tun.Device, connA, connB tun.PacketConn) (pa, pb *tun.Pump, err error) {
 	outAB, inAB, outBA, inBA, err := tunnelSAs(s)
 	if err != nil {
 		return nil, nil, err
 	}
 	all := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
-	pa, err = tun.NewPump(tun.Config{Device: devA, Conn: connA, ParallelSeal: par})
+	pc.Device, pc.Conn = devA, connA
+	pa, err = tun.NewPump(pc)
 	if err != nil {
 		devA.Close()
 		connA.Close()
@@ -213,7 +239,8 @@ func ourPumps(s Suite, par bool, devA, devB tun.Device, connA, connB tun.PacketC
 		connB.Close()
 		return nil, nil, err
 	}
-	pb, err = tun.NewPump(tun.Config{Device: devB, Conn: connB, ParallelSeal: par})
+	pc.Device, pc.Conn = devB, connB
+	pb, err = tun.NewPump(pc)
 	if err != nil {
 		pa.Close()
 		devB.Close()
@@ -277,11 +304,13 @@ func (n netstackEnd) DialTCP(ctx context.Context, raddr netip.AddrPort) (net.Con
 	return n.Netstack.DialTCP(ctx, netip.AddrPort{}, raddr)
 }
 
-// ourNetstacks builds two Netstacks joined by two Pumps on loopback UDP.
-func ourNetstacks(s Suite, par bool) (StackPair, func(), error) {
+// ourNetstacks builds two Netstacks joined by two Pumps (configured as pc)
+// on loopback UDP.
+func ourNetstacks(s Suite, pc tun.Config) (StackPair, [2]*tun.Pump, func(), error) {
+	var pumps [2]*tun.Pump
 	mtu, err := innerMTU(s)
 	if err != nil {
-		return StackPair{}, nil, err
+		return StackPair{}, pumps, nil, err
 	}
 	var closers []func() error
 	closeAll := func() {
@@ -303,20 +332,20 @@ func ourNetstacks(s Suite, par bool) (StackPair, func(), error) {
 	}
 	nsA, cA, err := mk(InnerA)
 	if err != nil {
-		return StackPair{}, nil, err
+		return StackPair{}, pumps, nil, err
 	}
 	nsB, cB, err := mk(InnerB)
 	if err != nil {
 		nsA.Close()
 		cA.Close()
-		return StackPair{}, nil, err
+		return StackPair{}, pumps, nil, err
 	}
-	pa, pb, err := ourPumps(s, par, nsA, nsB, cA, cB) // closes all four on failure
+	pa, pb, err := ourPumps(s, pc, nsA, nsB, cA, cB) // closes all four on failure
 	if err != nil {
-		return StackPair{}, nil, err
+		return StackPair{}, pumps, nil, err
 	}
 	closers = append(closers, pa.Close, pb.Close)
-	return StackPair{A: netstackEnd{nsA}, B: netstackEnd{nsB}, MTU: mtu}, closeAll, nil
+	return StackPair{A: netstackEnd{nsA}, B: netstackEnd{nsB}, MTU: mtu}, [2]*tun.Pump{pa, pb}, closeAll, nil
 }
 
 // MeasureNetstack measures a netstack-mode tunnel: one TCP stream from A to
@@ -665,6 +694,11 @@ func (s *sinks) probe(ctx context.Context) error {
 // the small-packet fields of r.
 func (s *sinks) run(ctx context.Context, r *TunnelResult, opt MeasureOptions) error {
 	d := opt.Duration / 2
+	var pad0 uint64
+	if opt.PadBytes != nil {
+		pad0 = opt.PadBytes()
+	}
+	var sentAll uint64
 	for dir := range 2 {
 		from, to := dir, 1-dir
 		label := [2]string{"small packets a->b", "small packets b->a"}[dir]
@@ -677,6 +711,7 @@ func (s *sinks) run(ctx context.Context, r *TunnelResult, opt MeasureOptions) er
 		if err != nil {
 			return err
 		}
+		sentAll += sent
 		time.Sleep(200 * time.Millisecond) // what is in flight still counts
 		got := s.got[to].Load()
 		s.token.Store(0)
@@ -692,6 +727,9 @@ func (s *sinks) run(ctx context.Context, r *TunnelResult, opt MeasureOptions) er
 		}
 	}
 	r.PPS = min(r.PPSAB, r.PPSBA)
+	if opt.PadBytes != nil && sentAll > 0 {
+		r.PadPerPacket = float64(opt.PadBytes()-pad0) / float64(sentAll)
+	}
 	return nil
 }
 

@@ -62,8 +62,9 @@ type ourTunnel struct {
 	mtu  int
 }
 
-func (t *ourTunnel) RxBytes() uint64 { return t.a.Counters().RxBytes + t.b.Counters().RxBytes }
-func (t *ourTunnel) MTU() int        { return t.mtu }
+func (t *ourTunnel) RxBytes() uint64  { return t.a.Counters().RxBytes + t.b.Counters().RxBytes }
+func (t *ourTunnel) MTU() int         { return t.mtu }
+func (t *ourTunnel) PadBytes() uint64 { return padBytes(t.a, t.b) }
 func (t *ourTunnel) Close() error {
 	t.a.Close()
 	t.b.Close()
@@ -71,8 +72,8 @@ func (t *ourTunnel) Close() error {
 }
 
 // ourTUN builds imsec's tunnel: in each namespace a tun.Kernel and a
-// udp.Conn, joined by two Pumps with the SAs of s.
-func ourTUN(s Suite, par bool) TUNBuilder {
+// udp.Conn, joined by two Pumps (configured as pc) with the SAs of s.
+func ourTUN(s Suite, pc tun.Config) TUNBuilder {
 	return func(a, b *Netns, plan TUNPlan) (TUNTunnel, error) {
 		mtu, err := innerMTU(s)
 		if err != nil {
@@ -112,7 +113,7 @@ func ourTUN(s Suite, par bool) TUNBuilder {
 				return nil, err
 			}
 		}
-		pa, pb, err := ourPumps(s, par, devs[0], devs[1], conns[0], conns[1])
+		pa, pb, err := ourPumps(s, pc, devs[0], devs[1], conns[0], conns[1])
 		if err != nil {
 			return nil, err
 		}

@@ -15,6 +15,12 @@ type SealJob struct {
 	Buf        []byte
 	Off, N     int
 	NextHeader byte
+	// Pad is padding to add beyond the least the cipher needs: a multiple
+	// of the alignment, at most MaxPad(N), else the job fails with
+	// ErrBadPadding. Padding packets of different sizes to one length lets
+	// a run of them leave in one segmented (GSO) UDP send; RFC 4303 §2.4
+	// allows up to 255 bytes of it, and every receiver strips it.
+	Pad int
 
 	Pkt []byte
 	Err error
@@ -50,7 +56,11 @@ func (o *Outbound) Reserve(jobs []SealJob) int {
 		j := &jobs[i]
 		j.Pkt, j.seq = nil, 0
 		j.NextHeader, j.Err = o.check(j.Buf, j.Off, j.N, j.NextHeader)
-		if j.Err == nil && o.sealEnd(j.Off, j.N) > len(j.Buf) {
+		switch {
+		case j.Err != nil:
+		case j.Pad < 0 || j.Pad > o.MaxPad(j.N) || j.Pad%o.a.align != 0:
+			j.Err = ErrBadPadding
+		case o.sealEnd(j.Off, j.N)+j.Pad > len(j.Buf):
 			j.Err = ErrNoRoom
 		}
 		if j.Err == nil {
@@ -112,7 +122,7 @@ func (o *Outbound) sealChunk(jobs []SealJob) int {
 			if j.Err != nil {
 				continue
 			}
-			j.Pkt = o.sealSeq(j.Buf, j.Off, j.N, j.NextHeader, j.seq)
+			j.Pkt = o.sealSeq(j.Buf, j.Off, j.N, o.a.padLen(j.N)+j.Pad, j.NextHeader, j.seq)
 			sealed++
 		}
 		return sealed
@@ -132,7 +142,7 @@ func (o *Outbound) sealChunk(jobs []SealJob) int {
 		if j.Err != nil {
 			continue
 		}
-		p, pt := o.frame(j.Buf, j.Off, j.N, j.NextHeader, j.seq)
+		p, pt := o.frame(j.Buf, j.Off, j.N, a.padLen(j.N)+j.Pad, j.NextHeader, j.seq)
 		iv := p[ESPHeaderLen:hdr]
 		ivBlock(iv, j.seq)
 		ivJobs[k] = aescbc.Job{Buf: iv, IV: zeroIV[:]}

@@ -382,3 +382,74 @@ func TestSealReservedWithoutReserve(t *testing.T) {
 	}()
 	o.SealReserved([]SealJob{{Buf: make([]byte, 100), Off: HeaderRoom, N: 10}})
 }
+
+// TestSealBatchPad: a job's Pad adds that much RFC 4303 padding (1, 2, 3,
+// ...) beyond the minimum: the packet is byte for byte the reference
+// encapsulation with the longer padding, Pad bytes longer, and opens to the
+// payload. A Pad that is negative, not a multiple of the alignment or over
+// MaxPad fails with ErrBadPadding, one without the tailroom with ErrNoRoom,
+// and neither takes a sequence number.
+func TestSealBatchPad(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 32))
+	for _, p := range allPairs {
+		for _, mode := range []Mode{Tunnel, Transport} {
+			c := p.config(mode, false)
+			o, in := mustSA(t, c)
+			align := o.a.align
+			for range 20 {
+				n := rng.IntN(300) + 1
+				maxPad := o.MaxPad(n)
+				minPad := o.Overhead(n) - o.HeaderLen() - TrailerLen - o.a.icvLen
+				if maxPad%align != 0 || minPad+maxPad > 255 || minPad+maxPad+align <= 255 {
+					t.Fatalf("%v n=%d: MaxPad %d with minimum %d, align %d", p, n, maxPad, minPad, align)
+				}
+				for _, pad := range []int{0, align, maxPad} {
+					payload := ipPayload(n, 4, rng)
+					pkt := sealPadded(t, o, payload, 17, pad)
+					if len(pkt) != n+o.Overhead(n)+pad {
+						t.Fatalf("%v n=%d pad %d: %d bytes, want %d", p, n, pad, len(pkt), n+o.Overhead(n)+pad)
+					}
+					nh := byte(17)
+					if mode == Tunnel {
+						nh = 4
+					}
+					ref := refSeal(t, c, o.Seq(), ivOf(c, pkt), espPlaintext(payload, minPad+pad, nh))
+					if !bytes.Equal(pkt, ref) {
+						t.Fatalf("%v %v n=%d pad %d: SealBatch\n%x\nreference\n%x", p, mode, n, pad, pkt, ref)
+					}
+					got, gotNH, _, err := in.Open(pkt)
+					if err != nil || gotNH != nh || !bytes.Equal(got, payload) {
+						t.Fatalf("%v %v n=%d pad %d: Open: nh %d, %v", p, mode, n, pad, gotNH, err)
+					}
+				}
+			}
+			n := 100
+			job := func(pad, tail int) SealJob { // tail: bytes past the least it needs
+				buf := make([]byte, HeaderRoom+n+o.Overhead(n)-o.HeaderLen()+max(pad, 0)+tail)
+				copy(buf[HeaderRoom:], ipPayload(n, 4, rng))
+				return SealJob{Buf: buf, Off: HeaderRoom, N: n, NextHeader: 17, Pad: pad}
+			}
+			bad := []SealJob{job(-align, 0), job(o.MaxPad(n)+align, 0), job(o.MaxPad(n), -1)}
+			want := []error{ErrBadPadding, ErrBadPadding, ErrNoRoom}
+			if align > 1 {
+				bad = append(bad, job(align+1, 0))
+				want = append(want, ErrBadPadding)
+			}
+			if ok := []SealJob{job(o.MaxPad(n), 0)}; o.SealBatch(ok) != 1 {
+				t.Fatalf("%v: a job with just the room it needs: %v", p, ok[0].Err)
+			}
+			seq := o.Seq()
+			if got := o.SealBatch(bad); got != 0 {
+				t.Fatalf("%v: sealed %d bad jobs: %+v", p, got, bad)
+			}
+			for i, j := range bad {
+				if j.Err != want[i] || j.Pkt != nil {
+					t.Fatalf("%v: bad job %d (pad %d): err %v, want %v", p, i, j.Pad, j.Err, want[i])
+				}
+			}
+			if o.Seq() != seq {
+				t.Fatalf("%v: bad jobs took sequence numbers", p)
+			}
+		}
+	}
+}

@@ -293,12 +293,20 @@ func (o *Outbound) seal(buf []byte, off, n int, nextHeader byte) ([]byte, error)
 	if !o.seqOK(seq) {
 		return nil, ErrSeqExhausted
 	}
-	return o.sealSeq(buf, off, n, nextHeader, seq), nil
+	return o.sealSeq(buf, off, n, o.a.padLen(n), nextHeader, seq), nil
 }
 
 // sealEnd is where the sealed packet of a payload at buf[off:off+n] ends.
 func (o *Outbound) sealEnd(off, n int) int {
 	return off + n + o.a.padLen(n) + TrailerLen + o.a.icvLen
+}
+
+// MaxPad is the most extra padding (SealJob.Pad) an n-byte payload can
+// take: the RFC 4303 §2.4 Pad Length octet holds at most 255, and the
+// padding stays a multiple of the cipher's alignment.
+func (o *Outbound) MaxPad(n int) int {
+	a := o.a
+	return (255 - a.padLen(n)) / a.align * a.align
 }
 
 // seqOK reports whether seq may be sent: sequence numbers never cycle
@@ -311,9 +319,8 @@ func (o *Outbound) seqOK(seq uint64) bool {
 // header) of a payload at buf[off:off+n] and returns the whole packet and
 // the plaintext to encrypt (payload and trailer). buf must be long enough
 // (sealEnd).
-func (o *Outbound) frame(buf []byte, off, n int, nextHeader byte, seq uint64) (p, pt []byte) {
+func (o *Outbound) frame(buf []byte, off, n, pad int, nextHeader byte, seq uint64) (p, pt []byte) {
 	a := o.a
-	pad := a.padLen(n)
 	ptEnd := off + n + pad + TrailerLen
 	end := ptEnd + a.icvLen
 	p = buf[off-ESPHeaderLen-a.ivLen : end : end]
@@ -329,10 +336,10 @@ func (o *Outbound) frame(buf []byte, off, n int, nextHeader byte, seq uint64) (p
 }
 
 // sealSeq seals with the given sequence number; the arguments are checked.
-func (o *Outbound) sealSeq(buf []byte, off, n int, nextHeader byte, seq uint64) []byte {
+func (o *Outbound) sealSeq(buf []byte, off, n, pad int, nextHeader byte, seq uint64) []byte {
 	a := o.a
 	hdr := ESPHeaderLen + a.ivLen
-	p, pt := o.frame(buf, off, n, nextHeader, seq)
+	p, pt := o.frame(buf, off, n, pad, nextHeader, seq)
 	ptEnd := off + len(pt)
 	start := off - hdr
 

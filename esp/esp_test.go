@@ -88,6 +88,18 @@ func seal(t testing.TB, o *Outbound, payload []byte, nh byte) []byte {
 	return p
 }
 
+// sealPadded seals payload with SealBatch and pad bytes of extra padding.
+func sealPadded(t testing.TB, o *Outbound, payload []byte, nh byte, pad int) []byte {
+	t.Helper()
+	buf := make([]byte, HeaderRoom+len(payload)+TailRoom+pad)
+	copy(buf[HeaderRoom:], payload)
+	jobs := []SealJob{{Buf: buf, Off: HeaderRoom, N: len(payload), NextHeader: nh, Pad: pad}}
+	if o.SealBatch(jobs) != 1 {
+		t.Fatalf("SealBatch(%d bytes, pad %d): %v", len(payload), pad, jobs[0].Err)
+	}
+	return jobs[0].Pkt
+}
+
 // refSeal is a slow, obvious ESP encapsulation written straight from
 // RFC 4303/3602/2451/4106 with the standard library, independent of Seal.
 // pt is the ESP plaintext: payload, padding, pad length, next header.

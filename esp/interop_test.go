@@ -99,6 +99,7 @@ type sealedFrame struct {
 	seq     uint64
 	nh      byte
 	payload []byte // the UDP payload tshark should show as data
+	padLen  int    // the Pad Length tshark should read
 }
 
 func TestInteropTshark(t *testing.T) {
@@ -138,13 +139,21 @@ func TestInteropTshark(t *testing.T) {
 				} else {
 					inner = innerUDP(payload)[20:] // the UDP datagram alone
 				}
-				pkt := seal(t, o, inner, 17)
-				pc.addESPinUDP(interopSrc, interopDst, pkt)
 				nh := byte(17)
 				if mode == Tunnel {
 					nh = 4
 				}
-				frames = append(frames, sealedFrame{p, mode, spi, o.Seq(), nh, payload})
+				pc.addESPinUDP(interopSrc, interopDst, seal(t, o, inner, 17))
+				minPad := (o.a.align - (len(inner)+TrailerLen)%o.a.align) % o.a.align
+				frames = append(frames, sealedFrame{p, mode, spi, o.Seq(), nh, payload, minPad})
+				if n == 30 {
+					// The same with all the padding SealJob.Pad can add
+					// (tun.Config.BatchPad): tshark must find the payload
+					// and read the padding's length.
+					pad := o.MaxPad(len(inner))
+					pc.addESPinUDP(interopSrc, interopDst, sealPadded(t, o, inner, 17, pad))
+					frames = append(frames, sealedFrame{p, mode, spi, o.Seq(), nh, payload, minPad + pad})
+				}
 			}
 		}
 	}
@@ -169,7 +178,7 @@ func TestInteropTshark(t *testing.T) {
 			"-d", "udp.port==40001,data",
 			"-T", "fields", "-E", "separator=|",
 			"-e", "frame.number", "-e", "esp.spi", "-e", "esp.sequence", "-e", "esp.protocol",
-			"-e", "esp.icv_good", "-e", "esp.icv_bad", "-e", "data.data", "-e", "_ws.expert.message"}
+			"-e", "esp.icv_good", "-e", "esp.icv_bad", "-e", "data.data", "-e", "esp.pad_len", "-e", "_ws.expert.message"}
 		if !fromFile {
 			for _, l := range uat {
 				args = append(args, "-o", "uat:esp_sa:"+l)
@@ -192,7 +201,7 @@ func checkTsharkRows(t *testing.T, run int, out string, frames []sealedFrame) {
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	var rows [][]string
 	for _, l := range lines {
-		if f := strings.Split(l, "|"); len(f) == 8 {
+		if f := strings.Split(l, "|"); len(f) == 9 {
 			rows = append(rows, f)
 		} else if !strings.Contains(l, "could be dangerous") {
 			t.Logf("tshark: %s", l)
@@ -208,10 +217,13 @@ func checkTsharkRows(t *testing.T, run int, out string, frames []sealedFrame) {
 			t.Errorf("%s: tshark spi %s seq %s", name, r[1], r[2])
 		}
 		if r[3] != fmt.Sprintf("0x%02x", f.nh) {
-			t.Errorf("%s: tshark next header %q, want %d (not decrypted?) %s", name, r[3], f.nh, r[7])
+			t.Errorf("%s: tshark next header %q, want %d (not decrypted?) %s", name, r[3], f.nh, r[8])
 		}
 		if r[4] != "1" || r[5] == "1" {
-			t.Errorf("%s: tshark ICV good=%q bad=%q %s", name, r[4], r[5], r[7])
+			t.Errorf("%s: tshark ICV good=%q bad=%q %s", name, r[4], r[5], r[8])
+		}
+		if r[7] != fmt.Sprint(f.padLen) {
+			t.Errorf("%s: tshark pad length %q, want %d", name, r[7], f.padLen)
 		}
 		if r[6] != hex.EncodeToString(f.payload) {
 			t.Errorf("%s: tshark inner payload\n%s\nwant\n%s", name, r[6], hex.EncodeToString(f.payload))

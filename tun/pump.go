@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -48,6 +49,16 @@ type Config struct {
 	// half, so that one busy SA's encryption uses two cores. Packets keep
 	// their order and their sequence numbers follow it.
 	ParallelSeal bool
+
+	// BatchPad is the most padding the Pump adds to one packet (RFC 4303
+	// §2.4 padding, beyond what the cipher needs) so that consecutive
+	// packets to one peer have one length and leave in one segmented UDP
+	// send (GSO), which costs the kernel one trip down the stack instead of
+	// one per packet. A packet is only padded up to the length of another
+	// packet of the same pass, so nothing grows past the path MTU. 0 means
+	// DefaultBatchPad; a negative value turns padding off. It does nothing
+	// where the socket has no segmentation offload.
+	BatchPad int
 
 	Logger *slog.Logger     // default: discard
 	Now    func() time.Time // default: time.Now
@@ -200,6 +211,7 @@ type peerCounters struct {
 
 type counters struct {
 	txPackets, txBytes, rxPackets, rxBytes atomic.Uint64
+	txPadBytes                             atomic.Uint64
 	keepalivesSent, keepalivesRecv         atomic.Uint64
 	dummiesSent, dummiesRecv               atomic.Uint64
 	nonESP, invalid                        atomic.Uint64
@@ -213,6 +225,9 @@ type counters struct {
 type Counters struct {
 	TxPackets, TxBytes uint64 // ESP packets sent and their inner bytes
 	RxPackets, RxBytes uint64 // ESP packets accepted and their inner bytes
+	// TxPadBytes is the padding added beyond the cipher's to send packets
+	// of one length together (Config.BatchPad): the cost on the wire.
+	TxPadBytes         uint64
 	KeepalivesSent     uint64
 	KeepalivesReceived uint64 // not ESP: never counted as SA liveness
 	// DummiesSent and DummiesReceived count RFC 4303 dummy packets: sent
@@ -281,6 +296,14 @@ func NewPump(cfg Config) (*Pump, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.BatchPad == 0 {
+		cfg.BatchPad = DefaultBatchPad
+	}
+	if o, ok := cfg.Conn.(interface{ Offload() (gso, gro bool) }); !ok {
+		cfg.BatchPad = -1
+	} else if gso, _ := o.Offload(); !gso {
+		cfg.BatchPad = -1
 	}
 	p := &Pump{cfg: cfg, dev: cfg.Device, conn: cfg.Conn, log: cfg.Logger, stop: make(chan struct{}), pingWho: map[uint32]chan time.Time{}}
 	p.peers.Store(&peerTables{bySPI: map[esp.SPI]*inSA{}, byAddr: map[netip.Addr]*Peer{}})
@@ -613,7 +636,7 @@ func (p *Pump) Counters() Counters {
 	c := &p.ctr
 	out := Counters{
 		TxPackets: c.txPackets.Load(), TxBytes: c.txBytes.Load(), RxPackets: c.rxPackets.Load(), RxBytes: c.rxBytes.Load(),
-		KeepalivesSent: c.keepalivesSent.Load(), KeepalivesReceived: c.keepalivesRecv.Load(),
+		TxPadBytes: c.txPadBytes.Load(), KeepalivesSent: c.keepalivesSent.Load(), KeepalivesReceived: c.keepalivesRecv.Load(),
 		DummiesSent: c.dummiesSent.Load(), DummiesReceived: c.dummiesRecv.Load(),
 		NonESP: c.nonESP.Load(), Invalid: c.invalid.Load(), Drops: map[string]uint64{},
 		NoRoute: c.noRoute.Load(), NoSA: c.noSA.Load(), Spoofed: c.spoofed.Load(), NotIP: c.notIP.Load(),
@@ -785,6 +808,9 @@ func (p *Pump) outbound(r *outRing, h *sealHelper) {
 			sas[k], peers[k] = s, peer
 			k++
 		}
+		if p.cfg.BatchPad > 0 {
+			forRuns(jobs[:k], sas, func(out *esp.Outbound, run []esp.SealJob) { padRun(out, run, p.cfg.BatchPad) })
+		}
 		forRuns(jobs[:k], sas, func(out *esp.Outbound, run []esp.SealJob) { out.Reserve(run) })
 		if h != nil && k >= parallelMin {
 			half := k / 2
@@ -848,6 +874,43 @@ func sealRuns(jobs []esp.SealJob, sas []*outSA) {
 	forRuns(jobs, sas, func(out *esp.Outbound, run []esp.SealJob) { out.SealReserved(run) })
 }
 
+// DefaultBatchPad is Config.BatchPad's default: 64 bytes, what a packet
+// already carries in outer IPv4, UDP and AES-CBC/HMAC-SHA-1-96 ESP headers
+// (20 + 8 + 8 + 16 + 12). With it, small packets of mixed sizes through
+// kernel TUNs went from about 175k to 335k packets/s per direction (`imsec
+// bench tunnel --mode tun`), at 26 bytes of padding per packet on average;
+// 240 bytes gave 370k at 64 bytes per packet.
+const DefaultBatchPad = 64
+
+// padRun sets the Pad of jobs, one SA's consecutive packets, so that each
+// group of consecutive ones whose ESP lengths can all reach the group's
+// longest, with at most limit bytes of extra padding and within the room of
+// their buffers, has that one length.
+func padRun(out *esp.Outbound, jobs []esp.SealJob, limit int) {
+	for lo := 0; lo < len(jobs); {
+		top, ceil := 0, math.MaxInt // the group's length; the most all can reach
+		hi := lo
+		for ; hi < len(jobs); hi++ {
+			j := &jobs[hi]
+			l := j.N + out.Overhead(j.N)
+			room := min(out.MaxPad(j.N), limit, len(j.Buf)-(j.Off-out.HeaderLen()+l))
+			t, c := max(top, l), min(ceil, l+room)
+			if t > c && hi > lo {
+				break
+			}
+			top, ceil = t, c
+		}
+		for i := lo; i < hi; i++ {
+			if j := &jobs[i]; hi-lo > 1 {
+				j.Pad = top - (j.N + out.Overhead(j.N))
+			} else {
+				j.Pad = 0
+			}
+		}
+		lo = hi
+	}
+}
+
 // forRuns calls f for each run of consecutive jobs under one SA.
 func forRuns(jobs []esp.SealJob, sas []*outSA, f func(*esp.Outbound, []esp.SealJob)) {
 	for lo := 0; lo < len(jobs); {
@@ -894,7 +957,7 @@ func (peer *Peer) pickSA(pkt []byte) *outSA {
 func (p *Pump) sealed(jobs []esp.SealJob, sas []*outSA, peers []*Peer, msgs []udp.Message) int {
 	now := p.cfg.Now().UnixNano()
 	m := 0
-	var bytes uint64
+	var bytes, pad uint64
 	for i := range jobs {
 		j := &jobs[i]
 		if j.Err != nil {
@@ -908,11 +971,15 @@ func (p *Pump) sealed(jobs []esp.SealJob, sas []*outSA, peers []*Peer, msgs []ud
 		peer.ctr.txBytes.Add(uint64(j.N))
 		peer.lastSent.Store(now)
 		bytes += uint64(j.N)
+		pad += uint64(j.Pad)
 		msgs[m] = udp.Message{Buf: j.Pkt, N: len(j.Pkt), Addr: peer.Endpoint()}
 		m++
 	}
 	p.ctr.txPackets.Add(uint64(m))
 	p.ctr.txBytes.Add(bytes)
+	if pad != 0 {
+		p.ctr.txPadBytes.Add(pad)
+	}
 	return m
 }
 

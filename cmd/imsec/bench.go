@@ -146,13 +146,17 @@ func runBenchCodec(ctx context.Context, args []string, stdout, stderr io.Writer)
 
 func runBenchTunnel(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("bench tunnel", "bench tunnel [--json] [--mode netstack|tun] [--ealg NAME] [--alg NAME] [--duration D]", stdout)
-	asJSON := fs.Bool("json", false, "print one JSON object {mode, ealg, alg, gbps, pps, cpu_s_per_gbit, duration_s, pps_ab, pps_ba, loss_ab, loss_ba, mtu}")
+	asJSON := fs.Bool("json", false, "print one JSON object {mode, ealg, alg, gbps, pps, cpu_s_per_gbit, duration_s, pps_ab, pps_ba, loss_ab, loss_ba, mtu, pad_per_packet}")
 	mode := fs.String("mode", bench.ModeNetstack, "netstack: two in-process gVisor stacks over loopback UDP (no privilege); tun: kernel TUNs in two network namespaces joined by a veth, driven by iperf3 (root)")
 	ealg := fs.String("ealg", "aes-cbc", "encryption algorithm: aes-cbc, des-ede3-cbc, null, aes-gcm (= aes-gcm(128)), aes-gcm(256)")
 	alg := fs.String("alg", "", "integrity algorithm: hmac-sha-1-96, hmac-md5-96, hmac-sha-256-128, null (default: null with aes-gcm, else hmac-sha-1-96)")
 	duration := fs.Duration("duration", bench.DefaultTunnelDuration, "length of the TCP stream; the small-packet test runs half of it in each direction")
 	parallel := fs.Bool("parallel-seal", false, "a second goroutine per pump seals half of each large batch (helps where a core is free; both pumps share two cores here)")
+	batchPad := fs.Int("batch-pad", 0, batchPadUsage)
 	if err := parseFlags(fs, args, false); err != nil {
+		return err
+	}
+	if err := checkBatchPad(*batchPad); err != nil {
 		return err
 	}
 	if *mode != bench.ModeNetstack && *mode != bench.ModeTUN {
@@ -171,6 +175,7 @@ func runBenchTunnel(ctx context.Context, args []string, stdout, stderr io.Writer
 		Suite:        suite,
 		Duration:     *duration,
 		ParallelSeal: *parallel,
+		BatchPad:     *batchPad,
 		Progress:     progress.update,
 	})
 	progress.done()
@@ -185,6 +190,7 @@ func runBenchTunnel(ctx context.Context, args []string, stdout, stderr io.Writer
 	res.DurationS = round(res.DurationS, 2)
 	res.LossAB = round(res.LossAB, 4)
 	res.LossBA = round(res.LossBA, 4)
+	res.PadPerPacket = round(res.PadPerPacket, 1)
 	if *asJSON {
 		return json.NewEncoder(stdout).Encode(res)
 	}
@@ -195,11 +201,22 @@ func runBenchTunnel(ctx context.Context, args []string, stdout, stderr io.Writer
 	fmt.Fprintf(tw, "CPU\t%.3f s per Gbit\n", res.CPUPerGbit)
 	fmt.Fprintf(tw, "small packets a->b\t%.0f packets/s (loss %.2f%%)\n", res.PPSAB, 100*res.LossAB)
 	fmt.Fprintf(tw, "small packets b->a\t%.0f packets/s (loss %.2f%%)\n", res.PPSBA, 100*res.LossBA)
+	fmt.Fprintf(tw, "batch padding\t%.1f bytes per small packet (--batch-pad)\n", res.PadPerPacket)
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "\nsmall packets are %d-%d byte IP packets; packets/s counts those delivered to the receiving socket.\n"+
 		"CPU is this process's user+system time (and, in tun mode, the two iperf3 processes') per Gbit carried.\n", bench.SmallMin, bench.SmallMax)
+	return nil
+}
+
+const batchPadUsage = "most `BYTES` of ESP padding added to a packet so that consecutive packets to a peer have one length and leave in one GSO send (0: the default, 64; -1: never pad; at most 255)"
+
+// checkBatchPad checks a --batch-pad value.
+func checkBatchPad(n int) error {
+	if n < -1 || n > 255 {
+		return usageErrorf("--batch-pad must be -1 (off), 0 (default) or 1..255 bytes, got %d", n)
+	}
 	return nil
 }
 

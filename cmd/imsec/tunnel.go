@@ -84,6 +84,7 @@ type tunnelFlags struct {
 	keepalive    time.Duration
 	follow       bool
 	parallel     bool
+	batchPad     int
 	keylog       string
 	ping         netip.Addr
 	count        int
@@ -106,6 +107,7 @@ func parseTunnelFlags(args []string, stderr io.Writer) (*tunnelFlags, error) {
 	keepalive := fs.Duration("keepalive", 20*time.Second, "send an RFC 3948 NAT-keepalive after this long without sending (0: never)")
 	follow := fs.Bool("follow-peer", false, "let authenticated ESP move the peer's address (the peer is behind a NAT that may rebind); without it the socket is connected to --peer and takes datagrams from it only")
 	parallel := fs.Bool("parallel-seal", false, "seal half of each large batch on a second goroutine (more throughput where a core is free)")
+	batchPad := fs.Int("batch-pad", 0, batchPadUsage)
 	keylog := fs.String("keylog", "", "append both SAs to this `FILE` in Wireshark's esp_sa format (secrets; created 0600)")
 	ping := fs.String("ping", "", "send ICMP echo requests to this inner `ADDR` through the tunnel, then exit")
 	count := fs.Int("count", 4, "with --ping: how many echo requests")
@@ -118,7 +120,10 @@ func parseTunnelFlags(args []string, stderr io.Writer) (*tunnelFlags, error) {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 
-	f := &tunnelFlags{tunName: *tunName, mtu: *mtu, keepalive: *keepalive, follow: *follow, parallel: *parallel, keylog: *keylog,
+	if err := checkBatchPad(*batchPad); err != nil {
+		return nil, err
+	}
+	f := &tunnelFlags{tunName: *tunName, mtu: *mtu, keepalive: *keepalive, follow: *follow, parallel: *parallel, batchPad: *batchPad, keylog: *keylog,
 		count: *count, interval: *interval, wait: *wait, verbose: *verbose}
 	var err error
 	if f.listen, err = addrPortArg("listen", *listen); err != nil {
@@ -419,7 +424,7 @@ func runTunnel(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if f.verbose {
 		level = slog.LevelDebug
 	}
-	pump, err := tun.NewPump(tun.Config{Device: dev, Conn: conn, ParallelSeal: f.parallel,
+	pump, err := tun.NewPump(tun.Config{Device: dev, Conn: conn, ParallelSeal: f.parallel, BatchPad: f.batchPad,
 		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))})
 	if err != nil {
 		dev.Close()
