@@ -127,6 +127,8 @@ func TestBenchBadFlags(t *testing.T) {
 		{"bench", "tunnel", "--alg", "crc32"},
 		{"bench", "tunnel", "--ealg", "aes-gcm", "--alg", "hmac-md5-96"},
 		{"bench", "tunnel", "--ealg", "null", "--alg", "null"},
+		{"bench", "tunnel", "--batch-pad", "256"},
+		{"bench", "tunnel", "--batch-pad", "-2"},
 		{"bench", "tunnel", "--bogus"},
 		{"bench", "tunnel", "extra"},
 	}
@@ -166,7 +168,7 @@ func TestBenchHelp(t *testing.T) {
 
 // tunnelKeys are the keys of `bench tunnel --json`: the seven of the
 // interface, then the small-packet detail and the MTU.
-var tunnelKeys = []string{"alg", "cpu_s_per_gbit", "duration_s", "ealg", "gbps", "loss_ab", "loss_ba", "mode", "mtu", "pps", "pps_ab", "pps_ba"}
+var tunnelKeys = []string{"alg", "cpu_s_per_gbit", "duration_s", "ealg", "gbps", "loss_ab", "loss_ba", "mode", "mtu", "pad_per_packet", "pps", "pps_ab", "pps_ba"}
 
 // checkTunnelJSON parses one `bench tunnel --json` object and checks that
 // its figures are consistent with each other and with the run asked for.
@@ -216,6 +218,9 @@ func checkTunnelJSON(t *testing.T, out, mode, ealg, alg string, seconds float64)
 	if m := num("mtu"); m < 1280 || m > 1500 {
 		t.Errorf("mtu %v", m)
 	}
+	if p := num("pad_per_packet"); p < 0 || p > 255 {
+		t.Errorf("pad_per_packet %v outside [0, 255]", p)
+	}
 	return r
 }
 
@@ -230,6 +235,17 @@ func TestBenchTunnelNetstackJSON(t *testing.T) {
 		if !strings.Contains(errs, want+"") {
 			t.Errorf("stderr lacks %q: %q", want, errs)
 		}
+	}
+}
+
+// TestBenchTunnelNoBatchPad: with --batch-pad -1 the pumps add no padding.
+func TestBenchTunnelNoBatchPad(t *testing.T) {
+	code, out, errs := runCLI(t, "bench", "tunnel", "--json", "--duration", "1s", "--batch-pad", "-1")
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, errs)
+	}
+	if r := checkTunnelJSON(t, out, "netstack", "aes-cbc", "hmac-sha-1-96", 1); r["pad_per_packet"] != 0.0 {
+		t.Errorf("pad_per_packet %v with --batch-pad -1", r["pad_per_packet"])
 	}
 }
 

@@ -586,7 +586,7 @@ func millis(d time.Duration) float64 { return float64(d) / float64(time.Millisec
 // what they usually mean.
 func printTunnelCounters(w io.Writer, c tun.Counters) {
 	fmt.Fprintf(w, "counters:\n")
-	fmt.Fprintf(w, "  esp out:     %d packets, %d inner bytes\n", c.TxPackets, c.TxBytes)
+	fmt.Fprintf(w, "  esp out:     %d packets, %d inner bytes, %d bytes of batch padding (--batch-pad)\n", c.TxPackets, c.TxBytes, c.TxPadBytes)
 	fmt.Fprintf(w, "  esp in:      %d packets, %d inner bytes\n", c.RxPackets, c.RxBytes)
 	fmt.Fprintf(w, "  keepalives:  %d sent, %d received\n", c.KeepalivesSent, c.KeepalivesReceived)
 	hints := map[string]string{

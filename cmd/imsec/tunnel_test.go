@@ -343,6 +343,7 @@ func TestTunnelBadFlags(t *testing.T) {
 		{base(good, "--ping", "100.64.7.2", "--interval", "0s"), "--interval and --wait must be positive"},
 		{base(good, "--mtu", "100"), "--mtu 100: want 1280..65535"},
 		{base(good, "--keepalive", "-1s"), "--keepalive must not be negative"},
+		{base(good, "--batch-pad", "300"), "--batch-pad must be -1 (off), 0 (default) or 1..255 bytes, got 300"},
 		{base(good, "--route", "198.51.100.0/24"), "--route needs --tun"},
 		{base(good, "--tun", "imsec%d", "--route", "198.51.100.0"), `--route "198.51.100.0": want PREFIX`},
 		{base(good, "--tun", "imsec%d", "--ping", "2001:db8::1"), "with --tun only IPv4 can be pinged"},
