@@ -37,9 +37,11 @@
 //   - Small packets: UDP datagrams whose IP packets cycle through 64, 81,
 //     ..., 200 bytes (steps of 17: no two consecutive packets have the same
 //     size on the wire under any padding up to 16-byte blocks, so no
-//     offload merges them; the per-packet worst case, the same for every
-//     algorithm and for WireGuard), from A to B for Duration/2, then from
-//     B to A. Packets
+//     offload merges them as they are; the per-packet worst case, the
+//     same for every algorithm and for WireGuard), from A to B for
+//     Duration/2, then from B to A. Our pumps pad a pass's packets to
+//     one length (tun.Config.BatchPad) so that they do leave in one GSO
+//     send; "pad_per_packet" is what that costs on the wire. Packets
 //     per second counts datagrams delivered to the receiving socket; loss is
 //     1 - delivered/sent. The generator (sendmmsg batches of 63 on a
 //     connected socket in tun mode, one datagram per call on a netstack
@@ -91,6 +93,19 @@
 //     softirq), and with passes of everything waiting both CPUs were idle
 //     18% of the small-packet test, waiting on each other; with 16, 11%,
 //     and about 10% more packets/s in alternating runs.
+//   - Padding a pass's packets to one length (tun.Config.BatchPad, RFC
+//     4303 §2.4 padding, default at most 64 bytes a packet): UDP GSO only
+//     merges datagrams of one size, and the small-packet mix never has
+//     two alike in a row, so each packet took its own trip down the outer
+//     UDP and veth path and up the peer's, about a third of all the CPU.
+//     Padded to one length, a pass of 16 leaves as one GSO send and
+//     arrives as one GRO read. tun aes-cbc small packets, slower
+//     direction, medians of `bench/compare.sh -d 10s -r 3` in one run:
+//     188k packets/s unpadded, 293k padded (aes-gcm 324k; wireguard-go
+//     172k), at 26 bytes of padding a packet on average with the default
+//     limit of 64; single runs with a limit of 240 gave about 10% more, at
+//     64 bytes a packet. A packet is only padded up to another of its
+//     pass, so none grows past the path MTU.
 //
 // What did not, measured with interleaved runs: splitting each batch's
 // sealing between two goroutines (tun.Config.ParallelSeal, `--parallel-seal`:
@@ -103,9 +118,14 @@
 // aes-cbc from 4.11 to 3.73 Gbit/s.
 //
 // Small packets are bound by the kernel, not by the pumps: in tun mode
-// about 85% of the CPU is kernel time (a TUN read and a TUN write per
-// packet, the veth and UDP paths), crypto about 2%. Tried and dropped, no
-// better within the noise: busy-polling the UDP socket for 20 or 50 µs
+// about 85% of the CPU is kernel time, crypto about 2%. Before batch
+// padding a profile (perf record -a) split it: the pumps' outer sendmmsg
+// with the peer's receive path 31%, the TUN writes with the receiving
+// application's socket 19%, the TUN reads 8%, the outer recvmmsg 5%, the
+// harness's generator 21% and sinks 6%. Setting the TUNs' qdisc to
+// noqueue (a TUN never pushes back, so its qdisc only costs) gained
+// about 1%, within the noise. Tried and dropped, no better within the
+// noise: busy-polling the UDP socket for 20 or 50 µs
 // before parking, smaller inbound batches or opening and writing each batch
 // 16 packets at a time (both cost stream throughput),
 // yielding once before a short pass, GOMAXPROCS 1, 3 or 4, and a deeper

@@ -60,10 +60,12 @@ const (
 // included: 64, 81, 98, ..., 200). The step is 17 so that no two
 // consecutive packets, once padded to a block of up to 16 bytes (AES-CBC,
 // WireGuard) or to 4 (AES-GCM), are the same size on the wire: no
-// segmentation or receive offload can merge them, and every algorithm is
-// measured on its per-packet path, the worst case. (A step of 8 lets
-// AES-CBC and WireGuard send pairs of equal datagrams as one, and measures
-// about 20% more for them than for AES-GCM.)
+// segmentation or receive offload can merge them as they are, and every
+// algorithm is measured on its per-packet path, the worst case. (A step
+// of 8 lets AES-CBC and WireGuard send pairs of equal datagrams as one,
+// and measures about 20% more for them than for AES-GCM.) Our pumps pad
+// runs of them to one length (tun.Config.BatchPad) and report the cost as
+// PadPerPacket.
 const (
 	SmallMin, SmallMax = 64, 200
 	smallStep          = 17

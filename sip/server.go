@@ -121,6 +121,11 @@ type ServerConfig struct {
 	Peers       map[string]netip.AddrPort
 	CallTimeout time.Duration // how long a call may ring; default DefaultCallTimeout
 
+	// BatchPad is tun.Config.BatchPad for both tunnels' pumps: the most ESP
+	// padding a packet gets so that packets sent together have one length
+	// (0: tun.DefaultBatchPad; negative: none).
+	BatchPad int
+
 	KeyLog io.Writer // Wireshark esp_sa lines for every SA; nil: off
 	// WrapESP, if set, wraps the ESP-in-UDP socket (a pcap tap, a test
 	// network that drops or delays).
@@ -393,7 +398,7 @@ func (s *Server) startInner() error {
 	if s.cfg.WrapESP != nil {
 		pc = s.cfg.WrapESP(conn)
 	}
-	s.pump, err = tun.NewPump(tun.Config{Device: ns, Conn: pc, Intercept: s.intercept, EchoResponder: s.gateway, Logger: s.log, Now: s.cfg.Now})
+	s.pump, err = tun.NewPump(tun.Config{Device: ns, Conn: pc, Intercept: s.intercept, EchoResponder: s.gateway, BatchPad: s.cfg.BatchPad, Logger: s.log, Now: s.cfg.Now})
 	if err != nil {
 		ns.Close()
 		conn.Close()
@@ -458,7 +463,7 @@ func (s *Server) startMedia() error {
 	if s.cfg.WrapMediaESP != nil {
 		pc = s.cfg.WrapMediaESP(conn)
 	}
-	s.mediaPump, err = tun.NewPump(tun.Config{Device: ns, Conn: pc, EchoResponder: s.gateway, Logger: s.log, Now: s.cfg.Now})
+	s.mediaPump, err = tun.NewPump(tun.Config{Device: ns, Conn: pc, EchoResponder: s.gateway, BatchPad: s.cfg.BatchPad, Logger: s.log, Now: s.cfg.Now})
 	if err != nil {
 		ns.Close()
 		conn.Close()

@@ -75,6 +75,9 @@ type UEConfig struct {
 	PortS     uint16        // protected server port; port-c uses PortS-6 and PortS-5 alternately. Default 5068.
 	Expires   time.Duration // asked for; default 600 s
 	Keepalive time.Duration // NAT keepalive interval; default 20 s; negative: off
+	// BatchPad is tun.Config.BatchPad for both tunnels' pumps (0: the
+	// default; negative: no padding).
+	BatchPad int
 
 	// TUN, if set, names a kernel TUN device to create for the inner side
 	// (needs CAP_NET_ADMIN; Linux, macOS, Windows, BSDs). Default: a gVisor
@@ -299,7 +302,7 @@ func (u *UE) startTunnel() error {
 	if u.cfg.WrapESP != nil {
 		pc = u.cfg.WrapESP(conn)
 	}
-	u.pump, err = tun.NewPump(tun.Config{Device: dev, Conn: pc, Intercept: u.intercept, Logger: u.log, Now: u.cfg.Now})
+	u.pump, err = tun.NewPump(tun.Config{Device: dev, Conn: pc, Intercept: u.intercept, BatchPad: u.cfg.BatchPad, Logger: u.log, Now: u.cfg.Now})
 	if err != nil {
 		dev.Close()
 		conn.Close()
@@ -698,7 +701,7 @@ func (u *UE) activateMedia(ctx context.Context, mine, srv Mechanism, ck akakeys.
 		if u.cfg.WrapMediaESP != nil {
 			pc = u.cfg.WrapMediaESP(conn)
 		}
-		if u.mediaPump, err = tun.NewPump(tun.Config{Device: ns, Conn: pc, Logger: u.log, Now: u.cfg.Now}); err != nil {
+		if u.mediaPump, err = tun.NewPump(tun.Config{Device: ns, Conn: pc, BatchPad: u.cfg.BatchPad, Logger: u.log, Now: u.cfg.Now}); err != nil {
 			ns.Close()
 			conn.Close()
 			return err

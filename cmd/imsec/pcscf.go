@@ -70,6 +70,7 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	expires := fs.Duration("expires", sip.DefaultExpires, "registration lifetime when the UE asks for none")
 	maxExpires := fs.Duration("max-expires", sip.DefaultMaxExpires, "longest registration granted")
 	tempSA := fs.Duration("temp-sa-timeout", sip.DefaultTempSATimeout, "how long temporary SAs wait for the protected REGISTER")
+	batchPad := fs.Int("batch-pad", 0, batchPadUsage)
 	keylog := fs.String("keylog", "", "write every SA to this file in Wireshark's esp_sa format (secrets!)")
 	verbose := fs.Bool("v", false, "log SIP traces and data-plane events to stderr")
 	if err := parseFlags(fs, args, false); err != nil {
@@ -135,6 +136,10 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if cfg.IPsec, err = sip.ParseIPsecPolicy(*ipsec); err != nil {
 		return usageErrorf("--ipsec: %v", err)
 	}
+	if err := checkBatchPad(*batchPad); err != nil {
+		return err
+	}
+	cfg.BatchPad = *batchPad
 	if *expires <= 0 || *maxExpires < *expires || *tempSA <= 0 {
 		return usageErrorf("--expires, --max-expires and --temp-sa-timeout must be positive, with max >= expires")
 	}

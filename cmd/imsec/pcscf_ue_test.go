@@ -121,6 +121,7 @@ func TestPCSCFAndUEFlags(t *testing.T) {
 		{"pcscf", "--domain", "a.example", "--db", "x", "--prefer", "aes-gcm/null"},
 		{"pcscf", "--domain", "a.example", "--db", "x", "--prefer", "aes-cbc"},
 		{"pcscf", "--domain", "a.example", "--db", "x", "--prefer", "null/hmac-sha-1-96"},
+		{"pcscf", "--domain", "a.example", "--db", "x", "--batch-pad", "256"},
 		{"ue"},
 		{"ue", "--pcscf", "127.0.0.1:5060"},
 		{"ue", "--pcscf", "127.0.0.1:5060", "--impi", "a", "--impu", "alice"},
@@ -128,6 +129,7 @@ func TestPCSCFAndUEFlags(t *testing.T) {
 		{"ue", "--pcscf", "127.0.0.1:5060", "--impi", "a", "--impu", "sip:a@b", "--k", tsK, "--op", tsOP, "--opc", tsOP},
 		{"ue", "--pcscf", "127.0.0.1:5060", "--impi", "a", "--impu", "sip:a@b", "--k", tsK, "--op", tsOP, "--expires", "soon"},
 		{"ue", "--pcscf", "127.0.0.1:5060", "--impi", "a", "--impu", "sip:a@b", "--k", tsK, "--op", tsOP, "--amf", "8"},
+		{"ue", "--pcscf", "127.0.0.1:5060", "--impi", "a", "--impu", "sip:a@b", "--k", tsK, "--op", tsOP, "--batch-pad", "-5"},
 	}
 	for _, args := range bad {
 		code, _, errs := runCLI(t, args...)

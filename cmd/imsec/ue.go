@@ -62,6 +62,7 @@ func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	expires := fs.String("expires", "600", "registration lifetime to ask for, in seconds")
 	keepalive := fs.Duration("keepalive", sip.DefaultKeepalive, "NAT keepalive interval (RFC 3948); 0 turns them off")
 	portS := fs.Uint("port-s", sip.DefaultUEPortS, "protected server port (port-c is port-s-6 and -5)")
+	batchPad := fs.Int("batch-pad", 0, batchPadUsage)
 	tunName := fs.String("tun", "", "use this kernel TUN device instead of the netstack (needs CAP_NET_ADMIN)")
 	keylog := fs.String("keylog", "", "write every SA to this file in Wireshark's esp_sa format (secrets!)")
 	once := fs.Bool("once", false, "register, ping the P-CSCF through the tunnel, de-register, exit")
@@ -141,6 +142,10 @@ func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usageErrorf("--port-s %d: want 1024..65535", *portS)
 	}
 	cfg.PortS = uint16(*portS)
+	if err := checkBatchPad(*batchPad); err != nil {
+		return err
+	}
+	cfg.BatchPad = *batchPad
 	cfg.TUN = *tunName
 	if *pcscfMedia != "" {
 		if cfg.PCSCFMediaESP, err = addrPortArg("pcscf-media", *pcscfMedia); err != nil {
