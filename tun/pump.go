@@ -57,7 +57,8 @@ type Config struct {
 	// one per packet. A packet is only padded up to the length of another
 	// packet of the same pass, so nothing grows past the path MTU. 0 means
 	// DefaultBatchPad; a negative value turns padding off. It does nothing
-	// where the socket has no segmentation offload.
+	// while the socket does not segment (it has no Offload method, as
+	// udp.Conn has, or that says no GSO).
 	BatchPad int
 
 	Logger *slog.Logger     // default: discard
@@ -77,16 +78,17 @@ type Config struct {
 // moved only by authenticated ESP, so a NAT rebinding is followed and a
 // forged or replayed packet moves nothing.
 type Pump struct {
-	cfg   Config
-	dev   Device
-	conn  PacketConn
-	log   *slog.Logger
-	peers atomic.Pointer[peerTables]
-	wmu   sync.Mutex // serialises table writers
-	ctr   counters
-	stop  chan struct{}
-	wg    sync.WaitGroup
-	once  sync.Once
+	cfg     Config
+	dev     Device
+	conn    PacketConn
+	offload offloader // conn, if it can say whether it segments; else nil
+	log     *slog.Logger
+	peers   atomic.Pointer[peerTables]
+	wmu     sync.Mutex // serialises table writers
+	ctr     counters
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	once    sync.Once
 
 	pingMu  sync.Mutex
 	pingWho map[uint32]chan time.Time // pinhole pings waiting for a reply
@@ -300,12 +302,8 @@ func NewPump(cfg Config) (*Pump, error) {
 	if cfg.BatchPad == 0 {
 		cfg.BatchPad = DefaultBatchPad
 	}
-	if o, ok := cfg.Conn.(interface{ Offload() (gso, gro bool) }); !ok {
-		cfg.BatchPad = -1
-	} else if gso, _ := o.Offload(); !gso {
-		cfg.BatchPad = -1
-	}
 	p := &Pump{cfg: cfg, dev: cfg.Device, conn: cfg.Conn, log: cfg.Logger, stop: make(chan struct{}), pingWho: map[uint32]chan time.Time{}}
+	p.offload, _ = cfg.Conn.(offloader)
 	p.peers.Store(&peerTables{bySPI: map[esp.SPI]*inSA{}, byAddr: map[netip.Addr]*Peer{}})
 	r := newOutRing(cfg.Device.BatchSize(), outOffset+cfg.Device.MTU()+esp.TailRoom)
 	var h *sealHelper
@@ -808,7 +806,7 @@ func (p *Pump) outbound(r *outRing, h *sealHelper) {
 			sas[k], peers[k] = s, peer
 			k++
 		}
-		if p.cfg.BatchPad > 0 {
+		if p.padding() {
 			forRuns(jobs[:k], sas, func(out *esp.Outbound, run []esp.SealJob) { padRun(out, run, p.cfg.BatchPad) })
 		}
 		forRuns(jobs[:k], sas, func(out *esp.Outbound, run []esp.SealJob) { out.Reserve(run) })
@@ -881,6 +879,20 @@ func sealRuns(jobs []esp.SealJob, sas []*outSA) {
 // `bench/compare.sh -d 10s -r 3`), at 26 bytes of padding per packet on
 // average; a limit of 240 bytes gave about 10% more at 64 bytes a packet.
 const DefaultBatchPad = 64
+
+// offloader is a PacketConn that tells whether it segments sends (GSO) and
+// coalesces receives (GRO), as udp.Conn does.
+type offloader interface{ Offload() (gso, gro bool) }
+
+// padding reports whether outbound passes are padded now: BatchPad is on
+// and the socket segments (udp.Conn stops if the kernel refuses GSO).
+func (p *Pump) padding() bool {
+	if p.cfg.BatchPad <= 0 || p.offload == nil {
+		return false
+	}
+	gso, _ := p.offload.Offload()
+	return gso
+}
 
 // padRun sets the Pad of jobs, one SA's consecutive packets, so that each
 // group of consecutive ones whose ESP lengths can all reach the group's

@@ -71,6 +71,16 @@ func (t *TapConn) record(src, dst netip.AddrPort, b []byte) {
 // BatchSize is the wrapped socket's.
 func (t *TapConn) BatchSize() int { return t.conn.BatchSize() }
 
+// Offload is the wrapped socket's (udp.Conn.Offload), or no offload if it
+// cannot tell: the pump pads packets to one length only for a socket that
+// segments (tun.Config.BatchPad).
+func (t *TapConn) Offload() (gso, gro bool) {
+	if o, ok := t.conn.(interface{ Offload() (gso, gro bool) }); ok {
+		return o.Offload()
+	}
+	return false, false
+}
+
 // LocalAddr is the wrapped socket's.
 func (t *TapConn) LocalAddr() netip.AddrPort { return t.conn.LocalAddr() }
 

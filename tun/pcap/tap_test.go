@@ -192,3 +192,23 @@ func TestTapFunc(t *testing.T) {
 		t.Fatal("TapFunc does not tap the socket it is given")
 	}
 }
+
+// TestTapOffload: a tap says what the socket under it segments, and no
+// offload over a socket that cannot tell (the pump then never pads).
+func TestTapOffload(t *testing.T) {
+	a := listen(t, "127.0.0.1:0")
+	w, _ := NewWriter(&safeBuffer{}, Options{})
+	gso, gro := a.Offload()
+	if g, r := Tap(a, w).Offload(); g != gso || r != gro {
+		t.Fatalf("tap over udp.Conn: Offload %v %v, the socket's %v %v", g, r, gso, gro)
+	}
+	if g, r := Tap(Tap(a, w), w).Offload(); g != gso || r != gro {
+		t.Fatalf("tap over a tap: Offload %v %v, want %v %v", g, r, gso, gro)
+	}
+	if g, r := Tap(noOffload{a}, w).Offload(); g || r {
+		t.Fatalf("tap over a socket without Offload: %v %v", g, r)
+	}
+}
+
+// noOffload hides its socket's Offload method.
+type noOffload struct{ tun.PacketConn }
