@@ -135,9 +135,10 @@ type TunnelResult struct {
 type MeasureOptions struct {
 	Duration time.Duration
 	Progress func(n, total int, label string)
-	// PadBytes, if set, reads the padding the tunnel has added so far
-	// (tun.Counters.TxPadBytes of both pumps), for PadPerPacket.
-	PadBytes func() uint64
+	// Padding, if set, reads the padding the tunnel has added so far and
+	// the packets it has sent (tun.Counters.TxPadBytes and TxPackets of
+	// both pumps), for PadPerPacket.
+	Padding func() (pad, packets uint64)
 }
 
 func (o *MeasureOptions) defaults() error {
@@ -177,7 +178,7 @@ func RunTunnel(ctx context.Context, cfg TunnelConfig) (TunnelResult, error) {
 			return r, err
 		}
 		defer closeFn()
-		opt.PadBytes = func() uint64 { return padBytes(pumps[0], pumps[1]) }
+		opt.Padding = func() (uint64, uint64) { return padding(pumps[0], pumps[1]) }
 		r, err = MeasureNetstack(ctx, pair, opt)
 	case ModeTUN:
 		r, err = MeasureTUN(ctx, ourTUN(cfg.Suite, cfg.pumpConfig()), opt)
@@ -193,13 +194,15 @@ func (cfg TunnelConfig) pumpConfig() tun.Config {
 	return tun.Config{ParallelSeal: cfg.ParallelSeal, BatchPad: cfg.BatchPad}
 }
 
-// padBytes is the padding pumps have added so far.
-func padBytes(pumps ...*tun.Pump) uint64 {
-	var n uint64
+// padding is the padding pumps have added so far and the packets they
+// have sent.
+func padding(pumps ...*tun.Pump) (pad, packets uint64) {
 	for _, p := range pumps {
-		n += p.Counters().TxPadBytes
+		c := p.Counters()
+		pad += c.TxPadBytes
+		packets += c.TxPackets
 	}
-	return n
+	return pad, packets
 }
 
 // tunnelSAs returns the two directions' SAs of a tunnel under s with
@@ -696,11 +699,10 @@ func (s *sinks) probe(ctx context.Context) error {
 // the small-packet fields of r.
 func (s *sinks) run(ctx context.Context, r *TunnelResult, opt MeasureOptions) error {
 	d := opt.Duration / 2
-	var pad0 uint64
-	if opt.PadBytes != nil {
-		pad0 = opt.PadBytes()
+	var pad0, sent0 uint64
+	if opt.Padding != nil {
+		pad0, sent0 = opt.Padding()
 	}
-	var sentAll uint64
 	for dir := range 2 {
 		from, to := dir, 1-dir
 		label := [2]string{"small packets a->b", "small packets b->a"}[dir]
@@ -713,7 +715,6 @@ func (s *sinks) run(ctx context.Context, r *TunnelResult, opt MeasureOptions) er
 		if err != nil {
 			return err
 		}
-		sentAll += sent
 		time.Sleep(200 * time.Millisecond) // what is in flight still counts
 		got := s.got[to].Load()
 		s.token.Store(0)
@@ -729,8 +730,10 @@ func (s *sinks) run(ctx context.Context, r *TunnelResult, opt MeasureOptions) er
 		}
 	}
 	r.PPS = min(r.PPSAB, r.PPSBA)
-	if opt.PadBytes != nil && sentAll > 0 {
-		r.PadPerPacket = float64(opt.PadBytes()-pad0) / float64(sentAll)
+	if opt.Padding != nil {
+		if pad, sent := opt.Padding(); sent > sent0 {
+			r.PadPerPacket = float64(pad-pad0) / float64(sent-sent0)
+		}
 	}
 	return nil
 }

@@ -62,9 +62,9 @@ type ourTunnel struct {
 	mtu  int
 }
 
-func (t *ourTunnel) RxBytes() uint64  { return t.a.Counters().RxBytes + t.b.Counters().RxBytes }
-func (t *ourTunnel) MTU() int         { return t.mtu }
-func (t *ourTunnel) PadBytes() uint64 { return padBytes(t.a, t.b) }
+func (t *ourTunnel) RxBytes() uint64                { return t.a.Counters().RxBytes + t.b.Counters().RxBytes }
+func (t *ourTunnel) MTU() int                       { return t.mtu }
+func (t *ourTunnel) Padding() (pad, packets uint64) { return padding(t.a, t.b) }
 func (t *ourTunnel) Close() error {
 	t.a.Close()
 	t.b.Close()

@@ -67,8 +67,8 @@ func MeasureTUN(ctx context.Context, build TUNBuilder, opt MeasureOptions) (r Tu
 	}
 	defer t.Close()
 	r.MTU = t.MTU()
-	if p, ok := t.(interface{ PadBytes() uint64 }); ok {
-		opt.PadBytes = p.PadBytes
+	if p, ok := t.(interface{ Padding() (pad, packets uint64) }); ok {
+		opt.Padding = p.Padding
 	}
 	for _, c := range [][]string{
 		{"-n", env.a.name, "addr", "add", InnerA.String() + "/32", "peer", InnerB.String() + "/32", "dev", tunName},

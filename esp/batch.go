@@ -8,9 +8,10 @@ import (
 )
 
 // SealJob is one packet for SealBatch: the payload at Buf[Off:Off+N], with
-// the head- and tailroom Seal needs. NextHeader is used in Transport mode
-// only, as Seal's argument is. SealBatch sets Pkt (the ESP packet, a
-// sub-slice of Buf) or Err (what Seal would have returned).
+// the head- and tailroom Seal needs, and Pad bytes more tailroom. NextHeader
+// is used in Transport mode only, as Seal's argument is. SealBatch sets Pkt
+// (the ESP packet, a sub-slice of Buf) or Err (what Seal would have
+// returned, or ErrBadPadding for a Pad it cannot take).
 type SealJob struct {
 	Buf        []byte
 	Off, N     int

@@ -85,7 +85,8 @@ var (
 	ErrReplay = &Error{"esp: replayed or too old sequence number", ReasonReplay}
 	// ErrAuth: the ICV did not verify. Nothing was decrypted and the window did not move.
 	ErrAuth = &Error{"esp: authentication failed", ReasonAuth}
-	// ErrBadPadding: the decrypted padding is not 1, 2, 3, ... (RFC 4303 §2.4) or longer than the payload.
+	// ErrBadPadding: the decrypted padding is not 1, 2, 3, ... (RFC 4303 §2.4) or longer than the payload;
+	// sealing, a SealJob.Pad that is negative, not a multiple of the alignment or over MaxPad.
 	ErrBadPadding = &Error{"esp: bad padding", ReasonBadPadding}
 	// ErrBadNextHeader: the Next Header does not fit the SA mode (tunnel mode
 	// wants 4 or 41 and an inner packet of that IP version).

@@ -894,17 +894,21 @@ func (p *Pump) padding() bool {
 	return gso
 }
 
-// padRun sets the Pad of jobs, one SA's consecutive packets, so that each
-// group of consecutive ones whose ESP lengths can all reach the group's
-// longest, with at most limit bytes of extra padding and within the room of
-// their buffers, has that one length.
+// padRun sets the Pad of jobs, one SA's consecutive packets, for the UDP
+// writer, which sends consecutive datagrams of one length, and one shorter
+// one last, as one segmented send. Each group of consecutive packets whose
+// ESP lengths can all reach the group's longest, with at most limit bytes
+// of extra padding and within the room of their buffers, gets that one
+// length, except its last packet: it may stay shorter, and so may the
+// packet after the group if it is shorter than the group's length.
 func padRun(out *esp.Outbound, jobs []esp.SealJob, limit int) {
+	espLen := func(j *esp.SealJob) int { return j.N + out.Overhead(j.N) }
 	for lo := 0; lo < len(jobs); {
 		top, ceil := 0, math.MaxInt // the group's length; the most all can reach
 		hi := lo
 		for ; hi < len(jobs); hi++ {
 			j := &jobs[hi]
-			l := j.N + out.Overhead(j.N)
+			l := espLen(j)
 			room := min(out.MaxPad(j.N), limit, len(j.Buf)-(j.Off-out.HeaderLen()+l))
 			t, c := max(top, l), min(ceil, l+room)
 			if t > c && hi > lo {
@@ -912,13 +916,13 @@ func padRun(out *esp.Outbound, jobs []esp.SealJob, limit int) {
 			}
 			top, ceil = t, c
 		}
-		for i := lo; i < hi; i++ {
-			if j := &jobs[i]; hi-lo > 1 {
-				j.Pad = top - (j.N + out.Overhead(j.N))
-			} else {
-				j.Pad = 0
-			}
+		if hi < len(jobs) && espLen(&jobs[hi]) < top {
+			hi++ // a shorter packet that could not reach top ends the send as it is
 		}
+		for i := lo; i < hi-1; i++ {
+			jobs[i].Pad = top - espLen(&jobs[i])
+		}
+		jobs[hi-1].Pad = 0
 		lo = hi
 	}
 }

@@ -208,7 +208,15 @@ func TestTapOffload(t *testing.T) {
 	if g, r := Tap(noOffload{a}, w).Offload(); g || r {
 		t.Fatalf("tap over a socket without Offload: %v %v", g, r)
 	}
+	if g, r := Tap(allOffload{a}, w).Offload(); !g || !r {
+		t.Fatalf("tap over a socket with both offloads: %v %v", g, r)
+	}
 }
+
+// allOffload says its socket segments and coalesces.
+type allOffload struct{ tun.PacketConn }
+
+func (allOffload) Offload() (gso, gro bool) { return true, true }
 
 // noOffload hides its socket's Offload method.
 type noOffload struct{ tun.PacketConn }
