@@ -103,11 +103,11 @@
 //     read: at the default limit the mix's nine sizes (ESP 116 to 244
 //     bytes with AES-CBC) make groups of up to five, so a pass of 16
 //     takes about four sends instead of 16. tun aes-cbc small packets, slower
-//     direction, medians of `bench/compare.sh -d 10s -r 3` in one run:
-//     188k packets/s unpadded, 293k padded (aes-gcm 324k; wireguard-go
-//     172k), at 26 bytes of padding a packet on average with the default
-//     limit of 64; single runs with a limit of 240 gave about 10% more, at
-//     64 bytes a packet. A packet is only padded up to another of its
+//     direction, medians of `bench/compare.sh -d 10s -r 3`: 173k
+//     packets/s unpadded, 297k padded (aes-gcm 275k; wireguard-go 158k),
+//     at 22 bytes of padding a packet on average with the default limit of
+//     64 (an earlier run: 188k and 293k, wireguard-go 172k); single runs
+//     with a limit of 240 gave about 10% more, at 64 bytes a packet. A packet is only padded up to another of its
 //     pass, so none grows past the path MTU.
 //
 // What did not, measured with interleaved runs: splitting each batch's
