@@ -363,12 +363,8 @@ func (s *Server) startOuter() error {
 	s.outer.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
 		s.respond(tx, req, 200, "OK", true)
 	})
-	if s.outerUDP, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(s.cfg.SIP)); err != nil {
-		return fmt.Errorf("sip: unprotected UDP %v: %w", s.cfg.SIP, err)
-	}
-	tcpAddr := netip.AddrPortFrom(s.cfg.SIP.Addr(), uint16(s.outerUDP.LocalAddr().(*net.UDPAddr).Port))
-	if s.outerTCP, err = net.ListenTCP("tcp", net.TCPAddrFromAddrPort(tcpAddr)); err != nil {
-		return fmt.Errorf("sip: unprotected TCP %v: %w", tcpAddr, err)
+	if s.outerUDP, s.outerTCP, err = listenUDPAndTCP(s.cfg.SIP); err != nil {
+		return err
 	}
 	go s.outer.ServeUDP(s.outerUDP)
 	go s.outer.ServeTCP(s.outerTCP)

@@ -2,6 +2,7 @@ package sip
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"syscall"
@@ -41,4 +42,30 @@ func reuseAddr(network, address string, c syscall.RawConn) error {
 		return err
 	}
 	return serr
+}
+
+// bindAttempts bounds how often listenUDPAndTCP draws a new port number
+// when the one the UDP socket got is taken for TCP.
+const bindAttempts = 64
+
+// listenUDPAndTCP binds UDP and TCP on one port of ap's address. With port
+// 0 the kernel picks the UDP port; if that number is taken for TCP (other
+// processes hold ephemeral TCP ports), both are given back and a new
+// number is drawn, up to bindAttempts times.
+func listenUDPAndTCP(ap netip.AddrPort) (net.PacketConn, net.Listener, error) {
+	for attempt := 0; ; attempt++ {
+		pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
+		if err != nil {
+			return nil, nil, fmt.Errorf("sip: unprotected UDP %v: %w", ap, err)
+		}
+		tcpAddr := netip.AddrPortFrom(ap.Addr(), uint16(pc.LocalAddr().(*net.UDPAddr).Port))
+		ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(tcpAddr))
+		if err == nil {
+			return pc, ln, nil
+		}
+		pc.Close()
+		if ap.Port() != 0 || attempt+1 >= bindAttempts {
+			return nil, nil, fmt.Errorf("sip: unprotected TCP %v: %w", tcpAddr, err)
+		}
+	}
 }
