@@ -2,6 +2,7 @@ package sip
 
 import (
 	"fmt"
+	"net/netip"
 
 	"github.com/imsec/imsec/akakeys"
 	"github.com/imsec/imsec/esp"
@@ -131,3 +132,7 @@ func (s *SASet) LogKeys(kl *esp.KeyLog) error {
 	}
 	return nil
 }
+
+// netipAny is the zero address: "*" in a Wireshark key log, so the lines
+// match whatever the NATs between the ends made of the outer addresses.
+var netipAny netip.Addr

@@ -1,0 +1,213 @@
+package sip
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/imsec/imsec/tun"
+	"github.com/imsec/imsec/tun/dhcp"
+	"github.com/imsec/imsec/tun/udp"
+)
+
+// startInner brings up the ESP gateway: socket, netstack, pump, DHCP, and
+// the protected SIP ports on the netstack.
+func (s *Server) startInner() error {
+	conn, err := udp.Listen(s.cfg.ESP)
+	if err != nil {
+		return fmt.Errorf("sip: ESP socket %v: %w", s.cfg.ESP, err)
+	}
+	ns, err := tun.NewNetstack(tun.NetstackOptions{MTU: tun.InnerMTU(1500), Addresses: []netip.Prefix{netip.PrefixFrom(s.gateway, s.cfg.Pool.Bits())}, Name: "pcscf"})
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	s.ns = ns
+	var pc tun.PacketConn = conn
+	if s.cfg.WrapESP != nil {
+		pc = s.cfg.WrapESP(conn)
+	}
+	s.pump, err = tun.NewPump(tun.Config{Device: ns, Conn: pc, Intercept: s.intercept, EchoResponder: s.gateway, BatchPad: s.cfg.BatchPad, Logger: s.log, Now: s.cfg.Now})
+	if err != nil {
+		ns.Close()
+		conn.Close()
+		return err
+	}
+	ua, err := newUA("imsec-pcscf", s.log, s.innerFilter, true)
+	if err != nil {
+		return err
+	}
+	s.innerUA = ua
+	if s.inner, err = sipgo.NewServer(ua, sipgo.WithServerLogger(s.log)); err != nil {
+		return err
+	}
+	s.inner.OnRegister(s.onInnerRegister)
+	s.inner.OnInvite(s.onInvite(true))
+	s.inner.OnAck(s.onAck)
+	s.inner.OnBye(s.onBye(true))
+	s.inner.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) { s.respond(tx, req, 200, "OK", false) })
+	if s.innerCli, err = sipgo.NewClient(ua, sipgo.WithClientLogger(s.log), sipgo.WithClientHostname(s.gateway.String())); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, port := range []uint16{s.cfg.PortS, s.portCs[0], s.portCs[1]} {
+		ap := netip.AddrPortFrom(s.gateway, port)
+		pc, err := ns.ListenUDP(ap)
+		if err != nil {
+			return err
+		}
+		s.innerLns = append(s.innerLns, pc)
+		go s.inner.ServeUDP(pc)
+		if err := waitPool(ctx, ua, "udp", ap.String()); err != nil {
+			return err
+		}
+	}
+	ln, err := ns.ListenTCP(netip.AddrPortFrom(s.gateway, s.cfg.PortS))
+	if err != nil {
+		return err
+	}
+	s.innerLns = append(s.innerLns, ln)
+	go s.inner.ServeTCP(ln)
+	s.innerInj = newConnInjector(&net.TCPAddr{IP: s.gateway.AsSlice(), Port: int(s.portCs[0])})
+	s.innerLns = append(s.innerLns, s.innerInj)
+	go s.inner.ServeTCP(s.innerInj)
+	return nil
+}
+
+// startMedia brings up the media relay's ESP gateway: its own socket,
+// netstack (with the same inner address) and pump.
+func (s *Server) startMedia() error {
+	conn, err := udp.Listen(s.cfg.MediaESP)
+	if err != nil {
+		return fmt.Errorf("sip: media ESP socket %v: %w", s.cfg.MediaESP, err)
+	}
+	ns, err := tun.NewNetstack(tun.NetstackOptions{MTU: tun.InnerMTU(1500), Addresses: []netip.Prefix{netip.PrefixFrom(s.gateway, s.cfg.Pool.Bits())}, Name: "pcscf-media"})
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	s.mediaNS = ns
+	var pc tun.PacketConn = conn
+	if s.cfg.WrapMediaESP != nil {
+		pc = s.cfg.WrapMediaESP(conn)
+	}
+	s.mediaPump, err = tun.NewPump(tun.Config{Device: ns, Conn: pc, EchoResponder: s.gateway, BatchPad: s.cfg.BatchPad, Logger: s.log, Now: s.cfg.Now})
+	if err != nil {
+		ns.Close()
+		conn.Close()
+		return err
+	}
+	return nil
+}
+
+// innerFilter enforces TS 33.203 port discipline on the protected ports:
+// requests only on port-s, responses only on a port-c, and only from a
+// leased inner address (the pump has already checked the SA).
+func (s *Server) innerFilter(info sip.TransportReadProps, data []byte) ([]byte, error) {
+	local := addrPortOf(info.LocalAddr)
+	remote := addrPortOf(info.RemoteAddr)
+	s.mu.Lock()
+	reg := s.byAddr[remote.Addr()]
+	s.mu.Unlock()
+	if reg == nil {
+		return nil, nil
+	}
+	isResponse := len(data) >= 7 && string(data[:7]) == "SIP/2.0"
+	if isResponse == (local.Port() == s.cfg.PortS) {
+		return nil, nil
+	}
+	return data, nil
+}
+
+func addrPortOf(a net.Addr) netip.AddrPort {
+	switch v := a.(type) {
+	case *net.UDPAddr:
+		return netip.AddrPortFrom(v.AddrPort().Addr().Unmap(), v.AddrPort().Port())
+	case *net.TCPAddr:
+		return netip.AddrPortFrom(v.AddrPort().Addr().Unmap(), v.AddrPort().Port())
+	}
+	if a == nil {
+		return netip.AddrPort{}
+	}
+	return parseAddrPort(a.String())
+}
+
+// intercept answers DHCP inside the tunnels (RFC 3456 style): the lease is
+// bound to the peer, i.e. to the IMPI whose SAs carried the request.
+func (s *Server) intercept(peer *tun.Peer, pkt []byte) bool {
+	if !dhcp.IsToServer(pkt) {
+		return false
+	}
+	reply, lease, err := s.dhcp.Handle(pkt, peer.Name())
+	if err != nil {
+		s.log.Debug("dhcp", "peer", peer.Name(), "err", err)
+		return true
+	}
+	if lease.Bound {
+		s.mu.Lock()
+		reg := s.regs[peer.Name()]
+		if reg != nil && reg.lease != lease.Addr {
+			if reg.lease.IsValid() {
+				delete(s.byAddr, reg.lease)
+			}
+			reg.lease = lease.Addr
+			s.byAddr[lease.Addr] = reg
+			host := []netip.Prefix{netip.PrefixFrom(lease.Addr, 32)}
+			peer.SetAllowed(host)
+			s.pump.SetRoutes(peer, host)
+			s.emit("UE "+reg.impu, "DHCPACK", fmt.Sprintf("inner address %v (through the tunnel, bound to %s)", lease.Addr, reg.impi))
+		}
+		s.mu.Unlock()
+	}
+	if reply != nil {
+		if err := s.pump.Inject(peer, reply); err != nil {
+			s.log.Debug("dhcp reply", "err", err)
+		}
+	}
+	return true
+}
+
+// Options sends an OPTIONS to a registered UE inside its tunnel, from the
+// P-CSCF's port-c to the UE's port-s, and returns the response.
+func (s *Server) Options(ctx context.Context, impi string) (*sip.Response, error) {
+	return s.optionsWithBody(ctx, impi, nil)
+}
+
+// optionsWithBody is Options with a body (a large one goes over TCP).
+func (s *Server) optionsWithBody(ctx context.Context, impi string, body []byte) (*sip.Response, error) {
+	s.mu.Lock()
+	reg := s.regs[impi]
+	var st *saSetState
+	if reg != nil && reg.registered && reg.protected {
+		for _, x := range reg.sets {
+			if x.state == setActive {
+				st = x
+			}
+		}
+	}
+	var lease netip.Addr
+	if reg != nil {
+		lease = reg.lease
+	}
+	s.mu.Unlock()
+	if st == nil || !lease.IsValid() {
+		return nil, fmt.Errorf("sip: %s is not registered with IPsec", impi)
+	}
+	dst := sip.Uri{Scheme: "sip", Host: lease.String(), Port: int(st.set.UE.PortS)}
+	req := sip.NewRequest(sip.OPTIONS, dst)
+	req.AppendHeader(&sip.ToHeader{Address: dst})
+	req.AppendHeader(&sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "pcscf", Host: s.cfg.Domain}, Params: sip.HeaderParams{{K: "tag", V: sip.GenerateTagN(12)}}})
+	if body != nil {
+		req.AppendHeader(sip.NewHeader("Content-Type", "text/plain"))
+		req.SetBody(body)
+	}
+	laddr := netip.AddrPortFrom(s.gateway, st.set.PCSCF.PortC)
+	raddr := netip.AddrPortFrom(lease, st.set.UE.PortS)
+	s.emit("UE "+reg.impu, "OPTIONS", fmt.Sprintf("inside the tunnel, %v -> %v", laddr, raddr))
+	return sendRequest(ctx, s.innerCli, s.innerUA, s.ns, s.innerInj, req, laddr, raddr)
+}

@@ -1,0 +1,75 @@
+package sip
+
+import (
+	"context"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+)
+
+// startOuter serves unprotected SIP on the host's UDP and TCP sockets.
+func (s *Server) startOuter() error {
+	ua, err := newUA("imsec-pcscf", s.log, nil, false)
+	if err != nil {
+		return err
+	}
+	s.outerUA = ua
+	if s.outer, err = sipgo.NewServer(ua, sipgo.WithServerLogger(s.log)); err != nil {
+		return err
+	}
+	s.outer.OnRegister(s.onOuterRegister)
+	s.outer.OnInvite(s.onInvite(false))
+	s.outer.OnAck(s.onAck)
+	s.outer.OnBye(s.onBye(false))
+	s.outer.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
+		s.respond(tx, req, 200, "OK", true)
+	})
+	if s.outerUDP, s.outerTCP, err = listenUDPAndTCP(s.cfg.SIP); err != nil {
+		return err
+	}
+	go s.outer.ServeUDP(s.outerUDP)
+	go s.outer.ServeTCP(s.outerTCP)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := waitPool(ctx, ua, "udp", s.outerUDP.LocalAddr().String()); err != nil {
+		return err
+	}
+	s.outerCli, err = sipgo.NewClient(ua, sipgo.WithClientLogger(s.log), sipgo.WithClientHostname(s.hostAddr().String()))
+	return err
+}
+
+func parseAddrPort(s string) netip.AddrPort {
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// respond sends a response to where the request came from (RFC 3581: the
+// observed source, which is what gets through a NAT). outer marks the
+// unprotected side, where Via gets received/rport when a NAT is seen.
+func (s *Server) respond(tx sip.ServerTransaction, req *sip.Request, code int, reason string, outer bool, hdrs ...sip.Header) {
+	res := sip.NewResponseFromRequest(req, code, reason, nil)
+	for _, h := range hdrs {
+		res.AppendHeader(h)
+	}
+	if outer {
+		src := parseAddrPort(req.Source())
+		if v := res.Via(); v != nil && src.IsValid() {
+			if v.Host != src.Addr().String() {
+				v.Params.Add("received", src.Addr().String())
+			}
+			if _, ok := v.Params.Get("rport"); ok || v.Port != int(src.Port()) {
+				v.Params.Add("rport", strconv.Itoa(int(src.Port())))
+			}
+		}
+	}
+	res.SetDestination(req.Source())
+	if err := tx.Respond(res); err != nil {
+		s.log.Debug("respond failed", "code", code, "err", err)
+	}
+}

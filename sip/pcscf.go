@@ -1,0 +1,358 @@
+package sip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo"
+
+	"github.com/imsec/imsec/akakeys"
+	"github.com/imsec/imsec/esp"
+	"github.com/imsec/imsec/sip/media"
+	"github.com/imsec/imsec/tun"
+	"github.com/imsec/imsec/tun/dhcp"
+)
+
+// HSS is what the registrar needs from a home subscriber server: the
+// embedded akakeys/hss.HSS, or later a Diameter Cx client.
+type HSS interface {
+	Vector(ctx context.Context, impi string) (akakeys.Vector, error)
+	Resync(ctx context.Context, impi string, rand akakeys.RAND, auts akakeys.AUTS) (akakeys.Vector, error)
+	LookupIMPU(ctx context.Context, impu string) (string, error)
+	IMPUs(ctx context.Context, impi string) ([]string, error)
+}
+
+// IPsecPolicy says whether a UE must negotiate IPsec (sec-agree).
+type IPsecPolicy uint8
+
+const (
+	// IPsecRequired refuses a REGISTER without Security-Client (421).
+	IPsecRequired IPsecPolicy = iota
+	// IPsecOptional lets a UE without sec-agree (SIPp) register with AKA
+	// over plain SIP.
+	IPsecOptional
+)
+
+// ParseIPsecPolicy parses "required" or "optional".
+func ParseIPsecPolicy(s string) (IPsecPolicy, error) {
+	switch s {
+	case "required":
+		return IPsecRequired, nil
+	case "optional":
+		return IPsecOptional, nil
+	}
+	return 0, fmt.Errorf("ipsec policy %q: want required or optional", s)
+}
+
+func (p IPsecPolicy) String() string {
+	if p == IPsecOptional {
+		return "optional"
+	}
+	return "required"
+}
+
+// Defaults of ServerConfig.
+const (
+	DefaultSIPPort       = 5060
+	DefaultESPPort       = 4500
+	DefaultPortS         = 5064
+	DefaultExpires       = 600 * time.Second
+	DefaultMaxExpires    = 3600 * time.Second
+	DefaultMinExpires    = 2 * time.Second
+	DefaultTempSATimeout = 30 * time.Second
+	// DefaultSAMargin is added to the registration lifetime to make the SA
+	// lifetime (TS 33.203 §7.1: registration expiry + 30 s).
+	DefaultSAMargin = 30 * time.Second
+	// MaxSAPairsPerIMPI is the TS 33.203 §7.4 bound; a set is two pairs.
+	MaxSAPairsPerIMPI  = 6
+	DefaultMaxTempSets = 4096
+)
+
+// DefaultPool is the inner address pool when none is configured (RFC 6598
+// shared address space, which a home NAT never hands out).
+var DefaultPool = netip.MustParsePrefix("100.64.0.0/16")
+
+// ServerConfig configures a P-CSCF. Zero values are the documented defaults.
+type ServerConfig struct {
+	Domain string // home domain and digest realm, e.g. "a.example" (required)
+	HSS    HSS    // required
+
+	SIP netip.AddrPort // unprotected SIP on UDP and TCP; default 0.0.0.0:5060
+	ESP netip.AddrPort // ESP-in-UDP; default SIP's address, port 4500
+	// MediaESP is the media relay's ESP-in-UDP socket (the media tunnels);
+	// default ESP's address and port+1 (port 0 if ESP's is 0).
+	MediaESP netip.AddrPort
+	Pool     netip.Prefix // inner addresses; default DefaultPool. Its first host is the P-CSCF's.
+	// PortS is the P-CSCF's protected server port; its protected client
+	// ports are PortS+1 and PortS+2, used by alternate SA sets so that a
+	// new set never shares ports with the one it replaces (TS 33.203 §7.4).
+	PortS uint16
+
+	IPsec      IPsecPolicy
+	Preference []Suite // default DefaultPreference
+	AllowNull  bool    // also accept null encryption (NullSuites), last
+
+	Expires       time.Duration // granted when the UE asks for none; default DefaultExpires
+	MaxExpires    time.Duration // default DefaultMaxExpires
+	MinExpires    time.Duration // default DefaultMinExpires (423 below it)
+	TempSATimeout time.Duration // temporary SAs live this long without a protected REGISTER; default 30 s
+	MaxTempSets   int           // global cap on temporary SA sets; default DefaultMaxTempSets
+	// TeardownGrace is how long SAs stay after the 200 to a de-registration
+	// (so the 200 and its retransmissions still leave); default 2 s.
+	TeardownGrace time.Duration
+
+	// Peers is the static peer table for calls: domain -> the peer
+	// P-CSCF's unprotected SIP address. INVITEs to a domain in it go there
+	// in plain SIP; INVITEs arriving on the unprotected port are accepted
+	// only from a peer's address.
+	Peers       map[string]netip.AddrPort
+	CallTimeout time.Duration // how long a call may ring; default DefaultCallTimeout
+
+	// BatchPad is tun.Config.BatchPad for both tunnels' pumps: the most ESP
+	// padding a packet gets so that packets sent together have one length
+	// (0: tun.DefaultBatchPad; negative: none).
+	BatchPad int
+
+	KeyLog io.Writer // Wireshark esp_sa lines for every SA; nil: off
+	// WrapESP, if set, wraps the ESP-in-UDP socket (a pcap tap, a test
+	// network that drops or delays).
+	WrapESP func(tun.PacketConn) tun.PacketConn
+	// WrapMediaESP does the same for the media relay's ESP socket.
+	WrapMediaESP func(tun.PacketConn) tun.PacketConn
+	Logger       *slog.Logger // default: discard
+	Events       EventFunc    // the ladder; nil: none
+	Now          func() time.Time
+}
+
+// Server is the P-CSCF: registrar, sec-agree and the ESP gateway, with the
+// HSS behind it. New starts it; Close stops it.
+type Server struct {
+	cfg     ServerConfig
+	name    string
+	log     *slog.Logger
+	gateway netip.Addr
+	portCs  [2]uint16
+	keylog  *esp.KeyLog
+
+	outerUA  *sipgo.UserAgent
+	outer    *sipgo.Server
+	outerCli *sipgo.Client
+	outerUDP net.PacketConn
+	outerTCP net.Listener
+
+	ns       *tun.Netstack
+	pump     *tun.Pump
+	dhcp     *dhcp.Server
+	innerUA  *sipgo.UserAgent
+	inner    *sipgo.Server
+	innerCli *sipgo.Client
+	innerInj *connInjector // TCP connections we dial from port-c
+	innerLns []io.Closer
+
+	mediaNS   *tun.Netstack
+	mediaPump *tun.Pump
+	relay     *media.Relay
+	calls     map[string]*bcall // by the Call-ID of either leg
+
+	mu     sync.Mutex
+	regs   map[string]*registration     // by IMPI
+	byAddr map[netip.Addr]*registration // by leased inner address
+	spis   map[uint32]bool
+	temps  int
+	setSeq int
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+	once sync.Once
+}
+
+// New starts a P-CSCF.
+func New(cfg ServerConfig) (*Server, error) {
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, name: "P-CSCF " + cfg.Domain, log: cfg.Logger, regs: map[string]*registration{},
+		byAddr: map[netip.Addr]*registration{}, spis: map[uint32]bool{}, stop: make(chan struct{}), calls: map[string]*bcall{}}
+	s.relay = media.NewRelay(cfg.Logger)
+	s.gateway = cfg.Pool.Addr().Next()
+	s.portCs = [2]uint16{cfg.PortS + 1, cfg.PortS + 2}
+	if cfg.KeyLog != nil {
+		s.keylog = esp.NewKeyLog(cfg.KeyLog)
+	}
+	var err error
+	if s.dhcp, err = dhcp.NewServer(dhcp.ServerConfig{Pool: cfg.Pool, Gateway: s.gateway, Now: cfg.Now}); err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			s.Close()
+		}
+	}()
+	if err := s.startInner(); err != nil {
+		return nil, err
+	}
+	if err := s.startMedia(); err != nil {
+		return nil, err
+	}
+	if err := s.startOuter(); err != nil {
+		return nil, err
+	}
+	s.wg.Add(1)
+	go s.housekeeper()
+	ok = true
+	return s, nil
+}
+
+func (c *ServerConfig) fill() error {
+	if c.Domain == "" {
+		return errors.New("sip: server needs a domain")
+	}
+	if c.HSS == nil {
+		return errors.New("sip: server needs an HSS")
+	}
+	if !c.SIP.IsValid() {
+		c.SIP = netip.AddrPortFrom(netip.IPv4Unspecified(), DefaultSIPPort)
+	}
+	if !c.ESP.IsValid() {
+		c.ESP = netip.AddrPortFrom(c.SIP.Addr(), DefaultESPPort)
+	}
+	if !c.MediaESP.IsValid() {
+		port := c.ESP.Port()
+		if port != 0 {
+			port++
+		}
+		c.MediaESP = netip.AddrPortFrom(c.ESP.Addr(), port)
+	}
+	if !c.Pool.IsValid() {
+		c.Pool = DefaultPool
+	}
+	if !c.Pool.Addr().Is4() || c.Pool.Bits() > 30 {
+		return fmt.Errorf("sip: pool %v must be an IPv4 prefix of at most /30", c.Pool)
+	}
+	c.Pool = c.Pool.Masked()
+	if c.PortS == 0 {
+		c.PortS = DefaultPortS
+	}
+	if c.PortS > 65533 {
+		return fmt.Errorf("sip: protected port %d leaves no room for the two client ports above it", c.PortS)
+	}
+	if len(c.Preference) == 0 {
+		c.Preference = DefaultPreference
+	}
+	if c.AllowNull {
+		c.Preference = append(append([]Suite{}, c.Preference...), NullSuites...)
+	}
+	if c.Expires == 0 {
+		c.Expires = DefaultExpires
+	}
+	if c.MaxExpires == 0 {
+		c.MaxExpires = DefaultMaxExpires
+	}
+	if c.MinExpires == 0 {
+		c.MinExpires = DefaultMinExpires
+	}
+	if c.TempSATimeout == 0 {
+		c.TempSATimeout = DefaultTempSATimeout
+	}
+	if c.MaxTempSets == 0 {
+		c.MaxTempSets = DefaultMaxTempSets
+	}
+	if c.CallTimeout == 0 {
+		c.CallTimeout = DefaultCallTimeout
+	}
+	peers := map[string]netip.AddrPort{}
+	for d, a := range c.Peers {
+		peers[strings.ToLower(d)] = a
+	}
+	c.Peers = peers
+	if c.TeardownGrace == 0 {
+		c.TeardownGrace = 2 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}
+
+// MediaESPAddr is the bound ESP-in-UDP address of the media relay.
+func (s *Server) MediaESPAddr() netip.AddrPort { return s.mediaPump.LocalAddr() }
+
+// MediaPump gives access to the media tunnels' counters.
+func (s *Server) MediaPump() *tun.Pump { return s.mediaPump }
+
+// SIPAddr is the bound unprotected SIP address (UDP and TCP).
+func (s *Server) SIPAddr() netip.AddrPort {
+	return s.outerUDP.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// ESPAddr is the bound ESP-in-UDP address.
+func (s *Server) ESPAddr() netip.AddrPort { return s.pump.LocalAddr() }
+
+// InnerAddr is the P-CSCF's address inside the tunnels.
+func (s *Server) InnerAddr() netip.Addr { return s.gateway }
+
+// Pump gives access to the data plane's counters.
+func (s *Server) Pump() *tun.Pump { return s.pump }
+
+// Close stops the server, deleting every SA.
+func (s *Server) Close() error {
+	s.once.Do(func() {
+		close(s.stop)
+		if s.outerUDP != nil {
+			s.outerUDP.Close()
+		}
+		if s.outerTCP != nil {
+			s.outerTCP.Close()
+		}
+		for _, l := range s.innerLns {
+			l.Close()
+		}
+		if s.outerUA != nil {
+			s.outerUA.Close()
+		}
+		if s.innerUA != nil {
+			s.innerUA.Close()
+		}
+		if s.pump != nil {
+			s.pump.Close()
+		} else if s.ns != nil {
+			s.ns.Close()
+		}
+		if s.relay != nil {
+			s.relay.Close()
+		}
+		if s.mediaPump != nil {
+			s.mediaPump.Close()
+		}
+	})
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Server) now() time.Time { return s.cfg.Now() }
+
+func (s *Server) emit(to, what, detail string) { emit(s.cfg.Events, s.now(), s.name, to, what, detail) }
+
+// ---- helpers on requests ----
+
+// ---- SPIs ----
+
+// ---- the unprotected side ----
+
+// ---- the protected side ----
+
+// ---- housekeeping ----
+
+// ---- status ----

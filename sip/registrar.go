@@ -1,0 +1,475 @@
+package sip
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/imsec/imsec/akakeys"
+)
+
+type challenge struct {
+	v      akakeys.Vector
+	nonce  string
+	set    *saSetState // nil without sec-agree
+	server []Mechanism // the Security-Server list sent
+	issued time.Time
+}
+
+// aor is the address of record "sip:user@host" of a To or From URI.
+func aor(u sip.Uri) string {
+	scheme := u.Scheme
+	if scheme == "" {
+		scheme = "sip"
+	}
+	if u.User == "" {
+		return scheme + ":" + strings.ToLower(u.Host)
+	}
+	return scheme + ":" + u.User + "@" + strings.ToLower(u.Host)
+}
+
+// requestExpires returns the Expires the UE asked for (Contact param, then
+// the Expires header), or -1 if none.
+func requestExpires(req *sip.Request) int {
+	if c := req.Contact(); c != nil {
+		if v, ok := c.Params.Get("expires"); ok {
+			if n, err := strconv.Atoi(v); err == nil && n >= 0 {
+				return n
+			}
+		}
+	}
+	if h := req.GetHeader("Expires"); h != nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil && n >= 0 {
+			return n
+		}
+	}
+	return -1
+}
+
+func securityHeaders(req *sip.Request, name string) ([]Mechanism, bool, error) {
+	hs := req.GetHeaders(name)
+	if len(hs) == 0 {
+		return nil, false, nil
+	}
+	var all []Mechanism
+	for _, h := range hs {
+		ms, err := ParseSecurity(h.Value())
+		if err != nil {
+			return nil, true, err
+		}
+		all = append(all, ms...)
+	}
+	return all, true, nil
+}
+
+func (s *Server) onOuterRegister(req *sip.Request, tx sip.ServerTransaction) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	src := parseAddrPort(req.Source())
+	to := req.To()
+	if to == nil || req.Via() == nil || req.CallID() == nil || req.CSeq() == nil {
+		s.respond(tx, req, 400, "Bad Request", true)
+		return
+	}
+	impu := aor(to.Address)
+	via := req.Via()
+	natted := via.Host != src.Addr().String() || (via.Port != 0 && via.Port != int(src.Port()))
+	detail := "unprotected, from " + src.String()
+	if natted {
+		detail += fmt.Sprintf(", NAT detected: Via %s:%d != source %s, nathelper on", via.Host, via.Port, src)
+	}
+	s.emit("", "received REGISTER "+impu, detail)
+
+	var cred *akakeys.Credentials
+	if h := req.GetHeader("Authorization"); h != nil {
+		c, err := akakeys.ParseAuthorization(h.Value())
+		if err != nil {
+			s.respond(tx, req, 400, "Bad Authorization", true)
+			return
+		}
+		cred = &c
+	}
+	impi := ""
+	if cred != nil && cred.Username != "" {
+		impi = cred.Username
+	} else {
+		var err error
+		if impi, err = s.cfg.HSS.LookupIMPU(ctx, impu); err != nil {
+			s.emit("", "403 Forbidden", "unknown IMPU "+impu)
+			s.respond(tx, req, 403, "Forbidden", true)
+			return
+		}
+	}
+	offers, hasSec, err := securityHeaders(req, "Security-Client")
+	if err != nil {
+		s.respond(tx, req, 400, "Bad Security-Client", true)
+		return
+	}
+	if !hasSec && s.cfg.IPsec == IPsecRequired {
+		s.emit("", "421 Extension Required", "no Security-Client and --ipsec required")
+		s.respond(tx, req, 421, "Extension Required", true, sip.NewHeader("Require", "sec-agree"))
+		return
+	}
+	exp := requestExpires(req)
+
+	s.mu.Lock()
+	reg := s.regs[impi]
+	if reg == nil {
+		reg = &registration{impi: impi, impu: impu}
+		s.regs[impi] = reg
+	}
+	reg.source, reg.natted = src, natted
+
+	// An answer to a plain (no sec-agree) challenge.
+	if cred != nil && cred.Response != "" && reg.pend != nil && !hasSec && s.cfg.IPsec == IPsecOptional {
+		if cred.HasAUTS {
+			s.mu.Unlock()
+			s.resyncAndChallenge(ctx, tx, req, reg, cred, nil, true)
+			return
+		}
+		if cred.Nonce != reg.pend.nonce || !s.digestBound(cred, req, impi) || !akakeys.Verify(cred, "REGISTER", reg.pend.v.XRES) {
+			reg.pend = nil
+			s.mu.Unlock()
+			s.emit("", "403 Forbidden", "wrong digest response")
+			s.respond(tx, req, 403, "Forbidden", true)
+			return
+		}
+		reg.pend = nil
+		s.mu.Unlock()
+		s.acceptPlain(ctx, tx, req, reg, exp)
+		return
+	}
+	s.mu.Unlock()
+
+	var chosen Mechanism
+	if hasSec {
+		if chosen, err = Choose(offers, s.cfg.Preference); err != nil {
+			s.emit("", "494 Security Agreement Required", err.Error())
+			s.respond(tx, req, 494, "Security Agreement Required", true,
+				sip.NewHeader("Security-Server", FormatSecurity(s.serverOffers())))
+			return
+		}
+	}
+	if cred != nil && cred.HasAUTS {
+		s.resyncAndChallenge(ctx, tx, req, reg, cred, offerPtr(hasSec, chosen), true)
+		return
+	}
+	s.challenge(ctx, tx, req, reg, offerPtr(hasSec, chosen), akakeys.Vector{}, true)
+}
+
+func offerPtr(ok bool, m Mechanism) *Mechanism {
+	if !ok {
+		return nil
+	}
+	return &m
+}
+
+// serverOffers is what a 494 lists: our algorithms, without SPIs or ports.
+func (s *Server) serverOffers() []Mechanism {
+	var ms []Mechanism
+	for _, p := range s.cfg.Preference {
+		ms = append(ms, Mechanism{Name: MechIPsec3GPP, Alg: p.Alg, EAlg: p.EAlg, Prot: "esp", Mod: ModUDPEncTun})
+	}
+	return ms
+}
+
+// resyncAndChallenge handles an auts: the HSS checks MAC-S, recovers
+// SQN_MS, and hands a fresh vector for a new challenge.
+func (s *Server) resyncAndChallenge(ctx context.Context, tx sip.ServerTransaction, req *sip.Request, reg *registration, cred *akakeys.Credentials, offer *Mechanism, outer bool) {
+	s.mu.Lock()
+	pend := reg.pend
+	s.mu.Unlock()
+	if pend == nil || cred.Nonce != pend.nonce {
+		s.emit("", "403 Forbidden", "auts for an unknown nonce")
+		s.respond(tx, req, 403, "Forbidden", outer)
+		return
+	}
+	s.emit("HSS", "resync", "auts from the UE: SQN out of range")
+	v, err := s.cfg.HSS.Resync(ctx, reg.impi, pend.v.RAND, cred.AUTS)
+	if err != nil {
+		s.emit("", "403 Forbidden", "resync refused: "+err.Error())
+		s.respond(tx, req, 403, "Forbidden", outer)
+		return
+	}
+	s.emit("", "HSS resynchronised", fmt.Sprintf("next SQN %x", v.SQN))
+	s.challenge(ctx, tx, req, reg, offer, v, outer)
+}
+
+// challenge issues a 401 with a fresh vector (or v if given) and, with
+// sec-agree, installs a temporary SA set.
+func (s *Server) challenge(ctx context.Context, tx sip.ServerTransaction, req *sip.Request, reg *registration, offer *Mechanism, v akakeys.Vector, outer bool) {
+	if v == (akakeys.Vector{}) {
+		var err error
+		if v, err = s.cfg.HSS.Vector(ctx, reg.impi); err != nil {
+			s.emit("", "403 Forbidden", "HSS: "+err.Error())
+			s.respond(tx, req, 403, "Forbidden", outer)
+			return
+		}
+		s.emit("HSS", "MAR: vector for "+reg.impi, fmt.Sprintf("SQN %x", v.SQN))
+		emit(s.cfg.Events, s.now(), "HSS", s.name, "MAA: RAND, AUTN, XRES, CK, IK", "")
+	}
+	ch := &challenge{v: v, nonce: akakeys.BuildNonce(v.RAND, v.AUTN, nil), issued: s.now()}
+	var secHdr sip.Header
+	if offer != nil {
+		set, err := s.installTemporary(reg, *offer, v)
+		if err != nil {
+			s.emit("", "503 Service Unavailable", err.Error())
+			s.respond(tx, req, 503, "Service Unavailable", outer, sip.NewHeader("Retry-After", "5"))
+			return
+		}
+		ch.set = set
+		ch.server = []Mechanism{set.set.PCSCF}
+		secHdr = sip.NewHeader("Security-Server", FormatSecurity(ch.server))
+	}
+	s.mu.Lock()
+	if reg.pend != nil && reg.pend.set != nil && reg.pend.set != ch.set && reg.pend.set.state == setTemporary {
+		s.removeSetLocked(reg, reg.pend.set) // a new challenge replaces the old temporary set
+	}
+	reg.pend = ch
+	s.mu.Unlock()
+	c := akakeys.Challenge{Realm: s.cfg.Domain, Nonce: ch.nonce, Algorithm: "AKAv1-MD5", QOP: "auth"}
+	hdrs := []sip.Header{sip.NewHeader("WWW-Authenticate", c.String())}
+	detail := "RAND, AUTN in nonce"
+	if secHdr != nil {
+		hdrs = append(hdrs, secHdr)
+		detail += "; Security-Server: " + secHdr.Value()
+	}
+	s.emit("UE "+reg.impu, "401 Unauthorized", detail)
+	s.respond(tx, req, 401, "Unauthorized", outer, hdrs...)
+}
+
+// digestBound checks that credentials are for this registrar and request:
+// the realm is our domain, the username the IMPI being registered, and the
+// digest-uri names the Request-URI (RFC 2617 §3.2.2.5), so a response
+// computed for another realm or request cannot be replayed here.
+func (s *Server) digestBound(cred *akakeys.Credentials, req *sip.Request, impi string) bool {
+	if cred.Realm != s.cfg.Domain || cred.Username != impi {
+		return false
+	}
+	var u sip.Uri
+	if err := sip.ParseUri(cred.URI, &u); err != nil {
+		return false
+	}
+	return strings.EqualFold(u.Host, req.Recipient.Host) && (u.Port == 0 || req.Recipient.Port == 0 || u.Port == req.Recipient.Port)
+}
+
+// acceptPlain registers a UE that authenticated without sec-agree.
+func (s *Server) acceptPlain(ctx context.Context, tx sip.ServerTransaction, req *sip.Request, reg *registration, exp int) {
+	impus, _ := s.cfg.HSS.IMPUs(ctx, reg.impi)
+	granted := s.grant(exp)
+	s.mu.Lock()
+	if granted == 0 {
+		s.dropLocked(reg, "de-registered")
+	} else {
+		reg.registered, reg.protected, reg.impus = true, false, impus
+		reg.expires = s.now().Add(granted)
+		if c := req.Contact(); c != nil {
+			reg.contact = c.Address.String()
+		}
+	}
+	s.mu.Unlock()
+	if granted == 0 {
+		s.emit("UE "+reg.impu, "200 OK", "de-registered (no IPsec)")
+	} else {
+		s.emit("UE "+reg.impu, "200 OK", fmt.Sprintf("registered without IPsec (--ipsec optional), expires %v", granted))
+	}
+	s.respond(tx, req, 200, "OK", true, s.okHeaders(req, reg, impus, granted)...)
+}
+
+// grant clamps the requested Expires; 0 means de-register.
+func (s *Server) grant(exp int) time.Duration {
+	if exp == 0 {
+		return 0
+	}
+	d := s.cfg.Expires
+	if exp > 0 {
+		d = time.Duration(exp) * time.Second
+	}
+	return min(max(d, s.cfg.MinExpires), s.cfg.MaxExpires)
+}
+
+func (s *Server) okHeaders(req *sip.Request, reg *registration, impus []string, granted time.Duration) []sip.Header {
+	secs := strconv.Itoa(int(granted / time.Second))
+	hs := []sip.Header{sip.NewHeader("Expires", secs)}
+	if c := req.Contact(); c != nil {
+		cc := c.Clone()
+		cc.Params.Remove("expires")
+		cc.Params.Add("expires", secs)
+		hs = append(hs, cc)
+	}
+	if granted > 0 {
+		route := fmt.Sprintf("<sip:orig@%s:%d;lr>", s.gateway, s.cfg.PortS)
+		if !reg.protected {
+			route = fmt.Sprintf("<sip:orig@%s;lr>", s.SIPAddr())
+		}
+		hs = append(hs, sip.NewHeader("Service-Route", route))
+		if len(impus) > 0 {
+			var parts []string
+			for _, u := range impus {
+				parts = append(parts, "<"+u+">")
+			}
+			hs = append(hs, sip.NewHeader("P-Associated-URI", strings.Join(parts, ", ")))
+		}
+	}
+	return hs
+}
+
+func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	src := parseAddrPort(req.Source())
+	s.mu.Lock()
+	reg := s.byAddr[src.Addr()]
+	s.mu.Unlock()
+	if reg == nil || req.To() == nil || aor(req.To().Address) != reg.impu {
+		s.respond(tx, req, 403, "Forbidden", false)
+		return
+	}
+	// Which SA set did it come through? The UE sends from the set's port-c.
+	s.mu.Lock()
+	var via *saSetState
+	for _, st := range reg.sets {
+		if st.set.UE.PortC == src.Port() {
+			via = st
+		}
+	}
+	pend := reg.pend
+	s.mu.Unlock()
+	if via == nil {
+		s.emit("", "403 Forbidden", "protected REGISTER from a port-c of no SA set")
+		s.respond(tx, req, 403, "Forbidden", false)
+		return
+	}
+	exp := requestExpires(req)
+	s.emit("", "received REGISTER "+reg.impu, fmt.Sprintf("protected (SA set %d, %s), from %s", via.id, via.state, src))
+
+	var cred *akakeys.Credentials
+	if h := req.GetHeader("Authorization"); h != nil {
+		c, err := akakeys.ParseAuthorization(h.Value())
+		if err != nil {
+			s.respond(tx, req, 400, "Bad Authorization", false)
+			return
+		}
+		cred = &c
+	}
+	answering := cred != nil && cred.Response != "" && pend != nil && cred.Nonce == pend.nonce
+
+	// De-registration over an established set needs no new AKA run: the
+	// request is integrity protected.
+	if exp == 0 && via.state == setActive && !answering {
+		s.deregister(tx, req, reg)
+		return
+	}
+	if !answering {
+		// Re-registration: a new AKA run and a new SA set (TS 33.203 §7.4).
+		offers, hasSec, err := securityHeaders(req, "Security-Client")
+		if err != nil || !hasSec {
+			s.respond(tx, req, 400, "Security-Client required on the protected port", false)
+			return
+		}
+		chosen, err := Choose(offers, s.cfg.Preference)
+		if err != nil {
+			s.respond(tx, req, 494, "Security Agreement Required", false)
+			return
+		}
+		s.challenge(ctx, tx, req, reg, &chosen, akakeys.Vector{}, false)
+		return
+	}
+	if cred.HasAUTS {
+		offers, _, _ := securityHeaders(req, "Security-Client")
+		chosen, err := Choose(offers, s.cfg.Preference)
+		if err != nil {
+			s.respond(tx, req, 494, "Security Agreement Required", false)
+			return
+		}
+		s.resyncAndChallenge(ctx, tx, req, reg, cred, &chosen, false)
+		return
+	}
+	// The answer must come through the set it was challenged for.
+	if pend.set == nil || via != pend.set {
+		s.emit("", "403 Forbidden", "answer not sent through the new SAs")
+		s.failChallenge(reg, pend)
+		s.respond(tx, req, 403, "Forbidden", false)
+		return
+	}
+	verify, _, err := securityHeaders(req, "Security-Verify")
+	if err != nil || !VerifyMatches(verify, pend.server) {
+		s.emit("", "403 Forbidden", "Security-Verify does not match the Security-Server sent (bid-down?)")
+		s.failChallenge(reg, pend)
+		s.respond(tx, req, 403, "Forbidden", false)
+		return
+	}
+	if !s.digestBound(cred, req, reg.impi) || !akakeys.Verify(cred, "REGISTER", pend.v.XRES) {
+		s.emit("", "403 Forbidden", "RES != XRES (or the digest names another realm, user or URI)")
+		s.failChallenge(reg, pend)
+		s.respond(tx, req, 403, "Forbidden", false)
+		return
+	}
+	s.emit("", "RES == XRES", "SA set "+strconv.Itoa(via.id)+" established")
+	impus, _ := s.cfg.HSS.IMPUs(ctx, reg.impi)
+	granted := s.grant(exp)
+	s.mu.Lock()
+	for _, st := range reg.sets {
+		if st.state == setActive {
+			st.state = setOld
+			st.expires = s.now().Add(s.cfg.TempSATimeout) // at the latest; earlier once the new set is used
+		}
+	}
+	via.state = setActive
+	s.temps--
+	via.usedMark = s.inboundPackets(via)
+	reg.pend = nil
+	reg.registered, reg.protected, reg.impus = true, true, impus
+	if granted == 0 {
+		granted = s.cfg.MinExpires
+	}
+	reg.expires = s.now().Add(granted)
+	via.expires = reg.expires.Add(DefaultSAMargin)
+	if c := req.Contact(); c != nil {
+		reg.contact = c.Address.String()
+	}
+	s.applyOutboundLocked(reg)
+	mediaNote := s.activateMediaLocked(reg, via)
+	s.mu.Unlock()
+	if mediaNote != "" {
+		s.emit("", "media SAs installed", mediaNote)
+	}
+	s.emit("UE "+reg.impu, "200 OK", fmt.Sprintf("expires %v, SA lifetime %v", granted, granted+DefaultSAMargin))
+	s.respond(tx, req, 200, "OK", false, s.okHeaders(req, reg, impus, granted)...)
+}
+
+// failChallenge forgets a failed answer and deletes its temporary SAs once
+// the 403 (sent through them) has left.
+func (s *Server) failChallenge(reg *registration, pend *challenge) {
+	s.mu.Lock()
+	if reg.pend == pend {
+		reg.pend = nil
+	}
+	s.mu.Unlock()
+	time.AfterFunc(s.cfg.TeardownGrace, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if pend.set != nil && pend.set.state == setTemporary {
+			s.removeSetLocked(reg, pend.set)
+		}
+	})
+}
+
+func (s *Server) deregister(tx sip.ServerTransaction, req *sip.Request, reg *registration) {
+	s.emit("UE "+reg.impu, "200 OK", "de-registered; SAs deleted, lease released")
+	s.respond(tx, req, 200, "OK", false, sip.NewHeader("Expires", "0"))
+	s.mu.Lock()
+	reg.registered = false
+	s.mu.Unlock()
+	// Let the 200 (and a retransmission) leave before the SAs go.
+	time.AfterFunc(s.cfg.TeardownGrace, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if !reg.registered && s.regs[reg.impi] == reg {
+			s.dropLocked(reg, "de-registered")
+		}
+	})
+}

@@ -1,0 +1,423 @@
+package sip
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/imsec/imsec/akakeys"
+)
+
+// offer builds our Security-Client list with fresh SPIs and the next port-c.
+func (u *UE) offer() []Mechanism {
+	spiC, spiS := randSPI(), randSPI()
+	for spiS == spiC {
+		spiS = randSPI()
+	}
+	portC := u.portC(u.portCIdx)
+	mediaSPI := randSPI()
+	for mediaSPI == spiC || mediaSPI == spiS {
+		mediaSPI = randSPI()
+	}
+	var ms []Mechanism
+	for _, s := range u.cfg.Offer {
+		m := Mechanism{Name: MechIPsec3GPP, Alg: s.Alg, EAlg: s.EAlg, Prot: "esp", Mod: ModUDPEncTun,
+			SPIc: spiC, SPIs: spiS, PortC: portC, PortS: u.cfg.PortS}
+		if !u.cfg.NoMedia {
+			m = withParam(m, paramMediaSPI, strconv.FormatUint(uint64(mediaSPI), 10))
+		}
+		ms = append(ms, m)
+	}
+	return ms
+}
+
+// newRegister builds a REGISTER with our Call-ID and the next CSeq.
+func (u *UE) newRegister(dest string, contact sip.Uri, expires int, offers []Mechanism, auth string, verify string) *sip.Request {
+	domain := sip.Uri{Scheme: "sip", Host: u.cfg.Domain}
+	req := sip.NewRequest(sip.REGISTER, domain)
+	var impu sip.Uri
+	sip.ParseUri(u.cfg.IMPU, &impu)
+	u.mu.Lock()
+	u.cseq++
+	cseq := u.cseq
+	u.mu.Unlock()
+	req.AppendHeader(&sip.FromHeader{Address: impu, Params: sip.HeaderParams{{K: "tag", V: sip.GenerateTagN(10)}}})
+	req.AppendHeader(&sip.ToHeader{Address: impu})
+	cid := sip.CallIDHeader(u.callID)
+	req.AppendHeader(&cid)
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: cseq, MethodName: sip.REGISTER})
+	ch := &sip.ContactHeader{Address: contact}
+	ch.Params.Add("expires", strconv.Itoa(expires))
+	req.AppendHeader(ch)
+	req.AppendHeader(sip.NewHeader("Expires", strconv.Itoa(expires)))
+	if len(offers) > 0 {
+		req.AppendHeader(sip.NewHeader("Security-Client", FormatSecurity(offers)))
+		req.AppendHeader(sip.NewHeader("Require", "sec-agree"))
+		req.AppendHeader(sip.NewHeader("Proxy-Require", "sec-agree"))
+	}
+	if verify != "" {
+		req.AppendHeader(sip.NewHeader("Security-Verify", verify))
+	}
+	req.AppendHeader(sip.NewHeader("Supported", "path, sec-agree"))
+	if auth != "" {
+		req.AppendHeader(sip.NewHeader("Authorization", auth))
+	}
+	req.SetDestination(dest)
+	return req
+}
+
+// initialAuth is the TS 24.229 §5.1.1.2 Authorization of an unprotected
+// REGISTER: the IMPI, empty nonce and response.
+func (u *UE) initialAuth() string {
+	c := akakeys.Credentials{Username: u.cfg.IMPI, Realm: u.cfg.Domain, URI: "sip:" + u.cfg.Domain}
+	return c.String()
+}
+
+// do sends an unprotected request from our SIP socket and waits for the
+// final response. A request over 1300 bytes goes over TCP (RFC 3261
+// §18.1.1), on a host connection sipgo dials to the P-CSCF.
+func (u *UE) do(ctx context.Context, cli *sipgo.Client, req *sip.Request, laddr netip.AddrPort) (*sip.Response, error) {
+	raddr, err := netip.ParseAddrPort(req.Destination())
+	if err != nil {
+		return nil, err
+	}
+	return sendRequest(ctx, cli, u.outerUA, nil, nil, req, laddr, raddr)
+}
+
+// Errors a registration reports.
+var (
+	ErrNetworkAuth = errors.New("sip: the network failed authentication (AUTN MAC-A wrong: wrong K/OP/OPc or AMF?)")
+	ErrForbidden   = errors.New("sip: registration refused (403)")
+)
+
+// statusError is a final response that is not what we wanted.
+type statusError struct {
+	code   int
+	reason string
+}
+
+func (e *statusError) Error() string { return fmt.Sprintf("sip: %d %s", e.code, e.reason) }
+
+// Register performs the initial registration of the seed's Figures 2 and 3:
+// unprotected REGISTER, 401 with AKA challenge and Security-Server, SAs,
+// DHCP and pinhole ping through the tunnel, protected REGISTER, 200.
+func (u *UE) Register(ctx context.Context) error {
+	if err := u.startTunnel(); err != nil {
+		return err
+	}
+	// A fresh registration learns its inner address again: the P-CSCF may
+	// have restarted and forgotten the lease.
+	u.mu.Lock()
+	if !u.registered {
+		u.inner4 = netip.Addr{}
+	}
+	u.mu.Unlock()
+	offers := u.offer()
+	contact := sip.Uri{Scheme: "sip", User: userOf(u.cfg.IMPU), Host: u.local.String(), Port: u.outerPC.LocalAddr().(*net.UDPAddr).Port}
+	local := u.outerPC.LocalAddr().(*net.UDPAddr).AddrPort()
+	exp := int(u.cfg.Expires / time.Second)
+	auth := u.initialAuth()
+	var res *sip.Response
+	var err error
+	for attempt := 0; ; attempt++ {
+		req := u.newRegister(u.cfg.PCSCF.String(), contact, exp, offers, auth, "")
+		u.emit(u.pcscfName(), "REGISTER (unprotected)", "Security-Client: "+describeOffers(offers))
+		if res, err = u.do(ctx, u.outerCli, req, local); err != nil {
+			return fmt.Errorf("sip: REGISTER to %v: %w", u.cfg.PCSCF, err)
+		}
+		if res.StatusCode != 401 {
+			return u.unexpected(res)
+		}
+		ck, ik, cred, err := u.answer(res, "sip:"+u.cfg.Domain)
+		var sf *akakeys.SyncFailureError
+		if errors.As(err, &sf) && attempt == 0 {
+			u.emit(u.pcscfName(), "REGISTER (unprotected, auts)", "SQN out of range: resynchronisation")
+			auth = cred.String()
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		return u.finishRegistration(ctx, res, offers, ck, ik, cred, exp)
+	}
+}
+
+func userOf(impu string) string {
+	var uri sip.Uri
+	if sip.ParseUri(impu, &uri) == nil && uri.User != "" {
+		return uri.User
+	}
+	return "ue"
+}
+
+func describeOffers(ms []Mechanism) string {
+	var parts []string
+	for _, m := range ms {
+		parts = append(parts, m.EffectiveEAlg()+"/"+m.Alg)
+	}
+	if len(ms) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s, %s, spi-c %d spi-s %d port-c %d port-s %d", strings.Join(parts, " "), ms[0].Mod, ms[0].SPIc, ms[0].SPIs, ms[0].PortC, ms[0].PortS)
+}
+
+func (u *UE) unexpected(res *sip.Response) error {
+	u.emit("", fmt.Sprintf("got %d %s", res.StatusCode, res.Reason), "")
+	if res.StatusCode == 403 {
+		return fmt.Errorf("%w: %s", ErrForbidden, res.Reason)
+	}
+	return &statusError{res.StatusCode, res.Reason}
+}
+
+// answer runs the USIM on a 401: it returns CK, IK and the credentials with
+// the response, or on a sync failure the credentials carrying auts and a
+// *akakeys.SyncFailureError.
+func (u *UE) answer(res *sip.Response, uri string) (akakeys.CK, akakeys.IK, akakeys.Credentials, error) {
+	h := res.GetHeader("WWW-Authenticate")
+	if h == nil {
+		return akakeys.CK{}, akakeys.IK{}, akakeys.Credentials{}, errors.New("sip: 401 without WWW-Authenticate")
+	}
+	ch, err := akakeys.ParseChallenge(h.Value())
+	if err != nil {
+		return akakeys.CK{}, akakeys.IK{}, akakeys.Credentials{}, fmt.Errorf("sip: bad challenge: %w", err)
+	}
+	if !strings.EqualFold(ch.Algorithm, "AKAv1-MD5") {
+		return akakeys.CK{}, akakeys.IK{}, akakeys.Credentials{}, fmt.Errorf("sip: challenge algorithm %q, want AKAv1-MD5", ch.Algorithm)
+	}
+	r, autn, _, err := akakeys.ParseNonce(ch.Nonce)
+	if err != nil {
+		return akakeys.CK{}, akakeys.IK{}, akakeys.Credentials{}, err
+	}
+	cred := akakeys.Credentials{Username: u.cfg.IMPI, Realm: ch.Realm, Nonce: ch.Nonce, URI: uri, Algorithm: "AKAv1-MD5",
+		Opaque: ch.Opaque, QOP: "auth", NC: 1, CNonce: randHex(8)}
+	u.emit("", "USIM: verify AUTN (MAC-A, SQN)", "")
+	if u.cfg.AMF != nil && [2]byte(autn[6:8]) != *u.cfg.AMF {
+		return akakeys.CK{}, akakeys.IK{}, cred, fmt.Errorf("sip: AUTN carries AMF %x, want %x", autn[6:8], u.cfg.AMF[:])
+	}
+	resp, ck, ik, err := u.usim.Authenticate(r, autn)
+	var sf *akakeys.SyncFailureError
+	switch {
+	case errors.As(err, &sf):
+		if e := cred.SetSyncFailure("REGISTER", sf.AUTS); e != nil {
+			return ck, ik, cred, e
+		}
+		return ck, ik, cred, sf
+	case errors.Is(err, akakeys.ErrMACFailure):
+		u.emit("", "USIM: MAC-A wrong", "the network is not who it claims, or K/OPc differ")
+		return ck, ik, cred, ErrNetworkAuth
+	case err != nil:
+		return ck, ik, cred, err
+	}
+	u.emit("", "USIM: RES, CK, IK computed", "")
+	if u.hookRES != nil {
+		u.hookRES(&resp)
+	}
+	if err := cred.SetResponse("REGISTER", resp[:]); err != nil {
+		return ck, ik, cred, err
+	}
+	return ck, ik, cred, nil
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return fmt.Sprintf("%x", b)
+}
+
+// finishRegistration builds the SAs from the 401, and sends the protected
+// REGISTER through them.
+func (u *UE) finishRegistration(ctx context.Context, res *sip.Response, offers []Mechanism, ck akakeys.CK, ik akakeys.IK, cred akakeys.Credentials, exp int) error {
+	ss := res.GetHeader("Security-Server")
+	if ss == nil {
+		return errors.New("sip: 401 without Security-Server (the P-CSCF did not agree to IPsec)")
+	}
+	server, err := ParseSecurity(ss.Value())
+	if err != nil {
+		return err
+	}
+	var srv *Mechanism
+	for i := range server {
+		if server[i].Name == MechIPsec3GPP {
+			srv = &server[i]
+			break
+		}
+	}
+	if srv == nil || srv.EffectiveMod() != ModUDPEncTun {
+		return errors.New("sip: Security-Server has no ipsec-3gpp mod=UDP-enc-tun entry")
+	}
+	var mine *Mechanism
+	for i := range offers {
+		if offers[i].Alg == srv.Alg && offers[i].EffectiveEAlg() == srv.EffectiveEAlg() {
+			mine = &offers[i]
+		}
+	}
+	if mine == nil {
+		return fmt.Errorf("sip: P-CSCF chose %s/%s, which we did not offer", srv.EffectiveEAlg(), srv.Alg)
+	}
+	set, err := NewSASet(*mine, *srv, ck, ik)
+	if err != nil {
+		return err
+	}
+	side, err := set.UESide()
+	if err != nil {
+		return err
+	}
+	for _, in := range side.Inbound {
+		if err := u.pump.AddInbound(u.peer, in); err != nil {
+			return err
+		}
+	}
+	ns := &ueSet{set: set, side: side, verify: ss.Value()}
+	u.mu.Lock()
+	prev := u.active
+	u.applyOutboundLocked(ns, prev)
+	u.mu.Unlock()
+	set.LogKeys(u.keylog)
+	u.emit("", "SAs installed", fmt.Sprintf("%s/%s mod=UDP-enc-tun, ESP to %v, SPIs in %#x %#x out %#x %#x",
+		set.EAlg, set.Alg, u.cfg.PCSCFESP, mine.SPIc, mine.SPIs, srv.SPIs, srv.SPIc))
+
+	if !u.inner4.IsValid() {
+		if err := u.acquireAddress(ctx); err != nil {
+			u.dropSet(ns)
+			return err
+		}
+	}
+	if err := u.startInner(); err != nil {
+		return err
+	}
+	// The protected REGISTER: from our inner address and the new port-c to
+	// the P-CSCF's port-s, inside the new SAs.
+	dest := netip.AddrPortFrom(u.gateway, srv.PortS).String()
+	contact := sip.Uri{Scheme: "sip", User: userOf(u.cfg.IMPU), Host: u.inner4.String(), Port: int(mine.PortS)}
+	verify := ss.Value()
+	if u.hookVerify != nil {
+		verify = u.hookVerify(verify)
+	}
+	req := u.newRegister(dest, contact, exp, offers, cred.String(), verify)
+	laddr := netip.AddrPortFrom(u.inner4, mine.PortC)
+	u.emit(u.pcscfName(), "REGISTER (protected, RES)", fmt.Sprintf("%v -> %s inside ESP, Security-Verify echoed", laddr, dest))
+	r2, err := u.sendInner(ctx, req, mine.PortC, srv.PortS)
+	if err != nil {
+		u.dropSet(ns)
+		return fmt.Errorf("sip: protected REGISTER: %w", err)
+	}
+	if r2.StatusCode != 200 {
+		u.dropSet(ns)
+		return u.unexpected(r2)
+	}
+	granted := exp
+	if h := r2.GetHeader("Expires"); h != nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil {
+			granted = n
+		}
+	}
+	u.mu.Lock()
+	u.old = prev
+	u.active = ns
+	u.registered = true
+	u.expires = u.now().Add(time.Duration(granted) * time.Second)
+	u.portCIdx++
+	u.mu.Unlock()
+	u.emit("", "200 OK: registered", fmt.Sprintf("inner %v, expires %ds", u.inner4, granted))
+	if err := u.activateMedia(ctx, *mine, *srv, ck, ik); err != nil {
+		// Signalling is registered either way; calls will tell if media
+		// cannot get through.
+		u.emit("", "media tunnel not confirmed", err.Error())
+	}
+	if prev != nil {
+		// The 200 came through the new SAs; drop the old set once packets
+		// in flight on it have had time to arrive.
+		time.AfterFunc(2*time.Second, func() {
+			u.mu.Lock()
+			old := u.old
+			if old == prev {
+				u.old = nil
+			}
+			u.mu.Unlock()
+			if old == prev {
+				u.dropSet(prev)
+				u.emit("", "old SAs deleted", "")
+			}
+		})
+	}
+	return nil
+}
+
+// Reregister runs a new AKA over the current SAs and moves to a new SA set
+// (TS 33.203 §7.4).
+func (u *UE) Reregister(ctx context.Context) error {
+	u.mu.Lock()
+	cur := u.active
+	reg := u.registered
+	u.mu.Unlock()
+	if !reg || cur == nil {
+		return u.Register(ctx)
+	}
+	offers := u.offer()
+	exp := int(u.cfg.Expires / time.Second)
+	dest := netip.AddrPortFrom(u.gateway, cur.set.PCSCF.PortS).String()
+	laddr := netip.AddrPortFrom(u.inner4, cur.set.UE.PortC)
+	contact := sip.Uri{Scheme: "sip", User: userOf(u.cfg.IMPU), Host: u.inner4.String(), Port: int(u.cfg.PortS)}
+	auth := u.initialAuth()
+	for attempt := 0; ; attempt++ {
+		req := u.newRegister(dest, contact, exp, offers, auth, cur.verify)
+		u.emit(u.pcscfName(), "REGISTER (re-registration, protected)", "over the current SAs; new Security-Client: "+describeOffers(offers))
+		res, err := u.sendInner(ctx, req, laddr.Port(), cur.set.PCSCF.PortS)
+		if err != nil {
+			return fmt.Errorf("sip: re-REGISTER: %w", err)
+		}
+		if res.StatusCode != 401 {
+			return u.unexpected(res)
+		}
+		ck, ik, cred, err := u.answer(res, "sip:"+u.cfg.Domain)
+		var sf *akakeys.SyncFailureError
+		if errors.As(err, &sf) && attempt == 0 {
+			auth = cred.String()
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		return u.finishRegistration(ctx, res, offers, ck, ik, cred, exp)
+	}
+}
+
+// Deregister sends REGISTER with Expires: 0 through the SAs and deletes
+// them on the 200.
+func (u *UE) Deregister(ctx context.Context) error {
+	u.mu.Lock()
+	cur := u.active
+	reg := u.registered
+	u.mu.Unlock()
+	if !reg || cur == nil {
+		return nil
+	}
+	dest := netip.AddrPortFrom(u.gateway, cur.set.PCSCF.PortS).String()
+	laddr := netip.AddrPortFrom(u.inner4, cur.set.UE.PortC)
+	contact := sip.Uri{Scheme: "sip", User: userOf(u.cfg.IMPU), Host: u.inner4.String(), Port: int(u.cfg.PortS)}
+	req := u.newRegister(dest, contact, 0, nil, "", cur.verify)
+	u.emit(u.pcscfName(), "REGISTER Expires: 0 (protected)", "de-registration")
+	res, err := u.sendInner(ctx, req, laddr.Port(), cur.set.PCSCF.PortS)
+	if err != nil {
+		return fmt.Errorf("sip: de-REGISTER: %w", err)
+	}
+	if res.StatusCode != 200 {
+		return u.unexpected(res)
+	}
+	u.reset()
+	if u.mediaIn != nil {
+		u.mediaPump.RemoveInbound(u.mediaIn.SPI())
+		u.mediaPeer.SetOutbound(nil)
+		u.mediaIn = nil
+	}
+	u.emit("", "200 OK: de-registered", "SAs deleted")
+	return nil
+}

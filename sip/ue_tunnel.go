@@ -1,0 +1,340 @@
+package sip
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"syscall"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/imsec/imsec/akakeys"
+	"github.com/imsec/imsec/esp"
+	"github.com/imsec/imsec/tun"
+	"github.com/imsec/imsec/tun/dhcp"
+	"github.com/imsec/imsec/tun/udp"
+)
+
+// startTunnel brings up the device, the ESP socket and the pump (once).
+func (u *UE) startTunnel() error {
+	if u.pump != nil {
+		return nil
+	}
+	var dev tun.Device
+	if u.cfg.TUN != "" {
+		k, err := tun.CreateKernel(u.cfg.TUN, tun.InnerMTU(1500))
+		if err != nil {
+			return fmt.Errorf("sip: kernel TUN %q (needs CAP_NET_ADMIN; run without --tun for the netstack): %w", u.cfg.TUN, err)
+		}
+		if err := k.SetUp(); err != nil {
+			k.Close()
+			return fmt.Errorf("sip: bring up %s: %w", u.cfg.TUN, err)
+		}
+		dev, u.kernel, u.inet = k, k, hostNet{}
+	} else {
+		ns, err := tun.NewNetstack(tun.NetstackOptions{MTU: tun.InnerMTU(1500), Name: "ue"})
+		if err != nil {
+			return err
+		}
+		dev, u.ns, u.inet = ns, ns, ns
+	}
+	u.dev = dev
+	conn, err := udp.Listen(netip.AddrPortFrom(u.local, 0))
+	if err != nil {
+		dev.Close()
+		return err
+	}
+	var pc tun.PacketConn = conn
+	if u.cfg.WrapESP != nil {
+		pc = u.cfg.WrapESP(conn)
+	}
+	u.pump, err = tun.NewPump(tun.Config{Device: dev, Conn: pc, Intercept: u.intercept, BatchPad: u.cfg.BatchPad, Logger: u.log, Now: u.cfg.Now})
+	if err != nil {
+		dev.Close()
+		conn.Close()
+		return err
+	}
+	ka := u.cfg.Keepalive
+	if ka < 0 {
+		ka = 0
+	}
+	all := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
+	u.peer, err = u.pump.AddPeer(tun.PeerConfig{Name: u.pcscfName(), Endpoint: u.cfg.PCSCFESP, Allowed: all, Routes: all, Keepalive: ka})
+	return err
+}
+
+// intercept takes DHCP replies (to port 68) for the client.
+func (u *UE) intercept(_ *tun.Peer, pkt []byte) bool {
+	if !dhcp.IsToClient(pkt) {
+		return false
+	}
+	select {
+	case u.dhcpIn <- append([]byte(nil), pkt...):
+	default:
+	}
+	return true
+}
+
+// portC returns the port-c for a new set: it alternates so that a new set
+// never shares a port-c with the one it replaces.
+func (u *UE) portC(idx int) uint16 { return u.cfg.PortS - 6 + uint16(idx%2) }
+
+func randSPI() uint32 {
+	for {
+		var b [4]byte
+		rand.Read(b[:])
+		if v := binary.BigEndian.Uint32(b[:]); v > esp.SPIReservedMax {
+			return v
+		}
+	}
+}
+
+// activateMedia brings up (once) and rekeys the media tunnel when the
+// P-CSCF agreed to it in Security-Server.
+func (u *UE) activateMedia(ctx context.Context, mine, srv Mechanism, ck akakeys.CK, ik akakeys.IK) error {
+	ueSPI, _, ok1 := mediaParams(mine)
+	pSPI, port, ok2 := mediaParams(srv)
+	if !ok1 || !ok2 || port == 0 {
+		return nil // no media extension on this set
+	}
+	if u.mediaPump == nil {
+		ns, err := tun.NewNetstack(tun.NetstackOptions{MTU: tun.InnerMTU(1500), Name: "ue-media",
+			Addresses: []netip.Prefix{netip.PrefixFrom(u.inner4, 32)}})
+		if err != nil {
+			return err
+		}
+		conn, err := udp.Listen(netip.AddrPortFrom(u.local, 0))
+		if err != nil {
+			ns.Close()
+			return err
+		}
+		var pc tun.PacketConn = conn
+		if u.cfg.WrapMediaESP != nil {
+			pc = u.cfg.WrapMediaESP(conn)
+		}
+		if u.mediaPump, err = tun.NewPump(tun.Config{Device: ns, Conn: pc, BatchPad: u.cfg.BatchPad, Logger: u.log, Now: u.cfg.Now}); err != nil {
+			ns.Close()
+			conn.Close()
+			return err
+		}
+		u.mediaNS = ns
+		ep := u.cfg.PCSCFMediaESP
+		if !ep.IsValid() {
+			ep = netip.AddrPortFrom(u.cfg.PCSCFESP.Addr(), port)
+		}
+		ka := max(u.cfg.Keepalive, 0)
+		all := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
+		if u.mediaPeer, err = u.mediaPump.AddPeer(tun.PeerConfig{Name: u.pcscfName() + " media", Endpoint: ep, Allowed: all, Routes: all, Keepalive: ka}); err != nil {
+			return err
+		}
+	}
+	mp, cfgs, err := newMediaPair(srv.EffectiveEAlg(), srv.Alg, ck, ik, ueSPI, pSPI)
+	if err != nil {
+		return err
+	}
+	logMediaKeys(u.keylog, cfgs)
+	if err := u.mediaPump.AddInbound(u.mediaPeer, mp.in); err != nil {
+		return err
+	}
+	u.mediaPeer.SetOutbound(mp.out)
+	if old := u.mediaIn; old != nil {
+		time.AfterFunc(2*time.Second, func() { u.mediaPump.RemoveInbound(old.SPI()) })
+	}
+	u.mediaIn = mp.in
+	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	rtt, err := u.mediaPump.Ping(pctx, u.mediaPeer, u.inner4, u.gateway, 0x1ee, uint16(ueSPI))
+	if err != nil {
+		return fmt.Errorf("pinhole ping through the media tunnel: %w", err)
+	}
+	u.emit(u.pcscfName()+" media", "ICMP echo (inside the media tunnel)", fmt.Sprintf("SPIs in %#x out %#x, to %v, answered in %v",
+		ueSPI, pSPI, u.mediaPeer.Endpoint(), rtt.Round(time.Microsecond)))
+	return nil
+}
+
+// applyOutboundLocked installs the outbound selectors of the newest set
+// first, then the previous one, with the newest set's default.
+func (u *UE) applyOutboundLocked(sets ...*ueSet) {
+	var sel []tun.OutboundSA
+	var def *esp.Outbound
+	for _, s := range sets {
+		if s == nil {
+			continue
+		}
+		sel = append(sel, s.side.Outbound...)
+		if def == nil {
+			def = s.side.Default
+		}
+	}
+	u.peer.SetOutboundSAs(def, sel)
+}
+
+// dropSet removes a set's inbound SAs and its outbound selectors.
+func (u *UE) dropSet(s *ueSet) {
+	for _, in := range s.side.Inbound {
+		u.pump.RemoveInbound(in.SPI())
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	var keep []*ueSet
+	for _, x := range []*ueSet{u.active, u.old} {
+		if x != nil && x != s {
+			keep = append(keep, x)
+		}
+	}
+	u.applyOutboundLocked(keep...)
+}
+
+// acquireAddress runs DHCP through the tunnel, then pings the P-CSCF's
+// inner address (the pinhole ping: it also proves the path both ways).
+func (u *UE) acquireAddress(ctx context.Context) error {
+	cl, err := dhcp.NewClient([]byte(u.cfg.IMPI))
+	if err != nil {
+		return err
+	}
+	dctx, cancel := context.WithTimeout(ctx, defaultDHCPTimeout)
+	defer cancel()
+	u.emit(u.pcscfName(), "DHCPDISCOVER (inside ESP)", "first packet through the SAs: opens the NAT pinhole")
+	lease, err := cl.Acquire(dctx, func(p []byte) error { return u.pump.Inject(u.peer, p) }, u.dhcpIn)
+	if err != nil {
+		return fmt.Errorf("sip: no inner address over the tunnel: %w", err)
+	}
+	if err := u.addAddress(lease.Addr); err != nil {
+		return err
+	}
+	u.mu.Lock()
+	u.inner4, u.gateway = lease.Addr.Addr(), lease.Router
+	u.mu.Unlock()
+	u.emit("", "inner address "+lease.Addr.String(), "from DHCP over the tunnel; P-CSCF inner "+lease.Router.String())
+	pctx, cancel2 := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel2()
+	rtt, err := u.pump.Ping(pctx, u.peer, lease.Addr.Addr(), lease.Router, 0x1ec, 1)
+	if err != nil {
+		return fmt.Errorf("sip: pinhole ping to %v: %w", lease.Router, err)
+	}
+	u.emit(u.pcscfName(), "ICMP echo (inside ESP)", fmt.Sprintf("pinhole ping answered in %v", rtt.Round(time.Microsecond)))
+	return nil
+}
+
+// addAddress puts the leased address on the inner side (and on the media
+// tunnel's netstack, if any). An address already there is fine: a fresh
+// start often gets the same lease back.
+func (u *UE) addAddress(p netip.Prefix) error {
+	has := func(ps []netip.Prefix) bool {
+		for _, q := range ps {
+			if q.Addr() == p.Addr() {
+				return true
+			}
+		}
+		return false
+	}
+	if u.mediaNS != nil && !has(u.mediaNS.Addresses()) {
+		if err := u.mediaNS.AddAddress(netip.PrefixFrom(p.Addr(), 32)); err != nil {
+			return err
+		}
+	}
+	if u.ns != nil {
+		if has(u.ns.Addresses()) {
+			return nil
+		}
+		return u.ns.AddAddress(p)
+	}
+	if err := u.kernel.AddAddress(p); err != nil && !errors.Is(err, syscall.EEXIST) {
+		return fmt.Errorf("sip: address %v on %s: %w", p, u.kernel.Name(), err)
+	}
+	return nil
+}
+
+// stopInner closes the SIP listeners on the inner side (the address they
+// were bound to is gone).
+func (u *UE) stopInner() {
+	for _, l := range u.innerLns {
+		l.Close()
+	}
+	u.innerLns = nil
+	if u.innerUA != nil {
+		u.innerUA.Close()
+		u.innerUA = nil
+	}
+}
+
+// startInner serves SIP on our protected ports on the inner side (UDP on
+// port-s and both port-c, TCP on port-s and for connections we dial).
+func (u *UE) startInner() error {
+	if u.innerUA != nil && u.innerBound == u.inner4 {
+		return nil
+	}
+	u.stopInner()
+	u.innerBound = u.inner4
+	ua, err := newUA("imsec-ue", u.log, nil, true)
+	if err != nil {
+		return err
+	}
+	u.innerUA = ua
+	if u.inner, err = sipgo.NewServer(ua, sipgo.WithServerLogger(u.log)); err != nil {
+		return err
+	}
+	u.inner.OnInvite(u.onInvite)
+	u.inner.OnAck(u.onAck)
+	u.inner.OnBye(u.onBye)
+	u.inner.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
+		u.emit(u.pcscfName(), "200 OK to OPTIONS", "inside ESP, from port-s over "+req.Transport())
+		res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+		res.SetDestination(req.Source())
+		tx.Respond(res)
+	})
+	if u.innerCli, err = sipgo.NewClient(ua, sipgo.WithClientLogger(u.log), sipgo.WithClientHostname(u.inner4.String())); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, port := range []uint16{u.cfg.PortS, u.portC(0), u.portC(1)} {
+		ap := netip.AddrPortFrom(u.inner4, port)
+		pc, err := u.inet.ListenUDP(ap)
+		if err != nil {
+			return err
+		}
+		u.innerLns = append(u.innerLns, pc)
+		go u.inner.ServeUDP(pc)
+		if err := waitPool(ctx, ua, "udp", ap.String()); err != nil {
+			return err
+		}
+	}
+	ln, err := u.inet.ListenTCP(netip.AddrPortFrom(u.inner4, u.cfg.PortS))
+	if err != nil {
+		return err
+	}
+	u.innerLns = append(u.innerLns, ln)
+	go u.inner.ServeTCP(ln)
+	u.innerInj = newConnInjector(&net.TCPAddr{IP: u.inner4.AsSlice(), Port: int(u.portC(0))})
+	u.innerLns = append(u.innerLns, u.innerInj)
+	go u.inner.ServeTCP(u.innerInj)
+	return nil
+}
+
+// sendInner sends a request inside the tunnel from our port-c to the
+// P-CSCF's port-s (over TCP when it is large).
+func (u *UE) sendInner(ctx context.Context, req *sip.Request, portC, pcscfPortS uint16) (*sip.Response, error) {
+	return sendRequest(ctx, u.innerCli, u.innerUA, u.inet, u.innerInj, req,
+		netip.AddrPortFrom(u.inner4, portC), netip.AddrPortFrom(u.gateway, pcscfPortS))
+}
+
+// Ping sends an ICMP echo to the P-CSCF's inner address through the
+// netstack and the tunnel.
+func (u *UE) Ping(ctx context.Context, seq int) (time.Duration, error) {
+	u.mu.Lock()
+	src, dst := u.inner4, u.gateway
+	u.mu.Unlock()
+	if !dst.IsValid() {
+		return 0, errors.New("sip: no inner address yet")
+	}
+	if u.ns != nil {
+		return u.ns.Ping(ctx, dst, seq, []byte("imsec"))
+	}
+	return u.pump.Ping(ctx, u.peer, src, dst, 0x1ed, uint16(seq))
+}
