@@ -76,22 +76,12 @@ func (s *Server) contactFor(cs callSide) sip.Uri {
 	return sip.Uri{Scheme: "sip", User: "pcscf", Host: s.hostAddr().String(), Port: int(s.SIPAddr().Port())}
 }
 
-// activeSet returns the active SA set of a registration.
-func activeSet(reg *registration) *saSetState {
-	for _, st := range reg.sets {
-		if st.state == setActive {
-			return st
-		}
-	}
-	return nil
-}
-
 // path returns how requests reach a side: inside the UE's tunnel from our
 // port-c to its port-s, or on the host from our SIP socket to the peer.
 func (s *Server) path(cs callSide) requester {
 	if cs.inner {
 		s.mu.Lock()
-		st := activeSet(cs.reg)
+		st := cs.reg.sas.active()
 		lease := cs.reg.lease
 		s.mu.Unlock()
 		return requester{cli: s.innerCli, prep: func(ctx context.Context, req *sip.Request) error {
@@ -112,8 +102,6 @@ func (s *Server) path(cs callSide) requester {
 // P-CSCF (outer).
 func (s *Server) onInvite(inner bool) func(req *sip.Request, tx sip.ServerTransaction) {
 	return func(req *sip.Request, tx sip.ServerTransaction) {
-		s.wg.Add(1)
-		defer s.wg.Done()
 		s.handleInvite(inner, req, tx)
 	}
 }
@@ -132,7 +120,7 @@ func (s *Server) handleInvite(inner bool, req *sip.Request, tx sip.ServerTransac
 		caller = callSide{inner: true, reg: reg}
 	} else {
 		if !s.isPeer(src) {
-			s.emit("", "403 Forbidden", "INVITE from "+src.String()+", which is no configured peer")
+			s.emit(EvCallFailed, "", "403 Forbidden", "INVITE from "+src.String()+", which is no configured peer")
 			s.respond(tx, req, 403, "Forbidden", true)
 			return
 		}
@@ -153,7 +141,7 @@ func (s *Server) handleInvite(inner bool, req *sip.Request, tx sip.ServerTransac
 		}
 		s.mu.Unlock()
 		if reg == nil {
-			s.emit("", "480 Temporarily Unavailable", targetAOR+" is not registered")
+			s.emit(EvCallFailed, "", "480 Temporarily Unavailable", targetAOR+" is not registered")
 			s.respond(tx, req, 480, "Temporarily Unavailable", !inner)
 			return
 		}
@@ -163,13 +151,13 @@ func (s *Server) handleInvite(inner bool, req *sip.Request, tx sip.ServerTransac
 		peer, ok := s.cfg.Peers[domain]
 		s.mu.Unlock()
 		if !ok {
-			s.emit("", "404 Not Found", "no peer for domain "+domain)
+			s.emit(EvCallFailed, "", "404 Not Found", "no peer for domain "+domain)
 			s.respond(tx, req, 404, "Not Found", !inner)
 			return
 		}
 		callee = callSide{peer: peer}
 	}
-	s.emit("", "INVITE "+targetAOR, fmt.Sprintf("from %s, B2BUA towards %s", describeSide(caller), describeSide(callee)))
+	s.emit(EvInvite, "", "INVITE "+targetAOR, fmt.Sprintf("from %s, B2BUA towards %s", describeSide(caller), describeSide(callee)))
 	s.respond(tx, req, 100, "Trying", !inner)
 
 	c := &bcall{}
@@ -184,7 +172,7 @@ func (s *Server) handleInvite(inner bool, req *sip.Request, tx sip.ServerTransac
 		s.respond(tx, req, 488, "Not Acceptable Here", !inner)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.CallTimeout)
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.CallTimeout)
 	defer cancel()
 	var calleePorts []uint16
 	for i := range offer.Media {
@@ -193,7 +181,7 @@ func (s *Server) handleInvite(inner bool, req *sip.Request, tx sip.ServerTransac
 			c.sessions = append(c.sessions, nil)
 			continue
 		}
-		sess, err := s.relay.Allocate(context.Background(), s.mediaLeg(caller, offer.Endpoint(i)), s.mediaLeg(callee, netip.AddrPort{}))
+		sess, err := s.relay.Allocate(s.ctx, s.mediaLeg(caller, offer.Endpoint(i)), s.mediaLeg(callee, netip.AddrPort{}))
 		if err != nil {
 			c.closeMedia()
 			s.respond(tx, req, 503, "Service Unavailable", !inner)
@@ -247,16 +235,16 @@ func (s *Server) handleInvite(inner bool, req *sip.Request, tx sip.ServerTransac
 		}
 	}
 	final, err := runInvite(ctx, c.b.path.cli, inv, func(r *sip.Response) {
-		s.emit("", fmt.Sprintf("%d %s from %s", r.StatusCode, r.Reason, describeSide(callee)), "relayed to the caller")
+		s.emit(EvProvisional, "", fmt.Sprintf("%d %s from %s", r.StatusCode, r.Reason, describeSide(callee)), "relayed to the caller")
 		respondA(r.StatusCode, r.Reason, nil, true)
 	})
 	if err != nil || final == nil {
 		s.endCall(c)
 		if ctx.Err() == context.DeadlineExceeded {
-			s.emit("", "408 Request Timeout", "the callee did not answer in time")
+			s.emit(EvCallFailed, "", "408 Request Timeout", "the callee did not answer in time")
 			respondA(408, "Request Timeout", nil, false)
 		} else if err != nil {
-			s.emit("", "call ended before an answer", err.Error())
+			s.emit(EvCallFailed, "", "call ended before an answer", err.Error())
 			respondA(480, "Temporarily Unavailable", nil, false)
 		}
 		return
@@ -265,12 +253,12 @@ func (s *Server) handleInvite(inner bool, req *sip.Request, tx sip.ServerTransac
 		s.endCall(c)
 		switch {
 		case ctx.Err() == context.DeadlineExceeded:
-			s.emit("", "408 Request Timeout", fmt.Sprintf("nobody answered in %v; leg to %s cancelled", s.cfg.CallTimeout, describeSide(callee)))
+			s.emit(EvCallFailed, "", "408 Request Timeout", fmt.Sprintf("nobody answered in %v; leg to %s cancelled", s.cfg.CallTimeout, describeSide(callee)))
 			respondA(408, "Request Timeout", nil, false)
 		case final.StatusCode == 487 && ctx.Err() != nil:
-			s.emit("", "487 Request Terminated", "the caller cancelled; so did we towards "+describeSide(callee))
+			s.emit(EvCallFailed, "", "487 Request Terminated", "the caller cancelled; so did we towards "+describeSide(callee))
 		default:
-			s.emit("", fmt.Sprintf("%d %s from %s", final.StatusCode, final.Reason, describeSide(callee)), "relayed to the caller")
+			s.emit(EvCallFailed, "", fmt.Sprintf("%d %s from %s", final.StatusCode, final.Reason, describeSide(callee)), "relayed to the caller")
 			respondA(final.StatusCode, final.Reason, nil, false)
 		}
 		return
@@ -283,7 +271,7 @@ func (s *Server) handleInvite(inner bool, req *sip.Request, tx sip.ServerTransac
 	answer, err := media.ParseSDP(final.Body())
 	if err != nil {
 		s.endCall(c)
-		c.b.bye(context.Background())
+		c.b.bye(s.ctx)
 		respondA(488, "Not Acceptable Here", nil, false)
 		return
 	}
@@ -299,11 +287,11 @@ func (s *Server) handleInvite(inner bool, req *sip.Request, tx sip.ServerTransac
 	ans, err := media.RewriteSDP(final.Body(), s.sideAddr(caller), callerPorts)
 	if err != nil {
 		s.endCall(c)
-		c.b.bye(context.Background())
+		c.b.bye(s.ctx)
 		respondA(488, "Not Acceptable Here", nil, false)
 		return
 	}
-	s.emit("", "200 OK: call up", fmt.Sprintf("media relayed: %s", describeRelays(c.sessions)))
+	s.emit(EvCallUp, "", "200 OK: call up", fmt.Sprintf("media relayed: %s", describeRelays(c.sessions)))
 	respondA(200, "OK", ans, true)
 }
 
@@ -392,8 +380,8 @@ func (s *Server) onBye(inner bool) func(req *sip.Request, tx sip.ServerTransacti
 		}
 		stats := c.mediaStats()
 		s.endCall(c)
-		s.emit("", "BYE", "call ended; relayed media "+stats)
-		ctx, cancel := context.WithTimeout(context.Background(), defaultSIPTimeout)
+		s.emit(EvBye, "", "BYE", "call ended; relayed media "+stats)
+		ctx, cancel := context.WithTimeout(s.ctx, defaultSIPTimeout)
 		defer cancel()
 		if err := other.bye(ctx); err != nil {
 			s.log.Debug("BYE on the other leg", "err", err)

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/imsec/imsec/esp"
 	"github.com/imsec/imsec/tun/pcap"
 )
 
@@ -134,7 +135,7 @@ func TestCaptureDecryptsRegistration(t *testing.T) {
 	// The SPIs of each direction (TS 33.203 §7.1): UE port-c -> P-CSCF
 	// port-s on the P-CSCF's spi-s, and back on the UE's spi-c; P-CSCF
 	// port-c -> UE port-s on the UE's spi-s, and back on the P-CSCF's spi-c.
-	hex := func(spi uint32) string { return fmt.Sprintf("0x%08x", spi) }
+	hex := func(spi esp.SPI) string { return fmt.Sprintf("0x%08x", spi) }
 	type want struct{ method, status, cseq, spi, expires string }
 	wants := []want{
 		{"REGISTER", "", "REGISTER", hex(set1.InboundSPI[0]), "600"}, // protected REGISTER with RES

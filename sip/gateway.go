@@ -45,15 +45,15 @@ func (s *Server) startInner() error {
 	if s.inner, err = sipgo.NewServer(ua, sipgo.WithServerLogger(s.log)); err != nil {
 		return err
 	}
-	s.inner.OnRegister(s.onInnerRegister)
-	s.inner.OnInvite(s.onInvite(true))
-	s.inner.OnAck(s.onAck)
-	s.inner.OnBye(s.onBye(true))
-	s.inner.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) { s.respond(tx, req, 200, "OK", false) })
+	s.inner.OnRegister(s.handler(s.onInnerRegister))
+	s.inner.OnInvite(s.handler(s.onInvite(true)))
+	s.inner.OnAck(s.handler(s.onAck))
+	s.inner.OnBye(s.handler(s.onBye(true)))
+	s.inner.OnOptions(s.handler(func(req *sip.Request, tx sip.ServerTransaction) { s.respond(tx, req, 200, "OK", false) }))
 	if s.innerCli, err = sipgo.NewClient(ua, sipgo.WithClientLogger(s.log), sipgo.WithClientHostname(s.gateway.String())); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
 	defer cancel()
 	for _, port := range []uint16{s.cfg.PortS, s.portCs[0], s.portCs[1]} {
 		ap := netip.AddrPortFrom(s.gateway, port)
@@ -62,7 +62,7 @@ func (s *Server) startInner() error {
 			return err
 		}
 		s.innerLns = append(s.innerLns, pc)
-		go s.inner.ServeUDP(pc)
+		s.serve("protected UDP "+ap.String(), func() error { return s.inner.ServeUDP(pc) })
 		if err := waitPool(ctx, ua, "udp", ap.String()); err != nil {
 			return err
 		}
@@ -72,10 +72,10 @@ func (s *Server) startInner() error {
 		return err
 	}
 	s.innerLns = append(s.innerLns, ln)
-	go s.inner.ServeTCP(ln)
+	s.serve("protected TCP", func() error { return s.inner.ServeTCP(ln) })
 	s.innerInj = newConnInjector(&net.TCPAddr{IP: s.gateway.AsSlice(), Port: int(s.portCs[0])})
 	s.innerLns = append(s.innerLns, s.innerInj)
-	go s.inner.ServeTCP(s.innerInj)
+	s.serve("protected TCP (dialed)", func() error { return s.inner.ServeTCP(s.innerInj) })
 	return nil
 }
 
@@ -137,21 +137,52 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 	return parseAddrPort(a.String())
 }
 
-// intercept answers DHCP inside the tunnels (RFC 3456 style): the lease is
-// bound to the peer, i.e. to the IMPI whose SAs carried the request.
+// dhcpRequest is a DHCP packet a peer sent through its tunnel.
+type dhcpRequest struct {
+	peer *tun.Peer
+	pkt  []byte
+}
+
+// intercept takes DHCP requests out of the tunnels (RFC 3456 style) and
+// hands them to serveDHCP. It runs on the pump's inbound path, so it only
+// copies: the registrar's lock and the pump's Inject are serveDHCP's to
+// take, never the pump's. A full queue drops the request (the client
+// retransmits).
 func (s *Server) intercept(peer *tun.Peer, pkt []byte) bool {
 	if !dhcp.IsToServer(pkt) {
 		return false
 	}
+	select {
+	case s.dhcpIn <- dhcpRequest{peer: peer, pkt: append([]byte(nil), pkt...)}:
+	default:
+		s.log.Debug("dhcp queue full", "peer", peer.Name())
+	}
+	return true
+}
+
+// serveDHCP answers DHCP inside the tunnels: the lease is bound to the
+// peer, i.e. to the IMPI whose SAs carried the request.
+func (s *Server) serveDHCP() {
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case r := <-s.dhcpIn:
+			s.answerDHCP(r.peer, r.pkt)
+		}
+	}
+}
+
+func (s *Server) answerDHCP(peer *tun.Peer, pkt []byte) {
 	reply, lease, err := s.dhcp.Handle(pkt, peer.Name())
 	if err != nil {
 		s.log.Debug("dhcp", "peer", peer.Name(), "err", err)
-		return true
+		return
 	}
 	if lease.Bound {
 		s.mu.Lock()
 		reg := s.regs[peer.Name()]
-		if reg != nil && reg.lease != lease.Addr {
+		if reg != nil && reg.peer == peer && reg.lease != lease.Addr {
 			if reg.lease.IsValid() {
 				delete(s.byAddr, reg.lease)
 			}
@@ -160,16 +191,15 @@ func (s *Server) intercept(peer *tun.Peer, pkt []byte) bool {
 			host := []netip.Prefix{netip.PrefixFrom(lease.Addr, 32)}
 			peer.SetAllowed(host)
 			s.pump.SetRoutes(peer, host)
-			s.emit("UE "+reg.impu, "DHCPACK", fmt.Sprintf("inner address %v (through the tunnel, bound to %s)", lease.Addr, reg.impi))
+			s.emitLocked(EvDHCPLease, "UE "+reg.impu, "DHCPACK", fmt.Sprintf("inner address %v (through the tunnel, bound to %s)", lease.Addr, reg.impi))
 		}
-		s.mu.Unlock()
+		s.unlock()
 	}
 	if reply != nil {
 		if err := s.pump.Inject(peer, reply); err != nil {
 			s.log.Debug("dhcp reply", "err", err)
 		}
 	}
-	return true
 }
 
 // Options sends an OPTIONS to a registered UE inside its tunnel, from the
@@ -182,13 +212,9 @@ func (s *Server) Options(ctx context.Context, impi string) (*sip.Response, error
 func (s *Server) optionsWithBody(ctx context.Context, impi string, body []byte) (*sip.Response, error) {
 	s.mu.Lock()
 	reg := s.regs[impi]
-	var st *saSetState
+	var st *liveSet
 	if reg != nil && reg.registered && reg.protected {
-		for _, x := range reg.sets {
-			if x.state == setActive {
-				st = x
-			}
-		}
+		st = reg.sas.active()
 	}
 	var lease netip.Addr
 	if reg != nil {
@@ -208,6 +234,6 @@ func (s *Server) optionsWithBody(ctx context.Context, impi string, body []byte) 
 	}
 	laddr := netip.AddrPortFrom(s.gateway, st.set.PCSCF.PortC)
 	raddr := netip.AddrPortFrom(lease, st.set.UE.PortS)
-	s.emit("UE "+reg.impu, "OPTIONS", fmt.Sprintf("inside the tunnel, %v -> %v", laddr, raddr))
+	s.emitEvent(Event{Kind: EvOptionsSent, To: "UE " + reg.impu, What: "OPTIONS", Detail: fmt.Sprintf("inside the tunnel, %v -> %v", laddr, raddr), Addr: raddr})
 	return sendRequest(ctx, s.innerCli, s.innerUA, s.ns, s.innerInj, req, laddr, raddr)
 }

@@ -20,25 +20,37 @@ func (s *Server) startOuter() error {
 	if s.outer, err = sipgo.NewServer(ua, sipgo.WithServerLogger(s.log)); err != nil {
 		return err
 	}
-	s.outer.OnRegister(s.onOuterRegister)
-	s.outer.OnInvite(s.onInvite(false))
-	s.outer.OnAck(s.onAck)
-	s.outer.OnBye(s.onBye(false))
-	s.outer.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
+	s.outer.OnRegister(s.handler(s.onOuterRegister))
+	s.outer.OnInvite(s.handler(s.onInvite(false)))
+	s.outer.OnAck(s.handler(s.onAck))
+	s.outer.OnBye(s.handler(s.onBye(false)))
+	s.outer.OnOptions(s.handler(func(req *sip.Request, tx sip.ServerTransaction) {
 		s.respond(tx, req, 200, "OK", true)
-	})
+	}))
 	if s.outerUDP, s.outerTCP, err = listenUDPAndTCP(s.cfg.SIP); err != nil {
 		return err
 	}
-	go s.outer.ServeUDP(s.outerUDP)
-	go s.outer.ServeTCP(s.outerTCP)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	s.serve("unprotected UDP", func() error { return s.outer.ServeUDP(s.outerUDP) })
+	s.serve("unprotected TCP", func() error { return s.outer.ServeTCP(s.outerTCP) })
+	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
 	defer cancel()
 	if err := waitPool(ctx, ua, "udp", s.outerUDP.LocalAddr().String()); err != nil {
 		return err
 	}
 	s.outerCli, err = sipgo.NewClient(ua, sipgo.WithClientLogger(s.log), sipgo.WithClientHostname(s.hostAddr().String()))
 	return err
+}
+
+// serve runs one of sipgo's Serve loops on a goroutine that Close waits
+// for. A loop that ends while the Server is open is a listener that died:
+// that is logged at ERROR, never silently.
+func (s *Server) serve(what string, f func() error) {
+	s.goFunc(func() {
+		err := f()
+		if s.ctx.Err() == nil {
+			s.log.Error("sip: listener stopped", "listener", what, "err", err)
+		}
+	})
 }
 
 func parseAddrPort(s string) netip.AddrPort {

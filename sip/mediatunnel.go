@@ -29,7 +29,7 @@ const (
 )
 
 // mediaParams returns the media-spi and media-port parameters of m.
-func mediaParams(m Mechanism) (spi uint32, port uint16, ok bool) {
+func mediaParams(m Mechanism) (spi esp.SPI, port uint16, ok bool) {
 	for _, p := range m.Other {
 		switch p.Name {
 		case paramMediaSPI:
@@ -37,7 +37,7 @@ func mediaParams(m Mechanism) (spi uint32, port uint16, ok bool) {
 			if err != nil || v <= esp.SPIReservedMax {
 				return 0, 0, false
 			}
-			spi = uint32(v)
+			spi = esp.SPI(v)
 		case paramMediaPort:
 			v, err := strconv.ParseUint(p.Value, 10, 16)
 			if err != nil || v == 0 {
@@ -62,21 +62,21 @@ type mediaPair struct {
 
 // newMediaPair builds the media SAs: inbound on inSPI, outbound on outSPI,
 // keyed with the media keys derived from CK/IK.
-func newMediaPair(ealg, alg string, ck akakeys.CK, ik akakeys.IK, inSPI, outSPI uint32) (mediaPair, [2]esp.Config, error) {
+func newMediaPair(suite Suite, ck akakeys.CK, ik akakeys.IK, inSPI, outSPI esp.SPI) (mediaPair, [2]esp.Config, error) {
 	mck, mik, err := akakeys.MediaKeys(ck, ik, akakeys.MediaLabel)
 	if err != nil {
 		return mediaPair{}, [2]esp.Config{}, err
 	}
-	ek, err := akakeys.EncryptionKey(ealg, mck)
+	ek, err := akakeys.EncryptionKey(string(suite.EAlg), mck)
 	if err != nil {
 		return mediaPair{}, [2]esp.Config{}, err
 	}
-	ak, err := akakeys.IntegrityKey(alg, mik)
+	ak, err := akakeys.IntegrityKey(string(suite.Alg), mik)
 	if err != nil {
 		return mediaPair{}, [2]esp.Config{}, err
 	}
-	cfg := func(spi uint32) esp.Config {
-		return esp.Config{SPI: esp.SPI(spi), Mode: esp.Tunnel, Encryption: esp.EncAlg(ealg), EncKey: ek, Integrity: esp.AuthAlg(alg), AuthKey: ak}
+	cfg := func(spi esp.SPI) esp.Config {
+		return esp.Config{SPI: spi, Mode: esp.Tunnel, Encryption: suite.EAlg, EncKey: ek, Integrity: suite.Alg, AuthKey: ak}
 	}
 	in, err := esp.NewInbound(cfg(inSPI))
 	if err != nil {

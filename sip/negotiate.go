@@ -1,20 +1,34 @@
 package sip
 
-// Suite is one (encryption, integrity) pair a registrar is willing to use.
-type Suite struct{ EAlg, Alg string }
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/imsec/imsec/esp"
+)
+
+// Suite is one (encryption, integrity) pair of a sec-agree offer or
+// preference.
+type Suite struct {
+	EAlg esp.EncAlg
+	Alg  esp.AuthAlg
+}
+
+func (s Suite) String() string { return string(s.EAlg) + "/" + string(s.Alg) }
 
 // DefaultPreference is the registrar's default order: AES-CBC before
 // DES-EDE3-CBC (interop only), HMAC-SHA-1-96 before HMAC-MD5-96. Null
 // encryption is not in it: it is only chosen when AllowNull is set.
 var DefaultPreference = []Suite{
-	{"aes-cbc", "hmac-sha-1-96"},
-	{"aes-cbc", "hmac-md5-96"},
-	{"des-ede3-cbc", "hmac-sha-1-96"},
-	{"des-ede3-cbc", "hmac-md5-96"},
+	{esp.EncAESCBC, esp.AuthHMACSHA196},
+	{esp.EncAESCBC, esp.AuthHMACMD596},
+	{esp.EncDES3CBC, esp.AuthHMACSHA196},
+	{esp.EncDES3CBC, esp.AuthHMACMD596},
 }
 
 // NullSuites are appended to a preference when null encryption is allowed.
-var NullSuites = []Suite{{"null", "hmac-sha-1-96"}, {"null", "hmac-md5-96"}}
+var NullSuites = []Suite{{esp.EncNull, esp.AuthHMACSHA196}, {esp.EncNull, esp.AuthHMACMD596}}
 
 // Negotiation errors, each wrapping ErrSecAgree.
 var (
@@ -49,10 +63,28 @@ func Choose(offers []Mechanism, prefs []Suite) (Mechanism, error) {
 	}
 	for _, p := range prefs {
 		for _, m := range usable {
-			if m.EffectiveEAlg() == p.EAlg && m.Alg == p.Alg {
+			if m.Suite() == p {
 				return m, nil
 			}
 		}
 	}
 	return Mechanism{}, ErrNoCommonAlg
+}
+
+// The algorithms TS 33.203 §6.3 (and Annex H) lets sec-agree negotiate,
+// in esp's names.
+var (
+	secAgreeEAlgs = []esp.EncAlg{esp.EncAESCBC, esp.EncDES3CBC, esp.EncNull}
+	secAgreeAlgs  = []esp.AuthAlg{esp.AuthHMACSHA196, esp.AuthHMACMD596}
+)
+
+// ParseSuite parses "ealg/alg", e.g. "aes-cbc/hmac-sha-1-96", and checks
+// that sec-agree can negotiate the pair.
+func ParseSuite(s string) (Suite, error) {
+	e, a, ok := strings.Cut(strings.TrimSpace(s), "/")
+	su := Suite{EAlg: esp.EncAlg(strings.ToLower(e)), Alg: esp.AuthAlg(strings.ToLower(a))}
+	if !ok || !slices.Contains(secAgreeEAlgs, su.EAlg) || !slices.Contains(secAgreeAlgs, su.Alg) {
+		return Suite{}, fmt.Errorf("suite %q: want ealg/alg with ealg one of %v and alg one of %v", s, secAgreeEAlgs, secAgreeAlgs)
+	}
+	return su, nil
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
 
 	"github.com/imsec/imsec/akakeys"
 	"github.com/imsec/imsec/esp"
@@ -132,46 +133,57 @@ type ServerConfig struct {
 	Now          func() time.Time
 }
 
-// Server is the P-CSCF: registrar, sec-agree and the ESP gateway, with the
-// HSS behind it. New starts it; Close stops it.
+// Server is the P-CSCF: registrar (registrar.go, registration.go), the
+// ESP gateway of the tunnels (gateway.go, pcscf_sas.go), the B2BUA for
+// calls (b2bua.go) and the media relay, with the HSS behind it. New starts
+// it; Close stops it and waits for every goroutine it started.
 type Server struct {
+	// Set once in New, read-only after.
 	cfg     ServerConfig
 	name    string
 	log     *slog.Logger
 	gateway netip.Addr
 	portCs  [2]uint16
 	keylog  *esp.KeyLog
+	ctx     context.Context // the root of every handler's context; Close cancels it
+	cancel  context.CancelFunc
 
+	// The unprotected side (listeners.go); set once in New.
 	outerUA  *sipgo.UserAgent
 	outer    *sipgo.Server
 	outerCli *sipgo.Client
 	outerUDP net.PacketConn
 	outerTCP net.Listener
 
+	// The signalling tunnels (gateway.go); set once in New.
 	ns       *tun.Netstack
 	pump     *tun.Pump
 	dhcp     *dhcp.Server
+	dhcpIn   chan dhcpRequest // from the pump's intercept to the DHCP goroutine
 	innerUA  *sipgo.UserAgent
 	inner    *sipgo.Server
 	innerCli *sipgo.Client
 	innerInj *connInjector // TCP connections we dial from port-c
 	innerLns []io.Closer
 
+	// The media tunnels and the relay; set once in New.
 	mediaNS   *tun.Netstack
 	mediaPump *tun.Pump
 	relay     *media.Relay
-	calls     map[string]*bcall // by the Call-ID of either leg
 
-	mu     sync.Mutex
+	mu sync.Mutex
+	// Guarded by mu.
 	regs   map[string]*registration     // by IMPI
 	byAddr map[netip.Addr]*registration // by leased inner address
-	spis   map[uint32]bool
-	temps  int
+	calls  map[string]*bcall            // by the Call-ID of either leg
+	spis   *spiPool                     // every SPI we receive on
+	temps  int                          // temporary SA sets of all registrations (saSets keeps it)
 	setSeq int
+	evq    []Event // events emitted under mu, delivered by unlock
+	closed bool    // no new work once set
+	wake   chan struct{}
 
-	stop chan struct{}
-	wg   sync.WaitGroup
-	once sync.Once
+	wg sync.WaitGroup // every goroutine the Server starts, and every handler running
 }
 
 // New starts a P-CSCF.
@@ -180,7 +192,9 @@ func New(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, name: "P-CSCF " + cfg.Domain, log: cfg.Logger, regs: map[string]*registration{},
-		byAddr: map[netip.Addr]*registration{}, spis: map[uint32]bool{}, stop: make(chan struct{}), calls: map[string]*bcall{}}
+		byAddr: map[netip.Addr]*registration{}, spis: newSPIPool(), calls: map[string]*bcall{},
+		dhcpIn: make(chan dhcpRequest, 64), wake: make(chan struct{}, 1)}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.relay = media.NewRelay(cfg.Logger)
 	s.gateway = cfg.Pool.Addr().Next()
 	s.portCs = [2]uint16{cfg.PortS + 1, cfg.PortS + 2}
@@ -206,10 +220,43 @@ func New(cfg ServerConfig) (*Server, error) {
 	if err := s.startOuter(); err != nil {
 		return nil, err
 	}
-	s.wg.Add(1)
-	go s.housekeeper()
+	s.goFunc(s.housekeeper)
+	s.goFunc(s.serveDHCP)
 	ok = true
 	return s, nil
+}
+
+// goFunc runs f on a goroutine that Close waits for.
+func (s *Server) goFunc(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+// enter registers a request handler with the Server so that Close waits
+// for it; false once the Server is closing (the handler must return).
+func (s *Server) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Add(1)
+	return true
+}
+
+// handler wraps a sipgo request handler: it runs only while the Server is
+// open, and Close waits for it.
+func (s *Server) handler(h func(req *sip.Request, tx sip.ServerTransaction)) func(req *sip.Request, tx sip.ServerTransaction) {
+	return func(req *sip.Request, tx sip.ServerTransaction) {
+		if !s.enter() {
+			return
+		}
+		defer s.wg.Done()
+		h(req, tx)
+	}
 }
 
 func (c *ServerConfig) fill() error {
@@ -306,53 +353,81 @@ func (s *Server) InnerAddr() netip.Addr { return s.gateway }
 // Pump gives access to the data plane's counters.
 func (s *Server) Pump() *tun.Pump { return s.pump }
 
-// Close stops the server, deleting every SA.
+// Close stops the server, deleting every SA, and waits for every goroutine
+// it started and every handler still running.
 func (s *Server) Close() error {
-	s.once.Do(func() {
-		close(s.stop)
-		if s.outerUDP != nil {
-			s.outerUDP.Close()
-		}
-		if s.outerTCP != nil {
-			s.outerTCP.Close()
-		}
-		for _, l := range s.innerLns {
-			l.Close()
-		}
-		if s.outerUA != nil {
-			s.outerUA.Close()
-		}
-		if s.innerUA != nil {
-			s.innerUA.Close()
-		}
-		if s.pump != nil {
-			s.pump.Close()
-		} else if s.ns != nil {
-			s.ns.Close()
-		}
-		if s.relay != nil {
-			s.relay.Close()
-		}
-		if s.mediaPump != nil {
-			s.mediaPump.Close()
-		}
-	})
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		s.wg.Wait()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.cancel()
+	if s.outerUDP != nil {
+		s.outerUDP.Close()
+	}
+	if s.outerTCP != nil {
+		s.outerTCP.Close()
+	}
+	for _, l := range s.innerLns {
+		l.Close()
+	}
+	if s.outerUA != nil {
+		s.outerUA.Close()
+	}
+	if s.innerUA != nil {
+		s.innerUA.Close()
+	}
+	if s.pump != nil {
+		s.pump.Close()
+	} else if s.ns != nil {
+		s.ns.Close()
+	}
+	if s.relay != nil {
+		s.relay.Close()
+	}
+	if s.mediaPump != nil {
+		s.mediaPump.Close()
+	} else if s.mediaNS != nil {
+		s.mediaNS.Close()
+	}
 	s.wg.Wait()
 	return nil
 }
 
 func (s *Server) now() time.Time { return s.cfg.Now() }
 
-func (s *Server) emit(to, what, detail string) { emit(s.cfg.Events, s.now(), s.name, to, what, detail) }
+// emit delivers an event at once; never call it with s.mu held.
+func (s *Server) emit(kind EventKind, to, what, detail string) {
+	s.emitEvent(Event{Kind: kind, To: to, What: what, Detail: detail})
+}
 
-// ---- helpers on requests ----
+// emitEvent is emit with the optional fields filled in.
+func (s *Server) emitEvent(e Event) {
+	if s.cfg.Events == nil {
+		return
+	}
+	e.Time, e.From = s.now(), s.name
+	s.cfg.Events(e)
+}
 
-// ---- SPIs ----
+// emitLocked queues an event under s.mu; unlock delivers it.
+func (s *Server) emitLocked(kind EventKind, to, what, detail string) {
+	if s.cfg.Events == nil {
+		return
+	}
+	s.evq = append(s.evq, Event{Kind: kind, Time: s.now(), From: s.name, To: to, What: what, Detail: detail})
+}
 
-// ---- the unprotected side ----
-
-// ---- the protected side ----
-
-// ---- housekeeping ----
-
-// ---- status ----
+// unlock releases s.mu and then delivers the events queued under it, in
+// order, so that no EventFunc runs with the lock held.
+func (s *Server) unlock() {
+	q := s.evq
+	s.evq = nil
+	s.mu.Unlock()
+	for _, e := range q {
+		s.cfg.Events(e)
+	}
+}

@@ -2,19 +2,31 @@ package sip
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
 	"github.com/imsec/imsec/akakeys"
 )
 
+// The registrar: REGISTER on the unprotected port (the first AKA run,
+// with or without sec-agree) and on the protected port-s (the answer
+// through the temporary SAs, re-registration, de-registration), as TS
+// 24.229 §5.2.2 and TS 33.203 §6-7 describe the P-CSCF's part. The SA sets
+// themselves live in salifecycle.go and pcscf_sas.go.
+
+// registerTimeout bounds one REGISTER's work (the HSS round trips).
+const registerTimeout = 10 * time.Second
+
+// challenge is an AKA challenge sent and not yet answered.
 type challenge struct {
 	v      akakeys.Vector
 	nonce  string
-	set    *saSetState // nil without sec-agree
+	set    *liveSet    // the temporary set it installed; nil without sec-agree
 	server []Mechanism // the Security-Server list sent
 	issued time.Time
 }
@@ -33,16 +45,28 @@ func aor(u sip.Uri) string {
 
 // requestExpires returns the Expires the UE asked for (Contact param, then
 // the Expires header), or -1 if none.
-func requestExpires(req *sip.Request) int {
+func requestExpires(req *sip.Request) int64 {
+	parse := func(v string) (int64, bool) {
+		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			// RFC 3261 §20.19: values too large to represent count as the
+			// largest; anything else is no value at all.
+			if errors.Is(err, strconv.ErrRange) {
+				return 1<<62 - 1, true
+			}
+			return 0, false
+		}
+		return int64(min(n, 1<<62-1)), true
+	}
 	if c := req.Contact(); c != nil {
 		if v, ok := c.Params.Get("expires"); ok {
-			if n, err := strconv.Atoi(v); err == nil && n >= 0 {
+			if n, ok := parse(v); ok {
 				return n
 			}
 		}
 	}
 	if h := req.GetHeader("Expires"); h != nil {
-		if n, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil && n >= 0 {
+		if n, ok := parse(h.Value()); ok {
 			return n
 		}
 	}
@@ -65,8 +89,14 @@ func securityHeaders(req *sip.Request, name string) ([]Mechanism, bool, error) {
 	return all, true, nil
 }
 
+// refuse answers a REGISTER with a refusal and says why on the ladder.
+func (s *Server) refuse(tx sip.ServerTransaction, req *sip.Request, outer bool, kind EventKind, code int, reason, why string, hdrs ...sip.Header) {
+	s.emit(kind, "", fmt.Sprintf("%d %s", code, reason), why)
+	s.respond(tx, req, code, reason, outer, hdrs...)
+}
+
 func (s *Server) onOuterRegister(req *sip.Request, tx sip.ServerTransaction) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(s.ctx, registerTimeout)
 	defer cancel()
 	src := parseAddrPort(req.Source())
 	to := req.To()
@@ -81,7 +111,7 @@ func (s *Server) onOuterRegister(req *sip.Request, tx sip.ServerTransaction) {
 	if natted {
 		detail += fmt.Sprintf(", NAT detected: Via %s:%d != source %s, nathelper on", via.Host, via.Port, src)
 	}
-	s.emit("", "received REGISTER "+impu, detail)
+	s.emitEvent(Event{Kind: EvRegisterReceived, What: "received REGISTER " + impu, Detail: detail, Addr: src, Transport: req.Transport(), NAT: natted})
 
 	var cred *akakeys.Credentials
 	if h := req.GetHeader("Authorization"); h != nil {
@@ -98,8 +128,7 @@ func (s *Server) onOuterRegister(req *sip.Request, tx sip.ServerTransaction) {
 	} else {
 		var err error
 		if impi, err = s.cfg.HSS.LookupIMPU(ctx, impu); err != nil {
-			s.emit("", "403 Forbidden", "unknown IMPU "+impu)
-			s.respond(tx, req, 403, "Forbidden", true)
+			s.refuse(tx, req, true, EvUnknownIdentity, 403, "Forbidden", "unknown IMPU "+impu)
 			return
 		}
 	}
@@ -109,46 +138,45 @@ func (s *Server) onOuterRegister(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	if !hasSec && s.cfg.IPsec == IPsecRequired {
-		s.emit("", "421 Extension Required", "no Security-Client and --ipsec required")
-		s.respond(tx, req, 421, "Extension Required", true, sip.NewHeader("Require", "sec-agree"))
+		s.refuse(tx, req, true, EvIPsecRequired, 421, "Extension Required", "no Security-Client and --ipsec required",
+			sip.NewHeader("Require", "sec-agree"))
 		return
 	}
 	exp := requestExpires(req)
 
 	s.mu.Lock()
-	reg := s.regs[impi]
-	if reg == nil {
-		reg = &registration{impi: impi, impu: impu}
-		s.regs[impi] = reg
-	}
+	reg := s.regLocked(impi, impu)
+	defer func() {
+		s.mu.Lock()
+		reg.busy--
+		s.unlock()
+	}()
 	reg.source, reg.natted = src, natted
 
 	// An answer to a plain (no sec-agree) challenge.
 	if cred != nil && cred.Response != "" && reg.pend != nil && !hasSec && s.cfg.IPsec == IPsecOptional {
 		if cred.HasAUTS {
-			s.mu.Unlock()
+			s.unlock()
 			s.resyncAndChallenge(ctx, tx, req, reg, cred, nil, true)
 			return
 		}
 		if cred.Nonce != reg.pend.nonce || !s.digestBound(cred, req, impi) || !akakeys.Verify(cred, "REGISTER", reg.pend.v.XRES) {
 			reg.pend = nil
-			s.mu.Unlock()
-			s.emit("", "403 Forbidden", "wrong digest response")
-			s.respond(tx, req, 403, "Forbidden", true)
+			s.unlock()
+			s.refuse(tx, req, true, EvWrongResponse, 403, "Forbidden", "wrong digest response")
 			return
 		}
 		reg.pend = nil
-		s.mu.Unlock()
+		s.unlock()
 		s.acceptPlain(ctx, tx, req, reg, exp)
 		return
 	}
-	s.mu.Unlock()
+	s.unlock()
 
 	var chosen Mechanism
 	if hasSec {
 		if chosen, err = Choose(offers, s.cfg.Preference); err != nil {
-			s.emit("", "494 Security Agreement Required", err.Error())
-			s.respond(tx, req, 494, "Security Agreement Required", true,
+			s.refuse(tx, req, true, EvNoCommonSecurity, 494, "Security Agreement Required", err.Error(),
 				sip.NewHeader("Security-Server", FormatSecurity(s.serverOffers())))
 			return
 		}
@@ -183,18 +211,16 @@ func (s *Server) resyncAndChallenge(ctx context.Context, tx sip.ServerTransactio
 	pend := reg.pend
 	s.mu.Unlock()
 	if pend == nil || cred.Nonce != pend.nonce {
-		s.emit("", "403 Forbidden", "auts for an unknown nonce")
-		s.respond(tx, req, 403, "Forbidden", outer)
+		s.refuse(tx, req, outer, EvStaleNonce, 403, "Forbidden", "auts for an unknown nonce")
 		return
 	}
-	s.emit("HSS", "resync", "auts from the UE: SQN out of range")
+	s.emit(EvHSSResync, "HSS", "resync", "auts from the UE: SQN out of range")
 	v, err := s.cfg.HSS.Resync(ctx, reg.impi, pend.v.RAND, cred.AUTS)
 	if err != nil {
-		s.emit("", "403 Forbidden", "resync refused: "+err.Error())
-		s.respond(tx, req, 403, "Forbidden", outer)
+		s.refuse(tx, req, outer, EvHSSError, 403, "Forbidden", "resync refused: "+err.Error())
 		return
 	}
-	s.emit("", "HSS resynchronised", fmt.Sprintf("next SQN %x", v.SQN))
+	s.emit(EvHSSResynced, "", "HSS resynchronised", fmt.Sprintf("next SQN %x", v.SQN))
 	s.challenge(ctx, tx, req, reg, offer, v, outer)
 }
 
@@ -204,32 +230,31 @@ func (s *Server) challenge(ctx context.Context, tx sip.ServerTransaction, req *s
 	if v == (akakeys.Vector{}) {
 		var err error
 		if v, err = s.cfg.HSS.Vector(ctx, reg.impi); err != nil {
-			s.emit("", "403 Forbidden", "HSS: "+err.Error())
-			s.respond(tx, req, 403, "Forbidden", outer)
+			s.refuse(tx, req, outer, EvHSSError, 403, "Forbidden", "HSS: "+err.Error())
 			return
 		}
-		s.emit("HSS", "MAR: vector for "+reg.impi, fmt.Sprintf("SQN %x", v.SQN))
-		emit(s.cfg.Events, s.now(), "HSS", s.name, "MAA: RAND, AUTN, XRES, CK, IK", "")
+		s.emit(EvHSSVector, "HSS", "MAR: vector for "+reg.impi, fmt.Sprintf("SQN %x", v.SQN))
+		s.emitEvent(Event{Kind: EvHSSVector, What: "MAA: RAND, AUTN, XRES, CK, IK"})
 	}
 	ch := &challenge{v: v, nonce: akakeys.BuildNonce(v.RAND, v.AUTN, nil), issued: s.now()}
 	var secHdr sip.Header
+	s.mu.Lock()
 	if offer != nil {
-		set, err := s.installTemporary(reg, *offer, v)
+		set, err := s.installTemporaryLocked(reg, *offer, v)
 		if err != nil {
-			s.emit("", "503 Service Unavailable", err.Error())
-			s.respond(tx, req, 503, "Service Unavailable", outer, sip.NewHeader("Retry-After", "5"))
+			s.unlock()
+			s.refuse(tx, req, outer, EvOverload, 503, "Service Unavailable", err.Error(), sip.NewHeader("Retry-After", "5"))
 			return
 		}
 		ch.set = set
 		ch.server = []Mechanism{set.set.PCSCF}
 		secHdr = sip.NewHeader("Security-Server", FormatSecurity(ch.server))
 	}
-	s.mu.Lock()
-	if reg.pend != nil && reg.pend.set != nil && reg.pend.set != ch.set && reg.pend.set.state == setTemporary {
-		s.removeSetLocked(reg, reg.pend.set) // a new challenge replaces the old temporary set
+	if reg.pend != nil && reg.pend.set != nil && reg.pend.set != ch.set && reg.pend.set.state == saTemporary {
+		reg.sas.remove(reg.pend.set) // a new challenge replaces the old temporary set
 	}
 	reg.pend = ch
-	s.mu.Unlock()
+	s.unlock()
 	c := akakeys.Challenge{Realm: s.cfg.Domain, Nonce: ch.nonce, Algorithm: "AKAv1-MD5", QOP: "auth"}
 	hdrs := []sip.Header{sip.NewHeader("WWW-Authenticate", c.String())}
 	detail := "RAND, AUTN in nonce"
@@ -237,7 +262,7 @@ func (s *Server) challenge(ctx context.Context, tx sip.ServerTransaction, req *s
 		hdrs = append(hdrs, secHdr)
 		detail += "; Security-Server: " + secHdr.Value()
 	}
-	s.emit("UE "+reg.impu, "401 Unauthorized", detail)
+	s.emit(EvChallenge, "UE "+reg.impu, "401 Unauthorized", detail)
 	s.respond(tx, req, 401, "Unauthorized", outer, hdrs...)
 }
 
@@ -257,7 +282,7 @@ func (s *Server) digestBound(cred *akakeys.Credentials, req *sip.Request, impi s
 }
 
 // acceptPlain registers a UE that authenticated without sec-agree.
-func (s *Server) acceptPlain(ctx context.Context, tx sip.ServerTransaction, req *sip.Request, reg *registration, exp int) {
+func (s *Server) acceptPlain(ctx context.Context, tx sip.ServerTransaction, req *sip.Request, reg *registration, exp int64) {
 	impus, _ := s.cfg.HSS.IMPUs(ctx, reg.impi)
 	granted := s.grant(exp)
 	s.mu.Lock()
@@ -270,22 +295,27 @@ func (s *Server) acceptPlain(ctx context.Context, tx sip.ServerTransaction, req 
 			reg.contact = c.Address.String()
 		}
 	}
-	s.mu.Unlock()
+	s.unlock()
 	if granted == 0 {
-		s.emit("UE "+reg.impu, "200 OK", "de-registered (no IPsec)")
+		s.emit(EvDeregistered, "UE "+reg.impu, "200 OK", "de-registered (no IPsec)")
 	} else {
-		s.emit("UE "+reg.impu, "200 OK", fmt.Sprintf("registered without IPsec (--ipsec optional), expires %v", granted))
+		s.emit(EvRegistered, "UE "+reg.impu, "200 OK", fmt.Sprintf("registered without IPsec (--ipsec optional), expires %v", granted))
 	}
 	s.respond(tx, req, 200, "OK", true, s.okHeaders(req, reg, impus, granted)...)
 }
 
-// grant clamps the requested Expires; 0 means de-register.
-func (s *Server) grant(exp int) time.Duration {
+// grant clamps the requested Expires (seconds; -1 for none) to
+// [MinExpires, MaxExpires]; 0 means de-register.
+func (s *Server) grant(exp int64) time.Duration {
 	if exp == 0 {
 		return 0
 	}
 	d := s.cfg.Expires
 	if exp > 0 {
+		// Compare in seconds: a huge Expires must not overflow Duration.
+		if exp > int64(s.cfg.MaxExpires/time.Second) {
+			return s.cfg.MaxExpires
+		}
 		d = time.Duration(exp) * time.Second
 	}
 	return min(max(d, s.cfg.MinExpires), s.cfg.MaxExpires)
@@ -318,11 +348,19 @@ func (s *Server) okHeaders(req *sip.Request, reg *registration, impus []string, 
 }
 
 func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(s.ctx, registerTimeout)
 	defer cancel()
 	src := parseAddrPort(req.Source())
 	s.mu.Lock()
 	reg := s.byAddr[src.Addr()]
+	if reg != nil {
+		reg.busy++
+		defer func() {
+			s.mu.Lock()
+			reg.busy--
+			s.unlock()
+		}()
+	}
 	s.mu.Unlock()
 	if reg == nil || req.To() == nil || aor(req.To().Address) != reg.impu {
 		s.respond(tx, req, 403, "Forbidden", false)
@@ -330,21 +368,21 @@ func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	// Which SA set did it come through? The UE sends from the set's port-c.
 	s.mu.Lock()
-	var via *saSetState
-	for _, st := range reg.sets {
-		if st.set.UE.PortC == src.Port() {
-			via = st
-		}
+	via := reg.sas.byUEPortC(src.Port())
+	var viaState saState
+	var viaID int
+	if via != nil {
+		viaState, viaID = via.state, via.id
 	}
 	pend := reg.pend
 	s.mu.Unlock()
 	if via == nil {
-		s.emit("", "403 Forbidden", "protected REGISTER from a port-c of no SA set")
-		s.respond(tx, req, 403, "Forbidden", false)
+		s.refuse(tx, req, false, EvWrongSA, 403, "Forbidden", "protected REGISTER from a port-c of no SA set")
 		return
 	}
 	exp := requestExpires(req)
-	s.emit("", "received REGISTER "+reg.impu, fmt.Sprintf("protected (SA set %d, %s), from %s", via.id, via.state, src))
+	s.emitEvent(Event{Kind: EvRegisterReceived, What: "received REGISTER " + reg.impu,
+		Detail: fmt.Sprintf("protected (SA set %d, %s), from %s", viaID, viaState, src), Addr: src, Transport: req.Transport()})
 
 	var cred *akakeys.Credentials
 	if h := req.GetHeader("Authorization"); h != nil {
@@ -359,7 +397,7 @@ func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
 
 	// De-registration over an established set needs no new AKA run: the
 	// request is integrity protected.
-	if exp == 0 && via.state == setActive && !answering {
+	if exp == 0 && viaState == saActive && !answering {
 		s.deregister(tx, req, reg)
 		return
 	}
@@ -390,86 +428,70 @@ func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	// The answer must come through the set it was challenged for.
 	if pend.set == nil || via != pend.set {
-		s.emit("", "403 Forbidden", "answer not sent through the new SAs")
 		s.failChallenge(reg, pend)
-		s.respond(tx, req, 403, "Forbidden", false)
+		s.refuse(tx, req, false, EvWrongSA, 403, "Forbidden", "answer not sent through the new SAs")
 		return
 	}
 	verify, _, err := securityHeaders(req, "Security-Verify")
 	if err != nil || !VerifyMatches(verify, pend.server) {
-		s.emit("", "403 Forbidden", "Security-Verify does not match the Security-Server sent (bid-down?)")
 		s.failChallenge(reg, pend)
-		s.respond(tx, req, 403, "Forbidden", false)
+		s.refuse(tx, req, false, EvVerifyMismatch, 403, "Forbidden", "Security-Verify does not match the Security-Server sent (bid-down?)")
 		return
 	}
 	if !s.digestBound(cred, req, reg.impi) || !akakeys.Verify(cred, "REGISTER", pend.v.XRES) {
-		s.emit("", "403 Forbidden", "RES != XRES (or the digest names another realm, user or URI)")
 		s.failChallenge(reg, pend)
-		s.respond(tx, req, 403, "Forbidden", false)
+		s.refuse(tx, req, false, EvWrongResponse, 403, "Forbidden", "RES != XRES (or the digest names another realm, user or URI)")
 		return
 	}
-	s.emit("", "RES == XRES", "SA set "+strconv.Itoa(via.id)+" established")
+	s.emit(EvAuthenticated, "", "RES == XRES", "SA set "+strconv.Itoa(viaID)+" established")
 	impus, _ := s.cfg.HSS.IMPUs(ctx, reg.impi)
 	granted := s.grant(exp)
-	s.mu.Lock()
-	for _, st := range reg.sets {
-		if st.state == setActive {
-			st.state = setOld
-			st.expires = s.now().Add(s.cfg.TempSATimeout) // at the latest; earlier once the new set is used
-		}
-	}
-	via.state = setActive
-	s.temps--
-	via.usedMark = s.inboundPackets(via)
-	reg.pend = nil
-	reg.registered, reg.protected, reg.impus = true, true, impus
 	if granted == 0 {
 		granted = s.cfg.MinExpires
 	}
-	reg.expires = s.now().Add(granted)
-	via.expires = reg.expires.Add(DefaultSAMargin)
+	s.mu.Lock()
+	now := s.now()
+	reg.pend = nil
+	reg.registered, reg.protected, reg.impus = true, true, impus
+	reg.teardown = time.Time{}
+	reg.expires = now.Add(granted)
+	// The set it replaces stays until the new one carries traffic, or one
+	// temporary-SA lifetime at the latest.
+	reg.sas.activate(via, reg.expires.Add(DefaultSAMargin), now.Add(s.cfg.TempSATimeout))
 	if c := req.Contact(); c != nil {
 		reg.contact = c.Address.String()
 	}
-	s.applyOutboundLocked(reg)
-	mediaNote := s.activateMediaLocked(reg, via)
-	s.mu.Unlock()
-	if mediaNote != "" {
-		s.emit("", "media SAs installed", mediaNote)
+	if note := s.activateMediaLocked(reg, via); note != "" {
+		s.emitLocked(EvMediaSAs, "", "media SAs installed", note)
 	}
-	s.emit("UE "+reg.impu, "200 OK", fmt.Sprintf("expires %v, SA lifetime %v", granted, granted+DefaultSAMargin))
+	s.unlock()
+	s.emit(EvRegistered, "UE "+reg.impu, "200 OK", fmt.Sprintf("expires %v, SA lifetime %v", granted, granted+DefaultSAMargin))
 	s.respond(tx, req, 200, "OK", false, s.okHeaders(req, reg, impus, granted)...)
 }
 
-// failChallenge forgets a failed answer and deletes its temporary SAs once
-// the 403 (sent through them) has left.
+// failChallenge forgets a failed answer; its temporary SAs go after
+// TeardownGrace (the 403 is sent through them), by the housekeeper.
 func (s *Server) failChallenge(reg *registration, pend *challenge) {
 	s.mu.Lock()
+	defer s.unlock()
 	if reg.pend == pend {
 		reg.pend = nil
 	}
-	s.mu.Unlock()
-	time.AfterFunc(s.cfg.TeardownGrace, func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if pend.set != nil && pend.set.state == setTemporary {
-			s.removeSetLocked(reg, pend.set)
-		}
-	})
+	if pend.set != nil && pend.set.state == saTemporary {
+		pend.set.deadline = s.now().Add(s.cfg.TeardownGrace)
+		s.poke()
+	}
 }
 
+// deregister answers a de-registration; the registration, its SAs and its
+// lease go after TeardownGrace (so the 200 and a retransmission still
+// leave), by the housekeeper.
 func (s *Server) deregister(tx sip.ServerTransaction, req *sip.Request, reg *registration) {
-	s.emit("UE "+reg.impu, "200 OK", "de-registered; SAs deleted, lease released")
+	s.emit(EvDeregistered, "UE "+reg.impu, "200 OK", "de-registered; SAs deleted, lease released")
 	s.respond(tx, req, 200, "OK", false, sip.NewHeader("Expires", "0"))
 	s.mu.Lock()
 	reg.registered = false
-	s.mu.Unlock()
-	// Let the 200 (and a retransmission) leave before the SAs go.
-	time.AfterFunc(s.cfg.TeardownGrace, func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if !reg.registered && s.regs[reg.impi] == reg {
-			s.dropLocked(reg, "de-registered")
-		}
-	})
+	reg.teardown = s.now().Add(s.cfg.TeardownGrace)
+	s.unlock()
+	s.poke()
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/imsec/imsec/akakeys"
+	"github.com/imsec/imsec/esp"
 	"github.com/imsec/imsec/tun/nat"
 )
 
@@ -25,7 +26,12 @@ func (u *UE) challengeOnly(ctx context.Context) (*sip.Response, error) {
 	}
 	local := u.outerPC.LocalAddr().(*net.UDPAddr).AddrPort()
 	contact := sip.Uri{Scheme: "sip", User: "x", Host: u.local.String(), Port: int(local.Port())}
-	req := u.newRegister(u.cfg.PCSCF.String(), contact, 600, u.offer(), u.initialAuth(), "")
+	offer, spis, err := u.offer()
+	if err != nil {
+		return nil, err
+	}
+	defer u.releaseOffer(spis)
+	req := u.newRegister(u.cfg.PCSCF.String(), contact, 600, offer, u.initialAuth(), "")
 	return u.do(ctx, u.outerCli, req, local)
 }
 
@@ -66,7 +72,7 @@ func TestBidDownRefused(t *testing.T) {
 	if err := u.Register(ctxT(t)); !errors.Is(err, ErrForbidden) {
 		t.Fatalf("err %v, want 403", err)
 	}
-	if !r.lad.has("Security-Verify does not match") {
+	if !r.lad.has(EvVerifyMismatch) {
 		t.Fatal("no bid-down event")
 	}
 	waitFor(t, func() bool { return len(r.reg(alice.impi).Sets) == 0 })
@@ -92,7 +98,7 @@ func TestResyncWithAUTS(t *testing.T) {
 	if err := u.Register(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
-	if !r.lad.has("resynchronisation") || !r.lad.has("HSS resynchronised") {
+	if !r.lad.has(EvHSSResync) || !r.lad.has(EvHSSResynced) {
 		t.Fatal("no resync in the ladder")
 	}
 }
@@ -264,22 +270,24 @@ func TestLargeMessagesUseTCP(t *testing.T) {
 	// A long Security-Client list makes every REGISTER larger than 1300 bytes.
 	var offer []Suite
 	for range 12 {
-		offer = append(offer, Suite{"aes-cbc", "hmac-md5-96"})
+		offer = append(offer, Suite{esp.EncAESCBC, esp.AuthHMACMD596})
 	}
-	offer = append(offer, Suite{"aes-cbc", "hmac-sha-1-96"})
+	offer = append(offer, Suite{esp.EncAESCBC, esp.AuthHMACSHA196})
 	u := r.ue(alice, func(c *UEConfig) { c.Offer = offer })
 	ctx := ctxT(t)
 	if err := u.Register(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if !r.lad.has("from 100.64.0.2:5062") {
+	if !r.lad.hasEvent(func(e Event) bool {
+		return e.Kind == EvRegisterReceived && e.Addr == netip.MustParseAddrPort("100.64.0.2:5062") && e.Transport == "TCP"
+	}) {
 		t.Fatal("protected REGISTER did not come from port-c")
 	}
 	res, err := r.srv.optionsWithBody(ctx, alice.impi, bytes.Repeat([]byte("x"), 2000))
 	if err != nil || res.StatusCode != 200 {
 		t.Fatalf("large OPTIONS: %v %v", res, err)
 	}
-	if !r.lad.has("over TCP") {
+	if !r.lad.hasEvent(func(e Event) bool { return e.Kind == EvOptionsAnswered && e.Transport == "TCP" }) {
 		t.Fatal("the large OPTIONS did not arrive over TCP")
 	}
 	if err := u.Reregister(ctx); err != nil {
@@ -357,7 +365,7 @@ func TestUEStartsOverAfterServerRestart(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if !r.lad.has("starting over") {
+	if !r.lad.has(EvStartOver) {
 		t.Fatal("no start-over in the ladder")
 	}
 	cancel()
@@ -393,7 +401,7 @@ func TestRegistrationExpiry(t *testing.T) {
 	if r.srv.dhcp.Leases() != 0 {
 		t.Fatal("lease kept after expiry")
 	}
-	if !r.lad.has("registration expired") {
+	if !r.lad.has(EvRegistrationExpired) {
 		t.Fatal("no expiry in the ladder")
 	}
 }

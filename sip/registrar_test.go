@@ -14,6 +14,7 @@ import (
 
 	"github.com/imsec/imsec/akakeys"
 	"github.com/imsec/imsec/akakeys/hss"
+	"github.com/imsec/imsec/esp"
 	"github.com/imsec/imsec/tun/nat"
 )
 
@@ -45,14 +46,20 @@ func (l *ladder) add(e Event) {
 	l.mu.Lock()
 	l.ev = append(l.ev, e)
 	l.mu.Unlock()
-	l.t.Logf("%s -> %s: %s [%s]", e.From, e.To, e.What, e.Detail)
+	l.t.Logf("%s: %s -> %s: %s [%s]", e.Kind, e.From, e.To, e.What, e.Detail)
 }
 
-func (l *ladder) has(what string) bool {
+// has tells whether an event of kind k was seen.
+func (l *ladder) has(k EventKind) bool {
+	return l.hasEvent(func(e Event) bool { return e.Kind == k })
+}
+
+// hasEvent tells whether an event matching f was seen.
+func (l *ladder) hasEvent(f func(Event) bool) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, e := range l.ev {
-		if strings.Contains(e.What, what) || strings.Contains(e.Detail, what) {
+		if f(e) {
 			return true
 		}
 	}
@@ -128,7 +135,7 @@ func TestRegisterProtected(t *testing.T) {
 		t.Fatal(err)
 	}
 	info := u.Info()
-	if !info.Registered || !info.InnerAddr.IsValid() || info.EAlg != "aes-cbc" || info.Alg != "hmac-sha-1-96" {
+	if !info.Registered || !info.InnerAddr.IsValid() || info.Suite != (Suite{esp.EncAESCBC, esp.AuthHMACSHA196}) {
 		t.Fatalf("UE info %+v", info)
 	}
 	ri := r.reg(alice.impi)
@@ -203,7 +210,7 @@ func TestNATBetweenUEAndServer(t *testing.T) {
 	if err := u.Register(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if !r.lad.has("NAT detected") {
+	if !r.lad.hasEvent(func(e Event) bool { return e.Kind == EvRegisterReceived && e.NAT }) {
 		t.Fatal("P-CSCF did not detect the NAT")
 	}
 	if ri := r.reg(alice.impi); !ri.NAT || !ri.Registered {

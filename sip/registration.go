@@ -5,15 +5,18 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/imsec/imsec/esp"
 	"github.com/imsec/imsec/tun"
 )
 
+// registration is the P-CSCF's state for one IMPI. Every field is guarded
+// by Server.mu.
 type registration struct {
 	impi       string
 	impu       string
 	impus      []string
-	peer       *tun.Peer
-	sets       []*saSetState
+	peer       *tun.Peer // in the signalling pump, from the first challenge with sec-agree
+	sas        saSets    // the SA sets towards peer (salifecycle.go)
 	pend       *challenge
 	lease      netip.Addr
 	contact    string
@@ -23,13 +26,29 @@ type registration struct {
 	source     netip.AddrPort // unprotected SIP source (after NAT)
 	natted     bool
 	mediaPeer  *tun.Peer // in the media pump, once a set with media is active
+	// busy counts handlers working on the registration outside the lock
+	// (waiting for the HSS): the housekeeper must not drop it as idle.
+	busy int
+	// teardown, if set, is when the SAs of a de-registered registration
+	// go (after the 200 and its retransmissions had time to leave).
+	teardown time.Time
+}
+
+// regLocked returns the registration of impi, creating it, and marks it
+// busy until the caller's doneLocked.
+func (s *Server) regLocked(impi, impu string) *registration {
+	reg := s.regs[impi]
+	if reg == nil {
+		reg = &registration{impi: impi, impu: impu}
+		s.regs[impi] = reg
+	}
+	reg.busy++
+	return reg
 }
 
 // dropLocked removes a registration with all its SAs and its lease.
 func (s *Server) dropLocked(reg *registration, why string) {
-	for len(reg.sets) > 0 {
-		s.removeSetLocked(reg, reg.sets[0])
-	}
+	reg.sas.clear()
 	if reg.peer != nil {
 		s.pump.RemovePeer(reg.peer)
 		reg.peer = nil
@@ -43,67 +62,93 @@ func (s *Server) dropLocked(reg *registration, why string) {
 		s.dhcp.Release(reg.impi)
 		reg.lease = netip.Addr{}
 	}
-	delete(s.regs, reg.impi)
+	if s.regs[reg.impi] == reg {
+		delete(s.regs, reg.impi)
+	}
 	s.log.Info("registration removed", "impi", reg.impi, "why", why)
 }
 
+// housekeepEvery bounds how long the housekeeper sleeps between rounds.
+const housekeepEvery = 500 * time.Millisecond
+
+// housekeeper runs Housekeep until Close: every housekeepEvery, and sooner
+// when a deadline (a de-registration's teardown) is nearer or when poked.
 func (s *Server) housekeeper() {
-	defer s.wg.Done()
-	t := time.NewTicker(500 * time.Millisecond)
+	t := time.NewTimer(housekeepEvery)
 	defer t.Stop()
 	for {
 		select {
-		case <-s.stop:
+		case <-s.ctx.Done():
 			return
 		case <-t.C:
-			s.Housekeep()
+		case <-s.wake:
 		}
+		next := s.Housekeep()
+		wait := housekeepEvery
+		if !next.IsZero() {
+			wait = min(max(next.Sub(s.now()), time.Millisecond), housekeepEvery)
+		}
+		if !t.Stop() {
+			select {
+			case <-t.C:
+			default:
+			}
+		}
+		t.Reset(wait)
+	}
+}
+
+// poke makes the housekeeper run soon (a new, near deadline).
+func (s *Server) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
 	}
 }
 
 // Housekeep expires temporary sets, retires old sets once their successor
-// carries traffic, and drops registrations past their expiry. It runs twice
-// a second; tests with a fake clock call it directly.
-func (s *Server) Housekeep() {
+// carries traffic, tears down de-registered registrations, and drops
+// registrations past their expiry, all by the injected clock. The
+// housekeeper runs it; tests with a fake clock call it directly. It returns
+// the nearest deadline of a set or a teardown (zero if none).
+func (s *Server) Housekeep() (next time.Time) {
 	now := s.now()
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	for _, reg := range s.regs {
-		for _, st := range append([]*saSetState(nil), reg.sets...) {
-			switch st.state {
-			case setTemporary:
-				if now.After(st.expires) {
-					s.removeSetLocked(reg, st)
-					emit(s.cfg.Events, now, s.name, "", "temporary SAs expired", fmt.Sprintf("%s: no protected REGISTER in %v", reg.impi, s.cfg.TempSATimeout))
-				}
-			case setOld:
-				if now.After(st.expires) || s.successorUsedLocked(reg) {
-					s.removeSetLocked(reg, st)
-					emit(s.cfg.Events, now, s.name, "", "old SAs deleted", fmt.Sprintf("%s: SA set %d replaced", reg.impi, st.id))
-				}
+		for _, st := range reg.sas.expire(now) {
+			if st.state == saTemporary {
+				s.emitLocked(EvSATemporaryExpired, "", "temporary SAs expired", fmt.Sprintf("%s: no protected REGISTER in %v", reg.impi, s.cfg.TempSATimeout))
+			} else {
+				s.emitLocked(EvSAOldDeleted, "", "old SAs deleted", fmt.Sprintf("%s: SA set %d replaced", reg.impi, st.id))
+			}
+		}
+		if !reg.teardown.IsZero() {
+			if !now.Before(reg.teardown) {
+				s.dropLocked(reg, "de-registered")
+				continue
+			}
+			if next.IsZero() || reg.teardown.Before(next) {
+				next = reg.teardown
 			}
 		}
 		if reg.registered && now.After(reg.expires) {
-			emit(s.cfg.Events, now, s.name, "", "registration expired", reg.impi)
+			s.emitLocked(EvRegistrationExpired, "", "registration expired", reg.impi)
 			s.dropLocked(reg, "expired")
 			continue
 		}
-		if !reg.registered && len(reg.sets) == 0 && reg.pend == nil {
-			s.dropLocked(reg, "idle")
-		}
-		if reg.pend != nil && now.Sub(reg.pend.issued) > s.cfg.TempSATimeout && (reg.pend.set == nil || reg.pend.set.state != setTemporary) {
+		if reg.pend != nil && now.Sub(reg.pend.issued) > s.cfg.TempSATimeout && (reg.pend.set == nil || reg.pend.set.state != saTemporary) {
 			reg.pend = nil
 		}
-	}
-}
-
-func (s *Server) successorUsedLocked(reg *registration) bool {
-	for _, st := range reg.sets {
-		if st.state == setActive && s.inboundPackets(st) > st.usedMark {
-			return true
+		if !reg.registered && reg.busy == 0 && len(reg.sas.sets) == 0 && reg.pend == nil {
+			s.dropLocked(reg, "idle")
+			continue
+		}
+		if t := reg.sas.next(); !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
 		}
 	}
-	return false
+	return next
 }
 
 // RegistrationInfo is a snapshot of one registration.
@@ -121,10 +166,10 @@ type RegistrationInfo struct {
 // SetInfo describes one SA set.
 type SetInfo struct {
 	ID         int
-	State      string
-	EAlg, Alg  string
-	InboundSPI [2]uint32 // ours: spi-s, spi-c
-	OutSPI     [2]uint32 // the UE's: spi-c, spi-s
+	State      string // temporary, active or old
+	Suite      Suite
+	InboundSPI [2]esp.SPI // ours: spi-s, spi-c
+	OutSPI     [2]esp.SPI // the UE's: spi-c, spi-s
 }
 
 // Registrations lists every registration.
@@ -138,9 +183,9 @@ func (s *Server) Registrations() []RegistrationInfo {
 		if reg.peer != nil {
 			ri.Endpoint = reg.peer.Endpoint()
 		}
-		for _, st := range reg.sets {
-			ri.Sets = append(ri.Sets, SetInfo{ID: st.id, State: st.state.String(), EAlg: st.set.EAlg, Alg: st.set.Alg,
-				InboundSPI: [2]uint32{st.set.PCSCF.SPIs, st.set.PCSCF.SPIc}, OutSPI: [2]uint32{st.set.UE.SPIc, st.set.UE.SPIs}})
+		for _, st := range reg.sas.sets {
+			ri.Sets = append(ri.Sets, SetInfo{ID: st.id, State: st.state.String(), Suite: st.set.Suite,
+				InboundSPI: [2]esp.SPI{st.set.PCSCF.SPIs, st.set.PCSCF.SPIc}, OutSPI: [2]esp.SPI{st.set.UE.SPIc, st.set.UE.SPIs}})
 		}
 		out = append(out, ri)
 	}

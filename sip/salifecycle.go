@@ -3,223 +3,345 @@ package sip
 import (
 	"crypto/rand"
 	"encoding/binary"
-	"fmt"
-	"net/netip"
-	"strconv"
+	"errors"
 	"time"
 
-	"github.com/imsec/imsec/akakeys"
 	"github.com/imsec/imsec/esp"
 	"github.com/imsec/imsec/tun"
 )
 
-type setState uint8
+// The SA lifecycle of TS 33.203 §7.1 and §7.4, shared by the P-CSCF (one
+// saSets per registration) and the UE (one saSets towards its P-CSCF):
+//
+//	temporary --200 OK through it--> active --newer set active--> old --> deleted
+//	    |                                                          ^
+//	    +--- no protected REGISTER in time, failed answer ---------+
+//
+// A temporary set is installed when the 401 is sent (P-CSCF) or received
+// (UE); the protected REGISTER and its 200 travel through it. When it
+// becomes active, the set it replaces becomes old and is deleted as soon as
+// the new set carries traffic, or at its deadline at the latest.
+
+// saState is where an SA set is in its life.
+type saState uint8
 
 const (
-	setTemporary setState = iota
-	setActive
-	setOld
+	saTemporary saState = iota // installed with the 401, waiting for the protected REGISTER
+	saActive                   // registered through it
+	saOld                      // replaced by a newer active set, kept until that one carries traffic
 )
 
-func (s setState) String() string {
-	return [...]string{"temporary", "active", "old"}[s]
+func (s saState) String() string {
+	switch s {
+	case saTemporary:
+		return "temporary"
+	case saActive:
+		return "active"
+	case saOld:
+		return "old"
+	}
+	return "unknown"
 }
 
-// saSetState is one SA set installed in the pump for a registration.
-type saSetState struct {
-	id      int
-	set     *SASet
-	side    Side
-	state   setState
-	created time.Time
-	// usedMark is the packet count of this set's inbound SAs when it
-	// became active; when it moves, the set carries traffic and the set it
+// liveSet is one SA set installed in a pump.
+type liveSet struct {
+	id    int
+	set   *SASet
+	side  Side
+	state saState
+	// deadline: temporary sets are deleted past it, old sets at the latest
+	// past it; for an active set it is the SA lifetime.
+	deadline time.Time
+	// usedMark is the packet count of the set's inbound SAs when it became
+	// active; when the count moves, the set carries traffic and the set it
 	// replaced can go.
 	usedMark uint64
-	inSPIs   [2]esp.SPI
-	expires  time.Time
-	// The media SA pair (zero without the media extension).
-	mediaIn, mediaOut uint32 // our media SPI, the UE's
-	media             mediaPair
+	// spis are the SPIs drawn from the owner's pool for this set (its
+	// inbound pair, and a media SPI if any); removal gives them back.
+	spis []esp.SPI
+	// verify is, at the UE, the Security-Server header as received, echoed
+	// in Security-Verify.
+	verify string
+	// media is the set's media SA pair (the imsec extension, see
+	// mediatunnel.go); nil without it.
+	media *mediaSAs
+	// onRemove, if set, runs when the set is deleted (the P-CSCF removes
+	// the set's media SA there).
+	onRemove func()
 }
 
-// newSPIsLocked draws two unused SPIs above the reserved range.
-func (s *Server) newSPIsLocked() (uint32, uint32) {
-	var out [2]uint32
-	for i := 0; i < 2; {
-		var b [4]byte
-		rand.Read(b[:])
-		v := binary.BigEndian.Uint32(b[:])
-		if v <= esp.SPIReservedMax || s.spis[v] || (i == 1 && v == out[0]) {
+// mediaSAs is the media SA pair that belongs to an SA set.
+type mediaSAs struct {
+	in, out esp.SPI // ours, the peer's
+	pair    mediaPair
+}
+
+// inSPIs are the SPIs the set receives on.
+func (ls *liveSet) inSPIs() [2]esp.SPI {
+	return [2]esp.SPI{ls.side.Inbound[0].SPI(), ls.side.Inbound[1].SPI()}
+}
+
+// saPump is what the lifecycle needs of a tunnel endpoint (*tun.Pump).
+type saPump interface {
+	AddInbound(p *tun.Peer, in *esp.Inbound) error
+	RemoveInbound(spi esp.SPI) error
+	InboundPackets(spi esp.SPI) (uint64, bool)
+}
+
+// saPeer is where outbound selectors go (*tun.Peer).
+type saPeer interface {
+	SetOutboundSAs(def *esp.Outbound, sel []tun.OutboundSA)
+}
+
+var (
+	_ saPump = (*tun.Pump)(nil)
+	_ saPeer = (*tun.Peer)(nil)
+)
+
+// saSets is the lifecycle of the SA sets towards one peer. It is not safe
+// for concurrent use: the owner's lock guards it (Server.mu, UE.mu).
+type saSets struct {
+	pump  saPump
+	tpeer *tun.Peer // passed to AddInbound
+	peer  saPeer    // receives the outbound selectors (tpeer, or a fake in tests)
+	pool  *spiPool  // SPIs are given back here; may be nil
+	// temps, if set, counts temporary sets across all owners (the
+	// P-CSCF's global cap); the lifecycle keeps it exact.
+	temps *int
+	sets  []*liveSet // oldest first
+}
+
+// install puts a new set in the pump as temporary and makes its outbound
+// SAs the preferred ones.
+func (l *saSets) install(ls *liveSet) error {
+	for i, in := range ls.side.Inbound {
+		if err := l.pump.AddInbound(l.tpeer, in); err != nil {
+			for _, done := range ls.side.Inbound[:i] {
+				l.pump.RemoveInbound(done.SPI())
+			}
+			return err
+		}
+	}
+	ls.state = saTemporary
+	l.sets = append(l.sets, ls)
+	if l.temps != nil {
+		*l.temps++
+	}
+	l.apply()
+	return nil
+}
+
+// activate makes ls the active set: the set it replaces becomes old and
+// is kept until ls carries traffic or until oldUntil.
+func (l *saSets) activate(ls *liveSet, lifetime, oldUntil time.Time) {
+	for _, st := range l.sets {
+		if st.state == saActive && st != ls {
+			st.state = saOld
+			st.deadline = oldUntil
+		}
+	}
+	if ls.state == saTemporary && l.temps != nil {
+		*l.temps--
+	}
+	ls.state = saActive
+	ls.deadline = lifetime
+	ls.usedMark = l.packets(ls)
+	l.apply()
+}
+
+// remove deletes a set: its inbound SAs leave the pump, its outbound
+// selectors the peer, its SPIs return to the pool. Removing a set twice is
+// harmless.
+func (l *saSets) remove(ls *liveSet) bool {
+	kept := l.sets[:0]
+	found := false
+	for _, x := range l.sets {
+		if x == ls {
+			found = true
 			continue
 		}
-		out[i] = v
-		i++
+		kept = append(kept, x)
 	}
-	s.spis[out[0]], s.spis[out[1]] = true, true
-	return out[0], out[1]
+	clear(l.sets[len(kept):])
+	l.sets = kept
+	if !found {
+		return false
+	}
+	for _, spi := range ls.inSPIs() {
+		l.pump.RemoveInbound(spi)
+	}
+	if l.pool != nil {
+		l.pool.release(ls.spis...)
+	}
+	if ls.state == saTemporary && l.temps != nil {
+		*l.temps--
+	}
+	if ls.onRemove != nil {
+		ls.onRemove()
+	}
+	l.apply()
+	return true
 }
 
-// installTemporary builds our half of a new SA set from the UE's offer and
-// installs it in the pump as temporary.
-func (s *Server) installTemporary(reg *registration, offer Mechanism, v akakeys.Vector) (*saSetState, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	// A fresh challenge replaces an unanswered temporary set.
-	for _, st := range append([]*saSetState(nil), reg.sets...) {
-		if st.state == setTemporary {
-			s.removeSetLocked(reg, st)
-		}
+// clear deletes every set.
+func (l *saSets) clear() {
+	for len(l.sets) > 0 {
+		l.remove(l.sets[0])
 	}
-	if s.temps >= s.cfg.MaxTempSets {
-		return nil, fmt.Errorf("too many pending registrations (%d temporary SA sets)", s.temps)
-	}
-	// TS 33.203 §7.4: at most MaxSAPairsPerIMPI pairs; drop old sets first.
-	for 2*(len(reg.sets)+1) > MaxSAPairsPerIMPI {
-		victim := reg.sets[0]
-		for _, st := range reg.sets {
-			if st.state == setOld {
-				victim = st
-				break
-			}
-		}
-		s.removeSetLocked(reg, victim)
-	}
-	spiC, spiS := s.newSPIsLocked()
-	portC := s.portCs[0]
-	for _, st := range reg.sets {
-		if st.set.PCSCF.PortC == portC {
-			portC = s.portCs[1]
-		}
-	}
-	ours := Mechanism{Name: MechIPsec3GPP, Q: "0.1", Alg: offer.Alg, EAlg: offer.EffectiveEAlg(), Prot: "esp", Mod: ModUDPEncTun,
-		SPIc: spiC, SPIs: spiS, PortC: portC, PortS: s.cfg.PortS}
-	var mediaIn, mediaOut uint32
-	if ueMedia, _, ok := mediaParams(offer); ok {
-		mediaIn, _ = s.newSPIsLocked()
-		mediaOut = ueMedia
-		ours = withParam(ours, paramMediaSPI, strconv.FormatUint(uint64(mediaIn), 10))
-		ours = withParam(ours, paramMediaPort, strconv.Itoa(int(s.MediaESPAddr().Port())))
-	}
-	set, err := NewSASet(offer, ours, v.CK, v.IK)
-	if err != nil {
-		delete(s.spis, spiC)
-		delete(s.spis, spiS)
-		return nil, err
-	}
-	side, err := set.PCSCFSide()
-	if err != nil {
-		return nil, err
-	}
-	if reg.peer == nil {
-		reg.peer, err = s.pump.AddPeer(tun.PeerConfig{Name: reg.impi, FollowSource: true})
-		if err != nil {
-			return nil, err
-		}
-	}
-	for _, in := range side.Inbound {
-		if err := s.pump.AddInbound(reg.peer, in); err != nil {
-			return nil, err
-		}
-	}
-	s.setSeq++
-	st := &saSetState{id: s.setSeq, set: set, side: side, state: setTemporary, created: s.now(),
-		inSPIs: [2]esp.SPI{side.Inbound[0].SPI(), side.Inbound[1].SPI()}, expires: s.now().Add(s.cfg.TempSATimeout),
-		mediaIn: mediaIn, mediaOut: mediaOut}
-	if mediaIn != 0 {
-		mp, cfgs, err := newMediaPair(set.EAlg, set.Alg, v.CK, v.IK, mediaIn, mediaOut)
-		if err != nil {
-			return nil, err
-		}
-		st.media = mp
-		logMediaKeys(s.keylog, cfgs)
-	}
-	reg.sets = append(reg.sets, st)
-	s.temps++
-	s.applyOutboundLocked(reg)
-	if err := set.LogKeys(s.keylog); err != nil {
-		s.log.Warn("key log", "err", err)
-	}
-	s.emit("", "temporary SAs installed", fmt.Sprintf("%s/%s, SPIs in %#x %#x, out %#x %#x, expire in %v",
-		set.EAlg, set.Alg, spiS, spiC, offer.SPIc, offer.SPIs, s.cfg.TempSATimeout))
-	return st, nil
 }
 
-// applyOutboundLocked installs the outbound selectors of every live set,
-// newest first, with the newest set's port-c→port-s SA as the default.
-func (s *Server) applyOutboundLocked(reg *registration) {
+// expire deletes temporary sets past their deadline and old sets past
+// theirs or once their successor carries traffic; it returns what it
+// deleted.
+func (l *saSets) expire(now time.Time) (gone []*liveSet) {
+	used := l.successorUsed()
+	for _, st := range append([]*liveSet(nil), l.sets...) {
+		switch {
+		case st.state == saTemporary && now.After(st.deadline),
+			st.state == saOld && (used || now.After(st.deadline)):
+			l.remove(st)
+			gone = append(gone, st)
+		}
+	}
+	return gone
+}
+
+// next is the earliest deadline of a temporary or old set (zero if none).
+func (l *saSets) next() time.Time {
+	var t time.Time
+	for _, st := range l.sets {
+		if st.state != saActive && (t.IsZero() || st.deadline.Before(t)) {
+			t = st.deadline
+		}
+	}
+	return t
+}
+
+// active is the active set, or nil.
+func (l *saSets) active() *liveSet {
+	for _, st := range l.sets {
+		if st.state == saActive {
+			return st
+		}
+	}
+	return nil
+}
+
+// temporaries are the sets waiting for a protected REGISTER.
+func (l *saSets) temporaries() []*liveSet {
+	var out []*liveSet
+	for _, st := range l.sets {
+		if st.state == saTemporary {
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+// byUEPortC is the set whose UE port-c is port (requests arrive from it).
+func (l *saSets) byUEPortC(port uint16) *liveSet {
+	var found *liveSet
+	for _, st := range l.sets {
+		if st.set.UE.PortC == port {
+			found = st
+		}
+	}
+	return found
+}
+
+// successorUsed tells whether the active set has carried traffic since it
+// became active.
+func (l *saSets) successorUsed() bool {
+	a := l.active()
+	return a != nil && l.packets(a) > a.usedMark
+}
+
+func (l *saSets) packets(ls *liveSet) uint64 {
+	var n uint64
+	for _, spi := range ls.inSPIs() {
+		v, _ := l.pump.InboundPackets(spi)
+		n += v
+	}
+	return n
+}
+
+// apply installs the outbound selectors of every set, newest first, with
+// the newest set's default SA for traffic no selector takes (SA3 at the
+// P-CSCF, SA1 at the UE).
+func (l *saSets) apply() {
+	if l.peer == nil {
+		return
+	}
 	var sel []tun.OutboundSA
 	var def *esp.Outbound
-	for i := len(reg.sets) - 1; i >= 0; i-- {
-		st := reg.sets[i]
+	for i := len(l.sets) - 1; i >= 0; i-- {
+		st := l.sets[i]
 		sel = append(sel, st.side.Outbound...)
 		if def == nil {
 			def = st.side.Default
 		}
 	}
-	reg.peer.SetOutboundSAs(def, sel)
+	l.peer.SetOutboundSAs(def, sel)
 }
 
-// removeSetLocked deletes a set's SAs from the pump.
-func (s *Server) removeSetLocked(reg *registration, st *saSetState) {
-	for _, spi := range st.inSPIs {
-		s.pump.RemoveInbound(spi)
+// spiPool hands out SPIs above the RFC 4303 §2.1 reserved range, each at
+// most once until it is released. It is not safe for concurrent use: the
+// owner's lock guards it.
+type spiPool struct {
+	used map[esp.SPI]struct{}
+	rand func([]byte) // crypto/rand.Read; tests inject collisions
+}
+
+func newSPIPool() *spiPool {
+	return &spiPool{used: map[esp.SPI]struct{}{}, rand: func(b []byte) { rand.Read(b) }}
+}
+
+// errSPIPoolFull is returned when no SPI could be drawn (practically only
+// with a broken random source).
+var errSPIPoolFull = errors.New("sip: no free SPI")
+
+// draw reserves n distinct unused SPIs.
+func (p *spiPool) draw(n int) ([]esp.SPI, error) {
+	out := make([]esp.SPI, 0, n)
+	for tries := 0; len(out) < n; tries++ {
+		if tries > 64*n {
+			p.release(out...)
+			return nil, errSPIPoolFull
+		}
+		var b [4]byte
+		p.rand(b[:])
+		v := esp.SPI(binary.BigEndian.Uint32(b[:]))
+		if v <= esp.SPIReservedMax {
+			continue
+		}
+		if _, taken := p.used[v]; taken {
+			continue
+		}
+		p.used[v] = struct{}{}
+		out = append(out, v)
 	}
-	delete(s.spis, st.set.PCSCF.SPIc)
-	delete(s.spis, st.set.PCSCF.SPIs)
-	if st.mediaIn != 0 {
-		delete(s.spis, st.mediaIn)
-		if st.state != setTemporary {
-			s.mediaPump.RemoveInbound(esp.SPI(st.mediaIn))
+	return out, nil
+}
+
+// reserve marks SPIs chosen elsewhere as in use; false if one already is.
+func (p *spiPool) reserve(spis ...esp.SPI) bool {
+	for _, v := range spis {
+		if _, taken := p.used[v]; taken {
+			return false
 		}
 	}
-	if st.state == setTemporary {
-		s.temps--
+	for _, v := range spis {
+		p.used[v] = struct{}{}
 	}
-	kept := reg.sets[:0]
-	for _, x := range reg.sets {
-		if x != st {
-			kept = append(kept, x)
-		}
-	}
-	reg.sets = kept
-	if reg.peer != nil {
-		s.applyOutboundLocked(reg)
-	}
-	if reg.pend != nil && reg.pend.set == st {
-		reg.pend.set = nil
+	return true
+}
+
+// release gives SPIs back.
+func (p *spiPool) release(spis ...esp.SPI) {
+	for _, v := range spis {
+		delete(p.used, v)
 	}
 }
 
-// activateMediaLocked installs the media SA pair of a set that just became
-// active, in the media relay's pump. It returns a line for the ladder.
-func (s *Server) activateMediaLocked(reg *registration, st *saSetState) string {
-	if st.mediaIn == 0 || !reg.lease.IsValid() {
-		return ""
-	}
-	host := []netip.Prefix{netip.PrefixFrom(reg.lease, 32)}
-	if reg.mediaPeer == nil {
-		p, err := s.mediaPump.AddPeer(tun.PeerConfig{Name: reg.impi, FollowSource: true, Allowed: host, Routes: host})
-		if err != nil {
-			s.log.Warn("media peer", "impi", reg.impi, "err", err)
-			return ""
-		}
-		reg.mediaPeer = p
-	}
-	if err := s.mediaPump.AddInbound(reg.mediaPeer, st.media.in); err != nil {
-		s.log.Warn("media SA", "impi", reg.impi, "err", err)
-		return ""
-	}
-	reg.mediaPeer.SetOutbound(st.media.out)
-	return fmt.Sprintf("separate tunnel for RTP at %v: SPI in %#x, out %#x (keys: TS 33.220 KDF of CK||IK, label %q)",
-		s.MediaESPAddr(), st.mediaIn, st.mediaOut, akakeys.MediaLabel)
-}
-
-func (s *Server) inboundPackets(st *saSetState) uint64 {
-	var n uint64
-	for _, spi := range st.inSPIs {
-		v, _ := s.pump.InboundPackets(spi)
-		n += v
-	}
-	return n
-}
+// inUse is how many SPIs are drawn and not released.
+func (p *spiPool) inUse() int { return len(p.used) }

@@ -24,7 +24,7 @@ import (
 // towards the UE and SA1 towards the P-CSCF.
 type SASet struct {
 	UE, PCSCF Mechanism // each side's SPIs and ports
-	EAlg, Alg string    // negotiated (EffectiveEAlg of the chosen entry)
+	Suite     Suite     // negotiated (the chosen entry's)
 	encKey    []byte
 	authKey   []byte
 }
@@ -32,19 +32,18 @@ type SASet struct {
 // NewSASet derives the ESP keys from CK/IK (TS 33.203 Annex I via
 // akakeys) for the negotiated algorithms.
 func NewSASet(ue, pcscf Mechanism, ck akakeys.CK, ik akakeys.IK) (*SASet, error) {
-	ealg := pcscf.EffectiveEAlg()
-	alg := pcscf.Alg
-	ek, err := akakeys.EncryptionKey(ealg, ck)
+	suite := pcscf.Suite()
+	ek, err := akakeys.EncryptionKey(string(suite.EAlg), ck)
 	if err != nil {
 		return nil, err
 	}
-	ak, err := akakeys.IntegrityKey(alg, ik)
+	ak, err := akakeys.IntegrityKey(string(suite.Alg), ik)
 	if err != nil {
 		return nil, err
 	}
 	for _, v := range []struct {
 		name string
-		val  uint32
+		val  esp.SPI
 	}{{"UE spi-c", ue.SPIc}, {"UE spi-s", ue.SPIs}, {"P-CSCF spi-c", pcscf.SPIc}, {"P-CSCF spi-s", pcscf.SPIs}} {
 		if v.val <= esp.SPIReservedMax {
 			return nil, fmt.Errorf("sip: %s %d is reserved (RFC 4303 §2.1)", v.name, v.val)
@@ -58,12 +57,12 @@ func NewSASet(ue, pcscf Mechanism, ck akakeys.CK, ik akakeys.IK) (*SASet, error)
 			return nil, fmt.Errorf("sip: %s missing", v.name)
 		}
 	}
-	return &SASet{UE: ue, PCSCF: pcscf, EAlg: ealg, Alg: alg, encKey: ek, authKey: ak}, nil
+	return &SASet{UE: ue, PCSCF: pcscf, Suite: suite, encKey: ek, authKey: ak}, nil
 }
 
-func (s *SASet) config(spi uint32) esp.Config {
-	return esp.Config{SPI: esp.SPI(spi), Mode: esp.Tunnel, Encryption: esp.EncAlg(s.EAlg), EncKey: s.encKey,
-		Integrity: esp.AuthAlg(s.Alg), AuthKey: s.authKey}
+func (s *SASet) config(spi esp.SPI) esp.Config {
+	return esp.Config{SPI: spi, Mode: esp.Tunnel, Encryption: s.Suite.EAlg, EncKey: s.encKey,
+		Integrity: s.Suite.Alg, AuthKey: s.authKey}
 }
 
 // Configs returns the four SA configurations in the order SA1..SA4.

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/imsec/imsec/esp"
 )
 
 // Mechanism is one entry of a Security-Client, Security-Server or
@@ -12,14 +14,14 @@ import (
 // Annex H adds for "ipsec-3gpp". Unknown parameters are kept in order so a
 // Security-Verify can be compared with the Security-Server it echoes.
 type Mechanism struct {
-	Name  string // mechanism name, e.g. "ipsec-3gpp" (lower case)
-	Q     string // preference "q" as written ("" when absent)
-	Alg   string // integrity algorithm, e.g. "hmac-sha-1-96"
-	EAlg  string // encryption algorithm; "" when absent (means "null", TS 33.203 Annex H)
-	Prot  string // "esp" (default) or "ah"
-	Mod   string // "trans" (default), "tun" or "UDP-enc-tun"
-	SPIc  uint32
-	SPIs  uint32
+	Name  string      // mechanism name, e.g. "ipsec-3gpp" (lower case)
+	Q     string      // preference "q" as written ("" when absent)
+	Alg   esp.AuthAlg // integrity algorithm, e.g. "hmac-sha-1-96"
+	EAlg  esp.EncAlg  // encryption algorithm; "" when absent (means "null", TS 33.203 Annex H)
+	Prot  string      // "esp" (default) or "ah"
+	Mod   string      // "trans" (default), "tun" or "UDP-enc-tun"
+	SPIc  esp.SPI
+	SPIs  esp.SPI
 	PortC uint16
 	PortS uint16
 	Other []Param // any other parameter, in the order written
@@ -110,9 +112,9 @@ func parseMechanism(s string) (Mechanism, error) {
 			}
 			m.Q = val
 		case "alg":
-			m.Alg = strings.ToLower(val)
+			m.Alg = esp.AuthAlg(strings.ToLower(val))
 		case "ealg":
-			m.EAlg = strings.ToLower(val)
+			m.EAlg = esp.EncAlg(strings.ToLower(val))
 		case "prot":
 			m.Prot = strings.ToLower(val)
 		case "mod":
@@ -145,12 +147,12 @@ func canonicalMod(v string) string {
 	return v
 }
 
-func parseSPI(name, v string) (uint32, error) {
+func parseSPI(name, v string) (esp.SPI, error) {
 	n, err := strconv.ParseUint(v, 10, 32)
 	if err != nil {
 		return 0, secErr("%s: not a 32-bit decimal number: %q", name, v)
 	}
-	return uint32(n), nil
+	return esp.SPI(n), nil
 }
 
 func parsePort(name, v string) (uint16, error) {
@@ -187,12 +189,15 @@ func isToken(s string) bool {
 
 // EffectiveEAlg returns the encryption algorithm, "null" when the parameter
 // is absent (TS 33.203 Annex H).
-func (m Mechanism) EffectiveEAlg() string {
+func (m Mechanism) EffectiveEAlg() esp.EncAlg {
 	if m.EAlg == "" {
-		return "null"
+		return esp.EncNull
 	}
 	return m.EAlg
 }
+
+// Suite is the (encryption, integrity) pair m offers or chose.
+func (m Mechanism) Suite() Suite { return Suite{EAlg: m.EffectiveEAlg(), Alg: m.Alg} }
 
 // EffectiveMod returns the mode, "trans" when absent (TS 33.203 Annex H).
 func (m Mechanism) EffectiveMod() string {
@@ -223,8 +228,8 @@ func (m Mechanism) String() string {
 		}
 	}
 	add("q", m.Q)
-	add("alg", m.Alg)
-	add("ealg", m.EAlg)
+	add("alg", string(m.Alg))
+	add("ealg", string(m.EAlg))
 	add("prot", m.Prot)
 	add("mod", m.Mod)
 	if m.SPIc != 0 {

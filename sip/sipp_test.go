@@ -187,9 +187,9 @@ func (w *regWatch) event(e Event) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	switch {
-	case e.What == "200 OK":
+	case e.Kind == EvRegistered:
 		w.ok = true
-	case strings.HasPrefix(e.What, "received REGISTER") && w.ok && w.snap == nil && w.err == "":
+	case e.Kind == EvRegisterReceived && w.ok && w.snap == nil && w.err == "":
 		// Registrations takes the server's lock: do not wait forever if
 		// this event is ever emitted under it.
 		got := make(chan []RegistrationInfo, 1)
@@ -246,7 +246,7 @@ func TestSIPpAKARegister(t *testing.T) {
 		t.Fatalf("registration before the de-REGISTER: %+v, want registered over plain SIP (Protected=false, no SA set, no inner address)", ri)
 	}
 	t.Logf("P-CSCF before the de-REGISTER: %s registered, protected=%v, expires %v", ri.IMPI, ri.Protected, ri.Expires.Format(time.TimeOnly))
-	if !r.lad.has("registered without IPsec") || !r.lad.has("401 Unauthorized") {
+	if !r.lad.hasEvent(func(e Event) bool { return e.Kind == EvRegistered && strings.Contains(e.Detail, "without IPsec") }) || !r.lad.has(EvChallenge) {
 		t.Fatal("the ladder lacks the 401 or the registration without IPsec")
 	}
 	// And after it: gone.

@@ -102,13 +102,18 @@ type UE struct {
 	keylog *esp.KeyLog
 	local  netip.Addr
 
-	// unprotected side
+	ctx    context.Context // the root of everything the UE does; Close cancels it
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // every goroutine the UE starts, and every handler running
+
+	// The unprotected side; set once in NewUE.
 	outerUA  *sipgo.UserAgent
 	outerSrv *sipgo.Server
 	outerCli *sipgo.Client
 	outerPC  net.PacketConn
 
-	// tunnel
+	// The tunnel (ue_tunnel.go): set by the first Register, which callers
+	// do not run concurrently with Register, Reregister or Deregister.
 	dev      tun.Device
 	ns       *tun.Netstack // dev, when it is one
 	kernel   *tun.Kernel   // dev, when it is one
@@ -122,35 +127,33 @@ type UE struct {
 	innerCli *sipgo.Client
 	innerLns []io.Closer
 
-	// media tunnel (the imsec extension; see mediatunnel.go)
+	// The media tunnel (the imsec extension; see mediatunnel.go), like
+	// the tunnel set by registration.
 	mediaNS    *tun.Netstack
 	mediaPump  *tun.Pump
 	mediaPeer  *tun.Peer
-	mediaIn    *esp.Inbound
-	curCall    *ueCall    // the call we answered, if any
 	innerBound netip.Addr // the address the inner SIP listeners are bound to
 
-	mu         sync.Mutex
-	callID     string
-	cseq       uint32
-	inner4     netip.Addr // leased inner address
-	gateway    netip.Addr // the P-CSCF's inner address
-	active     *ueSet
-	old        *ueSet
-	registered bool
-	expires    time.Time
-	portCIdx   int
-	closeOnce  sync.Once
+	mu sync.Mutex
+	// Guarded by mu.
+	callID        string
+	cseq          uint32
+	inner4        netip.Addr   // leased inner address
+	gateway       netip.Addr   // the P-CSCF's inner address
+	sas           saSets       // the SA sets towards the P-CSCF (salifecycle.go)
+	mediaIn       *esp.Inbound // the media SA we receive on
+	mediaOld      *esp.Inbound // the one it replaced, until mediaOldUntil
+	mediaOldUntil time.Time
+	curCall       *ueCall // the call we answered, if any
+	registered    bool
+	expires       time.Time
+	portCIdx      int
+	closed        bool
+	wake          chan struct{} // pokes the housekeeper
 
 	// Test hooks (same package only): tamper with what we send.
 	hookRES    func(*akakeys.RES)
 	hookVerify func(string) string
-}
-
-type ueSet struct {
-	set    *SASet
-	side   Side
-	verify string // Security-Server as received, echoed in Security-Verify
 }
 
 // NewUE checks cfg and opens the unprotected SIP socket. Nothing is sent
@@ -223,6 +226,9 @@ func NewUE(cfg UEConfig) (*UE, error) {
 		u.local = c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
 		c.Close()
 	}
+	u.ctx, u.cancel = context.WithCancel(context.Background())
+	u.wake = make(chan struct{}, 1)
+	u.sas.pool = newSPIPool()
 	if err := u.startOuter(); err != nil {
 		u.Close()
 		return nil, err
@@ -236,7 +242,47 @@ func NewUE(cfg UEConfig) (*UE, error) {
 
 func (u *UE) now() time.Time { return u.cfg.Now() }
 
-func (u *UE) emit(to, what, detail string) { emit(u.cfg.Events, u.now(), u.name, to, what, detail) }
+// emit delivers an event; never call it with u.mu held.
+func (u *UE) emit(kind EventKind, to, what, detail string) {
+	if u.cfg.Events != nil {
+		u.cfg.Events(Event{Kind: kind, Time: u.now(), From: u.name, To: to, What: what, Detail: detail})
+	}
+}
+
+// goFunc runs f on a goroutine that Close waits for.
+func (u *UE) goFunc(f func()) {
+	u.wg.Add(1)
+	go func() {
+		defer u.wg.Done()
+		f()
+	}()
+}
+
+// handler wraps a sipgo request handler: it runs only while the UE is
+// open, and Close waits for it.
+func (u *UE) handler(h func(req *sip.Request, tx sip.ServerTransaction)) func(req *sip.Request, tx sip.ServerTransaction) {
+	return func(req *sip.Request, tx sip.ServerTransaction) {
+		u.mu.Lock()
+		if u.closed {
+			u.mu.Unlock()
+			return
+		}
+		u.wg.Add(1)
+		u.mu.Unlock()
+		defer u.wg.Done()
+		h(req, tx)
+	}
+}
+
+// serve runs one of sipgo's Serve loops on a goroutine that Close waits
+// for; it ends when its listener is closed.
+func (u *UE) serve(f func() error) {
+	u.goFunc(func() {
+		if err := f(); err != nil && u.ctx.Err() == nil {
+			u.log.Debug("sip: UE listener stopped", "err", err)
+		}
+	})
+}
 
 func (u *UE) pcscfName() string { return "P-CSCF " + u.cfg.Domain }
 
@@ -254,8 +300,8 @@ func (u *UE) startOuter() error {
 		return fmt.Errorf("sip: UE SIP socket: %w", err)
 	}
 	u.outerPC = pc
-	go u.outerSrv.ServeUDP(pc)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	u.serve(func() error { return u.outerSrv.ServeUDP(pc) })
+	ctx, cancel := context.WithTimeout(u.ctx, 5*time.Second)
 	defer cancel()
 	if err := waitPool(ctx, ua, "udp", pc.LocalAddr().String()); err != nil {
 		return err
@@ -271,7 +317,7 @@ type UEInfo struct {
 	InnerAddr  netip.Addr
 	PCSCFInner netip.Addr
 	Expires    time.Time
-	EAlg, Alg  string
+	Suite      Suite            // of the active SA set
 	SAs        []tun.SACounters // signalling
 	MediaSAs   []tun.SACounters // the media tunnel's
 }
@@ -281,8 +327,8 @@ func (u *UE) Info() UEInfo {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	in := UEInfo{Registered: u.registered, InnerAddr: u.inner4, PCSCFInner: u.gateway, Expires: u.expires}
-	if u.active != nil {
-		in.EAlg, in.Alg = u.active.set.EAlg, u.active.set.Alg
+	if a := u.sas.active(); a != nil {
+		in.Suite = a.set.Suite
 	}
 	if u.pump != nil {
 		in.SAs = u.pump.SACounters(nil)
@@ -296,27 +342,40 @@ func (u *UE) Info() UEInfo {
 // Pump gives access to the data plane's counters (nil before Register).
 func (u *UE) Pump() *tun.Pump { return u.pump }
 
-// Close stops everything without de-registering.
+// Close stops everything without de-registering, and waits for every
+// goroutine the UE started and every handler still running.
 func (u *UE) Close() error {
-	u.closeOnce.Do(func() {
-		for _, l := range u.innerLns {
-			l.Close()
-		}
-		if u.innerUA != nil {
-			u.innerUA.Close()
-		}
-		if u.outerPC != nil {
-			u.outerPC.Close()
-		}
-		if u.outerUA != nil {
-			u.outerUA.Close()
-		}
-		if u.pump != nil {
-			u.pump.Close()
-		}
-		if u.mediaPump != nil {
-			u.mediaPump.Close()
-		}
-	})
+	u.mu.Lock()
+	if u.closed {
+		u.mu.Unlock()
+		u.wg.Wait()
+		return nil
+	}
+	u.closed = true
+	u.mu.Unlock()
+	if u.cancel != nil {
+		u.cancel()
+	}
+	for _, l := range u.innerLns {
+		l.Close()
+	}
+	if u.innerUA != nil {
+		u.innerUA.Close()
+	}
+	if u.outerPC != nil {
+		u.outerPC.Close()
+	}
+	if u.outerUA != nil {
+		u.outerUA.Close()
+	}
+	if u.pump != nil {
+		u.pump.Close()
+	} else if u.dev != nil {
+		u.dev.Close()
+	}
+	if u.mediaPump != nil {
+		u.mediaPump.Close()
+	}
+	u.wg.Wait()
 	return nil
 }

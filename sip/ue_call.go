@@ -101,7 +101,7 @@ func (u *UE) openCallMedia(cfg MediaConfig) (*callMedia, []uint16, error) {
 		cm.conns = append(cm.conns, c)
 		ports[i] = uint16(c.LocalAddr().(*net.UDPAddr).Port)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(u.ctx)
 	cm.cancel = cancel
 	for _, c := range cm.conns {
 		if c != nil {
@@ -157,10 +157,10 @@ func (cm *callMedia) close() {
 }
 
 // activeSetNow returns the UE's current SA set.
-func (u *UE) activeSetNow() *ueSet {
+func (u *UE) activeSetNow() *liveSet {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return u.active
+	return u.sas.active()
 }
 
 // innerPath is how the UE's requests reach the P-CSCF: inside the tunnel
@@ -211,16 +211,16 @@ func (u *UE) Call(ctx context.Context, target string, duration time.Duration, mc
 	if err := d.path.prep(ctx, inv); err != nil {
 		return nil, err
 	}
-	u.emit(u.pcscfName(), "INVITE "+target+" (inside ESP)", fmt.Sprintf("SDP: audio %v:%d, video %v:%d (media tunnel)", u.inner4, ports[0], u.inner4, ports[1]))
+	u.emit(EvInvite, u.pcscfName(), "INVITE "+target+" (inside ESP)", fmt.Sprintf("SDP: audio %v:%d, video %v:%d (media tunnel)", u.inner4, ports[0], u.inner4, ports[1]))
 	start := time.Now()
 	final, err := runInvite(ctx, u.innerCli, inv, func(r *sip.Response) {
-		u.emit("", fmt.Sprintf("%d %s", r.StatusCode, r.Reason), "")
+		u.emit(EvProvisional, "", fmt.Sprintf("%d %s", r.StatusCode, r.Reason), "")
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sip: INVITE %s: %w", target, err)
 	}
 	if !final.IsSuccess() {
-		u.emit("", fmt.Sprintf("%d %s", final.StatusCode, final.Reason), "call not answered")
+		u.emit(EvCallFailed, "", fmt.Sprintf("%d %s", final.StatusCode, final.Reason), "call not answered")
 		return nil, &ErrCallFailed{Code: final.StatusCode, Reason: final.Reason}
 	}
 	setup := time.Since(start)
@@ -230,18 +230,18 @@ func (u *UE) Call(ctx context.Context, target string, duration time.Duration, mc
 	}
 	answer, err := media.ParseSDP(final.Body())
 	if err != nil {
-		d.bye(context.Background())
+		d.bye(u.ctx)
 		return nil, fmt.Errorf("sip: answer SDP: %w", err)
 	}
-	u.emit("", "200 OK, ACK: call up", fmt.Sprintf("in %v; media to the P-CSCF's relay at %v", setup.Round(time.Microsecond), answer.Endpoint(0)))
+	u.emit(EvCallUp, "", "200 OK, ACK: call up", fmt.Sprintf("in %v; media to the P-CSCF's relay at %v", setup.Round(time.Microsecond), answer.Endpoint(0)))
 	mctx, mcancel := context.WithTimeout(ctx, duration)
 	cm.start(mctx, answer, mc, duration)
 	<-mctx.Done()
 	mcancel()
 	time.Sleep(100 * time.Millisecond) // the last packets in flight
-	byeCtx, cancel := context.WithTimeout(context.Background(), defaultSIPTimeout)
+	byeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), defaultSIPTimeout)
 	defer cancel()
-	u.emit(u.pcscfName(), "BYE", "")
+	u.emit(EvBye, u.pcscfName(), "BYE", "")
 	if err := d.bye(byeCtx); err != nil {
 		return nil, err
 	}
@@ -287,13 +287,13 @@ func (u *UE) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if f := req.From(); f != nil {
 		from = aor(f.Address)
 	}
-	u.emit("", "INVITE from "+from+" (inside ESP)", "incoming call")
+	u.emit(EvInvite, "", "INVITE from "+from+" (inside ESP)", "incoming call")
 	u.mu.Lock()
 	busy := u.curCall != nil
 	u.mu.Unlock()
 	switch {
 	case busy || u.cfg.Answer == AnswerBusy:
-		u.emit(u.pcscfName(), "486 Busy Here", "")
+		u.emit(EvCallFailed, u.pcscfName(), "486 Busy Here", "")
 		respond(486, "Busy Here", nil, "")
 		return
 	}
@@ -309,9 +309,12 @@ func (u *UE) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	tag := newTag()
 	respond(180, "Ringing", nil, tag)
-	u.emit(u.pcscfName(), "180 Ringing", "")
+	u.emit(EvProvisional, u.pcscfName(), "180 Ringing", "")
 	if u.cfg.Answer == AnswerIgnore {
-		<-tx.Done() // the caller cancels or times out
+		select {
+		case <-tx.Done(): // the caller cancels or times out
+		case <-u.ctx.Done():
+		}
 		cm.close()
 		return
 	}
@@ -319,6 +322,9 @@ func (u *UE) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		select {
 		case <-time.After(u.cfg.RingTime):
 		case <-tx.Done(): // cancelled while ringing
+			cm.close()
+			return
+		case <-u.ctx.Done():
 			cm.close()
 			return
 		}
@@ -334,7 +340,7 @@ func (u *UE) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	u.mu.Lock()
 	u.curCall = c
 	u.mu.Unlock()
-	u.emit(u.pcscfName(), "200 OK (answer)", fmt.Sprintf("SDP: audio %v:%d, video %v:%d (media tunnel)", u.inner4, ports[0], u.inner4, ports[1]))
+	u.emit(EvCallUp, u.pcscfName(), "200 OK (answer)", fmt.Sprintf("SDP: audio %v:%d, video %v:%d (media tunnel)", u.inner4, ports[0], u.inner4, ports[1]))
 	respond(200, "OK", sdp, tag)
 }
 
@@ -343,11 +349,11 @@ func (u *UE) onAck(req *sip.Request, tx sip.ServerTransaction) {
 	u.mu.Lock()
 	c := u.curCall
 	u.mu.Unlock()
-	if c == nil || req.CallID().Value() != c.d.callID {
+	if c == nil || req.CallID() == nil || req.CallID().Value() != c.d.callID {
 		return
 	}
-	u.emit("", "ACK: call up", "sending media to the P-CSCF's relay")
-	c.cm.start(context.Background(), c.offer, u.cfg.Media, 0)
+	u.emit(EvCallUp, "", "ACK: call up", "sending media to the P-CSCF's relay")
+	c.cm.start(u.ctx, c.offer, u.cfg.Media, 0)
 }
 
 // onBye ends the call we answered and reports it.
@@ -372,7 +378,7 @@ func (u *UE) onBye(req *sip.Request, tx sip.ServerTransaction) {
 	time.Sleep(50 * time.Millisecond) // the caller's last packets in flight
 	c.cm.close()
 	rep := CallReport{Peer: c.peer, Seconds: time.Since(c.start).Seconds(), Sent: c.cm.sent, Received: c.cm.meter.Report()}
-	u.emit("", "BYE received: call ended", "200 OK")
+	u.emit(EvBye, "", "BYE received: call ended", "200 OK")
 	if u.cfg.OnCallEnd != nil {
 		u.cfg.OnCallEnd(rep)
 	}

@@ -14,19 +14,21 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"github.com/imsec/imsec/akakeys"
+	"github.com/imsec/imsec/esp"
 )
 
-// offer builds our Security-Client list with fresh SPIs and the next port-c.
-func (u *UE) offer() []Mechanism {
-	spiC, spiS := randSPI(), randSPI()
-	for spiS == spiC {
-		spiS = randSPI()
-	}
+// offer builds our Security-Client list with fresh SPIs (spi-c, spi-s,
+// media) and the next port-c. The SPIs stay reserved while a set uses
+// them; releaseOffer gives back those of an offer that never became one.
+func (u *UE) offer() ([]Mechanism, []esp.SPI, error) {
+	u.mu.Lock()
+	spis, err := u.sas.pool.draw(3)
 	portC := u.portC(u.portCIdx)
-	mediaSPI := randSPI()
-	for mediaSPI == spiC || mediaSPI == spiS {
-		mediaSPI = randSPI()
+	u.mu.Unlock()
+	if err != nil {
+		return nil, nil, err
 	}
+	spiC, spiS, mediaSPI := spis[0], spis[1], spis[2]
 	var ms []Mechanism
 	for _, s := range u.cfg.Offer {
 		m := Mechanism{Name: MechIPsec3GPP, Alg: s.Alg, EAlg: s.EAlg, Prot: "esp", Mod: ModUDPEncTun,
@@ -36,7 +38,19 @@ func (u *UE) offer() []Mechanism {
 		}
 		ms = append(ms, m)
 	}
-	return ms
+	return ms, spis, nil
+}
+
+// releaseOffer gives back the SPIs of an offer unless a set holds them.
+func (u *UE) releaseOffer(spis []esp.SPI) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, ls := range u.sas.sets {
+		if len(ls.spis) > 0 && ls.spis[0] == spis[0] {
+			return
+		}
+	}
+	u.sas.pool.release(spis...)
 }
 
 // newRegister builds a REGISTER with our Call-ID and the next CSeq.
@@ -120,16 +134,19 @@ func (u *UE) Register(ctx context.Context) error {
 		u.inner4 = netip.Addr{}
 	}
 	u.mu.Unlock()
-	offers := u.offer()
+	offers, spis, err := u.offer()
+	if err != nil {
+		return err
+	}
+	defer u.releaseOffer(spis)
 	contact := sip.Uri{Scheme: "sip", User: userOf(u.cfg.IMPU), Host: u.local.String(), Port: u.outerPC.LocalAddr().(*net.UDPAddr).Port}
 	local := u.outerPC.LocalAddr().(*net.UDPAddr).AddrPort()
 	exp := int(u.cfg.Expires / time.Second)
 	auth := u.initialAuth()
 	var res *sip.Response
-	var err error
 	for attempt := 0; ; attempt++ {
 		req := u.newRegister(u.cfg.PCSCF.String(), contact, exp, offers, auth, "")
-		u.emit(u.pcscfName(), "REGISTER (unprotected)", "Security-Client: "+describeOffers(offers))
+		u.emit(EvRegisterSent, u.pcscfName(), "REGISTER (unprotected)", "Security-Client: "+describeOffers(offers))
 		if res, err = u.do(ctx, u.outerCli, req, local); err != nil {
 			return fmt.Errorf("sip: REGISTER to %v: %w", u.cfg.PCSCF, err)
 		}
@@ -139,14 +156,14 @@ func (u *UE) Register(ctx context.Context) error {
 		ck, ik, cred, err := u.answer(res, "sip:"+u.cfg.Domain)
 		var sf *akakeys.SyncFailureError
 		if errors.As(err, &sf) && attempt == 0 {
-			u.emit(u.pcscfName(), "REGISTER (unprotected, auts)", "SQN out of range: resynchronisation")
+			u.emit(EvRegisterSent, u.pcscfName(), "REGISTER (unprotected, auts)", "SQN out of range: resynchronisation")
 			auth = cred.String()
 			continue
 		}
 		if err != nil {
 			return err
 		}
-		return u.finishRegistration(ctx, res, offers, ck, ik, cred, exp)
+		return u.finishRegistration(ctx, res, offers, spis, ck, ik, cred, exp)
 	}
 }
 
@@ -161,7 +178,7 @@ func userOf(impu string) string {
 func describeOffers(ms []Mechanism) string {
 	var parts []string
 	for _, m := range ms {
-		parts = append(parts, m.EffectiveEAlg()+"/"+m.Alg)
+		parts = append(parts, m.Suite().String())
 	}
 	if len(ms) == 0 {
 		return ""
@@ -170,7 +187,7 @@ func describeOffers(ms []Mechanism) string {
 }
 
 func (u *UE) unexpected(res *sip.Response) error {
-	u.emit("", fmt.Sprintf("got %d %s", res.StatusCode, res.Reason), "")
+	u.emit(EvUnexpected, "", fmt.Sprintf("got %d %s", res.StatusCode, res.Reason), "")
 	if res.StatusCode == 403 {
 		return fmt.Errorf("%w: %s", ErrForbidden, res.Reason)
 	}
@@ -198,7 +215,7 @@ func (u *UE) answer(res *sip.Response, uri string) (akakeys.CK, akakeys.IK, akak
 	}
 	cred := akakeys.Credentials{Username: u.cfg.IMPI, Realm: ch.Realm, Nonce: ch.Nonce, URI: uri, Algorithm: "AKAv1-MD5",
 		Opaque: ch.Opaque, QOP: "auth", NC: 1, CNonce: randHex(8)}
-	u.emit("", "USIM: verify AUTN (MAC-A, SQN)", "")
+	u.emit(EvUSIM, "", "USIM: verify AUTN (MAC-A, SQN)", "")
 	if u.cfg.AMF != nil && [2]byte(autn[6:8]) != *u.cfg.AMF {
 		return akakeys.CK{}, akakeys.IK{}, cred, fmt.Errorf("sip: AUTN carries AMF %x, want %x", autn[6:8], u.cfg.AMF[:])
 	}
@@ -211,12 +228,12 @@ func (u *UE) answer(res *sip.Response, uri string) (akakeys.CK, akakeys.IK, akak
 		}
 		return ck, ik, cred, sf
 	case errors.Is(err, akakeys.ErrMACFailure):
-		u.emit("", "USIM: MAC-A wrong", "the network is not who it claims, or K/OPc differ")
+		u.emit(EvUSIM, "", "USIM: MAC-A wrong", "the network is not who it claims, or K/OPc differ")
 		return ck, ik, cred, ErrNetworkAuth
 	case err != nil:
 		return ck, ik, cred, err
 	}
-	u.emit("", "USIM: RES, CK, IK computed", "")
+	u.emit(EvUSIM, "", "USIM: RES, CK, IK computed", "")
 	if u.hookRES != nil {
 		u.hookRES(&resp)
 	}
@@ -234,7 +251,7 @@ func randHex(n int) string {
 
 // finishRegistration builds the SAs from the 401, and sends the protected
 // REGISTER through them.
-func (u *UE) finishRegistration(ctx context.Context, res *sip.Response, offers []Mechanism, ck akakeys.CK, ik akakeys.IK, cred akakeys.Credentials, exp int) error {
+func (u *UE) finishRegistration(ctx context.Context, res *sip.Response, offers []Mechanism, spis []esp.SPI, ck akakeys.CK, ik akakeys.IK, cred akakeys.Credentials, exp int) error {
 	ss := res.GetHeader("Security-Server")
 	if ss == nil {
 		return errors.New("sip: 401 without Security-Server (the P-CSCF did not agree to IPsec)")
@@ -255,12 +272,12 @@ func (u *UE) finishRegistration(ctx context.Context, res *sip.Response, offers [
 	}
 	var mine *Mechanism
 	for i := range offers {
-		if offers[i].Alg == srv.Alg && offers[i].EffectiveEAlg() == srv.EffectiveEAlg() {
+		if offers[i].Suite() == srv.Suite() {
 			mine = &offers[i]
 		}
 	}
 	if mine == nil {
-		return fmt.Errorf("sip: P-CSCF chose %s/%s, which we did not offer", srv.EffectiveEAlg(), srv.Alg)
+		return fmt.Errorf("sip: P-CSCF chose %s, which we did not offer", srv.Suite())
 	}
 	set, err := NewSASet(*mine, *srv, ck, ik)
 	if err != nil {
@@ -270,19 +287,16 @@ func (u *UE) finishRegistration(ctx context.Context, res *sip.Response, offers [
 	if err != nil {
 		return err
 	}
-	for _, in := range side.Inbound {
-		if err := u.pump.AddInbound(u.peer, in); err != nil {
-			return err
-		}
-	}
-	ns := &ueSet{set: set, side: side, verify: ss.Value()}
+	ns := &liveSet{set: set, side: side, spis: spis, verify: ss.Value(), deadline: u.now().Add(DefaultTempSATimeout)}
 	u.mu.Lock()
-	prev := u.active
-	u.applyOutboundLocked(ns, prev)
+	err = u.sas.install(ns)
 	u.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	set.LogKeys(u.keylog)
-	u.emit("", "SAs installed", fmt.Sprintf("%s/%s mod=UDP-enc-tun, ESP to %v, SPIs in %#x %#x out %#x %#x",
-		set.EAlg, set.Alg, u.cfg.PCSCFESP, mine.SPIc, mine.SPIs, srv.SPIs, srv.SPIc))
+	u.emit(EvSAsInstalled, "", "SAs installed", fmt.Sprintf("%s mod=UDP-enc-tun, ESP to %v, SPIs in %#x %#x out %#x %#x",
+		set.Suite, u.cfg.PCSCFESP, mine.SPIc, mine.SPIs, srv.SPIs, srv.SPIc))
 
 	if !u.inner4.IsValid() {
 		if err := u.acquireAddress(ctx); err != nil {
@@ -291,6 +305,7 @@ func (u *UE) finishRegistration(ctx context.Context, res *sip.Response, offers [
 		}
 	}
 	if err := u.startInner(); err != nil {
+		u.dropSet(ns)
 		return err
 	}
 	// The protected REGISTER: from our inner address and the new port-c to
@@ -303,7 +318,7 @@ func (u *UE) finishRegistration(ctx context.Context, res *sip.Response, offers [
 	}
 	req := u.newRegister(dest, contact, exp, offers, cred.String(), verify)
 	laddr := netip.AddrPortFrom(u.inner4, mine.PortC)
-	u.emit(u.pcscfName(), "REGISTER (protected, RES)", fmt.Sprintf("%v -> %s inside ESP, Security-Verify echoed", laddr, dest))
+	u.emit(EvRegisterSent, u.pcscfName(), "REGISTER (protected, RES)", fmt.Sprintf("%v -> %s inside ESP, Security-Verify echoed", laddr, dest))
 	r2, err := u.sendInner(ctx, req, mine.PortC, srv.PortS)
 	if err != nil {
 		u.dropSet(ns)
@@ -320,33 +335,19 @@ func (u *UE) finishRegistration(ctx context.Context, res *sip.Response, offers [
 		}
 	}
 	u.mu.Lock()
-	u.old = prev
-	u.active = ns
+	now := u.now()
 	u.registered = true
-	u.expires = u.now().Add(time.Duration(granted) * time.Second)
+	u.expires = now.Add(time.Duration(granted) * time.Second)
+	// The 200 came through the new SAs; the old set goes once the new one
+	// carries traffic, or after oldSetGrace (packets in flight on it).
+	u.sas.activate(ns, u.expires.Add(DefaultSAMargin), now.Add(oldSetGrace))
 	u.portCIdx++
 	u.mu.Unlock()
-	u.emit("", "200 OK: registered", fmt.Sprintf("inner %v, expires %ds", u.inner4, granted))
+	u.emit(EvRegistered, "", "200 OK: registered", fmt.Sprintf("inner %v, expires %ds", u.inner4, granted))
 	if err := u.activateMedia(ctx, *mine, *srv, ck, ik); err != nil {
 		// Signalling is registered either way; calls will tell if media
 		// cannot get through.
-		u.emit("", "media tunnel not confirmed", err.Error())
-	}
-	if prev != nil {
-		// The 200 came through the new SAs; drop the old set once packets
-		// in flight on it have had time to arrive.
-		time.AfterFunc(2*time.Second, func() {
-			u.mu.Lock()
-			old := u.old
-			if old == prev {
-				u.old = nil
-			}
-			u.mu.Unlock()
-			if old == prev {
-				u.dropSet(prev)
-				u.emit("", "old SAs deleted", "")
-			}
-		})
+		u.emit(EvMediaUnconfirm, "", "media tunnel not confirmed", err.Error())
 	}
 	return nil
 }
@@ -355,13 +356,17 @@ func (u *UE) finishRegistration(ctx context.Context, res *sip.Response, offers [
 // (TS 33.203 §7.4).
 func (u *UE) Reregister(ctx context.Context) error {
 	u.mu.Lock()
-	cur := u.active
+	cur := u.sas.active()
 	reg := u.registered
 	u.mu.Unlock()
 	if !reg || cur == nil {
 		return u.Register(ctx)
 	}
-	offers := u.offer()
+	offers, spis, err := u.offer()
+	if err != nil {
+		return err
+	}
+	defer u.releaseOffer(spis)
 	exp := int(u.cfg.Expires / time.Second)
 	dest := netip.AddrPortFrom(u.gateway, cur.set.PCSCF.PortS).String()
 	laddr := netip.AddrPortFrom(u.inner4, cur.set.UE.PortC)
@@ -369,7 +374,7 @@ func (u *UE) Reregister(ctx context.Context) error {
 	auth := u.initialAuth()
 	for attempt := 0; ; attempt++ {
 		req := u.newRegister(dest, contact, exp, offers, auth, cur.verify)
-		u.emit(u.pcscfName(), "REGISTER (re-registration, protected)", "over the current SAs; new Security-Client: "+describeOffers(offers))
+		u.emit(EvRegisterSent, u.pcscfName(), "REGISTER (re-registration, protected)", "over the current SAs; new Security-Client: "+describeOffers(offers))
 		res, err := u.sendInner(ctx, req, laddr.Port(), cur.set.PCSCF.PortS)
 		if err != nil {
 			return fmt.Errorf("sip: re-REGISTER: %w", err)
@@ -386,7 +391,7 @@ func (u *UE) Reregister(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		return u.finishRegistration(ctx, res, offers, ck, ik, cred, exp)
+		return u.finishRegistration(ctx, res, offers, spis, ck, ik, cred, exp)
 	}
 }
 
@@ -394,7 +399,7 @@ func (u *UE) Reregister(ctx context.Context) error {
 // them on the 200.
 func (u *UE) Deregister(ctx context.Context) error {
 	u.mu.Lock()
-	cur := u.active
+	cur := u.sas.active()
 	reg := u.registered
 	u.mu.Unlock()
 	if !reg || cur == nil {
@@ -404,7 +409,7 @@ func (u *UE) Deregister(ctx context.Context) error {
 	laddr := netip.AddrPortFrom(u.inner4, cur.set.UE.PortC)
 	contact := sip.Uri{Scheme: "sip", User: userOf(u.cfg.IMPU), Host: u.inner4.String(), Port: int(u.cfg.PortS)}
 	req := u.newRegister(dest, contact, 0, nil, "", cur.verify)
-	u.emit(u.pcscfName(), "REGISTER Expires: 0 (protected)", "de-registration")
+	u.emit(EvRegisterSent, u.pcscfName(), "REGISTER Expires: 0 (protected)", "de-registration")
 	res, err := u.sendInner(ctx, req, laddr.Port(), cur.set.PCSCF.PortS)
 	if err != nil {
 		return fmt.Errorf("sip: de-REGISTER: %w", err)
@@ -413,11 +418,18 @@ func (u *UE) Deregister(ctx context.Context) error {
 		return u.unexpected(res)
 	}
 	u.reset()
-	if u.mediaIn != nil {
-		u.mediaPump.RemoveInbound(u.mediaIn.SPI())
-		u.mediaPeer.SetOutbound(nil)
-		u.mediaIn = nil
+	u.mu.Lock()
+	media := []*esp.Inbound{u.mediaIn, u.mediaOld}
+	u.mediaIn, u.mediaOld = nil, nil
+	u.mu.Unlock()
+	for _, in := range media {
+		if in != nil {
+			u.mediaPump.RemoveInbound(in.SPI())
+		}
 	}
-	u.emit("", "200 OK: de-registered", "SAs deleted")
+	if u.mediaPeer != nil {
+		u.mediaPeer.SetOutbound(nil)
+	}
+	u.emit(EvDeregistered, "", "200 OK: de-registered", "SAs deleted")
 	return nil
 }

@@ -25,7 +25,7 @@ func (u *UE) Run(ctx context.Context) error {
 		if isFatal(err) {
 			return err
 		}
-		u.emit("", "registration failed, retrying in "+backoff.String(), err.Error())
+		u.emit(EvRetry, "", "registration failed, retrying in "+backoff.String(), err.Error())
 		u.reset()
 		if !sleepCtx(ctx, backoff) {
 			return nil
@@ -42,7 +42,7 @@ func (u *UE) Run(ctx context.Context) error {
 			wait = time.Second
 		}
 		if !sleepCtx(ctx, wait) {
-			dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			defer cancel()
 			if err := u.Deregister(dctx); err != nil {
 				return fmt.Errorf("sip: de-registration on exit: %w", err)
@@ -56,7 +56,7 @@ func (u *UE) Run(ctx context.Context) error {
 			if isFatal(err) {
 				return err
 			}
-			u.emit("", "re-registration failed: starting over", err.Error())
+			u.emit(EvStartOver, "", "re-registration failed: starting over", err.Error())
 			u.reset()
 			backoff := time.Second
 			for {
@@ -67,7 +67,7 @@ func (u *UE) Run(ctx context.Context) error {
 				} else if isFatal(err) {
 					return err
 				} else {
-					u.emit("", "registration failed, retrying in "+backoff.String(), err.Error())
+					u.emit(EvRetry, "", "registration failed, retrying in "+backoff.String(), err.Error())
 					u.reset()
 				}
 				if !sleepCtx(ctx, backoff) {
@@ -83,15 +83,9 @@ func (u *UE) Run(ctx context.Context) error {
 // Register starts from scratch (DHCP included).
 func (u *UE) reset() {
 	u.mu.Lock()
+	defer u.mu.Unlock()
 	u.registered = false
-	sets := []*ueSet{u.active, u.old}
-	u.active, u.old = nil, nil
-	u.mu.Unlock()
-	for _, s := range sets {
-		if s != nil {
-			u.dropSet(s)
-		}
-	}
+	u.sas.clear()
 }
 
 // isFatal tells errors that retrying cannot fix: the network failed

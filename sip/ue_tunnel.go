@@ -2,8 +2,6 @@ package sip
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -64,8 +62,62 @@ func (u *UE) startTunnel() error {
 		ka = 0
 	}
 	all := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
-	u.peer, err = u.pump.AddPeer(tun.PeerConfig{Name: u.pcscfName(), Endpoint: u.cfg.PCSCFESP, Allowed: all, Routes: all, Keepalive: ka})
-	return err
+	if u.peer, err = u.pump.AddPeer(tun.PeerConfig{Name: u.pcscfName(), Endpoint: u.cfg.PCSCFESP, Allowed: all, Routes: all, Keepalive: ka}); err != nil {
+		return err
+	}
+	u.mu.Lock()
+	u.sas.pump, u.sas.tpeer, u.sas.peer = u.pump, u.peer, u.peer
+	u.mu.Unlock()
+	u.goFunc(u.housekeeper)
+	return nil
+}
+
+// oldSetGrace is how long the UE keeps a replaced SA set (and media SA)
+// at the latest: packets in flight on it still arrive. The set goes sooner,
+// as soon as its successor carries traffic.
+const oldSetGrace = 2 * time.Second
+
+// housekeeper deletes replaced SA sets and media SAs (by the injected
+// clock) until Close.
+func (u *UE) housekeeper() {
+	t := time.NewTimer(housekeepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-u.ctx.Done():
+			return
+		case <-t.C:
+		case <-u.wake:
+		}
+		u.Housekeep()
+		if !t.Stop() {
+			select {
+			case <-t.C:
+			default:
+			}
+		}
+		t.Reset(housekeepEvery)
+	}
+}
+
+// Housekeep deletes the old SA set once the new one carries traffic or
+// its grace is over, and a replaced media SA after its grace. The
+// housekeeper runs it; tests with a fake clock call it directly.
+func (u *UE) Housekeep() {
+	now := u.now()
+	u.mu.Lock()
+	gone := u.sas.expire(now)
+	var oldMedia *esp.Inbound
+	if u.mediaOld != nil && !now.Before(u.mediaOldUntil) {
+		oldMedia, u.mediaOld = u.mediaOld, nil
+	}
+	u.mu.Unlock()
+	if oldMedia != nil {
+		u.mediaPump.RemoveInbound(oldMedia.SPI())
+	}
+	for range gone {
+		u.emit(EvSAOldDeleted, "", "old SAs deleted", "")
+	}
 }
 
 // intercept takes DHCP replies (to port 68) for the client.
@@ -83,16 +135,6 @@ func (u *UE) intercept(_ *tun.Peer, pkt []byte) bool {
 // portC returns the port-c for a new set: it alternates so that a new set
 // never shares a port-c with the one it replaces.
 func (u *UE) portC(idx int) uint16 { return u.cfg.PortS - 6 + uint16(idx%2) }
-
-func randSPI() uint32 {
-	for {
-		var b [4]byte
-		rand.Read(b[:])
-		if v := binary.BigEndian.Uint32(b[:]); v > esp.SPIReservedMax {
-			return v
-		}
-	}
-}
 
 // activateMedia brings up (once) and rekeys the media tunnel when the
 // P-CSCF agreed to it in Security-Server.
@@ -133,7 +175,7 @@ func (u *UE) activateMedia(ctx context.Context, mine, srv Mechanism, ck akakeys.
 			return err
 		}
 	}
-	mp, cfgs, err := newMediaPair(srv.EffectiveEAlg(), srv.Alg, ck, ik, ueSPI, pSPI)
+	mp, cfgs, err := newMediaPair(srv.Suite(), ck, ik, ueSPI, pSPI)
 	if err != nil {
 		return err
 	}
@@ -142,52 +184,30 @@ func (u *UE) activateMedia(ctx context.Context, mine, srv Mechanism, ck akakeys.
 		return err
 	}
 	u.mediaPeer.SetOutbound(mp.out)
-	if old := u.mediaIn; old != nil {
-		time.AfterFunc(2*time.Second, func() { u.mediaPump.RemoveInbound(old.SPI()) })
+	u.mu.Lock()
+	if u.mediaOld != nil {
+		// A third rekey within the grace: the oldest goes now.
+		u.mediaPump.RemoveInbound(u.mediaOld.SPI())
 	}
+	u.mediaOld, u.mediaOldUntil = u.mediaIn, u.now().Add(oldSetGrace)
 	u.mediaIn = mp.in
+	u.mu.Unlock()
 	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	rtt, err := u.mediaPump.Ping(pctx, u.mediaPeer, u.inner4, u.gateway, 0x1ee, uint16(ueSPI))
 	if err != nil {
 		return fmt.Errorf("pinhole ping through the media tunnel: %w", err)
 	}
-	u.emit(u.pcscfName()+" media", "ICMP echo (inside the media tunnel)", fmt.Sprintf("SPIs in %#x out %#x, to %v, answered in %v",
+	u.emit(EvPing, u.pcscfName()+" media", "ICMP echo (inside the media tunnel)", fmt.Sprintf("SPIs in %#x out %#x, to %v, answered in %v",
 		ueSPI, pSPI, u.mediaPeer.Endpoint(), rtt.Round(time.Microsecond)))
 	return nil
 }
 
-// applyOutboundLocked installs the outbound selectors of the newest set
-// first, then the previous one, with the newest set's default.
-func (u *UE) applyOutboundLocked(sets ...*ueSet) {
-	var sel []tun.OutboundSA
-	var def *esp.Outbound
-	for _, s := range sets {
-		if s == nil {
-			continue
-		}
-		sel = append(sel, s.side.Outbound...)
-		if def == nil {
-			def = s.side.Default
-		}
-	}
-	u.peer.SetOutboundSAs(def, sel)
-}
-
-// dropSet removes a set's inbound SAs and its outbound selectors.
-func (u *UE) dropSet(s *ueSet) {
-	for _, in := range s.side.Inbound {
-		u.pump.RemoveInbound(in.SPI())
-	}
+// dropSet deletes one SA set (a failed registration's).
+func (u *UE) dropSet(ls *liveSet) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	var keep []*ueSet
-	for _, x := range []*ueSet{u.active, u.old} {
-		if x != nil && x != s {
-			keep = append(keep, x)
-		}
-	}
-	u.applyOutboundLocked(keep...)
+	u.sas.remove(ls)
 }
 
 // acquireAddress runs DHCP through the tunnel, then pings the P-CSCF's
@@ -199,7 +219,7 @@ func (u *UE) acquireAddress(ctx context.Context) error {
 	}
 	dctx, cancel := context.WithTimeout(ctx, defaultDHCPTimeout)
 	defer cancel()
-	u.emit(u.pcscfName(), "DHCPDISCOVER (inside ESP)", "first packet through the SAs: opens the NAT pinhole")
+	u.emit(EvDHCP, u.pcscfName(), "DHCPDISCOVER (inside ESP)", "first packet through the SAs: opens the NAT pinhole")
 	lease, err := cl.Acquire(dctx, func(p []byte) error { return u.pump.Inject(u.peer, p) }, u.dhcpIn)
 	if err != nil {
 		return fmt.Errorf("sip: no inner address over the tunnel: %w", err)
@@ -210,14 +230,14 @@ func (u *UE) acquireAddress(ctx context.Context) error {
 	u.mu.Lock()
 	u.inner4, u.gateway = lease.Addr.Addr(), lease.Router
 	u.mu.Unlock()
-	u.emit("", "inner address "+lease.Addr.String(), "from DHCP over the tunnel; P-CSCF inner "+lease.Router.String())
+	u.emit(EvInnerAddress, "", "inner address "+lease.Addr.String(), "from DHCP over the tunnel; P-CSCF inner "+lease.Router.String())
 	pctx, cancel2 := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel2()
 	rtt, err := u.pump.Ping(pctx, u.peer, lease.Addr.Addr(), lease.Router, 0x1ec, 1)
 	if err != nil {
 		return fmt.Errorf("sip: pinhole ping to %v: %w", lease.Router, err)
 	}
-	u.emit(u.pcscfName(), "ICMP echo (inside ESP)", fmt.Sprintf("pinhole ping answered in %v", rtt.Round(time.Microsecond)))
+	u.emit(EvPing, u.pcscfName(), "ICMP echo (inside ESP)", fmt.Sprintf("pinhole ping answered in %v", rtt.Round(time.Microsecond)))
 	return nil
 }
 
@@ -279,19 +299,22 @@ func (u *UE) startInner() error {
 	if u.inner, err = sipgo.NewServer(ua, sipgo.WithServerLogger(u.log)); err != nil {
 		return err
 	}
-	u.inner.OnInvite(u.onInvite)
-	u.inner.OnAck(u.onAck)
-	u.inner.OnBye(u.onBye)
-	u.inner.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
-		u.emit(u.pcscfName(), "200 OK to OPTIONS", "inside ESP, from port-s over "+req.Transport())
+	u.inner.OnInvite(u.handler(u.onInvite))
+	u.inner.OnAck(u.handler(u.onAck))
+	u.inner.OnBye(u.handler(u.onBye))
+	u.inner.OnOptions(u.handler(func(req *sip.Request, tx sip.ServerTransaction) {
+		if u.cfg.Events != nil {
+			u.cfg.Events(Event{Kind: EvOptionsAnswered, Time: u.now(), From: u.name, To: u.pcscfName(), What: "200 OK to OPTIONS",
+				Detail: "inside ESP, from port-s over " + req.Transport(), Addr: parseAddrPort(req.Source()), Transport: req.Transport()})
+		}
 		res := sip.NewResponseFromRequest(req, 200, "OK", nil)
 		res.SetDestination(req.Source())
 		tx.Respond(res)
-	})
+	}))
 	if u.innerCli, err = sipgo.NewClient(ua, sipgo.WithClientLogger(u.log), sipgo.WithClientHostname(u.inner4.String())); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(u.ctx, 5*time.Second)
 	defer cancel()
 	for _, port := range []uint16{u.cfg.PortS, u.portC(0), u.portC(1)} {
 		ap := netip.AddrPortFrom(u.inner4, port)
@@ -300,7 +323,8 @@ func (u *UE) startInner() error {
 			return err
 		}
 		u.innerLns = append(u.innerLns, pc)
-		go u.inner.ServeUDP(pc)
+		srv := u.inner
+		u.serve(func() error { return srv.ServeUDP(pc) })
 		if err := waitPool(ctx, ua, "udp", ap.String()); err != nil {
 			return err
 		}
@@ -310,10 +334,12 @@ func (u *UE) startInner() error {
 		return err
 	}
 	u.innerLns = append(u.innerLns, ln)
-	go u.inner.ServeTCP(ln)
+	srv := u.inner
+	u.serve(func() error { return srv.ServeTCP(ln) })
 	u.innerInj = newConnInjector(&net.TCPAddr{IP: u.inner4.AsSlice(), Port: int(u.portC(0))})
 	u.innerLns = append(u.innerLns, u.innerInj)
-	go u.inner.ServeTCP(u.innerInj)
+	inj := u.innerInj
+	u.serve(func() error { return srv.ServeTCP(inj) })
 	return nil
 }
 

@@ -13,6 +13,7 @@ import (
 	sipgosip "github.com/emiago/sipgo/sip"
 
 	"github.com/imsec/imsec/akakeys/hss"
+	"github.com/imsec/imsec/esp"
 	"github.com/imsec/imsec/sip"
 )
 
@@ -124,14 +125,14 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	cfg.PortS = uint16(*portS)
 	for _, pair := range strings.Split(*prefer, ",") {
-		ealg, alg, ok := strings.Cut(strings.TrimSpace(pair), "/")
-		if !ok || !knownEAlg(ealg) || !knownAlg(alg) {
+		suite, err := sip.ParseSuite(pair)
+		if err != nil {
 			return usageErrorf("--prefer %q: want ealg/alg pairs such as aes-cbc/hmac-sha-1-96 (ealg: aes-cbc, des-ede3-cbc, null; alg: hmac-sha-1-96, hmac-md5-96)", pair)
 		}
-		if ealg == "null" && !*allowNull {
+		if suite.EAlg == esp.EncNull && !*allowNull {
 			return usageErrorf("--prefer %q: null encryption also needs --allow-null", pair)
 		}
-		cfg.Preference = append(cfg.Preference, sip.Suite{EAlg: ealg, Alg: alg})
+		cfg.Preference = append(cfg.Preference, suite)
 	}
 	if cfg.IPsec, err = sip.ParseIPsecPolicy(*ipsec); err != nil {
 		return usageErrorf("--ipsec: %v", err)
@@ -197,7 +198,3 @@ func cliLogger(w io.Writer, verbose bool) *slog.Logger {
 	})
 	return l
 }
-
-// knownEAlg and knownAlg are the TS 33.203 algorithms sec-agree negotiates.
-func knownEAlg(s string) bool { return s == "aes-cbc" || s == "des-ede3-cbc" || s == "null" }
-func knownAlg(s string) bool  { return s == "hmac-sha-1-96" || s == "hmac-md5-96" }

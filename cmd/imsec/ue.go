@@ -219,7 +219,7 @@ func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		u.Deregister(ctx)
 		return fmt.Errorf("ping %v through the tunnel: %w", info.PCSCFInner, err)
 	}
-	fmt.Fprintf(stdout, "registered as %s with inner address %v (%s/%s); ping %v through the tunnel: %v\n",
-		*impu, info.InnerAddr, info.EAlg, info.Alg, info.PCSCFInner, rtt.Round(time.Microsecond))
+	fmt.Fprintf(stdout, "registered as %s with inner address %v (%s); ping %v through the tunnel: %v\n",
+		*impu, info.InnerAddr, info.Suite, info.PCSCFInner, rtt.Round(time.Microsecond))
 	return u.Deregister(ctx)
 }

@@ -322,7 +322,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	for _, p := range parties {
 		info := p.ue.Info()
 		us := UESummary{Name: "UE " + p.name, IMPU: p.impu, BehindNAT: p.natted, InnerAddr: info.InnerAddr.String(),
-			PCSCFInner: info.PCSCFInner.String(), EAlg: info.EAlg, Alg: info.Alg,
+			PCSCFInner: info.PCSCFInner.String(), EAlg: string(info.Suite.EAlg), Alg: string(info.Suite.Alg),
 			SAs: append(saSummaries(info.SAs, "signalling"), saSummaries(info.MediaSAs, "media")...)}
 		if rtt, err := p.ue.Ping(ctx, 3); err == nil {
 			us.PingRTTus = rtt.Microseconds()
@@ -397,7 +397,7 @@ func printUE(w io.Writer, p *party) {
 	if p.natted {
 		where = "behind the NAT"
 	}
-	fmt.Fprintf(w, "UE %s (%s, %s): inner %v, P-CSCF inner %v, %s/%s\n", p.name, p.impu, where, info.InnerAddr, info.PCSCFInner, info.EAlg, info.Alg)
+	fmt.Fprintf(w, "UE %s (%s, %s): inner %v, P-CSCF inner %v, %s\n", p.name, p.impu, where, info.InnerAddr, info.PCSCFInner, info.Suite)
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "  SPI\tdir\tpurpose\tpackets\tbytes")
 	for _, s := range append(saSummaries(info.SAs, "signalling"), saSummaries(info.MediaSAs, "media")...) {
@@ -410,8 +410,8 @@ func printServerSets(w io.Writer, p *party) {
 	for _, r := range p.srv.Registrations() {
 		fmt.Fprintf(w, "P-CSCF %s view of %s: inner %v, ESP to %v (NAT %v)\n", p.name, r.IMPI, r.InnerAddr, r.Endpoint, r.NAT)
 		for _, s := range r.Sets {
-			fmt.Fprintf(w, "  SA set %d %-9s %s/%s  in SPIs 0x%08x 0x%08x  out SPIs 0x%08x 0x%08x\n",
-				s.ID, s.State, s.EAlg, s.Alg, s.InboundSPI[0], s.InboundSPI[1], s.OutSPI[0], s.OutSPI[1])
+			fmt.Fprintf(w, "  SA set %d %-9s %s  in SPIs 0x%08x 0x%08x  out SPIs 0x%08x 0x%08x\n",
+				s.ID, s.State, s.Suite, s.InboundSPI[0], s.InboundSPI[1], s.OutSPI[0], s.OutSPI[1])
 		}
 	}
 }
