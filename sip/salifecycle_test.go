@@ -100,9 +100,13 @@ func TestSALifecycle(t *testing.T) {
 	}{
 		{"register, rekey, old set retired by traffic", []step{
 			{"install 1", func(l *saSets, s []*liveSet, _ *fakePump) { must(t, l.install(s[0])) }, []esp.SPI{0x1001, 0x1002}, 0, 1, 1},
-			{"activate 1", func(l *saSets, s []*liveSet, _ *fakePump) { l.activate(s[0], t0.Add(time.Hour), t0.Add(30*time.Second)) }, []esp.SPI{0x1001, 0x1002}, 1, 0, 1},
+			{"activate 1", func(l *saSets, s []*liveSet, _ *fakePump) {
+				l.activate(s[0], t0.Add(time.Hour), t0.Add(30*time.Second))
+			}, []esp.SPI{0x1001, 0x1002}, 1, 0, 1},
 			{"install 2", func(l *saSets, s []*liveSet, _ *fakePump) { must(t, l.install(s[1])) }, []esp.SPI{0x1001, 0x1002, 0x2001, 0x2002}, 1, 1, 2},
-			{"activate 2", func(l *saSets, s []*liveSet, _ *fakePump) { l.activate(s[1], t0.Add(time.Hour), t0.Add(30*time.Second)) }, []esp.SPI{0x1001, 0x1002, 0x2001, 0x2002}, 2, 0, 2},
+			{"activate 2", func(l *saSets, s []*liveSet, _ *fakePump) {
+				l.activate(s[1], t0.Add(time.Hour), t0.Add(30*time.Second))
+			}, []esp.SPI{0x1001, 0x1002, 0x2001, 0x2002}, 2, 0, 2},
 			{"no traffic yet: old kept", func(l *saSets, _ []*liveSet, _ *fakePump) { l.expire(t0) }, []esp.SPI{0x1001, 0x1002, 0x2001, 0x2002}, 2, 0, 2},
 			{"traffic on 2: old goes", func(l *saSets, _ []*liveSet, p *fakePump) { p.packets[0x2001] = 1; l.expire(t0) }, []esp.SPI{0x2001, 0x2002}, 2, 0, 2},
 		}},
