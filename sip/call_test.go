@@ -19,7 +19,7 @@ type twoDomains struct {
 	bobEnded   chan CallReport
 }
 
-func newTwoDomains(t *testing.T, bobMode string, mod func(*ServerConfig)) *twoDomains {
+func newTwoDomains(t *testing.T, bobMode AnswerMode, mod func(*ServerConfig)) *twoDomains {
 	t.Helper()
 	td := &twoDomains{bobEnded: make(chan CallReport, 4)}
 	lo := netip.MustParseAddr("127.0.0.1")

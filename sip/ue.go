@@ -46,7 +46,7 @@ type UEConfig struct {
 	NoMedia bool
 	// Answer is what the UE does with an incoming call: AnswerAuto (the
 	// default), AnswerBusy or AnswerIgnore.
-	Answer string
+	Answer AnswerMode
 	// RingTime is how long an auto-answering UE rings before its 200 OK;
 	// default 300 ms (negative: answer at once). Besides being what a person
 	// sees, it lets the 180 travel ahead of the 200.
@@ -193,12 +193,8 @@ func NewUE(cfg UEConfig) (*UE, error) {
 	if cfg.RingTime == 0 {
 		cfg.RingTime = 300 * time.Millisecond
 	}
-	switch cfg.Answer {
-	case "":
-		cfg.Answer = AnswerAuto
-	case AnswerAuto, AnswerBusy, AnswerIgnore:
-	default:
-		return nil, fmt.Errorf("sip: answer mode %q: want auto, busy or ignore", cfg.Answer)
+	if cfg.Answer > AnswerIgnore {
+		return nil, fmt.Errorf("sip: unknown answer mode %v", cfg.Answer)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

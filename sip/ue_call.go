@@ -61,12 +61,45 @@ func indent(s, p string) string {
 	return strings.Join(lines, "\n") + "\n"
 }
 
-// Answer modes for incoming calls.
+// When a call ends, the media meter waits for the peer's packets still in
+// flight: until none arrived for mediaQuiet (two audio packet times), at
+// most mediaDrainMax.
 const (
-	AnswerAuto   = "auto"   // ring, then answer
-	AnswerBusy   = "busy"   // 486 Busy Here
-	AnswerIgnore = "ignore" // ring forever (the caller times out or cancels)
+	mediaQuiet    = 40 * time.Millisecond
+	mediaDrainMax = 500 * time.Millisecond
 )
+
+// AnswerMode is what a UE does with an incoming call.
+type AnswerMode uint8
+
+// Answer modes. The zero value is AnswerAuto.
+const (
+	AnswerAuto   AnswerMode = iota // ring, then answer
+	AnswerBusy                     // 486 Busy Here
+	AnswerIgnore                   // ring forever (the caller times out or cancels)
+)
+
+func (m AnswerMode) String() string {
+	switch m {
+	case AnswerAuto:
+		return "auto"
+	case AnswerBusy:
+		return "busy"
+	case AnswerIgnore:
+		return "ignore"
+	}
+	return fmt.Sprintf("answer(%d)", uint8(m))
+}
+
+// ParseAnswerMode parses "auto", "busy" or "ignore".
+func ParseAnswerMode(s string) (AnswerMode, error) {
+	for _, m := range []AnswerMode{AnswerAuto, AnswerBusy, AnswerIgnore} {
+		if s == m.String() {
+			return m, nil
+		}
+	}
+	return 0, fmt.Errorf("answer mode %q: want auto, busy or ignore", s)
+}
 
 // ErrNoCallMedia means the UE has no media tunnel (the P-CSCF did not
 // agree to it), so it cannot carry a call's media.
@@ -238,7 +271,7 @@ func (u *UE) Call(ctx context.Context, target string, duration time.Duration, mc
 	cm.start(mctx, answer, mc, duration)
 	<-mctx.Done()
 	mcancel()
-	time.Sleep(100 * time.Millisecond) // the last packets in flight
+	cm.meter.Drain(ctx, mediaQuiet, mediaDrainMax)
 	byeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), defaultSIPTimeout)
 	defer cancel()
 	u.emit(EvBye, u.pcscfName(), "BYE", "")
@@ -375,7 +408,7 @@ func (u *UE) onBye(req *sip.Request, tx sip.ServerTransaction) {
 	if c == nil {
 		return
 	}
-	time.Sleep(50 * time.Millisecond) // the caller's last packets in flight
+	c.cm.meter.Drain(u.ctx, mediaQuiet, mediaDrainMax)
 	c.cm.close()
 	rep := CallReport{Peer: c.peer, Seconds: time.Since(c.start).Seconds(), Sent: c.cm.sent, Received: c.cm.meter.Report()}
 	u.emit(EvBye, "", "BYE received: call ended", "200 OK")

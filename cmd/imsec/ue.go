@@ -68,7 +68,7 @@ func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	once := fs.Bool("once", false, "register, ping the P-CSCF through the tunnel, de-register, exit")
 	verbose := fs.Bool("v", false, "log SIP traces to stderr")
 	pcscfMedia := fs.String("pcscf-media", "", "where the media tunnel's ESP goes (default: the --pcscf-esp address with the port the P-CSCF announces)")
-	answer := fs.String("answer", sip.AnswerAuto, "incoming calls: auto (ring, answer), busy (486) or ignore (ring until the caller gives up)")
+	answer := fs.String("answer", sip.AnswerAuto.String(), "incoming calls: auto (ring, answer), busy (486) or ignore (ring until the caller gives up)")
 	duration := fs.Duration("duration", 5*time.Second, "with 'call': how long to send media")
 	audioSize := fs.Int("audio-size", 160, "audio payload octets per 20 ms packet")
 	audioInterval := fs.Duration("audio-interval", 20*time.Millisecond, "audio packet interval")
@@ -152,10 +152,7 @@ func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	switch *answer {
-	case sip.AnswerAuto, sip.AnswerBusy, sip.AnswerIgnore:
-		cfg.Answer = *answer
-	default:
+	if cfg.Answer, err = sip.ParseAnswerMode(*answer); err != nil {
 		return usageErrorf("--answer %q: want auto, busy or ignore", *answer)
 	}
 	if *duration <= 0 || *audioSize < 20 || *audioInterval <= 0 || *videoFPS < 0 || *videoKey < 40 || *videoDelta < 40 {

@@ -155,6 +155,33 @@ func (m *Meter) Packets() uint64 {
 	return m.total
 }
 
+// Drain waits until no packet has arrived for quiet (the peer's last
+// packets in flight have landed), at most max, or until ctx ends. A call's
+// end uses it before reading the Report: the media stops on both sides at
+// about the same time, and packets still on the wire count.
+func (m *Meter) Drain(ctx context.Context, quiet, max time.Duration) {
+	deadline := time.NewTimer(max)
+	defer deadline.Stop()
+	t := time.NewTimer(quiet)
+	defer t.Stop()
+	last := m.Packets()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-deadline.C:
+			return
+		case <-t.C:
+			n := m.Packets()
+			if n == last {
+				return
+			}
+			last = n
+			t.Reset(quiet)
+		}
+	}
+}
+
 // streamMeter is the state of one SSRC.
 type streamMeter struct {
 	ssrc       uint32

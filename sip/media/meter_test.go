@@ -1,6 +1,7 @@
 package media
 
 import (
+	"context"
 	"encoding/json"
 	"math"
 	"math/rand/v2"
@@ -370,5 +371,45 @@ func BenchmarkMeterObserve(b *testing.B) {
 		p[2], p[3] = byte(i>>8), byte(i)
 		m.Observe(p, int64(i)*20e6)
 		i++
+	}
+}
+
+// TestMeterDrain: Drain returns once packets stop arriving (not before the
+// last one), and within max when they never stop.
+func TestMeterDrain(t *testing.T) {
+	m := NewMeter(MeterConfig{})
+	ctx := context.Background()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 20 {
+			m.Observe(AppendRTP(nil, Header{Seq: uint16(i), SSRC: 1, Timestamp: uint32(i) * 160}, nil), int64(i)*20e6)
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	m.Drain(ctx, 250*time.Millisecond, 10*time.Second)
+	<-done
+	if n := m.Packets(); n != 20 {
+		t.Fatalf("Drain returned with %d of 20 packets observed", n)
+	}
+
+	// A sender that never stops: Drain gives up at max.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			m.Observe(AppendRTP(nil, Header{Seq: uint16(i), SSRC: 2, Timestamp: uint32(i) * 160}, nil), int64(i)*20e6)
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	start := time.Now()
+	m.Drain(ctx, 50*time.Millisecond, 200*time.Millisecond)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Drain took %v with max 200ms", d)
 	}
 }
