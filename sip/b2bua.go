@@ -14,12 +14,11 @@ import (
 )
 
 // Calls. Each P-CSCF is a back-to-back user agent for the calls of its UEs
-// (the seed's P-CSCF "hiding role", §2): it answers the caller's INVITE
+// (the P-CSCF's hiding role in docs/architecture.md): it answers the caller's INVITE
 // itself and places a new INVITE towards the callee, inside the callee's
 // tunnel when the callee is ours, or in plain SIP to the peer domain's
 // P-CSCF (the server-to-server leg is network domain security, out of the
-// seed's scope). It relays the media (the seed's "support for proxying the
-// RTP media traffic"): for each m= line it opens one relay session with a
+// design's scope). It relays the media (the design's media proxy): for each m= line it opens one relay session with a
 // leg on each side, inside the media tunnel's netstack towards its UE, or
 // on the host towards the peer P-CSCF, and rewrites the SDP to point at
 // them. CANCEL, 486 and timeouts pass through; BYE on either side ends both.

@@ -13,7 +13,7 @@ import (
 
 // A minimal dialog layer for the calls: our end of one SIP dialog, enough
 // to send ACK for a 2xx, BYE, and CANCEL on the routes we use (direct, no
-// Record-Route: each P-CSCF is a back-to-back user agent, as the seed's
+// Record-Route: each P-CSCF is a back-to-back user agent, as the design's (docs/architecture.md)
 // P-CSCF in its "hiding role" is, so every dialog has two hops at most).
 type dialogEnd struct {
 	mu        sync.Mutex

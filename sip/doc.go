@@ -1,4 +1,66 @@
-// Package sip will hold the IMS signalling: RFC 3329 sec-agree headers as
-// TS 33.203 uses them, the registrar (P-CSCF role) and the UE on sipgo, and
-// the SA lifecycle. Not written yet: see the project's open issue on SIP.
+// Package sip is imsec's IMS signalling on sipgo: the P-CSCF (registrar,
+// ESP gateway, B2BUA) and the UE, with SIP-AKA (RFC 3310, TS 33.203 §6.1),
+// sec-agree (RFC 3329, TS 33.203 §7 and Annex H) and ESP-in-UDP SAs (RFC
+// 3948) built from CK/IK. docs/architecture.md draws the flows; this
+// comment says where each part lives.
+//
+// # Roles and files
+//
+// The P-CSCF is a Server (pcscf.go: config, New, Close). Its parts:
+//
+//   - registrar.go: REGISTER on the unprotected port and on the protected
+//     port-s: the AKA challenge (the 401 and its headers), the answer's
+//     checks (RES, Security-Verify, the SA it came through), the 200 OK
+//     (okHeaders), re-registration and de-registration.
+//   - registration.go: the per-IMPI state, the housekeeper (expiry,
+//     teardown), Registrations.
+//   - salifecycle.go: the SA lifecycle that the P-CSCF and the UE share,
+//     and the SPI pool. pcscf_sas.go builds the P-CSCF's sets from the UE's
+//     offer; the UE's are built in ue_register.go. This is the place to
+//     change rekeying.
+//   - gateway.go: the ESP gateway: the netstack, the pump, DHCP inside the
+//     tunnels, the protected SIP ports and their port discipline.
+//   - listeners.go: the unprotected UDP and TCP listeners.
+//   - b2bua.go, dialog.go: calls; sip/media: the media relay.
+//   - secagree.go, negotiate.go: the Security-* headers and the choice of
+//     algorithms; saset.go: the four SAs of a set; mediatunnel.go: the
+//     imsec extension that gives media its own SAs.
+//
+// The UE is a UE (ue.go: config, NewUE, Close, Info): ue_register.go runs
+// registration, re-registration and de-registration; ue_tunnel.go its
+// tunnel (SAs, DHCP, pinhole ping, inner listeners); ue_call.go its calls;
+// ue_run.go keeps it registered (Run).
+//
+// sipgo.go and sockets.go hold the glue between sipgo and our sockets
+// (docs/sipgo.md lists what needs care and why).
+//
+// # SA lifecycle
+//
+// A set is temporary from the 401 until the protected REGISTER's 200 OK,
+// active after it, old once a newer set is active, and deleted when its
+// successor carries traffic or its deadline passes (salifecycle.go). The
+// P-CSCF keeps at most MaxSAPairsPerIMPI pairs per IMPI and MaxTempSets
+// temporary sets in all.
+//
+// # Concurrency and lock rules
+//
+// Server.mu guards the registrations (every registration field), the
+// call table, the SPI pool and the temporary-set count; the fields say so
+// where they are declared. Events are never delivered with Server.mu held:
+// code under the lock queues them (emitLocked) and Server.unlock delivers
+// them, so an EventFunc may call Registrations. The pump is called with
+// Server.mu held (SA installs), never the other way round: the pump's DHCP
+// intercept only queues the packet for the DHCP goroutine.
+//
+// UE.mu guards the UE's registration state and its SA sets. Register,
+// Reregister, Deregister and Call are not meant to run concurrently with
+// each other (Run calls them in turn); handlers of incoming requests may
+// run at any time.
+//
+// Each Server and UE has a root context that Close cancels. Every goroutine
+// they start (sipgo's Serve loops, the housekeeper, the DHCP server) and
+// every request handler running is counted in a WaitGroup that Close waits
+// for; the package's tests check for leaked goroutines (goleak). Timers
+// decide by the injected clock (Config.Now); Housekeep runs one round of
+// them for tests with a fake clock.
 package sip

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// Event is one step of a registration or a call as the seed's Figures 2
+// Event is one step of a registration or a call as docs/architecture.md's Figures 2
 // and 3 draw it: a message between two parties, or something one party
 // did. Kind is what programs (and tests) look at; What and Detail are the
 // words a person reads on the ladder.

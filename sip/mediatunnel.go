@@ -8,10 +8,10 @@ import (
 	"github.com/imsec/imsec/esp"
 )
 
-// Media tunnels: the seed's extension of TS 33.203 to RTP (§1, §3.1): next
+// Media tunnels: the design's extension of TS 33.203 to RTP (docs/architecture.md): next
 // to the signalling SAs each UE gets a separate ESP-in-UDP SA pair for its
 // media, terminating at the P-CSCF's media relay, which listens on its own
-// ESP port (a separate RTP proxy in the seed's architecture).
+// ESP port (a separate RTP proxy in the design).
 //
 // TS 33.203 protects signalling only, so this is an imsec extension, kept
 // inside sec-agree so that it is bid-down protected too: the UE adds

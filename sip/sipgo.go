@@ -15,7 +15,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 )
 
-// Glue between sipgo and our sockets (see shared/docs/sipgo-over-netstack.md).
+// Glue between sipgo and our sockets (docs/sipgo.md says what needs care).
 
 // errKernelDial is what a protected user agent's TCP dialer returns: every
 // TCP connection on the protected side is dialed on the netstack and handed
@@ -58,7 +58,7 @@ func waitPool(ctx context.Context, ua *sipgo.UserAgent, network, addr string) er
 
 // connInjector is a net.Listener whose Accept yields connections we dialed
 // ourselves (on the netstack, from a chosen port-c), so sipgo's TCP
-// transport takes them into its pool (probe §2).
+// transport takes them into its pool (docs/sipgo.md, item 2).
 type connInjector struct {
 	addr net.Addr
 	ch   chan net.Conn
@@ -155,7 +155,7 @@ func prepareRequest(ctx context.Context, cli *sipgo.Client, ua *sipgo.UserAgent,
 		return err
 	}
 	req.Via().Transport = "TCP"
-	// Looked up by the remote address (probe §5.3): no Laddr for TCP.
+	// Looked up by the remote address (docs/sipgo.md, item 4): no Laddr for TCP.
 	req.Laddr = sip.Addr{}
 	if inet != nil && inj != nil {
 		return ensureTCP(ctx, ua, inet, inj, laddr, raddr)

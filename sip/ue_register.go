@@ -120,7 +120,7 @@ type statusError struct {
 
 func (e *statusError) Error() string { return fmt.Sprintf("sip: %d %s", e.code, e.reason) }
 
-// Register performs the initial registration of the seed's Figures 2 and 3:
+// Register performs the initial registration of docs/architecture.md's Figures 2 and 3:
 // unprotected REGISTER, 401 with AKA challenge and Security-Server, SAs,
 // DHCP and pinhole ping through the tunnel, protected REGISTER, 200.
 func (u *UE) Register(ctx context.Context) error {

@@ -1,6 +1,6 @@
 // Package media is the media plane of imsec's calls: synthetic RTP
 // (RFC 3550) that UEs send and measure, and the relay each P-CSCF runs for
-// it. It follows the seed's design of separate IPsec access tunnels for SIP
+// it. It follows the design (docs/architecture.md) of separate IPsec access tunnels for SIP
 // signalling and for RTP media, with the servers relaying the media: UE A's
 // RTP goes through its media tunnel to P-CSCF A, across to P-CSCF B, and
 // through UE B's media tunnel to UE B. The package itself knows no tunnel:
