@@ -261,10 +261,10 @@ func (s *Server) handler(h func(req *sip.Request, tx sip.ServerTransaction)) fun
 
 func (c *ServerConfig) fill() error {
 	if c.Domain == "" {
-		return errors.New("sip: server needs a domain")
+		return configErrorf("server needs a domain")
 	}
 	if c.HSS == nil {
-		return errors.New("sip: server needs an HSS")
+		return configErrorf("server needs an HSS")
 	}
 	if !c.SIP.IsValid() {
 		c.SIP = netip.AddrPortFrom(netip.IPv4Unspecified(), DefaultSIPPort)
@@ -283,14 +283,14 @@ func (c *ServerConfig) fill() error {
 		c.Pool = DefaultPool
 	}
 	if !c.Pool.Addr().Is4() || c.Pool.Bits() > 30 {
-		return fmt.Errorf("sip: pool %v must be an IPv4 prefix of at most /30", c.Pool)
+		return configErrorf("pool %v must be an IPv4 prefix of at most /30, e.g. 100.64.0.0/16", c.Pool)
 	}
 	c.Pool = c.Pool.Masked()
 	if c.PortS == 0 {
 		c.PortS = DefaultPortS
 	}
 	if c.PortS > 65533 {
-		return fmt.Errorf("sip: protected port %d leaves no room for the two client ports above it", c.PortS)
+		return configErrorf("protected port-s %d leaves no room for the two client ports above it: want 1..65533", c.PortS)
 	}
 	if len(c.Preference) == 0 {
 		c.Preference = DefaultPreference

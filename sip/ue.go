@@ -31,6 +31,9 @@ const (
 	defaultDHCPTimeout = 10 * time.Second
 )
 
+// KeepaliveOff in UEConfig.Keepalive turns NAT keepalives off.
+const KeepaliveOff time.Duration = -1
+
 // DefaultOffer is what a UE offers in Security-Client, in order.
 var DefaultOffer = []Suite{{"aes-cbc", "hmac-sha-1-96"}, {"aes-cbc", "hmac-md5-96"}}
 
@@ -47,9 +50,8 @@ type UEConfig struct {
 	// Answer is what the UE does with an incoming call: AnswerAuto (the
 	// default), AnswerBusy or AnswerIgnore.
 	Answer AnswerMode
-	// RingTime is how long an auto-answering UE rings before its 200 OK;
-	// default 300 ms (negative: answer at once). Besides being what a person
-	// sees, it lets the 180 travel ahead of the 200.
+	// RingTime is how long an auto-answering UE rings (180 sent) before
+	// its 200 OK, as a person would; default 0: answer at once.
 	RingTime time.Duration
 	// Media is the synthetic media the UE sends in the calls it answers.
 	Media MediaConfig
@@ -70,7 +72,7 @@ type UEConfig struct {
 	Offer     []Suite       // default DefaultOffer
 	PortS     uint16        // protected server port; port-c uses PortS-6 and PortS-5 alternately. Default 5068.
 	Expires   time.Duration // asked for; default 600 s
-	Keepalive time.Duration // NAT keepalive interval; default 20 s; negative: off
+	Keepalive time.Duration // NAT keepalive interval (RFC 3948 §2.3); 0: DefaultKeepalive; KeepaliveOff: none
 	// BatchPad is tun.Config.BatchPad for both tunnels' pumps (0: the
 	// default; negative: no padding).
 	BatchPad int
@@ -160,14 +162,14 @@ type UE struct {
 // until Register.
 func NewUE(cfg UEConfig) (*UE, error) {
 	if !cfg.PCSCF.IsValid() {
-		return nil, errors.New("sip: UE needs the P-CSCF address")
+		return nil, configErrorf("UE needs the P-CSCF address")
 	}
 	if cfg.IMPI == "" || cfg.IMPU == "" {
-		return nil, errors.New("sip: UE needs an IMPI and an IMPU")
+		return nil, configErrorf("UE needs an IMPI and an IMPU")
 	}
 	var impu sip.Uri
-	if err := sip.ParseUri(cfg.IMPU, &impu); err != nil || impu.Host == "" {
-		return nil, fmt.Errorf("sip: IMPU %q is not a SIP URI", cfg.IMPU)
+	if err := sip.ParseUri(cfg.IMPU, &impu); err != nil || impu.Host == "" || (impu.Scheme != "sip" && impu.Scheme != "sips") {
+		return nil, configErrorf("IMPU %q is not a SIP URI such as sip:alice@a.example", cfg.IMPU)
 	}
 	if cfg.Domain == "" {
 		cfg.Domain = impu.Host
@@ -182,19 +184,22 @@ func NewUE(cfg UEConfig) (*UE, error) {
 		cfg.PortS = DefaultUEPortS
 	}
 	if cfg.PortS < 1024 {
-		return nil, fmt.Errorf("sip: UE port-s %d too low (port-c uses port-s - 6 and - 5)", cfg.PortS)
+		return nil, configErrorf("UE port-s %d too low: want 1024..65535 (port-c uses port-s - 6 and - 5)", cfg.PortS)
 	}
 	if cfg.Expires == 0 {
 		cfg.Expires = DefaultUEExpires
 	}
-	if cfg.Keepalive == 0 {
+	switch {
+	case cfg.Keepalive == 0:
 		cfg.Keepalive = DefaultKeepalive
+	case cfg.Keepalive < 0 && cfg.Keepalive != KeepaliveOff:
+		return nil, configErrorf("keepalive %v: want a positive interval, or KeepaliveOff", cfg.Keepalive)
 	}
-	if cfg.RingTime == 0 {
-		cfg.RingTime = 300 * time.Millisecond
+	if cfg.Expires < 0 {
+		return nil, configErrorf("expires %v must not be negative", cfg.Expires)
 	}
 	if cfg.Answer > AnswerIgnore {
-		return nil, fmt.Errorf("sip: unknown answer mode %v", cfg.Answer)
+		return nil, configErrorf("unknown answer mode %v", cfg.Answer)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
