@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,6 +32,13 @@ type TransactionLayer struct {
 	terminateOnConnClose bool
 
 	log *slog.Logger
+
+	// imsec: per client transaction FIFO of responses (see enqueueResponse).
+	respMu      sync.Mutex
+	respQueues  map[string]*responseQueue
+	respClosed  bool
+	respWG      sync.WaitGroup
+	respDropped atomic.Uint64
 }
 
 type TransactionLayerOption func(tpl *TransactionLayer)
@@ -67,6 +76,8 @@ func NewTransactionLayer(tpl *TransportLayer, options ...TransactionLayerOption)
 
 		reqHandler:    defaultRequestHandler,
 		unRespHandler: defaultUnhandledRespHandler,
+
+		respQueues: make(map[string]*responseQueue), // imsec
 	}
 	txl.log = DefaultLogger().With("caller", "TransactionLayer")
 
@@ -139,7 +150,9 @@ func (txl *TransactionLayer) handleMessage(msg Message) {
 	case *Request:
 		go txl.handleRequestBackground(msg)
 	case *Response:
-		go txl.handleResponseBackground(msg)
+		// imsec: was `go txl.handleResponseBackground(msg)`, one goroutine
+		// per response, which let a 200 overtake the 180 sent before it.
+		txl.enqueueResponse(msg)
 	default:
 		txl.log.Error("unsupported message, skip it")
 	}
@@ -430,11 +443,112 @@ func (txl *TransactionLayer) getServerTx(key string) (*ServerTx, bool) {
 }
 
 func (txl *TransactionLayer) Close() {
+	// imsec: refuse new response workers before terminating the
+	// transactions, so every worker's transaction is terminated (its
+	// blocked pass-up returns) and the join below ends.
+	txl.respMu.Lock()
+	txl.respClosed = true
+	txl.respMu.Unlock()
+
 	txl.clientTransactions.terminateAll()
 	txl.serverTransactions.terminateAll()
+	txl.respWG.Wait() // imsec
 	txl.log.Debug("transaction layer closed")
 }
 
 func (txl *TransactionLayer) Transport() *TransportLayer {
 	return txl.tpl
+}
+
+// imsec: responses of one client transaction are handled in arrival order.
+//
+// Upstream started a goroutine per response, so two responses read back to
+// back (180 then 200) raced for the transaction's FSM; when the 200 won, the
+// INVITE transaction was in Accepted and dropped the 180. A goroutine is
+// still needed: ClientTx.Receive blocks until the transaction user reads
+// tx.Responses() (or the transaction ends), and that must not block the
+// transport's read loop or other transactions. So each transaction key has
+// a FIFO drained by one worker goroutine, started by the first response
+// and ending when the FIFO is empty. Responses matching no transaction go
+// to the unhandled-response handler as before, each in its own goroutine.
+
+// responseQueueLimit caps the responses waiting for one client transaction
+// (its worker is blocked until the transaction user reads the one before).
+// Responses beyond it are dropped and counted in DroppedResponses.
+var responseQueueLimit = 64 // imsec
+
+type queuedResponse struct {
+	tx  *ClientTx
+	res *Response
+}
+
+type responseQueue struct {
+	items []queuedResponse
+}
+
+// DroppedResponses is the number of responses dropped because their client
+// transaction already had responseQueueLimit responses waiting, or because
+// they arrived after Close. imsec
+func (txl *TransactionLayer) DroppedResponses() uint64 {
+	return txl.respDropped.Load()
+}
+
+func (txl *TransactionLayer) enqueueResponse(res *Response) {
+	key, err := ClientTxKeyMake(res)
+	if err != nil {
+		txl.log.Error("Client tx failed to handle response", "error", fmt.Errorf("make key failed: %w", err))
+		return
+	}
+	tx, exists := txl.getClientTx(key)
+
+	txl.respMu.Lock()
+	defer txl.respMu.Unlock()
+	if txl.respClosed {
+		txl.respDropped.Add(1)
+		txl.log.Debug("Response after transaction layer close dropped", "msg", res.Short())
+		return
+	}
+	if !exists {
+		// RFC 3261 - 17.1.1.2.
+		// Not matched responses should be passed directly to the UA
+		txl.respWG.Add(1)
+		go func() {
+			defer txl.respWG.Done()
+			txl.unRespHandler(res)
+		}()
+		return
+	}
+	q, running := txl.respQueues[key]
+	if !running {
+		q = &responseQueue{}
+		txl.respQueues[key] = q
+		txl.respWG.Add(1)
+		go txl.drainResponses(key, q)
+	}
+	if len(q.items) >= responseQueueLimit {
+		txl.respDropped.Add(1)
+		txl.log.Debug("Response queue of client tx full, response dropped", "tx", key, "msg", res.Short())
+		return
+	}
+	q.items = append(q.items, queuedResponse{tx: tx, res: res})
+}
+
+// drainResponses hands q's responses to their transaction in order and
+// returns once q is empty (a later response starts a new worker).
+func (txl *TransactionLayer) drainResponses(key string, q *responseQueue) {
+	defer txl.respWG.Done()
+	for {
+		txl.respMu.Lock()
+		if len(q.items) == 0 {
+			delete(txl.respQueues, key)
+			txl.respMu.Unlock()
+			return
+		}
+		it := q.items[0]
+		q.items[0] = queuedResponse{}
+		q.items = q.items[1:]
+		txl.respMu.Unlock()
+
+		it.tx.Receive(it.res)
+	}
 }
