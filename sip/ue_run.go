@@ -104,3 +104,43 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
+
+// OnceResult is what Once found.
+type OnceResult struct {
+	Info UEInfo        // as registered, before the de-registration
+	RTT  time.Duration // of the ping through the tunnel
+}
+
+// Once registers, pings the P-CSCF's inner address through the tunnel and
+// de-registers: a smoke test of the whole path, for scripts.
+func (u *UE) Once(ctx context.Context) (OnceResult, error) {
+	if err := u.Register(ctx); err != nil {
+		return OnceResult{}, err
+	}
+	res := OnceResult{Info: u.Info()}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	rtt, err := u.Ping(pctx, 1)
+	if err != nil {
+		u.Deregister(context.WithoutCancel(ctx))
+		return res, fmt.Errorf("sip: ping %v through the tunnel: %w", res.Info.PCSCFInner, err)
+	}
+	res.RTT = rtt
+	return res, u.Deregister(ctx)
+}
+
+// CallOnce registers, calls target for d with UEConfig.Media, hangs up,
+// de-registers, and returns the call's report.
+func (u *UE) CallOnce(ctx context.Context, target string, d time.Duration) (*CallReport, error) {
+	if err := u.Register(ctx); err != nil {
+		return nil, err
+	}
+	rep, err := u.Call(ctx, target, d, u.cfg.Media)
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	derr := u.Deregister(dctx)
+	if err != nil {
+		return nil, err
+	}
+	return rep, derr
+}

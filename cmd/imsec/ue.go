@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -108,12 +109,6 @@ func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return usageErrorf("--local %q: not an IP address", *local)
 		}
 	}
-	if *impi == "" || *impu == "" {
-		return usageErrorf("--impi and --impu are required")
-	}
-	if !strings.HasPrefix(*impu, "sip:") && !strings.HasPrefix(*impu, "sips:") {
-		return usageErrorf("--impu %q: want a SIP URI such as sip:alice@a.example", *impu)
-	}
 	if cfg.K, cfg.OPc, err = sub.milenage(); err != nil {
 		return err
 	}
@@ -134,11 +129,11 @@ func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case *keepalive < 0:
 		return usageErrorf("--keepalive must not be negative")
 	case *keepalive == 0:
-		cfg.Keepalive = -1
+		cfg.Keepalive = sip.KeepaliveOff
 	default:
 		cfg.Keepalive = *keepalive
 	}
-	if *portS < 1024 || *portS > 65535 {
+	if *portS > 65535 {
 		return usageErrorf("--port-s %d: want 1024..65535", *portS)
 	}
 	cfg.PortS = uint16(*portS)
@@ -178,45 +173,32 @@ func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg.Logger = cliLogger(stderr, *verbose)
 	cfg.Events = sip.LadderPrinter(stdout)
 	u, err := sip.NewUE(cfg)
+	if errors.Is(err, sip.ErrConfig) {
+		return usageErrorf("%v", err)
+	}
 	if err != nil {
 		return err
 	}
 	defer u.Close()
-	if target != "" {
-		if err := u.Register(ctx); err != nil {
-			return err
-		}
-		rep, err := u.Call(ctx, target, *duration, mc)
-		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		derr := u.Deregister(dctx)
+	switch {
+	case target != "":
+		rep, err := u.CallOnce(ctx, target, *duration)
 		if err != nil {
 			return err
 		}
 		if *asJSON {
-			if err := writeJSON(stdout, rep); err != nil {
-				return err
-			}
-		} else {
-			fmt.Fprint(stdout, rep)
+			return writeJSON(stdout, rep)
 		}
-		return derr
+		fmt.Fprint(stdout, rep)
+		return nil
+	case *once:
+		r, err := u.Once(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "registered as %s with inner address %v (%s); ping %v through the tunnel: %v\n",
+			*impu, r.Info.InnerAddr, r.Info.Suite, r.Info.PCSCFInner, r.RTT.Round(time.Microsecond))
+		return nil
 	}
-	if !*once {
-		return u.Run(ctx)
-	}
-	if err := u.Register(ctx); err != nil {
-		return err
-	}
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	info := u.Info()
-	rtt, err := u.Ping(pctx, 1)
-	if err != nil {
-		u.Deregister(ctx)
-		return fmt.Errorf("ping %v through the tunnel: %w", info.PCSCFInner, err)
-	}
-	fmt.Fprintf(stdout, "registered as %s with inner address %v (%s); ping %v through the tunnel: %v\n",
-		*impu, info.InnerAddr, info.Suite, info.PCSCFInner, rtt.Round(time.Microsecond))
-	return u.Deregister(ctx)
+	return u.Run(ctx)
 }
