@@ -53,13 +53,29 @@ const bindAttempts = 64
 // processes hold ephemeral TCP ports), both are given back and a new
 // number is drawn, up to bindAttempts times.
 func listenUDPAndTCP(ap netip.AddrPort) (net.PacketConn, net.Listener, error) {
+	return hostListeners{}.udpAndTCP(ap)
+}
+
+// hostListeners opens host sockets; tests replace the two functions.
+type hostListeners struct {
+	udp func(netip.AddrPort) (net.PacketConn, error)
+	tcp func(netip.AddrPort) (net.Listener, error)
+}
+
+func (h hostListeners) udpAndTCP(ap netip.AddrPort) (net.PacketConn, net.Listener, error) {
+	if h.udp == nil {
+		h.udp = func(a netip.AddrPort) (net.PacketConn, error) { return net.ListenUDP("udp", net.UDPAddrFromAddrPort(a)) }
+	}
+	if h.tcp == nil {
+		h.tcp = func(a netip.AddrPort) (net.Listener, error) { return net.ListenTCP("tcp", net.TCPAddrFromAddrPort(a)) }
+	}
 	for attempt := 0; ; attempt++ {
-		pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
+		pc, err := h.udp(ap)
 		if err != nil {
 			return nil, nil, fmt.Errorf("sip: unprotected UDP %v: %w", ap, err)
 		}
 		tcpAddr := netip.AddrPortFrom(ap.Addr(), uint16(pc.LocalAddr().(*net.UDPAddr).Port))
-		ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(tcpAddr))
+		ln, err := h.tcp(tcpAddr)
 		if err == nil {
 			return pc, ln, nil
 		}
