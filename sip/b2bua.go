@@ -108,15 +108,25 @@ func (s *Server) onInvite(inner bool) func(req *sip.Request, tx sip.ServerTransa
 func (s *Server) handleInvite(inner bool, req *sip.Request, tx sip.ServerTransaction) {
 	src := parseAddrPort(req.Source())
 	var caller callSide
+	var asserted assertion
 	if inner {
 		s.mu.Lock()
 		reg := s.byAddr[src.Addr()]
+		if reg != nil {
+			asserted = reg.assertIdentity(req)
+		}
 		s.mu.Unlock()
 		if reg == nil || !reg.registered {
 			s.respond(tx, req, 403, "Forbidden", false)
 			return
 		}
 		caller = callSide{inner: true, reg: reg}
+		if asserted.rewritten {
+			s.emit(EvIdentityAsserted, "", "From replaced", fmt.Sprintf("%s is not %s's: the callee sees %s", aorOf(req.From()), reg.impi, aor(asserted.id)))
+		}
+		if asserted.refused != "" {
+			s.emit(EvIdentityAsserted, "", "P-Preferred-Identity ignored", asserted.refused+" is not in the registered set")
+		}
 	} else {
 		if !s.isPeer(src) {
 			s.emit(EvCallFailed, "", "403 Forbidden", "INVITE from "+src.String()+", which is no configured peer")
@@ -134,7 +144,7 @@ func (s *Server) handleInvite(inner bool, req *sip.Request, tx sip.ServerTransac
 		s.mu.Lock()
 		var reg *registration
 		for _, r := range s.regs {
-			if r.registered && r.protected && r.impu == targetAOR {
+			if r.registered && r.protected && r.owns(targetAOR) {
 				reg = r
 			}
 		}
@@ -196,14 +206,30 @@ func (s *Server) handleInvite(inner bool, req *sip.Request, tx sip.ServerTransac
 		return
 	}
 
-	// Leg b.
+	// Leg b: our UE's identity as we assert it; a peer's as it asserted it
+	// (the peer is in our trust domain, RFC 3325 §2.3).
 	var fromURI sip.Uri
 	if f := req.From(); f != nil {
 		fromURI = f.Address
 	}
+	var pai []sip.Header
+	if inner {
+		fromURI = asserted.from
+		pai = append(pai, sip.NewHeader("P-Asserted-Identity", "<"+asserted.id.String()+">"))
+		if asserted.anonymous {
+			pai = append(pai, sip.NewHeader("Privacy", "id"))
+		}
+	} else {
+		for _, h := range req.GetHeaders("P-Asserted-Identity") {
+			pai = append(pai, sip.NewHeader("P-Asserted-Identity", h.Value()))
+		}
+	}
 	c.b = &dialogEnd{callID: newCallID(s.cfg.Domain), local: fromURI, localTag: newTag(), remote: target, target: target, cseq: 1}
 	c.b.path = s.path(callee)
 	inv := c.b.request(sip.INVITE, 1)
+	for _, h := range pai {
+		inv.AppendHeader(h)
+	}
 	inv.AppendHeader(&sip.ContactHeader{Address: s.contactFor(callee)})
 	inv.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	inv.SetBody(body)
@@ -292,6 +318,14 @@ func (s *Server) handleInvite(inner bool, req *sip.Request, tx sip.ServerTransac
 	}
 	s.emit(EvCallUp, "", "200 OK: call up", fmt.Sprintf("media relayed: %s", describeRelays(c.sessions)))
 	respondA(200, "OK", ans, true)
+}
+
+// aorOf is the address of record of a From or To header ("" without one).
+func aorOf(h interface{ Value() string }) string {
+	if h == nil {
+		return ""
+	}
+	return normAOR(h.Value())
 }
 
 func describeSide(cs callSide) string {

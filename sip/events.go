@@ -64,6 +64,8 @@ const (
 	EvStaleNonce       // 403: auts or an answer for a nonce never issued
 	EvHSSError         // 403: the HSS refused or failed
 	EvOverload         // 503: a limit was reached
+	EvIdentityMismatch // 403: the REGISTER's IMPU is not one of its IMPI's
+	EvIdentityAsserted // a UE's From or P-Preferred-Identity was outside its registered set
 
 	// UE side.
 	EvRegisterSent   // a REGISTER left (unprotected, protected, re-registration, de-registration)
@@ -95,7 +97,7 @@ var eventKindNames = [...]string{
 	EvOptionsSent: "options-sent", EvBadRequest: "bad-request", EvUnknownIdentity: "unknown-identity",
 	EvIPsecRequired: "ipsec-required", EvNoCommonSecurity: "no-common-security", EvWrongResponse: "wrong-response",
 	EvVerifyMismatch: "verify-mismatch", EvWrongSA: "wrong-sa", EvStaleNonce: "stale-nonce", EvHSSError: "hss-error",
-	EvOverload: "overload", EvRegisterSent: "register-sent", EvUSIM: "usim", EvSAsInstalled: "sas-installed",
+	EvOverload: "overload", EvIdentityMismatch: "identity-mismatch", EvIdentityAsserted: "identity-asserted", EvRegisterSent: "register-sent", EvUSIM: "usim", EvSAsInstalled: "sas-installed",
 	EvDHCP: "dhcp", EvInnerAddress: "inner-address", EvPing: "ping", EvUnexpected: "unexpected", EvRetry: "retry",
 	EvStartOver: "start-over", EvMediaUnconfirm: "media-unconfirmed", EvOptionsAnswered: "options-answered",
 	EvInvite: "invite", EvProvisional: "provisional", EvCallUp: "call-up", EvCallFailed: "call-failed", EvBye: "bye",

@@ -88,3 +88,26 @@ func ParseSuite(s string) (Suite, error) {
 	}
 	return su, nil
 }
+
+// checkOffers rejects ipsec-3gpp offers that could never make an SA set
+// (RFC 4303 §2.1, TS 33.203 §7.1): an SPI in the reserved range 0..255,
+// spi-c equal to spi-s, a missing port, or port-c equal to port-s. They are
+// the UE's mistake (or an attacker's): 400, not a server error.
+func checkOffers(offers []Mechanism) error {
+	for _, m := range offers {
+		if m.Name != MechIPsec3GPP {
+			continue
+		}
+		switch {
+		case m.SPIc <= esp.SPIReservedMax || m.SPIs <= esp.SPIReservedMax:
+			return secErr("spi-c %d / spi-s %d: SPIs 0..%d are reserved", m.SPIc, m.SPIs, esp.SPIReservedMax)
+		case m.SPIc == m.SPIs:
+			return secErr("spi-c equals spi-s (%d)", m.SPIc)
+		case m.PortC == 0 || m.PortS == 0:
+			return secErr("port-c and port-s are required")
+		case m.PortC == m.PortS:
+			return secErr("port-c equals port-s (%d)", m.PortC)
+		}
+	}
+	return nil
+}

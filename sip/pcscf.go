@@ -182,7 +182,8 @@ type Server struct {
 	closed bool    // no new work once set
 	wake   chan struct{}
 
-	wg sync.WaitGroup // every goroutine the Server starts, and every handler running
+	wg       sync.WaitGroup // every goroutine the Server starts
+	handlers sync.WaitGroup // every request handler running
 }
 
 // New starts a P-CSCF.
@@ -242,7 +243,7 @@ func (s *Server) enter() bool {
 	if s.closed {
 		return false
 	}
-	s.wg.Add(1)
+	s.handlers.Add(1)
 	return true
 }
 
@@ -253,7 +254,7 @@ func (s *Server) handler(h func(req *sip.Request, tx sip.ServerTransaction)) fun
 		if !s.enter() {
 			return
 		}
-		defer s.wg.Done()
+		defer s.handlers.Done()
 		h(req, tx)
 	}
 }
@@ -358,12 +359,16 @@ func (s *Server) Close() error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
+		s.handlers.Wait()
 		s.wg.Wait()
 		return nil
 	}
 	s.closed = true
 	s.mu.Unlock()
+	// Handlers end first (their context is cancelled): one still running
+	// after the user agents close could make sipgo open a new socket.
 	s.cancel()
+	s.handlers.Wait()
 	if s.outerUDP != nil {
 		s.outerUDP.Close()
 	}

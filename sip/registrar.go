@@ -100,8 +100,8 @@ func (s *Server) onOuterRegister(req *sip.Request, tx sip.ServerTransaction) {
 	defer cancel()
 	src := parseAddrPort(req.Source())
 	to := req.To()
-	if to == nil || req.Via() == nil || req.CallID() == nil || req.CSeq() == nil {
-		s.respond(tx, req, 400, "Bad Request", true)
+	if to == nil || req.From() == nil || req.Via() == nil || req.CallID() == nil || req.CSeq() == nil {
+		s.refuse(tx, req, true, EvBadRequest, 400, "Bad Request", "To, From, Via, Call-ID and CSeq are mandatory (RFC 3261 §8.1.1)")
 		return
 	}
 	impu := aor(to.Address)
@@ -124,7 +124,18 @@ func (s *Server) onOuterRegister(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	impi := ""
 	if cred != nil && cred.Username != "" {
+		// The IMPI the UE names must own the IMPU it registers: otherwise
+		// any subscriber could register as anyone (and take their calls).
 		impi = cred.Username
+		impus, err := s.cfg.HSS.IMPUs(ctx, impi)
+		if err != nil {
+			s.refuse(tx, req, true, EvUnknownIdentity, 403, "Forbidden", "unknown IMPI "+impi)
+			return
+		}
+		if !impuIn(impu, impus) {
+			s.refuse(tx, req, true, EvIdentityMismatch, 403, "Forbidden", impu+" is not a public identity of "+impi)
+			return
+		}
 	} else {
 		var err error
 		if impi, err = s.cfg.HSS.LookupIMPU(ctx, impu); err != nil {
@@ -133,8 +144,11 @@ func (s *Server) onOuterRegister(req *sip.Request, tx sip.ServerTransaction) {
 		}
 	}
 	offers, hasSec, err := securityHeaders(req, "Security-Client")
+	if err == nil {
+		err = checkOffers(offers)
+	}
 	if err != nil {
-		s.respond(tx, req, 400, "Bad Security-Client", true)
+		s.refuse(tx, req, true, EvBadRequest, 400, "Bad Security-Client", err.Error())
 		return
 	}
 	if !hasSec && s.cfg.IPsec == IPsecRequired {
@@ -404,6 +418,9 @@ func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
 	if !answering {
 		// Re-registration: a new AKA run and a new SA set (TS 33.203 §7.4).
 		offers, hasSec, err := securityHeaders(req, "Security-Client")
+		if err == nil {
+			err = checkOffers(offers)
+		}
 		if err != nil || !hasSec {
 			s.respond(tx, req, 400, "Security-Client required on the protected port", false)
 			return

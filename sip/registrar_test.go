@@ -54,6 +54,19 @@ func (l *ladder) has(k EventKind) bool {
 	return l.hasEvent(func(e Event) bool { return e.Kind == k })
 }
 
+// kinds returns the events of kind k seen so far.
+func (l *ladder) kinds(k EventKind) []Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []Event
+	for _, e := range l.ev {
+		if e.Kind == k {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // hasEvent tells whether an event matching f was seen.
 func (l *ladder) hasEvent(f func(Event) bool) bool {
 	l.mu.Lock()

@@ -25,7 +25,10 @@ var errKernelDial = errors.New("sip: refusing a host socket on the protected sid
 // newUA makes a sipgo user agent with our logger and a read filter. For the
 // protected side, kernel TCP dials are refused.
 func newUA(name string, log *slog.Logger, filter sip.TransportReadFilter, protected bool) (*sipgo.UserAgent, error) {
-	tl := []sip.TransportLayerOption{sip.WithTransportLayerLogger(log)}
+	// Answer only on our own sockets: never a new host socket towards a Via
+	// address (a reflection, and on the protected side a leak out of the
+	// tunnel; docs/sipgo.md, item 11).
+	tl := []sip.TransportLayerOption{sip.WithTransportLayerLogger(log), sip.WithTransportLayerNoServerConnections()}
 	if filter != nil {
 		tl = append(tl, sip.WithTransportLayerReadFilter(filter))
 	}

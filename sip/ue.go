@@ -105,7 +105,8 @@ type UE struct {
 
 	ctx    context.Context // the root of everything the UE does; Close cancels it
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // every goroutine the UE starts, and every handler running
+	wg       sync.WaitGroup // every goroutine the UE starts
+	handlers sync.WaitGroup // every request handler running
 
 	// The unprotected side; set once in NewUE.
 	outerUA  *sipgo.UserAgent
@@ -152,9 +153,12 @@ type UE struct {
 	closed        bool
 	wake          chan struct{} // pokes the housekeeper
 
-	// Test hooks (same package only): tamper with what we send.
-	hookRES    func(*akakeys.RES)
-	hookVerify func(string) string
+	// Test hooks (same package only): tamper with what we send, look at
+	// what we receive.
+	hookRES      func(*akakeys.RES)
+	hookVerify   func(string) string
+	hookInvite   func(*sip.Request) // an INVITE we place, before it leaves
+	hookIncoming func(*sip.Request) // an INVITE we receive
 }
 
 // NewUE checks cfg and opens the unprotected SIP socket. Nothing is sent
@@ -267,9 +271,9 @@ func (u *UE) handler(h func(req *sip.Request, tx sip.ServerTransaction)) func(re
 			u.mu.Unlock()
 			return
 		}
-		u.wg.Add(1)
+		u.handlers.Add(1)
 		u.mu.Unlock()
-		defer u.wg.Done()
+		defer u.handlers.Done()
 		h(req, tx)
 	}
 }
@@ -348,6 +352,7 @@ func (u *UE) Close() error {
 	u.mu.Lock()
 	if u.closed {
 		u.mu.Unlock()
+		u.handlers.Wait()
 		u.wg.Wait()
 		return nil
 	}
@@ -356,6 +361,7 @@ func (u *UE) Close() error {
 	if u.cancel != nil {
 		u.cancel()
 	}
+	u.handlers.Wait()
 	for _, l := range u.innerLns {
 		l.Close()
 	}

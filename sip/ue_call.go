@@ -241,6 +241,9 @@ func (u *UE) Call(ctx context.Context, target string, duration time.Duration, mc
 	inv.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: userOf(u.cfg.IMPU), Host: u.inner4.String(), Port: int(u.cfg.PortS)}})
 	inv.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	inv.SetBody(sdp)
+	if u.hookInvite != nil {
+		u.hookInvite(inv)
+	}
 	if err := d.path.prep(ctx, inv); err != nil {
 		return nil, err
 	}
@@ -316,8 +319,14 @@ func (u *UE) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		res.SetDestination(req.Source())
 		tx.Respond(res)
 	}
+	if u.hookIncoming != nil {
+		u.hookIncoming(req)
+	}
+	// Who calls is what the network asserts (RFC 3325), else the From.
 	from := "unknown"
-	if f := req.From(); f != nil {
+	if h := req.GetHeader("P-Asserted-Identity"); h != nil && normAOR(h.Value()) != "" {
+		from = normAOR(h.Value())
+	} else if f := req.From(); f != nil {
 		from = aor(f.Address)
 	}
 	u.emit(EvInvite, "", "INVITE from "+from+" (inside ESP)", "incoming call")

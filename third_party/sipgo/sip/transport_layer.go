@@ -24,6 +24,9 @@ var (
 
 // TransportLayer implementation.
 type TransportLayer struct {
+	// imsec: see imsec_options.go.
+	noServerConnections bool
+
 	udp *TransportUDP
 	tcp *TransportTCP
 	tls *TransportTLS
@@ -566,6 +569,11 @@ func (l *TransportLayer) serverRequestConnection(ctx context.Context, req *Reque
 	if l.log.Enabled(ctx, slog.LevelDebug) {
 		// printing laddr adds some execution
 		l.log.Debug("Creating server connection", "laddr", laddr.String(), "raddr", raddr.String(), "network", network)
+	}
+	// imsec: a server that only answers on its own listeners never opens
+	// a socket towards a Via address (imsec_options.go).
+	if l.noServerConnections {
+		return nil, ErrNoServerConnection
 	}
 	c, err = transport.CreateConnection(ctx, laddr, raddr, l.handleMessage)
 	return c, err
