@@ -64,7 +64,9 @@ type hostListeners struct {
 
 func (h hostListeners) udpAndTCP(ap netip.AddrPort) (net.PacketConn, net.Listener, error) {
 	if h.udp == nil {
-		h.udp = func(a netip.AddrPort) (net.PacketConn, error) { return net.ListenUDP("udp", net.UDPAddrFromAddrPort(a)) }
+		h.udp = func(a netip.AddrPort) (net.PacketConn, error) {
+			return net.ListenUDP("udp", net.UDPAddrFromAddrPort(a))
+		}
 	}
 	if h.tcp == nil {
 		h.tcp = func(a netip.AddrPort) (net.Listener, error) { return net.ListenTCP("tcp", net.TCPAddrFromAddrPort(a)) }

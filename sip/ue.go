@@ -103,8 +103,8 @@ type UE struct {
 	keylog *esp.KeyLog
 	local  netip.Addr
 
-	ctx    context.Context // the root of everything the UE does; Close cancels it
-	cancel context.CancelFunc
+	ctx      context.Context // the root of everything the UE does; Close cancels it
+	cancel   context.CancelFunc
 	wg       sync.WaitGroup // every goroutine the UE starts
 	handlers sync.WaitGroup // every request handler running
 
