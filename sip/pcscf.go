@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -105,6 +106,9 @@ type ServerConfig struct {
 	MinExpires    time.Duration // default DefaultMinExpires (423 below it)
 	TempSATimeout time.Duration // temporary SAs live this long without a protected REGISTER; default 30 s
 	MaxTempSets   int           // global cap on temporary SA sets; default DefaultMaxTempSets
+	// Limits bound what unauthenticated requests can make the P-CSCF
+	// spend (limits.go); the zero value is the defaults.
+	Limits Limits
 	// TeardownGrace is how long SAs stay after the 200 to a de-registration
 	// (so the 200 and its retransmissions still leave); default 2 s.
 	TeardownGrace time.Duration
@@ -176,11 +180,14 @@ type Server struct {
 	byAddr map[netip.Addr]*registration // by leased inner address
 	calls  map[string]*bcall            // by the Call-ID of either leg
 	spis   *spiPool                     // every SPI we receive on
+	limits *sourceLimits                // per-source buckets and temporary-set counts
 	temps  int                          // temporary SA sets of all registrations (saSets keeps it)
 	setSeq int
 	evq    []Event // events emitted under mu, delivered by unlock
 	closed bool    // no new work once set
 	wake   chan struct{}
+
+	overloaded atomic.Uint64 // requests answered 503 by a limit
 
 	wg       sync.WaitGroup // every goroutine the Server starts
 	handlers sync.WaitGroup // every request handler running
@@ -192,7 +199,7 @@ func New(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, name: "P-CSCF " + cfg.Domain, log: cfg.Logger, regs: map[string]*registration{},
-		byAddr: map[netip.Addr]*registration{}, spis: newSPIPool(), calls: map[string]*bcall{},
+		byAddr: map[netip.Addr]*registration{}, spis: newSPIPool(), calls: map[string]*bcall{}, limits: newSourceLimits(cfg.Limits),
 		dhcpIn: make(chan dhcpRequest, 64), wake: make(chan struct{}, 1)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.relay = media.NewRelay(cfg.Logger)
@@ -312,6 +319,9 @@ func (c *ServerConfig) fill() error {
 	}
 	if c.MaxTempSets == 0 {
 		c.MaxTempSets = DefaultMaxTempSets
+	}
+	if err := c.Limits.fill(); err != nil {
+		return err
 	}
 	if c.CallTimeout == 0 {
 		c.CallTimeout = DefaultCallTimeout

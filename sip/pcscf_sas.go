@@ -22,31 +22,47 @@ func (e errTooManyPending) Error() string {
 }
 
 // installTemporaryLocked builds our half of a new SA set from the UE's
-// offer and installs it in the pump as temporary. A temporary set the
-// registration already had (an unanswered challenge) is replaced.
-func (s *Server) installTemporaryLocked(reg *registration, offer Mechanism, v akakeys.Vector) (*liveSet, error) {
+// offer and installs it in the pump as temporary, for the challenge ch
+// (which came from ch.key.src). The temporary set an earlier challenge of
+// the same source and Call-ID holds is replaced; the sets of other sources
+// (perhaps the real UE's, while a stranger floods its IMPI) are not, and
+// neither is the active set.
+func (s *Server) installTemporaryLocked(reg *registration, ch *challenge, offer Mechanism, v akakeys.Vector) (*liveSet, error) {
 	if reg.peer == nil {
 		peer, err := s.pump.AddPeer(tun.PeerConfig{Name: reg.impi, FollowSource: true})
 		if err != nil {
 			return nil, err
 		}
 		reg.peer = peer
-		reg.sas = saSets{pump: s.pump, tpeer: peer, peer: peer, pool: s.spis, temps: &s.temps}
+		reg.sas = saSets{pump: s.pump, tpeer: peer, peer: peer, pool: s.spis, onTemp: s.countTemp}
 	}
-	for _, st := range reg.sas.temporaries() {
-		reg.sas.remove(st)
+	if old := reg.pendingByKey(ch.key); old != nil && old.set != nil && old.set.state == saTemporary {
+		reg.sas.remove(old.set)
 	}
-	if s.temps >= s.cfg.MaxTempSets {
+	src := ch.key.src.Addr()
+	if s.temps >= s.cfg.MaxTempSets || !s.limits.tempOK(src) {
 		return nil, errTooManyPending{s.temps}
 	}
-	// TS 33.203 §7.4: at most MaxSAPairsPerIMPI pairs; drop old sets first.
+	// TS 33.203 §7.4: at most MaxSAPairsPerIMPI pairs. Old sets go first,
+	// then the oldest temporary one; never the active set.
 	for 2*(len(reg.sas.sets)+1) > MaxSAPairsPerIMPI {
-		victim := reg.sas.sets[0]
+		var victim *liveSet
 		for _, st := range reg.sas.sets {
 			if st.state == saOld {
 				victim = st
 				break
 			}
+		}
+		if victim == nil {
+			for _, st := range reg.sas.sets {
+				if st.state == saTemporary {
+					victim = st
+					break
+				}
+			}
+		}
+		if victim == nil {
+			return nil, errTooManyPending{s.temps}
 		}
 		reg.sas.remove(victim)
 	}
@@ -86,7 +102,7 @@ func (s *Server) installTemporaryLocked(reg *registration, offer Mechanism, v ak
 		return nil, err
 	}
 	s.setSeq++
-	ls := &liveSet{id: s.setSeq, set: set, side: side, deadline: s.now().Add(s.cfg.TempSATimeout), spis: spis}
+	ls := &liveSet{id: s.setSeq, set: set, side: side, deadline: s.now().Add(s.cfg.TempSATimeout), spis: spis, source: src}
 	if hasMedia {
 		mp, cfgs, err := newMediaPair(set.Suite, v.CK, v.IK, spis[2], ueMedia)
 		if err != nil {
@@ -131,4 +147,11 @@ func (s *Server) activateMediaLocked(reg *registration, ls *liveSet) string {
 	reg.mediaPeer.SetOutbound(ls.media.pair.out)
 	return fmt.Sprintf("separate tunnel for RTP at %v: SPI in %#x, out %#x (keys: TS 33.220 KDF of CK||IK, label %q)",
 		s.MediaESPAddr(), ls.media.in, ls.media.out, akakeys.MediaLabel)
+}
+
+// countTemp keeps the global and per-source counts of temporary sets
+// (saSets.onTemp). Called with s.mu held.
+func (s *Server) countTemp(ls *liveSet, d int) {
+	s.temps += d
+	s.limits.addTemp(ls.source, d)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +25,7 @@ const registerTimeout = 10 * time.Second
 
 // challenge is an AKA challenge sent and not yet answered.
 type challenge struct {
+	key    pendingKey
 	v      akakeys.Vector
 	nonce  string
 	set    *liveSet    // the temporary set it installed; nil without sec-agree
@@ -99,6 +101,15 @@ func (s *Server) onOuterRegister(req *sip.Request, tx sip.ServerTransaction) {
 	ctx, cancel := context.WithTimeout(s.ctx, registerTimeout)
 	defer cancel()
 	src := parseAddrPort(req.Source())
+	// The source's token first: past its rate, nothing else is done.
+	s.mu.Lock()
+	ok := s.limits.allow(src.Addr(), s.now())
+	s.mu.Unlock()
+	if !ok {
+		s.overloaded.Add(1)
+		s.respond(tx, req, 503, "Service Unavailable", true, sip.NewHeader("Retry-After", retryAfter))
+		return
+	}
 	to := req.To()
 	if to == nil || req.From() == nil || req.Via() == nil || req.CallID() == nil || req.CSeq() == nil {
 		s.refuse(tx, req, true, EvBadRequest, 400, "Bad Request", "To, From, Via, Call-ID and CSeq are mandatory (RFC 3261 §8.1.1)")
@@ -167,20 +178,23 @@ func (s *Server) onOuterRegister(req *sip.Request, tx sip.ServerTransaction) {
 	}()
 	reg.source, reg.natted = src, natted
 
-	// An answer to a plain (no sec-agree) challenge.
-	if cred != nil && cred.Response != "" && reg.pend != nil && !hasSec && s.cfg.IPsec == IPsecOptional {
+	key := pendingKey{src: src, callID: req.CallID().Value()}
+
+	// An answer to a plain (no sec-agree) challenge: the one sent to this
+	// source and Call-ID.
+	if pend := reg.pendingByKey(key); cred != nil && cred.Response != "" && pend != nil && !hasSec && s.cfg.IPsec == IPsecOptional {
 		if cred.HasAUTS {
 			s.unlock()
-			s.resyncAndChallenge(ctx, tx, req, reg, cred, nil, true)
+			s.resyncAndChallenge(ctx, tx, req, reg, key, cred, nil, true)
 			return
 		}
-		if cred.Nonce != reg.pend.nonce || !s.digestBound(cred, req, impi) || !akakeys.Verify(cred, "REGISTER", reg.pend.v.XRES) {
-			reg.pend = nil
+		reg.forget(pend)
+		if cred.Nonce != pend.nonce || !s.digestBound(cred, req, impi) || !akakeys.Verify(cred, "REGISTER", pend.v.XRES) {
 			s.unlock()
 			s.refuse(tx, req, true, EvWrongResponse, 403, "Forbidden", "wrong digest response")
 			return
 		}
-		reg.pend = nil
+		s.consumedLocked(reg, pend.v)
 		s.unlock()
 		s.acceptPlain(ctx, tx, req, reg, exp)
 		return
@@ -196,10 +210,10 @@ func (s *Server) onOuterRegister(req *sip.Request, tx sip.ServerTransaction) {
 		}
 	}
 	if cred != nil && cred.HasAUTS {
-		s.resyncAndChallenge(ctx, tx, req, reg, cred, offerPtr(hasSec, chosen), true)
+		s.resyncAndChallenge(ctx, tx, req, reg, key, cred, offerPtr(hasSec, chosen), true)
 		return
 	}
-	s.challenge(ctx, tx, req, reg, offerPtr(hasSec, chosen), akakeys.Vector{}, true)
+	s.challenge(ctx, tx, req, reg, key, offerPtr(hasSec, chosen), akakeys.Vector{}, true)
 }
 
 func offerPtr(ok bool, m Mechanism) *Mechanism {
@@ -220,9 +234,9 @@ func (s *Server) serverOffers() []Mechanism {
 
 // resyncAndChallenge handles an auts: the HSS checks MAC-S, recovers
 // SQN_MS, and hands a fresh vector for a new challenge.
-func (s *Server) resyncAndChallenge(ctx context.Context, tx sip.ServerTransaction, req *sip.Request, reg *registration, cred *akakeys.Credentials, offer *Mechanism, outer bool) {
+func (s *Server) resyncAndChallenge(ctx context.Context, tx sip.ServerTransaction, req *sip.Request, reg *registration, key pendingKey, cred *akakeys.Credentials, offer *Mechanism, outer bool) {
 	s.mu.Lock()
-	pend := reg.pend
+	pend := reg.pendingByKey(key)
 	s.mu.Unlock()
 	if pend == nil || cred.Nonce != pend.nonce {
 		s.refuse(tx, req, outer, EvStaleNonce, 403, "Forbidden", "auts for an unknown nonce")
@@ -235,12 +249,51 @@ func (s *Server) resyncAndChallenge(ctx context.Context, tx sip.ServerTransactio
 		return
 	}
 	s.emit(EvHSSResynced, "", "HSS resynchronised", fmt.Sprintf("next SQN %x", v.SQN))
-	s.challenge(ctx, tx, req, reg, offer, v, outer)
+	s.mu.Lock()
+	if reg.vector != nil && reg.vector.v.RAND == pend.v.RAND {
+		reg.vector = nil // the USIM refused it: no other challenge may reuse it
+	}
+	s.mu.Unlock()
+	s.challenge(ctx, tx, req, reg, key, offer, v, outer)
 }
 
-// challenge issues a 401 with a fresh vector (or v if given) and, with
-// sec-agree, installs a temporary SA set.
-func (s *Server) challenge(ctx context.Context, tx sip.ServerTransaction, req *sip.Request, reg *registration, offer *Mechanism, v akakeys.Vector, outer bool) {
+// sharedVectorLocked returns the IMPI's unused vector for another
+// unprotected challenge, if it has one still fresh.
+func (s *Server) sharedVectorLocked(reg *registration) (akakeys.Vector, bool) {
+	if reg.vector == nil || s.now().Sub(reg.vector.issued) > s.cfg.TempSATimeout {
+		return akakeys.Vector{}, false
+	}
+	return reg.vector.v, true
+}
+
+// consumedLocked retires a vector the UE answered: no challenge may use it
+// again, so the challenges still pending with it (sent to other sources, or
+// stale) go, with their temporary sets.
+func (s *Server) consumedLocked(reg *registration, v akakeys.Vector) {
+	if reg.vector != nil && reg.vector.v.RAND == v.RAND {
+		reg.vector = nil
+	}
+	for _, ch := range slices.Clone(reg.pending) {
+		if ch.v.RAND == v.RAND {
+			reg.forget(ch)
+			if ch.set != nil && ch.set.state == saTemporary {
+				reg.sas.remove(ch.set)
+			}
+		}
+	}
+}
+
+// challenge issues a 401 with a vector and, with sec-agree, installs a
+// temporary SA set. The vector is v if given (after a resynchronisation);
+// on the unprotected side, the IMPI's unused vector if it has one (so that
+// a flood of REGISTERs for an IMPI draws one vector, not one each); else a
+// fresh one from the HSS.
+func (s *Server) challenge(ctx context.Context, tx sip.ServerTransaction, req *sip.Request, reg *registration, key pendingKey, offer *Mechanism, v akakeys.Vector, outer bool) {
+	if v == (akakeys.Vector{}) && outer {
+		s.mu.Lock()
+		v, _ = s.sharedVectorLocked(reg)
+		s.mu.Unlock()
+	}
 	if v == (akakeys.Vector{}) {
 		var err error
 		if v, err = s.cfg.HSS.Vector(ctx, reg.impi); err != nil {
@@ -249,25 +302,44 @@ func (s *Server) challenge(ctx context.Context, tx sip.ServerTransaction, req *s
 		}
 		s.emit(EvHSSVector, "HSS", "MAR: vector for "+reg.impi, fmt.Sprintf("SQN %x", v.SQN))
 		s.emitEvent(Event{Kind: EvHSSVector, What: "MAA: RAND, AUTN, XRES, CK, IK"})
+		if outer {
+			s.mu.Lock()
+			reg.vector = &sharedVector{v: v, issued: s.now()}
+			s.mu.Unlock()
+		}
 	}
-	ch := &challenge{v: v, nonce: akakeys.BuildNonce(v.RAND, v.AUTN, nil), issued: s.now()}
+	ch := &challenge{key: key, v: v, nonce: akakeys.BuildNonce(v.RAND, v.AUTN, nil), issued: s.now()}
 	var secHdr sip.Header
 	s.mu.Lock()
 	if offer != nil {
-		set, err := s.installTemporaryLocked(reg, *offer, v)
+		set, err := s.installTemporaryLocked(reg, ch, *offer, v)
 		if err != nil {
 			s.unlock()
-			s.refuse(tx, req, outer, EvOverload, 503, "Service Unavailable", err.Error(), sip.NewHeader("Retry-After", "5"))
+			s.overloaded.Add(1)
+			s.refuse(tx, req, outer, EvOverload, 503, "Service Unavailable", err.Error(), sip.NewHeader("Retry-After", retryAfter))
 			return
 		}
 		ch.set = set
 		ch.server = []Mechanism{set.set.PCSCF}
 		secHdr = sip.NewHeader("Security-Server", FormatSecurity(ch.server))
 	}
-	if reg.pend != nil && reg.pend.set != nil && reg.pend.set != ch.set && reg.pend.set.state == saTemporary {
-		reg.sas.remove(reg.pend.set) // a new challenge replaces the old temporary set
+	// The new challenge replaces one to the same source and Call-ID; past
+	// the IMPI's bound the oldest goes (the real UE answers within a round
+	// trip: a flood has to be fast to push its challenge out).
+	if old := reg.pendingByKey(key); old != nil {
+		reg.forget(old)
+		if old.set != nil && old.set != ch.set && old.set.state == saTemporary {
+			reg.sas.remove(old.set)
+		}
 	}
-	reg.pend = ch
+	reg.pending = append(reg.pending, ch)
+	for len(reg.pending) > s.cfg.Limits.PendingPerIMPI {
+		old := reg.pending[0]
+		reg.forget(old)
+		if old.set != nil && old.set.state == saTemporary {
+			reg.sas.remove(old.set)
+		}
+	}
 	s.unlock()
 	c := akakeys.Challenge{Realm: s.cfg.Domain, Nonce: ch.nonce, Algorithm: "AKAv1-MD5", QOP: "auth"}
 	hdrs := []sip.Header{sip.NewHeader("WWW-Authenticate", c.String())}
@@ -381,6 +453,10 @@ func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	// Which SA set did it come through? The UE sends from the set's port-c.
+	key := pendingKey{src: src}
+	if cid := req.CallID(); cid != nil {
+		key.callID = cid.Value()
+	}
 	s.mu.Lock()
 	via := reg.sas.byUEPortC(src.Port())
 	var viaState saState
@@ -388,7 +464,13 @@ func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
 	if via != nil {
 		viaState, viaID = via.state, via.id
 	}
-	pend := reg.pend
+	// The challenge this answers: the one whose temporary set it came
+	// through, else the one sent to this address and Call-ID (an auts, or
+	// an answer through the wrong set).
+	pend := reg.pendingBySet(via)
+	if pend == nil {
+		pend = reg.pendingByKey(key)
+	}
 	s.mu.Unlock()
 	if via == nil {
 		s.refuse(tx, req, false, EvWrongSA, 403, "Forbidden", "protected REGISTER from a port-c of no SA set")
@@ -430,7 +512,7 @@ func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
 			s.respond(tx, req, 494, "Security Agreement Required", false)
 			return
 		}
-		s.challenge(ctx, tx, req, reg, &chosen, akakeys.Vector{}, false)
+		s.challenge(ctx, tx, req, reg, key, &chosen, akakeys.Vector{}, false)
 		return
 	}
 	if cred.HasAUTS {
@@ -440,7 +522,7 @@ func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
 			s.respond(tx, req, 494, "Security Agreement Required", false)
 			return
 		}
-		s.resyncAndChallenge(ctx, tx, req, reg, cred, &chosen, false)
+		s.resyncAndChallenge(ctx, tx, req, reg, pend.key, cred, &chosen, false)
 		return
 	}
 	// The answer must come through the set it was challenged for.
@@ -468,7 +550,8 @@ func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	s.mu.Lock()
 	now := s.now()
-	reg.pend = nil
+	reg.forget(pend)
+	s.consumedLocked(reg, pend.v)
 	reg.registered, reg.protected, reg.impus = true, true, impus
 	reg.teardown = time.Time{}
 	reg.expires = now.Add(granted)
@@ -491,9 +574,7 @@ func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
 func (s *Server) failChallenge(reg *registration, pend *challenge) {
 	s.mu.Lock()
 	defer s.unlock()
-	if reg.pend == pend {
-		reg.pend = nil
-	}
+	reg.forget(pend)
 	if pend.set != nil && pend.set.state == saTemporary {
 		pend.set.deadline = s.now().Add(s.cfg.TeardownGrace)
 		s.poke()

@@ -324,17 +324,13 @@ func TestUEStartsOverAfterServerRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("takes ~10 s (a SIP timeout)")
 	}
-	freeUDP := func() netip.AddrPort {
-		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).AddrPort()
-	}
-	sipAddr, espAddr, mediaAddr := freeUDP(), freeUDP(), freeUDP()
+	// The first server binds port 0 on a loopback address of its own; the
+	// restarted one takes the same ports there, which nothing else uses.
+	lo := netip.MustParseAddr(uniqueLoopback())
+	any := netip.AddrPortFrom(lo, 0)
+	r := newRig(t, func(c *ServerConfig) { c.SIP, c.ESP, c.MediaESP = any, any, any })
+	sipAddr, espAddr, mediaAddr := r.srv.SIPAddr(), r.srv.ESPAddr(), r.srv.MediaESPAddr()
 	fixed := func(c *ServerConfig) { c.SIP, c.ESP, c.MediaESP = sipAddr, espAddr, mediaAddr }
-	r := newRig(t, fixed)
 	alice := newSub(t, r.store, "alice", "a.example")
 	u := r.ue(alice, func(c *UEConfig) { c.Expires = 4 * time.Second })
 	ctx, cancel := context.WithCancel(context.Background())
@@ -352,6 +348,7 @@ func TestUEStartsOverAfterServerRestart(t *testing.T) {
 	// Restart: a new P-CSCF on the same addresses, with the same HSS.
 	first.Close()
 	cfg := first.cfg
+	fixed(&cfg)
 	srv2, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -3,8 +3,10 @@ package sip
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
+	"github.com/imsec/imsec/akakeys"
 	"github.com/imsec/imsec/esp"
 	"github.com/imsec/imsec/tun"
 )
@@ -12,12 +14,16 @@ import (
 // registration is the P-CSCF's state for one IMPI. Every field is guarded
 // by Server.mu.
 type registration struct {
-	impi       string
-	impu       string
-	impus      []string
-	peer       *tun.Peer // in the signalling pump, from the first challenge with sec-agree
-	sas        saSets    // the SA sets towards peer (salifecycle.go)
-	pend       *challenge
+	impi    string
+	impu    string
+	impus   []string
+	peer    *tun.Peer    // in the signalling pump, from the first challenge with sec-agree
+	sas     saSets       // the SA sets towards peer (salifecycle.go)
+	pending []*challenge // unanswered challenges, oldest first, at most Limits.PendingPerIMPI
+	// vector is the unused vector that challenges on the unprotected side
+	// share until one is answered (a flood must not burn the IMPI's SQNs);
+	// nil once used or past TempSATimeout.
+	vector     *sharedVector
 	lease      netip.Addr
 	contact    string
 	registered bool
@@ -32,6 +38,43 @@ type registration struct {
 	// teardown, if set, is when the SAs of a de-registered registration
 	// go (after the 200 and its retransmissions had time to leave).
 	teardown time.Time
+}
+
+// sharedVector is a vector not yet answered, and when it was drawn.
+type sharedVector struct {
+	v      akakeys.Vector
+	issued time.Time
+}
+
+// pendingKey identifies where a challenge went: the UE's address (after
+// NAT, or inside the tunnel for a re-registration) and its Call-ID.
+type pendingKey struct {
+	src    netip.AddrPort
+	callID string
+}
+
+func (reg *registration) pendingByKey(k pendingKey) *challenge {
+	for _, ch := range reg.pending {
+		if ch.key == k {
+			return ch
+		}
+	}
+	return nil
+}
+
+func (reg *registration) pendingBySet(ls *liveSet) *challenge {
+	for _, ch := range reg.pending {
+		if ch.set == ls {
+			return ch
+		}
+	}
+	return nil
+}
+
+// forget drops a pending challenge (its temporary set stays; the
+// lifecycle or the caller deletes it).
+func (reg *registration) forget(ch *challenge) {
+	reg.pending = slices.DeleteFunc(reg.pending, func(x *challenge) bool { return x == ch })
 }
 
 // regLocked returns the registration of impi, creating it, and marks it
@@ -115,6 +158,7 @@ func (s *Server) Housekeep() (next time.Time) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.unlock()
+	s.limits.sweep(now, false)
 	for _, reg := range s.regs {
 		for _, st := range reg.sas.expire(now) {
 			if st.state == saTemporary {
@@ -137,10 +181,13 @@ func (s *Server) Housekeep() (next time.Time) {
 			s.dropLocked(reg, "expired")
 			continue
 		}
-		if reg.pend != nil && now.Sub(reg.pend.issued) > s.cfg.TempSATimeout && (reg.pend.set == nil || reg.pend.set.state != saTemporary) {
-			reg.pend = nil
+		reg.pending = slices.DeleteFunc(reg.pending, func(ch *challenge) bool {
+			return now.Sub(ch.issued) > s.cfg.TempSATimeout && (ch.set == nil || ch.set.state != saTemporary)
+		})
+		if reg.vector != nil && now.Sub(reg.vector.issued) > s.cfg.TempSATimeout {
+			reg.vector = nil
 		}
-		if !reg.registered && reg.busy == 0 && len(reg.sas.sets) == 0 && reg.pend == nil {
+		if !reg.registered && reg.busy == 0 && len(reg.sas.sets) == 0 && len(reg.pending) == 0 {
 			s.dropLocked(reg, "idle")
 			continue
 		}
@@ -149,6 +196,26 @@ func (s *Server) Housekeep() (next time.Time) {
 		}
 	}
 	return next
+}
+
+// Stats are the registrar's counters.
+type Stats struct {
+	Registrations int    // registrations held (registered or pending)
+	TempSets      int    // temporary SA sets, all registrations
+	SPIs          int    // SPIs in use (signalling and media)
+	Pending       int    // unanswered challenges
+	Overloaded    uint64 // requests answered 503 by a limit
+}
+
+// Stats returns the registrar's counters.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Stats{Registrations: len(s.regs), TempSets: s.temps, SPIs: s.spis.inUse(), Overloaded: s.overloaded.Load()}
+	for _, reg := range s.regs {
+		st.Pending += len(reg.pending)
+	}
+	return st
 }
 
 // RegistrationInfo is a snapshot of one registration.

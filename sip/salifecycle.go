@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"net/netip"
 	"time"
 
 	"github.com/imsec/imsec/esp"
@@ -56,6 +57,9 @@ type liveSet struct {
 	// active; when the count moves, the set carries traffic and the set it
 	// replaced can go.
 	usedMark uint64
+	// source is, at the P-CSCF, the unprotected address the challenge that
+	// made the set went to (its per-source cap).
+	source netip.Addr
 	// spis are the SPIs drawn from the owner's pool for this set (its
 	// inbound pair, and a media SPI if any); removal gives them back.
 	spis []esp.SPI
@@ -105,10 +109,11 @@ type saSets struct {
 	tpeer *tun.Peer // passed to AddInbound
 	peer  saPeer    // receives the outbound selectors (tpeer, or a fake in tests)
 	pool  *spiPool  // SPIs are given back here; may be nil
-	// temps, if set, counts temporary sets across all owners (the
-	// P-CSCF's global cap); the lifecycle keeps it exact.
-	temps *int
-	sets  []*liveSet // oldest first
+	// onTemp, if set, is told each time a set becomes temporary (+1) or
+	// stops being one (-1): the P-CSCF counts them (its global and
+	// per-source caps), and the lifecycle keeps the count exact.
+	onTemp func(ls *liveSet, delta int)
+	sets   []*liveSet // oldest first
 }
 
 // install puts a new set in the pump as temporary and makes its outbound
@@ -124,9 +129,7 @@ func (l *saSets) install(ls *liveSet) error {
 	}
 	ls.state = saTemporary
 	l.sets = append(l.sets, ls)
-	if l.temps != nil {
-		*l.temps++
-	}
+	l.temp(ls, +1)
 	l.apply()
 	return nil
 }
@@ -140,8 +143,8 @@ func (l *saSets) activate(ls *liveSet, lifetime, oldUntil time.Time) {
 			st.deadline = oldUntil
 		}
 	}
-	if ls.state == saTemporary && l.temps != nil {
-		*l.temps--
+	if ls.state == saTemporary {
+		l.temp(ls, -1)
 	}
 	ls.state = saActive
 	ls.deadline = lifetime
@@ -173,14 +176,20 @@ func (l *saSets) remove(ls *liveSet) bool {
 	if l.pool != nil {
 		l.pool.release(ls.spis...)
 	}
-	if ls.state == saTemporary && l.temps != nil {
-		*l.temps--
+	if ls.state == saTemporary {
+		l.temp(ls, -1)
 	}
 	if ls.onRemove != nil {
 		ls.onRemove()
 	}
 	l.apply()
 	return true
+}
+
+func (l *saSets) temp(ls *liveSet, d int) {
+	if l.onTemp != nil {
+		l.onTemp(ls, d)
+	}
 }
 
 // clear deletes every set.

@@ -153,7 +153,7 @@ func TestSALifecycle(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p, peer, pool := newFakePump(), &fakePeer{}, newSPIPool()
 			temps := 0
-			l := &saSets{pump: p, peer: peer, pool: pool, temps: &temps}
+			l := &saSets{pump: p, peer: peer, pool: pool, onTemp: func(_ *liveSet, d int) { temps += d }}
 			sets := []*liveSet{testSet(t, 1, 0x1000), testSet(t, 2, 0x2000)}
 			for _, s := range sets {
 				if !pool.reserve(s.spis...) {

@@ -3,7 +3,6 @@ package sip
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -96,16 +95,6 @@ type sippRun struct {
 	done chan error
 }
 
-// sippLocalIP is a loopback address of its own for one SIPp run: SIPp
-// binds port 5060 on it (its default), which nothing else holds there, so
-// no port is picked, closed and bound again.
-func sippLocalIP() string {
-	var b [3]byte
-	rand.Read(b[:])
-	b[0] = 1 + b[0]%254 // 127.1.x.y .. 127.254.x.y: not 127.0.0.1
-	return fmt.Sprintf("127.%d.%d.%d", b[0], b[1], 1+b[2]%254)
-}
-
 // startSIPp runs scenario (its text) once against the P-CSCF at pcscf,
 // bounded by ctx and by SIPp's own global timeout; its logs go to a
 // temporary directory.
@@ -118,7 +107,7 @@ func startSIPp(t *testing.T, ctx context.Context, sipp string, pcscf netip.AddrP
 	}
 	r.cmd = exec.CommandContext(ctx, sipp, pcscf.String(),
 		"-sf", sf,
-		"-t", "u1", "-i", sippLocalIP(), "-p", "5060",
+		"-t", "u1", "-i", uniqueLoopback(), "-p", "5060",
 		"-m", "1", "-l", "1", "-r", "100",
 		"-auth_uri", sippDomain,
 		"-timeout", "20s", "-timeout_error",

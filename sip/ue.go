@@ -30,8 +30,19 @@ const (
 	defaultDHCPTimeout = 10 * time.Second
 )
 
-// KeepaliveOff in UEConfig.Keepalive turns NAT keepalives off.
-const KeepaliveOff time.Duration = -1
+// KeepaliveOff in UEConfig.Keepalive turns NAT keepalives off; ProbeOff
+// in UEConfig.Probe turns the liveness probe off.
+const (
+	KeepaliveOff time.Duration = -1
+	ProbeOff     time.Duration = -1
+)
+
+// Defaults of the liveness probe: one keepalive interval apart, so that a
+// restarted P-CSCF is noticed within a keepalive interval or two.
+const (
+	DefaultProbe        = DefaultKeepalive
+	DefaultProbeTimeout = 5 * time.Second
+)
 
 // DefaultOffer is what a UE offers in Security-Client, in order.
 var DefaultOffer = []Suite{{"aes-cbc", "hmac-sha-1-96"}, {"aes-cbc", "hmac-md5-96"}}
@@ -72,6 +83,13 @@ type UEConfig struct {
 	PortS     uint16        // protected server port; port-c uses PortS-6 and PortS-5 alternately. Default 5068.
 	Expires   time.Duration // asked for; default 600 s
 	Keepalive time.Duration // NAT keepalive interval (RFC 3948 §2.3); 0: DefaultKeepalive; KeepaliveOff: none
+	// Probe is how often Run checks, between re-registrations, that the
+	// P-CSCF still holds the SAs (an OPTIONS through the tunnel; see
+	// UE.Probe): a restarted P-CSCF is noticed within Probe + ProbeTimeout.
+	// 0: DefaultProbe; ProbeOff: none.
+	Probe time.Duration
+	// ProbeTimeout bounds one probe; default DefaultProbeTimeout.
+	ProbeTimeout time.Duration
 	// BatchPad is tun.Config.BatchPad for both tunnels' pumps (0: the
 	// default; negative: no padding).
 	BatchPad int
@@ -197,6 +215,18 @@ func NewUE(cfg UEConfig) (*UE, error) {
 		cfg.Keepalive = DefaultKeepalive
 	case cfg.Keepalive < 0 && cfg.Keepalive != KeepaliveOff:
 		return nil, configErrorf("keepalive %v: want a positive interval, or KeepaliveOff", cfg.Keepalive)
+	}
+	switch {
+	case cfg.Probe == 0:
+		cfg.Probe = DefaultProbe
+	case cfg.Probe < 0 && cfg.Probe != ProbeOff:
+		return nil, configErrorf("probe %v: want a positive interval, or ProbeOff", cfg.Probe)
+	}
+	if cfg.ProbeTimeout == 0 {
+		cfg.ProbeTimeout = DefaultProbeTimeout
+	}
+	if cfg.ProbeTimeout < 0 {
+		return nil, configErrorf("probe timeout %v must be positive", cfg.ProbeTimeout)
 	}
 	if cfg.Expires < 0 {
 		return nil, configErrorf("expires %v must not be negative", cfg.Expires)

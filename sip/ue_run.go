@@ -4,25 +4,72 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
+
+	"github.com/emiago/sipgo/sip"
 )
 
 // Run keeps the UE registered until ctx ends, then de-registers: it
-// registers, re-registers (a new AKA run and SA set) before expiry, and
-// starts over from an unprotected REGISTER when a re-registration fails
-// (the P-CSCF restarted and forgot us, or the NAT lost our mapping and the
-// answer never came). Transient failures are retried with back-off.
+// registers, re-registers (a new AKA run and SA set) before expiry, probes
+// the P-CSCF through the tunnel between re-registrations (probe), and
+// starts over from an unprotected REGISTER when a re-registration or a
+// probe fails (the P-CSCF restarted and forgot us, or the NAT lost our
+// mapping). Failed registrations are retried with a documented back-off:
+// 1 s doubling to a minute.
 func (u *UE) Run(ctx context.Context) error {
-	backoff := time.Second
+	if err := u.registerRetrying(ctx); err != nil || ctx.Err() != nil {
+		return err
+	}
 	for {
-		err := u.Register(ctx)
+		u.mu.Lock()
+		left := u.expires.Sub(u.now())
+		u.mu.Unlock()
+		// Refresh at half the lifetime, and at least 5 s before the end.
+		refresh := max(min(left/2, left-5*time.Second), time.Second)
+		lost, err := u.waitProbing(ctx, refresh)
+		if ctx.Err() != nil {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := u.Deregister(dctx); err != nil {
+				return fmt.Errorf("sip: de-registration on exit: %w", err)
+			}
+			return nil
+		}
+		if !lost {
+			err = u.Reregister(ctx)
+		}
 		if err == nil {
-			break
+			continue
 		}
 		if ctx.Err() != nil {
 			return nil
 		}
 		if isFatal(err) {
+			return err
+		}
+		what := "re-registration failed: starting over"
+		if lost {
+			what = "the P-CSCF does not answer through the tunnel: starting over"
+		}
+		u.emit(EvStartOver, "", what, err.Error())
+		u.reset()
+		if err := u.registerRetrying(ctx); err != nil || ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+// registerRetrying registers, retrying with back-off until it succeeds,
+// ctx ends (nil) or the failure is one retrying cannot fix.
+func (u *UE) registerRetrying(ctx context.Context) error {
+	backoff := time.Second
+	for {
+		err := u.Register(ctx)
+		switch {
+		case err == nil, ctx.Err() != nil:
+			return nil
+		case isFatal(err):
 			return err
 		}
 		u.emit(EvRetry, "", "registration failed, retrying in "+backoff.String(), err.Error())
@@ -32,51 +79,62 @@ func (u *UE) Run(ctx context.Context) error {
 		}
 		backoff = min(2*backoff, time.Minute)
 	}
+}
+
+// waitProbing waits d (or until ctx ends), sending a liveness probe every
+// probe interval; lost is set, with the probe's error, when one fails.
+func (u *UE) waitProbing(ctx context.Context, d time.Duration) (lost bool, err error) {
+	end := time.NewTimer(d)
+	defer end.Stop()
+	var tick <-chan time.Time
+	if u.cfg.Probe > 0 {
+		t := time.NewTicker(u.cfg.Probe)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
-		u.mu.Lock()
-		left := u.expires.Sub(u.now())
-		u.mu.Unlock()
-		// Refresh at half the lifetime, and at least 5 s before the end.
-		wait := min(left/2, left-5*time.Second)
-		if wait < time.Second {
-			wait = time.Second
-		}
-		if !sleepCtx(ctx, wait) {
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			if err := u.Deregister(dctx); err != nil {
-				return fmt.Errorf("sip: de-registration on exit: %w", err)
-			}
-			return nil
-		}
-		if err := u.Reregister(ctx); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if isFatal(err) {
-				return err
-			}
-			u.emit(EvStartOver, "", "re-registration failed: starting over", err.Error())
-			u.reset()
-			backoff := time.Second
-			for {
-				if err := u.Register(ctx); err == nil {
-					break
-				} else if ctx.Err() != nil {
-					return nil
-				} else if isFatal(err) {
-					return err
-				} else {
-					u.emit(EvRetry, "", "registration failed, retrying in "+backoff.String(), err.Error())
-					u.reset()
-				}
-				if !sleepCtx(ctx, backoff) {
-					return nil
-				}
-				backoff = min(2*backoff, time.Minute)
+		select {
+		case <-ctx.Done():
+			return false, nil
+		case <-end.C:
+			return false, nil
+		case <-tick:
+			if err := u.Probe(ctx); err != nil && ctx.Err() == nil {
+				return true, err
 			}
 		}
 	}
+}
+
+// Probe checks that the P-CSCF still holds our SAs: an OPTIONS from our
+// port-c to its port-s inside the tunnel, answered within ProbeTimeout. A
+// P-CSCF that restarted has no SAs and drops it (so the probe times out);
+// one that forgot us answers 403.
+func (u *UE) Probe(ctx context.Context) error {
+	cur := u.activeSetNow()
+	if cur == nil {
+		return errors.New("sip: not registered")
+	}
+	u.mu.Lock()
+	inner, gw := u.inner4, u.gateway
+	u.mu.Unlock()
+	dst := sip.Uri{Scheme: "sip", Host: gw.String(), Port: int(cur.set.PCSCF.PortS)}
+	req := sip.NewRequest(sip.OPTIONS, dst)
+	var impu sip.Uri
+	sip.ParseUri(u.cfg.IMPU, &impu)
+	req.AppendHeader(&sip.FromHeader{Address: impu, Params: sip.HeaderParams{{K: "tag", V: sip.GenerateTagN(10)}}})
+	req.AppendHeader(&sip.ToHeader{Address: dst})
+	pctx, cancel := context.WithTimeout(ctx, u.cfg.ProbeTimeout)
+	defer cancel()
+	res, err := sendRequest(pctx, u.innerCli, u.innerUA, u.inet, u.innerInj, req,
+		netip.AddrPortFrom(inner, cur.set.UE.PortC), netip.AddrPortFrom(gw, cur.set.PCSCF.PortS))
+	if err != nil {
+		return fmt.Errorf("sip: liveness probe: %w", err)
+	}
+	if res.StatusCode != 200 {
+		return fmt.Errorf("sip: liveness probe: %d %s", res.StatusCode, res.Reason)
+	}
+	return nil
 }
 
 // reset forgets the registration and its SA sets, so that the next
