@@ -240,6 +240,12 @@ func (l *TransportLayer) handleMessage(msg Message) {
 	}
 }
 
+// UDPParseErrors is the number of UDP datagrams dropped because they did
+// not parse as SIP. imsec
+func (l *TransportLayer) UDPParseErrors() uint64 {
+	return l.udp.ParseErrors()
+}
+
 // ServeUDP will listen on udp connection
 func (l *TransportLayer) ServeUDP(c net.PacketConn) error {
 	_, port, err := ParseAddr(c.LocalAddr().String())

@@ -80,14 +80,34 @@ func (t *TransportTCP) Close() error {
 // Serve is direct way to provide conn on which this worker will listen
 func (t *TransportTCP) Serve(l net.Listener, handler MessageHandler) error {
 	t.log.Debug("begin listening on", "network", t.Network(), "laddr", l.Addr().String())
+	var delay time.Duration // imsec: accept backoff, as net/http.Server.Serve
 	for {
 		conn, err := l.Accept()
 		if err != nil {
-			t.log.Debug("Fail to accept conenction", "error", err)
-			return err
+			// imsec: upstream returned on any error, so one EMFILE (file
+			// limit reached) ended the listener for good. Only a closed
+			// listener ends it now; other errors back off 5ms doubling to 1s.
+			if errors.Is(err, net.ErrClosed) {
+				t.log.Debug("Fail to accept conenction", "error", err)
+				return err
+			}
+			delay = acceptBackoff(delay)
+			t.log.Error("Fail to accept connection, retrying", "error", err, "delay", delay)
+			time.Sleep(delay)
+			continue
 		}
+		delay = 0
 		t.initConnection(conn, conn.RemoteAddr().String(), handler)
 	}
+}
+
+// acceptBackoff is the wait after an accept error that followed one of
+// prev: 5ms, doubling, at most 1s. imsec
+func acceptBackoff(prev time.Duration) time.Duration {
+	if prev == 0 {
+		return 5 * time.Millisecond
+	}
+	return min(2*prev, time.Second)
 }
 
 func (t *TransportTCP) GetConnection(addr string) Connection {
@@ -253,7 +273,8 @@ func (t *TransportTCP) parseStream(par *ParserStream, data []byte, src string, h
 		if err == ErrParseSipPartial {
 			return nil
 		}
-		t.log.Error("failed to parse", "error", err, "data", string(data))
+		// imsec: no payload (it may carry credentials); the connection is closed.
+		t.log.Error("failed to parse", "error", err, "src", src, "len", len(data))
 		return err
 	}
 	return nil

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 var (
@@ -24,6 +26,8 @@ type TransportUDP struct {
 	log             *slog.Logger
 	connectionReuse bool
 	readFilter      TransportReadFilter
+
+	parseErrors atomic.Uint64 // imsec: datagrams that did not parse as SIP
 }
 
 func (t *TransportUDP) init(par *Parser) {
@@ -131,6 +135,7 @@ func (t *TransportUDP) readListenerConnection(conn *UDPConnection, laddr string,
 	defer t.log.Debug("Read listener connection stopped", "laddr", laddr)
 
 	var lastRaddr string
+	var parseLog udpParseErrLog // imsec
 	// NOTE: consider to refactor, but for cleanup
 	// We are reusing UDP listener as dial connection
 	acceptedAddr := make(map[string]struct{})
@@ -185,7 +190,7 @@ func (t *TransportUDP) readListenerConnection(conn *UDPConnection, laddr string,
 			acceptedAddr[rastr] = struct{}{}
 		}
 
-		t.parseAndHandle(data, rastr, handler)
+		t.parseAndHandle(data, rastr, handler, &parseLog)
 		lastRaddr = rastr
 	}
 }
@@ -218,7 +223,7 @@ func (t *TransportUDP) readListenerConnection(conn *UDPConnection, laddr string,
 	}
 } */
 
-func (t *TransportUDP) parseAndHandle(data []byte, src string, handler MessageHandler) {
+func (t *TransportUDP) parseAndHandle(data []byte, src string, handler MessageHandler, parseLog *udpParseErrLog) {
 	// Check is keep alive
 	if len(data) <= 4 {
 		//One or 2 CRLF
@@ -230,7 +235,12 @@ func (t *TransportUDP) parseAndHandle(data []byte, src string, handler MessageHa
 
 	msg, err := t.parser.ParseSIP(data) //Very expensive operation
 	if err != nil {
-		t.log.Error("failed to parse", "data", string(data), "error", err)
+		// imsec: upstream logged every failure at Error with the payload, so
+		// a flood of junk filled the disk (and a REGISTER failing to parse
+		// logged its credentials). Count all, log at most one line a second
+		// per listener, with the length instead of the payload.
+		t.parseErrors.Add(1)
+		parseLog.log(t.log, src, len(data), err)
 		return
 	}
 
@@ -368,4 +378,36 @@ func (c *UDPConnection) WriteMsg(msg Message) error {
 		return fmt.Errorf("fail to write full message")
 	}
 	return nil
+}
+
+// imsec: ParseErrors is the number of datagrams this transport dropped
+// because they did not parse as SIP (all its sockets together).
+func (t *TransportUDP) ParseErrors() uint64 {
+	return t.parseErrors.Load()
+}
+
+// udpParseErrLog limits "failed to parse" to one line a second for one
+// socket's read loop (which alone uses it). imsec
+type udpParseErrLog struct {
+	last       time.Time
+	suppressed uint64
+}
+
+// udpParseErrLogEvery is the least time between two "failed to parse"
+// lines of one socket. imsec
+var udpParseErrLogEvery = time.Second
+
+func (l *udpParseErrLog) log(log *slog.Logger, src string, n int, err error) {
+	now := time.Now()
+	if !l.last.IsZero() && now.Sub(l.last) < udpParseErrLogEvery {
+		l.suppressed++
+		return
+	}
+	msg := err.Error()
+	if len(msg) > 120 { // parser errors quote the offending line
+		msg = msg[:120] + "..."
+	}
+	log.Error("failed to parse", "src", src, "len", n, "error", msg, "suppressed", l.suppressed)
+	l.last = now
+	l.suppressed = 0
 }

@@ -279,7 +279,8 @@ func (t *TransportWS) readConnection(conn *WSConnection, laddr string, raddr str
 func (t *TransportWS) parseMessage(data []byte, src string, handler MessageHandler) error {
 	msg, err := t.parser.ParseSIP(data) //Very expensive operationParseSIP
 	if err != nil {
-		t.log.Error("failed to parse", "error", err, "data", string(data))
+		// imsec: no payload (it may carry credentials); the connection is closed.
+		t.log.Error("failed to parse", "error", err, "src", src, "len", len(data))
 		return err
 	}
 
