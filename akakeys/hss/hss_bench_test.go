@@ -2,6 +2,8 @@ package hss
 
 import (
 	"context"
+	"database/sql"
+	"fmt"
 	"testing"
 )
 
@@ -51,5 +53,67 @@ func BenchmarkVectorMem(b *testing.B) {
 		if _, err := h.Vector(context.Background(), alice().IMPI); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkOpenSQLiteChecked measures OpenSQLite of an existing database,
+// which reads the whole file to check it (integrity_check and
+// foreign_key_check), against the subscriber count; the quick_check and
+// foreign_key_check sub-benchmarks time those PRAGMAs alone. Each
+// subscriber has two IMPUs.
+func BenchmarkOpenSQLiteChecked(b *testing.B) {
+	for _, n := range []int{1000, 100000} {
+		s, path := openTemp(b)
+		fill(b, s, n)
+		s.Close()
+		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
+			for b.Loop() {
+				s, err := OpenSQLite(path, SQLiteOptions{MustExist: true})
+				if err != nil {
+					b.Fatal(err)
+				}
+				s.Close()
+			}
+		})
+		for _, pragma := range []string{"integrity_check", "quick_check", "foreign_key_check"} {
+			b.Run(fmt.Sprintf("subscribers=%d/%s", n, pragma), func(b *testing.B) {
+				s, err := OpenSQLite(path, SQLiteOptions{MustExist: true})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer s.Close()
+				for b.Loop() {
+					if _, err := pragmaLines(context.Background(), s.db, "PRAGMA "+pragma); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// fill adds n subscribers like bob in one transaction.
+func fill(b *testing.B, s *SQLiteStore, n int) {
+	b.Helper()
+	ctx := context.Background()
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		c := bob()
+		for i := range n {
+			impi := fmt.Sprintf("user%06d@ims.example", i)
+			if _, err := tx.ExecContext(ctx,
+				"INSERT INTO subscriber ("+subscriberColumns+") VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+				impi, c.K[:], c.OPc[:], nil, c.AMF[:], i, 0, nil); err != nil {
+				return err
+			}
+			for pos, u := range []string{"sip:" + impi, fmt.Sprintf("tel:+1555%07d", i)} {
+				if _, err := tx.ExecContext(ctx, "INSERT INTO impu (impu, impi, pos) VALUES (?, ?, ?)", u, impi, pos); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
 	}
 }

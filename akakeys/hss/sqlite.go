@@ -43,6 +43,12 @@ type SQLiteOptions struct {
 //
 // The schema version is PRAGMA user_version, upgraded on open by the
 // migrations in this file; PRAGMA application_id marks the file as ours.
+// An existing file is checked before anything is written to it (see
+// checkFile and check in sqlite_check.go): an empty file, one that is not
+// SQLite, another application's, one of an unknown schema version or with
+// tables missing or changed, and a damaged one (PRAGMA integrity_check,
+// foreign_key_check) are refused with ErrBadDatabase, so a server never runs
+// on a database that silently lost its subscribers.
 type SQLiteStore struct {
 	db   *sql.DB
 	path string
@@ -59,7 +65,9 @@ var _ Store = (*SQLiteStore)(nil)
 const sqliteAppID = 0x494d5345
 
 // migrations[i] upgrades the schema from version i to i+1. Append only;
-// never edit a migration that has shipped.
+// never edit a migration that has shipped: the check on open compares a
+// file's schema with the text these statements make (wantSchema), and
+// TestSQLiteOpensDatabaseOfPreviousCode opens a file made by shipped code.
 var migrations = [][]string{
 	// 1: subscribers and their IMPUs.
 	{
@@ -83,7 +91,11 @@ var migrations = [][]string{
 }
 
 // OpenSQLite opens (creating it unless opts.MustExist) the subscriber
-// database at path and upgrades its schema.
+// database at path and upgrades its schema. Only a file that does not exist
+// is created; an existing file, even an empty one, must pass the checks on
+// open or OpenSQLite fails with ErrBadDatabase and leaves it as it was. The
+// checks read the whole file (PRAGMA integrity_check): about 0.6 s for
+// 100,000 subscribers.
 func OpenSQLite(path string, opts SQLiteOptions) (*SQLiteStore, error) {
 	if path == "" {
 		return nil, errors.New("hss: empty database path")
@@ -96,7 +108,8 @@ func OpenSQLite(path string, opts SQLiteOptions) (*SQLiteStore, error) {
 		// The driver would take what follows '?' as connection parameters.
 		return nil, fmt.Errorf("hss: database path %q must not contain '?'", path)
 	}
-	if err := prepareFile(abs, opts.MustExist); err != nil {
+	created, err := prepareFile(abs, opts.MustExist)
+	if err != nil {
 		return nil, err
 	}
 	busy := opts.BusyTimeout
@@ -116,11 +129,25 @@ func OpenSQLite(path string, opts SQLiteOptions) (*SQLiteStore, error) {
 		return nil, fmt.Errorf("hss: open %s: %w", abs, err)
 	}
 	s := &SQLiteStore{db: db, path: abs, wsem: make(chan struct{}, 1)}
-	if err := s.init(context.Background()); err != nil {
+	ctx := context.Background()
+	if created {
+		err = s.create(ctx)
+	} else {
+		var version int
+		if version, err = s.check(ctx); err == nil {
+			err = s.upgrade(ctx, version)
+		}
+	}
+	if err != nil {
+		// A file this call created and failed to fill is left too: it is
+		// refused as empty from then on, with a message that says to
+		// remove it. Removing it here could remove what another process
+		// wrote meanwhile.
 		db.Close()
 		return nil, err
 	}
-	if err := tightenSidecars(abs); err != nil {
+	// Only now that it is known to be ours: a refused file keeps its mode.
+	if err := tighten(abs); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -133,42 +160,53 @@ func (s *SQLiteStore) Path() string { return s.path }
 // Close closes the database.
 func (s *SQLiteStore) Close() error { return s.db.Close() }
 
-// prepareFile creates the database file with mode 0600 (or checks that it
-// exists), refuses what is not a regular file, and tightens loose modes.
-func prepareFile(path string, mustExist bool) error {
-	flags := os.O_RDWR
-	if !mustExist {
-		flags |= os.O_CREATE
+// prepareFile opens the database file, or creates it with mode 0600 unless
+// mustExist (created says whether this call made it). It refuses what is not
+// a regular file, and an existing file that cannot be an SQLite database
+// (checkFile). The file is closed again before SQLite opens it: closing a
+// second descriptor of a file would drop the process's POSIX locks on it,
+// SQLite's included.
+func prepareFile(path string, mustExist bool) (created bool, err error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrNotExist) && !mustExist {
+		f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		created = err == nil
+		if errors.Is(err, fs.ErrExist) { // another process was quicker
+			f, err = os.OpenFile(path, os.O_RDWR, 0)
+		}
 	}
-	f, err := os.OpenFile(path, flags, 0o600)
 	if err != nil {
 		if mustExist && errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("hss: database %s does not exist", path)
+			return false, fmt.Errorf("hss: database %s does not exist", path)
 		}
-		return fmt.Errorf("hss: database %s: %w", path, err)
+		return false, fmt.Errorf("hss: database %s: %w", path, err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return fmt.Errorf("hss: database %s: %w", path, err)
+		return false, fmt.Errorf("hss: database %s: %w", path, err)
 	}
 	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("hss: database %s is not a regular file", path)
+		return false, fmt.Errorf("hss: database %s is not a regular file", path)
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		if err := f.Chmod(0o600); err != nil {
-			return fmt.Errorf("hss: database %s is readable by others (mode %v) and cannot be tightened: %w", path, fi.Mode().Perm(), err)
+	if !created {
+		if err := checkFile(f, fi.Size(), path); err != nil {
+			return false, err
 		}
 	}
-	return tightenSidecars(path)
+	return created, nil
 }
 
-// tightenSidecars sets mode 0600 on the -wal, -shm and -journal files of the
-// database if they exist with a looser mode.
-func tightenSidecars(path string) error {
-	for _, suffix := range []string{"-wal", "-shm", "-journal"} {
+// tighten sets mode 0600 on the database file and its -wal, -shm and
+// -journal files where they exist with a looser mode.
+func tighten(path string) error {
+	for _, suffix := range []string{"", "-wal", "-shm", "-journal"} {
 		p := path + suffix
-		fi, err := os.Lstat(p)
+		stat := os.Lstat
+		if suffix == "" {
+			stat = os.Stat // the database itself may be a symlink
+		}
+		fi, err := stat(p)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
@@ -187,8 +225,42 @@ func tightenSidecars(path string) error {
 	return nil
 }
 
-// init switches to WAL, checks that the file is ours and runs migrations.
-func (s *SQLiteStore) init(ctx context.Context) error {
+// create makes the empty file this OpenSQLite created an imsec database of
+// the current schema version, in one transaction. Other processes refuse the
+// file while it is empty (checkFile), so nobody else writes to it meanwhile.
+func (s *SQLiteStore) create(ctx context.Context) error {
+	if err := s.setWAL(ctx); err != nil {
+		return err
+	}
+	return s.write(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA application_id = %d", sqliteAppID)); err != nil {
+			return s.openErr(err)
+		}
+		return s.migrate(ctx, tx, 0)
+	})
+}
+
+// upgrade switches a checked database of schema version checked to WAL (a
+// no-op for ours unless changed by hand) and migrates it to the current
+// version if it is older.
+func (s *SQLiteStore) upgrade(ctx context.Context, checked int) error {
+	if err := s.setWAL(ctx); err != nil {
+		return err
+	}
+	if checked == len(migrations) {
+		return nil
+	}
+	return s.write(ctx, func(tx *sql.Tx) error {
+		// Another process may have migrated it since the check.
+		var version int
+		if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+			return s.openErr(err)
+		}
+		return s.migrate(ctx, tx, version)
+	})
+}
+
+func (s *SQLiteStore) setWAL(ctx context.Context) error {
 	var mode string
 	if err := s.db.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode); err != nil {
 		return s.openErr(err)
@@ -196,50 +268,42 @@ func (s *SQLiteStore) init(ctx context.Context) error {
 	if !strings.EqualFold(mode, "wal") {
 		return fmt.Errorf("hss: %s: cannot switch to WAL journal mode (got %q)", s.path, mode)
 	}
-	return s.write(ctx, func(tx *sql.Tx) error {
-		var appID, version, objects int
-		if err := tx.QueryRowContext(ctx, "PRAGMA application_id").Scan(&appID); err != nil {
-			return s.openErr(err)
-		}
-		if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
-			return s.openErr(err)
-		}
-		if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_schema").Scan(&objects); err != nil {
-			return s.openErr(err)
-		}
-		switch {
-		case appID == 0 && version == 0 && objects == 0:
-			// New, empty database: make it ours.
-			if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA application_id = %d", sqliteAppID)); err != nil {
-				return s.openErr(err)
-			}
-		case appID != sqliteAppID:
-			return fmt.Errorf("%w: %s is an SQLite database of another application", ErrNotDatabase, s.path)
-		case version > len(migrations):
-			return fmt.Errorf("%w: %s has schema version %d, this imsec knows up to %d (upgrade imsec)",
-				ErrNotDatabase, s.path, version, len(migrations))
-		}
-		for v := version; v < len(migrations); v++ {
-			for _, stmt := range migrations[v] {
-				if _, err := tx.ExecContext(ctx, stmt); err != nil {
-					return fmt.Errorf("hss: %s: migrating schema to version %d: %w", s.path, v+1, err)
-				}
-			}
-		}
-		if version != len(migrations) {
-			if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(migrations))); err != nil {
-				return fmt.Errorf("hss: %s: setting schema version: %w", s.path, err)
-			}
-		}
-		return nil
-	})
+	return nil
 }
 
-// openErr names the file and recognises a file that is not SQLite at all.
+// migrate runs the migrations from schema version from to the current one
+// and records the version.
+func (s *SQLiteStore) migrate(ctx context.Context, tx *sql.Tx, from int) error {
+	if from > len(migrations) {
+		return s.futureErr(from)
+	}
+	if from == len(migrations) {
+		return nil
+	}
+	for v := from; v < len(migrations); v++ {
+		for _, stmt := range migrations[v] {
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				return fmt.Errorf("hss: %s: migrating schema to version %d: %w", s.path, v+1, err)
+			}
+		}
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(migrations))); err != nil {
+		return fmt.Errorf("hss: %s: setting schema version: %w", s.path, err)
+	}
+	return nil
+}
+
+// openErr names the file and recognises a file that SQLite finds damaged or
+// not to be a database at all.
 func (s *SQLiteStore) openErr(err error) error {
 	var se *sqlite.Error
-	if errors.As(err, &se) && se.Code()&0xff == 26 { // SQLITE_NOTADB
-		return fmt.Errorf("%w: %s is not an SQLite database", ErrNotDatabase, s.path)
+	if errors.As(err, &se) {
+		switch se.Code() & 0xff {
+		case sqliteCorrupt:
+			return fmt.Errorf("%w: %s is damaged (SQLite: %v); %s", ErrBadDatabase, s.path, err, restoreHint)
+		case sqliteNotADB:
+			return fmt.Errorf("%w: %s is not an SQLite database (SQLite: %v); check the path, or %s", ErrBadDatabase, s.path, err, restoreHint)
+		}
 	}
 	return fmt.Errorf("hss: %s: %w", s.path, err)
 }

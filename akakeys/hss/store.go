@@ -23,9 +23,16 @@ var (
 	// ErrCorrupt: a stored record does not decode (a key of the wrong
 	// length, an SQN out of range, OPc inconsistent with OP...).
 	ErrCorrupt = errors.New("hss: corrupt subscriber record")
-	// ErrNotDatabase: the file is not an imsec subscriber database, or one
-	// written by a newer imsec with a schema this one does not know.
-	ErrNotDatabase = errors.New("hss: not an imsec subscriber database")
+	// ErrBadDatabase: an existing database file cannot be used, and was
+	// left as it was: it is empty, not SQLite, another application's, of a
+	// schema version this imsec does not know (or with tables missing or
+	// changed), or damaged (PRAGMA integrity_check or foreign_key_check
+	// fails). The message names the file, the problem and what to do.
+	ErrBadDatabase = errors.New("hss: unusable subscriber database")
+	// ErrNotDatabase is the former name of ErrBadDatabase.
+	//
+	// Deprecated: use ErrBadDatabase.
+	ErrNotDatabase = ErrBadDatabase
 )
 
 // SQNUpdate is what an UpdateSQN callback decides: the SQN to store as the

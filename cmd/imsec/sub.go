@@ -53,8 +53,14 @@ raw key, so you can check a key you hold without the tool printing it:
 Keys given on the command line are visible to other local users (ps) and in
 shell history; provision from a private shell or script.
 
+Every action checks an existing database file before it uses it, and
+refuses, changing nothing, one that is empty, not SQLite, another
+application's, of an unknown schema version, or damaged (PRAGMA
+integrity_check); only add creates a file, and only one that does not exist.
+
 Exit status: 0 success; 2 bad usage (flags, hex, identities); 1 otherwise
-(unknown subscriber, IMPI or IMPU already present, database errors).
+(unknown subscriber, IMPI or IMPU already present, a refused database, other
+database errors).
 
 Run 'imsec sub ACTION --help' for the flags of one action.
 `
@@ -123,7 +129,7 @@ Example:
     --impu sip:alice@ims.example --impu tel:+15550100 \
     --k 465b5ce8b199b49faa5f0a2ee238a6bc --op cdc202d5123e20f62b6d676ac72cb318
 `, stdout)
-	db := fs.String("db", "", "subscriber database `FILE` (created if missing, mode 0600)")
+	db := fs.String("db", "", "subscriber database `FILE` (created with mode 0600 if it does not exist)")
 	impi := fs.String("impi", "", "private identity, e.g. alice@ims.example (required)")
 	var impus multiFlag
 	fs.Var(&impus, "impu", "public identity `URI` (sip:, sips: or tel:); repeatable, at least one; the first is the default")

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -268,5 +270,104 @@ func TestSubHelp(t *testing.T) {
 		if !strings.Contains(out, "Usage: imsec sub "+action) || !strings.Contains(out, "Example:") || !strings.Contains(out, "-db") {
 			t.Errorf("sub %s --help:\n%s", action, out)
 		}
+	}
+}
+
+// Every action refuses a database that is empty, not SQLite, cut short,
+// another application's or from a newer imsec: exit 1, one line naming the
+// file and the problem, nothing on stdout, the file left as it was. Only a
+// file that does not exist is created (by add).
+func TestSubBadDatabase(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.db")
+	addAliceBob(t, good)
+	goodBytes, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqliteFile := func(name string, stmts ...string) string {
+		p := filepath.Join(dir, name)
+		db, err := sql.Open("sqlite", p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		for _, stmt := range stmts {
+			if _, err := db.Exec(stmt); err != nil {
+				t.Fatalf("%s: %v", stmt, err)
+			}
+		}
+		return p
+	}
+	file := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	future := file("future.db", goodBytes)
+	sqliteFile("future.db", "PRAGMA user_version = 99")
+	cases := []struct {
+		name, path, msg string
+	}{
+		{"empty", file("empty.db", nil), "is empty (0 bytes), not an imsec subscriber database"},
+		{"not sqlite", file("notes.txt", []byte(strings.Repeat("not a database\n", 40))), "is not an SQLite database (600 bytes without the SQLite header)"},
+		{"cut in half", file("half.db", goodBytes[:len(goodBytes)/2]), "is truncated: "},
+		{"another application", sqliteFile("other.db", "CREATE TABLE notes (body TEXT)"), "is an SQLite database of another application"},
+		{"future schema", future, "has schema version 99, this imsec knows up to 1 (upgrade imsec)"},
+	}
+	actions := [][]string{
+		{"list"},
+		{"show", "--impi", "alice@ims.example"},
+		{"del", "--impi", "alice@ims.example"},
+		{"add", "--impi", "carol@ims.example", "--impu", "sip:carol@ims.example", "--k", subK1, "--opc", subOPc1},
+	}
+	for _, c := range cases {
+		for _, action := range actions {
+			t.Run(c.name+"/"+action[0], func(t *testing.T) {
+				before, err := os.ReadFile(c.path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				args := append([]string{"sub", action[0], "--db", c.path}, action[1:]...)
+				out, errs := subRun(t, 1, args...)
+				prefix := "imsec sub: " + action[0] + ": hss: unusable subscriber database: " + c.path + " "
+				if !strings.HasPrefix(errs, prefix) || !strings.Contains(errs, c.msg) || strings.Count(errs, "\n") != 1 {
+					t.Errorf("stderr %q, want one line starting %q and holding %q", errs, prefix, c.msg)
+				}
+				if out != "" {
+					t.Errorf("stdout %q", out)
+				}
+				assertNoSecrets(t, "stderr", errs)
+				after, err := os.ReadFile(c.path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(before, after) {
+					t.Errorf("refused %s changed the file", action[0])
+				}
+				for _, suffix := range []string{"-wal", "-shm", "-journal"} {
+					if _, err := os.Stat(c.path + suffix); err == nil {
+						t.Errorf("refused %s left %s", action[0], filepath.Base(c.path+suffix))
+					}
+				}
+			})
+		}
+	}
+
+	// The empty file's message says what to do; doing it works.
+	empty := filepath.Join(dir, "empty.db")
+	_, errs := subRun(t, 1, "sub", "add", "--db", empty, "--impi", "carol@ims.example", "--impu", "sip:carol@ims.example", "--k", subK1, "--opc", subOPc1)
+	if !strings.Contains(errs, "remove it and run 'imsec sub add --db "+empty+" ...'") {
+		t.Fatalf("stderr %q lacks the way out", errs)
+	}
+	if err := os.Remove(empty); err != nil {
+		t.Fatal(err)
+	}
+	subRun(t, 0, "sub", "add", "--db", empty, "--impi", "carol@ims.example", "--impu", "sip:carol@ims.example", "--k", subK1, "--opc", subOPc1)
+	out, _ := subRun(t, 0, "sub", "list", "--db", empty)
+	if !strings.Contains(out, "carol@ims.example") {
+		t.Fatalf("list of the new database:\n%s", out)
 	}
 }
