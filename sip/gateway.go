@@ -179,6 +179,13 @@ func (s *Server) answerDHCP(peer *tun.Peer, pkt []byte) {
 		s.log.Debug("dhcp", "peer", peer.Name(), "err", err)
 		return
 	}
+	// The request came through a set that proved its keys: the reply
+	// goes back through it.
+	s.mu.Lock()
+	if reg := s.regs[peer.Name()]; reg != nil && reg.peer == peer {
+		reg.sas.prove()
+	}
+	s.unlock()
 	if lease.Bound {
 		s.mu.Lock()
 		reg := s.regs[peer.Name()]

@@ -23,10 +23,14 @@ type Limits struct {
 	// one address, which is what the default's headroom is for.
 	SourceRate  float64
 	SourceBurst int
-	// PendingPerIMPI bounds the unanswered challenges of one IMPI, kept per
-	// source address and Call-ID so that a stranger cannot replace the real
-	// UE's; past it the oldest goes. Default DefaultPendingPerIMPI.
-	PendingPerIMPI int
+	// PendingPerIMPI bounds the unanswered challenges of one IMPI. They are
+	// kept per source address and Call-ID, at most PendingPerSource for one
+	// source address, so that a stranger cannot replace the real UE's:
+	// past a bound, the oldest unproven challenge of the source that holds
+	// the most goes, never one whose SA set has carried the UE's packets.
+	// Defaults DefaultPendingPerIMPI and DefaultPendingPerSource.
+	PendingPerIMPI   int
+	PendingPerSource int
 	// TempSetsPerSource bounds the temporary SA sets that one source IP
 	// address holds, so that one source cannot take the global cap
 	// (ServerConfig.MaxTempSets). Default DefaultTempSetsPerSource.
@@ -37,7 +41,8 @@ type Limits struct {
 const (
 	DefaultSourceRate        = 20 // REGISTERs per second per source address
 	DefaultSourceBurst       = 60
-	DefaultPendingPerIMPI    = 8
+	DefaultPendingPerIMPI    = 16
+	DefaultPendingPerSource  = 2
 	DefaultTempSetsPerSource = 64
 	// maxTrackedSources bounds the token buckets kept; past it, idle ones
 	// and then about half of the rest are forgotten (they start full again).
@@ -58,10 +63,13 @@ func (l *Limits) fill() error {
 	if l.PendingPerIMPI == 0 {
 		l.PendingPerIMPI = DefaultPendingPerIMPI
 	}
+	if l.PendingPerSource == 0 {
+		l.PendingPerSource = DefaultPendingPerSource
+	}
 	if l.TempSetsPerSource == 0 {
 		l.TempSetsPerSource = DefaultTempSetsPerSource
 	}
-	if l.SourceRate < 0 || l.SourceBurst < 1 || l.PendingPerIMPI < 1 || l.TempSetsPerSource < 1 {
+	if l.SourceRate < 0 || l.SourceBurst < 1 || l.PendingPerIMPI < 1 || l.PendingPerSource < 1 || l.TempSetsPerSource < 1 {
 		return configErrorf("limits %+v: rates and sizes must be positive", *l)
 	}
 	return nil

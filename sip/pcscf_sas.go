@@ -36,29 +36,19 @@ func (s *Server) installTemporaryLocked(reg *registration, ch *challenge, offer 
 		reg.peer = peer
 		reg.sas = saSets{pump: s.pump, tpeer: peer, peer: peer, pool: s.spis, onTemp: s.countTemp}
 	}
-	if old := reg.pendingByKey(ch.key); old != nil && old.set != nil && old.set.state == saTemporary {
-		reg.sas.remove(old.set)
-	}
 	src := ch.key.src.Addr()
 	if s.temps >= s.cfg.MaxTempSets || !s.limits.tempOK(src) {
 		return nil, errTooManyPending{s.temps}
 	}
-	// TS 33.203 §7.4: at most MaxSAPairsPerIMPI pairs. Old sets go first,
-	// then the oldest temporary one; never the active set.
-	for 2*(len(reg.sas.sets)+1) > MaxSAPairsPerIMPI {
+	// TS 33.203 §7.4: at most MaxSAPairsPerIMPI pairs for the UE: its
+	// active and old sets and the temporary sets that carried its packets.
+	// Unproven temporary sets (perhaps strangers') are bounded by
+	// Limits.PendingPerIMPI instead. Old sets go first; never the active set.
+	for 2*(reg.sas.provenCount()+1) > MaxSAPairsPerIMPI {
 		var victim *liveSet
 		for _, st := range reg.sas.sets {
-			if st.state == saOld {
+			if st.state == saOld || (victim == nil && st.state == saTemporary && st.proven) {
 				victim = st
-				break
-			}
-		}
-		if victim == nil {
-			for _, st := range reg.sas.sets {
-				if st.state == saTemporary {
-					victim = st
-					break
-				}
 			}
 		}
 		if victim == nil {

@@ -311,6 +311,25 @@ func (s *Server) challenge(ctx context.Context, tx sip.ServerTransaction, req *s
 	ch := &challenge{key: key, v: v, nonce: akakeys.BuildNonce(v.RAND, v.AUTN, nil), issued: s.now()}
 	var secHdr sip.Header
 	s.mu.Lock()
+	// The new challenge replaces one to the same source and Call-ID; past
+	// the bounds of Limits, another source's challenges stay (the real UE's
+	// among them) and the flooding source's own go first.
+	if old := reg.pendingByKey(key); old != nil {
+		reg.forget(old)
+		if old.set != nil && old.set.state == saTemporary {
+			reg.sas.remove(old.set)
+		}
+	}
+	perSource, perIMPI := s.cfg.Limits.PendingPerSource, s.cfg.Limits.PendingPerIMPI
+	if s.cfg.Limits.Off {
+		perSource = perIMPI
+	}
+	if !reg.makeRoomLocked(key.src.Addr(), perSource, perIMPI) {
+		s.unlock()
+		s.overloaded.Add(1)
+		s.refuse(tx, req, outer, EvOverload, 503, "Service Unavailable", "too many pending challenges for "+reg.impi, sip.NewHeader("Retry-After", retryAfter))
+		return
+	}
 	if offer != nil {
 		set, err := s.installTemporaryLocked(reg, ch, *offer, v)
 		if err != nil {
@@ -323,23 +342,7 @@ func (s *Server) challenge(ctx context.Context, tx sip.ServerTransaction, req *s
 		ch.server = []Mechanism{set.set.PCSCF}
 		secHdr = sip.NewHeader("Security-Server", FormatSecurity(ch.server))
 	}
-	// The new challenge replaces one to the same source and Call-ID; past
-	// the IMPI's bound the oldest goes (the real UE answers within a round
-	// trip: a flood has to be fast to push its challenge out).
-	if old := reg.pendingByKey(key); old != nil {
-		reg.forget(old)
-		if old.set != nil && old.set != ch.set && old.set.state == saTemporary {
-			reg.sas.remove(old.set)
-		}
-	}
 	reg.pending = append(reg.pending, ch)
-	for len(reg.pending) > s.cfg.Limits.PendingPerIMPI {
-		old := reg.pending[0]
-		reg.forget(old)
-		if old.set != nil && old.set.state == saTemporary {
-			reg.sas.remove(old.set)
-		}
-	}
 	s.unlock()
 	c := akakeys.Challenge{Realm: s.cfg.Domain, Nonce: ch.nonce, Algorithm: "AKAv1-MD5", QOP: "auth"}
 	hdrs := []sip.Header{sip.NewHeader("WWW-Authenticate", c.String())}
@@ -458,6 +461,7 @@ func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
 		key.callID = cid.Value()
 	}
 	s.mu.Lock()
+	reg.sas.prove() // the request came through one of the sets: answers go back through it
 	via := reg.sas.byUEPortC(src.Port())
 	var viaState saState
 	var viaID int

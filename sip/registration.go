@@ -71,6 +71,59 @@ func (reg *registration) pendingBySet(ls *liveSet) *challenge {
 	return nil
 }
 
+// proven tells whether the challenge's SA set has carried packets from
+// the UE (so whoever it went to holds the keys).
+func (ch *challenge) proven() bool { return ch.set != nil && ch.set.proven }
+
+// makeRoomLocked drops pending challenges (and their temporary sets) so
+// that one more from src fits: the source's own oldest unproven ones past
+// perSource, then, past perIMPI, the oldest unproven one of the source
+// holding the most. Proven challenges are never dropped. False when no
+// room can be made.
+func (reg *registration) makeRoomLocked(src netip.Addr, perSource, perIMPI int) bool {
+	drop := func(ch *challenge) {
+		reg.forget(ch)
+		if ch.set != nil && ch.set.state == saTemporary {
+			reg.sas.remove(ch.set)
+		}
+	}
+	count := map[netip.Addr]int{}
+	for _, ch := range reg.pending {
+		count[ch.key.src.Addr()]++
+	}
+	for count[src] >= perSource {
+		victim := reg.oldestUnproven(func(a netip.Addr) bool { return a == src })
+		if victim == nil {
+			return false
+		}
+		drop(victim)
+		count[src]--
+	}
+	for len(reg.pending) >= perIMPI {
+		most, n := netip.Addr{}, 0
+		for a, c := range count {
+			if c > n && reg.oldestUnproven(func(x netip.Addr) bool { return x == a }) != nil {
+				most, n = a, c
+			}
+		}
+		if n == 0 {
+			return false
+		}
+		drop(reg.oldestUnproven(func(a netip.Addr) bool { return a == most }))
+		count[most]--
+	}
+	return true
+}
+
+func (reg *registration) oldestUnproven(from func(netip.Addr) bool) *challenge {
+	for _, ch := range reg.pending {
+		if !ch.proven() && from(ch.key.src.Addr()) {
+			return ch
+		}
+	}
+	return nil
+}
+
 // forget drops a pending challenge (its temporary set stays; the
 // lifecycle or the caller deletes it).
 func (reg *registration) forget(ch *challenge) {
@@ -181,9 +234,15 @@ func (s *Server) Housekeep() (next time.Time) {
 			s.dropLocked(reg, "expired")
 			continue
 		}
-		reg.pending = slices.DeleteFunc(reg.pending, func(ch *challenge) bool {
-			return now.Sub(ch.issued) > s.cfg.TempSATimeout && (ch.set == nil || ch.set.state != saTemporary)
-		})
+		// Challenges past the temporary-SA lifetime go, with their sets.
+		for _, ch := range slices.Clone(reg.pending) {
+			if now.Sub(ch.issued) > s.cfg.TempSATimeout {
+				reg.forget(ch)
+				if ch.set != nil && ch.set.state == saTemporary {
+					reg.sas.remove(ch.set)
+				}
+			}
+		}
 		if reg.vector != nil && now.Sub(reg.vector.issued) > s.cfg.TempSATimeout {
 			reg.vector = nil
 		}

@@ -69,6 +69,11 @@ type liveSet struct {
 	// media is the set's media SA pair (the imsec extension, see
 	// mediatunnel.go); nil without it.
 	media *mediaSAs
+	// proven is set once the set's inbound SAs have received a packet:
+	// its peer holds the keys. Until then a temporary set at the P-CSCF
+	// takes no part in outbound selection (apply), so that sets installed
+	// for strangers' challenges cannot divert the real UE's traffic.
+	proven bool
 	// onRemove, if set, runs when the set is deleted (the P-CSCF removes
 	// the set's media SA there).
 	onRemove func()
@@ -114,10 +119,13 @@ type saSets struct {
 	// per-source caps), and the lifecycle keeps the count exact.
 	onTemp func(ls *liveSet, delta int)
 	sets   []*liveSet // oldest first
+	// sendOnTemporary lets unproven temporary sets carry outbound traffic:
+	// the UE's, which sends first through its new set.
+	sendOnTemporary bool
 }
 
-// install puts a new set in the pump as temporary and makes its outbound
-// SAs the preferred ones.
+// install puts a new set in the pump as temporary; its outbound SAs become
+// the preferred ones once it is proven (or at once with sendOnTemporary).
 func (l *saSets) install(ls *liveSet) error {
 	for i, in := range ls.side.Inbound {
 		if err := l.pump.AddInbound(l.tpeer, in); err != nil {
@@ -147,6 +155,7 @@ func (l *saSets) activate(ls *liveSet, lifetime, oldUntil time.Time) {
 		l.temp(ls, -1)
 	}
 	ls.state = saActive
+	ls.proven = true
 	ls.deadline = lifetime
 	ls.usedMark = l.packets(ls)
 	l.apply()
@@ -226,6 +235,17 @@ func (l *saSets) next() time.Time {
 	return t
 }
 
+// provenCount is how many sets are active, old, or temporary and proven.
+func (l *saSets) provenCount() int {
+	n := 0
+	for _, st := range l.sets {
+		if st.state != saTemporary || st.proven {
+			n++
+		}
+	}
+	return n
+}
+
 // active is the active set, or nil.
 func (l *saSets) active() *liveSet {
 	for _, st := range l.sets {
@@ -247,11 +267,13 @@ func (l *saSets) temporaries() []*liveSet {
 	return out
 }
 
-// byUEPortC is the set whose UE port-c is port (requests arrive from it).
+// byUEPortC is the set whose UE port-c is port (requests arrive from it),
+// among the sets that may carry the UE's packets: unproven temporary sets
+// (perhaps installed for strangers with the same ports) are skipped.
 func (l *saSets) byUEPortC(port uint16) *liveSet {
 	var found *liveSet
 	for _, st := range l.sets {
-		if st.set.UE.PortC == port {
+		if st.set.UE.PortC == port && (st.state != saTemporary || st.proven) {
 			found = st
 		}
 	}
@@ -274,9 +296,26 @@ func (l *saSets) packets(ls *liveSet) uint64 {
 	return n
 }
 
-// apply installs the outbound selectors of every set, newest first, with
-// the newest set's default SA for traffic no selector takes (SA3 at the
-// P-CSCF, SA1 at the UE).
+// prove marks the temporary sets whose inbound SAs have received a packet
+// as proven, and re-applies the outbound selectors if one became so. The
+// P-CSCF calls it before it answers through a temporary set (the DHCP
+// reply, the answer to the protected REGISTER).
+func (l *saSets) prove() {
+	changed := false
+	for _, st := range l.sets {
+		if !st.proven && l.packets(st) > 0 {
+			st.proven = true
+			changed = true
+		}
+	}
+	if changed {
+		l.apply()
+	}
+}
+
+// apply installs the outbound selectors of every set that may send,
+// newest first, with the newest such set's default SA for traffic no
+// selector takes (SA3 at the P-CSCF, SA1 at the UE).
 func (l *saSets) apply() {
 	if l.peer == nil {
 		return
@@ -285,6 +324,9 @@ func (l *saSets) apply() {
 	var def *esp.Outbound
 	for i := len(l.sets) - 1; i >= 0; i-- {
 		st := l.sets[i]
+		if st.state == saTemporary && !st.proven && !l.sendOnTemporary {
+			continue
+		}
 		sel = append(sel, st.side.Outbound...)
 		if def == nil {
 			def = st.side.Default

@@ -99,11 +99,12 @@ func TestSALifecycle(t *testing.T) {
 		steps []step
 	}{
 		{"register, rekey, old set retired by traffic", []step{
-			{"install 1", func(l *saSets, s []*liveSet, _ *fakePump) { must(t, l.install(s[0])) }, []esp.SPI{0x1001, 0x1002}, 0, 1, 1},
+			{"install 1", func(l *saSets, s []*liveSet, _ *fakePump) { must(t, l.install(s[0])) }, []esp.SPI{0x1001, 0x1002}, 0, 1, 0},
 			{"activate 1", func(l *saSets, s []*liveSet, _ *fakePump) {
 				l.activate(s[0], t0.Add(time.Hour), t0.Add(30*time.Second))
 			}, []esp.SPI{0x1001, 0x1002}, 1, 0, 1},
-			{"install 2", func(l *saSets, s []*liveSet, _ *fakePump) { must(t, l.install(s[1])) }, []esp.SPI{0x1001, 0x1002, 0x2001, 0x2002}, 1, 1, 2},
+			{"install 2", func(l *saSets, s []*liveSet, _ *fakePump) { must(t, l.install(s[1])) }, []esp.SPI{0x1001, 0x1002, 0x2001, 0x2002}, 1, 1, 1},
+			{"a packet on 2 proves it", func(l *saSets, _ []*liveSet, p *fakePump) { p.packets[0x2002] = 1; l.prove() }, []esp.SPI{0x1001, 0x1002, 0x2001, 0x2002}, 1, 1, 2},
 			{"activate 2", func(l *saSets, s []*liveSet, _ *fakePump) {
 				l.activate(s[1], t0.Add(time.Hour), t0.Add(30*time.Second))
 			}, []esp.SPI{0x1001, 0x1002, 0x2001, 0x2002}, 2, 0, 2},
@@ -111,7 +112,7 @@ func TestSALifecycle(t *testing.T) {
 			{"traffic on 2: old goes", func(l *saSets, _ []*liveSet, p *fakePump) { p.packets[0x2001] = 1; l.expire(t0) }, []esp.SPI{0x2001, 0x2002}, 2, 0, 2},
 		}},
 		{"old set retired at its deadline", []step{
-			{"install 1", func(l *saSets, s []*liveSet, _ *fakePump) { must(t, l.install(s[0])) }, []esp.SPI{0x1001, 0x1002}, 0, 1, 1},
+			{"install 1", func(l *saSets, s []*liveSet, _ *fakePump) { must(t, l.install(s[0])) }, []esp.SPI{0x1001, 0x1002}, 0, 1, 0},
 			{"activate 1", func(l *saSets, s []*liveSet, _ *fakePump) { l.activate(s[0], t0.Add(time.Hour), t0) }, []esp.SPI{0x1001, 0x1002}, 1, 0, 1},
 			{"install+activate 2", func(l *saSets, s []*liveSet, _ *fakePump) {
 				must(t, l.install(s[1]))
@@ -128,7 +129,7 @@ func TestSALifecycle(t *testing.T) {
 			{"install 2 (re-registration)", func(l *saSets, s []*liveSet, _ *fakePump) {
 				s[1].deadline = t0.Add(30 * time.Second)
 				must(t, l.install(s[1]))
-			}, []esp.SPI{0x1001, 0x1002, 0x2001, 0x2002}, 1, 1, 2},
+			}, []esp.SPI{0x1001, 0x1002, 0x2001, 0x2002}, 1, 1, 1},
 			{"30 s later", func(l *saSets, _ []*liveSet, _ *fakePump) { l.expire(t0.Add(31 * time.Second)) }, []esp.SPI{0x1001, 0x1002}, 1, 0, 1},
 		}},
 		{"failed install leaves nothing", []step{
@@ -140,7 +141,8 @@ func TestSALifecycle(t *testing.T) {
 			}, nil, 0, 0, 0},
 		}},
 		{"remove twice, clear", []step{
-			{"install 1, 2", func(l *saSets, s []*liveSet, _ *fakePump) { must(t, l.install(s[0])); must(t, l.install(s[1])) }, []esp.SPI{0x1001, 0x1002, 0x2001, 0x2002}, 0, 2, 2},
+			{"install 1, 2", func(l *saSets, s []*liveSet, _ *fakePump) { must(t, l.install(s[0])); must(t, l.install(s[1])) }, []esp.SPI{0x1001, 0x1002, 0x2001, 0x2002}, 0, 2, 0},
+			{"1 proves its keys", func(l *saSets, _ []*liveSet, p *fakePump) { p.packets[0x1001] = 1; l.prove() }, []esp.SPI{0x1001, 0x1002, 0x2001, 0x2002}, 0, 2, 1},
 			{"remove 2 twice", func(l *saSets, s []*liveSet, _ *fakePump) {
 				if !l.remove(s[1]) || l.remove(s[1]) {
 					t.Fatal("remove: want true, then false")

@@ -374,7 +374,11 @@ func (u *UE) Info() UEInfo {
 }
 
 // Pump gives access to the data plane's counters (nil before Register).
-func (u *UE) Pump() *tun.Pump { return u.pump }
+func (u *UE) Pump() *tun.Pump {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.pump
+}
 
 // Close stops everything without de-registering, and waits for every
 // goroutine the UE started and every handler still running.

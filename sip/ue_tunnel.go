@@ -51,12 +51,15 @@ func (u *UE) startTunnel() error {
 	if u.cfg.WrapESP != nil {
 		pc = u.cfg.WrapESP(conn)
 	}
-	u.pump, err = tun.NewPump(tun.Config{Device: dev, Conn: pc, Intercept: u.intercept, BatchPad: u.cfg.BatchPad, Logger: u.log, Now: u.cfg.Now})
+	pump, err := tun.NewPump(tun.Config{Device: dev, Conn: pc, Intercept: u.intercept, BatchPad: u.cfg.BatchPad, Logger: u.log, Now: u.cfg.Now})
 	if err != nil {
 		dev.Close()
 		conn.Close()
 		return err
 	}
+	u.mu.Lock() // Info reads it
+	u.pump = pump
+	u.mu.Unlock()
 	ka := u.cfg.Keepalive
 	if ka < 0 {
 		ka = 0
@@ -67,6 +70,7 @@ func (u *UE) startTunnel() error {
 	}
 	u.mu.Lock()
 	u.sas.pump, u.sas.tpeer, u.sas.peer = u.pump, u.peer, u.peer
+	u.sas.sendOnTemporary = true
 	u.mu.Unlock()
 	u.goFunc(u.housekeeper)
 	return nil
@@ -159,12 +163,15 @@ func (u *UE) activateMedia(ctx context.Context, mine, srv Mechanism, ck akakeys.
 		if u.cfg.WrapMediaESP != nil {
 			pc = u.cfg.WrapMediaESP(conn)
 		}
-		if u.mediaPump, err = tun.NewPump(tun.Config{Device: ns, Conn: pc, BatchPad: u.cfg.BatchPad, Logger: u.log, Now: u.cfg.Now}); err != nil {
+		mp, err := tun.NewPump(tun.Config{Device: ns, Conn: pc, BatchPad: u.cfg.BatchPad, Logger: u.log, Now: u.cfg.Now})
+		if err != nil {
 			ns.Close()
 			conn.Close()
 			return err
 		}
-		u.mediaNS = ns
+		u.mu.Lock() // Info reads it
+		u.mediaPump, u.mediaNS = mp, ns
+		u.mu.Unlock()
 		ep := u.cfg.PCSCFMediaESP
 		if !ep.IsValid() {
 			ep = netip.AddrPortFrom(u.cfg.PCSCFESP.Addr(), port)
