@@ -29,11 +29,21 @@ np "$work/imsec" sub add --db "$work/run/hss.db" --impi alice@a.example --impu s
 # Not through np(): a backgrounded shell function is a subshell, and its PID
 # is not the server's.
 setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs -- \
-  "$work/imsec" pcscf --domain a.example --db "$work/run/hss.db" --sip 127.0.0.1:25060 --esp 127.0.0.1:24500 \
+  "$work/imsec" pcscf --domain a.example --db "$work/run/hss.db" --sip 127.0.0.1:0 --esp 127.0.0.1:0 \
   > "$work/run/pcscf.out" 2>&1 &
 pcscf_pid=$!
-for _ in $(seq 50); do grep -q "ESP-in-UDP" "$work/run/pcscf.out" 2>/dev/null && break; sleep 0.1; done
-np "$work/imsec" ue --pcscf 127.0.0.1:25060 --pcscf-esp 127.0.0.1:24500 --impi alice@a.example \
+# Its start line names the ports it bound:
+# "P-CSCF a.example: SIP ADDR:PORT (UDP+TCP), ESP-in-UDP ADDR:PORT, ..."
+line=
+for _ in $(seq 100); do
+  line=$(grep -m1 "ESP-in-UDP" "$work/run/pcscf.out" 2>/dev/null) && break
+  kill -0 "$pcscf_pid" 2>/dev/null || { cat "$work/run/pcscf.out"; echo "unprivileged: pcscf exited"; exit 1; }
+  sleep 0.1
+done
+[ -n "$line" ] || { cat "$work/run/pcscf.out"; echo "unprivileged: pcscf did not start in 10 s"; exit 1; }
+sip_addr=$(sed -E 's/.* SIP ([^ ]+) .*/\1/' <<<"$line")
+esp_addr=$(sed -E 's/.* ESP-in-UDP ([^ ,]+),.*/\1/' <<<"$line")
+np "$work/imsec" ue --pcscf "$sip_addr" --pcscf-esp "$esp_addr" --impi alice@a.example \
   --impu sip:alice@a.example --k $K --op $OP --once > "$work/run/ue.out" 2>&1 ||
   { cat "$work/run/ue.out" "$work/run/pcscf.out"; exit 1; }
 grep "registered as" "$work/run/ue.out"

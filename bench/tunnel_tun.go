@@ -12,26 +12,6 @@ import (
 // it creates network namespaces, a veth pair and TUN interfaces.
 var ErrNeedRoot = errors.New("bench: --mode tun needs root (CAP_SYS_ADMIN for network namespaces, CAP_NET_ADMIN for the veth and TUN interfaces); run it as root or use --mode netstack")
 
-// Netns is a named network namespace (as `ip netns add` makes) with one OS
-// thread inside it: Do runs a function on that thread, so the sockets and
-// TUN interfaces it opens belong to the namespace and stay there whichever
-// goroutine uses them afterwards.
-type Netns struct {
-	name string
-	work chan func()
-	done chan struct{}
-}
-
-// Name is the namespace's name, for `ip netns exec NAME` and `ip -n NAME`.
-func (n *Netns) Name() string { return n.name }
-
-// Do runs f on the namespace's thread and returns its error.
-func (n *Netns) Do(f func() error) error {
-	errc := make(chan error, 1)
-	n.work <- func() { errc <- f() }
-	return <-errc
-}
-
 // TUNPlan tells a TUNBuilder what to build: in each namespace a TUN
 // interface called Name, and the tunnel's UDP socket bound to OuterA (in
 // namespace A) or OuterB (in B). The harness then gives the interfaces

@@ -165,6 +165,23 @@ func (e *tunEnv) close() error {
 	return first
 }
 
+// Netns is a named network namespace (as `ip netns add` makes) with one OS
+// thread inside it: Do runs a function on that thread, so the sockets and
+// TUN interfaces it opens belong to the namespace and stay there whichever
+// goroutine uses them afterwards.
+type Netns struct {
+	name string
+	work chan func()
+	done chan struct{}
+}
+
+// Do runs f on the namespace's thread and returns its error.
+func (n *Netns) Do(f func() error) error {
+	errc := make(chan error, 1)
+	n.work <- func() { errc <- f() }
+	return <-errc
+}
+
 // newNetns creates the named namespace and a thread inside it.
 func newNetns(name string) (*Netns, error) {
 	if err := ipCmd("netns", "add", name); err != nil {

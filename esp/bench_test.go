@@ -227,16 +227,3 @@ func BenchmarkClassify(b *testing.B) {
 		}
 	}
 }
-
-func BenchmarkTableLookup(b *testing.B) {
-	var t Table
-	for i := range 1000 {
-		_ = t.Add(newIn(b, SPI(0x1000+i)))
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if t.Lookup(0x1100) == nil {
-			b.Fatal()
-		}
-	}
-}

@@ -51,8 +51,5 @@ func Classify(b []byte) Kind {
 	return KindESP
 }
 
-// AppendKeepalive appends an RFC 3948 §2.3 NAT-keepalive (the octet 0xFF) to b.
-func AppendKeepalive(b []byte) []byte { return append(b, NATKeepalive) }
-
-// Keepalive returns a new NAT-keepalive payload.
+// Keepalive returns a new RFC 3948 §2.3 NAT-keepalive payload (the octet 0xFF).
 func Keepalive() []byte { return []byte{NATKeepalive} }

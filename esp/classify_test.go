@@ -48,9 +48,6 @@ func TestKeepalive(t *testing.T) {
 	if !bytes.Equal(Keepalive(), []byte{0xFF}) || Classify(Keepalive()) != KindKeepalive {
 		t.Fatal(Keepalive())
 	}
-	if b := AppendKeepalive([]byte{1}); !bytes.Equal(b, []byte{1, 0xFF}) {
-		t.Fatal(b)
-	}
 	for k, s := range map[Kind]string{KindESP: "esp", KindKeepalive: "keepalive", KindNonESP: "non-esp", KindInvalid: "invalid", 77: "invalid"} {
 		if k.String() != s {
 			t.Errorf("%d: %q", k, k.String())

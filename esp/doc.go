@@ -102,11 +102,9 @@
 // ESP packets), the AES-GCM ESP packets of draft-mcgrew-gcm-test-01,
 // RFC 2202 and RFC 4231.
 //
-// # SA table and key log
+// # Key log
 //
-// Table maps inbound SPIs to SAs for the hot path: lookups are one atomic
-// load; Add, Replace and Remove copy the map. KeyLog writes SA keys as
-// lines of Wireshark's esp_sa UAT so captures can be decrypted; it is off
-// unless created. Wireshark (4.0) has no ESN support, so the ICVs of ESN
-// SAs do not check there.
+// KeyLog writes SA keys as lines of Wireshark's esp_sa UAT so captures can
+// be decrypted; it is off unless created. Wireshark (4.0) has no ESN
+// support, so the ICVs of ESN SAs do not check there.
 package esp

@@ -80,18 +80,3 @@ func ExampleKeyLog() {
 	// Output:
 	// "IPv4","192.0.2.1","198.51.100.7","0x00001000","AES-GCM with 16 octet ICV [RFC4106]","0x0000000000000000000000000000000000000000","NULL",""
 }
-
-// The SPI table on the receive path.
-func ExampleTable() {
-	var table esp.Table
-	in, _ := esp.NewInbound(esp.Config{SPI: 0x2000, Mode: esp.Transport, Encryption: esp.EncNull,
-		Integrity: esp.AuthHMACSHA256128, AuthKey: make([]byte, 32)})
-	if err := table.Add(in); err != nil {
-		panic(err)
-	}
-	fmt.Println(table.Lookup(0x2000) == in, table.Lookup(0x2001) == nil)
-	fmt.Println(table.Add(in))
-	// Output:
-	// true true
-	// esp: SPI 0x00002000 is already in the table
-}

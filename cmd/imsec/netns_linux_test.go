@@ -256,7 +256,7 @@ func (n *natTopology) flushNAT(ctx context.Context, t *testing.T) string {
 	return list
 }
 
-// procSet starts imsec processes in namespaces, with their output in files
+// procSet starts imsec processes in namespaces, with their output kept and
 // printed if the test fails, and stops every one it started.
 type procSet struct {
 	t    *testing.T
@@ -269,8 +269,8 @@ type procSet struct {
 type imsecProc struct {
 	name     string
 	cmd      *exec.Cmd
-	out, err string // file names
-	done     chan struct{}
+	out, err output
+	done     chan struct{} // closed once the process exited and its output is read
 	exitErr  error
 }
 
@@ -287,21 +287,11 @@ func (s *procSet) start(ctx context.Context, ns, name string, args ...string) *i
 			}
 		})
 	})
-	p := &imsecProc{name: name, out: filepath.Join(s.dir, name+".out"), err: filepath.Join(s.dir, name+".err"), done: make(chan struct{})}
-	stdout, err := os.Create(p.out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stdout.Close()
-	stderr, err := os.Create(p.err)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stderr.Close()
+	p := &imsecProc{name: name, done: make(chan struct{})}
 	// 'ip netns exec' execs the command in place, so a signal to this
 	// process reaches imsec itself.
 	p.cmd = exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, s.bin}, args...)...)
-	p.cmd.Stdout, p.cmd.Stderr = stdout, stderr
+	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.err
 	p.cmd.WaitDelay = 5 * time.Second
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
@@ -312,8 +302,8 @@ func (s *procSet) start(ctx context.Context, ns, name string, args ...string) *i
 	return p
 }
 
-func (p *imsecProc) stdout() string { b, _ := os.ReadFile(p.out); return string(b) }
-func (p *imsecProc) stderr() string { b, _ := os.ReadFile(p.err); return string(b) }
+func (p *imsecProc) stdout() string { return p.out.String() }
+func (p *imsecProc) stderr() string { return p.err.String() }
 
 func (p *imsecProc) exited() bool {
 	select {
@@ -324,20 +314,12 @@ func (p *imsecProc) exited() bool {
 	}
 }
 
-// waitOut waits for s in the process's stdout; the process exiting first,
-// or the timeout, fails the test.
+// waitOut waits for a line holding s in the process's stdout; the process
+// exiting first, or the timeout, fails the test (the set's cleanup then
+// shows every process's output).
 func (p *imsecProc) waitOut(t *testing.T, s string, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !strings.Contains(p.stdout(), s) {
-		if p.exited() && !strings.Contains(p.stdout(), s) {
-			t.Fatalf("%s exited (%v) before printing %q", p.name, p.exitErr, s)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: no %q within %v", p.name, s, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitLine(t, p.name, &p.out, nil, p.done, s, timeout)
 }
 
 // wait waits for the process to exit by itself and returns its exit code

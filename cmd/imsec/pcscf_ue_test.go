@@ -1,14 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -18,24 +14,6 @@ const (
 	tsOP = "cdc202d5123e20f62b6d676ac72cb318"
 )
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 // TestPCSCFAndUEOnce runs both commands in-process: provision, serve,
 // register with --once (which pings through the tunnel and de-registers).
 func TestPCSCFAndUEOnce(t *testing.T) {
@@ -44,34 +22,21 @@ func TestPCSCFAndUEOnce(t *testing.T) {
 	if code, _, errs := runCLI(t, "sub", "add", "--db", db, "--impi", "alice@a.example", "--impu", "sip:alice@a.example", "--k", tsK, "--op", tsOP); code != 0 {
 		t.Fatal(errs)
 	}
-	sipPort, espPort := freePort(t), freePort(t)
-	sipAddr := "127.0.0.1:" + strconv.Itoa(sipPort)
-	espAddr := "127.0.0.1:" + strconv.Itoa(espPort)
 	keylog := filepath.Join(dir, "keys")
-	ctx, cancel := context.WithCancel(context.Background())
-	var srvOut, srvErr syncBuf
-	done := make(chan int)
-	go func() {
-		done <- run(ctx, []string{"pcscf", "--domain", "a.example", "--db", db, "--sip", sipAddr, "--esp", espAddr, "--keylog", keylog}, &srvOut, &srvErr)
-	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(srvOut.String(), "ESP-in-UDP") {
-		if time.Now().After(deadline) {
-			t.Fatalf("pcscf did not start: %s %s", srvOut.String(), srvErr.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	code, out, errs := runCLI(t, "ue", "--pcscf", sipAddr, "--pcscf-esp", espAddr, "--impi", "alice@a.example",
+	ctx := context.Background()
+	srv := startPCSCF(t, ctx, "pcscf", "--domain", "a.example", "--db", db, "--keylog", keylog)
+	ue := startCLI(t, ctx, "ue", "ue", "--pcscf", srv.sip, "--pcscf-esp", srv.esp, "--impi", "alice@a.example",
 		"--impu", "sip:alice@a.example", "--k", tsK, "--op", tsOP, "--once")
-	cancel()
-	if srvCode := <-done; srvCode != 0 {
-		t.Errorf("pcscf exit %d: %s", srvCode, srvErr.String())
+	code := ue.wait(t, time.Minute)
+	if srvCode := srv.stop(t); srvCode != 0 {
+		t.Errorf("pcscf exit %d: %s", srvCode, srv.err.String())
 	}
+	out := ue.out.String()
 	if code != 0 || !strings.Contains(out, "registered as sip:alice@a.example with inner address 100.64.0.") || !strings.Contains(out, "de-registered") {
-		t.Fatalf("ue exit %d\nstdout:\n%s\nstderr:\n%s\nserver:\n%s", code, out, errs, srvOut.String())
+		t.Fatalf("ue exit %d\nstdout:\n%s\nstderr:\n%s\nserver:\n%s", code, out, ue.err.String(), srv.out.String())
 	}
 	for _, step := range []string{"401 Unauthorized", "DHCPACK", "RES == XRES", "de-registered"} {
-		if !strings.Contains(srvOut.String(), step) {
+		if !strings.Contains(srv.out.String(), step) {
 			t.Errorf("server ladder lacks %q", step)
 		}
 	}
@@ -88,21 +53,12 @@ func TestUEWrongKeyFails(t *testing.T) {
 	dir := t.TempDir()
 	db := filepath.Join(dir, "hss.db")
 	runCLI(t, "sub", "add", "--db", db, "--impi", "bob@a.example", "--impu", "sip:bob@a.example", "--k", tsK, "--op", tsOP)
-	sipAddr, espAddr := "127.0.0.1:"+strconv.Itoa(freePort(t)), "127.0.0.1:"+strconv.Itoa(freePort(t))
-	ctx, cancel := context.WithCancel(context.Background())
-	var srvOut, srvErr syncBuf
-	done := make(chan int)
-	go func() {
-		done <- run(ctx, []string{"pcscf", "--domain", "a.example", "--db", db, "--sip", sipAddr, "--esp", espAddr}, &srvOut, &srvErr)
-	}()
-	defer func() { cancel(); <-done }()
-	for !strings.Contains(srvOut.String(), "ESP-in-UDP") {
-		time.Sleep(10 * time.Millisecond)
-	}
-	code, _, errs := runCLI(t, "ue", "--pcscf", sipAddr, "--pcscf-esp", espAddr, "--impi", "bob@a.example",
+	ctx := context.Background()
+	srv := startPCSCF(t, ctx, "pcscf", "--domain", "a.example", "--db", db)
+	ue := startCLI(t, ctx, "ue", "ue", "--pcscf", srv.sip, "--pcscf-esp", srv.esp, "--impi", "bob@a.example",
 		"--impu", "sip:bob@a.example", "--k", strings.Repeat("11", 16), "--op", tsOP, "--once")
-	if code == 0 || !strings.Contains(errs, "failed authentication") {
-		t.Fatalf("code %d stderr %q", code, errs)
+	if code := ue.wait(t, time.Minute); code == 0 || !strings.Contains(ue.err.String(), "failed authentication") {
+		t.Fatalf("code %d stderr %q", code, ue.err.String())
 	}
 }
 
@@ -154,47 +110,26 @@ func TestUECallCommand(t *testing.T) {
 	dbA, dbB := filepath.Join(dir, "a.db"), filepath.Join(dir, "b.db")
 	runCLI(t, "sub", "add", "--db", dbA, "--impi", "alice@a.example", "--impu", "sip:alice@a.example", "--k", tsK, "--op", tsOP)
 	runCLI(t, "sub", "add", "--db", dbB, "--impi", "bob@b.example", "--impu", "sip:bob@b.example", "--k", tsK, "--op", tsOP)
-	port := func() string { return "127.0.0.1:" + strconv.Itoa(freePort(t)) }
-	sipA, sipB := port(), port()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var outA, outB, outBob, errs syncBuf
-	var wg sync.WaitGroup
-	start := func(ctx context.Context, out *syncBuf, args ...string) chan struct{} {
-		done := make(chan struct{})
-		wg.Add(1)
-		go func() { defer wg.Done(); defer close(done); run(ctx, args, out, &errs) }()
-		return done
-	}
-	start(ctx, &outA, "pcscf", "--domain", "a.example", "--db", dbA, "--sip", sipA, "--esp", port(), "--media-esp", port(), "--peer", "b.example="+sipB)
-	start(ctx, &outB, "pcscf", "--domain", "b.example", "--db", dbB, "--sip", sipB, "--esp", port(), "--media-esp", port(), "--peer", "a.example="+sipA)
-	waitOut := func(b *syncBuf, s string) {
-		deadline := time.Now().Add(10 * time.Second)
-		for !strings.Contains(b.String(), s) {
-			if time.Now().After(deadline) {
-				t.Fatalf("no %q in:\n%s\nstderr:\n%s", s, b.String(), errs.String())
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	waitOut(&outA, "ESP-in-UDP")
-	waitOut(&outB, "ESP-in-UDP")
-	espB := strings.Fields(strings.SplitN(outB.String(), "ESP-in-UDP ", 2)[1])[0]
-	espA := strings.Fields(strings.SplitN(outA.String(), "ESP-in-UDP ", 2)[1])[0]
-	bobCtx, stopBob := context.WithCancel(ctx)
-	bobDone := start(bobCtx, &outBob, "ue", "--pcscf", sipB, "--pcscf-esp", strings.TrimSuffix(espB, ","), "--impi", "bob@b.example", "--impu", "sip:bob@b.example", "--k", tsK, "--op", tsOP)
-	waitOut(&outBob, "200 OK: registered")
-	code, out, stderr := runCLI(t, "ue", "call", "sip:bob@b.example", "--duration", "1s", "--pcscf", sipA, "--pcscf-esp", strings.TrimSuffix(espA, ","),
+	ctx := context.Background()
+	// Each P-CSCF binds ports of its own choosing, so B, started first,
+	// cannot know A's SIP port: its peer entry for a.example names A's
+	// address with the discard port. That is enough here: a P-CSCF accepts
+	// a peer's INVITEs by address (a peer may send from any port), and in
+	// this call B sends nothing to a.example of its own: it answers A's
+	// requests where they came from.
+	pB := startPCSCF(t, ctx, "P-CSCF B", "--domain", "b.example", "--db", dbB, "--peer", "a.example=127.0.0.1:9")
+	pA := startPCSCF(t, ctx, "P-CSCF A", "--domain", "a.example", "--db", dbA, "--peer", "b.example="+pB.sip)
+	bob := startCLI(t, ctx, "bob", "ue", "--pcscf", pB.sip, "--pcscf-esp", pB.esp, "--impi", "bob@b.example", "--impu", "sip:bob@b.example", "--k", tsK, "--op", tsOP)
+	bob.waitLine(t, "200 OK: registered", 30*time.Second)
+	alice := startCLI(t, ctx, "alice", "ue", "call", "sip:bob@b.example", "--duration", "1s", "--pcscf", pA.sip, "--pcscf-esp", pA.esp,
 		"--impi", "alice@a.example", "--impu", "sip:alice@a.example", "--k", tsK, "--op", tsOP)
-	if code != 0 || !strings.Contains(out, "call with sip:bob@b.example (caller)") || !strings.Contains(out, "audio") {
-		t.Fatalf("call: exit %d\n%s\n%s\nP-CSCF A:\n%s\nP-CSCF B:\n%s", code, out, stderr, outA.String(), outB.String())
+	code := alice.wait(t, time.Minute)
+	if out := alice.out.String(); code != 0 || !strings.Contains(out, "call with sip:bob@b.example (caller)") || !strings.Contains(out, "audio") {
+		t.Fatalf("call: exit %d\n%s\n%s\nP-CSCF A:\n%s\nP-CSCF B:\n%s", code, out, alice.err.String(), pA.out.String(), pB.out.String())
 	}
-	waitOut(&outBob, "call with sip:alice@a.example (callee)")
-	stopBob() // bob de-registers on its way out, while P-CSCF B still runs
-	<-bobDone
-	cancel()
-	wg.Wait()
-	if !strings.Contains(outBob.String(), "de-registered") {
-		t.Errorf("bob did not de-register on exit:\n%s", outBob.String())
+	bob.waitLine(t, "call with sip:alice@a.example (callee)", 10*time.Second)
+	bob.stop(t) // bob de-registers on its way out, while P-CSCF B still runs
+	if !strings.Contains(bob.out.String(), "de-registered") {
+		t.Errorf("bob did not de-register on exit:\n%s", bob.out.String())
 	}
 }
