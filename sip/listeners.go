@@ -53,6 +53,9 @@ func (s *Server) serve(what string, f func() error) {
 	})
 }
 
+// sipVersion is the only SIP version imsec speaks (RFC 3261 §7.1).
+const sipVersion = "SIP/2.0"
+
 func parseAddrPort(s string) netip.AddrPort {
 	ap, err := netip.ParseAddrPort(s)
 	if err != nil {
@@ -66,6 +69,7 @@ func parseAddrPort(s string) netip.AddrPort {
 // unprotected side, where Via gets received/rport when a NAT is seen.
 func (s *Server) respond(tx sip.ServerTransaction, req *sip.Request, code int, reason string, outer bool, hdrs ...sip.Header) {
 	res := sip.NewResponseFromRequest(req, code, reason, nil)
+	res.SipVersion = sipVersion
 	for _, h := range hdrs {
 		res.AppendHeader(h)
 	}

@@ -262,6 +262,12 @@ func (s *Server) handler(h func(req *sip.Request, tx sip.ServerTransaction)) fun
 			return
 		}
 		defer s.handlers.Done()
+		if req.SipVersion != sipVersion {
+			// RFC 3261 §8.2.5 / §21.5.7; the answer is in our version, not
+			// the one the request claimed.
+			s.respond(tx, req, 505, "Version Not Supported", true)
+			return
+		}
 		h(req, tx)
 	}
 }

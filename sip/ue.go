@@ -304,6 +304,13 @@ func (u *UE) handler(h func(req *sip.Request, tx sip.ServerTransaction)) func(re
 		u.handlers.Add(1)
 		u.mu.Unlock()
 		defer u.handlers.Done()
+		if req.SipVersion != sipVersion {
+			res := sip.NewResponseFromRequest(req, 505, "Version Not Supported", nil)
+			res.SipVersion = sipVersion
+			res.SetDestination(req.Source())
+			tx.Respond(res)
+			return
+		}
 		h(req, tx)
 	}
 }
