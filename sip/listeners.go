@@ -2,6 +2,8 @@ package sip
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/netip"
 	"strconv"
 	"time"
@@ -42,15 +44,37 @@ func (s *Server) startOuter() error {
 }
 
 // serve runs one of sipgo's Serve loops on a goroutine that Close waits
-// for. A loop that ends while the Server is open is a listener that died:
-// that is logged at ERROR, never silently.
+// for. A loop that ends while the Server is open is a listener that died
+// (sipgo's loops retry temporary accept errors, third_party/sipgo/IMSEC.md):
+// that is logged at ERROR and reported by Wait, never silent.
 func (s *Server) serve(what string, f func() error) {
 	s.goFunc(func() {
 		err := f()
-		if s.ctx.Err() == nil {
-			s.log.Error("sip: listener stopped", "listener", what, "err", err)
+		if s.ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			err = errors.New("returned")
+		}
+		err = fmt.Errorf("sip: %s listener stopped: %w", what, err)
+		s.log.Error(err.Error())
+		select {
+		case s.failed <- err:
+		default:
 		}
 	})
+}
+
+// Wait blocks until ctx ends (nil) or one of the Server's listeners dies
+// (its error): a process serving a P-CSCF exits non-zero then, rather than
+// stay half-alive.
+func (s *Server) Wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-s.failed:
+		return err
+	}
 }
 
 // sipVersion is the only SIP version imsec speaks (RFC 3261 §7.1).

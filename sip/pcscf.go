@@ -186,6 +186,7 @@ type Server struct {
 	evq    []Event // events emitted under mu, delivered by unlock
 	closed bool    // no new work once set
 	wake   chan struct{}
+	failed chan error // a listener that died (Wait)
 
 	overloaded atomic.Uint64 // requests answered 503 by a limit
 
@@ -200,7 +201,7 @@ func New(cfg ServerConfig) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, name: "P-CSCF " + cfg.Domain, log: cfg.Logger, regs: map[string]*registration{},
 		byAddr: map[netip.Addr]*registration{}, spis: newSPIPool(), calls: map[string]*bcall{}, limits: newSourceLimits(cfg.Limits),
-		dhcpIn: make(chan dhcpRequest, 64), wake: make(chan struct{}, 1)}
+		dhcpIn: make(chan dhcpRequest, 64), wake: make(chan struct{}, 1), failed: make(chan error, 1)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.relay = media.NewRelay(cfg.Logger)
 	s.gateway = cfg.Pool.Addr().Next()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -71,6 +72,9 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	expires := fs.Duration("expires", sip.DefaultExpires, "registration lifetime when the UE asks for none")
 	maxExpires := fs.Duration("max-expires", sip.DefaultMaxExpires, "longest registration granted")
 	tempSA := fs.Duration("temp-sa-timeout", sip.DefaultTempSATimeout, "how long temporary SAs wait for the protected REGISTER")
+	rateLimit := fs.String("rate-limit", "on", "on: the flood limits (per-source REGISTER rate, pending challenges, temporary SAs per source); off: none, for load tests where one host plays many UEs")
+	sourceRate := fs.Float64("source-rate", sip.DefaultSourceRate, "unprotected REGISTERs per second per source address (a token bucket; 503 past it)")
+	sourceBurst := fs.Int("source-burst", sip.DefaultSourceBurst, "the token bucket's size")
 	batchPad := fs.Int("batch-pad", 0, batchPadUsage)
 	keylog := fs.String("keylog", "", "write every SA to this file in Wireshark's esp_sa format (secrets!)")
 	verbose := fs.Bool("v", false, "log SIP traces and data-plane events to stderr")
@@ -141,6 +145,17 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	cfg.BatchPad = *batchPad
+	switch *rateLimit {
+	case "on":
+	case "off":
+		cfg.Limits.Off = true
+	default:
+		return usageErrorf("--rate-limit %q: want on or off", *rateLimit)
+	}
+	if *sourceRate <= 0 || *sourceBurst < 1 {
+		return usageErrorf("--source-rate and --source-burst must be positive")
+	}
+	cfg.Limits.SourceRate, cfg.Limits.SourceBurst = *sourceRate, *sourceBurst
 	if *expires <= 0 || *maxExpires < *expires || *tempSA <= 0 {
 		return usageErrorf("--expires, --max-expires and --temp-sa-timeout must be positive, with max >= expires")
 	}
@@ -165,6 +180,9 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfg.Logger = cliLogger(stderr, *verbose)
 	cfg.Events = sip.LadderPrinter(stdout)
 	srv, err := sip.New(cfg)
+	if errors.Is(err, sip.ErrConfig) {
+		return usageErrorf("%v", err)
+	}
 	if err != nil {
 		return err
 	}
@@ -174,11 +192,12 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	for d, a := range cfg.Peers {
 		fmt.Fprintf(stdout, "P-CSCF %s: calls for %s go to %v\n", *domain, d, a)
 	}
-	<-ctx.Done()
+	werr := srv.Wait(ctx)
 	c := srv.Pump().Counters()
-	fmt.Fprintf(stdout, "P-CSCF %s: stopping; ESP rx %d tx %d packets, drops %v, keepalives received %d\n",
-		*domain, c.RxPackets, c.TxPackets, c.Drops, c.KeepalivesReceived)
-	return nil
+	st := srv.Stats()
+	fmt.Fprintf(stdout, "P-CSCF %s: stopping; ESP rx %d tx %d packets, drops %v, keepalives received %d; %d requests refused by a flood limit\n",
+		*domain, c.RxPackets, c.TxPackets, c.Drops, c.KeepalivesReceived, st.Overloaded)
+	return werr
 }
 
 var sipgoLoggerOnce sync.Once

@@ -62,6 +62,7 @@ func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	amf := fs.String("amf", "", "if set, the AMF that AUTN must carry (2 bytes hex)")
 	expires := fs.String("expires", "600", "registration lifetime to ask for, in seconds")
 	keepalive := fs.Duration("keepalive", sip.DefaultKeepalive, "NAT keepalive interval (RFC 3948); 0 turns them off")
+	probe := fs.Duration("probe", sip.DefaultProbe, "how often to check, through the tunnel, that the P-CSCF still holds our SAs (a restarted P-CSCF is noticed within this and 5 s); 0 turns it off")
 	portS := fs.Uint("port-s", sip.DefaultUEPortS, "protected server port (port-c is port-s-6 and -5)")
 	batchPad := fs.Int("batch-pad", 0, batchPadUsage)
 	tunName := fs.String("tun", "", "use this kernel TUN device instead of the netstack (needs CAP_NET_ADMIN)")
@@ -132,6 +133,14 @@ func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		cfg.Keepalive = sip.KeepaliveOff
 	default:
 		cfg.Keepalive = *keepalive
+	}
+	switch {
+	case *probe < 0:
+		return usageErrorf("--probe must not be negative")
+	case *probe == 0:
+		cfg.Probe = sip.ProbeOff
+	default:
+		cfg.Probe = *probe
 	}
 	if *portS > 65535 {
 		return usageErrorf("--port-s %d: want 1024..65535", *portS)
