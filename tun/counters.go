@@ -6,11 +6,15 @@ import (
 	"github.com/imsec/imsec/esp"
 )
 
+// peerCounters are a Peer's counters: atomic, added to by the data path
+// without a lock, read by Peer.Counters.
 type peerCounters struct {
 	txPackets, txBytes, rxPackets, rxBytes atomic.Uint64
 	spoofed, endpointMoves, keepalives     atomic.Uint64
 }
 
+// counters are a Pump's totals: atomic, added to by the data path without
+// a lock, read by Pump.Counters.
 type counters struct {
 	txPackets, txBytes, rxPackets, rxBytes atomic.Uint64
 	txPadBytes                             atomic.Uint64

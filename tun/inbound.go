@@ -1,8 +1,6 @@
 package tun
 
 import (
-	"time"
-
 	"github.com/imsec/imsec/esp"
 	"github.com/imsec/imsec/tun/udp"
 )
@@ -21,6 +19,14 @@ func (p *Pump) inbound() {
 	jobs := make([]esp.OpenJob, batch)
 	sas := make([]*inSA, batch)
 	idx := make([]int, batch) // of each job's datagram in msgs
+	// pause spaces out reads after a failure; made at the first, stopped
+	// when Close stops this goroutine.
+	var pause Timer
+	defer func() {
+		if pause != nil {
+			pause.Stop()
+		}
+	}()
 	for {
 		for i := range msgs {
 			msgs[i] = udp.Message{Buf: bufs[i][inOffset:]}
@@ -31,10 +37,15 @@ func (p *Pump) inbound() {
 				return
 			}
 			p.ctr.readErrors.Add(1) // transient: keep going
+			if pause == nil {
+				pause = p.cfg.NewTimer(readErrorPause)
+			} else {
+				pause.Reset(readErrorPause)
+			}
 			select {
 			case <-p.stop:
 				return
-			case <-time.After(10 * time.Millisecond):
+			case <-pause.C():
 			}
 			continue
 		}

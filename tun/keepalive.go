@@ -2,30 +2,34 @@ package tun
 
 import (
 	"net/netip"
-	"time"
 
 	"github.com/imsec/imsec/esp"
 	"github.com/imsec/imsec/tun/udp"
 )
 
-// keepalives sends RFC 3948 NAT-keepalives to idle peers that want them.
+// keepalives sends RFC 3948 NAT-keepalives to idle peers that want them:
+// a round every keepaliveTick, on a timer of the Pump's clock
+// (Config.NewTimer) that it stops when Close stops it. The timer is reset
+// as soon as it fires, so rounds start a tick apart, as with a time.Ticker.
 func (p *Pump) keepalives() {
 	defer p.wg.Done()
-	t := time.NewTicker(time.Second)
+	t := p.cfg.NewTimer(keepaliveTick)
 	defer t.Stop()
 	ka := []udp.Message{{Buf: esp.Keepalive(), N: 1}}
 	for {
 		select {
 		case <-p.stop:
 			return
-		case <-t.C:
+		case <-t.C():
 		}
+		t.Reset(keepaliveTick)
 		p.SendKeepalives(ka)
 	}
 }
 
 // SendKeepalives sends a keepalive to every peer idle for its Keepalive
-// interval. It runs every second on its own; tests with a fake clock call it.
+// interval. It runs every second on its own (keepalives); tests with a fake
+// clock call it.
 func (p *Pump) SendKeepalives(scratch []udp.Message) {
 	if len(scratch) == 0 {
 		scratch = []udp.Message{{Buf: esp.Keepalive(), N: 1}}

@@ -20,13 +20,17 @@ import (
 // The ring holds depth batches of the Device's BatchSize buffers; readDevice
 // waits for room for a whole batch (a TUN with segmentation offload fills up
 // to BatchSize from one read) and outbound frees slots once sent.
+//
+// No lock: a slot between tail and head belongs to outbound, any other to
+// readDevice, and each moves its own index only (atomic) after it is done
+// with the slots it hands over.
 type outRing struct {
 	bufs  [][]byte // slots, then the first batch-1 slots again: every Read gets batch contiguous entries
 	sizes []int    // of each slot (the mirrored tail is copied back)
-	slots uint64
-	batch int
+	slots uint64   // set once
+	batch int      // set once
 
-	head, tail atomic.Uint64 // slots filled (readDevice), slots sent (outbound)
+	head, tail atomic.Uint64 // slots filled (written by readDevice only), slots sent (by outbound only)
 	filled     chan struct{} // wakes outbound; capacity 1
 	drained    chan struct{} // wakes readDevice; capacity 1
 }
@@ -173,8 +177,8 @@ const parallelMin = 16
 // sealHelper is ParallelSeal's second sealing goroutine: outbound hands it
 // the second half of a batch and waits on done after sealing the first.
 type sealHelper struct {
-	tasks chan sealTask // closed by outbound when it stops
-	done  chan struct{}
+	tasks chan sealTask // written and closed by outbound (when it stops)
+	done  chan struct{} // one value per task, written by the helper; capacity 1
 }
 
 // sealTask is part of a reserved batch, with each job's SA.

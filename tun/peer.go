@@ -29,17 +29,21 @@ type PeerConfig struct {
 }
 
 // Peer is the far end of one tunnel. Its methods are safe for concurrent use.
+//
+// Every field the data path reads is atomic, and the pointers point at
+// values that are never modified once stored (a change stores a new one):
+// packets never wait for a lock.
 type Peer struct {
-	name      string
-	follow    bool
-	keepalive atomic.Int64 // nanoseconds; 0: off
-	endpoint  atomic.Pointer[netip.AddrPort]
-	out       atomic.Pointer[outSet]
+	name      string                         // set once by AddPeer
+	follow    bool                           // set once by AddPeer
+	keepalive atomic.Int64                   // nanoseconds; 0: off
+	endpoint  atomic.Pointer[netip.AddrPort] // moved by SetEndpoint and, if follow, by authenticated ESP
+	out       atomic.Pointer[outSet]         // nil: no outbound SA
 	allowed   atomic.Pointer[[]netip.Prefix]
 	routes    []netip.Prefix // guarded by Pump.wmu
 	lastSent  atomic.Int64   // unix nanos of the last datagram sent to it
 	lastRecv  atomic.Int64   // unix nanos of the last authenticated ESP from it
-	ctr       peerCounters
+	ctr       peerCounters   // atomic
 }
 
 // AddPeer adds a peer with its routes; it has no SAs yet.

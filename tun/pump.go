@@ -62,6 +62,12 @@ type Config struct {
 
 	Logger *slog.Logger     // default: discard
 	Now    func() time.Time // default: time.Now
+
+	// NewTimer makes the Pump's timers: the keepalive round, once a second,
+	// and the pause after a failed socket read. Default: time.NewTimer.
+	// With Now, it lets a test drive keepalives without sleeping. Every
+	// timer it makes has been stopped when Close returns.
+	NewTimer func(d time.Duration) Timer
 }
 
 // Pump moves packets between a Device and ESP-in-UDP for a set of peers: the
@@ -77,20 +83,29 @@ type Config struct {
 // moved only by authenticated ESP, so a NAT rebinding is followed and a
 // forged or replayed packet moves nothing.
 type Pump struct {
-	cfg     Config
+	// Set once by NewPump, before the goroutines start; read-only after.
+	cfg     Config // with its defaults filled in
 	dev     Device
 	conn    PacketConn
 	offload offloader // conn, if it can say whether it segments; else nil
 	log     *slog.Logger
-	peers   atomic.Pointer[peerTables]
-	wmu     sync.Mutex // serialises table writers
-	ctr     counters
-	stop    chan struct{}
-	wg      sync.WaitGroup
-	once    sync.Once
+
+	// peers is read per packet without a lock (atomic, copy-on-write); only
+	// update replaces it, under wmu. wmu also guards Peer.routes.
+	peers atomic.Pointer[peerTables]
+	wmu   sync.Mutex
+
+	ctr counters // atomic
+
+	// Lifecycle. stop is closed once, by Close (under once); every goroutine
+	// NewPump starts is counted in wg and returns once stop is closed, and
+	// Close waits for them.
+	stop chan struct{}
+	wg   sync.WaitGroup
+	once sync.Once
 
 	pingMu  sync.Mutex
-	pingWho map[uint32]chan time.Time // pinhole pings waiting for a reply
+	pingWho map[uint32]chan time.Time // guarded by pingMu: pinhole pings waiting for a reply
 }
 
 // Buffer geometry. Outbound packets are read from the Device at outOffset,
@@ -109,8 +124,8 @@ const (
 var ErrClosedPump = errors.New("tun: pump closed")
 
 // NewPump starts a Pump: one goroutine reads the Device, one seals and
-// sends what it read, one reads the socket, one sends keepalives. Close
-// stops them.
+// sends what it read (with ParallelSeal, a second one helps it), one reads
+// the socket, one sends keepalives. Close stops them and their timers.
 func NewPump(cfg Config) (*Pump, error) {
 	if cfg.Device == nil || cfg.Conn == nil {
 		return nil, errors.New("tun: pump needs a Device and a PacketConn")
@@ -123,6 +138,9 @@ func NewPump(cfg Config) (*Pump, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.NewTimer == nil {
+		cfg.NewTimer = newSystemTimer
 	}
 	if cfg.BatchPad == 0 {
 		cfg.BatchPad = DefaultBatchPad

@@ -8,7 +8,9 @@ import (
 	"github.com/imsec/imsec/esp"
 )
 
-// peerTables is the copy-on-write routing state read per packet.
+// peerTables is the copy-on-write routing state read per packet. A
+// published peerTables (Pump.peers) is immutable: update builds a new one
+// under Pump.wmu and swaps it in.
 type peerTables struct {
 	bySPI    map[esp.SPI]*inSA
 	byAddr   map[netip.Addr]*Peer // exact inner addresses (the gateway's UEs)
@@ -23,14 +25,15 @@ type prefixRoute struct {
 
 // inSA is an inbound SA with its owner and counters.
 type inSA struct {
-	in      *esp.Inbound
-	peer    *Peer
+	in      *esp.Inbound // set once (AddInbound); the inbound goroutine alone opens with it
+	peer    *Peer        // set once
 	packets atomic.Uint64
 	bytes   atomic.Uint64
 }
 
-// outSet is the immutable set of outbound SAs of a peer: the first selector
-// matching a packet's transport ports wins, else def.
+// outSet is the immutable set of outbound SAs of a peer (Peer.out, swapped
+// whole by SetOutboundSAs): the first selector matching a packet's
+// transport ports wins, else def.
 type outSet struct {
 	def *outSA
 	sel []outSel
@@ -82,7 +85,7 @@ func transportPorts(pkt []byte) (src, dst uint16, ok bool) {
 
 // outSA is an outbound SA with its counters.
 type outSA struct {
-	out     *esp.Outbound
+	out     *esp.Outbound // set once; esp.Outbound is safe for concurrent sealing
 	packets atomic.Uint64
 	bytes   atomic.Uint64
 }
