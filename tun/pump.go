@@ -165,11 +165,19 @@ func NewPump(cfg Config) (*Pump, error) {
 
 // Close stops the Pump, closes its Device and socket and waits for every
 // goroutine. It is idempotent.
-func (p *Pump) Close() error {
+func (p *Pump) Close() error { return p.closeWith(nil) }
+
+// closeWith is Close, calling also (if not nil) after closing the Device
+// and the socket and before waiting for the goroutines: an Endpoint closes
+// the socket under a wrapper there. Only the first call's also runs.
+func (p *Pump) closeWith(also func()) error {
 	p.once.Do(func() {
 		close(p.stop)
 		p.dev.Close()
 		p.conn.Close()
+		if also != nil {
+			also()
+		}
 	})
 	p.wg.Wait()
 	return nil
