@@ -680,7 +680,12 @@ func (s *sinks) run(ctx context.Context, r *TunnelResult, opt MeasureOptions) er
 		if err != nil {
 			return err
 		}
-		time.Sleep(200 * time.Millisecond) // what is in flight still counts
+		// What is in flight still counts: give it 200 ms to land.
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
 		got := s.got[to].Load()
 		s.token.Store(0)
 		pps := float64(got) / el.Seconds()
