@@ -226,54 +226,29 @@ func tunnelSAs(s Suite) (outAB *esp.Outbound, inAB *esp.Inbound, outBA *esp.Outb
 	return
 }
 
-// ourPumps joins devA and devB with two Pumps over connA and connB, each
-// end routing everything to the other. Their tun.Configs are pc with the
-// device and the socket set.
-func ourPumps(s Suite, pc tun.Config, devA, devB tun.Device, connA, connB tun.PacketConn) (pa, pb *tun.Pump, err error) {
+// ourEndpoint is the config of one end of our tunnel (the caller adds its
+// socket and device): a Pump configured as pc and one peer, the other end,
+// to which everything is routed.
+func ourEndpoint(pc tun.Config, peer string) tun.EndpointConfig {
+	all := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
+	return tun.EndpointConfig{Pump: pc, Peer: &tun.PeerConfig{Name: peer, Allowed: all, Routes: all}}
+}
+
+// joinEndpoints points the ends a and b (made from ourEndpoint configs) at
+// each other and installs the SAs of s both ways.
+func joinEndpoints(s Suite, a, b *tun.Endpoint) error {
 	outAB, inAB, outBA, inBA, err := tunnelSAs(s)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
-	all := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
-	pc.Device, pc.Conn = devA, connA
-	pa, err = tun.NewPump(pc)
-	if err != nil {
-		devA.Close()
-		connA.Close()
-		devB.Close()
-		connB.Close()
-		return nil, nil, err
+	a.Peer.SetEndpoint(b.LocalAddr())
+	b.Peer.SetEndpoint(a.LocalAddr())
+	a.Peer.SetOutbound(outAB)
+	b.Peer.SetOutbound(outBA)
+	if err := b.Pump.AddInbound(b.Peer, inAB); err != nil {
+		return err
 	}
-	pc.Device, pc.Conn = devB, connB
-	pb, err = tun.NewPump(pc)
-	if err != nil {
-		pa.Close()
-		devB.Close()
-		connB.Close()
-		return nil, nil, err
-	}
-	fail := func(err error) (*tun.Pump, *tun.Pump, error) {
-		pa.Close()
-		pb.Close()
-		return nil, nil, err
-	}
-	peerB, err := pa.AddPeer(tun.PeerConfig{Name: "b", Endpoint: connB.LocalAddr(), Allowed: all, Routes: all})
-	if err != nil {
-		return fail(err)
-	}
-	peerA, err := pb.AddPeer(tun.PeerConfig{Name: "a", Endpoint: connA.LocalAddr(), Allowed: all, Routes: all})
-	if err != nil {
-		return fail(err)
-	}
-	peerB.SetOutbound(outAB)
-	peerA.SetOutbound(outBA)
-	if err := pb.AddInbound(peerA, inAB); err != nil {
-		return fail(err)
-	}
-	if err := pa.AddInbound(peerB, inBA); err != nil {
-		return fail(err)
-	}
-	return pa, pb, nil
+	return a.Pump.AddInbound(a.Peer, inBA)
 }
 
 // innerMTU is the inner MTU of a tunnel under s on a PathMTU IPv4 path.
@@ -317,40 +292,30 @@ func ourNetstacks(s Suite, pc tun.Config) (StackPair, [2]*tun.Pump, func(), erro
 	if err != nil {
 		return StackPair{}, pumps, nil, err
 	}
-	var closers []func() error
+	mk := func(a netip.Addr, peer string) (*tun.Endpoint, error) {
+		cfg := ourEndpoint(pc, peer)
+		cfg.Listen = netip.MustParseAddrPort("127.0.0.1:0")
+		cfg.Netstack = &tun.NetstackOptions{MTU: mtu, Addresses: []netip.Prefix{netip.PrefixFrom(a, 32)}}
+		return tun.NewEndpoint(cfg)
+	}
+	a, err := mk(InnerA, "b")
+	if err != nil {
+		return StackPair{}, pumps, nil, err
+	}
+	b, err := mk(InnerB, "a")
+	if err != nil {
+		a.Close()
+		return StackPair{}, pumps, nil, err
+	}
 	closeAll := func() {
-		for i := len(closers) - 1; i >= 0; i-- {
-			closers[i]()
-		}
+		b.Close()
+		a.Close()
 	}
-	mk := func(a netip.Addr) (*tun.Netstack, *udp.Conn, error) {
-		ns, err := tun.NewNetstack(tun.NetstackOptions{MTU: mtu, Addresses: []netip.Prefix{netip.PrefixFrom(a, 32)}})
-		if err != nil {
-			return nil, nil, err
-		}
-		c, err := udp.Listen(netip.MustParseAddrPort("127.0.0.1:0"))
-		if err != nil {
-			ns.Close()
-			return nil, nil, err
-		}
-		return ns, c, nil
-	}
-	nsA, cA, err := mk(InnerA)
-	if err != nil {
+	if err := joinEndpoints(s, a, b); err != nil {
+		closeAll()
 		return StackPair{}, pumps, nil, err
 	}
-	nsB, cB, err := mk(InnerB)
-	if err != nil {
-		nsA.Close()
-		cA.Close()
-		return StackPair{}, pumps, nil, err
-	}
-	pa, pb, err := ourPumps(s, pc, nsA, nsB, cA, cB) // closes all four on failure
-	if err != nil {
-		return StackPair{}, pumps, nil, err
-	}
-	closers = append(closers, pa.Close, pb.Close)
-	return StackPair{A: netstackEnd{nsA}, B: netstackEnd{nsB}, MTU: mtu}, [2]*tun.Pump{pa, pb}, closeAll, nil
+	return StackPair{A: netstackEnd{a.Netstack}, B: netstackEnd{b.Netstack}, MTU: mtu}, [2]*tun.Pump{a.Pump, b.Pump}, closeAll, nil
 }
 
 // MeasureNetstack measures a netstack-mode tunnel: one TCP stream from A to
@@ -715,7 +680,12 @@ func (s *sinks) run(ctx context.Context, r *TunnelResult, opt MeasureOptions) er
 		if err != nil {
 			return err
 		}
-		time.Sleep(200 * time.Millisecond) // what is in flight still counts
+		// What is in flight still counts: give it 200 ms to land.
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
 		got := s.got[to].Load()
 		s.token.Store(0)
 		pps := float64(got) / el.Seconds()

@@ -141,3 +141,40 @@ func TestRunTunnelRejects(t *testing.T) {
 		t.Error("negative duration accepted")
 	}
 }
+
+// TestOurNetstacksCarry: the netstack-mode tunnel (two tun.Endpoints with
+// the suite's SAs) carries a datagram each way, and its close function
+// closes both ends.
+func TestOurNetstacksCarry(t *testing.T) {
+	pair, pumps, closeAll, err := ourNetstacks(TunnelSuite(), TunnelConfig{}.pumpConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAll()
+	ends := [2]Stack{pair.A, pair.B}
+	addrs := [2]netip.AddrPort{netip.AddrPortFrom(InnerA, dgramPort), netip.AddrPortFrom(InnerB, dgramPort)}
+	var conns [2]net.PacketConn
+	for i := range ends {
+		if conns[i], err = ends[i].ListenUDP(addrs[i]); err != nil {
+			t.Fatal(err)
+		}
+		defer conns[i].Close()
+		conns[i].SetDeadline(time.Now().Add(10 * time.Second))
+	}
+	buf := make([]byte, 64)
+	for i := range 2 {
+		if _, err := conns[i].WriteTo([]byte("hello"), net.UDPAddrFromAddrPort(addrs[1-i])); err != nil {
+			t.Fatal(err)
+		}
+		if n, _, err := conns[1-i].ReadFrom(buf); err != nil || string(buf[:n]) != "hello" {
+			t.Fatalf("end %d got %q (%v)", 1-i, buf[:n], err)
+		}
+	}
+	if a, b := pumps[0].Counters(), pumps[1].Counters(); a.TxPackets != 1 || a.RxPackets != 1 || b.TxPackets != 1 || b.RxPackets != 1 {
+		t.Errorf("pump counters a %+v, b %+v", a, b)
+	}
+	closeAll()
+	if _, err := pair.A.ListenUDP(netip.AddrPortFrom(InnerA, dgramPort+1)); err == nil {
+		t.Error("netstack A still open after close")
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"net/netip"
 
 	"github.com/imsec/imsec/tun"
-	"github.com/imsec/imsec/tun/udp"
 )
 
 // ErrNeedRoot is returned by the tun mode when the process is not root:
@@ -38,65 +37,59 @@ type TUNBuilder func(a, b *Netns, plan TUNPlan) (TUNTunnel, error)
 
 // ourTunnel is two Pumps on kernel TUNs.
 type ourTunnel struct {
-	a, b *tun.Pump
+	a, b *tun.Endpoint
 	mtu  int
 }
 
-func (t *ourTunnel) RxBytes() uint64                { return t.a.Counters().RxBytes + t.b.Counters().RxBytes }
+func (t *ourTunnel) RxBytes() uint64 {
+	return t.a.Pump.Counters().RxBytes + t.b.Pump.Counters().RxBytes
+}
 func (t *ourTunnel) MTU() int                       { return t.mtu }
-func (t *ourTunnel) Padding() (pad, packets uint64) { return padding(t.a, t.b) }
+func (t *ourTunnel) Padding() (pad, packets uint64) { return padding(t.a.Pump, t.b.Pump) }
 func (t *ourTunnel) Close() error {
 	t.a.Close()
 	t.b.Close()
 	return nil
 }
 
-// ourTUN builds imsec's tunnel: in each namespace a tun.Kernel and a
-// udp.Conn, joined by two Pumps (configured as pc) with the SAs of s.
+// ourTUN builds imsec's tunnel: in each namespace an endpoint with a
+// tun.Kernel and a udp.Conn, joined by two Pumps (configured as pc) with
+// the SAs of s.
 func ourTUN(s Suite, pc tun.Config) TUNBuilder {
 	return func(a, b *Netns, plan TUNPlan) (TUNTunnel, error) {
 		mtu, err := innerMTU(s)
 		if err != nil {
 			return nil, err
 		}
-		var devs [2]*tun.Kernel
-		var conns [2]*udp.Conn
+		var ends [2]*tun.Endpoint
 		closeAll := func() {
-			for i := range devs {
-				if devs[i] != nil {
-					devs[i].Close()
-				}
-				if conns[i] != nil {
-					conns[i].Close()
+			for _, e := range ends {
+				if e != nil {
+					e.Close()
 				}
 			}
 		}
+		outer := [2]netip.AddrPort{plan.OuterA, plan.OuterB}
 		for i, ns := range []*Netns{a, b} {
-			outer := [2]netip.AddrPort{plan.OuterA, plan.OuterB}
-			err := ns.Do(func() error {
-				k, err := tun.CreateKernel(plan.Name, mtu)
-				if err != nil {
-					return err
-				}
-				// Connected to the other end, as a UE's socket to its
-				// P-CSCF is: the kernel routes once, not per datagram.
-				c, err := udp.Dial(outer[i], outer[1-i])
-				if err != nil {
-					k.Close()
-					return err
-				}
-				devs[i], conns[i] = k, c
-				return nil
+			cfg := ourEndpoint(pc, [2]string{"b", "a"}[i])
+			// Connected to the other end, as a UE's socket to its
+			// P-CSCF is: the kernel routes once, not per datagram.
+			cfg.Listen, cfg.Connect = outer[i], outer[1-i]
+			cfg.Kernel = &tun.KernelOptions{Name: plan.Name, MTU: mtu}
+			// In the namespace: the socket and the TUN are created there.
+			err := ns.Do(func() (err error) {
+				ends[i], err = tun.NewEndpoint(cfg)
+				return err
 			})
 			if err != nil {
 				closeAll()
 				return nil, err
 			}
 		}
-		pa, pb, err := ourPumps(s, pc, devs[0], devs[1], conns[0], conns[1])
-		if err != nil {
+		if err := joinEndpoints(s, ends[0], ends[1]); err != nil {
+			closeAll()
 			return nil, err
 		}
-		return &ourTunnel{a: pa, b: pb, mtu: mtu}, nil
+		return &ourTunnel{a: ends[0], b: ends[1], mtu: mtu}, nil
 	}
 }

@@ -25,6 +25,14 @@
 //     ordinary net.Conn, net.PacketConn and net.Listener values addressed
 //     with netip; no gVisor type leaves this package.
 //
+// # Endpoints
+//
+// NewEndpoint assembles one end of a tunnel in one call: the ESP-in-UDP
+// socket, an optional wrapper (a pcap tap), the device (a Netstack or a
+// Kernel), the Pump between them and its first peer. The Endpoint owns all
+// of it, and its Close releases all of it; a NewEndpoint that fails has
+// already released whatever it had made or been given.
+//
 // # Netstack details
 //
 // The stack is built here (stack.New, our own link endpoint, one NIC,

@@ -18,7 +18,6 @@ import (
 
 	"github.com/imsec/imsec/esp"
 	"github.com/imsec/imsec/tun"
-	"github.com/imsec/imsec/tun/udp"
 )
 
 func init() {
@@ -391,53 +390,48 @@ func runTunnel(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 	}
 
-	var (
-		dev    tun.Device
-		ns     *tun.Netstack
-		kernel *tun.Kernel
-	)
-	if f.tunName == "" {
-		ns, err = tun.NewNetstack(tun.NetstackOptions{MTU: mtu, Addresses: []netip.Prefix{f.inner}, Name: "imsec-tunnel"})
-		if err != nil {
-			return fmt.Errorf("netstack: %w", err)
-		}
-		dev = ns
-	} else {
-		if kernel, err = openKernelTUN(f, mtu); err != nil {
-			return err
-		}
-		dev = kernel
-	}
-	// A peer that cannot move gets a connected socket: the kernel routes
-	// once instead of per datagram, and drops datagrams from anyone else.
-	var conn *udp.Conn
-	if f.follow {
-		conn, err = udp.Listen(f.listen)
-	} else {
-		conn, err = udp.Dial(f.listen, f.peer)
-	}
-	if err != nil {
-		dev.Close()
-		return fmt.Errorf("--listen %v: %w", f.listen, err)
-	}
 	level := slog.LevelWarn
 	if f.verbose {
 		level = slog.LevelDebug
 	}
-	pump, err := tun.NewPump(tun.Config{Device: dev, Conn: conn, ParallelSeal: f.parallel, BatchPad: f.batchPad,
-		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))})
-	if err != nil {
-		dev.Close()
-		conn.Close()
-		return err
-	}
-	defer pump.Close()
 	everything := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
-	peer, err := pump.AddPeer(tun.PeerConfig{Name: "peer", Endpoint: f.peer, FollowSource: f.follow,
-		Allowed: everything, Routes: everything, Keepalive: f.keepalive})
-	if err != nil {
-		return err
+	cfg := tun.EndpointConfig{
+		Listen: f.listen,
+		Pump: tun.Config{ParallelSeal: f.parallel, BatchPad: f.batchPad,
+			Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))},
+		Peer: &tun.PeerConfig{Name: "peer", Endpoint: f.peer, FollowSource: f.follow,
+			Allowed: everything, Routes: everything, Keepalive: f.keepalive},
 	}
+	// A peer that cannot move gets a connected socket: the kernel routes
+	// once instead of per datagram, and drops datagrams from anyone else.
+	if !f.follow {
+		cfg.Connect = f.peer
+	}
+	if f.tunName == "" {
+		cfg.Netstack = &tun.NetstackOptions{MTU: mtu, Addresses: []netip.Prefix{f.inner}, Name: "imsec-tunnel"}
+	} else {
+		// Made here, for the flag-by-flag errors of openKernelTUN; the
+		// endpoint owns it from NewEndpoint on.
+		if cfg.Device, err = openKernelTUN(f, mtu); err != nil {
+			return err
+		}
+	}
+	ep, err := tun.NewEndpoint(cfg)
+	if err != nil {
+		var ee *tun.EndpointError
+		if !errors.As(err, &ee) {
+			return err
+		}
+		switch ee.Step {
+		case tun.StepSocket:
+			return fmt.Errorf("--listen %v: %w", f.listen, ee.Err)
+		case tun.StepDevice:
+			return fmt.Errorf("netstack: %w", ee.Err)
+		}
+		return ee.Err
+	}
+	defer ep.Close()
+	pump, peer, ns, kernel, dev := ep.Pump, ep.Peer, ep.Netstack, ep.Kernel, ep.Device
 	if err := pump.AddInbound(peer, in); err != nil {
 		return err
 	}

@@ -1,0 +1,40 @@
+package tun
+
+import "time"
+
+// The Pump's clock. Config.Now reads the time (keepalive idleness, when a
+// peer was last heard from); Config.NewTimer makes the Pump's timers. Both
+// default to the time package's, and a test that injects both drives
+// keepalives without sleeping. The Pump has two timers, each owned by the
+// goroutine whose state it changes and stopped by it when Close stops that
+// goroutine:
+//
+//   - the keepalive round (keepalive.go), every keepaliveTick;
+//   - the pause after a failed socket read (inbound.go), readErrorPause,
+//     made at the first failure and reused.
+//
+// Ping measures round trips with time.Now, not Config.Now: an RTT read off
+// a fake clock would mean nothing, and its wait is the caller's context.
+const (
+	keepaliveTick  = time.Second
+	readErrorPause = 10 * time.Millisecond
+)
+
+// Timer is a one-shot timer, as *time.Timer is, behind an interface so that
+// a test can fire it (Config.NewTimer). C is the channel that receives the
+// time when the timer fires; Reset and Stop have time.Timer's meaning
+// (since Go 1.23: no stale value is received after either returns).
+type Timer interface {
+	C() <-chan time.Time
+	Reset(d time.Duration) bool
+	Stop() bool
+}
+
+// systemTimer is the default Timer: a *time.Timer.
+type systemTimer struct{ t *time.Timer }
+
+func newSystemTimer(d time.Duration) Timer { return systemTimer{time.NewTimer(d)} }
+
+func (s systemTimer) C() <-chan time.Time        { return s.t.C }
+func (s systemTimer) Reset(d time.Duration) bool { return s.t.Reset(d) }
+func (s systemTimer) Stop() bool                 { return s.t.Stop() }

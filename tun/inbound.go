@@ -1,0 +1,177 @@
+package tun
+
+import (
+	"github.com/imsec/imsec/esp"
+	"github.com/imsec/imsec/tun/udp"
+)
+
+// inbound reads the socket, opens and writes to the Device.
+func (p *Pump) inbound() {
+	defer p.wg.Done()
+	batch := p.conn.BatchSize()
+	size := inOffset + maxPacket
+	bufs := make([][]byte, batch)
+	msgs := make([]udp.Message, batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, size)
+	}
+	wbufs := make([][]byte, 0, batch)
+	jobs := make([]esp.OpenJob, batch)
+	sas := make([]*inSA, batch)
+	idx := make([]int, batch) // of each job's datagram in msgs
+	// pause spaces out reads after a failure; made at the first, stopped
+	// when Close stops this goroutine.
+	var pause Timer
+	defer func() {
+		if pause != nil {
+			pause.Stop()
+		}
+	}()
+	for {
+		for i := range msgs {
+			msgs[i] = udp.Message{Buf: bufs[i][inOffset:]}
+		}
+		n, err := p.conn.ReadBatch(msgs)
+		if err != nil {
+			if p.closed() {
+				return
+			}
+			p.ctr.readErrors.Add(1) // transient: keep going
+			if pause == nil {
+				pause = p.cfg.NewTimer(readErrorPause)
+			} else {
+				pause.Reset(readErrorPause)
+			}
+			select {
+			case <-p.stop:
+				return
+			case <-pause.C():
+			}
+			continue
+		}
+		t := p.peers.Load()
+		now := p.cfg.Now().UnixNano()
+		// Find each datagram's SA, then open each run of one SA's packets
+		// with one OpenBatch.
+		k := 0
+		for i := range n {
+			d := msgs[i].Buf[:msgs[i].N]
+			if s := p.inSA(t, d); s != nil {
+				jobs[k], sas[k], idx[k] = esp.OpenJob{Pkt: d}, s, i
+				k++
+			}
+		}
+		for lo := 0; lo < k; {
+			hi := lo + 1
+			for hi < k && sas[hi] == sas[lo] {
+				hi++
+			}
+			sas[lo].in.OpenBatch(jobs[lo:hi])
+			lo = hi
+		}
+		wbufs = wbufs[:0]
+		var rxPackets, rxBytes uint64
+		for q := range k {
+			j, s, i := &jobs[q], sas[q], idx[q]
+			dummy := j.Err == esp.ErrDummy
+			if j.Err != nil && !dummy {
+				p.ctr.drops[esp.ReasonOf(j.Err)].Add(1)
+				continue
+			}
+			payload := j.Payload
+			peer := s.peer
+			// Authenticated: this packet may move the peer's endpoint.
+			peer.lastRecv.Store(now)
+			if peer.follow && msgs[i].Addr != *peer.endpoint.Load() {
+				ep := msgs[i].Addr
+				peer.endpoint.Store(&ep)
+				peer.ctr.endpointMoves.Add(1)
+				p.log.Info("peer endpoint moved", "peer", peer.name, "endpoint", ep)
+			}
+			if dummy { // an authenticated keepalive: liveness, nothing to deliver
+				p.ctr.dummiesRecv.Add(1)
+				continue
+			}
+			s.packets.Add(1)
+			s.bytes.Add(uint64(len(payload)))
+			peer.ctr.rxPackets.Add(1)
+			peer.ctr.rxBytes.Add(uint64(len(payload)))
+			rxPackets++
+			rxBytes += uint64(len(payload))
+			if p.local(peer, payload) {
+				continue
+			}
+			src, _, ok := innerAddrs(payload)
+			if !ok {
+				p.ctr.notIP.Add(1)
+				continue
+			}
+			if !allowed(*peer.allowed.Load(), src) {
+				p.ctr.spoofed.Add(1)
+				peer.ctr.spoofed.Add(1)
+				continue
+			}
+			// Open decrypted in place: the inner packet starts right after
+			// the ESP header and IV. Re-slice so that it sits at MinOffset.
+			start := inOffset + s.in.HeaderLen()
+			wbufs = append(wbufs, bufs[i][start-MinOffset:start+len(payload)])
+		}
+		p.ctr.rxPackets.Add(rxPackets)
+		p.ctr.rxBytes.Add(rxBytes)
+		if len(wbufs) > 0 {
+			if _, err := p.dev.Write(wbufs, MinOffset); err != nil {
+				if p.closed() {
+					return
+				}
+				p.ctr.deviceErrors.Add(1)
+			}
+		}
+	}
+}
+
+// inSA classifies a datagram (RFC 3948) and returns the inbound SA of an
+// ESP packet, counting everything else.
+func (p *Pump) inSA(t *peerTables, d []byte) *inSA {
+	switch esp.Classify(d) {
+	case esp.KindKeepalive:
+		p.ctr.keepalivesRecv.Add(1)
+		return nil
+	case esp.KindNonESP:
+		p.ctr.nonESP.Add(1)
+		return nil
+	case esp.KindInvalid:
+		p.ctr.invalid.Add(1)
+		return nil
+	}
+	spi, err := esp.PacketSPI(d)
+	if err != nil {
+		p.ctr.drops[esp.ReasonOf(err)].Add(1)
+		return nil
+	}
+	s := t.bySPI[spi]
+	if s == nil {
+		p.ctr.drops[esp.ReasonUnknownSPI].Add(1)
+	}
+	return s
+}
+
+// local handles packets the Pump answers itself; true means consumed.
+func (p *Pump) local(peer *Peer, pkt []byte) bool {
+	if p.cfg.Intercept != nil && p.cfg.Intercept(peer, pkt) {
+		p.ctr.intercepted.Add(1)
+		return true
+	}
+	if id, seq, ok := parseEchoReply(pkt); ok && p.pingDone(id, seq) {
+		return true
+	}
+	if p.cfg.EchoResponder.IsValid() {
+		if reply := echoReplyFor(pkt, p.cfg.EchoResponder); reply != nil {
+			p.ctr.echoes.Add(1)
+			if err := p.Inject(peer, reply); err != nil {
+				p.log.Debug("echo reply not sent", "peer", peer.name, "err", err)
+			}
+			return true
+		}
+	}
+	return false
+}

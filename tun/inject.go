@@ -1,0 +1,38 @@
+package tun
+
+import (
+	"errors"
+
+	"github.com/imsec/imsec/esp"
+	"github.com/imsec/imsec/tun/udp"
+)
+
+// Inject seals one inner IP packet to peer and sends it, outside the
+// Device (DHCP, the pinhole ping, the gateway's echo replies).
+func (p *Pump) Inject(peer *Peer, pkt []byte) error {
+	if p.closed() {
+		return ErrClosedPump
+	}
+	buf := make([]byte, outOffset+len(pkt)+esp.TailRoom)
+	copy(buf[outOffset:], pkt)
+	s := peer.pickSA(pkt)
+	if s == nil {
+		p.ctr.noSA.Add(1)
+		return errNoSeal(peer)
+	}
+	jobs := []esp.SealJob{{Buf: buf, Off: outOffset, N: len(pkt)}}
+	s.out.SealBatch(jobs)
+	msgs := make([]udp.Message, 1)
+	if p.sealed(jobs, []*outSA{s}, []*Peer{peer}, msgs) == 0 {
+		return errNoSeal(peer)
+	}
+	if _, err := p.conn.WriteBatch(msgs); err != nil {
+		p.ctr.sendErrors.Add(1)
+		return err
+	}
+	return nil
+}
+
+func errNoSeal(peer *Peer) error {
+	return errors.New("tun: cannot seal to peer " + peer.name + " (no outbound SA, or SA exhausted)")
+}

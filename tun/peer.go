@@ -1,0 +1,229 @@
+package tun
+
+import (
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/imsec/imsec/esp"
+)
+
+// PeerConfig describes a peer.
+type PeerConfig struct {
+	Name     string         // for logs and counters
+	Endpoint netip.AddrPort // where ESP goes (may be learned later if FollowSource)
+	// FollowSource lets authenticated inbound ESP move Endpoint (NAT
+	// rebinding). The gateway sets it for UEs; a UE does not for its gateway.
+	FollowSource bool
+	// Allowed are the inner source prefixes accepted from the peer: the UE's
+	// lease (/32) at the gateway, 0.0.0.0/0 and ::/0 at the UE.
+	Allowed []netip.Prefix
+	// Routes are the inner destinations sent to the peer: the UE's lease at
+	// the gateway, 0.0.0.0/0 at the UE. Host routes (/32, /128) are exact
+	// matches; others are searched longest first.
+	Routes []netip.Prefix
+	// Keepalive sends an RFC 3948 NAT-keepalive (one 0xFF octet) to the
+	// peer when nothing else was sent to it for this long; 0 is off.
+	Keepalive time.Duration
+}
+
+// Peer is the far end of one tunnel. Its methods are safe for concurrent use.
+//
+// Every field the data path reads is atomic, and the pointers point at
+// values that are never modified once stored (a change stores a new one):
+// packets never wait for a lock.
+type Peer struct {
+	name      string                         // set once by AddPeer
+	follow    bool                           // set once by AddPeer
+	keepalive atomic.Int64                   // nanoseconds; 0: off
+	endpoint  atomic.Pointer[netip.AddrPort] // moved by SetEndpoint and, if follow, by authenticated ESP
+	out       atomic.Pointer[outSet]         // nil: no outbound SA
+	allowed   atomic.Pointer[[]netip.Prefix]
+	routes    []netip.Prefix // guarded by Pump.wmu
+	lastSent  atomic.Int64   // unix nanos of the last datagram sent to it
+	lastRecv  atomic.Int64   // unix nanos of the last authenticated ESP from it
+	ctr       peerCounters   // atomic
+}
+
+// AddPeer adds a peer with its routes; it has no SAs yet.
+func (p *Pump) AddPeer(c PeerConfig) (*Peer, error) {
+	peer := &Peer{name: c.Name, follow: c.FollowSource}
+	peer.keepalive.Store(int64(c.Keepalive))
+	ep := c.Endpoint
+	peer.endpoint.Store(&ep)
+	allowed := append([]netip.Prefix(nil), c.Allowed...)
+	peer.allowed.Store(&allowed)
+	err := p.update(func(t *peerTables) error {
+		if err := addRoutes(t, peer, c.Routes); err != nil {
+			return err
+		}
+		peer.routes = append([]netip.Prefix(nil), c.Routes...)
+		t.peers = append(t.peers, peer)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return peer, nil
+}
+
+// SetRoutes replaces the inner destinations routed to peer (the gateway
+// adds the UE's lease once DHCP has bound it).
+func (p *Pump) SetRoutes(peer *Peer, routes []netip.Prefix) error {
+	return p.update(func(t *peerTables) error {
+		removeRoutes(t, peer)
+		if err := addRoutes(t, peer, routes); err != nil {
+			return err
+		}
+		peer.routes = append([]netip.Prefix(nil), routes...)
+		return nil
+	})
+}
+
+// RemovePeer removes a peer, its routes and every inbound SA it owns.
+func (p *Pump) RemovePeer(peer *Peer) error {
+	return p.update(func(t *peerTables) error {
+		removeRoutes(t, peer)
+		for spi, s := range t.bySPI {
+			if s.peer == peer {
+				delete(t.bySPI, spi)
+			}
+		}
+		kept := t.peers[:0]
+		for _, q := range t.peers {
+			if q != peer {
+				kept = append(kept, q)
+			}
+		}
+		t.peers = kept
+		peer.out.Store(nil)
+		return nil
+	})
+}
+
+// AddInbound installs an inbound SA for peer. Several may be installed at
+// once (during rekeying the old and the new set both open).
+func (p *Pump) AddInbound(peer *Peer, in *esp.Inbound) error {
+	return p.update(func(t *peerTables) error {
+		if s := t.bySPI[in.SPI()]; s != nil {
+			return fmt.Errorf("tun: inbound SPI %#x is in use", uint32(in.SPI()))
+		}
+		t.bySPI[in.SPI()] = &inSA{in: in, peer: peer}
+		return nil
+	})
+}
+
+// RemoveInbound deletes the inbound SA with spi.
+func (p *Pump) RemoveInbound(spi esp.SPI) error {
+	return p.update(func(t *peerTables) error {
+		if t.bySPI[spi] == nil {
+			return fmt.Errorf("tun: no inbound SPI %#x", uint32(spi))
+		}
+		delete(t.bySPI, spi)
+		return nil
+	})
+}
+
+// SetOutbound makes o the SA that seals everything sent to the peer from now
+// on (rekeying swaps it atomically; packets already sealed under the old one
+// are still opened by the peer's old inbound SA). nil stops sending.
+func (peer *Peer) SetOutbound(o *esp.Outbound) { peer.SetOutboundSAs(o, nil) }
+
+// OutboundSA is an outbound SA with a port selector (TS 33.203 binds each
+// SA to a pair of protected ports): it seals the peer's UDP and TCP packets
+// whose source and destination ports match (0 matches any).
+type OutboundSA struct {
+	SrcPort, DstPort uint16
+	SA               *esp.Outbound
+}
+
+// SetOutboundSAs installs the SAs that seal traffic to the peer: the first
+// selector that matches a packet's ports wins, and def seals the rest
+// (DHCP, ICMP, media). def nil stops everything that no selector takes.
+// Counters carry over for SAs already installed.
+func (peer *Peer) SetOutboundSAs(def *esp.Outbound, sel []OutboundSA) {
+	if def == nil && len(sel) == 0 {
+		peer.out.Store(nil)
+		return
+	}
+	old := map[*esp.Outbound]*outSA{}
+	if cur := peer.out.Load(); cur != nil {
+		for _, s := range cur.all {
+			old[s.out] = s
+		}
+	}
+	set := &outSet{}
+	wrap := func(o *esp.Outbound) *outSA {
+		if o == nil {
+			return nil
+		}
+		if s := old[o]; s != nil {
+			return s
+		}
+		s := &outSA{out: o}
+		old[o] = s
+		return s
+	}
+	seen := map[*outSA]bool{}
+	add := func(s *outSA) {
+		if s != nil && !seen[s] {
+			seen[s] = true
+			set.all = append(set.all, s)
+		}
+	}
+	set.def = wrap(def)
+	add(set.def)
+	for _, x := range sel {
+		if x.SA == nil {
+			continue
+		}
+		w := wrap(x.SA)
+		set.sel = append(set.sel, outSel{src: x.SrcPort, dst: x.DstPort, sa: w})
+		add(w)
+	}
+	peer.out.Store(set)
+}
+
+// Outbound returns the default outbound SA, or nil.
+func (peer *Peer) Outbound() *esp.Outbound {
+	if s := peer.out.Load(); s != nil && s.def != nil {
+		return s.def.out
+	}
+	return nil
+}
+
+// SetAllowed replaces the inner source prefixes accepted from the peer.
+func (peer *Peer) SetAllowed(prefixes []netip.Prefix) {
+	a := append([]netip.Prefix(nil), prefixes...)
+	peer.allowed.Store(&a)
+}
+
+// Name is the peer's name.
+func (peer *Peer) Name() string { return peer.name }
+
+// SetKeepalive changes the keepalive interval (0 turns keepalives off).
+func (peer *Peer) SetKeepalive(d time.Duration) { peer.keepalive.Store(int64(d)) }
+
+// Endpoint is where ESP to the peer goes now.
+func (peer *Peer) Endpoint() netip.AddrPort { return *peer.endpoint.Load() }
+
+// SetEndpoint moves the peer's endpoint by hand.
+func (peer *Peer) SetEndpoint(ep netip.AddrPort) { peer.endpoint.Store(&ep) }
+
+// LastReceived is when authenticated ESP last came from the peer (zero if
+// never). Keepalives do not count.
+func (peer *Peer) LastReceived() time.Time {
+	if n := peer.lastRecv.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+// pickSA returns the outbound SA that seals pkt to peer, or nil.
+func (peer *Peer) pickSA(pkt []byte) *outSA {
+	if set := peer.out.Load(); set != nil {
+		return set.pick(pkt)
+	}
+	return nil
+}
