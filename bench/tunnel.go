@@ -62,8 +62,8 @@ const (
 // WireGuard) or to 4 (AES-GCM), are the same size on the wire: no
 // segmentation or receive offload can merge them as they are, and every
 // algorithm is measured on its per-packet path, the worst case. (A step
-// of 8 lets AES-CBC and WireGuard send pairs of equal datagrams as one,
-// and measures about 20% more for them than for AES-GCM.) Our pumps pad
+// of 8 would let AES-CBC and WireGuard send pairs of equal datagrams as
+// one, and flatter them against AES-GCM.) Our pumps pad
 // runs of them to one length (tun.Config.BatchPad) and report the cost as
 // PadPerPacket.
 const (

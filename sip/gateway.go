@@ -11,32 +11,22 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/imsec/imsec/tun"
 	"github.com/imsec/imsec/tun/dhcp"
-	"github.com/imsec/imsec/tun/udp"
 )
 
 // startInner brings up the ESP gateway: socket, netstack, pump, DHCP, and
 // the protected SIP ports on the netstack.
 func (s *Server) startInner() error {
-	conn, err := udp.Listen(s.cfg.ESP)
+	ep, err := tun.NewEndpoint(tun.EndpointConfig{
+		Listen:   s.cfg.ESP,
+		Wrap:     s.cfg.WrapESP,
+		Netstack: &tun.NetstackOptions{MTU: tun.InnerMTU(1500), Addresses: []netip.Prefix{netip.PrefixFrom(s.gateway, s.cfg.Pool.Bits())}, Name: "pcscf"},
+		Pump:     tun.Config{Intercept: s.intercept, EchoResponder: s.gateway, BatchPad: s.cfg.BatchPad, Logger: s.log, Now: s.cfg.Now},
+	})
 	if err != nil {
-		return fmt.Errorf("sip: ESP socket %v: %w", s.cfg.ESP, err)
+		return fmt.Errorf("sip: ESP gateway on %v: %w", s.cfg.ESP, err)
 	}
-	ns, err := tun.NewNetstack(tun.NetstackOptions{MTU: tun.InnerMTU(1500), Addresses: []netip.Prefix{netip.PrefixFrom(s.gateway, s.cfg.Pool.Bits())}, Name: "pcscf"})
-	if err != nil {
-		conn.Close()
-		return err
-	}
-	s.ns = ns
-	var pc tun.PacketConn = conn
-	if s.cfg.WrapESP != nil {
-		pc = s.cfg.WrapESP(conn)
-	}
-	s.pump, err = tun.NewPump(tun.Config{Device: ns, Conn: pc, Intercept: s.intercept, EchoResponder: s.gateway, BatchPad: s.cfg.BatchPad, Logger: s.log, Now: s.cfg.Now})
-	if err != nil {
-		ns.Close()
-		conn.Close()
-		return err
-	}
+	s.ep, s.ns, s.pump = ep, ep.Netstack, ep.Pump
+	ns := ep.Netstack
 	ua, err := newUA("imsec-pcscf", s.log, s.innerFilter, true)
 	if err != nil {
 		return err
@@ -82,26 +72,16 @@ func (s *Server) startInner() error {
 // startMedia brings up the media relay's ESP gateway: its own socket,
 // netstack (with the same inner address) and pump.
 func (s *Server) startMedia() error {
-	conn, err := udp.Listen(s.cfg.MediaESP)
+	ep, err := tun.NewEndpoint(tun.EndpointConfig{
+		Listen:   s.cfg.MediaESP,
+		Wrap:     s.cfg.WrapMediaESP,
+		Netstack: &tun.NetstackOptions{MTU: tun.InnerMTU(1500), Addresses: []netip.Prefix{netip.PrefixFrom(s.gateway, s.cfg.Pool.Bits())}, Name: "pcscf-media"},
+		Pump:     tun.Config{EchoResponder: s.gateway, BatchPad: s.cfg.BatchPad, Logger: s.log, Now: s.cfg.Now},
+	})
 	if err != nil {
-		return fmt.Errorf("sip: media ESP socket %v: %w", s.cfg.MediaESP, err)
+		return fmt.Errorf("sip: media ESP gateway on %v: %w", s.cfg.MediaESP, err)
 	}
-	ns, err := tun.NewNetstack(tun.NetstackOptions{MTU: tun.InnerMTU(1500), Addresses: []netip.Prefix{netip.PrefixFrom(s.gateway, s.cfg.Pool.Bits())}, Name: "pcscf-media"})
-	if err != nil {
-		conn.Close()
-		return err
-	}
-	s.mediaNS = ns
-	var pc tun.PacketConn = conn
-	if s.cfg.WrapMediaESP != nil {
-		pc = s.cfg.WrapMediaESP(conn)
-	}
-	s.mediaPump, err = tun.NewPump(tun.Config{Device: ns, Conn: pc, EchoResponder: s.gateway, BatchPad: s.cfg.BatchPad, Logger: s.log, Now: s.cfg.Now})
-	if err != nil {
-		ns.Close()
-		conn.Close()
-		return err
-	}
+	s.mediaEp, s.mediaNS, s.mediaPump = ep, ep.Netstack, ep.Pump
 	return nil
 }
 

@@ -159,6 +159,7 @@ type Server struct {
 	outerTCP net.Listener
 
 	// The signalling tunnels (gateway.go); set once in New.
+	ep       *tun.Endpoint // owns ns and pump
 	ns       *tun.Netstack
 	pump     *tun.Pump
 	dhcp     *dhcp.Server
@@ -170,6 +171,7 @@ type Server struct {
 	innerLns []io.Closer
 
 	// The media tunnels and the relay; set once in New.
+	mediaEp   *tun.Endpoint // owns mediaNS and mediaPump
 	mediaNS   *tun.Netstack
 	mediaPump *tun.Pump
 	relay     *media.Relay
@@ -401,18 +403,14 @@ func (s *Server) Close() error {
 	if s.innerUA != nil {
 		s.innerUA.Close()
 	}
-	if s.pump != nil {
-		s.pump.Close()
-	} else if s.ns != nil {
-		s.ns.Close()
+	if s.ep != nil {
+		s.ep.Close()
 	}
 	if s.relay != nil {
 		s.relay.Close()
 	}
-	if s.mediaPump != nil {
-		s.mediaPump.Close()
-	} else if s.mediaNS != nil {
-		s.mediaNS.Close()
+	if s.mediaEp != nil {
+		s.mediaEp.Close()
 	}
 	s.wg.Wait()
 	return nil

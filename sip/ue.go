@@ -134,6 +134,7 @@ type UE struct {
 
 	// The tunnel (ue_tunnel.go): set by the first Register, which callers
 	// do not run concurrently with Register, Reregister or Deregister.
+	ep       *tun.Endpoint // owns dev and pump
 	dev      tun.Device
 	ns       *tun.Netstack // dev, when it is one
 	kernel   *tun.Kernel   // dev, when it is one
@@ -149,6 +150,7 @@ type UE struct {
 
 	// The media tunnel (the imsec extension; see mediatunnel.go), like
 	// the tunnel set by registration.
+	mediaEp    *tun.Endpoint // owns mediaNS and mediaPump
 	mediaNS    *tun.Netstack
 	mediaPump  *tun.Pump
 	mediaPeer  *tun.Peer
@@ -415,13 +417,11 @@ func (u *UE) Close() error {
 	if u.outerUA != nil {
 		u.outerUA.Close()
 	}
-	if u.pump != nil {
-		u.pump.Close()
-	} else if u.dev != nil {
-		u.dev.Close()
+	if u.ep != nil {
+		u.ep.Close()
 	}
-	if u.mediaPump != nil {
-		u.mediaPump.Close()
+	if u.mediaEp != nil {
+		u.mediaEp.Close()
 	}
 	u.wg.Wait()
 	return nil

@@ -15,7 +15,6 @@ import (
 	"github.com/imsec/imsec/esp"
 	"github.com/imsec/imsec/tun"
 	"github.com/imsec/imsec/tun/dhcp"
-	"github.com/imsec/imsec/tun/udp"
 )
 
 // startTunnel brings up the device, the ESP socket and the pump (once).
@@ -23,50 +22,34 @@ func (u *UE) startTunnel() error {
 	if u.pump != nil {
 		return nil
 	}
-	var dev tun.Device
-	if u.cfg.TUN != "" {
-		k, err := tun.CreateKernel(u.cfg.TUN, tun.InnerMTU(1500))
-		if err != nil {
-			return fmt.Errorf("sip: kernel TUN %q (needs CAP_NET_ADMIN; run without --tun for the netstack): %w", u.cfg.TUN, err)
-		}
-		if err := k.SetUp(); err != nil {
-			k.Close()
-			return fmt.Errorf("sip: bring up %s: %w", u.cfg.TUN, err)
-		}
-		dev, u.kernel, u.inet = k, k, hostNet{}
-	} else {
-		ns, err := tun.NewNetstack(tun.NetstackOptions{MTU: tun.InnerMTU(1500), Name: "ue"})
-		if err != nil {
-			return err
-		}
-		dev, u.ns, u.inet = ns, ns, ns
-	}
-	u.dev = dev
-	conn, err := udp.Listen(netip.AddrPortFrom(u.local, 0))
-	if err != nil {
-		dev.Close()
-		return err
-	}
-	var pc tun.PacketConn = conn
-	if u.cfg.WrapESP != nil {
-		pc = u.cfg.WrapESP(conn)
-	}
-	pump, err := tun.NewPump(tun.Config{Device: dev, Conn: pc, Intercept: u.intercept, BatchPad: u.cfg.BatchPad, Logger: u.log, Now: u.cfg.Now})
-	if err != nil {
-		dev.Close()
-		conn.Close()
-		return err
-	}
-	u.mu.Lock() // Info reads it
-	u.pump = pump
-	u.mu.Unlock()
-	ka := u.cfg.Keepalive
-	if ka < 0 {
-		ka = 0
-	}
+	ka := max(u.cfg.Keepalive, 0)
 	all := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
-	if u.peer, err = u.pump.AddPeer(tun.PeerConfig{Name: u.pcscfName(), Endpoint: u.cfg.PCSCFESP, Allowed: all, Routes: all, Keepalive: ka}); err != nil {
-		return err
+	cfg := tun.EndpointConfig{
+		Listen: netip.AddrPortFrom(u.local, 0),
+		Wrap:   u.cfg.WrapESP,
+		Pump:   tun.Config{Intercept: u.intercept, BatchPad: u.cfg.BatchPad, Logger: u.log, Now: u.cfg.Now},
+		Peer:   &tun.PeerConfig{Name: u.pcscfName(), Endpoint: u.cfg.PCSCFESP, Allowed: all, Routes: all, Keepalive: ka},
+	}
+	if u.cfg.TUN != "" {
+		cfg.Kernel = &tun.KernelOptions{Name: u.cfg.TUN, MTU: tun.InnerMTU(1500), Up: true}
+	} else {
+		cfg.Netstack = &tun.NetstackOptions{MTU: tun.InnerMTU(1500), Name: "ue"}
+	}
+	ep, err := tun.NewEndpoint(cfg)
+	var ee *tun.EndpointError
+	if errors.As(err, &ee) && u.cfg.TUN != "" && (ee.Step == tun.StepDevice || ee.Step == tun.StepKernelSetup) {
+		return fmt.Errorf("sip: kernel TUN %q (needs CAP_NET_ADMIN; run without --tun for the netstack): %w", u.cfg.TUN, err)
+	}
+	if err != nil {
+		return fmt.Errorf("sip: UE tunnel: %w", err)
+	}
+	u.mu.Lock() // Info reads them
+	u.ep, u.dev, u.pump, u.peer = ep, ep.Device, ep.Pump, ep.Peer
+	u.mu.Unlock()
+	if ep.Kernel != nil {
+		u.kernel, u.inet = ep.Kernel, hostNet{}
+	} else {
+		u.ns, u.inet = ep.Netstack, ep.Netstack
 	}
 	u.mu.Lock()
 	u.sas.pump, u.sas.tpeer, u.sas.peer = u.pump, u.peer, u.peer
@@ -149,38 +132,24 @@ func (u *UE) activateMedia(ctx context.Context, mine, srv Mechanism, ck akakeys.
 		return nil // no media extension on this set
 	}
 	if u.mediaPump == nil {
-		ns, err := tun.NewNetstack(tun.NetstackOptions{MTU: tun.InnerMTU(1500), Name: "ue-media",
-			Addresses: []netip.Prefix{netip.PrefixFrom(u.inner4, 32)}})
-		if err != nil {
-			return err
-		}
-		conn, err := udp.Listen(netip.AddrPortFrom(u.local, 0))
-		if err != nil {
-			ns.Close()
-			return err
-		}
-		var pc tun.PacketConn = conn
-		if u.cfg.WrapMediaESP != nil {
-			pc = u.cfg.WrapMediaESP(conn)
-		}
-		mp, err := tun.NewPump(tun.Config{Device: ns, Conn: pc, BatchPad: u.cfg.BatchPad, Logger: u.log, Now: u.cfg.Now})
-		if err != nil {
-			ns.Close()
-			conn.Close()
-			return err
-		}
-		u.mu.Lock() // Info reads it
-		u.mediaPump, u.mediaNS = mp, ns
-		u.mu.Unlock()
 		ep := u.cfg.PCSCFMediaESP
 		if !ep.IsValid() {
 			ep = netip.AddrPortFrom(u.cfg.PCSCFESP.Addr(), port)
 		}
-		ka := max(u.cfg.Keepalive, 0)
 		all := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
-		if u.mediaPeer, err = u.mediaPump.AddPeer(tun.PeerConfig{Name: u.pcscfName() + " media", Endpoint: ep, Allowed: all, Routes: all, Keepalive: ka}); err != nil {
-			return err
+		me, err := tun.NewEndpoint(tun.EndpointConfig{
+			Listen:   netip.AddrPortFrom(u.local, 0),
+			Wrap:     u.cfg.WrapMediaESP,
+			Netstack: &tun.NetstackOptions{MTU: tun.InnerMTU(1500), Name: "ue-media", Addresses: []netip.Prefix{netip.PrefixFrom(u.inner4, 32)}},
+			Pump:     tun.Config{BatchPad: u.cfg.BatchPad, Logger: u.log, Now: u.cfg.Now},
+			Peer:     &tun.PeerConfig{Name: u.pcscfName() + " media", Endpoint: ep, Allowed: all, Routes: all, Keepalive: max(u.cfg.Keepalive, 0)},
+		})
+		if err != nil {
+			return fmt.Errorf("sip: media tunnel: %w", err)
 		}
+		u.mu.Lock() // Info reads them
+		u.mediaEp, u.mediaPump, u.mediaNS, u.mediaPeer = me, me.Pump, me.Netstack, me.Peer
+		u.mu.Unlock()
 	}
 	mp, cfgs, err := newMediaPair(srv.Suite(), ck, ik, ueSPI, pSPI)
 	if err != nil {

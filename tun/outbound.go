@@ -99,7 +99,7 @@ func (p *Pump) readDevice(r *outRing) {
 // sealHelper goroutine seals the second half of a large pass meanwhile;
 // that is off by default because on the two-core machine the targets are
 // set on the other core is already busy with readDevice, inbound and the
-// kernel, and splitting measured slower (see bench/doc.go).
+// kernel, and splitting measured slower (docs/results.md, Experiments).
 func (p *Pump) outbound(r *outRing, h *sealHelper) {
 	defer p.wg.Done()
 	if h != nil {
@@ -157,9 +157,9 @@ func (p *Pump) outbound(r *outRing, h *sealHelper) {
 // passSmallSize bytes on average, else at passMax packets. A pass is
 // serial (seal all, then one sendmmsg, during which the kernel also runs
 // the receiving side of a local peer), so small passes of small packets
-// overlap better with the rest of the path: in tun mode on two cores,
-// passes of 16 small packets carry about 15% more packets/s than passes
-// of everything waiting. Large packets fill a 64 KB GSO send at about
+// overlap better with the rest of the path (in tun mode on two cores they
+// carried more packets/s than passes of everything waiting; the figures
+// are in docs/results.md). Large packets fill a 64 KB GSO send at about
 // 45 packets, and passes below that cost throughput.
 func passFull(k, bytes int) bool {
 	return k >= passMax || (k >= passSmall && bytes < k*passSmallSize)

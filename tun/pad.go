@@ -8,10 +8,9 @@ import (
 
 // DefaultBatchPad is Config.BatchPad's default: 64 bytes, what a packet
 // already carries in outer IPv4, UDP and AES-CBC/HMAC-SHA-1-96 ESP headers
-// (20 + 8 + 8 + 16 + 12). With it, small packets of mixed sizes through
-// kernel TUNs went from 173k to 297k packets/s per direction (medians of
-// `bench/compare.sh -d 10s -r 3`), at 22 bytes of padding per packet on
-// average; a limit of 240 bytes gave about 10% more at 64 bytes a packet.
+// (20 + 8 + 8 + 16 + 12). What it gains for small packets of mixed sizes
+// through kernel TUNs, and what larger limits gave, is measured in
+// docs/results.md (`bench/compare.sh`).
 const DefaultBatchPad = 64
 
 // offloader is a PacketConn that tells whether it segments sends (GSO) and
