@@ -33,6 +33,8 @@ type Timer interface {
 // systemTimer is the default Timer: a *time.Timer.
 type systemTimer struct{ t *time.Timer }
 
+var _ Timer = systemTimer{}
+
 func newSystemTimer(d time.Duration) Timer { return systemTimer{time.NewTimer(d)} }
 
 func (s systemTimer) C() <-chan time.Time        { return s.t.C }
