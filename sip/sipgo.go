@@ -43,20 +43,39 @@ func newUA(name string, log *slog.Logger, filter sip.TransportReadFilter, protec
 	return sipgo.NewUA(sipgo.WithUserAgent(name), sipgo.WithUserAgentTransportLayerOptions(tl...))
 }
 
+// poolBackoff is how waitPool and ensureTCP poll sipgo's pool, which
+// tells nobody when a connection enters it: 100 µs doubling to 10 ms.
+func poolBackoff(ctx context.Context, cond func() bool) error {
+	wait := 100 * time.Microsecond
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		wait = min(2*wait, 10*time.Millisecond)
+		t.Reset(wait)
+	}
+	return nil
+}
+
 // waitPool waits until a served listener is in sipgo's connection pool
 // (Serve* registers it from its own goroutine).
 func waitPool(ctx context.Context, ua *sipgo.UserAgent, network, addr string) error {
-	for {
-		if c, err := ua.TransportLayer().GetConnection(network, addr); err == nil && c != nil {
+	err := poolBackoff(ctx, func() bool {
+		c, err := ua.TransportLayer().GetConnection(network, addr)
+		if err == nil && c != nil {
 			c.TryClose() // GetConnection took a reference
-			return nil
+			return true
 		}
-		select {
-		case <-ctx.Done():
-			return errors.New("sip: listener " + network + " " + addr + " did not come up")
-		case <-time.After(time.Millisecond):
-		}
+		return false
+	})
+	if err != nil {
+		return errors.New("sip: listener " + network + " " + addr + " did not come up")
 	}
+	return nil
 }
 
 // connInjector is a net.Listener whose Accept yields connections we dialed
@@ -183,12 +202,10 @@ func ensureTCP(ctx context.Context, ua *sipgo.UserAgent, inet innerNet, inj *con
 		conn.Close()
 		return net.ErrClosed
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for pooledFrom(ua, raddr) != laddr {
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("sip: TCP connection %v -> %v did not reach the pool", laddr, raddr)
-		}
-		time.Sleep(time.Millisecond)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := poolBackoff(pctx, func() bool { return pooledFrom(ua, raddr) == laddr }); err != nil {
+		return fmt.Errorf("sip: TCP connection %v -> %v did not reach the pool", laddr, raddr)
 	}
 	return nil
 }

@@ -39,12 +39,13 @@ func (s *tunnelOutput) String() string {
 // loopbackUDP returns a loopback UDP port that was free a moment ago.
 func loopbackUDP(t *testing.T) string {
 	t.Helper()
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().String()
+	// Both ends need each other's address before either binds (each
+	// socket is connected to --peer), so each gets a loopback address of
+	// its own with a fixed port, which nothing else holds there: no port is
+	// picked, closed and bound again.
+	var b [3]byte
+	rand.Read(b[:])
+	return fmt.Sprintf("127.%d.%d.%d:4500", 1+b[0]%254, b[1], 1+b[2]%254)
 }
 
 func tunnelRandHex(n int) string {
