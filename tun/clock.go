@@ -5,13 +5,14 @@ import "time"
 // The Pump's clock. Config.Now reads the time (keepalive idleness, when a
 // peer was last heard from); Config.NewTimer makes the Pump's timers. Both
 // default to the time package's, and a test that injects both drives
-// keepalives without sleeping. The Pump has two timers, each owned by the
+// keepalives without sleeping. The Pump has three timers, each owned by the
 // goroutine whose state it changes and stopped by it when Close stops that
 // goroutine:
 //
 //   - the keepalive round (keepalive.go), every keepaliveTick;
-//   - the pause after a failed socket read (inbound.go), readErrorPause,
-//     made at the first failure and reused.
+//   - the pause after a failed socket read (inbound.go) and after a failed
+//     device read (outbound.go), readErrorPause, each made at its first
+//     failure and reused.
 //
 // Ping measures round trips with time.Now, not Config.Now: an RTT read off
 // a fake clock would mean nothing, and its wait is the caller's context.

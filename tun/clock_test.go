@@ -3,6 +3,7 @@ package tun_test
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -179,5 +180,57 @@ func TestPumpTimersOnInjectedClock(t *testing.T) {
 	case ft := <-timers.made:
 		t.Errorf("an unexpected %v timer", ft.d)
 	default:
+	}
+}
+
+// errDevice is a Device whose reads fail (not closed) until it is closed,
+// counting them.
+type errDevice struct {
+	tun.Device
+	reads atomic.Int64
+}
+
+func (d *errDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	d.reads.Add(1)
+	return 0, errTransient
+}
+
+// TestPumpDeviceErrorPauses: a device whose reads keep failing is read
+// again only after the pause (a timer of the Pump's), not in a tight loop;
+// the failures are counted, and Close stops the pause's timer.
+func TestPumpDeviceErrorPauses(t *testing.T) {
+	noLeaks(t)
+	n := udptest.NewNetwork()
+	conn, err := n.Listen(fakeUEOuter)
+	fakeMust(t, err)
+	timers := newFakeTimers()
+	dev := &errDevice{Device: tuntest.NewChannelDevice(1400, 8, 8)}
+	p, err := tun.NewPump(tun.Config{Device: dev, Conn: conn, NewTimer: timers.New})
+	fakeMust(t, err)
+	var pause *fakeTimer
+	for pause == nil {
+		if ft := timers.next(t); ft.d == 10*time.Millisecond {
+			pause = ft
+		}
+	}
+	// The timer has not fired: however long we wait, one read has failed.
+	time.Sleep(50 * time.Millisecond)
+	if r := dev.reads.Load(); r != 1 {
+		t.Fatalf("%d device reads before the pause ended, want 1", r)
+	}
+	// Each fire lets exactly one more read happen (fire returns when the
+	// Pump has taken the tick, perhaps before that read).
+	pause.fire(t, time.Now())
+	pause.fire(t, time.Now())
+	if r := dev.reads.Load(); r < 2 || r > 3 {
+		t.Fatalf("%d device reads after two pauses, want 2 or 3", r)
+	}
+	fakeMust(t, p.Close())
+	// Every failed read is counted, but for one that Close ended.
+	if c, r := p.Counters(), dev.reads.Load(); c.DeviceErrors != uint64(r) && c.DeviceErrors != uint64(r-1) {
+		t.Fatalf("DeviceErrors %d, reads %d", c.DeviceErrors, r)
+	}
+	if _, s := pause.counts(); s < 1 {
+		t.Error("Close did not stop the pause's timer")
 	}
 }
