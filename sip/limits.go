@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/imsec/imsec/sip/internal/connlimit"
 	"golang.org/x/time/rate"
 )
 
@@ -35,6 +36,12 @@ type Limits struct {
 	// address holds, so that one source cannot take the global cap
 	// (ServerConfig.MaxTempSets). Default DefaultTempSetsPerSource.
 	TempSetsPerSource int
+	// TCP bounds the unprotected TCP listener: connections in all and per
+	// source, and how long a connection may idle or take over one message
+	// header (a slowloris). Its zero value is connlimit's defaults; Off
+	// lifts the per-source cap (the total and the timeouts stay: they
+	// protect the process, not fairness).
+	TCP connlimit.Config
 }
 
 // Defaults of Limits.

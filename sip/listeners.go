@@ -10,6 +10,7 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+	"github.com/imsec/imsec/sip/internal/connlimit"
 )
 
 // startOuter serves unprotected SIP on the host's UDP and TCP sockets.
@@ -33,7 +34,12 @@ func (s *Server) startOuter() error {
 		return err
 	}
 	s.serve("unprotected UDP", func() error { return s.outer.ServeUDP(s.outerUDP) })
-	s.serve("unprotected TCP", func() error { return s.outer.ServeTCP(s.outerTCP) })
+	tcp := s.cfg.Limits.TCP
+	if s.cfg.Limits.Off {
+		tcp.MaxPerSource = connlimit.Off
+	}
+	s.outerLim = connlimit.New(s.outerTCP, tcp)
+	s.serve("unprotected TCP", func() error { return s.outer.ServeTCP(s.outerLim) })
 	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
 	defer cancel()
 	if err := waitPool(ctx, ua, "udp", s.outerUDP.LocalAddr().String()); err != nil {

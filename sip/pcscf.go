@@ -17,6 +17,7 @@ import (
 
 	"github.com/imsec/imsec/akakeys"
 	"github.com/imsec/imsec/esp"
+	"github.com/imsec/imsec/sip/internal/connlimit"
 	"github.com/imsec/imsec/sip/media"
 	"github.com/imsec/imsec/tun"
 	"github.com/imsec/imsec/tun/dhcp"
@@ -157,6 +158,7 @@ type Server struct {
 	outerCli *sipgo.Client
 	outerUDP net.PacketConn
 	outerTCP net.Listener
+	outerLim *connlimit.Listener // outerTCP with its caps and timeouts; closing it closes outerTCP
 
 	// The signalling tunnels (gateway.go); set once in New.
 	ep       *tun.Endpoint // owns ns and pump
@@ -391,7 +393,9 @@ func (s *Server) Close() error {
 	if s.outerUDP != nil {
 		s.outerUDP.Close()
 	}
-	if s.outerTCP != nil {
+	if s.outerLim != nil {
+		s.outerLim.Close()
+	} else if s.outerTCP != nil {
 		s.outerTCP.Close()
 	}
 	for _, l := range s.innerLns {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/imsec/imsec/akakeys"
 	"github.com/imsec/imsec/esp"
+	"github.com/imsec/imsec/sip/internal/connlimit"
 	"github.com/imsec/imsec/tun"
 )
 
@@ -264,6 +265,9 @@ type Stats struct {
 	SPIs          int    // SPIs in use (signalling and media)
 	Pending       int    // unanswered challenges
 	Overloaded    uint64 // requests answered 503 by a limit
+	// TCP is the unprotected TCP listener's: connections refused by a cap,
+	// closed idle or mid-header, accept errors retried.
+	TCP connlimit.Stats
 }
 
 // Stats returns the registrar's counters.
@@ -271,6 +275,9 @@ func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := Stats{Registrations: len(s.regs), TempSets: s.temps, SPIs: s.spis.inUse(), Overloaded: s.overloaded.Load()}
+	if s.outerLim != nil {
+		st.TCP = s.outerLim.Stats()
+	}
 	for _, reg := range s.regs {
 		st.Pending += len(reg.pending)
 	}
