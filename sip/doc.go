@@ -12,15 +12,22 @@
 //     port-s: the AKA challenge (the 401 and its headers), the answer's
 //     checks (RES, Security-Verify, the SA it came through), the 200 OK
 //     (okHeaders), re-registration and de-registration.
-//   - registration.go: the per-IMPI state, the housekeeper (expiry,
-//     teardown), Registrations.
+//   - registration.go: the per-IMPI state (pending challenges, the shared
+//     vector), the housekeeper (expiry, teardown), Registrations, Stats.
+//   - identity.go: public identities bound to the IMPI that authenticated,
+//     and the identity asserted on a UE's requests (P-Asserted-Identity).
+//   - limits.go: what unauthenticated requests may make the P-CSCF spend
+//     (per-source token buckets, pending challenges, temporary sets per
+//     source); internal/connlimit: the unprotected TCP listener's caps and
+//     timeouts.
 //   - salifecycle.go: the SA lifecycle that the P-CSCF and the UE share,
 //     and the SPI pool. pcscf_sas.go builds the P-CSCF's sets from the UE's
 //     offer; the UE's are built in ue_register.go. This is the place to
 //     change rekeying.
 //   - gateway.go: the ESP gateway: the netstack, the pump, DHCP inside the
 //     tunnels, the protected SIP ports and their port discipline.
-//   - listeners.go: the unprotected UDP and TCP listeners.
+//   - listeners.go: the unprotected UDP and TCP listeners, supervised
+//     (Wait reports one that dies).
 //   - b2bua.go, dialog.go: calls; sip/media: the media relay.
 //   - secagree.go, negotiate.go: the Security-* headers and the choice of
 //     algorithms; saset.go: the four SAs of a set; mediatunnel.go: the
