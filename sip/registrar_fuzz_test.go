@@ -36,7 +36,6 @@ func (t *fakeTx) OnTerminate(sip.FnTxTerminate) bool     { return false }
 func (t *fakeTx) Done() <-chan struct{}                  { return t.done }
 func (t *fakeTx) Err() error                             { return nil }
 func (t *fakeTx) responses() []*sip.Response             { t.mu.Lock(); defer t.mu.Unlock(); return t.res }
-func (t *fakeTx) lastCode() int                          { r := t.responses(); return r[len(r)-1].StatusCode }
 func (t *fakeTx) String() string                         { return "fakeTx" }
 func (t *fakeTx) Connection() sip.Connection             { return nil }
 func (t *fakeTx) OnRetransmission(sip.FnTxResponse) bool { return false }

@@ -65,9 +65,6 @@ const maxContentLength = 1 << 40
 
 func newFramer() framer { return framer{gen: 1, state: stBetween} }
 
-// inHeader reports whether the header clock runs.
-func (f *framer) inHeader() bool { return f.gen&1 == 1 }
-
 // scan advances the framer over the next bytes of the stream.
 func (f *framer) scan(b []byte) {
 	for len(b) > 0 {
