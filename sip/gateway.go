@@ -20,12 +20,14 @@ func (s *Server) startInner() error {
 		Listen:   s.cfg.ESP,
 		Wrap:     s.cfg.WrapESP,
 		Netstack: &tun.NetstackOptions{MTU: tun.InnerMTU(1500), Addresses: []netip.Prefix{netip.PrefixFrom(s.gateway, s.cfg.Pool.Bits())}, Name: "pcscf"},
-		Pump:     tun.Config{Intercept: s.intercept, EchoResponder: s.gateway, BatchPad: s.cfg.BatchPad, Logger: s.log, Now: s.cfg.Now},
+		Pump: tun.Config{Intercept: s.intercept, EchoResponder: s.gateway, BatchPad: s.cfg.BatchPad, Logger: s.log, Now: s.cfg.Now,
+			OnUnknownSPI: s.lazy.install},
 	})
 	if err != nil {
 		return fmt.Errorf("sip: ESP gateway on %v: %w", s.cfg.ESP, err)
 	}
 	s.ep, s.ns, s.pump = ep, ep.Netstack, ep.Pump
+	s.lazy.pump = ep.Pump
 	ns := ep.Netstack
 	ua, err := newUA("imsec-pcscf", s.log, s.innerFilter, true)
 	if err != nil {

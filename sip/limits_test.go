@@ -17,6 +17,7 @@ import (
 
 	"github.com/imsec/imsec/akakeys"
 	"github.com/imsec/imsec/akakeys/hss"
+	"github.com/imsec/imsec/esp"
 )
 
 // attacker sends hand-made REGISTERs from one UDP socket on its own
@@ -212,6 +213,20 @@ func TestSameIMPIFloodDoesNotStopTheRealUE(t *testing.T) {
 	if !r.reg(alice.impi).Registered {
 		t.Fatal("alice not registered at the P-CSCF")
 	}
+	// The strangers' temporary sets never reached the data plane's tables:
+	// only alice's active set's inbound SAs are there (each installed by
+	// its first packet).
+	mine := map[esp.SPI]bool{}
+	for _, set := range r.reg(alice.impi).Sets {
+		if set.State == "active" {
+			mine[set.InboundSPI[0]], mine[set.InboundSPI[1]] = true, true
+		}
+	}
+	for _, c := range r.srv.Pump().SACounters(nil) {
+		if c.Inbound && !mine[c.SPI] {
+			t.Fatalf("inbound SA %#x in the pump is not alice's (%d SAs wait for a first packet)", c.SPI, r.srv.lazy.len())
+		}
+	}
 	// The flood's temporary sets expire; alice's active set (2 SPIs) and
 	// her media SPI stay.
 	clk.Add(DefaultTempSATimeout + time.Second)
@@ -225,8 +240,8 @@ func TestSameIMPIFloodDoesNotStopTheRealUE(t *testing.T) {
 	}
 	clk.Add(time.Minute)
 	r.srv.Housekeep()
-	if st := r.srv.Stats(); st.SPIs != 0 || st.Registrations != 0 || st.TempSets != 0 {
-		t.Fatalf("after de-registration: %+v, want nothing held", st)
+	if st := r.srv.Stats(); st.SPIs != 0 || st.Registrations != 0 || st.TempSets != 0 || r.srv.lazy.len() != 0 || len(r.srv.Pump().SACounters(nil)) != 0 {
+		t.Fatalf("after de-registration: %+v, %d SAs waiting, %d in the pump; want nothing held", st, r.srv.lazy.len(), len(r.srv.Pump().SACounters(nil)))
 	}
 }
 

@@ -162,6 +162,7 @@ type Server struct {
 
 	// The signalling tunnels (gateway.go); set once in New.
 	ep       *tun.Endpoint // owns ns and pump
+	lazy     *lazySAs      // inbound SAs installed in pump on their first packet
 	ns       *tun.Netstack
 	pump     *tun.Pump
 	dhcp     *dhcp.Server
@@ -204,7 +205,7 @@ func New(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, name: "P-CSCF " + cfg.Domain, log: cfg.Logger, regs: map[string]*registration{},
-		byAddr: map[netip.Addr]*registration{}, spis: newSPIPool(), calls: map[string]*bcall{}, limits: newSourceLimits(cfg.Limits),
+		byAddr: map[netip.Addr]*registration{}, spis: newSPIPool(), calls: map[string]*bcall{}, limits: newSourceLimits(cfg.Limits), lazy: newLazySAs(),
 		dhcpIn: make(chan dhcpRequest, 64), wake: make(chan struct{}, 1), failed: make(chan error, 1)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.relay = media.NewRelay(cfg.Logger)

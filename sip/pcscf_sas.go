@@ -34,7 +34,7 @@ func (s *Server) installTemporaryLocked(reg *registration, ch *challenge, offer 
 			return nil, err
 		}
 		reg.peer = peer
-		reg.sas = saSets{pump: s.pump, tpeer: peer, peer: peer, pool: s.spis, onTemp: s.countTemp}
+		reg.sas = saSets{pump: s.lazy, tpeer: peer, peer: peer, pool: s.spis, onTemp: s.countTemp}
 	}
 	src := ch.key.src.Addr()
 	if s.temps >= s.cfg.MaxTempSets || !s.limits.tempOK(src) {

@@ -264,6 +264,7 @@ type Stats struct {
 	TempSets      int    // temporary SA sets, all registrations
 	SPIs          int    // SPIs in use (signalling and media)
 	Pending       int    // unanswered challenges
+	WaitingSAs    int    // inbound SAs not yet in the data plane (no packet has used them)
 	Overloaded    uint64 // requests answered 503 by a limit
 	// TCP is the unprotected TCP listener's: connections refused by a cap,
 	// closed idle or mid-header, accept errors retried.
@@ -278,6 +279,7 @@ func (s *Server) Stats() Stats {
 	if s.outerLim != nil {
 		st.TCP = s.outerLim.Stats()
 	}
+	st.WaitingSAs = s.lazy.len()
 	for _, reg := range s.regs {
 		st.Pending += len(reg.pending)
 	}

@@ -149,10 +149,28 @@ func (p *Pump) inSA(t *peerTables, d []byte) *inSA {
 		return nil
 	}
 	s := t.bySPI[spi]
+	if s == nil && p.cfg.OnUnknownSPI != nil {
+		s = p.installOnDemand(spi)
+	}
 	if s == nil {
 		p.ctr.drops[esp.ReasonUnknownSPI].Add(1)
 	}
 	return s
+}
+
+// installOnDemand lets Config.OnUnknownSPI install spi's SA; nil if it
+// did not. (The packet that asked still has to open under it: a forged one
+// is dropped as any other.)
+func (p *Pump) installOnDemand(spi esp.SPI) *inSA {
+	// Installed since this batch's tables were read (by an earlier packet
+	// of the batch)?
+	if s := p.peers.Load().bySPI[spi]; s != nil {
+		return s
+	}
+	if !p.cfg.OnUnknownSPI(spi) {
+		return nil
+	}
+	return p.peers.Load().bySPI[spi]
 }
 
 // local handles packets the Pump answers itself; true means consumed.

@@ -38,6 +38,15 @@ type Config struct {
 	// valid during the call.
 	Intercept func(p *Peer, pkt []byte) bool
 
+	// OnUnknownSPI, if set, is told of an ESP packet whose SPI has no
+	// inbound SA, and may install one for it (AddInbound, which is safe to
+	// call from it) and return true: the Pump then opens the packet with
+	// it. This lets a gateway keep the SAs of a challenge out of the Pump's
+	// tables until the first packet that uses them. Without an SA the
+	// packet is dropped as unknown_spi, as without the hook. It runs on the
+	// inbound goroutine: it must not block, nor call the Pump otherwise.
+	OnUnknownSPI func(spi esp.SPI) bool
+
 	// EchoResponder, if valid, is an inner address whose ICMP echo requests
 	// the Pump answers itself, from any peer, even one with no inner address
 	// yet: the gateway's answer to the UE's "pinhole" ping.
