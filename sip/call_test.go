@@ -135,3 +135,21 @@ func TestCallCancelAndTimeout(t *testing.T) {
 	}
 	waitFor(t, func() bool { return td.a.srv.relay.Len() == 0 && td.b.srv.relay.Len() == 0 })
 }
+
+// TestCallWithoutRinging: a 1xx may be lost (RFC 3261 §17.1.1: provisional
+// responses are not reliable); a callee whose 180 never arrives is still
+// reached, and the caller's call comes up on the 200 alone.
+func TestCallWithoutRinging(t *testing.T) {
+	td := newTwoDomains(t, AnswerAuto, nil)
+	td.bob.hookNoRinging = true
+	rep, err := td.alice.Call(ctxT(t), "sip:bob@b.example", 500*time.Millisecond, MediaConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Sent.Audio.Packets == 0 {
+		t.Fatalf("no media sent: %+v", rep)
+	}
+	if td.a.lad.has(EvProvisional) || td.b.lad.has(EvProvisional) {
+		t.Fatal("a 1xx was relayed though bob sent none")
+	}
+}

@@ -175,10 +175,11 @@ type UE struct {
 
 	// Test hooks (same package only): tamper with what we send, look at
 	// what we receive.
-	hookRES      func(*akakeys.RES)
-	hookVerify   func(string) string
-	hookInvite   func(*sip.Request) // an INVITE we place, before it leaves
-	hookIncoming func(*sip.Request) // an INVITE we receive
+	hookRES       func(*akakeys.RES)
+	hookVerify    func(string) string
+	hookInvite    func(*sip.Request) // an INVITE we place, before it leaves
+	hookIncoming  func(*sip.Request) // an INVITE we receive
+	hookNoRinging bool               // answer without a 180 (as if it were lost)
 }
 
 // NewUE checks cfg and opens the unprotected SIP socket. Nothing is sent

@@ -350,8 +350,10 @@ func (u *UE) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	tag := newTag()
-	respond(180, "Ringing", nil, tag)
-	u.emit(EvProvisional, u.pcscfName(), "180 Ringing", "")
+	if !u.hookNoRinging {
+		respond(180, "Ringing", nil, tag)
+		u.emit(EvProvisional, u.pcscfName(), "180 Ringing", "")
+	}
 	if u.cfg.Answer == AnswerIgnore {
 		select {
 		case <-tx.Done(): // the caller cancels or times out
