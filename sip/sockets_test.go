@@ -40,10 +40,12 @@ func TestListenUDPAndTCPRetries(t *testing.T) {
 	}
 	defer pc.Close()
 	defer ln.Close()
-	if opened != 4 || closed != 3 {
-		t.Fatalf("opened %d UDP sockets and closed %d, want 4 and 3", opened, closed)
+	// Three refusals were injected; on a busy host the real bind after them
+	// may collide too, and is retried the same way.
+	if closed < 3 || opened != closed+1 {
+		t.Fatalf("opened %d UDP sockets and closed %d, want at least 4 and 3, all but the last closed", opened, closed)
 	}
-	if u, tc := pc.LocalAddr().(*net.UDPAddr).Port, ln.Addr().(*net.TCPAddr).Port; u != tc || u != ports[3] {
+	if u, tc := pc.LocalAddr().(*net.UDPAddr).Port, ln.Addr().(*net.TCPAddr).Port; u != tc || u != ports[len(ports)-1] {
 		t.Fatalf("UDP port %d, TCP port %d", u, tc)
 	}
 
