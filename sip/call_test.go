@@ -142,7 +142,9 @@ func TestCallCancelAndTimeout(t *testing.T) {
 func TestCallWithoutRinging(t *testing.T) {
 	td := newTwoDomains(t, AnswerAuto, nil)
 	td.bob.hookNoRinging = true
-	rep, err := td.alice.Call(ctxT(t), "sip:bob@b.example", 500*time.Millisecond, MediaConfig{})
+	// An audio-only caller, while bob would send video too: bob's answer
+	// declines the video it was not offered (RFC 3264 §6).
+	rep, err := td.alice.Call(ctxT(t), "sip:bob@b.example", 500*time.Millisecond, MediaConfig{NoVideo: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -287,6 +287,23 @@ func (u *UE) Call(ctx context.Context, target string, duration time.Duration, mc
 	return rep, nil
 }
 
+// answerSDP is the UE's answer to offer (RFC 3264 §6): one m= line per
+// offered one, in order, with our port for the kinds we send and receive
+// (ports: audio, video; 0 when off) and port 0 (declined) for the rest.
+func answerSDP(offer media.Description, addr netip.Addr, ports []uint16) media.Description {
+	ours := media.CallDescription(addr, randU64(), ports[0], ports[1])
+	ans := ours
+	ans.Media = nil
+	for _, m := range offer.Media {
+		if i := ours.MediaIndex(m.Kind); i >= 0 && m.Port != 0 {
+			ans.Media = append(ans.Media, ours.Media[i])
+			continue
+		}
+		ans.Media = append(ans.Media, media.Media{Kind: m.Kind, Port: 0, Proto: m.Proto, Formats: m.Formats})
+	}
+	return ans
+}
+
 func randU64() uint64 {
 	var b [8]byte
 	rand.Read(b[:])
@@ -373,7 +390,7 @@ func (u *UE) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 			return
 		}
 	}
-	sdp, err := media.CallDescription(u.inner4, randU64(), ports[0], ports[1]).Marshal()
+	sdp, err := answerSDP(offer, u.inner4, ports).Marshal()
 	if err != nil {
 		cm.close()
 		return
