@@ -301,20 +301,20 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		return nil, fmt.Errorf("OPTIONS over the new SAs: %v %v", res, err)
 	}
 	printServerSets(out, a)
-	// Wait for the old set to go on both sides.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	// Wait for the old set to go on both sides: it goes once the new one
+	// carries traffic (the pings), or after its grace.
+	var pingErr error
+	retired := func() bool {
 		a.srv.Housekeep()
+		a.ue.Housekeep()
 		if n := len(a.srv.Registrations()); n == 1 && len(a.srv.Registrations()[0].Sets) == 1 && len(a.ue.Info().SAs) == 4 && len(a.ue.Info().MediaSAs) == 2 {
-			break
+			return true
 		}
-		if time.Now().After(deadline) {
-			return nil, errors.New("the old SA set of UE A was not retired")
-		}
-		if _, err := a.ue.Ping(ctx, 2); err != nil {
-			return nil, fmt.Errorf("UE A ping after rollover: %w", err)
-		}
-		time.Sleep(50 * time.Millisecond)
+		_, pingErr = a.ue.Ping(ctx, 2)
+		return pingErr != nil
+	}
+	if err := waitState(ctx, 5*time.Second, retired); err != nil || pingErr != nil {
+		return nil, fmt.Errorf("the old SA set of UE A was not retired (ping: %v)", pingErr)
 	}
 	fmt.Fprintln(out, "old SA set retired on both ends once the new one carried traffic:")
 	printUE(out, a)
@@ -343,13 +343,12 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 			return nil, fmt.Errorf("de-registering UE %s: %w", p.name, err)
 		}
 	}
-	deadline = time.Now().Add(5 * time.Second)
 	for _, p := range parties {
-		for len(p.srv.Pump().SACounters(nil)) != 0 || len(p.srv.MediaPump().SACounters(nil)) != 0 || len(p.srv.Registrations()) != 0 {
-			if time.Now().After(deadline) {
-				return nil, fmt.Errorf("P-CSCF %s still has SAs after de-registration", p.name)
-			}
-			time.Sleep(20 * time.Millisecond)
+		clean := func() bool {
+			return len(p.srv.Pump().SACounters(nil)) == 0 && len(p.srv.MediaPump().SACounters(nil)) == 0 && len(p.srv.Registrations()) == 0
+		}
+		if err := waitState(ctx, 5*time.Second, clean); err != nil {
+			return nil, fmt.Errorf("P-CSCF %s still has SAs after de-registration", p.name)
 		}
 		c := p.srv.Pump().Counters()
 		var drops uint64
@@ -425,4 +424,27 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// waitState waits until cond holds, at most d. The states it watches (SA
+// tables, registrations) announce no change, so it polls them with a
+// back-off: 1 ms doubling to 50 ms.
+func waitState(ctx context.Context, d time.Duration, cond func() bool) error {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	wait := time.Millisecond
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		if cond() {
+			return nil
+		}
+		wait = min(2*wait, 50*time.Millisecond)
+		t.Reset(wait)
+	}
 }
