@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -11,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -351,158 +348,55 @@ func runTunnel(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	out, err := esp.NewOutbound(f.out)
-	if err != nil {
+	if _, err := esp.NewOutbound(f.out); err != nil {
 		return usageErrorf("--out: %v", err)
 	}
-	in, err := esp.NewInbound(f.in)
-	if err != nil {
+	if _, err := esp.NewInbound(f.in); err != nil {
 		return usageErrorf("--in: %v", err)
 	}
-	mtu := f.mtu
-	if mtu == 0 {
-		path := 1500
-		if f.peer.Addr().Is6() {
-			path -= 20 // InnerMTUFor assumes a 20-byte outer IPv4 header
-		}
-		mtu = tun.InnerMTUFor(path, out)
+	level := slog.LevelWarn
+	if f.verbose {
+		level = slog.LevelDebug
 	}
-
+	cfg := tun.ManualConfig{Out: f.out, In: f.in, Listen: f.listen, Peer: f.peer, Follow: f.follow, Keepalive: f.keepalive,
+		Inner: f.inner, MTU: f.mtu, TUN: f.tunName, Routes: f.routes, ParallelSeal: f.parallel, BatchPad: f.batchPad,
+		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))}
 	if f.keylog != "" {
 		kf, closeKF, err := openKeyLog(f.keylog, false)
 		if err != nil {
 			return err
 		}
-		kl := esp.NewKeyLog(kf)
-		local := f.listen.Addr()
-		if local.IsUnspecified() {
-			local = netip.Addr{} // the wildcard "*"
-		}
-		err = kl.Log(f.out, local, f.peer.Addr())
-		if err == nil {
-			err = kl.Log(f.in, f.peer.Addr(), local)
-		}
-		if cerr := closeKF(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return fmt.Errorf("--keylog: %w", err)
-		}
+		defer closeKF()
+		cfg.KeyLog = kf
 	}
-
-	level := slog.LevelWarn
-	if f.verbose {
-		level = slog.LevelDebug
-	}
-	everything := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
-	cfg := tun.EndpointConfig{
-		Listen: f.listen,
-		Pump: tun.Config{ParallelSeal: f.parallel, BatchPad: f.batchPad,
-			Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))},
-		Peer: &tun.PeerConfig{Name: "peer", Endpoint: f.peer, FollowSource: f.follow,
-			Allowed: everything, Routes: everything, Keepalive: f.keepalive},
-	}
-	// A peer that cannot move gets a connected socket: the kernel routes
-	// once instead of per datagram, and drops datagrams from anyone else.
-	if !f.follow {
-		cfg.Connect = f.peer
-	}
-	if f.tunName == "" {
-		cfg.Netstack = &tun.NetstackOptions{MTU: mtu, Addresses: []netip.Prefix{f.inner}, Name: "imsec-tunnel"}
-	} else {
-		// Made here, for the flag-by-flag errors of openKernelTUN; the
-		// endpoint owns it from NewEndpoint on.
-		if cfg.Device, err = openKernelTUN(f, mtu); err != nil {
-			return err
-		}
-	}
-	ep, err := tun.NewEndpoint(cfg)
-	if err != nil {
-		var ee *tun.EndpointError
-		if !errors.As(err, &ee) {
-			return err
-		}
-		switch ee.Step {
-		case tun.StepSocket:
-			return fmt.Errorf("--listen %v: %w", f.listen, ee.Err)
-		case tun.StepDevice:
-			return fmt.Errorf("netstack: %w", ee.Err)
-		}
-		return ee.Err
-	}
-	defer ep.Close()
-	pump, peer, ns, kernel, dev := ep.Pump, ep.Peer, ep.Netstack, ep.Kernel, ep.Device
-	if err := pump.AddInbound(peer, in); err != nil {
+	m, err := tun.StartManual(cfg)
+	var me *tun.ManualError
+	switch {
+	case errors.As(err, &me) && me.Setting == "listen":
+		return fmt.Errorf("--listen %v: %w", f.listen, me.Err)
+	case errors.As(err, &me) && (me.Setting == "netstack" || me.Setting == "pump" || me.Setting == "peer" || me.Setting == "config"):
+		return fmt.Errorf("%s: %w", me.Setting, me.Err)
+	case errors.As(err, &me) && errors.Is(err, tun.ErrNeedsNetAdmin):
+		return fmt.Errorf("--tun %w; run as root, or 'setcap cap_net_admin+ep' on imsec; without --tun the tunnel runs on a userspace netstack with no privilege", me.Err)
+	case errors.As(err, &me) && me.Setting == "tun": // "NAME: why"
+		return fmt.Errorf("--tun %w", me.Err)
+	case errors.As(err, &me):
+		return fmt.Errorf("--%s: %w", me.Setting, me.Err)
+	case err != nil:
 		return err
 	}
-	peer.SetOutbound(out)
-
-	devName := "netstack"
-	if kernel != nil {
-		devName = "TUN " + kernel.Name()
-	}
+	defer m.Close()
 	fmt.Fprintf(stdout, "tunnel up: %s %v (MTU %d), ESP-in-UDP %v <-> %v; out spi %#08x %s/%s, in spi %#08x %s/%s\n",
-		devName, f.inner, dev.MTU(), pump.LocalAddr(), f.peer,
+		m.DeviceName(), f.inner, m.Device.MTU(), m.LocalAddr(), f.peer,
 		uint32(f.out.SPI), f.out.Encryption, f.out.Integrity, uint32(f.in.SPI), f.in.Encryption, f.in.Integrity)
-
 	if !f.ping.IsValid() {
 		<-ctx.Done()
-		printTunnelCounters(stdout, pump.Counters())
+		printTunnelCounters(stdout, m.Pump.Counters())
 		return nil
 	}
-	var pinger func(ctx context.Context, seq int) (time.Duration, int, error)
-	if ns != nil {
-		payload := make([]byte, 56) // ping(8)'s default
-		for i := range payload {
-			payload[i] = byte(i)
-		}
-		pinger = func(ctx context.Context, seq int) (time.Duration, int, error) {
-			rtt, err := ns.Ping(ctx, f.ping, seq, payload)
-			return rtt, 8 + len(payload), err
-		}
-	} else {
-		// The kernel's own ping would need a raw or ICMP datagram socket;
-		// the pump's echo helper sends from our inner address through the
-		// tunnel and takes the reply before the kernel sees it.
-		var b [2]byte
-		rand.Read(b[:])
-		id := binary.BigEndian.Uint16(b[:])
-		src := f.inner.Addr()
-		pinger = func(ctx context.Context, seq int) (time.Duration, int, error) {
-			rtt, err := pump.Ping(ctx, peer, src, f.ping, id, uint16(seq))
-			return rtt, 8 + len("imsec pinhole"), err
-		}
-	}
-	err = pingThrough(ctx, stdout, f, pinger)
-	printTunnelCounters(stdout, pump.Counters())
+	err = pingThrough(ctx, stdout, f, func(ctx context.Context, seq int) (time.Duration, int, error) { return m.Ping(ctx, f.ping, seq) })
+	printTunnelCounters(stdout, m.Pump.Counters())
 	return err
-}
-
-// openKernelTUN creates the TUN interface, gives it the inner address and
-// routes, and brings it up.
-func openKernelTUN(f *tunnelFlags, mtu int) (*tun.Kernel, error) {
-	k, err := tun.CreateKernel(f.tunName, mtu)
-	if err != nil {
-		if errors.Is(err, os.ErrPermission) {
-			return nil, fmt.Errorf("--tun %s: creating a kernel TUN needs CAP_NET_ADMIN (run as root, or 'setcap cap_net_admin+ep' on imsec); without --tun the tunnel runs on a userspace netstack with no privilege (%v)", f.tunName, err)
-		}
-		return nil, fmt.Errorf("--tun %s: %w", f.tunName, err)
-	}
-	if err := k.AddAddress(f.inner); err != nil {
-		k.Close()
-		return nil, fmt.Errorf("--tun %s: %w", k.Name(), err)
-	}
-	if err := k.SetUp(); err != nil {
-		k.Close()
-		return nil, fmt.Errorf("--tun %s: %w", k.Name(), err)
-	}
-	for _, r := range f.routes {
-		if err := k.AddRoute(r); err != nil {
-			k.Close()
-			return nil, fmt.Errorf("--route: %w", err)
-		}
-	}
-	return k, nil
 }
 
 // pingThrough sends f.count echo requests, one every f.interval, prints
