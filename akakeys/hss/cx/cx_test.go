@@ -326,9 +326,9 @@ func TestMAAKnownAnswer(t *testing.T) {
 	item := group(find(avps, avpSIPAuthDataItem, Vendor3GPP))
 	want := map[uint32]string{
 		avpSIPAuthenticate:    "23553cbe9637a89d218ae64dae47bf35" + "55f328b43577" + "b9b9" + "4a9ffac354dfafb3", // TS 35.208 set 1: RAND || AUTN (AK aa689c648370, MAC-A 4a9ffac354dfafb3)
-		avpSIPAuthorization:   "a54211d5e3ba50bf",                                                               // RES
-		avpConfidentialityKey: "b40ba9a3c58b2a05bbf0d987b21bf8cb",                                               // CK
-		avpIntegrityKey:       "f769bcd751044604127672711c6d3441",                                               // IK
+		avpSIPAuthorization:   "a54211d5e3ba50bf",                                                                // RES
+		avpConfidentialityKey: "b40ba9a3c58b2a05bbf0d987b21bf8cb",                                                // CK
+		avpIntegrityKey:       "f769bcd751044604127672711c6d3441",                                                // IK
 	}
 	for code, w := range want {
 		got, _, _ := octets(find(item, code, Vendor3GPP))
