@@ -2,7 +2,6 @@ package cx
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -224,7 +223,7 @@ func (c *Client) connect() (*clientConn, error) {
 	if err == nil {
 		var raw []byte
 		if raw, err = readRaw(bufio.NewReader(nc)); err == nil {
-			cea, err = diam.ReadMessage(bytes.NewReader(raw), dict.Default)
+			cea, err = decode(raw)
 		}
 	}
 	if err == nil {
@@ -289,7 +288,7 @@ func (c *Client) readLoop(cc *clientConn) error {
 		if err != nil {
 			return err
 		}
-		m, err := diam.ReadMessage(bytes.NewReader(raw), dict.Default)
+		m, err := decode(raw)
 		if err != nil {
 			continue // an answer we cannot decode: its request times out
 		}
