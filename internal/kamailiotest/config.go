@@ -84,6 +84,11 @@ modparam("ims_auth", "cxdx_dest_realm", "{{.Realm}}")
 # Server-Name in SAR and its Destination-Realm.
 modparam("ims_registrar_scscf", "scscf_name", "{{.URI}}")
 modparam("ims_registrar_scscf", "cxdx_dest_realm", "{{.Realm}}")
+# Without max_expires the module grants every contact 0 s ("Calculated
+# expires for contact is 0") and the 200 carries no Contact.
+modparam("ims_registrar_scscf", "default_expires", 3600)
+modparam("ims_registrar_scscf", "min_expires", 60)
+modparam("ims_registrar_scscf", "max_expires", 3600)
 
 request_route {
 	if ($rm == "OPTIONS") {
