@@ -229,8 +229,19 @@ func (k *Kamailio) probe(timeout time.Duration) error {
 // WaitLog waits until a log line contains substr, or the timeout passes,
 // or kamailio exits. Lines already logged count.
 func (k *Kamailio) WaitLog(substr string, timeout time.Duration) (string, error) {
-	return k.log.wait(substr, timeout)
+	return k.log.wait(substr, 1, timeout)
 }
+
+// WaitLogN is WaitLog for the n-th line containing substr.
+func (k *Kamailio) WaitLogN(substr string, n int, timeout time.Duration) (string, error) {
+	return k.log.wait(substr, n, timeout)
+}
+
+// MAADone is the ims_auth log line that ends the handling of a MAA with
+// success. ims_auth sends the 401 before it has finished with the vector:
+// a UE that answers faster than that (a test on loopback) is challenged
+// again. Wait for the n-th MAADone line before answering the n-th 401.
+const MAADone = "[maa_return_code] - [1]"
 
 // Log returns everything kamailio has logged so far.
 func (k *Kamailio) Log() string { return k.log.String() }
@@ -306,14 +317,17 @@ func (l *lineLog) String() string {
 	return l.buf.String()
 }
 
-func (l *lineLog) wait(substr string, timeout time.Duration) (string, error) {
+func (l *lineLog) wait(substr string, n int, timeout time.Duration) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	next := 0
+	next, seen := 0, 0
 	for {
 		l.mu.Lock()
 		for ; next < len(l.lines); next++ {
 			if strings.Contains(l.lines[next], substr) {
+				if seen++; seen < n {
+					continue
+				}
 				s := l.lines[next]
 				l.mu.Unlock()
 				return s, nil
@@ -327,7 +341,7 @@ func (l *lineLog) wait(substr string, timeout time.Duration) (string, error) {
 		select {
 		case <-wake:
 		case <-ctx.Done():
-			return "", fmt.Errorf("kamailio did not log %q within %v", substr, timeout)
+			return "", fmt.Errorf("kamailio did not log %q (%d times) within %v", substr, n, timeout)
 		}
 	}
 }

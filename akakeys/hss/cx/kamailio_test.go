@@ -211,11 +211,15 @@ func parseResponse(s string) *sipResponse {
 	return r
 }
 
-// challenge checks a 401 and returns the challenge and RAND, AUTN.
-func challenge(t *testing.T, r *sipResponse) (akakeys.Challenge, akakeys.RAND, akakeys.AUTN) {
+// challenge checks the n-th 401 and returns the challenge and RAND, AUTN
+// once Kamailio has finished with the MAA (see kamailiotest.MAADone).
+func challenge(t *testing.T, kam *kamailiotest.Kamailio, n int, r *sipResponse) (akakeys.Challenge, akakeys.RAND, akakeys.AUTN) {
 	t.Helper()
 	if r.code != 401 {
 		t.Fatalf("got %d, want 401:\n%s", r.code, r.raw)
+	}
+	if _, err := kam.WaitLogN(kamailiotest.MAADone, n, 5*time.Second); err != nil {
+		t.Fatal(err)
 	}
 	h := r.header("WWW-Authenticate")
 	ch, err := akakeys.ParseChallenge(h)
@@ -266,7 +270,7 @@ func TestKamailioRegister(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ch, rnd, autn := challenge(t, r)
+	ch, rnd, autn := challenge(t, p.kam, 1, r)
 	if c := p.srv.Counters(); c.MAR != 1 {
 		t.Errorf("HSS saw %d MAR, want 1 (counters %+v)", c.MAR, c)
 	}
@@ -313,7 +317,7 @@ func TestKamailioRegister(t *testing.T) {
 		t.Fatal(err)
 	}
 	if r.code == 401 {
-		ch, rnd, autn := challenge(t, r)
+		ch, rnd, autn := challenge(t, p.kam, 2, r)
 		res, _, _, err := usim.Authenticate(rnd, autn)
 		if err != nil {
 			t.Fatalf("USIM refused the second AUTN: %v", err)
