@@ -343,3 +343,74 @@ func TestKamailioRegister(t *testing.T) {
 		t.Errorf("HSS error answers: %+v", c)
 	}
 }
+
+// TestKamailioResync: a USIM whose SQN is ahead of the HSS answers the
+// first challenge with AUTS; Kamailio sends a MAR carrying RAND||AUTS, the
+// HSS re-synchronises, and the next challenge is accepted.
+func TestKamailioResync(t *testing.T) {
+	p := startKamailioPair(t)
+	usim, err := akakeys.NewUSIM(p.k, p.opc, akakeys.USIMConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := usim.State()
+	for i := range st.SEQ {
+		st.SEQ[i] = 1000
+	}
+	if err := usim.SetState(st); err != nil {
+		t.Fatal(err)
+	}
+	u := newUE(t, p.kam)
+	r, err := u.register(initialAuthorization(), 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, rnd, autn := challenge(t, p.kam, 1, r)
+	_, _, _, err = usim.Authenticate(rnd, autn)
+	var sf *akakeys.SyncFailureError
+	if !errors.As(err, &sf) {
+		t.Fatalf("USIM ahead of the HSS: Authenticate = %v, want a sync failure", err)
+	}
+	cred := u.credentials(ch)
+	if err := cred.SetSyncFailure("REGISTER", sf.AUTS); err != nil {
+		t.Fatal(err)
+	}
+	if r, err = u.register(cred.String(), 600); err != nil {
+		t.Fatal(err)
+	}
+	ch, rnd, autn = challenge(t, p.kam, 2, r)
+	if n := p.backend.resyncs.Load(); n != 1 {
+		t.Errorf("HSS resynchronised %d times, want 1", n)
+	}
+	res, _, _, err := usim.Authenticate(rnd, autn)
+	if err != nil {
+		t.Fatalf("USIM refused the vector after resync: %v", err)
+	}
+	cred = u.credentials(ch)
+	if err := cred.SetResponse("REGISTER", res[:]); err != nil {
+		t.Fatal(err)
+	}
+	if r, err = u.register(cred.String(), 600); err != nil {
+		t.Fatal(err)
+	}
+	if r.code != 200 {
+		t.Fatalf("REGISTER after resync got %d, want 200:\n%s", r.code, r.raw)
+	}
+}
+
+// TestKamailioKilled: when the S-CSCF dies mid-registration the UE's
+// REGISTER fails promptly instead of hanging.
+func TestKamailioKilled(t *testing.T) {
+	p := startKamailioPair(t)
+	u := newUE(t, p.kam)
+	p.kam.Stop()
+	start := time.Now()
+	if _, err := u.register(initialAuthorization(), 600); err == nil {
+		t.Fatal("REGISTER to a killed Kamailio succeeded")
+	}
+	if d := time.Since(start); d > 9*time.Second {
+		t.Fatalf("REGISTER to a killed Kamailio took %v", d)
+	}
+	// The HSS sees its peer go: the connection count stays, nothing hangs;
+	// Close in cleanup must return (bounded by the test's own timeout).
+}
