@@ -14,6 +14,7 @@ import (
 	sipgosip "github.com/emiago/sipgo/sip"
 
 	"github.com/imsec/imsec/akakeys/hss"
+	"github.com/imsec/imsec/akakeys/hss/cx"
 	"github.com/imsec/imsec/esp"
 	"github.com/imsec/imsec/sip"
 )
@@ -26,7 +27,7 @@ func init() {
 	})
 }
 
-const pcscfSynopsis = `pcscf --domain DOMAIN --db FILE [flags]
+const pcscfSynopsis = `pcscf --domain DOMAIN (--db FILE | --hss ADDR:3868) [flags]
 
 The server side of IMS access security (TS 33.203) with NAT traversal: a
 registrar that challenges with AKAv1-MD5 (RFC 3310) from the HSS in --db,
@@ -35,7 +36,8 @@ in its own userspace ESP-in-UDP gateway (RFC 3948, --esp), gives each UE an
 inner address over its tunnel (DHCP, RFC 3456 style, from --pool) and then
 serves SIP inside the tunnels. No root, no kernel IPsec.
 
-Subscribers come from 'imsec sub add --db FILE ...'. A ladder of every
+Subscribers come from 'imsec sub add --db FILE ...'; with --hss ADDR:PORT the
+registrar asks an HSS over Diameter Cx ('imsec hss') instead (MAR, SAR). A ladder of every
 registration step is printed as it happens; -v adds SIP traces.
 
 Example:
@@ -56,7 +58,10 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := newFlagSet("pcscf", pcscfSynopsis, stderr)
 	config := fs.String("config", "", "JSON file of settings (keys are these flag names)")
 	domain := fs.String("domain", "", "home domain and digest realm (required)")
-	db := fs.String("db", "", "HSS database file made with 'imsec sub' (required)")
+	db := fs.String("db", "", "HSS database file made with 'imsec sub' (required unless --hss)")
+	hssAddr := fs.String("hss", "", "ADDR:PORT of an HSS on Diameter Cx ('imsec hss'); then --db is not used")
+	hssRealm := fs.String("hss-realm", "", "the HSS's realm (Destination-Realm; default: --domain)")
+	originHost := fs.String("origin-host", "", "this P-CSCF's Diameter Origin-Host with --hss (default: pcscf.DOMAIN)")
 	sipAddr := fs.String("sip", "0.0.0.0:5060", "unprotected SIP address, UDP and TCP")
 	espAddr := fs.String("esp", "", "ESP-in-UDP address (default: the --sip address, port 4500)")
 	mediaESP := fs.String("media-esp", "", "the media relay's ESP-in-UDP address (default: --esp with port+1)")
@@ -89,8 +94,11 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *domain == "" {
 		return usageErrorf("--domain is required")
 	}
-	if *db == "" {
-		return usageErrorf("--db is required (create it with 'imsec sub add --db FILE ...')")
+	if *db == "" && *hssAddr == "" {
+		return usageErrorf("--db or --hss is required (create a database with 'imsec sub add --db FILE ...')")
+	}
+	if *db != "" && *hssAddr != "" {
+		return usageErrorf("--db and --hss exclude each other")
 	}
 	if cfg.SIP, err = addrPortArg("sip", *sipAddr); err != nil {
 		return err
@@ -159,17 +167,36 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *expires <= 0 || *maxExpires < *expires || *tempSA <= 0 {
 		return usageErrorf("--expires, --max-expires and --temp-sa-timeout must be positive, with max >= expires")
 	}
-	if _, err := os.Stat(*db); err != nil {
-		return fmt.Errorf("--db %s: %v (create it with 'imsec sub add --db %s ...')", *db, err, *db)
-	}
-	store, err := hss.OpenSQLite(*db, hss.SQLiteOptions{})
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	cfg.HSS, err = hss.New(store, hss.Config{})
-	if err != nil {
-		return err
+	if *hssAddr != "" {
+		if _, err := addrPortArg("hss", *hssAddr); err != nil {
+			return err
+		}
+		realm, host := *hssRealm, *originHost
+		if realm == "" {
+			realm = *domain
+		}
+		if host == "" {
+			host = "pcscf." + *domain
+		}
+		cli, err := cx.NewClient(cx.ClientConfig{Addr: *hssAddr, OriginHost: host, OriginRealm: *domain, DestinationRealm: realm,
+			ServerName: "sip:" + host, Logger: cliLogger(stderr, *verbose)})
+		if err != nil {
+			return err
+		}
+		defer cli.Close()
+		cfg.HSS = cli
+	} else {
+		if _, err := os.Stat(*db); err != nil {
+			return fmt.Errorf("--db %s: %v (create it with 'imsec sub add --db %s ...')", *db, err, *db)
+		}
+		store, err := hss.OpenSQLite(*db, hss.SQLiteOptions{})
+		if err != nil {
+			return err
+		}
+		defer store.Close()
+		if cfg.HSS, err = hss.New(store, hss.Config{}); err != nil {
+			return err
+		}
 	}
 	kl, closeKL, err := openKeyLog(*keylog, false)
 	if err != nil {

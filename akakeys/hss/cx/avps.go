@@ -1,6 +1,8 @@
 package cx
 
 import (
+	"unicode/utf8"
+
 	"github.com/fiorix/go-diameter/v4/diam"
 	"github.com/fiorix/go-diameter/v4/diam/avp"
 	"github.com/fiorix/go-diameter/v4/diam/datatype"
@@ -37,6 +39,9 @@ func str(a *diam.AVP) (s string, ok, bad bool) {
 	}
 	switch v := a.Data.(type) {
 	case datatype.UTF8String:
+		if !utf8.ValidString(string(v)) {
+			return "", false, true
+		}
 		return string(v), true, false
 	case datatype.OctetString:
 		return string(v), true, false
@@ -49,6 +54,9 @@ func str(a *diam.AVP) (s string, ok, bad bool) {
 func u32(a *diam.AVP) (n uint32, ok, bad bool) {
 	if a == nil {
 		return 0, false, false
+	}
+	if bodyLen(a) != 4 { // go-diameter decodes a wrong length as 0
+		return 0, false, true
 	}
 	switch v := a.Data.(type) {
 	case datatype.Unsigned32:
@@ -116,4 +124,16 @@ func resultOf(avps []*diam.AVP) (code uint32, exp bool, ok bool) {
 		return c, true, true
 	}
 	return 0, false, false
+}
+
+// bodyLen is the length of an AVP's data (RFC 6733 §4.1: Length counts
+// the header, 8 or 12 bytes with the vendor id, and not the padding).
+func bodyLen(a *diam.AVP) int {
+	if a.Length == 0 { // built locally, not decoded
+		return len(a.Data.Serialize())
+	}
+	if a.Flags&avp.Vbit != 0 {
+		return a.Length - 12
+	}
+	return a.Length - 8
 }
