@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package kamailiotest runs a real Kamailio IMS S-CSCF (ims_registrar_scscf,
 // ims_auth, ims_usrloc_scscf, cdp) as a child process for interop tests: the
 // Cx peer of imsec's HSS (TS 29.228/29.229) and the registrar a UE or
