@@ -80,6 +80,10 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	rateLimit := fs.String("rate-limit", "on", "on: the flood limits (per-source REGISTER rate, pending challenges, temporary SAs per source); off: none, for load tests where one host plays many UEs")
 	sourceRate := fs.Float64("source-rate", sip.DefaultSourceRate, "unprotected REGISTERs per second per source address (a token bucket; 503 past it)")
 	sourceBurst := fs.Int("source-burst", sip.DefaultSourceBurst, "the token bucket's size")
+	tcpPerSource := fs.Int("tcp-per-source", 0, "unprotected TCP connections one source address (an IPv6 /64) may hold (0: 32; -1: no cap)")
+	tcpMax := fs.Int("tcp-max", 0, "unprotected TCP connections in all (0: 10000, or half the file limit if lower; -1: no cap)")
+	tcpIdle := fs.Duration("tcp-idle", 0, "close an unprotected TCP connection idle this long (0: 10m; negative: never)")
+	tcpHeader := fs.Duration("tcp-header-timeout", 0, "close an unprotected TCP connection that takes longer than this to send one message header (0: 32s, RFC 3261's 64*T1; negative: never)")
 	batchPad := fs.Int("batch-pad", 0, batchPadUsage)
 	keylog := fs.String("keylog", "", "write every SA to this file in Wireshark's esp_sa format (secrets!)")
 	verbose := fs.Bool("v", false, "log SIP traces and data-plane events to stderr")
@@ -164,6 +168,11 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageErrorf("--source-rate and --source-burst must be positive")
 	}
 	cfg.Limits.SourceRate, cfg.Limits.SourceBurst = *sourceRate, *sourceBurst
+	if *tcpPerSource < -1 || *tcpMax < -1 {
+		return usageErrorf("--tcp-per-source and --tcp-max: want a count, 0 for the default or -1 for no cap")
+	}
+	cfg.Limits.TCP.MaxPerSource, cfg.Limits.TCP.MaxConns = *tcpPerSource, *tcpMax
+	cfg.Limits.TCP.IdleTimeout, cfg.Limits.TCP.HeaderTimeout = *tcpIdle, *tcpHeader
 	if *expires <= 0 || *maxExpires < *expires || *tempSA <= 0 {
 		return usageErrorf("--expires, --max-expires and --temp-sa-timeout must be positive, with max >= expires")
 	}
@@ -222,8 +231,9 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	werr := srv.Wait(ctx)
 	c := srv.Pump().Counters()
 	st := srv.Stats()
-	fmt.Fprintf(stdout, "P-CSCF %s: stopping; ESP rx %d tx %d packets, drops %v, keepalives received %d; %d requests refused by a flood limit\n",
-		*domain, c.RxPackets, c.TxPackets, c.Drops, c.KeepalivesReceived, st.Overloaded)
+	fmt.Fprintf(stdout, "P-CSCF %s: stopping; ESP rx %d tx %d packets, drops %v, keepalives received %d; %d requests refused by a flood limit; TCP: %d accepted, %d refused (per source %d, in all %d), %d idle and %d half-sent closed\n",
+		*domain, c.RxPackets, c.TxPackets, c.Drops, c.KeepalivesReceived, st.Overloaded,
+		st.TCP.Accepted, st.TCP.RefusedPerSource+st.TCP.RefusedTotal, st.TCP.RefusedPerSource, st.TCP.RefusedTotal, st.TCP.IdleTimeouts, st.TCP.HeaderTimeouts)
 	return werr
 }
 
