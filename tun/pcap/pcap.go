@@ -2,7 +2,8 @@
 // ("PCAP Capture File Format", draft-ietf-opsawg-pcap) so that Wireshark and
 // tshark can dissect what an ESP-in-UDP socket sent and received, and, with
 // the esp_sa key log, decrypt it. Tap wraps a tun.PacketConn to record its
-// traffic.
+// traffic. For stream protocols (a Diameter capture in a test) it also
+// writes TCP segments (RFC 9293) whose sequence numbers the caller keeps.
 //
 // The file uses link type LINKTYPE_RAW (101: each record is a bare IPv4 or
 // IPv6 packet, told apart by its version nibble; there is no link-layer
@@ -49,7 +50,10 @@ const (
 	ipv4HeaderLen = 20
 	ipv6HeaderLen = 40
 	udpHeaderLen  = 8
+	tcpHeaderLen  = 20
 	protoUDP      = 17
+	protoTCP      = 6
+	tcpWindow     = 0xffff
 	defaultTTL    = 64
 	flagDF        = 0x4000
 
@@ -122,17 +126,50 @@ func (w *Writer) WriteUDP(src, dst netip.AddrPort, payload []byte) error {
 func (w *Writer) WriteUDPAt(t time.Time, src, dst netip.AddrPort, payload []byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if err := w.ready(); err != nil {
+		return err
+	}
+	b, err := AppendUDP(w.buf[:recordHeaderLen], src, dst, payload)
+	if err != nil {
+		return err
+	}
+	return w.flush(t, b)
+}
+
+// WriteTCP records one TCP segment from src to dst, stamped with
+// Options.Now. See AppendTCP for the header it gets.
+func (w *Writer) WriteTCP(src, dst netip.AddrPort, seg TCPSegment, payload []byte) error {
+	return w.WriteTCPAt(w.now(), src, dst, seg, payload)
+}
+
+// WriteTCPAt records one TCP segment with the given timestamp.
+func (w *Writer) WriteTCPAt(t time.Time, src, dst netip.AddrPort, seg TCPSegment, payload []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.ready(); err != nil {
+		return err
+	}
+	b, err := AppendTCP(w.buf[:recordHeaderLen], src, dst, seg, payload)
+	if err != nil {
+		return err
+	}
+	return w.flush(t, b)
+}
+
+// ready reports why no record may be written, if so; w.mu is held.
+func (w *Writer) ready() error {
 	if w.err != nil {
 		return w.err
 	}
 	if w.closed {
 		return ErrClosed
 	}
-	b := w.buf[:recordHeaderLen]
-	b, err := AppendUDP(b, src, dst, payload)
-	if err != nil {
-		return err
-	}
+	return nil
+}
+
+// flush fills in the record header at the start of b (a packet follows it)
+// and writes the record; w.mu is held.
+func (w *Writer) flush(t time.Time, b []byte) error {
 	n := len(b) - recordHeaderLen
 	var sec, usec uint32
 	if us := t.UnixMicro(); us > 0 {
@@ -182,51 +219,13 @@ func (w *Writer) Close() error {
 // Payloads above MaxPayload4 (IPv4) or MaxPayload6 (IPv6) give ErrTooLarge
 // and b unchanged.
 func AppendUDP(b []byte, src, dst netip.AddrPort, payload []byte) ([]byte, error) {
-	s, d := src.Addr().Unmap(), dst.Addr().Unmap()
-	v4 := (s.Is4() || !s.IsValid()) && (d.Is4() || !d.IsValid())
-	ipLen := ipv6HeaderLen
-	if v4 {
-		ipLen = ipv4HeaderLen
-		if len(payload) > MaxPayload4 {
-			return b, ErrTooLarge
-		}
-	} else if len(payload) > MaxPayload6 {
-		return b, ErrTooLarge
+	b, u, acc, err := appendIP(b, protoUDP, src.Addr(), dst.Addr(), udpHeaderLen+len(payload))
+	if err != nil {
+		return b, err
 	}
-	udpLen := udpHeaderLen + len(payload)
-	start := len(b)
-	b = grow(b, ipLen+udpLen)
-	pkt := b[start:]
-	ip, u := pkt[:ipLen], pkt[ipLen:]
-	clear(ip)
-	// Pseudo-header sum (RFC 768; RFC 8200 §8.1): addresses, protocol and
-	// UDP length, which is the same number in both families.
-	var acc uint32
-	if v4 {
-		sa, da := as4(s), as4(d)
-		ip[0] = 0x45
-		binary.BigEndian.PutUint16(ip[2:], uint16(ipLen+udpLen))
-		binary.BigEndian.PutUint16(ip[6:], flagDF)
-		ip[8] = defaultTTL
-		ip[9] = protoUDP
-		copy(ip[12:16], sa[:])
-		copy(ip[16:20], da[:])
-		binary.BigEndian.PutUint16(ip[10:], ^fold(sum(0, ip)))
-		acc = sum(0, ip[12:20])
-	} else {
-		sa, da := as16(s), as16(d)
-		ip[0] = 0x60
-		binary.BigEndian.PutUint16(ip[4:], uint16(udpLen))
-		ip[6] = protoUDP
-		ip[7] = defaultTTL
-		copy(ip[8:24], sa[:])
-		copy(ip[24:40], da[:])
-		acc = sum(0, ip[8:40])
-	}
-	acc += protoUDP + uint32(udpLen)
 	binary.BigEndian.PutUint16(u[0:], src.Port())
 	binary.BigEndian.PutUint16(u[2:], dst.Port())
-	binary.BigEndian.PutUint16(u[4:], uint16(udpLen))
+	binary.BigEndian.PutUint16(u[4:], uint16(len(u)))
 	u[6], u[7] = 0, 0
 	copy(u[8:], payload)
 	c := ^fold(sum(acc, u))
@@ -235,6 +234,98 @@ func AppendUDP(b []byte, src, dst netip.AddrPort, payload []byte) ([]byte, error
 	}
 	binary.BigEndian.PutUint16(u[6:], c)
 	return b, nil
+}
+
+// TCPFlags are the control bits of a TCP header (RFC 9293 §3.1).
+type TCPFlags uint8
+
+// TCP control bits.
+const (
+	TCPFin TCPFlags = 0x01
+	TCPSyn TCPFlags = 0x02
+	TCPRst TCPFlags = 0x04
+	TCPPsh TCPFlags = 0x08
+	TCPAck TCPFlags = 0x10
+)
+
+// TCPSegment is what a TCP header says besides the ports: sequence and
+// acknowledgment numbers and control bits. The caller keeps the numbers
+// consistent (a SYN or FIN takes one sequence number, data its length);
+// this package does not track connections.
+type TCPSegment struct {
+	Seq, Ack uint32
+	Flags    TCPFlags
+}
+
+// AppendTCP appends to b an IP packet carrying one TCP segment (RFC 9293)
+// from src to dst with payload, and returns the extended slice. The header
+// has no options (data offset 5), window 65535, urgent pointer 0 and a
+// correct checksum over the pseudo-header. Addresses are handled as in
+// AppendUDP; a payload too large for one IP packet gives ErrTooLarge and b
+// unchanged.
+func AppendTCP(b []byte, src, dst netip.AddrPort, seg TCPSegment, payload []byte) ([]byte, error) {
+	b, h, acc, err := appendIP(b, protoTCP, src.Addr(), dst.Addr(), tcpHeaderLen+len(payload))
+	if err != nil {
+		return b, err
+	}
+	binary.BigEndian.PutUint16(h[0:], src.Port())
+	binary.BigEndian.PutUint16(h[2:], dst.Port())
+	binary.BigEndian.PutUint32(h[4:], seg.Seq)
+	binary.BigEndian.PutUint32(h[8:], seg.Ack)
+	h[12] = tcpHeaderLen / 4 << 4
+	h[13] = byte(seg.Flags)
+	binary.BigEndian.PutUint16(h[14:], tcpWindow)
+	clear(h[16:20]) // checksum, urgent pointer
+	copy(h[tcpHeaderLen:], payload)
+	binary.BigEndian.PutUint16(h[16:], ^fold(sum(acc, h)))
+	return b, nil
+}
+
+// appendIP appends an IPv4 or IPv6 header (chosen as AppendUDP describes)
+// for a packet carrying l4Len bytes of protocol proto, and room for them.
+// It returns the extended slice, the transport part of it (header and
+// payload, to fill in), and the one's complement sum of the pseudo-header
+// (RFC 768; RFC 9293 §3.1; RFC 8200 §8.1: addresses, protocol and
+// transport length). A packet too large gives ErrTooLarge and b unchanged.
+func appendIP(b []byte, proto uint8, src, dst netip.Addr, l4Len int) ([]byte, []byte, uint32, error) {
+	s, d := src.Unmap(), dst.Unmap()
+	v4 := (s.Is4() || !s.IsValid()) && (d.Is4() || !d.IsValid())
+	ipLen, maxL4 := ipv6HeaderLen, 0xffff // IPv6: the payload length is 16 bits
+	if v4 {
+		ipLen, maxL4 = ipv4HeaderLen, 0xffff-ipv4HeaderLen // IPv4: the total length is
+	}
+	if l4Len > maxL4 {
+		return b, nil, 0, ErrTooLarge
+	}
+	start := len(b)
+	b = grow(b, ipLen+l4Len)
+	pkt := b[start:]
+	ip := pkt[:ipLen]
+	clear(ip)
+	var acc uint32
+	if v4 {
+		sa, da := as4(s), as4(d)
+		ip[0] = 0x45
+		binary.BigEndian.PutUint16(ip[2:], uint16(ipLen+l4Len))
+		binary.BigEndian.PutUint16(ip[6:], flagDF)
+		ip[8] = defaultTTL
+		ip[9] = proto
+		copy(ip[12:16], sa[:])
+		copy(ip[16:20], da[:])
+		binary.BigEndian.PutUint16(ip[10:], ^fold(sum(0, ip)))
+		acc = sum(0, ip[12:20])
+	} else {
+		sa, da := as16(s), as16(d)
+		ip[0] = 0x60
+		binary.BigEndian.PutUint16(ip[4:], uint16(l4Len))
+		ip[6] = proto
+		ip[7] = defaultTTL
+		copy(ip[8:24], sa[:])
+		copy(ip[24:40], da[:])
+		acc = sum(0, ip[8:40])
+	}
+	acc += uint32(proto) + uint32(l4Len)
+	return b, pkt[ipLen:], acc, nil
 }
 
 func as4(a netip.Addr) [4]byte {

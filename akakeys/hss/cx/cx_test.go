@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -51,11 +52,24 @@ type env struct {
 	srv *Server
 	cli *Client
 	h   *hss.HSS
+	// stop closes the client (DPR) and the server and waits for Serve to
+	// return; it runs at cleanup too.
+	stop func()
 }
 
 // start runs a server over an in-memory store on 127.0.0.1:0 and a client
 // of it; both are stopped (and joined) at cleanup.
 func start(t *testing.T, backend Backend) *env {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startOn(t, backend, ln)
+}
+
+// startOn is start with the server on ln.
+func startOn(t *testing.T, backend Backend, ln net.Listener) *env {
 	t.Helper()
 	store := hss.NewMemStore()
 	ctx := context.Background()
@@ -71,10 +85,6 @@ func start(t *testing.T, backend Backend) *env {
 	if backend == nil {
 		backend = h
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	srv, err := NewServer(ServerConfig{Listener: ln, OriginHost: "hss.ims.example", OriginRealm: "ims.example", HSS: backend})
 	if err != nil {
 		t.Fatal(err)
@@ -85,14 +95,15 @@ func start(t *testing.T, backend Backend) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
+	stop := sync.OnceFunc(func() {
 		cli.Close()
 		srv.Close()
 		if err := <-done; err != nil {
 			t.Error(err)
 		}
 	})
-	return &env{srv: srv, cli: cli, h: h}
+	t.Cleanup(stop)
+	return &env{srv: srv, cli: cli, h: h, stop: stop}
 }
 
 func TestVectorVerifiesOnUSIM(t *testing.T) {
