@@ -91,7 +91,10 @@ func startOn(t *testing.T, backend Backend, ln net.Listener) *env {
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(context.Background()) }()
-	cli, err := NewClient(ClientConfig{Addr: srv.Addr().String(), OriginHost: "scscf.ims.example", OriginRealm: "ims.example", DestinationRealm: "ims.example", Timeout: 2 * time.Second})
+	// A generous request timeout: on a loaded machine (CI runs packages in
+	// parallel) a timed-out request makes the client reconnect, and the
+	// capture test wants one connection.
+	cli, err := NewClient(ClientConfig{Addr: srv.Addr().String(), OriginHost: "scscf.ims.example", OriginRealm: "ims.example", DestinationRealm: "ims.example", Timeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
