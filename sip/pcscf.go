@@ -143,14 +143,13 @@ type ServerConfig struct {
 // it; Close stops it and waits for every goroutine it started.
 type Server struct {
 	// Set once in New, read-only after.
-	cfg     ServerConfig
-	name    string
-	log     *slog.Logger
-	gateway netip.Addr
-	portCs  [2]uint16
-	keylog  *esp.KeyLog
-	ctx     context.Context // the root of every handler's context; Close cancels it
-	cancel  context.CancelFunc
+	cfg      ServerConfig
+	name     string
+	log      *slog.Logger
+	gateway  netip.Addr
+	portCs   [2]uint16
+	keylog   *esp.KeyLog
+	lifetime // the root context of every handler, the goroutines; Close ends them
 
 	// The unprotected side (listeners.go); set once in New.
 	outerUA  *sipgo.UserAgent
@@ -189,14 +188,11 @@ type Server struct {
 	temps  int                          // temporary SA sets of all registrations (saSets keeps it)
 	setSeq int
 	evq    []Event // events emitted under mu, delivered by unlock
-	closed bool    // no new work once set
 	wake   chan struct{}
 	failed chan error // a listener that died (Wait)
 
 	overloaded atomic.Uint64 // requests answered 503 by a limit
 
-	wg       sync.WaitGroup // every goroutine the Server starts
-	handlers sync.WaitGroup // every request handler running
 }
 
 // New starts a P-CSCF.
@@ -207,7 +203,7 @@ func New(cfg ServerConfig) (*Server, error) {
 	s := &Server{cfg: cfg, name: "P-CSCF " + cfg.Domain, log: cfg.Logger, regs: map[string]*registration{},
 		byAddr: map[netip.Addr]*registration{}, spis: newSPIPool(), calls: map[string]*bcall{}, limits: newSourceLimits(cfg.Limits), lazy: newLazySAs(),
 		dhcpIn: make(chan dhcpRequest, 64), wake: make(chan struct{}, 1), failed: make(chan error, 1)}
-	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.lifetime.init()
 	s.relay = media.NewRelay(cfg.Logger)
 	s.gateway = cfg.Pool.Addr().Next()
 	s.portCs = [2]uint16{cfg.PortS + 1, cfg.PortS + 2}
@@ -239,43 +235,12 @@ func New(cfg ServerConfig) (*Server, error) {
 	return s, nil
 }
 
-// goFunc runs f on a goroutine that Close waits for.
-func (s *Server) goFunc(f func()) {
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		f()
-	}()
-}
-
-// enter registers a request handler with the Server so that Close waits
-// for it; false once the Server is closing (the handler must return).
-func (s *Server) enter() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.handlers.Add(1)
-	return true
-}
-
-// handler wraps a sipgo request handler: it runs only while the Server is
-// open, and Close waits for it.
+// handler wraps a sipgo request handler (lifetime.handler); the 505 for
+// another SIP version is answered in ours.
 func (s *Server) handler(h func(req *sip.Request, tx sip.ServerTransaction)) func(req *sip.Request, tx sip.ServerTransaction) {
-	return func(req *sip.Request, tx sip.ServerTransaction) {
-		if !s.enter() {
-			return
-		}
-		defer s.handlers.Done()
-		if req.SipVersion != sipVersion {
-			// RFC 3261 §8.2.5 / §21.5.7; the answer is in our version, not
-			// the one the request claimed.
-			s.respond(tx, req, 505, "Version Not Supported", true)
-			return
-		}
-		h(req, tx)
-	}
+	return s.lifetime.handler(h, func(req *sip.Request, tx sip.ServerTransaction) {
+		s.respond(tx, req, 505, "Version Not Supported", true)
+	})
 }
 
 func (c *ServerConfig) fill() error {
@@ -378,19 +343,10 @@ func (s *Server) Pump() *tun.Pump { return s.pump }
 // Close stops the server, deleting every SA, and waits for every goroutine
 // it started and every handler still running.
 func (s *Server) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		s.handlers.Wait()
+	if !s.stop() {
 		s.wg.Wait()
 		return nil
 	}
-	s.closed = true
-	s.mu.Unlock()
-	// Handlers end first (their context is cancelled): one still running
-	// after the user agents close could make sipgo open a new socket.
-	s.cancel()
-	s.handlers.Wait()
 	if s.outerUDP != nil {
 		s.outerUDP.Close()
 	}

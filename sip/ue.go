@@ -121,10 +121,7 @@ type UE struct {
 	keylog *esp.KeyLog
 	local  netip.Addr
 
-	ctx      context.Context // the root of everything the UE does; Close cancels it
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup // every goroutine the UE starts
-	handlers sync.WaitGroup // every request handler running
+	lifetime // the root of everything the UE does, its goroutines; Close ends them
 
 	// The unprotected side; set once in NewUE.
 	outerUA  *sipgo.UserAgent
@@ -170,7 +167,6 @@ type UE struct {
 	registered    bool
 	expires       time.Time
 	portCIdx      int
-	closed        bool
 	wake          chan struct{} // pokes the housekeeper
 
 	// Test hooks (same package only): tamper with what we send, look at
@@ -263,7 +259,7 @@ func NewUE(cfg UEConfig) (*UE, error) {
 		u.local = c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
 		c.Close()
 	}
-	u.ctx, u.cancel = context.WithCancel(context.Background())
+	u.lifetime.init()
 	u.wake = make(chan struct{}, 1)
 	u.sas.pool = newSPIPool()
 	if err := u.startOuter(); err != nil {
@@ -286,36 +282,14 @@ func (u *UE) emit(kind EventKind, to, what, detail string) {
 	}
 }
 
-// goFunc runs f on a goroutine that Close waits for.
-func (u *UE) goFunc(f func()) {
-	u.wg.Add(1)
-	go func() {
-		defer u.wg.Done()
-		f()
-	}()
-}
-
-// handler wraps a sipgo request handler: it runs only while the UE is
-// open, and Close waits for it.
+// handler wraps a sipgo request handler (lifetime.handler).
 func (u *UE) handler(h func(req *sip.Request, tx sip.ServerTransaction)) func(req *sip.Request, tx sip.ServerTransaction) {
-	return func(req *sip.Request, tx sip.ServerTransaction) {
-		u.mu.Lock()
-		if u.closed {
-			u.mu.Unlock()
-			return
-		}
-		u.handlers.Add(1)
-		u.mu.Unlock()
-		defer u.handlers.Done()
-		if req.SipVersion != sipVersion {
-			res := sip.NewResponseFromRequest(req, 505, "Version Not Supported", nil)
-			res.SipVersion = sipVersion
-			res.SetDestination(req.Source())
-			tx.Respond(res)
-			return
-		}
-		h(req, tx)
-	}
+	return u.lifetime.handler(h, func(req *sip.Request, tx sip.ServerTransaction) {
+		res := sip.NewResponseFromRequest(req, 505, "Version Not Supported", nil)
+		res.SipVersion = sipVersion
+		res.SetDestination(req.Source())
+		tx.Respond(res)
+	})
 }
 
 // serve runs one of sipgo's Serve loops on a goroutine that Close waits
@@ -393,19 +367,10 @@ func (u *UE) Pump() *tun.Pump {
 // Close stops everything without de-registering, and waits for every
 // goroutine the UE started and every handler still running.
 func (u *UE) Close() error {
-	u.mu.Lock()
-	if u.closed {
-		u.mu.Unlock()
-		u.handlers.Wait()
+	if !u.stop() {
 		u.wg.Wait()
 		return nil
 	}
-	u.closed = true
-	u.mu.Unlock()
-	if u.cancel != nil {
-		u.cancel()
-	}
-	u.handlers.Wait()
 	for _, l := range u.innerLns {
 		l.Close()
 	}
