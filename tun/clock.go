@@ -41,3 +41,32 @@ func newSystemTimer(d time.Duration) Timer { return systemTimer{time.NewTimer(d)
 func (s systemTimer) C() <-chan time.Time        { return s.t.C }
 func (s systemTimer) Reset(d time.Duration) bool { return s.t.Reset(d) }
 func (s systemTimer) Stop() bool                 { return s.t.Stop() }
+
+// errorPause spaces out the reads of one goroutine after a failed one:
+// readErrorPause on a timer of the Pump's, made at the first failure and
+// reused. The goroutine stops it when it ends.
+type errorPause struct {
+	p *Pump
+	t Timer
+}
+
+// wait pauses; false if the Pump stopped meanwhile.
+func (e *errorPause) wait() bool {
+	if e.t == nil {
+		e.t = e.p.cfg.NewTimer(readErrorPause)
+	} else {
+		e.t.Reset(readErrorPause)
+	}
+	select {
+	case <-e.p.stop:
+		return false
+	case <-e.t.C():
+		return true
+	}
+}
+
+func (e *errorPause) stop() {
+	if e.t != nil {
+		e.t.Stop()
+	}
+}

@@ -19,14 +19,8 @@ func (p *Pump) inbound() {
 	jobs := make([]esp.OpenJob, batch)
 	sas := make([]*inSA, batch)
 	idx := make([]int, batch) // of each job's datagram in msgs
-	// pause spaces out reads after a failure; made at the first, stopped
-	// when Close stops this goroutine.
-	var pause Timer
-	defer func() {
-		if pause != nil {
-			pause.Stop()
-		}
-	}()
+	pause := errorPause{p: p}
+	defer pause.stop()
 	for {
 		for i := range msgs {
 			msgs[i] = udp.Message{Buf: bufs[i][inOffset:]}
@@ -37,15 +31,8 @@ func (p *Pump) inbound() {
 				return
 			}
 			p.ctr.readErrors.Add(1) // transient: keep going
-			if pause == nil {
-				pause = p.cfg.NewTimer(readErrorPause)
-			} else {
-				pause.Reset(readErrorPause)
-			}
-			select {
-			case <-p.stop:
+			if !pause.wait() {
 				return
-			case <-pause.C():
 			}
 			continue
 		}

@@ -63,14 +63,8 @@ func (p *Pump) readDevice(r *outRing) {
 	defer p.wg.Done()
 	defer close(r.filled) // outbound's signal to stop
 	head := r.head.Load()
-	// pause spaces out reads after a device error, as inbound's does for
-	// the socket; made at the first, stopped when this goroutine ends.
-	var pause Timer
-	defer func() {
-		if pause != nil {
-			pause.Stop()
-		}
-	}()
+	pause := errorPause{p: p}
+	defer pause.stop()
 	for {
 		for head-r.tail.Load() > r.slots-uint64(r.batch) {
 			select {
@@ -86,15 +80,8 @@ func (p *Pump) readDevice(r *outRing) {
 				return
 			}
 			p.ctr.deviceErrors.Add(1) // transient: keep going, without spinning
-			if pause == nil {
-				pause = p.cfg.NewTimer(readErrorPause)
-			} else {
-				pause.Reset(readErrorPause)
-			}
-			select {
-			case <-p.stop:
+			if !pause.wait() {
 				return
-			case <-pause.C():
 			}
 			continue
 		}
