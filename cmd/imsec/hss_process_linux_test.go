@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -32,18 +31,10 @@ func TestHSSProcessRegistrationAndCall(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	hout, herr := &output{}, &output{}
-	hss := exec.CommandContext(ctx, bin, "hss", "--db", db, "--listen", "127.0.0.1:0", "--origin-host", "hss.example", "--origin-realm", "example")
-	hss.Stdout, hss.Stderr = hout, herr
-	if err := hss.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { hss.Wait(); close(exited) }()
-	t.Cleanup(func() { hss.Process.Kill(); <-exited })
-	m := hssStarted.FindStringSubmatch(waitLine(t, "imsec hss", hout, herr, exited, "Diameter Cx on", 30*time.Second))
+	hss := startChild(t, ctx, bin, "hss", "--db", db, "--listen", "127.0.0.1:0", "--origin-host", "hss.example", "--origin-realm", "example")
+	m := hssStarted.FindStringSubmatch(hss.waitLine(t, "imsec hss", "Diameter Cx on", 30*time.Second))
 	if m == nil {
-		t.Fatalf("no address in the HSS's start line:\n%s", hout.String())
+		t.Fatalf("no address in the HSS's start line:\n%s", hss.out.String())
 	}
 	hssAddr := m[1]
 
@@ -66,14 +57,14 @@ func TestHSSProcessRegistrationAndCall(t *testing.T) {
 	bob.waitLine(t, "call with sip:alice@a.example (callee)", 10*time.Second)
 	bob.stop(t)
 	// Every vector came over Cx from the HSS process: its counters on exit.
-	hss.Process.Signal(os.Interrupt)
+	hss.cmd.Process.Signal(os.Interrupt)
 	select {
-	case <-exited:
+	case <-hss.exited:
 	case <-time.After(10 * time.Second):
 		t.Fatal("imsec hss did not stop on SIGINT")
 	}
-	if !strings.Contains(hout.String(), "MAR") {
-		t.Fatalf("the HSS printed no MAR counter:\n%s", hout.String())
+	if !strings.Contains(hss.out.String(), "MAR") {
+		t.Fatalf("the HSS printed no MAR counter:\n%s", hss.out.String())
 	}
-	t.Logf("HSS:\n%s", hout.String())
+	t.Logf("HSS:\n%s", hss.out.String())
 }

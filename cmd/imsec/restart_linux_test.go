@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -35,23 +34,15 @@ func TestUERecoversFromKilledPCSCF(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	startPCSCFProcess := func(name string, args ...string) (*exec.Cmd, *output, chan struct{}) {
-		out, errs := &output{}, &output{}
-		cmd := exec.CommandContext(ctx, bin, append([]string{"pcscf", "--domain", "a.example", "--db", db}, args...)...)
-		cmd.Stdout, cmd.Stderr = out, errs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan struct{})
-		go func() { cmd.Wait(); close(exited) }()
-		t.Cleanup(func() { cmd.Process.Kill(); <-exited })
-		waitLine(t, name, out, errs, exited, "ESP-in-UDP", 30*time.Second)
-		return cmd, out, exited
+	startPCSCFProcess := func(name string, args ...string) *child {
+		c := startChild(t, ctx, bin, append([]string{"pcscf", "--domain", "a.example", "--db", db}, args...)...)
+		c.waitLine(t, name, "ESP-in-UDP", 30*time.Second)
+		return c
 	}
-	first, out1, exited1 := startPCSCFProcess("pcscf", "--sip", lo+":0", "--esp", lo+":0")
-	m := pcscfStarted.FindStringSubmatch(strings.TrimSpace(lastLine(out1.String(), "ESP-in-UDP")))
+	first := startPCSCFProcess("pcscf", "--sip", lo+":0", "--esp", lo+":0")
+	m := pcscfStarted.FindStringSubmatch(strings.TrimSpace(lastLine(first.out.String(), "ESP-in-UDP")))
 	if m == nil {
-		t.Fatalf("start line: %q", out1.String())
+		t.Fatalf("start line: %q", first.out.String())
 	}
 	sipAddr, espAddr, mediaAddr := m[1], m[2], m[3]
 
@@ -59,13 +50,13 @@ func TestUERecoversFromKilledPCSCF(t *testing.T) {
 		"--impu", "sip:alice@a.example", "--k", tsK, "--op", tsOP, "--expires", "3600", "--keepalive", "1s", "--probe", "500ms")
 	ue.waitLine(t, "200 OK: registered", 30*time.Second)
 
-	if err := first.Process.Kill(); err != nil { // SIGKILL: no de-registration, no cleanup
+	if err := first.cmd.Process.Kill(); err != nil { // SIGKILL: no de-registration, no cleanup
 		t.Fatal(err)
 	}
-	<-exited1
+	<-first.exited
 	killed := time.Now()
-	_, out2, _ := startPCSCFProcess("pcscf again", "--sip", sipAddr, "--esp", espAddr, "--media-esp", mediaAddr)
-	waitLine(t, "pcscf again", out2, nil, nil, "200 OK  [expires", 60*time.Second)
+	again := startPCSCFProcess("pcscf again", "--sip", sipAddr, "--esp", espAddr, "--media-esp", mediaAddr)
+	again.waitLine(t, "pcscf again", "200 OK  [expires", 60*time.Second)
 	recovered := time.Since(killed)
 	t.Logf("the UE registered again %v after the P-CSCF was killed (probe every 500 ms, 5 s probe timeout)", recovered.Round(time.Millisecond))
 	if !strings.Contains(ue.out.String(), "starting over") {
