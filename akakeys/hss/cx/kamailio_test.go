@@ -245,6 +245,25 @@ func challenge(t *testing.T, kam *kamailiotest.Kamailio, n int, r *sipResponse) 
 	return ch, r0, autn
 }
 
+// answer runs the USIM on the challenge's RAND and AUTN and sends the
+// REGISTER with its response (what names the step in a failure).
+func (u *ue) answer(t *testing.T, usim *akakeys.USIM, ch akakeys.Challenge, rnd akakeys.RAND, autn akakeys.AUTN, expires int, what string) *sipResponse {
+	t.Helper()
+	res, _, _, err := usim.Authenticate(rnd, autn)
+	if err != nil {
+		t.Fatalf("USIM refused %s: %v", what, err)
+	}
+	cred := u.credentials(ch)
+	if err := cred.SetResponse("REGISTER", res[:]); err != nil {
+		t.Fatal(err)
+	}
+	r, err := u.register(cred.String(), expires)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 func (u *ue) credentials(ch akakeys.Challenge) akakeys.Credentials {
 	return akakeys.Credentials{Username: kamIMPI, Realm: ch.Realm, Nonce: ch.Nonce, URI: "sip:ims.example",
 		Algorithm: "AKAv1-MD5", Opaque: ch.Opaque, QOP: "auth", NC: 1, CNonce: "0a4f113b"}
@@ -320,17 +339,7 @@ func TestKamailioRegister(t *testing.T) {
 	}
 	if r.code == 401 {
 		ch, rnd, autn := challenge(t, p.kam, 2, r)
-		res, _, _, err := usim.Authenticate(rnd, autn)
-		if err != nil {
-			t.Fatalf("USIM refused the second AUTN: %v", err)
-		}
-		cred = u.credentials(ch)
-		if err := cred.SetResponse("REGISTER", res[:]); err != nil {
-			t.Fatal(err)
-		}
-		if r, err = u.register(cred.String(), 0); err != nil {
-			t.Fatal(err)
-		}
+		r = u.answer(t, usim, ch, rnd, autn, 0, "the second AUTN")
 	}
 	if r.code != 200 {
 		t.Fatalf("de-REGISTER got %d, want 200:\n%s", r.code, r.raw)
@@ -384,17 +393,7 @@ func TestKamailioResync(t *testing.T) {
 	if n := p.backend.resyncs.Load(); n != 1 {
 		t.Errorf("HSS resynchronised %d times, want 1", n)
 	}
-	res, _, _, err := usim.Authenticate(rnd, autn)
-	if err != nil {
-		t.Fatalf("USIM refused the vector after resync: %v", err)
-	}
-	cred = u.credentials(ch)
-	if err := cred.SetResponse("REGISTER", res[:]); err != nil {
-		t.Fatal(err)
-	}
-	if r, err = u.register(cred.String(), 600); err != nil {
-		t.Fatal(err)
-	}
+	r = u.answer(t, usim, ch, rnd, autn, 600, "the vector after resync")
 	if r.code != 200 {
 		t.Fatalf("REGISTER after resync got %d, want 200:\n%s", r.code, r.raw)
 	}
