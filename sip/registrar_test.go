@@ -15,6 +15,7 @@ import (
 	"github.com/imsec/imsec/akakeys"
 	"github.com/imsec/imsec/akakeys/hss"
 	"github.com/imsec/imsec/esp"
+	"github.com/imsec/imsec/internal/loopback"
 	"github.com/imsec/imsec/tun/nat"
 )
 
@@ -128,11 +129,7 @@ func (r *rig) ue(s testSub, mod func(*UEConfig)) *UE {
 // 127.254.255.254, never 127.0.0.1): a test that must bind a fixed port
 // (SIPp's 5060, a restarted server's) binds it there, where no other
 // process holds it.
-func uniqueLoopback() string {
-	var b [3]byte
-	rand.Read(b[:])
-	return fmt.Sprintf("127.%d.%d.%d", 1+b[0]%254, b[1], 1+b[2]%254)
-}
+func uniqueLoopback() string { return loopback.Random().String() }
 
 func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -2,12 +2,12 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imsec/imsec/internal/loopback"
 )
 
 // TestUERecoversFromKilledPCSCF: a registered UE (in this process) and a
@@ -28,9 +28,7 @@ func TestUERecoversFromKilledPCSCF(t *testing.T) {
 	}
 	// The P-CSCF binds port 0 on a loopback address of its own; its second
 	// life takes the same ports there, which nothing else holds.
-	var b [3]byte
-	rand.Read(b[:])
-	lo := fmt.Sprintf("127.%d.%d.%d", 1+b[0]%254, b[1], 1+b[2]%254)
+	lo := loopback.Random().String()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 

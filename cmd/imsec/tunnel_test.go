@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/imsec/imsec/internal/loopback"
 )
 
 // tunnelOutput is a bytes.Buffer a running command writes while the test reads.
@@ -43,9 +45,7 @@ func loopbackUDP(t *testing.T) string {
 	// socket is connected to --peer), so each gets a loopback address of
 	// its own with a fixed port, which nothing else holds there: no port is
 	// picked, closed and bound again.
-	var b [3]byte
-	rand.Read(b[:])
-	return fmt.Sprintf("127.%d.%d.%d:4500", 1+b[0]%254, b[1], 1+b[2]%254)
+	return loopback.Random().String() + ":4500"
 }
 
 // ipOf is the address part of "IP:PORT".

@@ -29,6 +29,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/imsec/imsec/internal/loopback"
 )
 
 // Ports Kamailio binds on its own loopback address.
@@ -44,7 +46,7 @@ var modules = []string{"tm", "sl", "pv", "xlog", "rr", "ims_dialog", "presence",
 // Config describes one S-CSCF. Zero values are the documented defaults.
 type Config struct {
 	// Addr is the loopback address Kamailio binds; zero means
-	// RandomLoopback(). Start the HSS on the same address first to keep
+	// loopback.Random(). Start the HSS on the same address first to keep
 	// the pair apart from other tests.
 	Addr netip.Addr
 	// HSS is the Diameter address of the HSS, cdp's only peer (required).
@@ -74,16 +76,6 @@ type Kamailio struct {
 	log  *lineLog
 	done chan struct{} // closed when the process has exited
 	err  error         // Wait's result, valid after done
-}
-
-// RandomLoopback returns a random address in 127.0.0.0/8 outside
-// 127.0.0.0/16, where nothing else listens.
-func RandomLoopback() netip.Addr {
-	var b [3]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic(err)
-	}
-	return netip.AddrFrom4([4]byte{127, 1 + b[0]%254, b[1], 1 + b[2]%254})
 }
 
 // Binary returns the kamailio executable and its module directory, or an
@@ -134,7 +126,7 @@ func Start(t testing.TB, cfg Config) *Kamailio {
 		t.Fatal("kamailiotest: Config.HSS is required")
 	}
 	if !cfg.Addr.IsValid() {
-		cfg.Addr = RandomLoopback()
+		cfg.Addr = loopback.Random()
 	}
 	if cfg.Realm == "" {
 		cfg.Realm = "ims.example"

@@ -9,13 +9,15 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/imsec/imsec/internal/loopback"
 )
 
 // TestStartConnectsCDP starts the S-CSCF against a bare TCP listener standing
 // in for the HSS and checks that cdp connects and sends a CER (code 257).
 func TestStartConnectsCDP(t *testing.T) {
 	Skip(t)
-	addr := RandomLoopback()
+	addr := loopback.Random()
 	ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(addr, 3868)))
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +47,7 @@ func TestStartConnectsCDP(t *testing.T) {
 // TestStopKillsWorkers checks Stop leaves no kamailio process behind.
 func TestStopKillsWorkers(t *testing.T) {
 	Skip(t)
-	addr := RandomLoopback()
+	addr := loopback.Random()
 	ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(addr, 3868)))
 	if err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"github.com/imsec/imsec/akakeys"
 	"github.com/imsec/imsec/akakeys/hss"
 	"github.com/imsec/imsec/internal/kamailiotest"
+	"github.com/imsec/imsec/internal/loopback"
 )
 
 // TS 35.208 §4.3 test set 1.
@@ -72,7 +73,7 @@ func startKamailioPair(t *testing.T) *kamPair {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := kamailiotest.RandomLoopback()
+	addr := loopback.Random()
 	b := &countingBackend{Backend: h}
 	srv, err := NewServer(ServerConfig{Listen: netip.AddrPortFrom(addr, 3868).String(),
 		OriginHost: addr.String(), OriginRealm: "ims.example", HSS: b})
