@@ -65,7 +65,8 @@
 // each other (Run calls them in turn); handlers of incoming requests may
 // run at any time.
 //
-// Each Server and UE has a root context that Close cancels. Every goroutine
+// Each Server and UE has a root context that Close cancels (lifetime.go,
+// shared by both). Every goroutine
 // they start (sipgo's Serve loops, the housekeeper, the DHCP server) and
 // every request handler running is counted in a WaitGroup that Close waits
 // for; the package's tests check for leaked goroutines (goleak). Timers
