@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"os/exec"
 	"regexp"
 	"strings"
 	"sync"
@@ -172,32 +171,4 @@ func startPCSCF(t *testing.T, ctx context.Context, name string, args ...string) 
 		t.Fatalf("%s: start line %q does not match %v", name, l, pcscfStarted)
 	}
 	return &pcscf{running: c, sip: m[1], esp: m[2], media: m[3]}
-}
-
-// child is an imsec binary running as a child process (to be killed like a
-// real process), with its output captured as running's is.
-type child struct {
-	cmd      *exec.Cmd
-	out, err output
-	exited   chan struct{} // closed when the process has ended
-}
-
-// startChild runs bin with args until ctx ends; the test's cleanup kills it
-// if the test did not.
-func startChild(t *testing.T, ctx context.Context, bin string, args ...string) *child {
-	t.Helper()
-	c := &child{cmd: exec.CommandContext(ctx, bin, args...), exited: make(chan struct{})}
-	c.cmd.Stdout, c.cmd.Stderr = &c.out, &c.err
-	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { c.cmd.Wait(); close(c.exited) }()
-	t.Cleanup(func() { c.cmd.Process.Kill(); <-c.exited })
-	return c
-}
-
-// waitLine waits for a stdout line holding s (see waitLine above).
-func (c *child) waitLine(t *testing.T, name, s string, timeout time.Duration) string {
-	t.Helper()
-	return waitLine(t, name, &c.out, &c.err, c.exited, s, timeout)
 }
