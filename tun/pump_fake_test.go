@@ -325,6 +325,14 @@ func TestFakeLossyNetworkDatagrams(t *testing.T) {
 	base := n.Stats()
 	send(gwDev, down, count)
 	fakeWait(t, func() bool { s := n.Stats(); return s.Sent-base.Sent == count && s.Sent == s.Dropped+s.Delivered })
+	// The network's count moves when a datagram is handed to the UE's
+	// socket; the pump's when it has read it: wait for the last ones.
+	accounted := func() bool {
+		uc := ue.pump.Counters()
+		return uc.RxPackets+uc.Drops["replay"] == n.Stats().Delivered-base.Delivered
+	}
+	for end := time.Now().Add(5 * time.Second); !accounted() && time.Now().Before(end); time.Sleep(time.Millisecond) {
+	}
 	if uc := ue.pump.Counters(); uc.RxPackets+uc.Drops["replay"] != n.Stats().Delivered-base.Delivered {
 		t.Fatalf("UE accounted %d + %d replays, network delivered %d", uc.RxPackets, uc.Drops["replay"], n.Stats().Delivered-base.Delivered)
 	}
