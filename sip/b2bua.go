@@ -93,8 +93,29 @@ func (s *Server) path(cs callSide) requester {
 	}
 	laddr := netip.AddrPortFrom(s.hostAddr(), s.SIPAddr().Port())
 	return requester{cli: s.outerCli, prep: func(ctx context.Context, req *sip.Request) error {
-		return prepareRequest(ctx, s.outerCli, s.outerUA, nil, nil, req, laddr, cs.peer)
+		return prepareRequest(ctx, s.outerCli, s.outerUA, nil, nil, req, laddr, nextHop(req, cs.peer))
 	}}
+}
+
+// nextHop is where a request on the host side goes (RFC 3261 §8.1.2): its
+// first Route, else its Request-URI, when they name an address; else def
+// (the peer, or the S-CSCF, whose URIs name domains).
+func nextHop(req *sip.Request, def netip.AddrPort) netip.AddrPort {
+	u := req.Recipient
+	if r := req.GetHeader("Route"); r != nil {
+		if rh, ok := r.(*sip.RouteHeader); ok {
+			u = rh.Address
+		}
+	}
+	a, err := netip.ParseAddr(strings.Trim(u.Host, "[]"))
+	if err != nil {
+		return def
+	}
+	port := uint16(u.Port)
+	if port == 0 {
+		port = DefaultSIPPort
+	}
+	return netip.AddrPortFrom(a.Unmap(), port)
 }
 
 // onInvite handles an INVITE from one of our UEs (inner) or from a peer
@@ -139,7 +160,44 @@ func (s *Server) handleInvite(inner bool, req *sip.Request, tx sip.ServerTransac
 	targetAOR := aor(target)
 	domain := strings.ToLower(target.Host)
 	var callee callSide
+	var routes []sip.Uri // leg b's Route (the proxy role's Service-Route)
 	switch {
+	case s.proxying() && inner:
+		// Everything a UE starts goes to its S-CSCF, along the
+		// Service-Route of its registration (TS 24.229 §5.2.6.3.3).
+		s.mu.Lock()
+		for _, r := range caller.reg.serviceRoute {
+			var u sip.Uri
+			if sip.ParseUri(r, &u) == nil {
+				routes = append(routes, u)
+			}
+		}
+		s.mu.Unlock()
+		callee = callSide{peer: s.scscf.addr}
+	case s.proxying():
+		// From the S-CSCF along our Path: the Request-URI is the contact
+		// our UE registered (its inner address), or one of its identities.
+		s.mu.Lock()
+		var reg *registration
+		if a, err := netip.ParseAddr(target.Host); err == nil {
+			reg = s.byAddr[a.Unmap()]
+		}
+		for _, r := range s.regs {
+			if reg == nil && r.registered && r.protected && r.owns(targetAOR) {
+				reg = r
+			}
+		}
+		s.mu.Unlock()
+		if reg == nil || !reg.registered || !reg.protected {
+			s.emit(EvCallFailed, "", "480 Temporarily Unavailable", target.String()+" is no UE registered here")
+			s.respond(tx, req, 480, "Temporarily Unavailable", true)
+			return
+		}
+		callee = callSide{inner: true, reg: reg}
+		target = sip.Uri{Scheme: "sip", User: target.User, Host: s.cfg.Domain}
+		if reg.impu != "" {
+			sip.ParseUri(reg.impu, &target)
+		}
 	case domain == strings.ToLower(s.cfg.Domain):
 		s.mu.Lock()
 		var reg *registration
@@ -166,7 +224,7 @@ func (s *Server) handleInvite(inner bool, req *sip.Request, tx sip.ServerTransac
 		}
 		callee = callSide{peer: peer}
 	}
-	s.emit(EvInvite, "", "INVITE "+targetAOR, fmt.Sprintf("from %s, B2BUA towards %s", describeSide(caller), describeSide(callee)))
+	s.emit(EvInvite, "", "INVITE "+targetAOR, fmt.Sprintf("from %s, B2BUA towards %s", s.describeSide(caller), s.describeSide(callee)))
 	s.respond(tx, req, 100, "Trying", !inner)
 
 	c := &bcall{}
@@ -227,6 +285,9 @@ func (s *Server) handleInvite(inner bool, req *sip.Request, tx sip.ServerTransac
 	c.b = &dialogEnd{callID: newCallID(s.cfg.Domain), local: fromURI, localTag: newTag(), remote: target, target: target, cseq: 1}
 	c.b.path = s.path(callee)
 	inv := c.b.request(sip.INVITE, 1)
+	for _, r := range routes {
+		inv.AppendHeader(&sip.RouteHeader{Address: r})
+	}
 	for _, h := range pai {
 		inv.AppendHeader(h)
 	}
@@ -260,7 +321,7 @@ func (s *Server) handleInvite(inner bool, req *sip.Request, tx sip.ServerTransac
 		}
 	}
 	final, err := runInvite(ctx, c.b.path.cli, inv, func(r *sip.Response) {
-		s.emit(EvProvisional, "", fmt.Sprintf("%d %s from %s", r.StatusCode, r.Reason, describeSide(callee)), "relayed to the caller")
+		s.emit(EvProvisional, "", fmt.Sprintf("%d %s from %s", r.StatusCode, r.Reason, s.describeSide(callee)), "relayed to the caller")
 		respondA(r.StatusCode, r.Reason, nil, true)
 	})
 	if err != nil || final == nil {
@@ -278,12 +339,12 @@ func (s *Server) handleInvite(inner bool, req *sip.Request, tx sip.ServerTransac
 		s.endCall(c)
 		switch {
 		case ctx.Err() == context.DeadlineExceeded:
-			s.emit(EvCallFailed, "", "408 Request Timeout", fmt.Sprintf("nobody answered in %v; leg to %s cancelled", s.cfg.CallTimeout, describeSide(callee)))
+			s.emit(EvCallFailed, "", "408 Request Timeout", fmt.Sprintf("nobody answered in %v; leg to %s cancelled", s.cfg.CallTimeout, s.describeSide(callee)))
 			respondA(408, "Request Timeout", nil, false)
 		case final.StatusCode == 487 && ctx.Err() != nil:
-			s.emit(EvCallFailed, "", "487 Request Terminated", "the caller cancelled; so did we towards "+describeSide(callee))
+			s.emit(EvCallFailed, "", "487 Request Terminated", "the caller cancelled; so did we towards "+s.describeSide(callee))
 		default:
-			s.emit(EvCallFailed, "", fmt.Sprintf("%d %s from %s", final.StatusCode, final.Reason, describeSide(callee)), "relayed to the caller")
+			s.emit(EvCallFailed, "", fmt.Sprintf("%d %s from %s", final.StatusCode, final.Reason, s.describeSide(callee)), "relayed to the caller")
 			respondA(final.StatusCode, final.Reason, nil, false)
 		}
 		return
@@ -328,9 +389,12 @@ func aorOf(h interface{ Value() string }) string {
 	return normAOR(h.Value())
 }
 
-func describeSide(cs callSide) string {
-	if cs.inner {
+func (s *Server) describeSide(cs callSide) string {
+	switch {
+	case cs.inner:
 		return "UE " + strings.TrimPrefix(cs.reg.impu, "sip:") + " (in its tunnel)"
+	case s.proxying() && cs.peer.Addr() == s.scscf.addr.Addr():
+		return "S-CSCF " + cs.peer.String()
 	}
 	return "peer P-CSCF " + cs.peer.String()
 }
@@ -360,7 +424,7 @@ func (s *Server) isPeer(src netip.AddrPort) bool {
 			return true
 		}
 	}
-	return false
+	return s.scscf != nil && s.scscf.addr.Addr() == src.Addr()
 }
 
 func (c *bcall) closeMedia() {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/emiago/sipgo"
@@ -23,8 +24,13 @@ type dialogEnd struct {
 	remote    sip.Uri
 	remoteTag string
 	target    sip.Uri // the remote Contact: Request-URI of in-dialog requests
-	cseq      uint32
-	path      requester // how in-dialog requests (BYE, ACK) reach the remote end
+	// routes is the dialog's route set (RFC 3261 §12.1): the Record-Route
+	// of the request or response that made it, in the order our requests
+	// carry them as Route. Empty between two P-CSCFs; an S-CSCF in the
+	// path (the proxy role) records itself.
+	routes []sip.Uri
+	cseq   uint32
+	path   requester // how in-dialog requests (BYE, ACK) reach the remote end
 }
 
 func newTag() string {
@@ -47,9 +53,12 @@ func (d *dialogEnd) request(method sip.RequestMethod, cseq uint32) *sip.Request 
 		d.cseq++
 		cseq = d.cseq
 	}
-	target := d.target
+	target, routes := d.target, d.routes
 	d.mu.Unlock()
 	req := sip.NewRequest(method, target)
+	for _, r := range routes {
+		req.AppendHeader(&sip.RouteHeader{Address: r})
+	}
 	from := &sip.FromHeader{Address: d.local}
 	from.Params.Add("tag", d.localTag)
 	to := &sip.ToHeader{Address: d.remote}
@@ -86,6 +95,22 @@ func (d *dialogEnd) fromResponse(res *sip.Response) {
 	if c := res.Contact(); c != nil {
 		d.target = c.Address
 	}
+	d.routes = recordRoute(res.GetHeaders("Record-Route"), true)
+}
+
+// recordRoute is the route set a Record-Route list makes: as is for the
+// UAS, reversed for the UAC (RFC 3261 §12.1.1, §12.1.2).
+func recordRoute(hs []sip.Header, reverse bool) []sip.Uri {
+	var rs []sip.Uri
+	for _, h := range hs {
+		if rr, ok := h.(*sip.RecordRouteHeader); ok {
+			rs = append(rs, rr.Address)
+		}
+	}
+	if reverse {
+		slices.Reverse(rs)
+	}
+	return rs
 }
 
 // uasDialog is our end of a dialog that an incoming INVITE opened.
@@ -95,6 +120,7 @@ func uasDialog(req *sip.Request, localTag string) *dialogEnd {
 	if c := req.Contact(); c != nil {
 		d.target = c.Address
 	}
+	d.routes = recordRoute(req.GetHeaders("Record-Route"), false)
 	d.cseq = 1 << 20 // our own CSeq space, above the UAC's
 	return d
 }
@@ -107,6 +133,9 @@ func ackFor(invite *sip.Request, res *sip.Response) *sip.Request {
 		target = c.Address
 	}
 	ack := sip.NewRequest(sip.ACK, target)
+	for _, r := range recordRoute(res.GetHeaders("Record-Route"), true) {
+		ack.AppendHeader(&sip.RouteHeader{Address: r})
+	}
 	ack.AppendHeader(sip.HeaderClone(invite.From()))
 	ack.AppendHeader(sip.HeaderClone(res.To()))
 	cid := sip.CallIDHeader(invite.CallID().Value())
@@ -125,6 +154,9 @@ func cancelFor(invite *sip.Request) *sip.Request {
 	cid := sip.CallIDHeader(invite.CallID().Value())
 	c.AppendHeader(&cid)
 	c.AppendHeader(&sip.CSeqHeader{SeqNo: invite.CSeq().SeqNo, MethodName: sip.CANCEL})
+	for _, h := range invite.GetHeaders("Route") {
+		c.AppendHeader(sip.HeaderClone(h))
+	}
 	mf := sip.MaxForwardsHeader(70)
 	c.AppendHeader(&mf)
 	c.SetDestination(invite.Destination())

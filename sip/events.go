@@ -67,6 +67,10 @@ const (
 	EvIdentityMismatch // 403: the REGISTER's IMPU is not one of its IMPI's
 	EvIdentityAsserted // a UE's From or P-Preferred-Identity was outside its registered set
 
+	// The proxy role (ServerConfig.SCSCF).
+	EvForwarded  // a REGISTER forwarded to the S-CSCF
+	EvSCSCFError // the S-CSCF did not answer, or answered with a failure (relayed)
+
 	// UE side.
 	EvRegisterSent   // a REGISTER left (unprotected, protected, re-registration, de-registration)
 	EvUSIM           // the USIM checked AUTN and computed RES, CK, IK (or refused)
@@ -97,7 +101,7 @@ var eventKindNames = [...]string{
 	EvOptionsSent: "options-sent", EvBadRequest: "bad-request", EvUnknownIdentity: "unknown-identity",
 	EvIPsecRequired: "ipsec-required", EvNoCommonSecurity: "no-common-security", EvWrongResponse: "wrong-response",
 	EvVerifyMismatch: "verify-mismatch", EvWrongSA: "wrong-sa", EvStaleNonce: "stale-nonce", EvHSSError: "hss-error",
-	EvOverload: "overload", EvIdentityMismatch: "identity-mismatch", EvIdentityAsserted: "identity-asserted", EvRegisterSent: "register-sent", EvUSIM: "usim", EvSAsInstalled: "sas-installed",
+	EvOverload: "overload", EvIdentityMismatch: "identity-mismatch", EvIdentityAsserted: "identity-asserted", EvForwarded: "forwarded", EvSCSCFError: "scscf-error", EvRegisterSent: "register-sent", EvUSIM: "usim", EvSAsInstalled: "sas-installed",
 	EvDHCP: "dhcp", EvInnerAddress: "inner-address", EvPing: "ping", EvUnexpected: "unexpected", EvRetry: "retry",
 	EvStartOver: "start-over", EvMediaUnconfirm: "media-unconfirmed", EvOptionsAnswered: "options-answered",
 	EvInvite: "invite", EvProvisional: "provisional", EvCallUp: "call-up", EvCallFailed: "call-failed", EvBye: "bye",

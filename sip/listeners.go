@@ -98,6 +98,11 @@ func parseAddrPort(s string) netip.AddrPort {
 // observed source, which is what gets through a NAT). outer marks the
 // unprotected side, where Via gets received/rport when a NAT is seen.
 func (s *Server) respond(tx sip.ServerTransaction, req *sip.Request, code int, reason string, outer bool, hdrs ...sip.Header) {
+	s.send(tx, s.response(req, code, reason, outer, hdrs...))
+}
+
+// response builds the response respond sends.
+func (s *Server) response(req *sip.Request, code int, reason string, outer bool, hdrs ...sip.Header) *sip.Response {
 	res := sip.NewResponseFromRequest(req, code, reason, nil)
 	res.SipVersion = sipVersion
 	for _, h := range hdrs {
@@ -115,7 +120,12 @@ func (s *Server) respond(tx sip.ServerTransaction, req *sip.Request, code int, r
 		}
 	}
 	res.SetDestination(req.Source())
+	return res
+}
+
+// send sends a response on its transaction.
+func (s *Server) send(tx sip.ServerTransaction, res *sip.Response) {
 	if err := tx.Respond(res); err != nil {
-		s.log.Debug("respond failed", "code", code, "err", err)
+		s.log.Debug("respond failed", "code", res.StatusCode, "err", err)
 	}
 }

@@ -118,8 +118,15 @@ type ServerConfig struct {
 	// P-CSCF's unprotected SIP address. INVITEs to a domain in it go there
 	// in plain SIP; INVITEs arriving on the unprotected port are accepted
 	// only from a peer's address.
-	Peers       map[string]netip.AddrPort
-	CallTimeout time.Duration // how long a call may ring; default DefaultCallTimeout
+	Peers map[string]netip.AddrPort
+	// SCSCF, if set, puts the P-CSCF in the proxy role (proxy.go): a SIP
+	// URI "sip:HOST[:PORT]" of the S-CSCF that registers and authenticates
+	// the UEs. Without it the P-CSCF is its own registrar with HSS.
+	SCSCF string
+	// VisitedNetwork is P-Visited-Network-ID on forwarded REGISTERs;
+	// default Domain.
+	VisitedNetwork string
+	CallTimeout    time.Duration // how long a call may ring; default DefaultCallTimeout
 
 	// BatchPad is tun.Config.BatchPad for both tunnels' pumps: the most ESP
 	// padding a packet gets so that packets sent together have one length
@@ -144,6 +151,7 @@ type ServerConfig struct {
 type Server struct {
 	// Set once in New, read-only after.
 	cfg      ServerConfig
+	scscf    *scscfLink // the proxy role's S-CSCF; nil in the registrar role
 	name     string
 	log      *slog.Logger
 	gateway  netip.Addr
@@ -203,6 +211,12 @@ func New(cfg ServerConfig) (*Server, error) {
 	s := &Server{cfg: cfg, name: "P-CSCF " + cfg.Domain, log: cfg.Logger, regs: map[string]*registration{},
 		byAddr: map[netip.Addr]*registration{}, spis: newSPIPool(), calls: map[string]*bcall{}, limits: newSourceLimits(cfg.Limits), lazy: newLazySAs(),
 		dhcpIn: make(chan dhcpRequest, 64), wake: make(chan struct{}, 1), failed: make(chan error, 1)}
+	if cfg.SCSCF != "" {
+		var err error
+		if s.scscf, err = parseSCSCF(cfg.SCSCF); err != nil {
+			return nil, err
+		}
+	}
 	s.lifetime.init()
 	s.relay = media.NewRelay(cfg.Logger)
 	s.gateway = cfg.Pool.Addr().Next()
@@ -247,8 +261,11 @@ func (c *ServerConfig) fill() error {
 	if c.Domain == "" {
 		return configErrorf("server needs a domain")
 	}
-	if c.HSS == nil {
-		return configErrorf("server needs an HSS")
+	if c.HSS == nil && c.SCSCF == "" {
+		return configErrorf("server needs an HSS (registrar role) or an S-CSCF (proxy role)")
+	}
+	if c.VisitedNetwork == "" {
+		c.VisitedNetwork = c.Domain
 	}
 	if !c.SIP.IsValid() {
 		c.SIP = netip.AddrPortFrom(netip.IPv4Unspecified(), DefaultSIPPort)

@@ -133,6 +133,10 @@ func (s *Server) onOuterRegister(req *sip.Request, tx sip.ServerTransaction) {
 		}
 		cred = &c
 	}
+	if s.proxying() {
+		s.proxyOuterRegister(ctx, tx, req, src, natted, impu, cred)
+		return
+	}
 	impi := ""
 	if cred != nil && cred.Username != "" {
 		// The IMPI the UE names must own the IMPU it registers: otherwise
@@ -308,7 +312,19 @@ func (s *Server) challenge(ctx context.Context, tx sip.ServerTransaction, req *s
 			s.mu.Unlock()
 		}
 	}
-	ch := &challenge{key: key, v: v, nonce: akakeys.BuildNonce(v.RAND, v.AUTN, nil), issued: s.now()}
+	nonce := akakeys.BuildNonce(v.RAND, v.AUTN, nil)
+	c := akakeys.Challenge{Realm: s.cfg.Domain, Nonce: nonce, Algorithm: "AKAv1-MD5", QOP: "auth"}
+	s.sendChallenge(tx, req, reg, key, offer, v, nonce, outer, func(hs ...sip.Header) {
+		s.respond(tx, req, 401, "Unauthorized", outer, append([]sip.Header{sip.NewHeader("WWW-Authenticate", c.String())}, hs...)...)
+	})
+}
+
+// sendChallenge records a challenge (vector v, sent as nonce) to key,
+// installs its temporary SA set when the UE offered sec-agree, and sends
+// the 401 by reply, with the Security-Server to add. The registrar role
+// builds the 401 itself; the proxy role relays the S-CSCF's.
+func (s *Server) sendChallenge(tx sip.ServerTransaction, req *sip.Request, reg *registration, key pendingKey, offer *Mechanism, v akakeys.Vector, nonce string, outer bool, reply func(...sip.Header)) {
+	ch := &challenge{key: key, v: v, nonce: nonce, issued: s.now()}
 	var secHdr sip.Header
 	s.mu.Lock()
 	// The new challenge replaces one to the same source and Call-ID; past
@@ -344,15 +360,14 @@ func (s *Server) challenge(ctx context.Context, tx sip.ServerTransaction, req *s
 	}
 	reg.pending = append(reg.pending, ch)
 	s.unlock()
-	c := akakeys.Challenge{Realm: s.cfg.Domain, Nonce: ch.nonce, Algorithm: "AKAv1-MD5", QOP: "auth"}
-	hdrs := []sip.Header{sip.NewHeader("WWW-Authenticate", c.String())}
+	var hdrs []sip.Header
 	detail := "RAND, AUTN in nonce"
 	if secHdr != nil {
 		hdrs = append(hdrs, secHdr)
 		detail += "; Security-Server: " + secHdr.Value()
 	}
 	s.emit(EvChallenge, "UE "+reg.impu, "401 Unauthorized", detail)
-	s.respond(tx, req, 401, "Unauthorized", outer, hdrs...)
+	reply(hdrs...)
 }
 
 // digestBound checks that credentials are for this registrar and request:
@@ -494,6 +509,10 @@ func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
 		cred = &c
 	}
 	answering := cred != nil && cred.Response != "" && pend != nil && cred.Nonce == pend.nonce
+	if s.proxying() {
+		s.proxyInnerRegister(ctx, tx, req, reg, key, via, pend, answering, exp)
+		return
+	}
 
 	// De-registration over an established set needs no new AKA run: the
 	// request is integrity protected.
@@ -552,7 +571,16 @@ func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
 	if granted == 0 {
 		granted = s.cfg.MinExpires
 	}
+	s.activate(reg, pend, via, req, impus, granted)
+	s.emit(EvRegistered, "UE "+reg.impu, "200 OK", fmt.Sprintf("expires %v, SA lifetime %v", granted, granted+DefaultSAMargin))
+	s.respond(tx, req, 200, "OK", false, s.okHeaders(req, reg, impus, granted)...)
+}
+
+// activate registers reg after the answer to pend came through its
+// temporary set via: the set becomes active, and its media SAs with it.
+func (s *Server) activate(reg *registration, pend *challenge, via *liveSet, req *sip.Request, impus []string, granted time.Duration) {
 	s.mu.Lock()
+	defer s.unlock()
 	now := s.now()
 	reg.forget(pend)
 	s.consumedLocked(reg, pend.v)
@@ -568,9 +596,6 @@ func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
 	if note := s.activateMediaLocked(reg, via); note != "" {
 		s.emitLocked(EvMediaSAs, "", "media SAs installed", note)
 	}
-	s.unlock()
-	s.emit(EvRegistered, "UE "+reg.impu, "200 OK", fmt.Sprintf("expires %v, SA lifetime %v", granted, granted+DefaultSAMargin))
-	s.respond(tx, req, 200, "OK", false, s.okHeaders(req, reg, impus, granted)...)
 }
 
 // failChallenge forgets a failed answer; its temporary SAs go after

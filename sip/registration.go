@@ -24,15 +24,18 @@ type registration struct {
 	// vector is the unused vector that challenges on the unprotected side
 	// share until one is answered (a flood must not burn the IMPI's SQNs);
 	// nil once used or past TempSATimeout.
-	vector     *sharedVector
-	lease      netip.Addr
-	contact    string
-	registered bool
-	protected  bool
-	expires    time.Time
-	source     netip.AddrPort // unprotected SIP source (after NAT)
-	natted     bool
-	mediaPeer  *tun.Peer // in the media pump, once a set with media is active
+	vector  *sharedVector
+	lease   netip.Addr
+	contact string
+	// serviceRoute is, in the proxy role, the S-CSCF's Service-Route from
+	// the last 200: the route of the UE's own requests (TS 24.229 §5.2.6.3.3).
+	serviceRoute []string
+	registered   bool
+	protected    bool
+	expires      time.Time
+	source       netip.AddrPort // unprotected SIP source (after NAT)
+	natted       bool
+	mediaPeer    *tun.Peer // in the media pump, once a set with media is active
 	// busy counts handlers working on the registration outside the lock
 	// (waiting for the HSS): the housekeeper must not drop it as idle.
 	busy int

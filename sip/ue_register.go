@@ -328,6 +328,11 @@ func (u *UE) finishRegistration(ctx context.Context, res *sip.Response, offers [
 		u.dropSet(ns)
 		return u.unexpected(r2)
 	}
+	if exp == 0 {
+		// The answer to a challenged de-registration.
+		u.deregistered()
+		return nil
+	}
 	granted := exp
 	if h := r2.GetHeader("Expires"); h != nil {
 		if n, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil {
@@ -396,7 +401,10 @@ func (u *UE) Reregister(ctx context.Context) error {
 }
 
 // Deregister sends REGISTER with Expires: 0 through the SAs and deletes
-// them on the 200.
+// them on the 200. It carries a Security-Client as TS 24.229 §5.1.1.6.1
+// says: an S-CSCF may challenge a de-registration too (Kamailio's does),
+// and the answer then goes through a new temporary set, as in a
+// re-registration.
 func (u *UE) Deregister(ctx context.Context) error {
 	u.mu.Lock()
 	cur := u.sas.active()
@@ -405,18 +413,36 @@ func (u *UE) Deregister(ctx context.Context) error {
 	if !reg || cur == nil {
 		return nil
 	}
+	offers, spis, err := u.offer()
+	if err != nil {
+		return err
+	}
+	defer u.releaseOffer(spis)
 	dest := netip.AddrPortFrom(u.gateway, cur.set.PCSCF.PortS).String()
 	laddr := netip.AddrPortFrom(u.inner4, cur.set.UE.PortC)
 	contact := sip.Uri{Scheme: "sip", User: userOf(u.cfg.IMPU), Host: u.inner4.String(), Port: int(u.cfg.PortS)}
-	req := u.newRegister(dest, contact, 0, nil, "", cur.verify)
+	req := u.newRegister(dest, contact, 0, offers, u.initialAuth(), cur.verify)
 	u.emit(EvRegisterSent, u.pcscfName(), "REGISTER Expires: 0 (protected)", "de-registration")
 	res, err := u.sendInner(ctx, req, laddr.Port(), cur.set.PCSCF.PortS)
 	if err != nil {
 		return fmt.Errorf("sip: de-REGISTER: %w", err)
 	}
-	if res.StatusCode != 200 {
-		return u.unexpected(res)
+	switch res.StatusCode {
+	case 200:
+		u.deregistered()
+		return nil
+	case 401:
+		ck, ik, cred, err := u.answer(res, "sip:"+u.cfg.Domain)
+		if err != nil {
+			return err
+		}
+		return u.finishRegistration(ctx, res, offers, spis, ck, ik, cred, 0)
 	}
+	return u.unexpected(res)
+}
+
+// deregistered deletes every SA after the 200 to a de-registration.
+func (u *UE) deregistered() {
 	u.reset()
 	u.mu.Lock()
 	media := []*esp.Inbound{u.mediaIn, u.mediaOld}
@@ -431,5 +457,4 @@ func (u *UE) Deregister(ctx context.Context) error {
 		u.mediaPeer.SetOutbound(nil)
 	}
 	u.emit(EvDeregistered, "", "200 OK: de-registered", "SAs deleted")
-	return nil
 }

@@ -27,7 +27,7 @@ func init() {
 	})
 }
 
-const pcscfSynopsis = `pcscf --domain DOMAIN (--db FILE | --hss ADDR:3868) [flags]
+const pcscfSynopsis = `pcscf --domain DOMAIN (--db FILE | --hss ADDR:3868 | --scscf sip:HOST:PORT) [flags]
 
 The server side of IMS access security (TS 33.203) with NAT traversal: a
 registrar that challenges with AKAv1-MD5 (RFC 3310) from the HSS in --db,
@@ -46,6 +46,14 @@ Example:
   imsec pcscf --domain a.example --db hss.db --sip 127.0.0.1:5060 \
     --peer b.example=127.0.0.2:5060
 
+Proxy role: with --scscf sip:HOST:PORT the P-CSCF stands in front of a real
+S-CSCF (Kamailio's ims_registrar_scscf, say) as TS 24.229 §5.2 describes:
+it forwards each REGISTER with Path, P-Visited-Network-ID and the
+Authorization's integrity-protected flag, builds the UE's SAs from the ck=
+and ik= of the S-CSCF's 401 (and removes them), and sends the UE's calls
+along the Service-Route of its 200. The S-CSCF and its HSS authenticate;
+--db and --hss are not used. README: "Joining an IMS core".
+
 Calls: the P-CSCF is a back-to-back user agent for its UEs' calls. A call to
 a domain named with --peer goes to that P-CSCF in plain SIP (the server-to-
 server leg is network domain security, out of scope here); media is relayed
@@ -60,6 +68,8 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	domain := fs.String("domain", "", "home domain and digest realm (required)")
 	db := fs.String("db", "", "HSS database file made with 'imsec sub' (required unless --hss)")
 	hssAddr := fs.String("hss", "", "ADDR:PORT of an HSS on Diameter Cx ('imsec hss'); then --db is not used")
+	scscf := fs.String("scscf", "", "sip:HOST[:PORT] of an S-CSCF: run as its P-CSCF (proxy role) instead of as the registrar")
+	visited := fs.String("visited-network", "", "P-Visited-Network-ID on forwarded REGISTERs with --scscf (default: --domain)")
 	hssRealm := fs.String("hss-realm", "", "the HSS's realm (Destination-Realm; default: --domain)")
 	originHost := fs.String("origin-host", "", "this P-CSCF's Diameter Origin-Host with --hss (default: pcscf.DOMAIN)")
 	sipAddr := fs.String("sip", "0.0.0.0:5060", "unprotected SIP address, UDP and TCP")
@@ -98,12 +108,22 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *domain == "" {
 		return usageErrorf("--domain is required")
 	}
-	if *db == "" && *hssAddr == "" {
-		return usageErrorf("--db or --hss is required (create a database with 'imsec sub add --db FILE ...')")
+	roles := 0
+	for _, set := range []bool{*db != "", *hssAddr != "", *scscf != ""} {
+		if set {
+			roles++
+		}
 	}
-	if *db != "" && *hssAddr != "" {
-		return usageErrorf("--db and --hss exclude each other")
+	if roles == 0 {
+		return usageErrorf("--db, --hss or --scscf is required (create a database with 'imsec sub add --db FILE ...')")
 	}
+	if roles > 1 {
+		return usageErrorf("--db, --hss and --scscf exclude each other: the registrar asks an HSS (--db, --hss), the proxy an S-CSCF (--scscf)")
+	}
+	if *visited != "" && *scscf == "" {
+		return usageErrorf("--visited-network needs --scscf")
+	}
+	cfg.SCSCF, cfg.VisitedNetwork = *scscf, *visited
 	if cfg.SIP, err = addrPortArg("sip", *sipAddr); err != nil {
 		return err
 	}
@@ -176,7 +196,10 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *expires <= 0 || *maxExpires < *expires || *tempSA <= 0 {
 		return usageErrorf("--expires, --max-expires and --temp-sa-timeout must be positive, with max >= expires")
 	}
-	if *hssAddr != "" {
+	switch {
+	case *scscf != "":
+		// The proxy role: the S-CSCF's HSS authenticates.
+	case *hssAddr != "":
 		if _, err := addrPortArg("hss", *hssAddr); err != nil {
 			return err
 		}
@@ -194,7 +217,7 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		defer cli.Close()
 		cfg.HSS = cli
-	} else {
+	default:
 		if _, err := os.Stat(*db); err != nil {
 			return fmt.Errorf("--db %s: %v (create it with 'imsec sub add --db %s ...')", *db, err, *db)
 		}
@@ -225,6 +248,9 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer srv.Close()
 	fmt.Fprintf(stdout, "P-CSCF %s: SIP %v (UDP+TCP), ESP-in-UDP %v, media relay ESP %v, inner %v (pool %v), protected port-s %d, IPsec %s\n",
 		*domain, srv.SIPAddr(), srv.ESPAddr(), srv.MediaESPAddr(), srv.InnerAddr(), cfg.Pool, cfg.PortS, cfg.IPsec)
+	if *scscf != "" {
+		fmt.Fprintf(stdout, "P-CSCF %s: proxy role: REGISTERs and calls go to the S-CSCF %s\n", *domain, *scscf)
+	}
 	for d, a := range cfg.Peers {
 		fmt.Fprintf(stdout, "P-CSCF %s: calls for %s go to %v\n", *domain, d, a)
 	}

@@ -25,11 +25,12 @@ type cfgData struct {
 // URI is the S-CSCF's own SIP URI: the Server-Name it puts in MAR and SAR.
 func (d cfgData) URI() string { return fmt.Sprintf("sip:%s:%d", d.Host, d.SIPPort) }
 
-// cfgTemplate is a minimal S-CSCF that does registration only: the REGISTER
-// route of kamailio's misc/examples/ims/scscf/kamailio.cfg without ISC,
-// dialogs, charging, databases or the RPC/XMLRPC control sockets.
+// cfgTemplate is a minimal S-CSCF: the REGISTER route of kamailio's
+// misc/examples/ims/scscf/kamailio.cfg without ISC, charging, databases or
+// the RPC/XMLRPC control sockets, and a plain route for calls between the
+// UEs it registered.
 var cfgTemplate = template.Must(template.New("kamailio.cfg").Parse(`#!KAMAILIO
-# Written by imsec's kamailiotest harness: a registration-only S-CSCF.
+# Written by imsec's kamailiotest harness: a minimal S-CSCF.
 
 debug={{.Debug}}
 log_stderror=yes
@@ -54,8 +55,11 @@ loadmodule "sl.so"
 # pv, xlog: $avp(...) in the reply routes and the log lines the harness waits on.
 loadmodule "pv.so"
 loadmodule "xlog.so"
-# rr: ims_dialog needs its API ("can't load RR API").
+# rr: ims_dialog needs its API ("can't load RR API"); calls record the
+# S-CSCF and follow Route (loose_route, record_route).
 loadmodule "rr.so"
+# siputils: has_totag() for in-dialog requests.
+loadmodule "siputils.so"
 # ims_dialog: ims_usrloc_scscf refuses to start without its API
 # ("can't load Dialog API"); it needs a dlg_flag, no database.
 loadmodule "ims_dialog.so"
@@ -91,18 +95,61 @@ modparam("ims_registrar_scscf", "cxdx_dest_realm", "{{.Realm}}")
 modparam("ims_registrar_scscf", "default_expires", 3600)
 modparam("ims_registrar_scscf", "min_expires", 60)
 modparam("ims_registrar_scscf", "max_expires", 3600)
+# Store the P-CSCF's Path with each contact (RFC 3327): lookup() then sends
+# terminating requests to the P-CSCF the UE registered through. Without it
+# the contact (the UE's address inside its tunnel) is tried directly.
+# path_mode 1 (lazy): the 200 repeats Path when the REGISTER supports it.
+modparam("ims_registrar_scscf", "use_path", 1)
+modparam("ims_registrar_scscf", "path_mode", 1)
 
 request_route {
-	if ($rm == "OPTIONS") {
+	if ($rm == "OPTIONS" && !has_totag()) {
 		# The harness's readiness probe.
 		sl_send_reply("200", "OK");
 		exit;
 	}
-	if ($rm != "REGISTER") {
-		sl_send_reply("405", "Method Not Allowed");
+	if ($rm == "REGISTER") {
+		route(REGISTER);
 		exit;
 	}
-	route(REGISTER);
+	route(CALLS);
+}
+
+# Calls between registered UEs: a P-CSCF sends its UE's requests along the
+# Service-Route; the S-CSCF records itself and sends them to the callee's
+# contact along the Path it registered (no ISC, no originating/terminating
+# split: one S-CSCF serves both ends).
+route[CALLS] {
+	if ($rm == "CANCEL") {
+		if (t_check_trans()) {
+			t_relay();
+		}
+		exit;
+	}
+	if (has_totag()) {
+		if (loose_route()) {
+			t_relay();
+			exit;
+		}
+		if ($rm == "ACK") {
+			if (t_check_trans()) {
+				t_relay();
+			}
+			exit;
+		}
+		sl_send_reply("404", "Not Here");
+		exit;
+	}
+	# Our own Service-Route entry.
+	loose_route();
+	record_route();
+	if (!lookup("location")) {
+		xlog("L_NOTICE", "kamailiotest: $rm to $ru: not registered\n");
+		send_reply("404", "Not Found");
+		exit;
+	}
+	xlog("L_NOTICE", "kamailiotest: $rm to $ru via $du\n");
+	t_relay();
 }
 
 # As in the shipped example's route[REGISTER], without ISC filters.

@@ -40,7 +40,7 @@ const (
 )
 
 // modules the S-CSCF config loads: the test skips without any of them.
-var modules = []string{"tm", "sl", "pv", "xlog", "rr", "ims_dialog", "presence", "cdp", "cdp_avp",
+var modules = []string{"tm", "sl", "pv", "xlog", "rr", "siputils", "ims_dialog", "presence", "cdp", "cdp_avp",
 	"ims_usrloc_scscf", "ims_registrar_scscf", "ims_auth"}
 
 // Config describes one S-CSCF. Zero values are the documented defaults.

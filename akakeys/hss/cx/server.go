@@ -412,3 +412,11 @@ func decode(raw []byte) (m *diam.Message, err error) {
 	}()
 	return diam.ReadMessage(bytes.NewReader(raw), dict.Default)
 }
+
+// Assignment tells what the HSS holds for impu after the S-CSCFs' SARs
+// (TS 29.228 §6.1.2): the S-CSCF assigned to it ("" for none) and whether
+// it is registered.
+func (s *Server) Assignment(impu string) (server string, registered bool) {
+	a := s.reg.get(impu)
+	return a.server, a.registered
+}
