@@ -76,6 +76,9 @@ const (
 	// MaxSAPairsPerIMPI is the TS 33.203 §7.4 bound; a set is two pairs.
 	MaxSAPairsPerIMPI  = 6
 	DefaultMaxTempSets = 4096
+	// DefaultSCSCFTimeout is ServerConfig.SCSCFTimeout's default: half of
+	// imsec's UE transaction timeout, so the UE hears the 504.
+	DefaultSCSCFTimeout = defaultSIPTimeout / 2
 )
 
 // DefaultPool is the inner address pool when none is configured (RFC 6598
@@ -126,7 +129,12 @@ type ServerConfig struct {
 	// VisitedNetwork is P-Visited-Network-ID on forwarded REGISTERs;
 	// default Domain.
 	VisitedNetwork string
-	CallTimeout    time.Duration // how long a call may ring; default DefaultCallTimeout
+	// SCSCFTimeout bounds the wait for the S-CSCF's final response to a
+	// forwarded REGISTER (then 504 to the UE); default
+	// DefaultSCSCFTimeout, which answers before a UE gives up on its own
+	// transaction.
+	SCSCFTimeout time.Duration
+	CallTimeout  time.Duration // how long a call may ring; default DefaultCallTimeout
 
 	// BatchPad is tun.Config.BatchPad for both tunnels' pumps: the most ESP
 	// padding a packet gets so that packets sent together have one length
@@ -201,6 +209,9 @@ type Server struct {
 
 	overloaded atomic.Uint64 // requests answered 503 by a limit
 
+	// hookRechallenge, set by tests before any REGISTER, makes the
+	// registrar challenge a correct answer again when it returns true.
+	hookRechallenge func() bool
 }
 
 // New starts a P-CSCF.
@@ -266,6 +277,9 @@ func (c *ServerConfig) fill() error {
 	}
 	if c.VisitedNetwork == "" {
 		c.VisitedNetwork = c.Domain
+	}
+	if c.SCSCFTimeout == 0 {
+		c.SCSCFTimeout = DefaultSCSCFTimeout
 	}
 	if !c.SIP.IsValid() {
 		c.SIP = netip.AddrPortFrom(netip.IPv4Unspecified(), DefaultSIPPort)

@@ -115,6 +115,8 @@ func (s *Server) toSCSCF(ctx context.Context, fwd *sip.Request) (*sip.Response, 
 		return nil, err
 	}
 	laddr := netip.AddrPortFrom(s.hostAddr(), s.SIPAddr().Port())
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.SCSCFTimeout)
+	defer cancel()
 	return requester{cli: s.outerCli, prep: func(ctx context.Context, req *sip.Request) error {
 		return prepareRequest(ctx, s.outerCli, s.outerUA, nil, nil, req, laddr, s.scscf.addr)
 	}}.send(ctx, fwd)

@@ -147,6 +147,11 @@ func (s *Server) proxyInnerRegister(ctx context.Context, tx sip.ServerTransactio
 	}
 	switch {
 	case res.StatusCode == 401:
+		if answering {
+			// Challenged again: the answered challenge's set goes once
+			// this 401 has left through it.
+			s.failChallenge(reg, pend)
+		}
 		s.proxyChallenge(tx, req, res, reg, key, offer, false)
 	case res.StatusCode == 200 && grantedBy(res, req, exp) == 0:
 		s.emitEvent(Event{Kind: EvDeregistered, To: "UE " + reg.impu, What: "200 OK (from the S-CSCF)", Detail: "de-registered; SAs deleted, lease released"})

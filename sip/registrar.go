@@ -560,6 +560,15 @@ func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
 		s.refuse(tx, req, false, EvVerifyMismatch, 403, "Forbidden", "Security-Verify does not match the Security-Server sent (bid-down?)")
 		return
 	}
+	if s.hookRechallenge != nil && s.hookRechallenge() {
+		// Tests: challenge the answer again, as an S-CSCF may.
+		s.failChallenge(reg, pend)
+		offers, _, _ := securityHeaders(req, "Security-Client")
+		if chosen, err := Choose(offers, s.cfg.Preference); err == nil {
+			s.challenge(ctx, tx, req, reg, key, &chosen, akakeys.Vector{}, false)
+			return
+		}
+	}
 	if !s.digestBound(cred, req, reg.impi) || !akakeys.Verify(cred, "REGISTER", pend.v.XRES) {
 		s.failChallenge(reg, pend)
 		s.refuse(tx, req, false, EvWrongResponse, 403, "Forbidden", "RES != XRES (or the digest names another realm, user or URI)")

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -447,5 +448,40 @@ func TestKeepalivesKeepTheNATOpen(t *testing.T) {
 				t.Fatal("no keepalive reached the P-CSCF")
 			}
 		})
+	}
+}
+
+// TestUEAnswersRechallenge: a registrar may challenge the answer to its
+// challenge again (Kamailio's ims_auth does when the answer overtakes the
+// HSS's MAA). The UE answers the new challenge through the new SA set its
+// 401 built, and registers on the first attempt.
+func TestUEAnswersRechallenge(t *testing.T) {
+	r := newRig(t, nil)
+	var n atomic.Int32
+	r.srv.hookRechallenge = func() bool { return n.Add(1) == 1 }
+	s := newSub(t, r.store, "alice", "a.example")
+	u := r.ue(s, nil)
+	if err := u.Register(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if n.Load() != 2 {
+		t.Fatalf("the registrar saw %d answers, want 2 (one challenged again)", n.Load())
+	}
+	ri := r.reg(s.impi)
+	if !ri.Registered || !ri.Protected {
+		t.Fatalf("not registered: %+v", ri)
+	}
+	// The set challenged again goes; only the one that registered stays,
+	// and the UE's SPIs are its own (none handed back while in use).
+	waitFor(t, func() bool { return len(r.reg(s.impi).Sets) == 1 })
+	u.mu.Lock()
+	sets := len(u.sas.sets)
+	u.mu.Unlock()
+	if sets != 1 {
+		t.Fatalf("UE holds %d SA sets, want 1", sets)
+	}
+	// A re-registration goes through the set that registered.
+	if err := u.Reregister(ctxT(t)); err != nil {
+		t.Fatalf("re-registration through the registered set: %v", err)
 	}
 }

@@ -252,6 +252,16 @@ func randHex(n int) string {
 // finishRegistration builds the SAs from the 401, and sends the protected
 // REGISTER through them.
 func (u *UE) finishRegistration(ctx context.Context, res *sip.Response, offers []Mechanism, spis []esp.SPI, ck akakeys.CK, ik akakeys.IK, cred akakeys.Credentials, exp int) error {
+	return u.finishRegistrationN(ctx, res, offers, spis, ck, ik, cred, exp, maxRechallenges)
+}
+
+// maxRechallenges is how many times the UE answers a new challenge to its
+// protected REGISTER. A registrar may challenge the answer again (TS 24.229
+// §5.1.1.5.1: the UE then authenticates the new challenge); Kamailio's
+// ims_auth does when the answer arrives before the HSS's MAA was stored.
+const maxRechallenges = 1
+
+func (u *UE) finishRegistrationN(ctx context.Context, res *sip.Response, offers []Mechanism, spis []esp.SPI, ck akakeys.CK, ik akakeys.IK, cred akakeys.Credentials, exp int, rechallenges int) error {
 	ss := res.GetHeader("Security-Server")
 	if ss == nil {
 		return errors.New("sip: 401 without Security-Server (the P-CSCF did not agree to IPsec)")
@@ -323,6 +333,20 @@ func (u *UE) finishRegistration(ctx context.Context, res *sip.Response, offers [
 	if err != nil {
 		u.dropSet(ns)
 		return fmt.Errorf("sip: protected REGISTER: %w", err)
+	}
+	if r2.StatusCode == 401 && rechallenges > 0 {
+		// The new challenge builds a new set from the same offer: its
+		// SPIs pass to it, not back to the pool.
+		u.mu.Lock()
+		ns.spis = nil
+		u.sas.remove(ns)
+		u.mu.Unlock()
+		u.emit(EvUnexpected, "", "401 to the protected REGISTER", "challenged again: answering the new challenge")
+		ck, ik, cred, err := u.answer(r2, "sip:"+u.cfg.Domain)
+		if err != nil {
+			return err
+		}
+		return u.finishRegistrationN(ctx, r2, offers, spis, ck, ik, cred, exp, rechallenges-1)
 	}
 	if r2.StatusCode != 200 {
 		u.dropSet(ns)
