@@ -12,6 +12,9 @@
 //     port-s: the AKA challenge (the 401 and its headers), the answer's
 //     checks (RES, Security-Verify, the SA it came through), the 200 OK
 //     (okHeaders), re-registration and de-registration.
+//   - proxy.go, proxy_register.go: the proxy role (ServerConfig.SCSCF):
+//     REGISTER forwarded to a real S-CSCF, the SAs built from the CK/IK in
+//     its 401, Service-Route and P-Associated-URI kept from its 200.
 //   - registration.go: the per-IMPI state (pending challenges, the shared
 //     vector), the housekeeper (expiry, teardown), Registrations, Stats.
 //   - identity.go: public identities bound to the IMPI that authenticated,
