@@ -55,13 +55,26 @@ func (s *Server) proxyOuterRegister(ctx context.Context, tx sip.ServerTransactio
 	}
 	s.mu.Lock()
 	reg := s.regLocked(impi, impu)
-	reg.source, reg.natted = src, natted
+	// REGISTERs for one IMPI waiting on the S-CSCF are bounded like its
+	// pending challenges: a flood naming a victim's IMPI from many
+	// sources holds no more than that, and costs the S-CSCF (and the
+	// HSS's SQNs) no more.
+	flooded := !s.cfg.Limits.Off && reg.busy > s.cfg.Limits.PendingPerIMPI
+	if !flooded {
+		reg.source, reg.natted = src, natted
+	}
 	s.unlock()
 	defer func() {
 		s.mu.Lock()
 		reg.busy--
 		s.unlock()
 	}()
+	if flooded {
+		s.overloaded.Add(1)
+		s.refuse(tx, req, true, EvOverload, 503, "Service Unavailable", "too many REGISTERs for "+impi+" waiting on the S-CSCF",
+			sip.NewHeader("Retry-After", retryAfter))
+		return
+	}
 	key := pendingKey{src: src, callID: req.CallID().Value()}
 	res, ok := s.forward(ctx, tx, req, reg, true)
 	if !ok {

@@ -1,8 +1,13 @@
 package sip
 
 import (
+	"fmt"
+	"net"
+	"net/netip"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 
@@ -238,4 +243,50 @@ func FuzzSCSCFResponse(f *testing.F) {
 			t.Fatalf("the UE would get %q (%v)", www.Value(), err)
 		}
 	})
+}
+
+// TestProxyBoundsForwardsPerIMPI: REGISTERs naming one IMPI that wait on
+// a silent S-CSCF are bounded by Limits.PendingPerIMPI; the rest get 503
+// at once, and nothing stays once the waits end.
+func TestProxyBoundsForwardsPerIMPI(t *testing.T) {
+	silent, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	r := newRig(t, func(c *ServerConfig) {
+		c.Domain, c.HSS, c.SCSCF = "ims.example", nil, "sip:"+silent.LocalAddr().String()
+		c.SCSCFTimeout = time.Second
+		c.Limits.SourceBurst, c.Limits.SourceRate = 1000, 1000
+	})
+	const n = DefaultPendingPerIMPI + 8
+	var wg sync.WaitGroup
+	codes := make(chan int, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req := parseRequest(t, strings.NewReplacer("Call-ID: c1", fmt.Sprintf("Call-ID: flood%d", i),
+				"Security-Verify", "X-Ignored").Replace(protectedRegister))
+			req.SetSource(fmt.Sprintf("198.51.100.%d:5060", 1+i))
+			req.SetTransport("UDP")
+			tx := newFakeTx()
+			r.srv.handler(r.srv.onOuterRegister)(req, tx)
+			for _, res := range tx.responses() {
+				codes <- res.StatusCode
+			}
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	got := map[int]int{}
+	for c := range codes {
+		got[c]++
+	}
+	// PendingPerIMPI+1 may wait (busy counts the one deciding); the rest
+	// are refused.
+	if got[503] < n-DefaultPendingPerIMPI-1 || got[504] > DefaultPendingPerIMPI+1 || got[503]+got[504] != n {
+		t.Fatalf("answers %v, want at most %d 504 (waited) and the rest 503", got, DefaultPendingPerIMPI+1)
+	}
+	waitFor(t, func() bool { return len(r.srv.Registrations()) == 0 })
 }
