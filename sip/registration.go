@@ -268,6 +268,7 @@ type Stats struct {
 	SPIs          int    // SPIs in use (signalling and media)
 	Pending       int    // unanswered challenges
 	WaitingSAs    int    // inbound SAs not yet in the data plane (no packet has used them)
+	Leases        int    // inner addresses leased
 	Overloaded    uint64 // requests answered 503 by a limit
 	// TCP is the unprotected TCP listener's: connections refused by a cap,
 	// closed idle or mid-header, accept errors retried.
@@ -283,6 +284,7 @@ func (s *Server) Stats() Stats {
 		st.TCP = s.outerLim.Stats()
 	}
 	st.WaitingSAs = s.lazy.len()
+	st.Leases = len(s.byAddr)
 	for _, reg := range s.regs {
 		st.Pending += len(reg.pending)
 	}
