@@ -35,6 +35,7 @@ type benchSub struct {
 var benchSubs = []benchSub{
 	{"codec", "ESP seal/open per algorithm pair and packet size vs stdlib primitives", runBenchCodec},
 	{"tunnel", "two pumps end to end: one TCP stream (Gbit/s, CPU per Gbit) and small packets (packets/s)", runBenchTunnel},
+	{"register", "N UEs registering with AKA, sec-agree, SAs and DHCP against a P-CSCF: rate, latency, CPU and RSS per UE", runBenchRegister},
 }
 
 func benchSubNames() string {

@@ -1,0 +1,381 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/imsec/imsec/akakeys"
+	"github.com/imsec/imsec/akakeys/hss"
+	"github.com/imsec/imsec/internal/loopback"
+	"github.com/imsec/imsec/sip"
+)
+
+// RunRegister (`imsec bench register`) loads a P-CSCF with registrations:
+// UEs (register_ue.go) run by workers (register_worker.go), started at a
+// fixed rate, each doing what a real UE does, then held registered with
+// keepalives. Without RegisterConfig.SIP it starts an in-process P-CSCF
+// and HSS on loopback (flood limits off: one host plays every UE) and
+// measures them: CPU per registration, RSS per UE. With a P-CSCF named by
+// address it measures that process when PCSCFPID names it.
+
+// RegisterConfig configures RunRegister. Zero values are the documented
+// defaults.
+type RegisterConfig struct {
+	UEs  int           // how many (required)
+	Rate float64       // UEs started per second; default 1000
+	Hold time.Duration // held registered after the last one finished; 0: none
+	// Keepalive is each UE's NAT keepalive interval while held; default
+	// 20 s (RFC 3948 §4).
+	Keepalive time.Duration
+	Expires   int // seconds asked for; default 600
+
+	// SIP and ESP: an external P-CSCF; zero SIP means in-process.
+	SIP, ESP netip.AddrPort
+	PCSCFPID int // the external P-CSCF's process, for CPU and RSS (0: not measured)
+
+	// The subscriber range: BenchSubscriber(Prefix, Domain, Seed, First+i).
+	Domain, Prefix, Seed string
+	First                int
+
+	// PerWorker is the most UEs one worker runs (one socket each); default
+	// 16000, under the usual file limit. Spawn starts a worker as a child
+	// process and returns a reader of its lines and a stop function that
+	// ends it and waits; nil runs workers as goroutines in this process
+	// (then CPU and RSS include the load generator, and the result says so).
+	PerWorker int
+	Spawn     func(ctx context.Context, spec WorkerSpec) (lines io.Reader, stop func() error, err error)
+
+	// Progress, if set, is called about every 250 ms while UEs register.
+	Progress func(RegisterProgress)
+}
+
+// RegisterProgress is the running count.
+type RegisterProgress struct {
+	UEs, Started, Registered, Failed int
+	Elapsed                          time.Duration
+}
+
+// RegisterResult is what RunRegister measured. Latencies are from the
+// first unprotected REGISTER to the protected REGISTER's 200.
+type RegisterResult struct {
+	UEs        int            `json:"ues"`
+	Registered int            `json:"registered"`
+	Failed     map[string]int `json:"failed"`
+	Seconds    float64        `json:"seconds"` // first start to last finish
+	RegPerS    float64        `json:"reg_per_s"`
+	P50ms      float64        `json:"p50_ms"`
+	P95ms      float64        `json:"p95_ms"`
+	P99ms      float64        `json:"p99_ms"`
+	MaxMs      float64        `json:"max_ms"`
+	// P-CSCF figures (in-process, or PCSCFPID): CPU over the registration
+	// phase per registration, and RSS growth over idle per registered UE
+	// at the end of the hold. Null when not measured.
+	PCSCFCPUMsPerReg *float64 `json:"pcscf_cpu_ms_per_reg"`
+	PCSCFRSSKiBPerUE *float64 `json:"pcscf_rss_kib_per_ue"`
+	PCSCFRSSKiB      *float64 `json:"pcscf_rss_kib,omitempty"`
+	// PCSCFHeapKiBPerUE is the live heap's growth per UE (in-process only,
+	// after a GC): RSS without the garbage collector's slack.
+	PCSCFHeapKiBPerUE *float64 `json:"pcscf_heap_kib_per_ue,omitempty"`
+	// KeepalivesRx is what the P-CSCF counted during the hold (in-process).
+	KeepalivesRx uint64 `json:"pcscf_keepalives_rx,omitempty"`
+	Workers      int    `json:"workers"`
+	// Shared says the load generator ran in the P-CSCF's process (workers
+	// as goroutines): its CPU and RSS figures include the generator's.
+	Shared bool   `json:"shared_process,omitempty"`
+	Note   string `json:"note,omitempty"`
+}
+
+func (c *RegisterConfig) fill() error {
+	if c.UEs <= 0 {
+		return errors.New("bench: register needs at least one UE")
+	}
+	if c.Rate == 0 {
+		c.Rate = 1000
+	}
+	if c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0) {
+		return fmt.Errorf("bench: rate %v: want a positive number of UEs per second", c.Rate)
+	}
+	if c.Keepalive == 0 {
+		c.Keepalive = 20 * time.Second
+	}
+	if c.Expires == 0 {
+		c.Expires = 600
+	}
+	if c.Domain == "" {
+		c.Domain = "bench.example"
+	}
+	if c.Prefix == "" {
+		c.Prefix = "ue"
+	}
+	if c.PerWorker == 0 {
+		c.PerWorker = 16000
+	}
+	if c.SIP.IsValid() != c.ESP.IsValid() {
+		return errors.New("bench: an external P-CSCF needs both its SIP and its ESP address")
+	}
+	return nil
+}
+
+// pcscfProbe measures the P-CSCF's process.
+type pcscfProbe struct {
+	cpu  func() time.Duration
+	rss  func() (kib float64, ok bool)
+	heap func() uint64 // live heap bytes after a GC; nil if not in-process
+}
+
+// RunRegister runs the load and returns what it measured.
+func RunRegister(ctx context.Context, cfg RegisterConfig) (RegisterResult, error) {
+	if err := cfg.fill(); err != nil {
+		return RegisterResult{}, err
+	}
+	res := RegisterResult{UEs: cfg.UEs, Failed: map[string]int{}, Shared: cfg.Spawn == nil}
+	var probe *pcscfProbe
+	var srv *sip.Server
+	if !cfg.SIP.IsValid() {
+		var err error
+		if srv, err = startBenchPCSCF(ctx, cfg); err != nil {
+			return res, err
+		}
+		defer srv.Close()
+		cfg.SIP, cfg.ESP = srv.SIPAddr(), srv.ESPAddr()
+		probe = &pcscfProbe{cpu: processCPU, rss: selfRSSKiB, heap: liveHeap}
+	} else if cfg.PCSCFPID > 0 {
+		pid := cfg.PCSCFPID
+		probe = &pcscfProbe{cpu: func() time.Duration { d, _ := pidCPU(pid); return d }, rss: func() (float64, bool) { return pidRSSKiB(pid) }}
+	}
+
+	var idleRSS float64
+	var idleHeap uint64
+	if probe != nil {
+		if probe.heap != nil {
+			idleHeap = probe.heap()
+		}
+		idleRSS, _ = probe.rss()
+	}
+
+	nw := (cfg.UEs + cfg.PerWorker - 1) / cfg.PerWorker
+	res.Workers = nw
+	type wstate struct {
+		started, registered, failed int
+		final                       *workerLine
+	}
+	states := make([]wstate, nw)
+	var mu sync.Mutex // guards states
+	allDone := make(chan struct{})
+	var doneOnce sync.Once
+	var stops []func() error
+	wctx, stopWorkers := context.WithCancel(ctx)
+	defer stopWorkers()
+	var readers sync.WaitGroup
+	readErr := make(chan error, nw)
+
+	start := time.Now()
+	cpu0 := time.Duration(0)
+	if probe != nil {
+		cpu0 = probe.cpu()
+	}
+	for w := range nw {
+		spec := WorkerSpec{First: cfg.First + w*cfg.PerWorker, Count: min(cfg.PerWorker, cfg.UEs-w*cfg.PerWorker),
+			Bind: loopback.Random().String(), SIP: cfg.SIP.String(), ESP: cfg.ESP.String(),
+			Domain: cfg.Domain, Prefix: cfg.Prefix, Seed: cfg.Seed, Expires: cfg.Expires, Keepalive: cfg.Keepalive}
+		spec.Rate = cfg.Rate * float64(spec.Count) / float64(cfg.UEs)
+		lines, stop, err := startWorker(wctx, cfg, spec)
+		if err != nil {
+			stopWorkers()
+			for _, s := range stops {
+				s()
+			}
+			return res, err
+		}
+		stops = append(stops, stop)
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			err := readWorker(lines, func(l workerLine) {
+				mu.Lock()
+				defer mu.Unlock()
+				st := &states[w]
+				st.started, st.registered, st.failed = l.Started, l.Registered, l.Failed
+				if l.Done {
+					st.final = &l
+					all := true
+					for i := range states {
+						all = all && states[i].final != nil
+					}
+					if all {
+						doneOnce.Do(func() { close(allDone) })
+					}
+				}
+			})
+			if err != nil {
+				readErr <- err
+			}
+		}()
+	}
+	stopAll := func() error {
+		stopWorkers()
+		var errs []error
+		for _, s := range stops {
+			errs = append(errs, s())
+		}
+		readers.Wait()
+		return errors.Join(errs...)
+	}
+
+	// Registration phase, with progress.
+	tick := time.NewTicker(progressEvery)
+	defer tick.Stop()
+	var cpu1 time.Duration
+phase:
+	for {
+		select {
+		case <-ctx.Done():
+			stopAll()
+			return res, ctx.Err()
+		case err := <-readErr:
+			stopAll()
+			return res, err
+		case <-allDone:
+			if probe != nil {
+				cpu1 = probe.cpu()
+			}
+			break phase
+		case <-tick.C:
+			if cfg.Progress != nil {
+				p := RegisterProgress{UEs: cfg.UEs, Elapsed: time.Since(start)}
+				mu.Lock()
+				for _, s := range states {
+					p.Started += s.started
+					p.Registered += s.registered
+					p.Failed += s.failed
+				}
+				mu.Unlock()
+				cfg.Progress(p)
+			}
+		}
+	}
+	res.Seconds = time.Since(start).Seconds()
+	var lats []int64
+	mu.Lock()
+	for _, s := range states {
+		res.Registered += s.final.Registered
+		for c, n := range s.final.Causes {
+			res.Failed[c] += n
+		}
+		lats = append(lats, s.final.LatencyUS...)
+	}
+	mu.Unlock()
+	if cfg.Progress != nil {
+		cfg.Progress(RegisterProgress{UEs: cfg.UEs, Started: cfg.UEs, Registered: res.Registered, Failed: cfg.UEs - res.Registered, Elapsed: time.Since(start)})
+	}
+	slices.Sort(lats)
+	pct := func(p float64) float64 {
+		if len(lats) == 0 {
+			return 0
+		}
+		i := int(math.Ceil(p*float64(len(lats)))) - 1
+		return float64(lats[max(0, min(i, len(lats)-1))]) / 1000
+	}
+	res.P50ms, res.P95ms, res.P99ms = pct(0.50), pct(0.95), pct(0.99)
+	if len(lats) > 0 {
+		res.MaxMs = float64(lats[len(lats)-1]) / 1000
+	}
+	if res.Seconds > 0 {
+		res.RegPerS = float64(res.Registered) / res.Seconds
+	}
+	if probe != nil && res.Registered > 0 {
+		v := float64(cpu1-cpu0) / float64(time.Millisecond) / float64(res.Registered)
+		res.PCSCFCPUMsPerReg = &v
+	}
+
+	// Hold.
+	var ka0 uint64
+	if srv != nil {
+		ka0 = srv.Pump().Counters().KeepalivesReceived
+	}
+	if cfg.Hold > 0 {
+		t := time.NewTimer(cfg.Hold)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			stopAll()
+			return res, ctx.Err()
+		case err := <-readErr:
+			t.Stop()
+			stopAll()
+			return res, err
+		case <-t.C:
+		}
+	}
+	if srv != nil {
+		res.KeepalivesRx = srv.Pump().Counters().KeepalivesReceived - ka0
+	}
+	if probe != nil && res.Registered > 0 {
+		if rss, ok := probe.rss(); ok {
+			per := (rss - idleRSS) / float64(res.Registered)
+			res.PCSCFRSSKiBPerUE, res.PCSCFRSSKiB = &per, &rss
+		}
+		if probe.heap != nil {
+			h := (float64(probe.heap()) - float64(idleHeap)) / 1024 / float64(res.Registered)
+			res.PCSCFHeapKiBPerUE = &h
+		}
+	}
+	if res.Shared {
+		res.Note = "the load generator ran in the P-CSCF's process: its CPU and RSS are included"
+	}
+	if err := stopAll(); err != nil && ctx.Err() == nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// startWorker starts one worker, as a child process (cfg.Spawn) or a
+// goroutine.
+func startWorker(ctx context.Context, cfg RegisterConfig, spec WorkerSpec) (io.Reader, func() error, error) {
+	if cfg.Spawn != nil {
+		return cfg.Spawn(ctx, spec)
+	}
+	pr, pw := io.Pipe()
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		err := RunRegisterWorker(wctx, spec, pw)
+		if errors.Is(err, context.Canceled) {
+			err = nil
+		}
+		pw.CloseWithError(err)
+		done <- err
+	}()
+	return pr, func() error { cancel(); return <-done }, nil
+}
+
+// startBenchPCSCF starts the in-process P-CSCF with an in-memory HSS
+// holding the subscriber range.
+func startBenchPCSCF(ctx context.Context, cfg RegisterConfig) (*sip.Server, error) {
+	store := hss.NewMemStore()
+	for i := range cfg.UEs {
+		s := BenchSubscriber(cfg.Prefix, cfg.Domain, cfg.Seed, cfg.First+i)
+		if err := store.Add(ctx, hss.Subscriber{IMPI: s.IMPI, IMPUs: []string{s.IMPU}, K: s.K, OPc: s.OPc, AMF: akakeys.AMF{0x80, 0}}); err != nil {
+			return nil, err
+		}
+	}
+	h, err := hss.New(store, hss.Config{})
+	if err != nil {
+		return nil, err
+	}
+	pool := netip.MustParsePrefix("100.64.0.0/16")
+	if cfg.UEs > 60000 {
+		pool = netip.MustParsePrefix("100.64.0.0/12")
+	}
+	lo := netip.MustParseAddr("127.0.0.1")
+	return sip.New(sip.ServerConfig{Domain: cfg.Domain, HSS: h, SIP: netip.AddrPortFrom(lo, 0), ESP: netip.AddrPortFrom(lo, 0),
+		Pool: pool, Limits: sip.Limits{Off: true}, MaxExpires: time.Duration(max(cfg.Expires, 3600)) * time.Second,
+		MaxTempSets: max(sip.DefaultMaxTempSets, cfg.UEs)})
+}

@@ -1,0 +1,54 @@
+package bench
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// TestRunRegisterInProcess: a small load against the in-process P-CSCF,
+// workers as goroutines: every UE registers with SAs, DHCP and the
+// protected REGISTER, and holds with keepalives that the P-CSCF counts.
+func TestRunRegisterInProcess(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var progress int
+	res, err := RunRegister(ctx, RegisterConfig{UEs: 60, Rate: 300, Hold: 300 * time.Millisecond, Keepalive: 100 * time.Millisecond,
+		PerWorker: 25, Progress: func(RegisterProgress) { progress++ }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", res)
+	if res.Registered != 60 || len(res.Failed) != 0 || res.Workers != 3 {
+		t.Fatalf("registered %d of 60, failed %v, %d workers", res.Registered, res.Failed, res.Workers)
+	}
+	if res.P50ms <= 0 || res.P99ms < res.P50ms || res.RegPerS <= 0 || progress == 0 {
+		t.Fatalf("figures: %+v (progress calls %d)", res, progress)
+	}
+	if res.KeepalivesRx == 0 {
+		t.Fatal("no keepalive reached the P-CSCF during the hold")
+	}
+	if !res.Shared || res.PCSCFCPUMsPerReg == nil {
+		t.Fatalf("in-process measurement missing: %+v", res)
+	}
+}
+
+// TestRunRegisterCountsFailures: against an external P-CSCF whose HSS
+// holds other keys for the range, every UE's USIM refuses the network's
+// AUTN: all fail with that cause, none counts as registered.
+func TestRunRegisterCountsFailures(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv, err := startBenchPCSCF(ctx, RegisterConfig{UEs: 5, Domain: "bench.example", Prefix: "ue", Seed: "hss"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	res, err := RunRegister(ctx, RegisterConfig{UEs: 5, Rate: 100, Seed: "other", SIP: srv.SIPAddr(), ESP: srv.ESPAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Registered != 0 || res.Failed["usim"] != 5 || res.PCSCFCPUMsPerReg != nil {
+		t.Fatalf("%+v", res)
+	}
+}

@@ -1,0 +1,457 @@
+package bench
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	sipgo "github.com/emiago/sipgo/sip"
+
+	"github.com/imsec/imsec/akakeys"
+	"github.com/imsec/imsec/esp"
+	"github.com/imsec/imsec/sip"
+	"github.com/imsec/imsec/tun/dhcp"
+)
+
+// The load generator's UE: the whole registration a real imsec UE does
+// (sip.UE), built by hand on one UDP socket and without a network stack:
+// the unprotected REGISTER with Security-Client, the USIM's AKA, the four
+// SAs from CK/IK, DHCP inside the tunnel (the inner IPv4/UDP packets built
+// in place), the protected REGISTER through the SAs, then NAT keepalives.
+// SIP and ESP leave from the same socket, so the UE has one NAT-style
+// source port, as behind a home NAT.
+
+// Inner ports of the load generator's UEs (any free pair would do: they
+// are the UE's own, inside its tunnel).
+const (
+	regPortC = 5062
+	regPortS = 5068
+)
+
+// Subscriber is subscriber i of a load-generator range: deterministic, so
+// that the HSS can be provisioned once (`imsec sub gen`) and the load
+// generator derives the same keys. K and OPc are the first 16 bytes of
+// SHA-256("imsec-bench K|OPc" || seed || i).
+type Subscriber struct {
+	IMPI, IMPU string
+	K          akakeys.K
+	OPc        akakeys.OPc
+}
+
+// BenchSubscriber returns subscriber i (0-based) of the range with the
+// given user prefix, domain and seed.
+func BenchSubscriber(prefix, domain, seed string, i int) Subscriber {
+	user := fmt.Sprintf("%s%06d", prefix, i)
+	s := Subscriber{IMPI: user + "@" + domain, IMPU: "sip:" + user + "@" + domain}
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(i))
+	k := sha256.Sum256(append([]byte("imsec-bench K"+seed), n[:]...))
+	o := sha256.Sum256(append([]byte("imsec-bench OPc"+seed), n[:]...))
+	copy(s.K[:], k[:16])
+	copy(s.OPc[:], o[:16])
+	return s
+}
+
+// regUE is one load-generator UE. Not safe for concurrent use: one
+// goroutine runs its registration, then the worker's keepalive loop uses
+// conn and esp alone.
+type regUE struct {
+	sub    Subscriber
+	domain string
+	usim   *akakeys.USIM
+	conn   *net.UDPConn
+	sipTo  netip.AddrPort // the P-CSCF's unprotected SIP
+	espTo  netip.AddrPort // its ESP-in-UDP
+	callID string
+	cseq   int
+	buf    []byte
+
+	// After the 401.
+	in    map[esp.SPI]*esp.Inbound
+	out   *esp.Outbound // SA1: UE port-c -> P-CSCF port-s, also DHCP
+	inner netip.Addr
+	gw    netip.Addr
+}
+
+// regFailure is why a registration failed: the cause counted in
+// RegisterResult.Failed.
+type regFailure struct {
+	cause string
+	err   error
+}
+
+func (f *regFailure) Error() string { return f.cause + ": " + f.err.Error() }
+
+func fail(cause string, format string, a ...any) error {
+	return &regFailure{cause: cause, err: fmt.Errorf(format, a...)}
+}
+
+// retransmits is how long the UE waits for each answer, doubling as RFC
+// 3261 §17.1.2's Timer E would from T1 = 500 ms; after the last it gives up.
+var retransmits = []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second}
+
+// register runs the whole registration; it returns when the protected
+// REGISTER's 200 arrived.
+func (u *regUE) register(expires int) error {
+	u.buf = make([]byte, 65536)
+	u.callID = randToken(10) + "@bench"
+	spis := make([]esp.SPI, 3)
+	for i := range spis {
+		spis[i] = randSPI()
+	}
+	offer := sip.Mechanism{Name: sip.MechIPsec3GPP, Alg: esp.AuthHMACSHA196, EAlg: esp.EncAESCBC, Prot: "esp", Mod: sip.ModUDPEncTun,
+		SPIc: spis[0], SPIs: spis[1], PortC: regPortC, PortS: regPortS}
+	client := sip.FormatSecurity([]sip.Mechanism{offer}) + ";media-spi=" + strconv.FormatUint(uint64(spis[2]), 10)
+	local := u.conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	init := akakeys.Credentials{Username: u.sub.IMPI, Realm: u.domain, URI: "sip:" + u.domain}
+	req := u.request(local, local, expires, client, "", init.String())
+
+	// 1. Unprotected REGISTER -> 401 with the challenge and Security-Server.
+	res, err := u.exchangeSIP(req)
+	if err != nil {
+		return err
+	}
+	if res.StatusCode != 401 {
+		return fail(statusCause(res.StatusCode), "unprotected REGISTER: %d %s", res.StatusCode, res.Reason)
+	}
+	www, ss := res.GetHeader("WWW-Authenticate"), res.GetHeader("Security-Server")
+	if www == nil || ss == nil {
+		return fail("bad-401", "401 without WWW-Authenticate or Security-Server")
+	}
+	ch, err := akakeys.ParseChallenge(www.Value())
+	if err != nil {
+		return fail("bad-401", "%v", err)
+	}
+	r, autn, _, err := akakeys.ParseNonce(ch.Nonce)
+	if err != nil {
+		return fail("bad-401", "%v", err)
+	}
+	resp, ck, ik, err := u.usim.Authenticate(r, autn)
+	if err != nil {
+		return fail("usim", "%v", err)
+	}
+	srvs, err := sip.ParseSecurity(ss.Value())
+	if err != nil || len(srvs) == 0 {
+		return fail("bad-401", "Security-Server: %v", err)
+	}
+	set, err := sip.NewSASet(offer, srvs[0], ck, ik)
+	if err != nil {
+		return fail("bad-401", "%v", err)
+	}
+	side, err := set.UESide()
+	if err != nil {
+		return fail("bad-401", "%v", err)
+	}
+	u.in = map[esp.SPI]*esp.Inbound{}
+	for _, in := range side.Inbound {
+		u.in[in.SPI()] = in
+	}
+	u.out = side.Default
+
+	// 2. DHCP inside the tunnel (the first packets through the SAs).
+	if err := u.dhcp(); err != nil {
+		return err
+	}
+
+	// 3. The protected REGISTER from the inner address and port-c to the
+	// P-CSCF's port-s, inside ESP; its 200 comes back the same way.
+	cred := akakeys.Credentials{Username: u.sub.IMPI, Realm: ch.Realm, Nonce: ch.Nonce, URI: "sip:" + u.domain,
+		Algorithm: "AKAv1-MD5", Opaque: ch.Opaque, QOP: "auth", NC: 1, CNonce: randToken(8)}
+	if err := cred.SetResponse("REGISTER", resp[:]); err != nil {
+		return fail("usim", "%v", err)
+	}
+	from := netip.AddrPortFrom(u.inner, regPortC)
+	to := netip.AddrPortFrom(u.gw, srvs[0].PortS)
+	preq := u.request(from, netip.AddrPortFrom(u.inner, regPortS), expires, client, ss.Value(), cred.String())
+	res, err = u.exchangeInner(from, to, preq)
+	if err != nil {
+		return err
+	}
+	switch res.StatusCode {
+	case 200:
+		return nil
+	case 401:
+		return fail("401-loop", "the protected REGISTER was challenged again")
+	}
+	return fail(statusCause(res.StatusCode), "protected REGISTER: %d %s", res.StatusCode, res.Reason)
+}
+
+func statusCause(code int) string { return strconv.Itoa(code) }
+
+// request builds a REGISTER (CSeq counts up per Call-ID).
+func (u *regUE) request(via, contact netip.AddrPort, expires int, client, verify, auth string) []byte {
+	u.cseq++
+	user := strings.TrimPrefix(u.sub.IMPU, "sip:")
+	user = user[:strings.IndexByte(user, '@')]
+	var b strings.Builder
+	fmt.Fprintf(&b, "REGISTER sip:%s SIP/2.0\r\n", u.domain)
+	fmt.Fprintf(&b, "Via: SIP/2.0/UDP %s;branch=z9hG4bK%s;rport\r\n", via, randToken(8))
+	b.WriteString("Max-Forwards: 70\r\n")
+	fmt.Fprintf(&b, "From: <%s>;tag=%s\r\nTo: <%s>\r\n", u.sub.IMPU, randToken(5), u.sub.IMPU)
+	fmt.Fprintf(&b, "Call-ID: %s\r\nCSeq: %d REGISTER\r\n", u.callID, u.cseq)
+	fmt.Fprintf(&b, "Contact: <sip:%s@%s>;expires=%d\r\nExpires: %d\r\n", user, contact, expires, expires)
+	fmt.Fprintf(&b, "Security-Client: %s\r\nRequire: sec-agree\r\nProxy-Require: sec-agree\r\nSupported: path, sec-agree\r\n", client)
+	if verify != "" {
+		fmt.Fprintf(&b, "Security-Verify: %s\r\n", verify)
+	}
+	fmt.Fprintf(&b, "Authorization: %s\r\nContent-Length: 0\r\n\r\n", auth)
+	return []byte(b.String())
+}
+
+// exchangeSIP sends an unprotected request and waits for its final
+// response, retransmitting.
+func (u *regUE) exchangeSIP(req []byte) (*sipgo.Response, error) {
+	for _, wait := range retransmits {
+		if _, err := u.conn.WriteToUDPAddrPort(req, u.sipTo); err != nil {
+			return nil, fail("socket", "%v", err)
+		}
+		deadline := time.Now().Add(wait)
+		for {
+			n, from, err := u.read(deadline)
+			if err != nil {
+				break // retransmit
+			}
+			if from != u.sipTo {
+				continue
+			}
+			if res := parseFinal(u.buf[:n], u.callID); res != nil {
+				return res, nil
+			}
+		}
+	}
+	return nil, fail("timeout-401", "no answer to the unprotected REGISTER")
+}
+
+// exchangeInner sends a SIP request inside the tunnel (a fresh ESP packet
+// per retransmission: the replay window would drop a copy) and waits for
+// the final response inside it.
+func (u *regUE) exchangeInner(from, to netip.AddrPort, req []byte) (*sipgo.Response, error) {
+	pkt := appendIPv4UDP(nil, from.Addr(), to.Addr(), from.Port(), to.Port(), req)
+	for _, wait := range retransmits {
+		if err := u.sendESP(pkt); err != nil {
+			return nil, err
+		}
+		deadline := time.Now().Add(wait)
+		for {
+			inner, err := u.readESP(deadline)
+			if err != nil {
+				if errors.Is(err, errDeadline) {
+					break
+				}
+				return nil, err
+			}
+			_, _, sport, dport, payload, ok := parseIPv4UDP(inner)
+			if !ok || sport != to.Port() || dport != from.Port() {
+				continue
+			}
+			if res := parseFinal(payload, u.callID); res != nil {
+				return res, nil
+			}
+		}
+	}
+	return nil, fail("timeout-200", "no answer to the protected REGISTER")
+}
+
+// dhcp acquires the inner address through the tunnel.
+func (u *regUE) dhcp() error {
+	cl, err := dhcp.NewClient([]byte(u.sub.IMPI))
+	if err != nil {
+		return fail("dhcp", "%v", err)
+	}
+	pkt, err := cl.Discover()
+	if err != nil {
+		return fail("dhcp", "%v", err)
+	}
+	for _, wait := range retransmits {
+		if err := u.sendESP(pkt); err != nil {
+			return err
+		}
+		deadline := time.Now().Add(wait)
+		for {
+			inner, err := u.readESP(deadline)
+			if err != nil {
+				if errors.Is(err, errDeadline) {
+					break
+				}
+				return err
+			}
+			next, lease, err := cl.Handle(inner)
+			switch {
+			case errors.Is(err, dhcp.ErrNotReply):
+				continue
+			case err != nil:
+				return fail("dhcp", "%v", err)
+			case lease != nil:
+				u.inner, u.gw = lease.Addr.Addr(), lease.Router
+				return nil
+			case next != nil:
+				pkt = next
+				if err := u.sendESP(pkt); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return fail("timeout-dhcp", "no DHCP lease through the tunnel")
+}
+
+var errDeadline = errors.New("deadline")
+
+func (u *regUE) read(deadline time.Time) (int, netip.AddrPort, error) {
+	u.conn.SetReadDeadline(deadline)
+	n, from, err := u.conn.ReadFromUDPAddrPort(u.buf)
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return 0, from, errDeadline
+		}
+		return 0, from, fail("socket", "%v", err)
+	}
+	return n, netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), nil
+}
+
+// sendESP seals an inner IPv4 packet with SA1 and sends it to the P-CSCF's
+// ESP port.
+func (u *regUE) sendESP(pkt []byte) error {
+	b := make([]byte, esp.HeaderRoom+len(pkt)+esp.TailRoom)
+	copy(b[esp.HeaderRoom:], pkt)
+	out, err := u.out.Seal(b, esp.HeaderRoom, len(pkt), 4)
+	if err != nil {
+		return fail("esp", "%v", err)
+	}
+	if _, err := u.conn.WriteToUDPAddrPort(out, u.espTo); err != nil {
+		return fail("socket", "%v", err)
+	}
+	return nil
+}
+
+// readESP returns the next inner packet that opens under one of our
+// inbound SAs.
+func (u *regUE) readESP(deadline time.Time) ([]byte, error) {
+	for {
+		n, from, err := u.read(deadline)
+		if err != nil {
+			return nil, err
+		}
+		if from != u.espTo || n < 8 || esp.Classify(u.buf[:n]) != esp.KindESP {
+			continue
+		}
+		in := u.in[esp.SPI(binary.BigEndian.Uint32(u.buf[:4]))]
+		if in == nil {
+			continue
+		}
+		payload, _, _, err := in.Open(u.buf[:n])
+		if err != nil {
+			continue // counted by nobody: a stray or damaged packet
+		}
+		return payload, nil
+	}
+}
+
+// keepalive sends one NAT keepalive (RFC 3948 §2.3) to the ESP port.
+func (u *regUE) keepalive() error {
+	_, err := u.conn.WriteToUDPAddrPort([]byte{esp.NATKeepalive}, u.espTo)
+	return err
+}
+
+// parseFinal parses a SIP final response for our Call-ID (nil otherwise).
+func parseFinal(b []byte, callID string) *sipgo.Response {
+	m, err := sipgo.ParseMessage(b)
+	if err != nil {
+		return nil
+	}
+	res, ok := m.(*sipgo.Response)
+	if !ok || res.StatusCode < 200 || res.CallID() == nil || res.CallID().Value() != callID {
+		return nil
+	}
+	return res
+}
+
+func randToken(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// randSPI draws an SPI above the RFC 4303 reserved range.
+func randSPI() esp.SPI {
+	for {
+		var b [4]byte
+		rand.Read(b[:])
+		if s := esp.SPI(binary.BigEndian.Uint32(b[:])); s > esp.SPIReservedMax {
+			return s
+		}
+	}
+}
+
+// appendIPv4UDP appends an IPv4 header (no options) and a UDP datagram
+// with its checksum.
+func appendIPv4UDP(b []byte, src, dst netip.Addr, sport, dport uint16, payload []byte) []byte {
+	total := 20 + 8 + len(payload)
+	off := len(b)
+	b = append(b, 0x45, 0, byte(total>>8), byte(total), 0, 0, 0x40, 0, 64, 17, 0, 0)
+	s4, d4 := src.As4(), dst.As4()
+	b = append(b, s4[:]...)
+	b = append(b, d4[:]...)
+	binary.BigEndian.PutUint16(b[off+10:], ^fold(sum(0, b[off:off+20])))
+	ulen := 8 + len(payload)
+	u := len(b)
+	b = append(b, byte(sport>>8), byte(sport), byte(dport>>8), byte(dport), byte(ulen>>8), byte(ulen), 0, 0)
+	b = append(b, payload...)
+	ps := sum(0, s4[:])
+	ps = sum(ps, d4[:])
+	ps += 17 + uint32(ulen)
+	c := ^fold(sum(ps, b[u:]))
+	if c == 0 {
+		c = 0xffff
+	}
+	binary.BigEndian.PutUint16(b[u+6:], c)
+	return b
+}
+
+func sum(s uint32, b []byte) uint32 {
+	for len(b) >= 2 {
+		s += uint32(b[0])<<8 | uint32(b[1])
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		s += uint32(b[0]) << 8
+	}
+	return s
+}
+
+func fold(s uint32) uint16 {
+	for s>>16 != 0 {
+		s = s&0xffff + s>>16
+	}
+	return uint16(s)
+}
+
+// parseIPv4UDP returns the addresses, ports and payload of an IPv4 UDP
+// packet.
+func parseIPv4UDP(p []byte) (src, dst netip.Addr, sport, dport uint16, payload []byte, ok bool) {
+	if len(p) < 28 || p[0]>>4 != 4 || p[9] != 17 {
+		return
+	}
+	ihl := int(p[0]&0xf) * 4
+	total := int(binary.BigEndian.Uint16(p[2:]))
+	if ihl < 20 || total > len(p) || total < ihl+8 {
+		return
+	}
+	src = netip.AddrFrom4([4]byte(p[12:16]))
+	dst = netip.AddrFrom4([4]byte(p[16:20]))
+	u := p[ihl:total]
+	ulen := int(binary.BigEndian.Uint16(u[4:]))
+	if ulen < 8 || ulen > len(u) {
+		return
+	}
+	return src, dst, binary.BigEndian.Uint16(u), binary.BigEndian.Uint16(u[2:]), u[8:ulen], true
+}

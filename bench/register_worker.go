@@ -1,0 +1,228 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/imsec/imsec/akakeys"
+)
+
+// A register worker runs a share of the load generator's UEs: it starts
+// them at its share of the rate, each on a socket of its own bound to the
+// worker's loopback address, and reports on w as JSON lines (workerLine):
+// progress every progressEvery, then one line with every latency and
+// failure once all its UEs have finished registering. Then it sends the
+// UEs' NAT keepalives until ctx ends. The runner (register.go) starts
+// workers as child processes (a process's file limit bounds its sockets)
+// or, for tests, as goroutines.
+
+// WorkerSpec is one worker's share, as the runner passes it.
+type WorkerSpec struct {
+	First, Count int     // subscriber indexes [First, First+Count)
+	Rate         float64 // UEs started per second
+	Bind         string  // local address of the UEs' sockets
+	SIP, ESP     string  // the P-CSCF
+	Domain       string
+	Prefix, Seed string
+	Expires      int
+	Keepalive    time.Duration
+}
+
+// workerLine is one line a worker writes.
+type workerLine struct {
+	// Progress.
+	Started    int `json:"started,omitempty"`
+	Registered int `json:"registered,omitempty"`
+	Failed     int `json:"failed,omitempty"`
+	// The final report (Done set).
+	Done      bool           `json:"done,omitempty"`
+	LatencyUS []int64        `json:"latency_us,omitempty"`
+	Causes    map[string]int `json:"causes,omitempty"`
+	Error     string         `json:"error,omitempty"`
+}
+
+const progressEvery = 250 * time.Millisecond
+
+// RunRegisterWorker runs the UEs of spec, writing its lines to w, until ctx
+// ends.
+func RunRegisterWorker(ctx context.Context, spec WorkerSpec, w io.Writer) error {
+	enc := json.NewEncoder(w)
+	var encMu sync.Mutex
+	write := func(l workerLine) {
+		encMu.Lock()
+		defer encMu.Unlock()
+		enc.Encode(l)
+	}
+	bind, err := netip.ParseAddr(spec.Bind)
+	if err != nil {
+		return fmt.Errorf("bench: worker bind address %q: %w", spec.Bind, err)
+	}
+	sipTo, err1 := netip.ParseAddrPort(spec.SIP)
+	espTo, err2 := netip.ParseAddrPort(spec.ESP)
+	if err := errors.Join(err1, err2); err != nil {
+		return fmt.Errorf("bench: worker P-CSCF address: %w", err)
+	}
+	ues := make([]*regUE, spec.Count)
+	defer func() {
+		for _, u := range ues {
+			if u != nil && u.conn != nil {
+				u.conn.Close()
+			}
+		}
+	}()
+	var started, registered, failed atomic.Int64
+	lat := make([]int64, spec.Count)
+	causes := make([]string, spec.Count)
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	// Progress, until every UE has finished.
+	progDone := make(chan struct{})
+	go func() {
+		defer close(progDone)
+		t := time.NewTicker(progressEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				write(workerLine{Started: int(started.Load()), Registered: int(registered.Load()), Failed: int(failed.Load())})
+				if int(registered.Load()+failed.Load()) == spec.Count {
+					return
+				}
+			}
+		}
+	}()
+
+	begin := time.Now()
+	for i := range spec.Count {
+		due := begin.Add(time.Duration(float64(i) / spec.Rate * float64(time.Second)))
+		if d := time.Until(due); d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				wg.Wait()
+				return ctx.Err()
+			case <-t.C:
+			}
+		}
+		sub := BenchSubscriber(spec.Prefix, spec.Domain, spec.Seed, spec.First+i)
+		conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(bind, 0)))
+		if err != nil {
+			// Out of sockets or ports: every UE from here fails alike.
+			causes[i] = "socket"
+			failed.Add(1)
+			continue
+		}
+		conn.SetReadBuffer(64 << 10)
+		usim, err := akakeys.NewUSIM(sub.K, sub.OPc, akakeys.USIMConfig{})
+		if err != nil {
+			conn.Close()
+			causes[i] = "usim"
+			failed.Add(1)
+			continue
+		}
+		u := &regUE{sub: sub, domain: spec.Domain, usim: usim, conn: conn, sipTo: sipTo, espTo: espTo}
+		ues[i] = u
+		started.Add(1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t0 := time.Now()
+			err := u.register(spec.Expires)
+			if err != nil {
+				var f *regFailure
+				if errors.As(err, &f) {
+					causes[i] = f.cause
+				} else {
+					causes[i] = "other"
+				}
+				failed.Add(1)
+				return
+			}
+			lat[i] = time.Since(t0).Microseconds()
+			registered.Add(1)
+		}()
+	}
+	wg.Wait()
+	cancelProg := ctx.Err()
+	<-progDone
+	if cancelProg != nil {
+		return cancelProg
+	}
+	final := workerLine{Done: true, Started: int(started.Load()), Registered: int(registered.Load()), Failed: int(failed.Load()), Causes: map[string]int{}}
+	for i := range spec.Count {
+		if causes[i] != "" {
+			final.Causes[causes[i]]++
+		} else {
+			final.LatencyUS = append(final.LatencyUS, lat[i])
+		}
+	}
+	write(final)
+
+	// Hold: NAT keepalives from every registered UE, spread over the
+	// interval, until the runner stops us.
+	if spec.Keepalive <= 0 {
+		<-ctx.Done()
+		return nil
+	}
+	var live []*regUE
+	for i, u := range ues {
+		if u != nil && causes[i] == "" {
+			live = append(live, u)
+		}
+	}
+	if len(live) == 0 {
+		<-ctx.Done()
+		return nil
+	}
+	step := spec.Keepalive / time.Duration(len(live))
+	t := time.NewTicker(max(step, time.Millisecond))
+	defer t.Stop()
+	for next := 0; ; {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		// Catch up when ticks were late: as many UEs as the interval owes.
+		n := max(1, int(time.Millisecond/max(step, time.Nanosecond)))
+		for range n {
+			live[next].keepalive()
+			next = (next + 1) % len(live)
+		}
+	}
+}
+
+// readWorker reads a worker's lines, calling onLine for each, until EOF.
+func readWorker(r io.Reader, onLine func(workerLine)) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	for sc.Scan() {
+		var l workerLine
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			return fmt.Errorf("bench: worker wrote %q: %w", truncate(sc.Text(), 80), err)
+		}
+		onLine(l)
+	}
+	return sc.Err()
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/imsec/imsec/bench"
+)
+
+const benchRegisterSynopsis = `bench register --ues N [--rate R] [--hold D] [--pcscf ADDR --pcscf-esp ADDR [--pcscf-pid PID]] [--json]
+
+Loads a P-CSCF with N UEs, each doing the whole registration a real UE does:
+the unprotected REGISTER with sec-agree, AKA with its own USIM (Milenage,
+SQN), its own four SAs and NAT-style source port, DHCP inside the tunnel,
+the protected REGISTER, then NAT keepalives while held. The UEs are built
+without a network stack each (inner IPv4/UDP made in place); they run in
+worker processes of at most --per-worker UEs (one socket each: the file
+limit bounds a process), started at --rate per second in all.
+
+Without --pcscf, an in-process P-CSCF and HSS on loopback serve them, with
+the flood limits off (one host plays every UE), and are measured: CPU per
+registration over the registration phase, RSS per UE above idle at the end
+of the hold. With --pcscf, subscribers must exist in its HSS with the keys
+'imsec sub gen' derives for the same --prefix, --domain and --seed; give
+--pcscf-pid to measure that process.
+
+A progress line runs on stderr; the result is a table, or with --json one
+object: ues, registered, failed (cause -> count: timeout-401, timeout-dhcp,
+timeout-200, 401-loop, a SIP status code, usim, socket), reg_per_s, p50_ms,
+p95_ms, p99_ms, max_ms, pcscf_cpu_ms_per_reg, pcscf_rss_kib_per_ue, ...`
+
+func runBenchRegister(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("bench register", benchRegisterSynopsis, stdout)
+	ues := fs.Int("ues", 0, "how many UEs (required)")
+	rate := fs.Float64("rate", 1000, "UEs started per second, in all")
+	hold := fs.Duration("hold", 0, "how long to hold the UEs registered after the last one finished (keepalives flow)")
+	keepalive := fs.Duration("keepalive", 20*time.Second, "each UE's NAT keepalive interval while held")
+	expires := fs.Int("expires", 600, "registration lifetime the UEs ask for, seconds")
+	pcscf := fs.String("pcscf", "", "ADDR:PORT of an external P-CSCF's unprotected SIP (default: an in-process P-CSCF and HSS)")
+	pcscfESP := fs.String("pcscf-esp", "", "ADDR:PORT of the external P-CSCF's ESP-in-UDP")
+	pcscfPID := fs.Int("pcscf-pid", 0, "the external P-CSCF's process ID, to measure its CPU and RSS (Linux)")
+	domain := fs.String("domain", "bench.example", "the subscribers' domain")
+	prefix := fs.String("prefix", "ue", "subscriber user names: PREFIX000000, PREFIX000001, ...")
+	seed := fs.String("seed", "", "the key derivation's seed (as 'imsec sub gen --seed')")
+	first := fs.Int("first", 0, "index of the first subscriber of the range")
+	perWorker := fs.Int("per-worker", 16000, "most UEs per worker process")
+	asJSON := fs.Bool("json", false, "print the result as one JSON object")
+	worker := fs.String("worker", "", "internal: run one worker with this JSON spec, lines on stdout")
+	if err := parseFlags(fs, args, false); err != nil {
+		return err
+	}
+	if *worker != "" {
+		var spec bench.WorkerSpec
+		if err := json.Unmarshal([]byte(*worker), &spec); err != nil {
+			return usageErrorf("--worker: %v", err)
+		}
+		err := bench.RunRegisterWorker(ctx, spec, stdout)
+		if ctx.Err() != nil {
+			return nil // stopped by the runner
+		}
+		return err
+	}
+	if *ues <= 0 {
+		return usageErrorf("--ues is required: how many UEs to register")
+	}
+	if *rate <= 0 || *keepalive < 0 || *hold < 0 || *expires <= 0 || *perWorker <= 0 || *first < 0 {
+		return usageErrorf("--rate, --expires and --per-worker must be positive; --hold, --keepalive and --first not negative")
+	}
+	cfg := bench.RegisterConfig{UEs: *ues, Rate: *rate, Hold: *hold, Keepalive: *keepalive, Expires: *expires,
+		Domain: *domain, Prefix: *prefix, Seed: *seed, First: *first, PerWorker: *perWorker, PCSCFPID: *pcscfPID}
+	if (*pcscf == "") != (*pcscfESP == "") {
+		return usageErrorf("--pcscf and --pcscf-esp go together")
+	}
+	if *pcscf != "" {
+		var err error
+		if cfg.SIP, err = addrPortArg("pcscf", *pcscf); err != nil {
+			return err
+		}
+		if cfg.ESP, err = addrPortArg("pcscf-esp", *pcscfESP); err != nil {
+			return err
+		}
+	} else if *pcscfPID != 0 {
+		return usageErrorf("--pcscf-pid measures an external P-CSCF: give --pcscf too")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cfg.Spawn = func(ctx context.Context, spec bench.WorkerSpec) (io.Reader, func() error, error) {
+		return spawnRegisterWorker(ctx, exe, spec, stderr)
+	}
+	tty := false
+	if f, ok := stderr.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			tty = true
+		}
+	}
+	last := time.Time{}
+	cfg.Progress = func(p bench.RegisterProgress) {
+		line := fmt.Sprintf("%d/%d registered, %d failed, %d started, %.0f/s, %.1f s", p.Registered, p.UEs, p.Failed, p.Started,
+			float64(p.Registered)/max(p.Elapsed.Seconds(), 1e-9), p.Elapsed.Seconds())
+		if tty {
+			fmt.Fprintf(stderr, "\r\x1b[K%s", line)
+		} else if time.Since(last) >= 2*time.Second {
+			fmt.Fprintln(stderr, line)
+			last = time.Now()
+		}
+	}
+	res, err := bench.RunRegister(ctx, cfg)
+	if tty {
+		fmt.Fprint(stderr, "\r\x1b[K")
+	}
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(res)
+	}
+	return printRegisterResult(stdout, res, cfg)
+}
+
+// spawnRegisterWorker starts `imsec bench register --worker SPEC` and
+// returns its stdout and a stop that interrupts it and waits.
+func spawnRegisterWorker(ctx context.Context, exe string, spec bench.WorkerSpec, stderr io.Writer) (io.Reader, func() error, error) {
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd := exec.Command(exe, "bench", "register", "--worker", string(b))
+	cmd.Stderr = stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, fmt.Errorf("bench register: starting a worker: %w", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	stop := func() error {
+		cmd.Process.Signal(os.Interrupt)
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			return fmt.Errorf("bench register: a worker did not stop on SIGINT: killed")
+		}
+	}
+	go func() {
+		<-ctx.Done()
+		cmd.Process.Signal(os.Interrupt)
+	}()
+	return out, stop, nil
+}
+
+func printRegisterResult(w io.Writer, r bench.RegisterResult, cfg bench.RegisterConfig) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	where := "in-process P-CSCF and HSS on loopback"
+	if cfg.SIP.IsValid() {
+		where = "P-CSCF at " + cfg.SIP.String()
+	}
+	fmt.Fprintf(tw, "P-CSCF\t%s\n", where)
+	fmt.Fprintf(tw, "UEs\t%d in %d worker process(es), offered %.0f/s\n", r.UEs, r.Workers, cfg.Rate)
+	fmt.Fprintf(tw, "registered\t%d in %.2f s: %.0f registrations/s\n", r.Registered, r.Seconds, r.RegPerS)
+	failed := "none"
+	if len(r.Failed) > 0 {
+		var parts []string
+		for c, n := range r.Failed {
+			parts = append(parts, fmt.Sprintf("%s %d", c, n))
+		}
+		sort.Strings(parts)
+		failed = strings.Join(parts, ", ")
+	}
+	fmt.Fprintf(tw, "failed\t%s\n", failed)
+	fmt.Fprintf(tw, "latency\tp50 %.1f ms, p95 %.1f ms, p99 %.1f ms, max %.1f ms\n", r.P50ms, r.P95ms, r.P99ms, r.MaxMs)
+	if r.PCSCFCPUMsPerReg != nil {
+		fmt.Fprintf(tw, "P-CSCF CPU\t%.3f ms per registration\n", *r.PCSCFCPUMsPerReg)
+	}
+	if r.PCSCFRSSKiBPerUE != nil {
+		fmt.Fprintf(tw, "P-CSCF RSS\t%.0f KiB, %.2f KiB per UE above idle", *r.PCSCFRSSKiB, *r.PCSCFRSSKiBPerUE)
+		if r.PCSCFHeapKiBPerUE != nil {
+			fmt.Fprintf(tw, " (live heap %.2f KiB per UE)", *r.PCSCFHeapKiBPerUE)
+		}
+		fmt.Fprintln(tw)
+	}
+	if r.KeepalivesRx > 0 {
+		fmt.Fprintf(tw, "keepalives\t%d received by the P-CSCF during the hold\n", r.KeepalivesRx)
+	}
+	if r.Note != "" {
+		fmt.Fprintf(tw, "note\t%s\n", r.Note)
+	}
+	return tw.Flush()
+}
