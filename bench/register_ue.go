@@ -101,7 +101,8 @@ var retransmits = []time.Duration{500 * time.Millisecond, time.Second, 2 * time.
 // register runs the whole registration; it returns when the protected
 // REGISTER's 200 arrived.
 func (u *regUE) register(expires int) error {
-	u.buf = make([]byte, 65536)
+	u.buf = make([]byte, 4096) // a SIP response over UDP or an ESP packet
+	defer func() { u.buf = nil }()
 	u.callID = randToken(10) + "@bench"
 	spis := make([]esp.SPI, 3)
 	for i := range spis {

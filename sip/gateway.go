@@ -119,6 +119,11 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 	return parseAddrPort(a.String())
 }
 
+// dhcpQueue is how many DHCP requests wait for serveDHCP before the
+// intercept drops one: a burst of registrations (each UE's DISCOVER and
+// REQUEST) must not lose them to a queue sized for a handful.
+const dhcpQueue = 4096
+
 // dhcpRequest is a DHCP packet a peer sent through its tunnel.
 type dhcpRequest struct {
 	peer *tun.Peer

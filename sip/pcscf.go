@@ -221,7 +221,7 @@ func New(cfg ServerConfig) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, name: "P-CSCF " + cfg.Domain, log: cfg.Logger, regs: map[string]*registration{},
 		byAddr: map[netip.Addr]*registration{}, spis: newSPIPool(), calls: map[string]*bcall{}, limits: newSourceLimits(cfg.Limits), lazy: newLazySAs(),
-		dhcpIn: make(chan dhcpRequest, 64), wake: make(chan struct{}, 1), failed: make(chan error, 1)}
+		dhcpIn: make(chan dhcpRequest, dhcpQueue), wake: make(chan struct{}, 1), failed: make(chan error, 1)}
 	if cfg.SCSCF != "" {
 		var err error
 		if s.scscf, err = parseSCSCF(cfg.SCSCF); err != nil {

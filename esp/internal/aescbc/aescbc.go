@@ -26,6 +26,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"errors"
+	"sync"
 	"unsafe"
 )
 
@@ -51,8 +52,11 @@ type Cipher struct {
 	// dec[i] = InvMixColumns(enc[Nr-i]) for 0 < i < Nr, dec[Nr] = enc[0].
 	dec    [maxRounds + 1][BlockSize]byte
 	rounds int
-	// block is crypto/aes's cipher for the portable path.
-	block cipher.Block
+	// block is crypto/aes's cipher for the portable path, made on first
+	// use: with AES-NI it is never needed, and it would be half of the
+	// memory of every SA (a P-CSCF holds six per UE).
+	blockOnce sync.Once
+	block     cipher.Block
 }
 
 // New expands an AES-128, AES-192 or AES-256 key (16, 24 or 32 bytes).
@@ -69,12 +73,25 @@ func New(key []byte) (*Cipher, error) {
 		return nil, errKeySize
 	}
 	expandKey(&c, key)
-	b, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, err
-	}
-	c.block = b
 	return &c, nil
+}
+
+// portable returns crypto/aes's cipher for the key, made from the key
+// schedule's first Nk words, which are the key itself (FIPS-197 §5.2).
+func (c *Cipher) portable() cipher.Block {
+	c.blockOnce.Do(func() {
+		n := map[int]int{10: 16, 12: 24, 14: 32}[c.rounds]
+		key := make([]byte, 0, 32)
+		for i := 0; len(key) < n; i++ {
+			key = append(key, c.enc[i][:]...)
+		}
+		b, err := aes.NewCipher(key[:n])
+		if err != nil {
+			panic("aescbc: " + err.Error()) // unreachable: New checked the size
+		}
+		c.block = b
+	})
+	return c.block
 }
 
 // Rounds reports Nr, the number of AES rounds: 10, 12 or 14.
@@ -155,9 +172,10 @@ func inexactOverlap(x, y []byte) bool {
 func decryptGeneric(c *Cipher, dst, src, iv []byte) {
 	var iv0 [BlockSize]byte
 	copy(iv0[:], iv) // iv may sit in dst
+	b := c.portable()
 	for end := len(src); end > 0; end -= BlockSize {
 		start := end - BlockSize
-		c.block.Decrypt(dst[start:end], src[start:end])
+		b.Decrypt(dst[start:end], src[start:end])
 		prev := iv0[:]
 		if start > 0 {
 			prev = src[start-BlockSize : start]
@@ -170,12 +188,13 @@ func decryptGeneric(c *Cipher, dst, src, iv []byte) {
 func encryptGeneric(c *Cipher, dst, src, iv []byte) {
 	var prev [BlockSize]byte
 	copy(prev[:], iv)
+	b := c.portable()
 	for i := 0; i < len(src); i += BlockSize {
 		d := dst[i : i+BlockSize]
 		for j := range BlockSize {
 			d[j] = src[i+j] ^ prev[j]
 		}
-		c.block.Encrypt(d, d)
+		b.Encrypt(d, d)
 		copy(prev[:], d)
 	}
 }
