@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -53,6 +54,7 @@ func runBenchRegister(ctx context.Context, args []string, stdout, stderr io.Writ
 	first := fs.Int("first", 0, "index of the first subscriber of the range")
 	perWorker := fs.Int("per-worker", 16000, "most UEs per worker process")
 	asJSON := fs.Bool("json", false, "print the result as one JSON object")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of this process (the in-process P-CSCF and HSS; workers are other processes) to FILE, for go tool pprof")
 	worker := fs.String("worker", "", "internal: run one worker with this JSON spec, lines on stdout")
 	if err := parseFlags(fs, args, false); err != nil {
 		return err
@@ -113,6 +115,17 @@ func runBenchRegister(ctx context.Context, args []string, stdout, stderr io.Writ
 			fmt.Fprintln(stderr, line)
 			last = time.Now()
 		}
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	res, err := bench.RunRegister(ctx, cfg)
 	if tty {

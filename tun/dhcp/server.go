@@ -56,6 +56,8 @@ type Server struct {
 	byBinding map[string]*Lease
 	byAddr    map[netip.Addr]*Lease
 	next      netip.Addr // where the next free-address search starts
+	nextSweep time.Time  // when expired leases are next looked for
+	swept     time.Time  // when they were last
 	first     netip.Addr
 	last      netip.Addr
 }
@@ -121,7 +123,9 @@ func (s *Server) Handle(pkt []byte, binding string) (reply []byte, lease Lease, 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.cfg.Now()
-	s.expireLocked(now)
+	if !now.Before(s.nextSweep) {
+		s.expireLocked(now)
+	}
 	switch req.MessageType() {
 	case dhcpv4.MessageTypeDiscover:
 		l, err := s.leaseForLocked(binding, now)
@@ -178,6 +182,11 @@ func (s *Server) leaseForLocked(binding string, now time.Time) (*Lease, error) {
 		}
 		a = s.advance(a)
 	}
+	if !s.swept.Equal(now) {
+		// Expired leases not yet swept may free an address.
+		s.expireLocked(now)
+		return s.leaseForLocked(binding, now)
+	}
 	return nil, ErrPoolExhausted
 }
 
@@ -190,7 +199,14 @@ func (s *Server) advance(a netip.Addr) netip.Addr {
 	return a.Next()
 }
 
+// sweepEvery bounds how often Handle looks for expired leases: a sweep
+// walks every lease, and a P-CSCF with 100k UEs answers thousands of
+// requests a second. An expired lease may so live up to sweepEvery longer;
+// a full pool sweeps at once.
+const sweepEvery = time.Second
+
 func (s *Server) expireLocked(now time.Time) {
+	s.swept, s.nextSweep = now, now.Add(sweepEvery)
 	for b, l := range s.byBinding {
 		if now.After(l.Expires) && !l.Expires.IsZero() {
 			delete(s.byBinding, b)
