@@ -34,7 +34,9 @@ type RegisterConfig struct {
 	// Keepalive is each UE's NAT keepalive interval while held; default
 	// 20 s (RFC 3948 §4).
 	Keepalive time.Duration
-	Expires   int // seconds asked for; default 600
+	// Reregister, if set, is how often each UE re-registers while held.
+	Reregister time.Duration
+	Expires    int // seconds asked for; default 600
 
 	// SIP and ESP: an external P-CSCF; zero SIP means in-process.
 	SIP, ESP netip.AddrPort
@@ -85,6 +87,9 @@ type RegisterResult struct {
 	PCSCFHeapKiBPerUE *float64 `json:"pcscf_heap_kib_per_ue,omitempty"`
 	// KeepalivesRx is what the P-CSCF counted during the hold (in-process).
 	KeepalivesRx uint64 `json:"pcscf_keepalives_rx,omitempty"`
+	// Re-registrations during the hold (RegisterConfig.Reregister).
+	Reregistered int            `json:"reregistered,omitempty"`
+	ReregFailed  map[string]int `json:"rereg_failed,omitempty"`
 	Workers      int    `json:"workers"`
 	// Shared says the load generator ran in the P-CSCF's process (workers
 	// as goroutines): its CPU and RSS figures include the generator's.
@@ -164,7 +169,7 @@ func RunRegister(ctx context.Context, cfg RegisterConfig) (RegisterResult, error
 	res.Workers = nw
 	type wstate struct {
 		started, registered, failed int
-		final                       *workerLine
+		final, held                 *workerLine
 	}
 	states := make([]wstate, nw)
 	var mu sync.Mutex // guards states
@@ -184,7 +189,8 @@ func RunRegister(ctx context.Context, cfg RegisterConfig) (RegisterResult, error
 	for w := range nw {
 		spec := WorkerSpec{First: cfg.First + w*cfg.PerWorker, Count: min(cfg.PerWorker, cfg.UEs-w*cfg.PerWorker),
 			Bind: loopback.Random().String(), SIP: cfg.SIP.String(), ESP: cfg.ESP.String(),
-			Domain: cfg.Domain, Prefix: cfg.Prefix, Seed: cfg.Seed, Expires: cfg.Expires, Keepalive: cfg.Keepalive}
+			Domain: cfg.Domain, Prefix: cfg.Prefix, Seed: cfg.Seed, Expires: cfg.Expires, Keepalive: cfg.Keepalive,
+			Reregister: cfg.Reregister}
 		spec.Rate = cfg.Rate * float64(spec.Count) / float64(cfg.UEs)
 		lines, stop, err := startWorker(wctx, cfg, spec)
 		if err != nil {
@@ -202,6 +208,10 @@ func RunRegister(ctx context.Context, cfg RegisterConfig) (RegisterResult, error
 				mu.Lock()
 				defer mu.Unlock()
 				st := &states[w]
+				if l.Held {
+					st.held = &l
+					return
+				}
 				st.started, st.registered, st.failed = l.Started, l.Registered, l.Failed
 				if l.Done {
 					st.final = &l
@@ -332,6 +342,20 @@ phase:
 	}
 	if err := stopAll(); err != nil && ctx.Err() == nil {
 		return res, err
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, s := range states {
+		if s.held == nil {
+			continue
+		}
+		res.Reregistered += s.held.Reregistered
+		for c, n := range s.held.ReregFailed {
+			if res.ReregFailed == nil {
+				res.ReregFailed = map[string]int{}
+			}
+			res.ReregFailed[c] += n
+		}
 	}
 	return res, nil
 }

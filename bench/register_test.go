@@ -8,13 +8,14 @@ import (
 
 // TestRunRegisterInProcess: a small load against the in-process P-CSCF,
 // workers as goroutines: every UE registers with SAs, DHCP and the
-// protected REGISTER, and holds with keepalives that the P-CSCF counts.
+// protected REGISTER, and holds with keepalives that the P-CSCF counts,
+// re-registering (new AKA, new SAs) as it goes.
 func TestRunRegisterInProcess(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var progress int
-	res, err := RunRegister(ctx, RegisterConfig{UEs: 60, Rate: 300, Hold: 300 * time.Millisecond, Keepalive: 100 * time.Millisecond,
-		PerWorker: 25, Progress: func(RegisterProgress) { progress++ }})
+	res, err := RunRegister(ctx, RegisterConfig{UEs: 60, Rate: 300, Hold: time.Second, Keepalive: 100 * time.Millisecond,
+		Reregister: 800 * time.Millisecond, PerWorker: 25, Progress: func(RegisterProgress) { progress++ }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,6 +28,10 @@ func TestRunRegisterInProcess(t *testing.T) {
 	}
 	if res.KeepalivesRx == 0 {
 		t.Fatal("no keepalive reached the P-CSCF during the hold")
+	}
+	// Each UE re-registered once (a new AKA run and SA set), none failed.
+	if res.Reregistered < 60 || len(res.ReregFailed) != 0 {
+		t.Fatalf("re-registrations: %d, failed %v", res.Reregistered, res.ReregFailed)
 	}
 	if !res.Shared || res.PCSCFCPUMsPerReg == nil {
 		t.Fatalf("in-process measurement missing: %+v", res)

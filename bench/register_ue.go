@@ -75,10 +75,13 @@ type regUE struct {
 	buf    []byte
 
 	// After the 401.
-	in    map[esp.SPI]*esp.Inbound
-	out   *esp.Outbound // SA1: UE port-c -> P-CSCF port-s, also DHCP
-	inner netip.Addr
-	gw    netip.Addr
+	in     map[esp.SPI]*esp.Inbound
+	out    *esp.Outbound // SA1: UE port-c -> P-CSCF port-s, also DHCP
+	inner  netip.Addr
+	gw     netip.Addr
+	portC  uint16 // the active set's port-c
+	portS  uint16 // the P-CSCF's port-s of the active set
+	verify string // the active set's Security-Server, echoed in Security-Verify
 }
 
 // regFailure is why a registration failed: the cause counted in
@@ -104,80 +107,128 @@ func (u *regUE) register(expires int) error {
 	u.buf = make([]byte, 4096) // a SIP response over UDP or an ESP packet
 	defer func() { u.buf = nil }()
 	u.callID = randToken(10) + "@bench"
-	spis := make([]esp.SPI, 3)
-	for i := range spis {
-		spis[i] = randSPI()
-	}
-	offer := sip.Mechanism{Name: sip.MechIPsec3GPP, Alg: esp.AuthHMACSHA196, EAlg: esp.EncAESCBC, Prot: "esp", Mod: sip.ModUDPEncTun,
-		SPIc: spis[0], SPIs: spis[1], PortC: regPortC, PortS: regPortS}
-	client := sip.FormatSecurity([]sip.Mechanism{offer}) + ";media-spi=" + strconv.FormatUint(uint64(spis[2]), 10)
+	offer, client := newOffer(regPortC)
 	local := u.conn.LocalAddr().(*net.UDPAddr).AddrPort()
 	init := akakeys.Credentials{Username: u.sub.IMPI, Realm: u.domain, URI: "sip:" + u.domain}
-	req := u.request(local, local, expires, client, "", init.String())
 
 	// 1. Unprotected REGISTER -> 401 with the challenge and Security-Server.
-	res, err := u.exchangeSIP(req)
+	res, err := u.exchangeSIP(u.request(local, local, expires, client, "", init.String()))
 	if err != nil {
 		return err
 	}
-	if res.StatusCode != 401 {
-		return fail(statusCause(res.StatusCode), "unprotected REGISTER: %d %s", res.StatusCode, res.Reason)
-	}
-	www, ss := res.GetHeader("WWW-Authenticate"), res.GetHeader("Security-Server")
-	if www == nil || ss == nil {
-		return fail("bad-401", "401 without WWW-Authenticate or Security-Server")
-	}
-	ch, err := akakeys.ParseChallenge(www.Value())
+	cred, srv, ss, err := u.challenged(res, offer)
 	if err != nil {
-		return fail("bad-401", "%v", err)
+		return err
 	}
-	r, autn, _, err := akakeys.ParseNonce(ch.Nonce)
-	if err != nil {
-		return fail("bad-401", "%v", err)
-	}
-	resp, ck, ik, err := u.usim.Authenticate(r, autn)
-	if err != nil {
-		return fail("usim", "%v", err)
-	}
-	srvs, err := sip.ParseSecurity(ss.Value())
-	if err != nil || len(srvs) == 0 {
-		return fail("bad-401", "Security-Server: %v", err)
-	}
-	set, err := sip.NewSASet(offer, srvs[0], ck, ik)
-	if err != nil {
-		return fail("bad-401", "%v", err)
-	}
-	side, err := set.UESide()
-	if err != nil {
-		return fail("bad-401", "%v", err)
-	}
-	u.in = map[esp.SPI]*esp.Inbound{}
-	for _, in := range side.Inbound {
-		u.in[in.SPI()] = in
-	}
-	u.out = side.Default
-
 	// 2. DHCP inside the tunnel (the first packets through the SAs).
 	if err := u.dhcp(); err != nil {
 		return err
 	}
-
 	// 3. The protected REGISTER from the inner address and port-c to the
 	// P-CSCF's port-s, inside ESP; its 200 comes back the same way.
+	return u.answer(expires, offer, client, cred, srv, ss)
+}
+
+// reregister runs a re-registration through the active SAs: a new AKA run
+// and a new SA set on the other port-c (TS 33.203 §7.4), as sip.UE does.
+func (u *regUE) reregister(expires int) error {
+	u.buf = make([]byte, 4096)
+	defer func() { u.buf = nil }()
+	portC := uint16(regPortC)
+	if u.portC == regPortC {
+		portC = regPortC + 1
+	}
+	offer, client := newOffer(portC)
+	init := akakeys.Credentials{Username: u.sub.IMPI, Realm: u.domain, URI: "sip:" + u.domain}
+	from := netip.AddrPortFrom(u.inner, u.portC)
+	to := netip.AddrPortFrom(u.gw, u.portS)
+	res, err := u.exchangeInner(from, to, u.request(from, netip.AddrPortFrom(u.inner, regPortS), expires, client, u.verify, init.String()))
+	if err != nil {
+		return err
+	}
+	cred, srv, ss, err := u.challenged(res, offer)
+	if err != nil {
+		return err
+	}
+	return u.answer(expires, offer, client, cred, srv, ss)
+}
+
+// newOffer is a Security-Client entry with fresh SPIs (and a media SPI,
+// so the P-CSCF builds the media SAs too).
+func newOffer(portC uint16) (sip.Mechanism, string) {
+	m := sip.Mechanism{Name: sip.MechIPsec3GPP, Alg: esp.AuthHMACSHA196, EAlg: esp.EncAESCBC, Prot: "esp", Mod: sip.ModUDPEncTun,
+		SPIc: randSPI(), SPIs: randSPI(), PortC: portC, PortS: regPortS}
+	return m, sip.FormatSecurity([]sip.Mechanism{m}) + ";media-spi=" + strconv.FormatUint(uint64(randSPI()), 10)
+}
+
+// challenged runs the USIM on a 401 and builds the new SA set from its
+// Security-Server: its inbound SAs join ours, its SA1 sends from now on.
+func (u *regUE) challenged(res *sipgo.Response, offer sip.Mechanism) (akakeys.Credentials, sip.Mechanism, string, error) {
+	var none akakeys.Credentials
+	if res.StatusCode != 401 {
+		return none, sip.Mechanism{}, "", fail(statusCause(res.StatusCode), "REGISTER: %d %s", res.StatusCode, res.Reason)
+	}
+	www, ss := res.GetHeader("WWW-Authenticate"), res.GetHeader("Security-Server")
+	if www == nil || ss == nil {
+		return none, sip.Mechanism{}, "", fail("bad-401", "401 without WWW-Authenticate or Security-Server")
+	}
+	ch, err := akakeys.ParseChallenge(www.Value())
+	if err != nil {
+		return none, sip.Mechanism{}, "", fail("bad-401", "%v", err)
+	}
+	r, autn, _, err := akakeys.ParseNonce(ch.Nonce)
+	if err != nil {
+		return none, sip.Mechanism{}, "", fail("bad-401", "%v", err)
+	}
+	resp, ck, ik, err := u.usim.Authenticate(r, autn)
+	if err != nil {
+		return none, sip.Mechanism{}, "", fail("usim", "%v", err)
+	}
+	srvs, err := sip.ParseSecurity(ss.Value())
+	if err != nil || len(srvs) == 0 {
+		return none, sip.Mechanism{}, "", fail("bad-401", "Security-Server: %v", err)
+	}
+	set, err := sip.NewSASet(offer, srvs[0], ck, ik)
+	if err != nil {
+		return none, sip.Mechanism{}, "", fail("bad-401", "%v", err)
+	}
+	side, err := set.UESide()
+	if err != nil {
+		return none, sip.Mechanism{}, "", fail("bad-401", "%v", err)
+	}
+	if u.in == nil {
+		u.in = map[esp.SPI]*esp.Inbound{}
+	}
+	for _, in := range side.Inbound {
+		u.in[in.SPI()] = in
+	}
+	u.out = side.Default
 	cred := akakeys.Credentials{Username: u.sub.IMPI, Realm: ch.Realm, Nonce: ch.Nonce, URI: "sip:" + u.domain,
 		Algorithm: "AKAv1-MD5", Opaque: ch.Opaque, QOP: "auth", NC: 1, CNonce: randToken(8)}
 	if err := cred.SetResponse("REGISTER", resp[:]); err != nil {
-		return fail("usim", "%v", err)
+		return none, sip.Mechanism{}, "", fail("usim", "%v", err)
 	}
-	from := netip.AddrPortFrom(u.inner, regPortC)
-	to := netip.AddrPortFrom(u.gw, srvs[0].PortS)
-	preq := u.request(from, netip.AddrPortFrom(u.inner, regPortS), expires, client, ss.Value(), cred.String())
-	res, err = u.exchangeInner(from, to, preq)
+	return cred, srvs[0], ss.Value(), nil
+}
+
+// answer sends the protected REGISTER with the AKA answer through the new
+// set and waits for the 200; the set is then the active one.
+func (u *regUE) answer(expires int, offer sip.Mechanism, client string, cred akakeys.Credentials, srv sip.Mechanism, ss string) error {
+	from := netip.AddrPortFrom(u.inner, offer.PortC)
+	to := netip.AddrPortFrom(u.gw, srv.PortS)
+	res, err := u.exchangeInner(from, to, u.request(from, netip.AddrPortFrom(u.inner, regPortS), expires, client, ss, cred.String()))
 	if err != nil {
 		return err
 	}
 	switch res.StatusCode {
 	case 200:
+		u.portC, u.portS, u.verify = offer.PortC, srv.PortS, ss
+		// Only the new set's inbound SAs stay.
+		for spi := range u.in {
+			if spi != offer.SPIc && spi != offer.SPIs {
+				delete(u.in, spi)
+			}
+		}
 		return nil
 	case 401:
 		return fail("401-loop", "the protected REGISTER was challenged again")

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/netip"
 	"sync"
@@ -35,6 +36,9 @@ type WorkerSpec struct {
 	Prefix, Seed string
 	Expires      int
 	Keepalive    time.Duration
+	// Reregister, if set, is how often each UE re-registers while held
+	// (a new AKA run and a new SA set through the current one).
+	Reregister time.Duration
 }
 
 // workerLine is one line a worker writes.
@@ -47,7 +51,10 @@ type workerLine struct {
 	Done      bool           `json:"done,omitempty"`
 	LatencyUS []int64        `json:"latency_us,omitempty"`
 	Causes    map[string]int `json:"causes,omitempty"`
-	Error     string         `json:"error,omitempty"`
+	// The hold's report, written as the worker stops (Held set).
+	Held         bool           `json:"held,omitempty"`
+	Reregistered int            `json:"reregistered,omitempty"`
+	ReregFailed  map[string]int `json:"rereg_failed,omitempty"`
 }
 
 const progressEvery = 250 * time.Millisecond
@@ -173,35 +180,88 @@ func RunRegisterWorker(ctx context.Context, spec WorkerSpec, w io.Writer) error 
 	write(final)
 
 	// Hold: NAT keepalives from every registered UE, spread over the
-	// interval, until the runner stops us.
-	if spec.Keepalive <= 0 {
-		<-ctx.Done()
-		return nil
-	}
+	// interval, and re-registrations if asked for, until the runner
+	// stops us; then the hold's report.
 	var live []*regUE
 	for i, u := range ues {
 		if u != nil && causes[i] == "" {
 			live = append(live, u)
 		}
 	}
-	if len(live) == 0 {
+	h := &holder{live: live, spec: spec, failed: map[string]int{}}
+	h.run(ctx)
+	write(workerLine{Held: true, Reregistered: int(h.rereg.Load()), ReregFailed: h.failedCopy()})
+	return nil
+}
+
+// holder keeps a worker's registered UEs alive: keepalives and periodic
+// re-registration.
+type holder struct {
+	live  []*regUE
+	spec  WorkerSpec
+	rereg atomic.Int64
+	busy  sync.Map // *regUE -> struct{}: a re-registration is running
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	// failed counts failed re-registrations by cause; guarded by mu.
+	failed map[string]int
+}
+
+func (h *holder) failedCopy() map[string]int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return maps.Clone(h.failed)
+}
+
+// run sends, every millisecond, the keepalives and re-registrations the
+// intervals owe since the last tick, round robin over the UEs.
+func (h *holder) run(ctx context.Context) {
+	defer h.wg.Wait()
+	if len(h.live) == 0 {
 		<-ctx.Done()
-		return nil
+		return
 	}
-	step := spec.Keepalive / time.Duration(len(live))
-	t := time.NewTicker(max(step, time.Millisecond))
+	t := time.NewTicker(time.Millisecond)
 	defer t.Stop()
-	for next := 0; ; {
+	start := time.Now()
+	var kaSent, reSent int64
+	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-t.C:
 		}
-		// Catch up when ticks were late: as many UEs as the interval owes.
-		n := max(1, int(time.Millisecond/max(step, time.Nanosecond)))
-		for range n {
-			live[next].keepalive()
-			next = (next + 1) % len(live)
+		el := time.Since(start)
+		n := int64(len(h.live))
+		if h.spec.Keepalive > 0 {
+			for owed := int64(el * time.Duration(n) / h.spec.Keepalive); kaSent < owed; kaSent++ {
+				h.live[kaSent%n].keepalive()
+			}
+		}
+		if h.spec.Reregister > 0 {
+			for owed := int64(el * time.Duration(n) / h.spec.Reregister); reSent < owed; reSent++ {
+				u := h.live[reSent%n]
+				if _, running := h.busy.LoadOrStore(u, struct{}{}); running {
+					continue
+				}
+				h.wg.Add(1)
+				go func() {
+					defer h.wg.Done()
+					defer h.busy.Delete(u)
+					if err := u.reregister(h.spec.Expires); err != nil {
+						cause := "other"
+						var f *regFailure
+						if errors.As(err, &f) {
+							cause = f.cause
+						}
+						h.mu.Lock()
+						h.failed[cause]++
+						h.mu.Unlock()
+						return
+					}
+					h.rereg.Add(1)
+				}()
+			}
 		}
 	}
 }

@@ -21,7 +21,8 @@ const benchRegisterSynopsis = `bench register --ues N [--rate R] [--hold D] [--p
 Loads a P-CSCF with N UEs, each doing the whole registration a real UE does:
 the unprotected REGISTER with sec-agree, AKA with its own USIM (Milenage,
 SQN), its own four SAs and NAT-style source port, DHCP inside the tunnel,
-the protected REGISTER, then NAT keepalives while held. The UEs are built
+the protected REGISTER, then NAT keepalives (and, with --reregister,
+re-registrations with new SAs) while held. The UEs are built
 without a network stack each (inner IPv4/UDP made in place); they run in
 worker processes of at most --per-worker UEs (one socket each: the file
 limit bounds a process), started at --rate per second in all.
@@ -44,6 +45,7 @@ func runBenchRegister(ctx context.Context, args []string, stdout, stderr io.Writ
 	rate := fs.Float64("rate", 1000, "UEs started per second, in all")
 	hold := fs.Duration("hold", 0, "how long to hold the UEs registered after the last one finished (keepalives flow)")
 	keepalive := fs.Duration("keepalive", 20*time.Second, "each UE's NAT keepalive interval while held")
+	rereg := fs.Duration("reregister", 0, "while held, each UE re-registers this often: a new AKA run and a new SA set through the current one (0: never)")
 	expires := fs.Int("expires", 600, "registration lifetime the UEs ask for, seconds")
 	pcscf := fs.String("pcscf", "", "ADDR:PORT of an external P-CSCF's unprotected SIP (default: an in-process P-CSCF and HSS)")
 	pcscfESP := fs.String("pcscf-esp", "", "ADDR:PORT of the external P-CSCF's ESP-in-UDP")
@@ -73,10 +75,10 @@ func runBenchRegister(ctx context.Context, args []string, stdout, stderr io.Writ
 	if *ues <= 0 {
 		return usageErrorf("--ues is required: how many UEs to register")
 	}
-	if *rate <= 0 || *keepalive < 0 || *hold < 0 || *expires <= 0 || *perWorker <= 0 || *first < 0 {
+	if *rate <= 0 || *keepalive < 0 || *hold < 0 || *rereg < 0 || *expires <= 0 || *perWorker <= 0 || *first < 0 {
 		return usageErrorf("--rate, --expires and --per-worker must be positive; --hold, --keepalive and --first not negative")
 	}
-	cfg := bench.RegisterConfig{UEs: *ues, Rate: *rate, Hold: *hold, Keepalive: *keepalive, Expires: *expires,
+	cfg := bench.RegisterConfig{UEs: *ues, Rate: *rate, Hold: *hold, Keepalive: *keepalive, Reregister: *rereg, Expires: *expires,
 		Domain: *domain, Prefix: *prefix, Seed: *seed, First: *first, PerWorker: *perWorker, PCSCFPID: *pcscfPID}
 	if (*pcscf == "") != (*pcscfESP == "") {
 		return usageErrorf("--pcscf and --pcscf-esp go together")
@@ -207,6 +209,9 @@ func printRegisterResult(w io.Writer, r bench.RegisterResult, cfg bench.Register
 	}
 	if r.KeepalivesRx > 0 {
 		fmt.Fprintf(tw, "keepalives\t%d received by the P-CSCF during the hold\n", r.KeepalivesRx)
+	}
+	if r.Reregistered > 0 || len(r.ReregFailed) > 0 {
+		fmt.Fprintf(tw, "re-registrations\t%d during the hold, failed %v\n", r.Reregistered, r.ReregFailed)
 	}
 	if r.Note != "" {
 		fmt.Fprintf(tw, "note\t%s\n", r.Note)
