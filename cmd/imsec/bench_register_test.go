@@ -1,0 +1,46 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/imsec/imsec/bench"
+)
+
+// TestBenchRegisterCommand: imsec bench register with worker processes
+// (this test binary started again as imsec) against the in-process P-CSCF:
+// every UE registers, and the JSON has the fields the issue names.
+func TestBenchRegisterCommand(t *testing.T) {
+	t.Setenv(asCLI, "1")
+	code, out, errs := runCLI(t, "bench", "register", "--ues", "40", "--rate", "400", "--per-worker", "20", "--hold", "300ms",
+		"--keepalive", "50ms", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	var res bench.RegisterResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if res.Registered != 40 || res.Workers != 2 || res.Shared || res.PCSCFCPUMsPerReg == nil || res.P99ms <= 0 || res.KeepalivesRx == 0 {
+		t.Fatalf("result %+v", res)
+	}
+	for _, k := range []string{`"ues"`, `"registered"`, `"failed"`, `"reg_per_s"`, `"p50_ms"`, `"p95_ms"`, `"p99_ms"`, `"pcscf_cpu_ms_per_reg"`, `"pcscf_rss_kib_per_ue"`} {
+		if !strings.Contains(out, k) {
+			t.Errorf("JSON lacks %s: %s", k, out)
+		}
+	}
+}
+
+func TestBenchRegisterUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"bench", "register"},
+		{"bench", "register", "--ues", "5", "--rate", "0"},
+		{"bench", "register", "--ues", "5", "--pcscf", "127.0.0.1:5060"},
+		{"bench", "register", "--ues", "5", "--pcscf-pid", "1"},
+	} {
+		if code, _, errs := runCLI(t, args...); code != 2 {
+			t.Errorf("%v: exit %d, %s", args, code, errs)
+		}
+	}
+}
