@@ -90,7 +90,7 @@ type RegisterResult struct {
 	// Re-registrations during the hold (RegisterConfig.Reregister).
 	Reregistered int            `json:"reregistered,omitempty"`
 	ReregFailed  map[string]int `json:"rereg_failed,omitempty"`
-	Workers      int    `json:"workers"`
+	Workers      int            `json:"workers"`
 	// Shared says the load generator ran in the P-CSCF's process (workers
 	// as goroutines): its CPU and RSS figures include the generator's.
 	Shared bool   `json:"shared_process,omitempty"`
