@@ -320,6 +320,10 @@ func TestFakeLossyNetworkDatagrams(t *testing.T) {
 	// UE -> gateway. The first delivered packet teaches the gateway the
 	// UE's endpoint.
 	send(ueDev, up, count)
+	// A quiet network only means what was sent has arrived: on a busy host
+	// the UE's pump may still be reading its device. Wait until it has
+	// sent every packet.
+	fakeWait(t, func() bool { return ue.pump.Counters().TxPackets >= count })
 	collect("up", gwDev, up, count, gw.pump)
 	// Gateway -> UE. Reset the network counters by using a fresh baseline.
 	base := n.Stats()
