@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"net/netip"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -78,7 +79,9 @@ type RegisterResult struct {
 	MaxMs      float64        `json:"max_ms"`
 	// P-CSCF figures (in-process, or PCSCFPID): CPU over the registration
 	// phase per registration, and RSS growth over idle per registered UE
-	// at the end of the hold. Null when not measured.
+	// at the end of the hold (in-process: after debug.FreeOSMemory, as a
+	// long-running process's scavenger would leave it). Null when not
+	// measured.
 	PCSCFCPUMsPerReg *float64 `json:"pcscf_cpu_ms_per_reg"`
 	PCSCFRSSKiBPerUE *float64 `json:"pcscf_rss_kib_per_ue"`
 	PCSCFRSSKiB      *float64 `json:"pcscf_rss_kib,omitempty"`
@@ -150,7 +153,11 @@ func RunRegister(ctx context.Context, cfg RegisterConfig) (RegisterResult, error
 		}
 		defer srv.Close()
 		cfg.SIP, cfg.ESP = srv.SIPAddr(), srv.ESPAddr()
-		probe = &pcscfProbe{cpu: processCPU, rss: selfRSSKiB, heap: liveHeap}
+		// RSS is read after a collection that hands freed pages back to
+		// the OS, as a P-CSCF running for hours would have: the
+		// registration burst's transactions (kept 32 s for retransmissions,
+		// RFC 3261 Timer J) are garbage by the end of a long hold.
+		probe = &pcscfProbe{cpu: processCPU, rss: func() (float64, bool) { debug.FreeOSMemory(); return selfRSSKiB() }, heap: liveHeap}
 	} else if cfg.PCSCFPID > 0 {
 		pid := cfg.PCSCFPID
 		probe = &pcscfProbe{cpu: func() time.Duration { d, _ := pidCPU(pid); return d }, rss: func() (float64, bool) { return pidRSSKiB(pid) }}
