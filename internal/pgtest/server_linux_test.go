@@ -52,7 +52,7 @@ func TestServer(t *testing.T) {
 	if n, _ := strconv.Atoi(strings.Fields(string(pid))[0]); n != s.cmd.Process.Pid {
 		t.Errorf("postmaster.pid says %d, our child is %d", n, s.cmd.Process.Pid)
 	}
-	if s.NewDatabase(t) == s.NewDatabase(t) {
+	if a, b := s.NewDatabase(t), s.NewDatabase(t); a == b {
 		t.Error("NewDatabase returned one database twice")
 	}
 

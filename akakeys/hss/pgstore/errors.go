@@ -9,6 +9,11 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
+// ErrBadURL: the database URL is not one Open can use (not a postgres://
+// URL, unparsable, a bad parameter, synchronous_commit=off). The message
+// says which, without the password.
+var ErrBadURL = errors.New("pgstore: bad database URL")
+
 // IsURL reports whether db is a PostgreSQL connection URL (postgres:// or
 // postgresql://) rather than a file name.
 func IsURL(db string) bool {
@@ -27,12 +32,12 @@ type target struct {
 // quoting nothing of dsn, on what is not a URL pgx could take.
 func describe(dsn string) (target, error) {
 	if !IsURL(dsn) {
-		return target{}, errors.New("pgstore: the database must be a postgres:// or postgresql:// URL")
+		return target{}, fmt.Errorf("%w: the database must be a postgres:// or postgresql:// URL", ErrBadURL)
 	}
 	u, err := url.Parse(dsn)
 	if err != nil {
 		// url's error quotes the URL, password and all.
-		return target{}, errors.New("pgstore: the database URL does not parse (in a password, percent-encode @ : / ? # and %)")
+		return target{}, fmt.Errorf("%w: it does not parse (in a password, percent-encode @ : / ? # and %%)", ErrBadURL)
 	}
 	var tg target
 	add := func(s string) {
@@ -73,12 +78,15 @@ func describe(dsn string) (target, error) {
 	return tg, nil
 }
 
-// scrub replaces every secret in s.
+// scrub replaces every secret in s, and puts it on one line (pgx puts an
+// error per host tried on lines of their own).
 func (tg target) scrub(s string) string {
 	for _, sec := range tg.secrets {
 		s = strings.ReplaceAll(s, sec, "xxxxx")
 	}
-	return s
+	s = strings.ReplaceAll(s, ":\n\t", ": ")
+	s = strings.ReplaceAll(s, "\n\t", "; ")
+	return strings.ReplaceAll(s, "\n", " ")
 }
 
 // dbError is an error from pgx or the server on the way out of a

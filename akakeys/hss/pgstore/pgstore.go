@@ -53,14 +53,20 @@ type Store struct {
 
 var _ hss.Store = (*Store)(nil)
 
+// defaultConnectTimeout bounds a connection attempt unless the URL sets
+// connect_timeout.
+const defaultConnectTimeout = 10 * time.Second
+
 // maxAttempts bounds how often a transaction that failed with a
 // serialization failure or deadlock is run.
 const maxAttempts = 30
 
 // Open connects to the database at dsn, a postgres:// or postgresql:// URL
-// (pgx's parameters: host, port, sslmode, pool_max_conns, ...; the password
-// also from PGPASSWORD or ~/.pgpass), and creates, checks or upgrades the
-// schema (see the package doc). Errors never show the password.
+// (pgx's parameters: host, port, sslmode, pool_max_conns, connect_timeout,
+// which is 10 s unless given, ...; the password also from PGPASSWORD or
+// ~/.pgpass), and creates, checks or upgrades the schema (see the package
+// doc). A URL Open cannot use fails with ErrBadURL. Errors never show the
+// password.
 func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	tg, err := describe(dsn)
 	if err != nil {
@@ -71,15 +77,20 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		schema = DefaultSchema
 	}
 	if len(schema) > 63 || !utf8.ValidString(schema) || strings.ContainsRune(schema, 0) {
-		return nil, fmt.Errorf("pgstore: schema name %q: want up to 63 bytes of UTF-8", schema)
+		return nil, fmt.Errorf("pgstore: schema name %q: want 1 to 63 bytes of UTF-8 without NUL", schema)
 	}
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		// pgx redacts the password, but only on a best-effort basis.
-		return nil, fmt.Errorf("pgstore: %s: %s", tg.name, tg.scrub(err.Error()))
+		return nil, fmt.Errorf("%w: %s: %s", ErrBadURL, tg.name, tg.scrub(err.Error()))
 	}
 	if opts.MaxConns > 0 {
 		cfg.MaxConns = opts.MaxConns
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		// A server that does not answer fails a request rather than
+		// holding it; the URL's connect_timeout (seconds) wins.
+		cfg.ConnConfig.ConnectTimeout = defaultConnectTimeout
 	}
 	rp := cfg.ConnConfig.RuntimeParams
 	// Client settings outrank the server's, the database's and the role's
@@ -88,7 +99,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	case "":
 		rp["synchronous_commit"] = "on"
 	case "off", "false", "no", "0":
-		return nil, fmt.Errorf("pgstore: %s: synchronous_commit=%s would let a crash lose SQNs already in vectors; remove it from the URL", tg.name, sc)
+		return nil, fmt.Errorf("%w: %s: synchronous_commit=%s would let a crash lose SQNs already in vectors; remove it from the URL", ErrBadURL, tg.name, sc)
 	}
 	if rp["application_name"] == "" {
 		rp["application_name"] = "imsec-hss"
