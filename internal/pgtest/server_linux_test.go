@@ -31,12 +31,22 @@ func TestServer(t *testing.T) {
 	if listen != "" || fsync != "on" || workMem != "5MB" {
 		t.Errorf("listen_addresses %q, fsync %q, work_mem %q; want '', on and 5MB (Options.Settings)", listen, fsync, workMem)
 	}
-	var collation string
-	if err := conn.QueryRow(ctx, "SELECT string_agg(x, ' ' ORDER BY x) FROM (VALUES ('b'), ('B'), ('a')) v(x)").Scan(&collation); err != nil {
+	// ICU en-US, where the server has ICU: a b B, not the C locale's B a b.
+	var provider string
+	if major(filepath.Dir(s.cmd.Path)) >= 15 {
+		if err := conn.QueryRow(ctx, "SELECT datlocprovider::text FROM pg_database WHERE datname = current_database()").Scan(&provider); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var order string
+	if err := conn.QueryRow(ctx, "SELECT string_agg(x, ' ' ORDER BY x) FROM (VALUES ('b'), ('B'), ('a')) v(x)").Scan(&order); err != nil {
 		t.Fatal(err)
 	}
-	if collation != "a b B" && major(filepath.Dir(s.cmd.Path)) >= 15 {
-		t.Errorf("default collation sorts a, b, B as %q, want ICU en-US's \"a b B\"", collation)
+	switch {
+	case provider == "i" && order != "a b B":
+		t.Errorf("the ICU default collation sorts a, b, B as %q", order)
+	case provider != "i":
+		t.Logf("no ICU: the default collation is C (sorts %q)", order)
 	}
 	fi, err := os.Stat(filepath.Join(s.Dir, "data"))
 	if err != nil {

@@ -20,6 +20,9 @@
 // serialization failure instead, and the transaction is run again,
 // callback and all, as the Store contract allows; so are deadlocks.
 //
+// Behind PgBouncer in transaction mode, add default_query_exec_mode=exec to
+// the URL: pgx otherwise prepares named statements per connection.
+//
 // # Schema
 //
 // The tables live in a PostgreSQL schema of their own, "imsec" unless
