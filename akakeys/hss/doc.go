@@ -9,8 +9,11 @@
 //
 // [Store] is persistence only: subscribers, IMPU ownership, and one atomic
 // read-modify-write of the SQN state ([Store.UpdateSQN]). [SQLiteStore] keeps
-// them in a local SQLite file; [MemStore] keeps them in memory for tests. A
-// networked store (PostgreSQL, say) implements the same interface. [HSS] is
+// them in a local SQLite file; [MemStore] keeps them in memory for tests;
+// package [github.com/imsec/imsec/akakeys/hss/pgstore] keeps them in
+// PostgreSQL, shared by HSS processes on several hosts. Package
+// [github.com/imsec/imsec/akakeys/hss/storetest] is the contract all three
+// pass. [HSS] is
 // the logic on top: which SQN comes next (Annex C), the AUTS check, and the
 // vector computation. A registrar needs only the method set
 // Vector/Resync/LookupIMPU of [HSS]; a client of a real HSS over Diameter Cx

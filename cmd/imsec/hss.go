@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/imsec/imsec/akakeys/hss"
 	"github.com/imsec/imsec/akakeys/hss/cx"
@@ -18,7 +17,7 @@ func init() {
 	})
 }
 
-const hssSynopsis = `hss --db FILE [--listen ADDR:3868] [--origin-host H] [--origin-realm R] [flags]
+const hssSynopsis = `hss --db FILE|URL [--listen ADDR:3868] [--origin-host H] [--origin-realm R] [flags]
 
 A home subscriber server on Diameter Cx (TS 29.228, TS 29.229) over TCP,
 for an I-/S-CSCF such as Kamailio's ims_icscf/ims_scscf or 'imsec pcscf
@@ -35,7 +34,7 @@ Example:
 
 func runHSS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("hss", hssSynopsis, stderr)
-	db := fs.String("db", "", "HSS database file made with 'imsec sub' (required)")
+	db := fs.String("db", "", dbFlagHelp+" (required)")
 	listen := fs.String("listen", "0.0.0.0:3868", "TCP address for Diameter")
 	originHost := fs.String("origin-host", "hss.localdomain", "this HSS's Origin-Host (a DiameterIdentity)")
 	originRealm := fs.String("origin-realm", "localdomain", "this HSS's Origin-Realm")
@@ -50,10 +49,7 @@ func runHSS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if *originHost == "" || *originRealm == "" {
 		return usageErrorf("--origin-host and --origin-realm must not be empty")
 	}
-	if _, err := os.Stat(*db); err != nil {
-		return fmt.Errorf("--db %s: %v (create it with 'imsec sub add --db %s ...')", *db, err, *db)
-	}
-	store, err := hss.OpenSQLite(*db, hss.SQLiteOptions{MustExist: true})
+	store, err := openServedStore(ctx, *db)
 	if err != nil {
 		return err
 	}

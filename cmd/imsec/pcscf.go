@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"os"
 	"strings"
 	"sync"
 
@@ -27,7 +26,7 @@ func init() {
 	})
 }
 
-const pcscfSynopsis = `pcscf --domain DOMAIN (--db FILE | --hss ADDR:3868 | --scscf sip:HOST:PORT) [flags]
+const pcscfSynopsis = `pcscf --domain DOMAIN (--db FILE|URL | --hss ADDR:3868 | --scscf sip:HOST:PORT) [flags]
 
 The server side of IMS access security (TS 33.203) with NAT traversal: a
 registrar that challenges with AKAv1-MD5 (RFC 3310) from the HSS in --db,
@@ -66,7 +65,7 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := newFlagSet("pcscf", pcscfSynopsis, stderr)
 	config := fs.String("config", "", "JSON file of settings (keys are these flag names)")
 	domain := fs.String("domain", "", "home domain and digest realm (required)")
-	db := fs.String("db", "", "HSS database file made with 'imsec sub' (required unless --hss)")
+	db := fs.String("db", "", dbFlagHelp+" (required unless --hss or --scscf)")
 	hssAddr := fs.String("hss", "", "ADDR:PORT of an HSS on Diameter Cx ('imsec hss'); then --db is not used")
 	scscf := fs.String("scscf", "", "sip:HOST[:PORT] of an S-CSCF: run as its P-CSCF (proxy role) instead of as the registrar")
 	visited := fs.String("visited-network", "", "P-Visited-Network-ID on forwarded REGISTERs with --scscf (default: --domain)")
@@ -218,10 +217,7 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		defer cli.Close()
 		cfg.HSS = cli
 	default:
-		if _, err := os.Stat(*db); err != nil {
-			return fmt.Errorf("--db %s: %v (create it with 'imsec sub add --db %s ...')", *db, err, *db)
-		}
-		store, err := hss.OpenSQLite(*db, hss.SQLiteOptions{})
+		store, err := openServedStore(ctx, *db)
 		if err != nil {
 			return err
 		}

@@ -18,7 +18,7 @@ func init() {
 	register(command{
 		name:  "sub",
 		usage: "sub add|list|show|del --db FILE [flags]",
-		short: "manage the subscribers of the HSS database (SQLite)",
+		short: "manage the subscribers of the HSS database (SQLite or PostgreSQL)",
 		run:   runSub,
 	})
 }
@@ -61,6 +61,14 @@ integrity_check); only add creates a file, and only one that does not exist.
 Exit status: 0 success; 2 bad usage (flags, hex, identities); 1 otherwise
 (unknown subscriber, IMPI or IMPU already present, a refused database, other
 database errors).
+
+--db may also be a PostgreSQL database, as a postgres:// (or postgresql://)
+URL, e.g. postgres://hss@db.example/imsec?sslmode=verify-full, which any
+number of 'imsec hss' and 'imsec pcscf' processes can share: they draw each
+subscriber's SQNs from one counter. The subscribers are in the schema imsec,
+which the first 'sub add' creates; a schema imsec that is not imsec's, or
+of a newer version, is refused. Give the password in PGPASSWORD or
+~/.pgpass rather than in the URL, where ps shows it; errors never do.
 
 Run 'imsec sub ACTION --help' for the flags of one action.
 `
@@ -112,8 +120,8 @@ func requireDB(db string) error {
 	return nil
 }
 
-func openSubDB(path string, mustExist bool) (*hss.SQLiteStore, error) {
-	return hss.OpenSQLite(path, hss.SQLiteOptions{MustExist: mustExist})
+func openSubDB(ctx context.Context, db string, mustExist bool) (subscriberStore, error) {
+	return openStore(ctx, db, !mustExist)
 }
 
 func subAdd(ctx context.Context, args []string, stdout io.Writer) error {
@@ -129,7 +137,7 @@ Example:
     --impu sip:alice@ims.example --impu tel:+15550100 \
     --k 465b5ce8b199b49faa5f0a2ee238a6bc --op cdc202d5123e20f62b6d676ac72cb318
 `, stdout)
-	db := fs.String("db", "", "subscriber database `FILE` (created with mode 0600 if it does not exist)")
+	db := fs.String("db", "", "subscriber database: an SQLite `FILE` (created with mode 0600 if it does not exist), or a postgres:// URL")
 	impi := fs.String("impi", "", "private identity, e.g. alice@ims.example (required)")
 	var impus multiFlag
 	fs.Var(&impus, "impu", "public identity `URI` (sip:, sips: or tel:); repeatable, at least one; the first is the default")
@@ -167,7 +175,7 @@ Example:
 		return usageErrorf("%s", strings.TrimPrefix(err.Error(), "hss: "))
 	}
 
-	store, err := openSubDB(*db, false)
+	store, err := openSubDB(ctx, *db, false)
 	if err != nil {
 		return err
 	}
@@ -205,7 +213,7 @@ hex and as SEQ/IND, and the re-synchronisations counted so far.
 Example:
   imsec sub list --db hss.db --json
 `, stdout)
-	db := fs.String("db", "", "subscriber database `FILE` (must exist)")
+	db := fs.String("db", "", "subscriber database: an SQLite `FILE` or a postgres:// URL (must exist)")
 	asJSON := fs.Bool("json", false, "print a JSON array instead of a table")
 	indBits := indBitsFlag(fs)
 	if err := parseFlags(fs, args, false); err != nil {
@@ -218,7 +226,7 @@ Example:
 	if err != nil {
 		return err
 	}
-	store, err := openSubDB(*db, true)
+	store, err := openSubDB(ctx, *db, true)
 	if err != nil {
 		return err
 	}
@@ -270,7 +278,7 @@ func subShow(ctx context.Context, args []string, stdout io.Writer) error {
 Example:
   imsec sub show --db hss.db --impi alice@ims.example
 `, stdout)
-	db := fs.String("db", "", "subscriber database `FILE` (must exist)")
+	db := fs.String("db", "", "subscriber database: an SQLite `FILE` or a postgres:// URL (must exist)")
 	impi := fs.String("impi", "", "private identity (required)")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	indBits := indBitsFlag(fs)
@@ -287,7 +295,7 @@ Example:
 	if err != nil {
 		return err
 	}
-	store, err := openSubDB(*db, true)
+	store, err := openSubDB(ctx, *db, true)
 	if err != nil {
 		return err
 	}
@@ -332,7 +340,7 @@ first challenges end in a re-synchronisation.
 Example:
   imsec sub del --db hss.db --impi alice@ims.example
 `, stdout)
-	db := fs.String("db", "", "subscriber database `FILE` (must exist)")
+	db := fs.String("db", "", "subscriber database: an SQLite `FILE` or a postgres:// URL (must exist)")
 	impi := fs.String("impi", "", "private identity (required)")
 	if err := parseFlags(fs, args, false); err != nil {
 		return err
@@ -343,7 +351,7 @@ Example:
 	if *impi == "" {
 		return usageErrorf("--impi is required")
 	}
-	store, err := openSubDB(*db, true)
+	store, err := openSubDB(ctx, *db, true)
 	if err != nil {
 		return err
 	}
