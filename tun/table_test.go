@@ -281,12 +281,15 @@ func TestTableReadersDuringWrites(t *testing.T) {
 }
 
 // TestTableLookupAllocs: the per-packet lookups allocate nothing, for hits
-// and misses, host routes and prefix routes.
+// and misses, host routes and prefix routes, while a resize is under way
+// (1025 SAs and host routes: the tables have just begun to double) and
+// after it.
 func TestTableLookupAllocs(t *testing.T) {
+	const n = 1025
 	p := newIdlePump(t)
-	in := benchInbounds(t, 1000)
+	in := benchInbounds(t, n)
 	var peers []*Peer
-	for i := range 1000 {
+	for i := range n {
 		host := []netip.Prefix{netip.PrefixFrom(benchAddr(i), 32)}
 		peer, err := p.AddPeer(PeerConfig{Name: "ue", Routes: host})
 		must(t, err)
@@ -296,27 +299,37 @@ func TestTableLookupAllocs(t *testing.T) {
 	def, err := p.AddPeer(PeerConfig{Name: "default", Routes: []netip.Prefix{netip.MustParsePrefix("100.64.0.0/10")}})
 	must(t, err)
 	t6 := netip.MustParseAddr("2001:db8::1")
-	i := 0
-	allocs := testing.AllocsPerRun(1000, func() {
-		if s, _ := p.tables.bySPI.get(in[i%1000].SPI()); s == nil || s.peer != peers[i%1000] {
-			t.Fatal("SPI not found")
+	for _, phase := range []string{"during a resize", "after it"} {
+		resizing := p.tables.bySPI.arr.Load().old.Load() != nil && p.tables.byAddr.arr.Load().old.Load() != nil
+		if resizing != (phase == "during a resize") {
+			t.Fatalf("%s: tables resizing: %v", phase, resizing)
 		}
-		if _, ok := p.tables.bySPI.get(1); ok {
-			t.Fatal("SPI 1 found")
+		i := 0
+		allocs := testing.AllocsPerRun(1000, func() {
+			if s, _ := p.tables.bySPI.get(in[i%n].SPI()); s == nil || s.peer != peers[i%n] {
+				t.Fatal("SPI not found")
+			}
+			if _, ok := p.tables.bySPI.get(1); ok {
+				t.Fatal("SPI 1 found")
+			}
+			if p.tables.route(benchAddr(i%n)) != peers[i%n] {
+				t.Fatal("host route not found")
+			}
+			if p.tables.route(benchAddr(5000)) != def {
+				t.Fatal("prefix route not found")
+			}
+			if p.tables.route(t6) != nil {
+				t.Fatal("route to nowhere found")
+			}
+			i++
+		})
+		if allocs != 0 {
+			t.Fatalf("%s: %v allocations per lookup round, want 0", phase, allocs)
 		}
-		if p.tables.route(benchAddr(i%1000)) != peers[i%1000] {
-			t.Fatal("host route not found")
-		}
-		if p.tables.route(benchAddr(5000)) != def {
-			t.Fatal("prefix route not found")
-		}
-		if p.tables.route(t6) != nil {
-			t.Fatal("route to nowhere found")
-		}
-		i++
-	})
-	if allocs != 0 {
-		t.Fatalf("%v allocations per lookup round, want 0", allocs)
+		p.wmu.Lock()
+		p.tables.bySPI.migrate(p.tables.bySPI.arr.Load(), n)
+		p.tables.byAddr.migrate(p.tables.byAddr.arr.Load(), n)
+		p.wmu.Unlock()
 	}
 }
 
