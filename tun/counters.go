@@ -82,25 +82,39 @@ func (peer *Peer) Counters() PeerCounters {
 }
 
 // SACounters lists the counters of every SA of peer (nil: of all peers):
-// the current outbound SA and every installed inbound SA.
+// the current outbound SA and every installed inbound SA. It takes no
+// lock: an SA installed or removed meanwhile may or may not be listed.
 func (p *Pump) SACounters(peer *Peer) []SACounters {
-	t := p.peers.Load()
+	t := &p.tables
 	var out []SACounters
-	for _, q := range t.peers {
-		if peer != nil && q != peer {
-			continue
-		}
+	outbound := func(q *Peer) {
 		if set := q.out.Load(); set != nil {
 			for _, s := range set.all {
 				out = append(out, SACounters{SPI: s.out.SPI(), Peer: q.name, Packets: s.packets.Load(), Bytes: s.bytes.Load(), Sequence: s.out.Seq()})
 			}
 		}
 	}
-	for _, s := range t.bySPI {
-		if peer != nil && s.peer != peer {
-			continue
-		}
+	inbound := func(s *inSA) {
 		out = append(out, SACounters{SPI: s.in.SPI(), Inbound: true, Peer: s.peer.name, Packets: s.packets.Load(), Bytes: s.bytes.Load(), Sequence: s.in.Highest()})
+	}
+	if peer == nil {
+		for q := range t.peers.values() {
+			outbound(q)
+		}
+		for s := range t.bySPI.values() {
+			inbound(s)
+		}
+		return out
+	}
+	if q, _ := t.peers.get(peer.id); q == peer {
+		outbound(peer)
+	}
+	if spis := peer.inbound.Load(); spis != nil {
+		for _, spi := range *spis {
+			if s, _ := t.bySPI.get(spi); s != nil && s.peer == peer {
+				inbound(s)
+			}
+		}
 	}
 	return out
 }
@@ -108,7 +122,7 @@ func (p *Pump) SACounters(peer *Peer) []SACounters {
 // InboundPackets returns how many packets the inbound SA spi has accepted
 // (the registrar watches the new SA set start carrying traffic).
 func (p *Pump) InboundPackets(spi esp.SPI) (uint64, bool) {
-	s := p.peers.Load().bySPI[spi]
+	s, _ := p.tables.bySPI.get(spi)
 	if s == nil {
 		return 0, false
 	}

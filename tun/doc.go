@@ -33,6 +33,20 @@
 // of it, and its Close releases all of it; a NewEndpoint that fails has
 // already released whatever it had made or been given.
 //
+// # Routing tables
+//
+// A Pump finds the inbound SA of each ESP packet by its SPI and the peer
+// of each outbound packet by its inner destination. At a P-CSCF those
+// tables hold every registered UE, and they change on every registration,
+// with the registrar's lock held. They are hash tables (table.go) whose
+// buckets are copied on write one at a time: a lookup takes no lock and
+// allocates nothing; an install or a removal costs the same with 100k UEs
+// as with ten, and so does the resize that doubles or shrinks a table,
+// which later writes carry out a few buckets at a time. Prefix routes
+// (the UE's default route) are few and stay in one copy-on-write list.
+// BenchmarkTableInstall, BenchmarkTableLookup and BenchmarkTableFill
+// measure them at 1k, 10k and 100k UEs.
+//
 // # Netstack details
 //
 // The stack is built here (stack.New, our own link endpoint, one NIC,

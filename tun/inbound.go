@@ -36,7 +36,7 @@ func (p *Pump) inbound() {
 			}
 			continue
 		}
-		t := p.peers.Load()
+		t := &p.tables
 		now := p.cfg.Now().UnixNano()
 		// Find each datagram's SA, then open each run of one SA's packets
 		// with one OpenBatch.
@@ -135,7 +135,7 @@ func (p *Pump) inSA(t *peerTables, d []byte) *inSA {
 		p.ctr.drops[esp.ReasonOf(err)].Add(1)
 		return nil
 	}
-	s := t.bySPI[spi]
+	s, _ := t.bySPI.get(spi)
 	if s == nil && p.cfg.OnUnknownSPI != nil {
 		s = p.installOnDemand(spi)
 	}
@@ -149,15 +149,15 @@ func (p *Pump) inSA(t *peerTables, d []byte) *inSA {
 // did not. (The packet that asked still has to open under it: a forged one
 // is dropped as any other.)
 func (p *Pump) installOnDemand(spi esp.SPI) *inSA {
-	// Installed since this batch's tables were read (by an earlier packet
-	// of the batch)?
-	if s := p.peers.Load().bySPI[spi]; s != nil {
+	// Installed since this packet looked (by another hook's call)?
+	if s, _ := p.tables.bySPI.get(spi); s != nil {
 		return s
 	}
 	if !p.cfg.OnUnknownSPI(spi) {
 		return nil
 	}
-	return p.peers.Load().bySPI[spi]
+	s, _ := p.tables.bySPI.get(spi)
+	return s
 }
 
 // local handles packets the Pump answers itself; true means consumed.

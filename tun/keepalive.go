@@ -35,7 +35,7 @@ func (p *Pump) SendKeepalives(scratch []udp.Message) {
 		scratch = []udp.Message{{Buf: esp.Keepalive(), N: 1}}
 	}
 	now := p.cfg.Now().UnixNano()
-	for _, peer := range p.peers.Load().peers {
+	for peer := range p.tables.peers.values() {
 		if ka := peer.keepalive.Load(); ka <= 0 || now-peer.lastSent.Load() < ka {
 			continue
 		}

@@ -125,7 +125,7 @@ func (p *Pump) outbound(r *outRing, h *sealHelper) {
 			}
 			continue
 		}
-		t := p.peers.Load()
+		t := &p.tables
 		k, bytes := 0, 0
 		for ; tail != head && !passFull(k, bytes); tail++ {
 			i := int(tail % r.slots)

@@ -3,6 +3,7 @@ package tun
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -34,6 +35,7 @@ type PeerConfig struct {
 // values that are never modified once stored (a change stores a new one):
 // packets never wait for a lock.
 type Peer struct {
+	id        uint64                         // set once by AddPeer: its key in peerTables.peers
 	name      string                         // set once by AddPeer
 	follow    bool                           // set once by AddPeer
 	keepalive atomic.Int64                   // nanoseconds; 0: off
@@ -41,9 +43,13 @@ type Peer struct {
 	out       atomic.Pointer[outSet]         // nil: no outbound SA
 	allowed   atomic.Pointer[[]netip.Prefix]
 	routes    []netip.Prefix // guarded by Pump.wmu
-	lastSent  atomic.Int64   // unix nanos of the last datagram sent to it
-	lastRecv  atomic.Int64   // unix nanos of the last authenticated ESP from it
-	ctr       peerCounters   // atomic
+	// inbound are the SPIs of the inbound SAs it owns (so that RemovePeer
+	// need not search the SPI table): written under Pump.wmu, a new slice
+	// each time; read without a lock (SACounters).
+	inbound  atomic.Pointer[[]esp.SPI]
+	lastSent atomic.Int64 // unix nanos of the last datagram sent to it
+	lastRecv atomic.Int64 // unix nanos of the last authenticated ESP from it
+	ctr      peerCounters // atomic
 }
 
 // AddPeer adds a peer with its routes; it has no SAs yet.
@@ -54,12 +60,14 @@ func (p *Pump) AddPeer(c PeerConfig) (*Peer, error) {
 	peer.endpoint.Store(&ep)
 	allowed := append([]netip.Prefix(nil), c.Allowed...)
 	peer.allowed.Store(&allowed)
-	err := p.update(func(t *peerTables) error {
-		if err := addRoutes(t, peer, c.Routes); err != nil {
+	err := p.write(func(t *peerTables) error {
+		if err := t.checkRoutes(peer, c.Routes); err != nil {
 			return err
 		}
-		peer.routes = append([]netip.Prefix(nil), c.Routes...)
-		t.peers = append(t.peers, peer)
+		p.lastID++
+		peer.id = p.lastID
+		t.peers.put(peer.id, peer)
+		t.setRoutes(peer, c.Routes)
 		return nil
 	})
 	if err != nil {
@@ -69,35 +77,33 @@ func (p *Pump) AddPeer(c PeerConfig) (*Peer, error) {
 }
 
 // SetRoutes replaces the inner destinations routed to peer (the gateway
-// adds the UE's lease once DHCP has bound it).
+// adds the UE's lease once DHCP has bound it). On error nothing changes.
 func (p *Pump) SetRoutes(peer *Peer, routes []netip.Prefix) error {
-	return p.update(func(t *peerTables) error {
-		removeRoutes(t, peer)
-		if err := addRoutes(t, peer, routes); err != nil {
+	return p.write(func(t *peerTables) error {
+		if err := t.checkRoutes(peer, routes); err != nil {
 			return err
 		}
-		peer.routes = append([]netip.Prefix(nil), routes...)
+		t.setRoutes(peer, routes)
 		return nil
 	})
 }
 
 // RemovePeer removes a peer, its routes and every inbound SA it owns.
 func (p *Pump) RemovePeer(peer *Peer) error {
-	return p.update(func(t *peerTables) error {
-		removeRoutes(t, peer)
-		for spi, s := range t.bySPI {
-			if s.peer == peer {
-				delete(t.bySPI, spi)
-			}
-		}
-		kept := t.peers[:0]
-		for _, q := range t.peers {
-			if q != peer {
-				kept = append(kept, q)
-			}
-		}
-		t.peers = kept
+	return p.write(func(t *peerTables) error {
 		peer.out.Store(nil)
+		t.setRoutes(peer, nil)
+		if spis := peer.inbound.Load(); spis != nil {
+			for _, spi := range *spis {
+				if s, _ := t.bySPI.get(spi); s != nil && s.peer == peer {
+					t.bySPI.remove(spi)
+				}
+			}
+			peer.inbound.Store(nil)
+		}
+		if q, _ := t.peers.get(peer.id); q == peer {
+			t.peers.remove(peer.id)
+		}
 		return nil
 	})
 }
@@ -105,22 +111,37 @@ func (p *Pump) RemovePeer(peer *Peer) error {
 // AddInbound installs an inbound SA for peer. Several may be installed at
 // once (during rekeying the old and the new set both open).
 func (p *Pump) AddInbound(peer *Peer, in *esp.Inbound) error {
-	return p.update(func(t *peerTables) error {
-		if s := t.bySPI[in.SPI()]; s != nil {
-			return fmt.Errorf("tun: inbound SPI %#x is in use", uint32(in.SPI()))
+	return p.write(func(t *peerTables) error {
+		spi := in.SPI()
+		if _, used := t.bySPI.get(spi); used {
+			return fmt.Errorf("tun: inbound SPI %#x is in use", uint32(spi))
 		}
-		t.bySPI[in.SPI()] = &inSA{in: in, peer: peer}
+		t.bySPI.put(spi, &inSA{in: in, peer: peer})
+		var spis []esp.SPI
+		if cur := peer.inbound.Load(); cur != nil {
+			spis = append(spis, *cur...)
+		}
+		spis = append(spis, spi)
+		peer.inbound.Store(&spis)
 		return nil
 	})
 }
 
 // RemoveInbound deletes the inbound SA with spi.
 func (p *Pump) RemoveInbound(spi esp.SPI) error {
-	return p.update(func(t *peerTables) error {
-		if t.bySPI[spi] == nil {
+	return p.write(func(t *peerTables) error {
+		s, ok := t.bySPI.remove(spi)
+		if !ok {
 			return fmt.Errorf("tun: no inbound SPI %#x", uint32(spi))
 		}
-		delete(t.bySPI, spi)
+		if cur := s.peer.inbound.Load(); cur != nil {
+			spis := slices.DeleteFunc(slices.Clone(*cur), func(x esp.SPI) bool { return x == spi })
+			if len(spis) == 0 {
+				s.peer.inbound.Store(nil)
+			} else {
+				s.peer.inbound.Store(&spis)
+			}
+		}
 		return nil
 	})
 }

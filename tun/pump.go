@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/imsec/imsec/esp"
@@ -99,10 +98,13 @@ type Pump struct {
 	offload offloader // conn, if it can say whether it segments; else nil
 	log     *slog.Logger
 
-	// peers is read per packet without a lock (atomic, copy-on-write); only
-	// update replaces it, under wmu. wmu also guards Peer.routes.
-	peers atomic.Pointer[peerTables]
-	wmu   sync.Mutex
+	// tables is read per packet without a lock (see peerTables); it is
+	// written only under wmu, by AddPeer, SetRoutes, RemovePeer, AddInbound
+	// and RemoveInbound (through write). wmu also guards lastID,
+	// Peer.routes and the writes of Peer.inbound.
+	tables peerTables
+	wmu    sync.Mutex
+	lastID uint64 // the last Peer.id given
 
 	ctr counters // atomic
 
@@ -156,7 +158,7 @@ func NewPump(cfg Config) (*Pump, error) {
 	}
 	p := &Pump{cfg: cfg, dev: cfg.Device, conn: cfg.Conn, log: cfg.Logger, stop: make(chan struct{}), pingWho: map[uint32]chan time.Time{}}
 	p.offload, _ = cfg.Conn.(offloader)
-	p.peers.Store(&peerTables{bySPI: map[esp.SPI]*inSA{}, byAddr: map[netip.Addr]*Peer{}})
+	p.tables.init()
 	r := newOutRing(cfg.Device.BatchSize(), outOffset+cfg.Device.MTU()+esp.TailRoom)
 	var h *sealHelper
 	if cfg.ParallelSeal {

@@ -110,17 +110,21 @@ func (d *poolDevice) Close() error {
 }
 
 // poolPair is two pumps on poolDevices joined over loopback UDP, A
-// holding 100.64.0.1 and B 100.64.0.2, with SAs of ealg/alg both ways.
+// holding 100.64.0.1 and B 100.64.0.2, with SAs of ealg/alg both ways. A
+// routes to B by a host route (B's address, as a gateway routes to a UE),
+// B to A by the default route (as a UE): both kinds of route lookup are on
+// the path.
 type poolPair struct {
 	a, b   *tun.Pump
 	da, db *poolDevice
 }
 
-func newPoolPair(t *testing.T, ealg esp.EncAlg, alg esp.AuthAlg, batch int, toB, toA [][]byte, takeA func() int) *poolPair {
+func newPoolPair(t testing.TB, ealg esp.EncAlg, alg esp.AuthAlg, batch int, toB, toA [][]byte, takeA func() int) *poolPair {
 	t.Helper()
 	pp := &poolPair{da: newPoolDevice(1400, batch, toB), db: newPoolDevice(1400, batch, toA)}
 	pp.da.take = takeA
 	all := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
+	hostB := []netip.Prefix{netip.MustParsePrefix("100.64.0.2/32")}
 	mk := func(d *poolDevice) *tun.Pump {
 		c, err := udp.Listen(netip.MustParseAddrPort("127.0.0.1:0"))
 		if err != nil {
@@ -134,7 +138,7 @@ func newPoolPair(t *testing.T, ealg esp.EncAlg, alg esp.AuthAlg, batch int, toB,
 		return p
 	}
 	pp.a, pp.b = mk(pp.da), mk(pp.db)
-	peerB, err := pp.a.AddPeer(tun.PeerConfig{Name: "b", Endpoint: pp.b.LocalAddr(), Allowed: all, Routes: all})
+	peerB, err := pp.a.AddPeer(tun.PeerConfig{Name: "b", Endpoint: pp.b.LocalAddr(), Allowed: all, Routes: hostB})
 	fakeMust(t, err)
 	peerA, err := pp.b.AddPeer(tun.PeerConfig{Name: "a", Endpoint: pp.a.LocalAddr(), Allowed: all, Routes: all})
 	fakeMust(t, err)
@@ -148,7 +152,7 @@ func newPoolPair(t *testing.T, ealg esp.EncAlg, alg esp.AuthAlg, batch int, toB,
 }
 
 // poolSA returns both ends of one direction of a tunnel-mode SA.
-func poolSA(t *testing.T, spi esp.SPI, ealg esp.EncAlg, alg esp.AuthAlg) (*esp.Outbound, *esp.Inbound) {
+func poolSA(t testing.TB, spi esp.SPI, ealg esp.EncAlg, alg esp.AuthAlg) (*esp.Outbound, *esp.Inbound) {
 	t.Helper()
 	c := esp.Config{SPI: spi, Mode: esp.Tunnel, Encryption: ealg, EncKey: bytes.Repeat([]byte{7}, esp.EncKeyLen(ealg)[0]),
 		Integrity: alg, AuthKey: bytes.Repeat([]byte{9}, esp.AuthKeyLen(alg))}

@@ -3,19 +3,33 @@ package tun
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync/atomic"
 
 	"github.com/imsec/imsec/esp"
 )
 
-// peerTables is the copy-on-write routing state read per packet. A
-// published peerTables (Pump.peers) is immutable: update builds a new one
-// under Pump.wmu and swaps it in.
+// peerTables is the routing state the data path reads per packet: the
+// Pump's (Pump.tables). Reads take no lock and do not allocate. Writes
+// happen under Pump.wmu only, and each changes one entry of one table (a
+// bucket of it: see table), so installing or removing an SA or a peer
+// costs the same with 100k UEs as with ten. The price is that a change
+// touching several tables (RemovePeer) is seen one table at a time: a
+// packet may meet a peer whose routes are gone and whose SAs are not yet,
+// as it may meet a peer removed just after it was looked up.
 type peerTables struct {
-	bySPI    map[esp.SPI]*inSA
-	byAddr   map[netip.Addr]*Peer // exact inner addresses (the gateway's UEs)
-	prefixes []prefixRoute        // other routes, longest first (the UE's default)
-	peers    []*Peer
+	bySPI  table[esp.SPI, *inSA]
+	byAddr table[netip.Addr, *Peer] // exact inner addresses (the gateway's UEs)
+	peers  table[uint64, *Peer]     // every peer, by Peer.id
+	// prefixes are the other routes, longest first (the UE's default):
+	// few, so copy-on-write; nil is none.
+	prefixes atomic.Pointer[[]prefixRoute]
+}
+
+func (t *peerTables) init() {
+	t.bySPI.init(hashSPI)
+	t.byAddr.init(hashAddr)
+	t.peers.init(hashID)
 }
 
 type prefixRoute struct {
@@ -90,80 +104,101 @@ type outSA struct {
 	bytes   atomic.Uint64
 }
 
-// update copies the tables, applies f and publishes the copy.
-func (p *Pump) update(f func(t *peerTables) error) error {
+// write runs f under wmu, unless the Pump is closed.
+func (p *Pump) write(f func(t *peerTables) error) error {
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
 	if p.closed() {
 		return ErrClosedPump
 	}
-	old := p.peers.Load()
-	t := &peerTables{
-		bySPI:    make(map[esp.SPI]*inSA, len(old.bySPI)+1),
-		byAddr:   make(map[netip.Addr]*Peer, len(old.byAddr)+1),
-		prefixes: append([]prefixRoute(nil), old.prefixes...),
-		peers:    append([]*Peer(nil), old.peers...),
-	}
-	for k, v := range old.bySPI {
-		t.bySPI[k] = v
-	}
-	for k, v := range old.byAddr {
-		t.byAddr[k] = v
-	}
-	if err := f(t); err != nil {
-		return err
-	}
-	p.peers.Store(t)
-	return nil
+	return f(&p.tables)
 }
 
-func addRoutes(t *peerTables, peer *Peer, routes []netip.Prefix) error {
+// checkRoutes reports whether routes can be peer's: every prefix is valid
+// and no other peer holds one of its host routes. wmu must be held.
+func (t *peerTables) checkRoutes(peer *Peer, routes []netip.Prefix) error {
 	for _, r := range routes {
 		if !r.IsValid() {
 			return fmt.Errorf("tun: invalid route %v", r)
 		}
-		r = r.Masked()
-		if r.IsSingleIP() {
-			if other := t.byAddr[r.Addr()]; other != nil && other != peer {
+		if r = r.Masked(); r.IsSingleIP() {
+			if other, _ := t.byAddr.get(r.Addr()); other != nil && other != peer {
 				return fmt.Errorf("tun: %v is already routed to peer %q", r.Addr(), other.name)
 			}
-			t.byAddr[r.Addr()] = peer
-			continue
-		}
-		t.prefixes = append(t.prefixes, prefixRoute{r, peer})
-	}
-	// Longest prefix first.
-	for i := 1; i < len(t.prefixes); i++ {
-		for j := i; j > 0 && t.prefixes[j].p.Bits() > t.prefixes[j-1].p.Bits(); j-- {
-			t.prefixes[j], t.prefixes[j-1] = t.prefixes[j-1], t.prefixes[j]
 		}
 	}
 	return nil
 }
 
-func removeRoutes(t *peerTables, peer *Peer) {
-	for a, q := range t.byAddr {
-		if q == peer {
-			delete(t.byAddr, a)
+// setRoutes replaces peer.routes by routes, which checkRoutes has passed.
+// Host routes go in byAddr one by one (the new ones first, so an address
+// the peer keeps is routed throughout); the prefix list is copied only if
+// the peer has or had a prefix route. wmu must be held.
+func (t *peerTables) setRoutes(peer *Peer, routes []netip.Prefix) {
+	old := peer.routes
+	prefixes := false
+	for _, r := range routes {
+		if r = r.Masked(); !r.IsSingleIP() {
+			prefixes = true
+		} else if q, _ := t.byAddr.get(r.Addr()); q != peer {
+			t.byAddr.put(r.Addr(), peer)
 		}
 	}
-	kept := t.prefixes[:0]
-	for _, r := range t.prefixes {
-		if r.peer != peer {
-			kept = append(kept, r)
+	for _, r := range old {
+		if r = r.Masked(); !r.IsSingleIP() {
+			prefixes = true
+		} else if !hasHost(routes, r.Addr()) {
+			if q, _ := t.byAddr.get(r.Addr()); q == peer {
+				t.byAddr.remove(r.Addr())
+			}
 		}
 	}
-	t.prefixes = kept
+	peer.routes = append([]netip.Prefix(nil), routes...)
+	if !prefixes {
+		return
+	}
+	var list []prefixRoute
+	if cur := t.prefixes.Load(); cur != nil {
+		for _, r := range *cur {
+			if r.peer != peer {
+				list = append(list, r)
+			}
+		}
+	}
+	for _, r := range routes {
+		if r = r.Masked(); !r.IsSingleIP() {
+			list = append(list, prefixRoute{r, peer})
+		}
+	}
+	// Longest prefix first; among equals, the older first.
+	slices.SortStableFunc(list, func(a, b prefixRoute) int { return b.p.Bits() - a.p.Bits() })
+	if len(list) == 0 {
+		t.prefixes.Store(nil)
+		return
+	}
+	t.prefixes.Store(&list)
+}
+
+// hasHost reports whether routes holds a as a host route.
+func hasHost(routes []netip.Prefix, a netip.Addr) bool {
+	for _, r := range routes {
+		if r = r.Masked(); r.IsSingleIP() && r.Addr() == a {
+			return true
+		}
+	}
+	return false
 }
 
 // route returns the peer for an inner destination.
 func (t *peerTables) route(dst netip.Addr) *Peer {
-	if peer := t.byAddr[dst]; peer != nil {
+	if peer, _ := t.byAddr.get(dst); peer != nil {
 		return peer
 	}
-	for _, r := range t.prefixes {
-		if r.p.Contains(dst) {
-			return r.peer
+	if list := t.prefixes.Load(); list != nil {
+		for _, r := range *list {
+			if r.p.Contains(dst) {
+				return r.peer
+			}
 		}
 	}
 	return nil
