@@ -474,3 +474,15 @@ func ExampleCipher_DecryptCBC() {
 	fmt.Printf("%x\n", buf)
 	// Output: 6bc1bee22e409f96e93d7e117393172a
 }
+
+// gmul multiplies a by b in GF(2^8) (FIPS-197 section 4.2), without
+// branching on either operand.
+func gmul(a, b byte) byte {
+	var p byte
+	for range 8 {
+		p ^= a & -(b & 1)
+		a = xtime(a)
+		b >>= 1
+	}
+	return p
+}
