@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"sync/atomic"
 	"testing"
 )
 
@@ -34,6 +35,27 @@ func BenchmarkVectorSQLiteParallel(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			if _, err := h.Vector(context.Background(), alice().IMPI); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkVectorSQLiteParallelIMPIs has 8 goroutines per core, each
+// drawing vectors for a subscriber of its own: concurrent registrations of
+// different UEs, which no per-subscriber lock serialises.
+func BenchmarkVectorSQLiteParallelIMPIs(b *testing.B) {
+	s, _ := openTemp(b)
+	fill(b, s, 64)
+	h, _ := New(s, Config{})
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.SetParallelism(8)
+	b.RunParallel(func(pb *testing.PB) {
+		impi := fmt.Sprintf("user%06d@ims.example", next.Add(1)-1)
+		for pb.Next() {
+			if _, err := h.Vector(context.Background(), impi); err != nil {
 				b.Error(err)
 				return
 			}
