@@ -58,6 +58,7 @@ type SQLiteStore struct {
 	// SQLite's lock.
 	wsem chan struct{}
 	stmt *sqliteStmts // prepared once the schema is current; read-only after open
+	sqnq sqnQueue     // UpdateSQN calls waiting for a group commit (sqlite_sqn.go)
 }
 
 var (
@@ -644,45 +645,4 @@ func (s *SQLiteStore) Generation(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("hss: %s: reading the identity generation: %w", s.path, err)
 	}
 	return uint64(n), nil
-}
-
-// UpdateSQN implements Store: read, fn, write and commit in one BEGIN
-// IMMEDIATE transaction, so the write lock is held from the read on.
-func (s *SQLiteStore) UpdateSQN(ctx context.Context, impi string, fn func(Subscriber) (SQNUpdate, error)) (Subscriber, error) {
-	var sub Subscriber
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		cur, err := s.loadSubscriber(ctx, tx, impi)
-		if err != nil {
-			return err
-		}
-		u, err := fn(cur.clone())
-		if err != nil {
-			return err
-		}
-		var last sql.NullInt64
-		resyncs := int64(0)
-		if u.Resync {
-			resyncs = 1
-			last = sql.NullInt64{Int64: u.At.UnixMilli(), Valid: true}
-		}
-		res, err := tx.StmtContext(ctx, s.stmt.updateSQN).ExecContext(ctx,
-			int64(u.SQN.Uint64()), resyncs, last, impi)
-		if err != nil {
-			return fmt.Errorf("hss: %s: storing SQN of %q: %w", s.path, impi, err)
-		}
-		if n, err := res.RowsAffected(); err != nil || n != 1 {
-			return fmt.Errorf("hss: %s: storing SQN of %q: %d rows updated (%v)", s.path, impi, n, err)
-		}
-		cur.SQN = u.SQN
-		if u.Resync {
-			cur.Resyncs++
-			cur.LastResync = time.UnixMilli(last.Int64)
-		}
-		sub = cur
-		return nil
-	})
-	if err != nil {
-		return Subscriber{}, err
-	}
-	return sub, nil
 }
