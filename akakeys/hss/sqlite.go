@@ -39,7 +39,9 @@ type SQLiteOptions struct {
 // with secure_delete, so a deleted subscriber's keys are overwritten in the
 // database file. Every write is one BEGIN IMMEDIATE transaction: it takes
 // the file's write lock first, so concurrent read-modify-writes serialise
-// across processes (waiting up to BusyTimeout).
+// across processes (waiting up to BusyTimeout). UpdateSQN calls waiting at
+// the same time share one transaction (sqlite_sqn.go). Statements are
+// prepared once (sqlite_stmts.go).
 //
 // The schema version is PRAGMA user_version, upgraded on open by the
 // migrations in this file; PRAGMA application_id marks the file as ours.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -31,8 +32,9 @@ const maxSQNBatch = 128
 // sqnQueue holds the UpdateSQN calls of a store in arrival order. reqs[0]
 // is the leader: its lead channel is closed as it becomes reqs[0].
 type sqnQueue struct {
-	mu   sync.Mutex
-	reqs []*sqnReq // guarded by mu
+	mu      sync.Mutex
+	reqs    []*sqnReq     // guarded by mu
+	batches atomic.Uint64 // transactions run by leaders, for tests
 }
 
 // sqnReq is one UpdateSQN call.
@@ -114,6 +116,7 @@ func (s *SQLiteStore) UpdateSQN(ctx context.Context, impi string, fn func(Subscr
 // stored. The transaction runs without the leader's cancellation: it
 // carries other calls too.
 func (s *SQLiteStore) commitSQNs(batch []*sqnReq) {
+	s.sqnq.batches.Add(1)
 	ctx := context.WithoutCancel(batch[0].ctx)
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		load := tx.StmtContext(ctx, s.stmt.subscriber)
