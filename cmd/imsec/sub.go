@@ -56,7 +56,7 @@ SQN it issued (a restart skips the rest, which the USIM accepts).
         derived from a seed so that a load generator can compute them:
     imsec sub gen --count 100000 --domain ims.example --out ues.csv
 
-`+csvFormatHelp+`
+` + csvFormatHelp + `
 Key fingerprints are "sha256:" and the first 8 hex digits of SHA-256 over the
 raw key, so you can check a key you hold without the tool printing it:
   printf %s 465b5ce8b199b49faa5f0a2ee238a6bc | xxd -r -p | sha256sum | cut -c1-8
