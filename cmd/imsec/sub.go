@@ -29,8 +29,8 @@ Manage the subscribers of the HSS: an SQLite file (created with mode 0600)
 holding, per private identity (IMPI), its public identities (IMPUs), the
 USIM/ISIM secrets K and OP or OPc (TS 35.206), the AMF, and the SQN state
 (TS 33.102 Annex C: SQN = SEQ || IND, IND of 5 bits). The registrar draws
-vectors from the same file; it reserves SQNs 64 at a time, so the SQN shown
-is the top of the range it reserved last, up to 63 steps above the last
+vectors from the same file; it reserves SQNs 64 at a time (by default), so the SQN
+shown is the top of the range it reserved last, up to 63 steps above the last
 SQN it issued (a restart skips the rest, which the USIM accepts).
 
   add   provision a subscriber (--impu repeatable, first one the default):
