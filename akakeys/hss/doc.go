@@ -24,13 +24,27 @@
 //
 // A vector whose SQN was already used is rejected by the USIM at best, and at
 // worst lets an attacker who recorded the earlier challenge replay it. So the
-// HSS never hands out a vector whose SQN is not already stored: [HSS.Vector]
-// reserves the next SQN with [Store.UpdateSQN], which commits durably
-// (SQLite: BEGIN IMMEDIATE, WAL, synchronous=FULL) before it returns, and only
-// then computes the vector. A crash after the commit loses at most unused
-// SQNs, which is harmless: the USIM accepts gaps. Concurrent callers, in one
-// process or in several processes sharing the database file, serialise on
-// the store's write lock, so no two vectors carry the same SQN.
+// HSS never hands out a vector whose SQN is not already covered by the store:
+// [HSS.Vector] issues SQNs from a range it reserved with one
+// [Store.UpdateSQN], which stores the top of the range and commits durably
+// (SQLite: BEGIN IMMEDIATE, WAL, synchronous=FULL) before it returns. The
+// range is Config.Reserve steps of Annex C (SEQ+1, IND+1 each; 64 by
+// default, [DefaultReserve]); the HSS issues them from memory and reserves
+// the next range when it is used up. A crash loses at most the unissued rest
+// of each range, which is harmless: the USIM accepts gaps up to Δ = 2^28
+// (Annex C.2.1), and the next process starts above the stored top, so no SQN
+// is ever issued twice. Several HSS values or processes sharing the store
+// each issue from ranges of their own. (A UE served alternately by two
+// processes may see SQNs of one range below those of the other already
+// used in the same IND slot, and answer with AUTS once; the resync moves the
+// HSS above both. One process per UE, or Reserve 1, avoids it.)
+//
+// A subscriber's range stays in use while the store's identity generation
+// ([Generational]) is unchanged; when it moves, the subscriber's row is read
+// again, and a re-provisioned subscriber (other keys, or an SQN set by the
+// operator) or a range taken by another process since voids the range.
+// With a Generational store the HSS also answers [HSS.LookupIMPU] and
+// [HSS.IMPUs] from memory while the generation holds.
 //
 // # Re-synchronisation
 //

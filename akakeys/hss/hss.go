@@ -2,6 +2,7 @@ package hss
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -24,16 +25,31 @@ type Config struct {
 	// Logger receives one line per re-synchronisation (never keys); nil
 	// means no logging.
 	Logger *slog.Logger
+	// Reserve is how many SQNs the HSS reserves for a subscriber with one
+	// durable store write and then issues from memory (see reserve.go);
+	// 0 means DefaultReserve (64), 1 writes the store for every vector.
+	// At most MaxReserve. A crash skips at most Reserve-1 SEQ values of a
+	// subscriber, which the USIM accepts.
+	Reserve int
 }
 
 // HSS issues authentication vectors and handles re-synchronisation for the
-// subscribers of a Store. It is safe for concurrent use; all state is in the
-// store, so several HSS values (or processes) may share one store.
+// subscribers of a Store. It is safe for concurrent use. The SQN state is
+// in the store; in memory the HSS keeps each subscriber's range of reserved
+// SQNs and, with a Generational store, the identities it looked up. Several
+// HSS values (or processes) may share one store: each issues from ranges
+// of its own, so no SQN is issued twice.
 type HSS struct {
-	store  Store
-	scheme akakeys.SQNScheme
-	now    func() time.Time
-	log    *slog.Logger
+	store   Store
+	gen     Generational // the store's ability, or nil
+	scheme  akakeys.SQNScheme
+	maxSEQ  uint64 // the largest SEQ of scheme
+	reserve uint64 // SQNs per range, 1..MaxReserve
+	now     func() time.Time
+	log     *slog.Logger
+
+	res reservations // SQN ranges by IMPI (reserve.go)
+	ids identities   // identity cache (identities.go)
 }
 
 // New returns an HSS over store.
@@ -44,7 +60,15 @@ func New(store Store, cfg Config) (*HSS, error) {
 	if cfg.SQN.IndBits > MaxIndBits {
 		return nil, fmt.Errorf("hss: IND length %d bits, at most %d allowed", cfg.SQN.IndBits, MaxIndBits)
 	}
-	h := &HSS{store: store, scheme: cfg.SQN, now: cfg.Now, log: cfg.Logger}
+	if cfg.Reserve < 0 || cfg.Reserve > MaxReserve {
+		return nil, fmt.Errorf("hss: Reserve %d out of range 0..%d", cfg.Reserve, MaxReserve)
+	}
+	h := &HSS{store: store, scheme: cfg.SQN, reserve: uint64(cfg.Reserve), now: cfg.Now, log: cfg.Logger}
+	h.gen, _ = store.(Generational)
+	h.maxSEQ, _ = h.scheme.Split(akakeys.SQNFromUint64(1<<48 - 1))
+	if h.reserve == 0 {
+		h.reserve = DefaultReserve
+	}
 	if h.now == nil {
 		h.now = time.Now
 	}
@@ -57,16 +81,21 @@ func New(store Store, cfg Config) (*HSS, error) {
 // Scheme returns the SQN scheme in use.
 func (h *HSS) Scheme() akakeys.SQNScheme { return h.scheme }
 
-// Vector issues a fresh authentication vector for impi: it reserves the next
-// SQN (Annex C: SEQ+1, IND+1), which is durable in the store before the
-// vector is computed, so no two vectors ever carry the same SQN.
+// Vector issues a fresh authentication vector for impi with the next SQN
+// (Annex C: SEQ+1, IND+1) of the subscriber's reserved range, renewing the
+// range in the store when it is used up or void (see reserve.go). Every SQN
+// is durable in the store (at or below the stored SQN) before its vector is
+// computed, so no two vectors ever carry the same SQN, across restarts and
+// processes.
 //
 // Errors: ErrUnknownSubscriber, ErrSQNExhausted, ErrCorrupt, or a store error.
 func (h *HSS) Vector(ctx context.Context, impi string) (akakeys.Vector, error) {
-	sub, err := h.store.UpdateSQN(ctx, impi, func(s Subscriber) (SQNUpdate, error) {
-		next, err := h.next(s.SQN, h.scheme.Next)
-		return SQNUpdate{SQN: next}, err
-	})
+	r, err := h.res.acquire(ctx, impi)
+	if err != nil {
+		return akakeys.Vector{}, err
+	}
+	sub, err := h.issue(ctx, impi, r)
+	r.release()
 	if err != nil {
 		return akakeys.Vector{}, err
 	}
@@ -80,10 +109,20 @@ func (h *HSS) Vector(ctx context.Context, impi string) (akakeys.Vector, error) {
 // returns an error wrapping akakeys.ErrAUTSMAC), moves the SQN forward to
 // SQN_MS if the HSS is behind it (never backwards: see the package doc),
 // counts the resync, and returns a fresh vector to challenge the UE with:
-// SQN = AfterResync(SQN_MS) if the counter moved, else the next SQN, durable
-// before return as with Vector.
+// SQN = AfterResync(SQN_MS) if the counter moved, else the step after the
+// stored SQN (above every SQN issued by anyone). The subscriber's range is
+// replaced by a new one starting at that SQN, stored in the same UpdateSQN.
 func (h *HSS) Resync(ctx context.Context, impi string, rand akakeys.RAND, auts akakeys.AUTS) (akakeys.Vector, error) {
-	var sqnMS, before akakeys.SQN
+	r, err := h.res.acquire(ctx, impi)
+	if err != nil {
+		return akakeys.Vector{}, err
+	}
+	defer r.release()
+	gen, err := h.generation(ctx)
+	if err != nil {
+		return akakeys.Vector{}, err
+	}
+	var sqnMS, before, first, mark akakeys.SQN
 	var moved bool
 	sub, err := h.store.UpdateSQN(ctx, impi, func(s Subscriber) (SQNUpdate, error) {
 		ms, err := akakeys.NewMilenage(s.K, s.OPc).VerifyAUTS(rand, auts)
@@ -100,32 +139,79 @@ func (h *HSS) Resync(ctx context.Context, impi string, rand akakeys.RAND, auts a
 		} else {
 			next, err = h.next(s.SQN, h.scheme.Next)
 		}
-		return SQNUpdate{SQN: next, Resync: true, At: h.now()}, err
+		if err != nil {
+			return SQNUpdate{}, err
+		}
+		first, mark = next, h.ahead(next, h.reserve-1)
+		return SQNUpdate{SQN: mark, Resync: true, At: h.now()}, nil
 	})
+	if errors.Is(err, ErrUnknownSubscriber) {
+		h.res.forget(impi, r)
+	}
 	if err != nil {
+		// A refused AUTS or an exhausted SQN changed nothing: the range,
+		// if any, is still good.
 		return akakeys.Vector{}, err
 	}
+	if err := h.stored(sub, mark); err != nil {
+		r.valid = false
+		return akakeys.Vector{}, err
+	}
+	r.set(sub, first, mark, gen)
 	h.log.LogAttrs(ctx, slog.LevelInfo, "hss: re-synchronisation",
 		slog.String("impi", impi),
 		slog.String("sqn_ms", fmt.Sprintf("%x", sqnMS[:])),
 		slog.String("sqn_he", fmt.Sprintf("%x", before[:])),
 		slog.Bool("moved", moved),
-		slog.String("next_sqn", fmt.Sprintf("%x", sub.SQN[:])),
+		slog.String("next_sqn", fmt.Sprintf("%x", first[:])),
+		slog.String("reserved_to", fmt.Sprintf("%x", mark[:])),
 		slog.Uint64("resyncs", sub.Resyncs))
+	sub.SQN = first
 	return vectorFor(sub)
 }
 
-// LookupIMPU returns the IMPI that owns impu, or ErrUnknownIMPU.
+// LookupIMPU returns the IMPI that owns impu, or ErrUnknownIMPU. With a
+// Generational store the answer comes from memory while no identity has
+// changed in the store (see identities.go).
 func (h *HSS) LookupIMPU(ctx context.Context, impu string) (string, error) {
-	return h.store.LookupIMPU(ctx, impu)
+	if h.gen == nil {
+		return h.store.LookupIMPU(ctx, impu)
+	}
+	gen, err := h.gen.Generation(ctx)
+	if err != nil {
+		return "", err
+	}
+	if impi, ok := h.ids.ownerOf(gen, impu); ok {
+		return impi, nil
+	}
+	impi, err := h.store.LookupIMPU(ctx, impu)
+	if err != nil {
+		return "", err
+	}
+	h.ids.putOwner(gen, impu, impi)
+	return impi, nil
 }
 
 // IMPUs returns the public identities of impi (the registrar's
-// P-Associated-URI). Errors: ErrUnknownSubscriber or a store error.
+// P-Associated-URI), cached like LookupIMPU. Errors: ErrUnknownSubscriber
+// or a store error.
 func (h *HSS) IMPUs(ctx context.Context, impi string) ([]string, error) {
+	var gen uint64
+	if h.gen != nil {
+		var err error
+		if gen, err = h.gen.Generation(ctx); err != nil {
+			return nil, err
+		}
+		if impus, ok := h.ids.impusOf(gen, impi); ok {
+			return impus, nil
+		}
+	}
 	sub, err := h.store.Get(ctx, impi)
 	if err != nil {
 		return nil, err
+	}
+	if h.gen != nil {
+		h.ids.putIMPUs(gen, impi, sub.IMPUs)
 	}
 	return append([]string(nil), sub.IMPUs...), nil
 }

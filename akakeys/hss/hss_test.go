@@ -58,8 +58,11 @@ func TestVectorSequence(t *testing.T) {
 			}
 			prev = v.SQN
 		}
-		if got, _ := s.Get(ctx, alice().IMPI); got.SQN != prev {
-			t.Fatalf("stored SQN %x, last issued %x", got.SQN, prev)
+		// The store holds the top of the range reserved: SEQ 1..64 (IND
+		// 1..31, 0, 1..31, 0), of which 40 were issued.
+		if got, _ := s.Get(ctx, alice().IMPI); got.SQN != h.Scheme().Join(DefaultReserve, DefaultReserve) {
+			t.Fatalf("stored SQN %x, want the top of the first range %x (last issued %x)",
+				got.SQN, h.Scheme().Join(DefaultReserve, DefaultReserve), prev)
 		}
 		if _, err := h.Vector(ctx, "nobody@x"); !errors.Is(err, ErrUnknownSubscriber) {
 			t.Fatalf("Vector for unknown: %v", err)
@@ -154,8 +157,9 @@ func TestResyncMovesForward(t *testing.T) {
 		if next.SQN != h.Scheme().Next(nv.SQN) {
 			t.Fatalf("next SQN %x after %x", next.SQN, nv.SQN)
 		}
+		// The resync stored a new range from its vector's SQN on.
 		got, _ := s.Get(ctx, alice().IMPI)
-		if got.Resyncs != 1 || !got.LastResync.Equal(fixedClock()()) || got.SQN != next.SQN {
+		if got.Resyncs != 1 || !got.LastResync.Equal(fixedClock()()) || got.SQN != h.ahead(nv.SQN, DefaultReserve-1) {
 			t.Fatalf("after resync: %v", got)
 		}
 		if !strings.Contains(logs.String(), "moved=true") || !strings.Contains(logs.String(), "sqn_ms=000000027107") {
@@ -188,10 +192,11 @@ func TestResyncNeverMovesBackwards(t *testing.T) {
 			t.Fatalf("SQN %x, want %x (no move backwards)", nv.SQN, want)
 		}
 		got, _ := s.Get(ctx, a.IMPI)
-		if got.SQN != nv.SQN || got.Resyncs != 1 {
+		if got.SQN != h.ahead(nv.SQN, DefaultReserve-1) || got.Resyncs != 1 {
 			t.Fatalf("after resync: %v", got)
 		}
-		// Equal SEQ: also no move, the next SEQ is already fresh.
+		// Equal SEQ (the USIM took vectors up to the top of the range):
+		// also no move, the next SEQ is already fresh.
 		sqnMS = got.SQN
 		nv2, err := h.Resync(ctx, a.IMPI, r, akakeys.NewMilenage(k1, opc1).AUTS(r, sqnMS))
 		if err != nil || nv2.SQN != h.Scheme().Next(sqnMS) {

@@ -12,11 +12,15 @@ import (
 // lost with the value. The zero value is not usable; call NewMemStore.
 type MemStore struct {
 	mu    sync.Mutex
-	subs  map[string]Subscriber
-	impus map[string]string // IMPU -> IMPI
+	subs  map[string]Subscriber // guarded by mu
+	impus map[string]string     // IMPU -> IMPI; guarded by mu
+	gen   uint64                // identity changes (Add, Delete); guarded by mu
 }
 
-var _ Store = (*MemStore)(nil)
+var (
+	_ Store        = (*MemStore)(nil)
+	_ Generational = (*MemStore)(nil)
+)
 
 // NewMemStore returns an empty in-memory store.
 func NewMemStore() *MemStore {
@@ -42,6 +46,7 @@ func (m *MemStore) Add(ctx context.Context, s Subscriber) error {
 	for _, u := range s.IMPUs {
 		m.impus[u] = s.IMPI
 	}
+	m.gen++
 	return nil
 }
 
@@ -88,6 +93,7 @@ func (m *MemStore) Delete(ctx context.Context, impi string) error {
 		delete(m.impus, u)
 	}
 	delete(m.subs, impi)
+	m.gen++
 	return nil
 }
 
@@ -100,6 +106,13 @@ func (m *MemStore) LookupIMPU(ctx context.Context, impu string) (string, error) 
 		return "", fmt.Errorf("%w: %q", ErrUnknownIMPU, impu)
 	}
 	return impi, nil
+}
+
+// Generation implements Generational: it counts Add and Delete.
+func (m *MemStore) Generation(ctx context.Context) (uint64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.gen, nil
 }
 
 // UpdateSQN implements Store.

@@ -39,7 +39,9 @@ type SQLiteOptions struct {
 // with secure_delete, so a deleted subscriber's keys are overwritten in the
 // database file. Every write is one BEGIN IMMEDIATE transaction: it takes
 // the file's write lock first, so concurrent read-modify-writes serialise
-// across processes (waiting up to BusyTimeout).
+// across processes (waiting up to BusyTimeout). UpdateSQN calls waiting at
+// the same time share one transaction (sqlite_sqn.go). Statements are
+// prepared once (sqlite_stmts.go).
 //
 // The schema version is PRAGMA user_version, upgraded on open by the
 // migrations in this file; PRAGMA application_id marks the file as ours.
@@ -57,9 +59,14 @@ type SQLiteStore struct {
 	// in SQLite's busy handler; other handles and processes meet at
 	// SQLite's lock.
 	wsem chan struct{}
+	stmt *sqliteStmts // prepared once the schema is current; read-only after open
+	sqnq sqnQueue     // UpdateSQN calls waiting for a group commit (sqlite_sqn.go)
 }
 
-var _ Store = (*SQLiteStore)(nil)
+var (
+	_ Store        = (*SQLiteStore)(nil)
+	_ Generational = (*SQLiteStore)(nil)
+)
 
 // sqliteAppID is PRAGMA application_id of our files: "IMSE".
 const sqliteAppID = 0x494d5345
@@ -87,6 +94,28 @@ var migrations = [][]string{
 			pos  INTEGER NOT NULL -- order given at provisioning; 0 is the default IMPU
 		) STRICT`,
 		`CREATE INDEX impu_by_impi ON impu(impi, pos)`,
+	},
+	// 2: a counter of identity changes, for the caches of Generation.
+	// Triggers move it, so that every writer does, imsec or not (a hand
+	// edit in the sqlite3 shell too); an SQN update does not.
+	{
+		`CREATE TABLE identity_generation (
+			id INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+			n  INTEGER NOT NULL CHECK (n >= 0)
+		) STRICT`,
+		`INSERT INTO identity_generation (id, n) VALUES (1, 0)`,
+		`CREATE TRIGGER subscriber_added AFTER INSERT ON subscriber
+			BEGIN UPDATE identity_generation SET n = n + 1 WHERE id = 1; END`,
+		`CREATE TRIGGER subscriber_deleted AFTER DELETE ON subscriber
+			BEGIN UPDATE identity_generation SET n = n + 1 WHERE id = 1; END`,
+		`CREATE TRIGGER subscriber_rekeyed AFTER UPDATE OF impi, k, opc, op, amf ON subscriber
+			BEGIN UPDATE identity_generation SET n = n + 1 WHERE id = 1; END`,
+		`CREATE TRIGGER impu_added AFTER INSERT ON impu
+			BEGIN UPDATE identity_generation SET n = n + 1 WHERE id = 1; END`,
+		`CREATE TRIGGER impu_deleted AFTER DELETE ON impu
+			BEGIN UPDATE identity_generation SET n = n + 1 WHERE id = 1; END`,
+		`CREATE TRIGGER impu_changed AFTER UPDATE ON impu
+			BEGIN UPDATE identity_generation SET n = n + 1 WHERE id = 1; END`,
 	},
 }
 
@@ -123,7 +152,12 @@ func OpenSQLite(path string, opts SQLiteOptions) (*SQLiteStore, error) {
 		"&_pragma=busy_timeout(" + strconv.FormatInt(busy.Milliseconds(), 10) + ")" +
 		"&_pragma=foreign_keys(1)" +
 		"&_pragma=synchronous(FULL)" +
-		"&_pragma=secure_delete(1)"
+		"&_pragma=secure_delete(1)" +
+		// Statement journals in memory, not in temporary files: every
+		// INSERT that fires the identity_generation triggers needs one,
+		// and as files they cost two thirds of a bulk import in pwrite
+		// calls (BenchmarkAddAll).
+		"&_pragma=temp_store(2)"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("hss: open %s: %w", abs, err)
@@ -151,6 +185,10 @@ func OpenSQLite(path string, opts SQLiteOptions) (*SQLiteStore, error) {
 		db.Close()
 		return nil, err
 	}
+	if s.stmt, err = prepareStmts(ctx, db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("hss: %s: %w", abs, err)
+	}
 	return s, nil
 }
 
@@ -158,7 +196,9 @@ func OpenSQLite(path string, opts SQLiteOptions) (*SQLiteStore, error) {
 func (s *SQLiteStore) Path() string { return s.path }
 
 // Close closes the database.
-func (s *SQLiteStore) Close() error { return s.db.Close() }
+func (s *SQLiteStore) Close() error {
+	return errors.Join(s.stmt.Close(), s.db.Close())
+}
 
 // prepareFile opens the database file, or creates it with mode 0600 unless
 // mustExist (created says whether this call made it). It refuses what is not
@@ -341,8 +381,6 @@ func (s *SQLiteStore) read(ctx context.Context, fn func(*sql.Tx) error) error {
 	return fn(tx)
 }
 
-const subscriberColumns = "impi, k, opc, op, amf, sqn, resyncs, last_resync"
-
 type rowScanner interface{ Scan(dest ...any) error }
 
 // scanSubscriber decodes one subscriber row, checking every field, so that a
@@ -401,8 +439,7 @@ func scanSubscriber(r rowScanner) (Subscriber, error) {
 }
 
 func (s *SQLiteStore) loadSubscriber(ctx context.Context, tx *sql.Tx, impi string) (Subscriber, error) {
-	sub, err := scanSubscriber(tx.QueryRowContext(ctx,
-		"SELECT "+subscriberColumns+" FROM subscriber WHERE impi = ?", impi))
+	sub, err := scanSubscriber(tx.StmtContext(ctx, s.stmt.subscriber).QueryRowContext(ctx, impi))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Subscriber{}, fmt.Errorf("%w: %q", ErrUnknownSubscriber, impi)
 	}
@@ -413,7 +450,7 @@ func (s *SQLiteStore) loadSubscriber(ctx context.Context, tx *sql.Tx, impi strin
 }
 
 func (s *SQLiteStore) loadIMPUs(ctx context.Context, tx *sql.Tx, impi string) ([]string, error) {
-	rows, err := tx.QueryContext(ctx, "SELECT impu FROM impu WHERE impi = ? ORDER BY pos", impi)
+	rows, err := tx.StmtContext(ctx, s.stmt.impusOf).QueryContext(ctx, impi)
 	if err != nil {
 		return nil, fmt.Errorf("hss: %s: reading IMPUs of %q: %w", s.path, impi, err)
 	}
@@ -438,45 +475,65 @@ func (s *SQLiteStore) Add(ctx context.Context, sub Subscriber) error {
 		return err
 	}
 	return s.write(ctx, func(tx *sql.Tx) error {
-		var one int
-		err := tx.QueryRowContext(ctx, "SELECT 1 FROM subscriber WHERE impi = ?", sub.IMPI).Scan(&one)
+		return s.insert(ctx, newInserter(ctx, tx, s.stmt), sub)
+	})
+}
+
+// inserter is the statements Add and AddAll insert with, bound to one
+// write transaction.
+type inserter struct {
+	exists, owner, sub, impu *sql.Stmt
+}
+
+func newInserter(ctx context.Context, tx *sql.Tx, st *sqliteStmts) inserter {
+	return inserter{
+		exists: tx.StmtContext(ctx, st.exists),
+		owner:  tx.StmtContext(ctx, st.impuOwner),
+		sub:    tx.StmtContext(ctx, st.insertSub),
+		impu:   tx.StmtContext(ctx, st.insertIMPU),
+	}
+}
+
+// insert adds one validated subscriber in the transaction of in, or fails
+// with ErrDuplicateIMPI or ErrIMPUTaken before writing anything of it.
+func (s *SQLiteStore) insert(ctx context.Context, in inserter, sub Subscriber) error {
+	var one int
+	err := in.exists.QueryRowContext(ctx, sub.IMPI).Scan(&one)
+	if err == nil {
+		return fmt.Errorf("%w: %q", ErrDuplicateIMPI, sub.IMPI)
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("hss: %s: %w", s.path, err)
+	}
+	for _, u := range sub.IMPUs {
+		var owner string
+		err := in.owner.QueryRowContext(ctx, u).Scan(&owner)
 		if err == nil {
-			return fmt.Errorf("%w: %q", ErrDuplicateIMPI, sub.IMPI)
+			return fmt.Errorf("%w: %q belongs to %q", ErrIMPUTaken, u, owner)
 		}
 		if !errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("hss: %s: %w", s.path, err)
 		}
-		for _, u := range sub.IMPUs {
-			var owner string
-			err := tx.QueryRowContext(ctx, "SELECT impi FROM impu WHERE impu = ?", u).Scan(&owner)
-			if err == nil {
-				return fmt.Errorf("%w: %q belongs to %q", ErrIMPUTaken, u, owner)
-			}
-			if !errors.Is(err, sql.ErrNoRows) {
-				return fmt.Errorf("hss: %s: %w", s.path, err)
-			}
+	}
+	var op []byte // NULL unless OP was given
+	if sub.OP != nil {
+		op = sub.OP[:]
+	}
+	var last sql.NullInt64
+	if !sub.LastResync.IsZero() {
+		last = sql.NullInt64{Int64: sub.LastResync.UnixMilli(), Valid: true}
+	}
+	if _, err := in.sub.ExecContext(ctx,
+		sub.IMPI, sub.K[:], sub.OPc[:], op, sub.AMF[:], int64(sub.SQN.Uint64()), int64(sub.Resyncs), last,
+	); err != nil {
+		return fmt.Errorf("hss: %s: adding %q: %w", s.path, sub.IMPI, err)
+	}
+	for i, u := range sub.IMPUs {
+		if _, err := in.impu.ExecContext(ctx, u, sub.IMPI, i); err != nil {
+			return fmt.Errorf("hss: %s: adding IMPU %q: %w", s.path, u, err)
 		}
-		var op []byte // NULL unless OP was given
-		if sub.OP != nil {
-			op = sub.OP[:]
-		}
-		var last sql.NullInt64
-		if !sub.LastResync.IsZero() {
-			last = sql.NullInt64{Int64: sub.LastResync.UnixMilli(), Valid: true}
-		}
-		if _, err := tx.ExecContext(ctx,
-			"INSERT INTO subscriber ("+subscriberColumns+") VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-			sub.IMPI, sub.K[:], sub.OPc[:], op, sub.AMF[:], int64(sub.SQN.Uint64()), int64(sub.Resyncs), last,
-		); err != nil {
-			return fmt.Errorf("hss: %s: adding %q: %w", s.path, sub.IMPI, err)
-		}
-		for i, u := range sub.IMPUs {
-			if _, err := tx.ExecContext(ctx, "INSERT INTO impu (impu, impi, pos) VALUES (?, ?, ?)", u, sub.IMPI, i); err != nil {
-				return fmt.Errorf("hss: %s: adding IMPU %q: %w", s.path, u, err)
-			}
-		}
-		return nil
-	})
+	}
+	return nil
 }
 
 // Get implements Store.
@@ -545,11 +602,10 @@ func (s *SQLiteStore) List(ctx context.Context) ([]Subscriber, error) {
 // Delete implements Store.
 func (s *SQLiteStore) Delete(ctx context.Context, impi string) error {
 	return s.write(ctx, func(tx *sql.Tx) error {
-		// Explicit, in case a hand-made connection ran without foreign_keys.
-		if _, err := tx.ExecContext(ctx, "DELETE FROM impu WHERE impi = ?", impi); err != nil {
+		if _, err := tx.StmtContext(ctx, s.stmt.deleteIMPUs).ExecContext(ctx, impi); err != nil {
 			return fmt.Errorf("hss: %s: deleting %q: %w", s.path, impi, err)
 		}
-		res, err := tx.ExecContext(ctx, "DELETE FROM subscriber WHERE impi = ?", impi)
+		res, err := tx.StmtContext(ctx, s.stmt.deleteSub).ExecContext(ctx, impi)
 		if err != nil {
 			return fmt.Errorf("hss: %s: deleting %q: %w", s.path, impi, err)
 		}
@@ -565,7 +621,7 @@ func (s *SQLiteStore) Delete(ctx context.Context, impi string) error {
 // LookupIMPU implements Store.
 func (s *SQLiteStore) LookupIMPU(ctx context.Context, impu string) (string, error) {
 	var impi string
-	err := s.db.QueryRowContext(ctx, "SELECT impi FROM impu WHERE impu = ?", impu).Scan(&impi)
+	err := s.stmt.impuOwner.QueryRowContext(ctx, impu).Scan(&impi)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", fmt.Errorf("%w: %q", ErrUnknownIMPU, impu)
 	}
@@ -575,44 +631,25 @@ func (s *SQLiteStore) LookupIMPU(ctx context.Context, impu string) (string, erro
 	return impi, nil
 }
 
-// UpdateSQN implements Store: read, fn, write and commit in one BEGIN
-// IMMEDIATE transaction, so the write lock is held from the read on.
-func (s *SQLiteStore) UpdateSQN(ctx context.Context, impi string, fn func(Subscriber) (SQNUpdate, error)) (Subscriber, error) {
-	var sub Subscriber
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		cur, err := s.loadSubscriber(ctx, tx, impi)
-		if err != nil {
-			return err
+// Generation implements Generational: the counter of identity changes
+// that the triggers of schema version 2 move whenever a subscriber row is
+// added, deleted or re-keyed, or an IMPU row added, deleted or changed, by
+// any connection of any process (imsec sub add/del, an import, a hand edit).
+// UpdateSQN does not move it.
+//
+// A counter in the file rather than PRAGMA data_version: data_version is
+// per connection, so values from database/sql's pooled connections cannot
+// be compared, and it changes on every commit of every other connection,
+// an SQN reservation included, which would empty the HSS's caches at every
+// reservation of any process. Reading the counter costs one row read, about
+// what the PRAGMA costs.
+func (s *SQLiteStore) Generation(ctx context.Context) (uint64, error) {
+	var n int64
+	if err := s.stmt.generation.QueryRowContext(ctx).Scan(&n); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return 0, fmt.Errorf("%w: %s: the identity_generation row is missing (edited by hand?)", ErrCorrupt, s.path)
 		}
-		u, err := fn(cur.clone())
-		if err != nil {
-			return err
-		}
-		var last sql.NullInt64
-		resyncs := int64(0)
-		if u.Resync {
-			resyncs = 1
-			last = sql.NullInt64{Int64: u.At.UnixMilli(), Valid: true}
-		}
-		res, err := tx.ExecContext(ctx,
-			"UPDATE subscriber SET sqn = ?, resyncs = resyncs + ?, last_resync = coalesce(?, last_resync) WHERE impi = ?",
-			int64(u.SQN.Uint64()), resyncs, last, impi)
-		if err != nil {
-			return fmt.Errorf("hss: %s: storing SQN of %q: %w", s.path, impi, err)
-		}
-		if n, err := res.RowsAffected(); err != nil || n != 1 {
-			return fmt.Errorf("hss: %s: storing SQN of %q: %d rows updated (%v)", s.path, impi, n, err)
-		}
-		cur.SQN = u.SQN
-		if u.Resync {
-			cur.Resyncs++
-			cur.LastResync = time.UnixMilli(last.Int64)
-		}
-		sub = cur
-		return nil
-	})
-	if err != nil {
-		return Subscriber{}, err
+		return 0, fmt.Errorf("hss: %s: reading the identity generation: %w", s.path, err)
 	}
-	return sub, nil
+	return uint64(n), nil
 }

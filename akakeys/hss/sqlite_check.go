@@ -172,6 +172,9 @@ func (s *SQLiteStore) check(ctx context.Context) (version int, err error) {
 		if err := s.integrityCheck(ctx, tx); err != nil {
 			return err
 		}
+		if err := s.generationCheck(ctx, tx, version); err != nil {
+			return err
+		}
 		return s.foreignKeyCheck(ctx, tx)
 	}()
 	return version, err
@@ -192,6 +195,25 @@ func (s *SQLiteStore) integrityCheck(ctx context.Context, tx *sql.Tx) error {
 	}
 	return fmt.Errorf("%w: %s is damaged: PRAGMA integrity_check reports %s; %s",
 		ErrBadDatabase, s.path, firstFew(problems, 3), restoreHint)
+}
+
+// generationCheck requires the one row of identity_generation (schema
+// version 2 on) that the triggers count in: without it no change would be
+// counted, and the caches of processes using the file would never learn of
+// one.
+func (s *SQLiteStore) generationCheck(ctx context.Context, tx *sql.Tx, version int) error {
+	if version < 2 {
+		return nil
+	}
+	var rows int
+	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM identity_generation").Scan(&rows); err != nil {
+		return s.checkErr("reading identity_generation", err)
+	}
+	if rows != 1 {
+		return fmt.Errorf("%w: %s has %d rows in identity_generation, want 1: damaged or edited by hand; %s",
+			ErrBadDatabase, s.path, rows, restoreHint)
+	}
+	return nil
 }
 
 func (s *SQLiteStore) foreignKeyCheck(ctx context.Context, tx *sql.Tx) error {

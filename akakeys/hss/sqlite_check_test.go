@@ -279,7 +279,22 @@ func TestSQLiteRefusesBadDatabases(t *testing.T) {
 			p := validDB(t, 0)
 			rawEdit(t, p, "DROP TABLE impu")
 			return p
-		}, []string{"does not have the tables of schema version 1", "missing index impu_by_impi", "missing table impu"}},
+		}, []string{fmt.Sprintf("does not have the tables of schema version %d", len(migrations)), "missing index impu_by_impi", "missing table impu"}},
+
+		// Without its triggers or its row, the identity generation would
+		// not move, and running HSSs would serve deleted subscribers from
+		// their caches.
+		{"generation trigger dropped", func(t *testing.T) string {
+			p := validDB(t, 0)
+			rawEdit(t, p, "DROP TRIGGER impu_deleted")
+			return p
+		}, []string{"missing trigger impu_deleted"}},
+
+		{"generation row deleted", func(t *testing.T) string {
+			p := validDB(t, 0)
+			rawEdit(t, p, "DELETE FROM identity_generation")
+			return p
+		}, []string{"0 rows in identity_generation, want 1", "edited by hand"}},
 
 		{"table changed", func(t *testing.T) string {
 			p := validDB(t, 0)

@@ -89,3 +89,20 @@ type Store interface {
 	// vector). The one returned has the new SQN and resync count.
 	UpdateSQN(ctx context.Context, impi string, fn func(Subscriber) (SQNUpdate, error)) (Subscriber, error)
 }
+
+// Generational is an optional ability of a Store, found by type assertion:
+// a counter of identity changes that lets the HSS keep identities, keys and
+// SQN reservations in memory and still see every change made by any process
+// sharing the store.
+//
+// Generation returns a number that changes (it need not grow by one)
+// whenever a subscriber is added or deleted, or an IMPU or key (K, OP, OPc,
+// AMF) of one changes, in this process or any other sharing the store, and
+// does not change for UpdateSQN. A value read before a change is never
+// returned after it. It should cost no more than one small read.
+//
+// Without it, the HSS caches no identities and checks its SQN reservation
+// with one Get per vector instead (see HSS.Vector).
+type Generational interface {
+	Generation(ctx context.Context) (uint64, error)
+}

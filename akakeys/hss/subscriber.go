@@ -38,8 +38,10 @@ type Subscriber struct {
 	OP  *akakeys.OP
 	AMF akakeys.AMF
 
-	// SQN is the last SQN issued in a vector (or, after a re-synchronisation
-	// that moved the counter, SQN_MS). The zero SQN means no vector issued yet.
+	// SQN is the highest SQN the HSS may have issued in a vector: the top of
+	// the range it reserved last (see HSS.Vector), at most Config.Reserve-1
+	// steps above the last one actually issued. The next range starts above
+	// it. The zero SQN means no vector issued yet.
 	SQN akakeys.SQN
 
 	// Resyncs counts verified re-synchronisations; LastResync is the time of

@@ -24,7 +24,8 @@ for an I-/S-CSCF such as Kamailio's ims_icscf/ims_scscf or 'imsec pcscf
 --hss': CER/CEA, DWR/DWA, DPR/DPA; MAR/MAA with Digest-AKAv1-MD5 vectors
 (SIP-Number-Auth-Items honoured, resynchronisation with RAND||AUTS);
 UAR/UAA, SAR/SAA with the User-Data XML, LIR/LIA. The SQN is durable in
-the database ('imsec sub' manages the subscribers, also while this runs);
+the database, reserved --sqn-reserve at a time ('imsec sub' manages the
+subscribers, also while this runs: changes are seen at the next request);
 the S-CSCF assigned to each IMPU is kept in memory only.
 
 Example:
@@ -39,12 +40,18 @@ func runHSS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	originHost := fs.String("origin-host", "hss.localdomain", "this HSS's Origin-Host (a DiameterIdentity)")
 	originRealm := fs.String("origin-realm", "localdomain", "this HSS's Origin-Realm")
 	scscf := fs.String("scscf", "", "S-CSCF SIP URI named in UAA for a first registration (default: none, the UAA carries Server-Capabilities)")
+	reserve := fs.Int("sqn-reserve", hss.DefaultReserve, "SQNs reserved per subscriber with one durable database write, then issued from memory "+
+		"(TS 33.102 Annex C SEQ steps; a restart skips at most N-1, which USIMs accept); 1 writes every vector, "+
+		"for UEs served in turn by several HSS processes on one database")
 	verbose := fs.Bool("v", false, "log connection events to stderr")
 	if err := parseFlags(fs, args, false); err != nil {
 		return err
 	}
 	if *db == "" {
 		return usageErrorf("--db is required (create it with 'imsec sub add --db FILE ...')")
+	}
+	if *reserve < 1 || *reserve > hss.MaxReserve {
+		return usageErrorf("--sqn-reserve: want 1 to %d, got %d", hss.MaxReserve, *reserve)
 	}
 	if *originHost == "" || *originRealm == "" {
 		return usageErrorf("--origin-host and --origin-realm must not be empty")
@@ -55,7 +62,7 @@ func runHSS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer store.Close()
 	log := cliLogger(stderr, *verbose)
-	h, err := hss.New(store, hss.Config{Logger: log})
+	h, err := hss.New(store, hss.Config{Logger: log, Reserve: *reserve})
 	if err != nil {
 		return err
 	}

@@ -46,6 +46,12 @@ func TestHSSUsage(t *testing.T) {
 	if code, _, _ := runCLI(t, "hss", "--listen", "127.0.0.1:0"); code != 2 {
 		t.Fatalf("no --db: exit %d", code)
 	}
+	for _, n := range []string{"0", "65537"} {
+		code, _, errs := runCLI(t, "hss", "--db", "x.db", "--sqn-reserve", n)
+		if code != 2 || !strings.Contains(errs, "--sqn-reserve: want 1 to 65536") {
+			t.Fatalf("--sqn-reserve %s: exit %d, %q", n, code, errs)
+		}
+	}
 	if code, _, _ := runCLI(t, "pcscf", "--domain", "a.example"); code != 2 {
 		t.Fatalf("pcscf without --db or --hss: exit %d", code)
 	}

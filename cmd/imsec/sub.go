@@ -17,19 +17,21 @@ import (
 func init() {
 	register(command{
 		name:  "sub",
-		usage: "sub add|list|show|del --db FILE [flags]",
+		usage: "sub add|list|show|del|import|gen [flags]",
 		short: "manage the subscribers of the HSS database (SQLite or PostgreSQL)",
 		run:   runSub,
 	})
 }
 
-const subHelp = `Usage: imsec sub add|list|show|del --db FILE [flags]
+const subHelp = `Usage: imsec sub add|list|show|del|import|gen [flags]
 
 Manage the subscribers of the HSS: an SQLite file (created with mode 0600)
 holding, per private identity (IMPI), its public identities (IMPUs), the
-USIM/ISIM secrets K and OP or OPc (TS 35.206), the AMF, and the last SQN
-issued in an authentication vector (TS 33.102 Annex C: SQN = SEQ || IND, IND
-of 5 bits). The registrar draws vectors from the same file.
+USIM/ISIM secrets K and OP or OPc (TS 35.206), the AMF, and the SQN state
+(TS 33.102 Annex C: SQN = SEQ || IND, IND of 5 bits). The registrar draws
+vectors from the same file; it reserves SQNs 64 at a time (by default), so the SQN
+shown is the top of the range it reserved last, up to 63 steps above the last
+SQN it issued (a restart skips the rest, which the USIM accepts).
 
   add   provision a subscriber (--impu repeatable, first one the default):
     imsec sub add --db hss.db --impi alice@ims.example \
@@ -46,6 +48,15 @@ of 5 bits). The registrar draws vectors from the same file.
   del   remove a subscriber and its IMPUs:
     imsec sub del --db hss.db --impi alice@ims.example
 
+  import  provision every subscriber of a CSV file in one transaction,
+        all or nothing (the error names the line of the first bad row):
+    imsec sub import --db hss.db ues.csv
+
+  gen   write such a CSV for a numbered test range, with keys given or
+        derived from a seed so that a load generator can compute them:
+    imsec sub gen --count 100000 --domain ims.example --out ues.csv
+
+` + csvFormatHelp + `
 Key fingerprints are "sha256:" and the first 8 hex digits of SHA-256 over the
 raw key, so you can check a key you hold without the tool printing it:
   printf %s 465b5ce8b199b49faa5f0a2ee238a6bc | xxd -r -p | sha256sum | cut -c1-8
@@ -56,9 +67,11 @@ shell history; provision from a private shell or script.
 Every action checks an existing database file before it uses it, and
 refuses, changing nothing, one that is empty, not SQLite, another
 application's, of an unknown schema version, or damaged (PRAGMA
-integrity_check); only add creates a file, and only one that does not exist.
+integrity_check); only add and import create a file, and only one that does
+not exist.
 
-Exit status: 0 success; 2 bad usage (flags, hex, identities); 1 otherwise
+Exit status: 0 success; 2 bad usage (flags, hex, identities, a bad row of an
+import file); 1 otherwise
 (unknown subscriber, IMPI or IMPU already present, a refused database, other
 database errors).
 
@@ -75,7 +88,7 @@ Run 'imsec sub ACTION --help' for the flags of one action.
 
 func runSub(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usageErrorf("missing action: want add, list, show or del (see 'imsec sub --help')")
+		return usageErrorf("missing action: want add, list, show, del, import or gen (see 'imsec sub --help')")
 	}
 	var err error
 	switch action := args[0]; action {
@@ -90,8 +103,12 @@ func runSub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		err = subShow(ctx, args[1:], stdout)
 	case "del", "delete", "rm":
 		err = subDel(ctx, args[1:], stdout)
+	case "import":
+		err = subImport(ctx, args[1:], stdout, stderr)
+	case "gen":
+		err = subGen(ctx, args[1:], stdout, stderr)
 	default:
-		return usageErrorf("unknown action %q: want add, list, show or del", action)
+		return usageErrorf("unknown action %q: want add, list, show, del, import or gen", action)
 	}
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):

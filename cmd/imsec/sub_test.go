@@ -160,8 +160,10 @@ func TestSubListShowsHSSState(t *testing.T) {
 
 	out, _ := subRun(t, 0, "sub", "list", "--db", db)
 	row := strings.Split(out, "\n")[1]
-	// After resync to SEQ 100 / IND 9 the vector took SEQ 101, IND 10.
-	for _, want := range []string{"alice@ims.example", "000000000caa", "101/10", "  1  "} {
+	// After resync to SEQ 100 / IND 9 the vector took SEQ 101, IND 10, and
+	// the HSS stored the top of the range it reserved from there: 64 steps
+	// of SEQ+1, IND+1, so SEQ 164, IND 9 (hss.DefaultReserve).
+	for _, want := range []string{"alice@ims.example", "000000001489", "164/9", "  1  "} {
 		if !strings.Contains(row, want) {
 			t.Errorf("row lacks %q: %s", want, row)
 		}
@@ -259,15 +261,20 @@ func TestSubBadInput(t *testing.T) {
 func TestSubHelp(t *testing.T) {
 	for _, args := range [][]string{{"sub", "--help"}, {"help", "sub"}, {"sub", "help"}} {
 		out, _ := subRun(t, 0, args...)
-		for _, want := range []string{"imsec sub add --db hss.db --impi alice@ims.example", "sub list", "sub show", "sub del", "Exit status", "sha256sum"} {
+		for _, want := range []string{"imsec sub add --db hss.db --impi alice@ims.example", "sub list", "sub show", "sub del",
+			"sub import", "sub gen", "impi,impu,k,op,amf,sqn", "Exit status", "sha256sum"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("%v: help lacks %q", args, want)
 			}
 		}
 	}
-	for _, action := range []string{"add", "list", "show", "del"} {
+	for _, action := range []string{"add", "list", "show", "del", "import", "gen"} {
 		out, _ := subRun(t, 0, "sub", action, "--help")
-		if !strings.Contains(out, "Usage: imsec sub "+action) || !strings.Contains(out, "Example:") || !strings.Contains(out, "-db") {
+		flag := "-db"
+		if action == "gen" {
+			flag = "-count"
+		}
+		if !strings.Contains(out, "Usage: imsec sub "+action) || !strings.Contains(out, "Example:") || !strings.Contains(out, flag) {
 			t.Errorf("sub %s --help:\n%s", action, out)
 		}
 	}
@@ -315,10 +322,12 @@ func TestSubBadDatabase(t *testing.T) {
 		{"not sqlite", file("notes.txt", []byte(strings.Repeat("not a database\n", 40))), "is not an SQLite database (600 bytes without the SQLite header)"},
 		{"cut in half", file("half.db", goodBytes[:len(goodBytes)/2]), "is truncated: "},
 		{"another application", sqliteFile("other.db", "CREATE TABLE notes (body TEXT)"), "is an SQLite database of another application"},
-		{"future schema", future, "has schema version 99, this imsec knows up to 1 (upgrade imsec)"},
+		{"future schema", future, "has schema version 99, this imsec knows up to 2 (upgrade imsec)"},
 	}
+	csvFile := file("carol.csv", []byte("impi,impu,k,opc\ncarol@ims.example,sip:carol@ims.example,"+subK1+","+subOPc1+"\n"))
 	actions := [][]string{
 		{"list"},
+		{"import", csvFile},
 		{"show", "--impi", "alice@ims.example"},
 		{"del", "--impi", "alice@ims.example"},
 		{"add", "--impi", "carol@ims.example", "--impu", "sip:carol@ims.example", "--k", subK1, "--opc", subOPc1},

@@ -147,3 +147,17 @@ func retryable(err error) bool {
 	}
 	return errors.Is(err, errConflictGone)
 }
+
+// Redact returns how output may name a database: a postgres:// URL without
+// its password (or "a PostgreSQL database" if it does not parse), anything
+// else (an SQLite path) as it is.
+func Redact(db string) string {
+	if !IsURL(db) {
+		return db
+	}
+	tg, err := describe(db)
+	if err != nil {
+		return "a PostgreSQL database"
+	}
+	return tg.name
+}

@@ -188,6 +188,34 @@ func (s *Store) Add(ctx context.Context, sub hss.Subscriber) error {
 	if err := sub.Validate(); err != nil {
 		return err
 	}
+	return s.tx(ctx, func(tx pgx.Tx) error { return s.addTx(ctx, tx, sub) })
+}
+
+// AddAll adds subs in one transaction, all or nothing (imsec sub import):
+// the first subscriber that cannot be added fails the batch with an
+// *hss.BatchError naming its index. progress, if set, is called now and
+// then with the number added so far.
+func (s *Store) AddAll(ctx context.Context, subs []hss.Subscriber, progress func(done int)) error {
+	for i, sub := range subs {
+		if err := sub.Validate(); err != nil {
+			return &hss.BatchError{Index: i, Err: err}
+		}
+	}
+	return s.tx(ctx, func(tx pgx.Tx) error {
+		for i, sub := range subs {
+			if err := s.addTx(ctx, tx, sub); err != nil {
+				return &hss.BatchError{Index: i, Err: err}
+			}
+			if progress != nil && (i+1)%10000 == 0 {
+				progress(i + 1)
+			}
+		}
+		return nil
+	})
+}
+
+// addTx inserts one validated subscriber and its IMPUs in tx.
+func (s *Store) addTx(ctx context.Context, tx pgx.Tx, sub hss.Subscriber) error {
 	var op []byte // NULL unless OP was given
 	if sub.OP != nil {
 		op = sub.OP[:]
@@ -196,41 +224,39 @@ func (s *Store) Add(ctx context.Context, sub hss.Subscriber) error {
 	if !sub.LastResync.IsZero() {
 		last = sub.LastResync
 	}
-	return s.tx(ctx, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, s.q.insertSubscriber,
-			sub.IMPI, sub.K[:], sub.OPc[:], op, sub.AMF[:], int64(sub.SQN.Uint64()), int64(sub.Resyncs), last)
-		if err != nil {
-			return dbErr(err, "adding %q", sub.IMPI)
-		}
-		if tag.RowsAffected() == 0 {
-			return fmt.Errorf("%w: %q", hss.ErrDuplicateIMPI, sub.IMPI)
-		}
-		rows, err := tx.Query(ctx, s.q.insertIMPUs, sub.IMPI, sub.IMPUs)
-		if err != nil {
-			return dbErr(err, "adding the IMPUs of %q", sub.IMPI)
-		}
-		added, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			return dbErr(err, "adding the IMPUs of %q", sub.IMPI)
-		}
-		if len(added) == len(sub.IMPUs) {
-			return nil
-		}
-		for _, u := range sub.IMPUs {
-			if !slices.Contains(added, u) {
-				var owner string
-				err := tx.QueryRow(ctx, s.q.lookupIMPU, u).Scan(&owner)
-				if errors.Is(err, pgx.ErrNoRows) {
-					return errConflictGone
-				}
-				if err != nil {
-					return dbErr(err, "looking up %q", u)
-				}
-				return fmt.Errorf("%w: %q belongs to %q", hss.ErrIMPUTaken, u, owner)
-			}
-		}
+	tag, err := tx.Exec(ctx, s.q.insertSubscriber,
+		sub.IMPI, sub.K[:], sub.OPc[:], op, sub.AMF[:], int64(sub.SQN.Uint64()), int64(sub.Resyncs), last)
+	if err != nil {
+		return dbErr(err, "adding %q", sub.IMPI)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("%w: %q", hss.ErrDuplicateIMPI, sub.IMPI)
+	}
+	rows, err := tx.Query(ctx, s.q.insertIMPUs, sub.IMPI, sub.IMPUs)
+	if err != nil {
+		return dbErr(err, "adding the IMPUs of %q", sub.IMPI)
+	}
+	added, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return dbErr(err, "adding the IMPUs of %q", sub.IMPI)
+	}
+	if len(added) == len(sub.IMPUs) {
 		return nil
-	})
+	}
+	for _, u := range sub.IMPUs {
+		if !slices.Contains(added, u) {
+			var owner string
+			err := tx.QueryRow(ctx, s.q.lookupIMPU, u).Scan(&owner)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return errConflictGone
+			}
+			if err != nil {
+				return dbErr(err, "looking up %q", u)
+			}
+			return fmt.Errorf("%w: %q belongs to %q", hss.ErrIMPUTaken, u, owner)
+		}
+	}
+	return nil
 }
 
 // Get implements hss.Store.

@@ -1,0 +1,143 @@
+package hss
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+)
+
+// Answers come from memory while the generation holds: one store call per
+// identity, and none for the IMPUs an IMPUs answer named.
+func TestIdentitiesCached(t *testing.T) {
+	ctx := context.Background()
+	s := &countingStore{MemStore: NewMemStore()}
+	if err := s.Add(ctx, alice()); err != nil {
+		t.Fatal(err)
+	}
+	h := newHSS(t, s, Config{})
+	for range 3 {
+		impus, err := h.IMPUs(ctx, alice().IMPI)
+		if err != nil || !slices.Equal(impus, alice().IMPUs) {
+			t.Fatalf("IMPUs = %q, %v", impus, err)
+		}
+		impus[0] = "sip:mallory@x" // the caller's copy
+		for _, u := range alice().IMPUs {
+			if impi, err := h.LookupIMPU(ctx, u); err != nil || impi != alice().IMPI {
+				t.Fatalf("LookupIMPU(%s) = %q, %v", u, impi, err)
+			}
+		}
+	}
+	if g, l := s.gets.Load(), s.lookups.Load(); g != 1 || l != 0 {
+		t.Fatalf("%d Gets and %d LookupIMPUs reached the store, want 1 and 0", g, l)
+	}
+	// Unknown identities are asked every time and not kept.
+	for range 2 {
+		if _, err := h.LookupIMPU(ctx, "sip:nobody@x"); !errors.Is(err, ErrUnknownIMPU) {
+			t.Fatalf("unknown IMPU: %v", err)
+		}
+		if _, err := h.IMPUs(ctx, "nobody@x"); !errors.Is(err, ErrUnknownSubscriber) {
+			t.Fatalf("unknown IMPI: %v", err)
+		}
+	}
+	if g, l := s.gets.Load(), s.lookups.Load(); g != 3 || l != 2 {
+		t.Fatalf("%d Gets and %d LookupIMPUs after unknown identities, want 3 and 2", g, l)
+	}
+	h.ids.mu.Lock()
+	n := len(h.ids.owner) + len(h.ids.impus)
+	h.ids.mu.Unlock()
+	if n != 3 {
+		t.Fatalf("cache holds %d entries, want 3 (alice's IMPI and two IMPUs)", n)
+	}
+}
+
+// A change made through another handle of the file (what `imsec sub`
+// in another process is to the SQLite store), or by hand with SQL, is seen
+// by the next lookup.
+func TestIdentitiesSeeOtherWriters(t *testing.T) {
+	forEachSharedStore(t, func(t *testing.T, mine, other Store) {
+		ctx := context.Background()
+		if err := other.Add(ctx, alice()); err != nil {
+			t.Fatal(err)
+		}
+		h := newHSS(t, mine, Config{})
+		warm := func() {
+			t.Helper()
+			if _, err := h.IMPUs(ctx, alice().IMPI); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := h.LookupIMPU(ctx, "tel:+15550100"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		warm()
+		if err := other.Delete(ctx, alice().IMPI); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.LookupIMPU(ctx, "tel:+15550100"); !errors.Is(err, ErrUnknownIMPU) {
+			t.Fatalf("LookupIMPU after delete: %v", err)
+		}
+		if _, err := h.IMPUs(ctx, alice().IMPI); !errors.Is(err, ErrUnknownSubscriber) {
+			t.Fatalf("IMPUs after delete: %v", err)
+		}
+
+		// Back with other IMPUs: the old one is gone, the new ones there.
+		a := alice()
+		a.IMPUs = []string{"sip:alice@new.example"}
+		if err := other.Add(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		if impus, err := h.IMPUs(ctx, a.IMPI); err != nil || !slices.Equal(impus, a.IMPUs) {
+			t.Fatalf("IMPUs after re-provisioning = %q, %v", impus, err)
+		}
+		if _, err := h.LookupIMPU(ctx, "tel:+15550100"); !errors.Is(err, ErrUnknownIMPU) {
+			t.Fatalf("old IMPU after re-provisioning: %v", err)
+		}
+		if impi, err := h.LookupIMPU(ctx, "sip:alice@new.example"); err != nil || impi != a.IMPI {
+			t.Fatalf("new IMPU = %q, %v", impi, err)
+		}
+
+		// A hand edit moves the generation too (triggers, not our code).
+		sq, ok := other.(*SQLiteStore)
+		if !ok {
+			return
+		}
+		if err := other.Add(ctx, bob()); err != nil {
+			t.Fatal(err)
+		}
+		if impi, _ := h.LookupIMPU(ctx, "sip:alice@new.example"); impi != a.IMPI {
+			t.Fatalf("before the edit: %q", impi)
+		}
+		if _, err := sq.db.ExecContext(ctx, "UPDATE impu SET impi = ? WHERE impu = ?", bob().IMPI, "sip:alice@new.example"); err != nil {
+			t.Fatal(err)
+		}
+		if impi, err := h.LookupIMPU(ctx, "sip:alice@new.example"); err != nil || impi != bob().IMPI {
+			t.Fatalf("after moving the IMPU by hand: %q, %v; want %q", impi, err, bob().IMPI)
+		}
+	})
+}
+
+// An entry read after the generation moved is not kept under the older
+// generation it was asked with.
+func TestIdentitiesKeepNothingUnderAStaleGeneration(t *testing.T) {
+	var c identities
+	if _, ok := c.ownerOf(1, "sip:a@x"); ok {
+		t.Fatal("empty cache answered")
+	}
+	c.ownerOf(2, "sip:b@x") // another lookup saw generation 2
+	c.putOwner(1, "sip:a@x", "a@x")
+	c.putIMPUs(1, "a@x", []string{"sip:a@x"})
+	if _, ok := c.ownerOf(2, "sip:a@x"); ok {
+		t.Fatal("answer read under generation 1 served at generation 2")
+	}
+	if _, ok := c.impusOf(2, "a@x"); ok {
+		t.Fatal("IMPUs read under generation 1 served at generation 2")
+	}
+	c.putOwner(2, "sip:b@x", "b@x")
+	if impi, ok := c.ownerOf(2, "sip:b@x"); !ok || impi != "b@x" {
+		t.Fatalf("current entry: %q, %v", impi, ok)
+	}
+	if _, ok := c.ownerOf(3, "sip:b@x"); ok {
+		t.Fatal("entry survived a generation change")
+	}
+}
