@@ -4,11 +4,14 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/hex"
+	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/imsec/imsec/akakeys"
+	"github.com/imsec/imsec/akakeys/hss"
 	"github.com/imsec/imsec/akakeys/hss/cx"
 	"github.com/imsec/imsec/internal/pgtest"
 )
@@ -31,6 +34,25 @@ func TestPostgresDB(t *testing.T) {
 	_, errs := subRun(t, 1, "sub", "add", "--db", dsn, "--impi", "carol@ims.example", "--impu", "tel:+15550100", "--k", subK1, "--opc", subOPc1)
 	if !strings.Contains(errs, `"tel:+15550100" belongs to "alice@ims.example"`) {
 		t.Fatalf("add of a taken IMPU: %s", errs)
+	}
+
+	// Bulk provisioning: a generated range imports in one transaction; a
+	// range that collides with an IMPU already there imports nothing and
+	// names the line.
+	csv := filepath.Join(t.TempDir(), "ues.csv")
+	subRun(t, 0, "sub", "gen", "--count", "500", "--domain", "ims.example", "--out", csv)
+	out, _ = subRun(t, 0, "sub", "import", "--db", dsn, csv)
+	if !strings.Contains(out, "imported 500 subscribers") {
+		t.Fatalf("import:\n%s", out)
+	}
+	assertNoSecrets(t, "import", out)
+	_, errs = subRun(t, 1, "sub", "import", "--db", dsn, csv)
+	if !strings.Contains(errs, "line 2") || !strings.Contains(errs, "nothing imported") {
+		t.Fatalf("import of subscribers already there: %s", errs)
+	}
+	out, _ = subRun(t, 0, "sub", "list", "--db", dsn)
+	if n := strings.Count(out, "@ims.example"); n < 502 {
+		t.Fatalf("after the imports %d subscribers listed, want 502:\n%s", n, out)
 	}
 
 	// Database errors: one line, no password, the right exit code.
@@ -84,7 +106,8 @@ func TestPostgresDB(t *testing.T) {
 		t.Fatalf("hss counters: %s", out)
 	}
 
-	// imsec pcscf over the same database: a UE registers with the next SQN.
+	// imsec pcscf over the same database: a UE registers with an SQN above
+	// the HSS process's range.
 	p := startPCSCF(t, ctx, "pcscf", "--domain", "ims.example", "--db", dsn)
 	ue := startCLI(t, ctx, "ue", "ue", "--pcscf", p.sip, "--pcscf-esp", p.esp, "--impi", "alice@ims.example",
 		"--impu", "sip:alice@ims.example", "--k", subK1, "--op", subOP1, "--once")
@@ -95,9 +118,11 @@ func TestPostgresDB(t *testing.T) {
 	if code != 0 || !strings.Contains(ue.out.String(), "registered as sip:alice@ims.example") {
 		t.Fatalf("ue exit %d\nstdout:\n%s\nstderr:\n%s\npcscf:\n%s", code, ue.out.String(), ue.err.String(), p.out.String())
 	}
+	// Each process reserved one range of SQNs (hss.DefaultReserve) above
+	// the last: the stored SEQ is the top of the second.
 	out, _ = subRun(t, 0, "sub", "show", "--db", dsn, "--impi", "alice@ims.example", "--json")
-	if !strings.Contains(out, `"seq":2,`) {
-		t.Fatalf("after one vector over Cx and one registration, alice's SEQ is not 2:\n%s", out)
+	if want := fmt.Sprintf(`"seq":%d,`, 2*hss.DefaultReserve); !strings.Contains(out, want) {
+		t.Fatalf("after one vector over Cx and one registration, alice's SEQ is not %d (two ranges):\n%s", 2*hss.DefaultReserve, out)
 	}
 	subRun(t, 0, "sub", "del", "--db", dsn, "--impi", "alice@ims.example")
 	subRun(t, 1, "sub", "show", "--db", dsn, "--impi", "alice@ims.example")
