@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/imsec/imsec/akakeys"
 	"github.com/imsec/imsec/akakeys/hss"
 	"github.com/imsec/imsec/internal/loopback"
 	"github.com/imsec/imsec/sip"
@@ -41,6 +40,10 @@ type RegisterConfig struct {
 
 	// SIP and ESP: an external P-CSCF; zero SIP means in-process.
 	SIP, ESP netip.AddrPort
+	// Store, if set, is the in-process HSS's subscriber store (holding the
+	// range, e.g. from 'imsec sub gen | imsec sub import'); nil: an
+	// in-memory store filled with the range.
+	Store hss.Store
 	PCSCFPID int // the external P-CSCF's process, for CPU and RSS (0: not measured)
 
 	// The subscriber range: BenchSubscriber(Prefix, Domain, Seed, First+i).
@@ -391,13 +394,17 @@ func startWorker(ctx context.Context, cfg RegisterConfig, spec WorkerSpec) (io.R
 // holding the subscriber range.
 func startBenchPCSCF(ctx context.Context, cfg RegisterConfig) (*sip.Server, error) {
 	store := hss.NewMemStore()
-	for i := range cfg.UEs {
-		s := BenchSubscriber(cfg.Prefix, cfg.Domain, cfg.Seed, cfg.First+i)
-		if err := store.Add(ctx, hss.Subscriber{IMPI: s.IMPI, IMPUs: []string{s.IMPU}, K: s.K, OPc: s.OPc, AMF: akakeys.AMF{0x80, 0}}); err != nil {
-			return nil, err
+	var st hss.Store = store
+	if cfg.Store != nil {
+		st = cfg.Store
+	} else {
+		for i := range cfg.UEs {
+			if err := store.Add(ctx, BenchSubscriber(cfg.Prefix, cfg.Domain, cfg.Seed, cfg.First+i)); err != nil {
+				return nil, err
+			}
 		}
 	}
-	h, err := hss.New(store, hss.Config{})
+	h, err := hss.New(st, hss.Config{})
 	if err != nil {
 		return nil, err
 	}

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -16,6 +15,7 @@ import (
 	sipgo "github.com/emiago/sipgo/sip"
 
 	"github.com/imsec/imsec/akakeys"
+	"github.com/imsec/imsec/akakeys/hss"
 	"github.com/imsec/imsec/esp"
 	"github.com/imsec/imsec/sip"
 	"github.com/imsec/imsec/tun/dhcp"
@@ -36,35 +36,19 @@ const (
 	regPortS = 5068
 )
 
-// Subscriber is subscriber i of a load-generator range: deterministic, so
-// that the HSS can be provisioned once (`imsec sub gen`) and the load
-// generator derives the same keys. K and OPc are the first 16 bytes of
-// SHA-256("imsec-bench K|OPc" || seed || i).
-type Subscriber struct {
-	IMPI, IMPU string
-	K          akakeys.K
-	OPc        akakeys.OPc
-}
-
-// BenchSubscriber returns subscriber i (0-based) of the range with the
-// given user prefix, domain and seed.
-func BenchSubscriber(prefix, domain, seed string, i int) Subscriber {
-	user := fmt.Sprintf("%s%06d", prefix, i)
-	s := Subscriber{IMPI: user + "@" + domain, IMPU: "sip:" + user + "@" + domain}
-	var n [8]byte
-	binary.BigEndian.PutUint64(n[:], uint64(i))
-	k := sha256.Sum256(append([]byte("imsec-bench K"+seed), n[:]...))
-	o := sha256.Sum256(append([]byte("imsec-bench OPc"+seed), n[:]...))
-	copy(s.K[:], k[:16])
-	copy(s.OPc[:], o[:16])
-	return s
+// BenchSubscriber returns subscriber i of the load generator's range: the
+// one 'imsec sub gen' writes for the same prefix, domain and seed
+// (hss.TestRange), so an external HSS provisioned with it and the load
+// generator agree on every key.
+func BenchSubscriber(prefix, domain, seed string, i int) hss.Subscriber {
+	return hss.TestRange{Prefix: prefix, Domain: domain, Seed: seed}.Subscriber(i)
 }
 
 // regUE is one load-generator UE. Not safe for concurrent use: one
 // goroutine runs its registration, then the worker's keepalive loop uses
 // conn and esp alone.
 type regUE struct {
-	sub    Subscriber
+	sub    hss.Subscriber
 	domain string
 	usim   *akakeys.USIM
 	conn   *net.UDPConn
@@ -241,13 +225,14 @@ func statusCause(code int) string { return strconv.Itoa(code) }
 // request builds a REGISTER (CSeq counts up per Call-ID).
 func (u *regUE) request(via, contact netip.AddrPort, expires int, client, verify, auth string) []byte {
 	u.cseq++
-	user := strings.TrimPrefix(u.sub.IMPU, "sip:")
+	impu := u.sub.IMPUs[0]
+	user := strings.TrimPrefix(impu, "sip:")
 	user = user[:strings.IndexByte(user, '@')]
 	var b strings.Builder
 	fmt.Fprintf(&b, "REGISTER sip:%s SIP/2.0\r\n", u.domain)
 	fmt.Fprintf(&b, "Via: SIP/2.0/UDP %s;branch=z9hG4bK%s;rport\r\n", via, randToken(8))
 	b.WriteString("Max-Forwards: 70\r\n")
-	fmt.Fprintf(&b, "From: <%s>;tag=%s\r\nTo: <%s>\r\n", u.sub.IMPU, randToken(5), u.sub.IMPU)
+	fmt.Fprintf(&b, "From: <%s>;tag=%s\r\nTo: <%s>\r\n", impu, randToken(5), impu)
 	fmt.Fprintf(&b, "Call-ID: %s\r\nCSeq: %d REGISTER\r\n", u.callID, u.cseq)
 	fmt.Fprintf(&b, "Contact: <sip:%s@%s>;expires=%d\r\nExpires: %d\r\n", user, contact, expires, expires)
 	fmt.Fprintf(&b, "Security-Client: %s\r\nRequire: sec-agree\r\nProxy-Require: sec-agree\r\nSupported: path, sec-agree\r\n", client)

@@ -28,7 +28,9 @@ worker processes of at most --per-worker UEs (one socket each: the file
 limit bounds a process), started at --rate per second in all.
 
 Without --pcscf, an in-process P-CSCF and HSS on loopback serve them, with
-the flood limits off (one host plays every UE), and are measured: CPU per
+the flood limits off (one host plays every UE); the HSS holds the range in
+memory, or reads it from --db (made with 'imsec sub gen' and 'imsec sub
+import'). They are measured: CPU per
 registration over the registration phase, RSS per UE above idle at the end
 of the hold. With --pcscf, subscribers must exist in its HSS with the keys
 'imsec sub gen' derives for the same --prefix, --domain and --seed; give
@@ -53,8 +55,9 @@ func runBenchRegister(ctx context.Context, args []string, stdout, stderr io.Writ
 	domain := fs.String("domain", "bench.example", "the subscribers' domain")
 	prefix := fs.String("prefix", "ue", "subscriber user names: PREFIX000000, PREFIX000001, ...")
 	seed := fs.String("seed", "", "the key derivation's seed (as 'imsec sub gen --seed')")
-	first := fs.Int("first", 0, "index of the first subscriber of the range")
+	first := fs.Int("first", 1, "number of the first subscriber of the range (as 'imsec sub gen --start')")
 	perWorker := fs.Int("per-worker", 16000, "most UEs per worker process")
+	db := fs.String("db", "", "the in-process HSS's subscriber database (SQLite FILE or postgres:// URL) holding the range, e.g. from 'imsec sub gen | imsec sub import' (default: in memory)")
 	asJSON := fs.Bool("json", false, "print the result as one JSON object")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of this process (the in-process P-CSCF and HSS; workers are other processes) to FILE, for go tool pprof")
 	worker := fs.String("worker", "", "internal: run one worker with this JSON spec, lines on stdout")
@@ -93,6 +96,17 @@ func runBenchRegister(ctx context.Context, args []string, stdout, stderr io.Writ
 		}
 	} else if *pcscfPID != 0 {
 		return usageErrorf("--pcscf-pid measures an external P-CSCF: give --pcscf too")
+	}
+	if *db != "" {
+		if *pcscf != "" {
+			return usageErrorf("--db is the in-process HSS's: an external P-CSCF has its own")
+		}
+		store, err := openServedStore(ctx, *db)
+		if err != nil {
+			return err
+		}
+		defer store.Close()
+		cfg.Store = store
 	}
 	exe, err := os.Executable()
 	if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -42,5 +43,35 @@ func TestBenchRegisterUsage(t *testing.T) {
 		if code, _, errs := runCLI(t, args...); code != 2 {
 			t.Errorf("%v: exit %d, %s", args, code, errs)
 		}
+	}
+}
+
+// TestBenchRegisterFromGeneratedRange: a range written by 'imsec sub gen'
+// and imported into an SQLite HSS is the range the load generator
+// computes: every UE registers against an HSS that only has the file.
+func TestBenchRegisterFromGeneratedRange(t *testing.T) {
+	t.Setenv(asCLI, "1")
+	dir := t.TempDir()
+	csv, db := filepath.Join(dir, "ues.csv"), filepath.Join(dir, "hss.db")
+	for _, args := range [][]string{
+		{"sub", "gen", "--count", "30", "--domain", "bench.example", "--prefix", "ue", "--seed", "s1", "--out", csv},
+		{"sub", "import", "--db", db, csv},
+	} {
+		if code, _, errs := runCLI(t, args...); code != 0 {
+			t.Fatalf("%v: %s", args, errs)
+		}
+	}
+	code, out, errs := runCLI(t, "bench", "register", "--ues", "30", "--rate", "300", "--seed", "s1", "--db", db, "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	var res bench.RegisterResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Registered != 30 {
+		t.Fatalf("%+v %v: %s", res, err, out)
+	}
+	// Another seed: every USIM refuses the network.
+	code, out, _ = runCLI(t, "bench", "register", "--ues", "5", "--rate", "100", "--seed", "s2", "--db", db, "--json")
+	if err := json.Unmarshal([]byte(out), &res); code != 0 || err != nil || res.Registered != 0 || res.Failed["usim"] != 5 {
+		t.Fatalf("wrong seed: exit %d %+v", code, res)
 	}
 }
