@@ -60,6 +60,9 @@ type RegisterConfig struct {
 
 	// Progress, if set, is called about every 250 ms while UEs register.
 	Progress func(RegisterProgress)
+	// HoldEnd, if set, is called at the end of the hold with the UEs still
+	// registered (a heap profile of the in-process P-CSCF, say).
+	HoldEnd func()
 }
 
 // RegisterProgress is the running count.
@@ -336,6 +339,9 @@ phase:
 	}
 	if srv != nil {
 		res.KeepalivesRx = srv.Pump().Counters().KeepalivesReceived - ka0
+	}
+	if cfg.HoldEnd != nil {
+		cfg.HoldEnd()
 	}
 	if probe != nil && res.Registered > 0 {
 		if rss, ok := probe.rss(); ok {

@@ -145,7 +145,7 @@ func (o *Outbound) sealChunk(jobs []SealJob) int {
 		}
 		p, pt := o.frame(j.Buf, j.Off, j.N, a.padLen(j.N)+j.Pad, j.NextHeader, j.seq)
 		iv := p[ESPHeaderLen:hdr]
-		ivBlock(iv, j.seq)
+		ivBlock(iv, j.seq, o.ivNonce)
 		ivJobs[k] = aescbc.Job{Buf: iv, IV: zeroIV[:]}
 		encJobs[k] = aescbc.Job{Buf: pt, IV: iv}
 		j.Pkt = p

@@ -16,7 +16,7 @@ func twin(t testing.TB, o *Outbound, c Config) *Outbound {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o2.ivCipher, o2.ivMask = o.ivCipher, o.ivMask
+	o2.ivCipher, o2.ivNonce, o2.ivMask = o.ivCipher, o.ivNonce, o.ivMask
 	return o2
 }
 

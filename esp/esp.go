@@ -76,6 +76,29 @@ type Config struct {
 	// the low 32 bits go on the wire, the high 32 bits are covered by the
 	// ICV (and by the GCM AAD, RFC 4106 §5).
 	ESN bool
+	// Keys, if set, are Encryption, EncKey, Integrity and AuthKey already
+	// prepared (NewKeys): SAs with the same keys share them instead of
+	// each expanding its own. TS 33.203 §7.1 gives all four SAs of a set
+	// one key pair, and a P-CSCF holds sets for every UE. The other key
+	// fields must still name the same algorithms (the key log reads them).
+	Keys *Keys
+}
+
+// Keys are an encryption and an integrity key prepared once (AES key
+// schedules, HMAC pads) for any number of SAs. They are immutable and safe
+// for concurrent use.
+type Keys struct {
+	a *algs
+}
+
+// NewKeys prepares keys for Config.Keys; the arguments are checked as
+// NewOutbound checks them.
+func NewKeys(enc EncAlg, encKey []byte, auth AuthAlg, authKey []byte) (*Keys, error) {
+	a, err := newAlgs(&Config{Encryption: enc, EncKey: encKey, Integrity: auth, AuthKey: authKey}, false)
+	if err != nil {
+		return nil, err
+	}
+	return &Keys{a: a}, nil
 }
 
 func (c *Config) validate() error {
@@ -122,9 +145,17 @@ func (s *sa) init(c *Config, decrypt, allowNoAuth bool) error {
 	if err := c.validate(); err != nil {
 		return err
 	}
-	a, err := newAlgs(c, allowNoAuth)
-	if err != nil {
-		return err
+	var a *algs
+	if c.Keys != nil {
+		a = c.Keys.a
+		if a.enc != c.Encryption || a.auth != c.Integrity {
+			return fmt.Errorf("esp: Config.Keys are for %s/%s, the config names %s/%s", a.enc, a.auth, c.Encryption, c.Integrity)
+		}
+	} else {
+		var err error
+		if a, err = newAlgs(c, allowNoAuth); err != nil {
+			return err
+		}
 	}
 	s.spi, s.mode, s.esn, s.a = c.SPI, c.Mode, c.ESN, a
 	newState := func() (*state, error) {
@@ -193,7 +224,8 @@ func (s *sa) MaxPayload(size int) int {
 type Outbound struct {
 	sa
 	seq      atomic.Uint64  // last sequence number used
-	ivCipher *aescbc.Cipher // AES under a random per-SA key, for CBC IVs
+	ivCipher *aescbc.Cipher // the process's CBC IV cipher (ivKey)
+	ivNonce  uint64         // random per SA, in every IV block (cbcIV)
 	ivMask   uint64         // random per SA, XORed into GCM IVs
 	testIV   []byte         // known-answer tests only: use this IV instead
 }
@@ -209,15 +241,15 @@ func newOutbound(c Config, allowNoAuth bool) (*Outbound, error) {
 		return nil, err
 	}
 	if o.a.cbcSize > 0 {
-		var k [16]byte
-		if _, err := rand.Read(k[:]); err != nil {
-			return nil, fmt.Errorf("esp: IV key: %w", err)
-		}
-		c, err := aescbc.New(k[:])
+		c, err := ivKey()
 		if err != nil {
-			return nil, fmt.Errorf("esp: IV key: %w", err)
+			return nil, err
 		}
-		o.ivCipher = c
+		var n [8]byte
+		if _, err := rand.Read(n[:]); err != nil {
+			return nil, fmt.Errorf("esp: IV nonce: %w", err)
+		}
+		o.ivCipher, o.ivNonce = c, binary.BigEndian.Uint64(n[:])
 	}
 	if o.a.aead != nil {
 		var m [8]byte
@@ -381,11 +413,24 @@ func (o *Outbound) sealSeq(buf []byte, off, n, pad int, nextHeader byte, seq uin
 	return p
 }
 
-// cbcIV writes the CBC IV of sequence number seq: AES_K'(seq), K' random
-// per SA, so that it is unique because the sequence number is, and
-// unpredictable without K' (RFC 3602 §3 asks for both). A CBC encryption of
-// one block with a zero IV is that one AES encryption.
-// A 3DES IV is the first 8 bytes of the block, made in scratch (16 bytes).
+// ivKey is the AES key CBC IVs are made with: random, made once per
+// process and shared by every outbound SA (an SA's own would cost a key
+// schedule per SA, and a P-CSCF holds three outbound SAs per UE).
+var ivKey = sync.OnceValues(func() (*aescbc.Cipher, error) {
+	var k [16]byte
+	if _, err := rand.Read(k[:]); err != nil {
+		return nil, fmt.Errorf("esp: IV key: %w", err)
+	}
+	return aescbc.New(k[:])
+})
+
+// cbcIV writes the CBC IV of sequence number seq: AES_K'(seq || nonce),
+// with K' the process's random ivKey and nonce random per SA. It is unique
+// within the SA because the sequence number is (AES is a permutation), and
+// unpredictable without K' (RFC 3602 §3 asks for both); the nonce keeps
+// SAs with equal sequence numbers from sharing IVs. A CBC encryption of one
+// block with a zero IV is that one AES encryption. A 3DES IV is the first
+// 8 bytes of the block, made in scratch (16 bytes).
 func (o *Outbound) cbcIV(iv []byte, seq uint64, scratch []byte) {
 	if o.testIV != nil {
 		copy(iv, o.testIV)
@@ -393,19 +438,19 @@ func (o *Outbound) cbcIV(iv []byte, seq uint64, scratch []byte) {
 	}
 	if len(iv) < AESBlockSize {
 		b := scratch[:AESBlockSize]
-		ivBlock(b, seq)
+		ivBlock(b, seq, o.ivNonce)
 		o.ivCipher.EncryptCBC(b, b, zeroIV[:])
 		copy(iv, b)
 		return
 	}
-	ivBlock(iv, seq)
+	ivBlock(iv, seq, o.ivNonce)
 	o.ivCipher.EncryptCBC(iv, iv, zeroIV[:])
 }
 
-// ivBlock writes the block that cbcIV encrypts: seq, then zeros.
-func ivBlock(iv []byte, seq uint64) {
+// ivBlock writes the block that cbcIV encrypts: seq, then the SA's nonce.
+func ivBlock(iv []byte, seq, nonce uint64) {
 	binary.BigEndian.PutUint64(iv[0:8], seq)
-	binary.BigEndian.PutUint64(iv[8:16], 0)
+	binary.BigEndian.PutUint64(iv[8:16], nonce)
 }
 
 // zeroIV chains the single-block CBC encryptions that make CBC IVs.

@@ -75,8 +75,12 @@ func newMediaPair(suite Suite, ck akakeys.CK, ik akakeys.IK, inSPI, outSPI esp.S
 	if err != nil {
 		return mediaPair{}, [2]esp.Config{}, err
 	}
+	keys, err := esp.NewKeys(suite.EAlg, ek, suite.Alg, ak) // both directions share them
+	if err != nil {
+		return mediaPair{}, [2]esp.Config{}, err
+	}
 	cfg := func(spi esp.SPI) esp.Config {
-		return esp.Config{SPI: spi, Mode: esp.Tunnel, Encryption: suite.EAlg, EncKey: ek, Integrity: suite.Alg, AuthKey: ak}
+		return esp.Config{SPI: spi, Mode: esp.Tunnel, Encryption: suite.EAlg, EncKey: ek, Integrity: suite.Alg, AuthKey: ak, Keys: keys}
 	}
 	in, err := esp.NewInbound(cfg(inSPI))
 	if err != nil {

@@ -27,6 +27,9 @@ type SASet struct {
 	Suite     Suite     // negotiated (the chosen entry's)
 	encKey    []byte
 	authKey   []byte
+	// keys are encKey and authKey prepared once: the four SAs share them
+	// (one key schedule per set, not four).
+	keys *esp.Keys
 }
 
 // NewSASet derives the ESP keys from CK/IK (TS 33.203 Annex I via
@@ -57,12 +60,16 @@ func NewSASet(ue, pcscf Mechanism, ck akakeys.CK, ik akakeys.IK) (*SASet, error)
 			return nil, fmt.Errorf("sip: %s missing", v.name)
 		}
 	}
-	return &SASet{UE: ue, PCSCF: pcscf, Suite: suite, encKey: ek, authKey: ak}, nil
+	keys, err := esp.NewKeys(suite.EAlg, ek, suite.Alg, ak)
+	if err != nil {
+		return nil, err
+	}
+	return &SASet{UE: ue, PCSCF: pcscf, Suite: suite, encKey: ek, authKey: ak, keys: keys}, nil
 }
 
 func (s *SASet) config(spi esp.SPI) esp.Config {
 	return esp.Config{SPI: spi, Mode: esp.Tunnel, Encryption: s.Suite.EAlg, EncKey: s.encKey,
-		Integrity: s.Suite.Alg, AuthKey: s.authKey}
+		Integrity: s.Suite.Alg, AuthKey: s.authKey, Keys: s.keys}
 }
 
 // Configs returns the four SA configurations in the order SA1..SA4.

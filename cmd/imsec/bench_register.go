@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"runtime/pprof"
 	"sort"
 	"strings"
@@ -60,6 +61,7 @@ func runBenchRegister(ctx context.Context, args []string, stdout, stderr io.Writ
 	db := fs.String("db", "", "the in-process HSS's subscriber database (SQLite FILE or postgres:// URL) holding the range, e.g. from 'imsec sub gen | imsec sub import' (default: in memory)")
 	asJSON := fs.Bool("json", false, "print the result as one JSON object")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of this process (the in-process P-CSCF and HSS; workers are other processes) to FILE, for go tool pprof")
+	memprofile := fs.String("memprofile", "", "write a heap profile of this process at the end of the hold (the in-process P-CSCF's memory per UE) to FILE")
 	worker := fs.String("worker", "", "internal: run one worker with this JSON spec, lines on stdout")
 	if err := parseFlags(fs, args, false); err != nil {
 		return err
@@ -142,6 +144,20 @@ func runBenchRegister(ctx context.Context, args []string, stdout, stderr io.Writ
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *memprofile != "" {
+		cfg.HoldEnd = func() {
+			f, err := os.Create(*memprofile)
+			if err != nil {
+				fmt.Fprintf(stderr, "imsec bench register: %v\n", err)
+				return
+			}
+			defer f.Close()
+			runtime.GC()
+			if err := pprof.WriteHeapProfile(f); err != nil {
+				fmt.Fprintf(stderr, "imsec bench register: %v\n", err)
+			}
+		}
 	}
 	res, err := bench.RunRegister(ctx, cfg)
 	if tty {
