@@ -68,6 +68,22 @@
 // bench/wgcompare runs the same harness (MeasureNetstack, MeasureTUN) over
 // wireguard-go, and bench/compare.sh prints both side by side.
 //
+// # Registration load
+//
+// RunRegister (`imsec bench register`, register.go) loads a P-CSCF with
+// registrations. Its UEs (register_ue.go) each do what sip.UE does for a
+// registration, built by hand on one UDP socket of their own without a
+// network stack: the unprotected REGISTER with Security-Client, the
+// USIM's AKA, the four SAs from CK/IK, DHCP inside the tunnel with the
+// inner IPv4/UDP packets made in place, the protected REGISTER; then NAT
+// keepalives and, if asked, re-registrations with new SAs. Workers
+// (register_worker.go) run at most RegisterConfig.PerWorker UEs each (a
+// process's file limit bounds its sockets), as child processes that report
+// JSON lines, or as goroutines in tests. The subscriber range is
+// hss.TestRange's, what `imsec sub gen` writes. CPU and RSS of the P-CSCF
+// (register_proc_*.go) are measured in-process or, on Linux, for a
+// process named by PID.
+//
 // # Results
 //
 // Measured figures are not kept here: the side-by-side runs against
