@@ -43,7 +43,7 @@ type RegisterConfig struct {
 	// Store, if set, is the in-process HSS's subscriber store (holding the
 	// range, e.g. from 'imsec sub gen | imsec sub import'); nil: an
 	// in-memory store filled with the range.
-	Store hss.Store
+	Store    hss.Store
 	PCSCFPID int // the external P-CSCF's process, for CPU and RSS (0: not measured)
 
 	// The subscriber range: BenchSubscriber(Prefix, Domain, Seed, First+i).
