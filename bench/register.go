@@ -94,6 +94,9 @@ type RegisterResult struct {
 	// PCSCFHeapKiBPerUE is the live heap's growth per UE (in-process only,
 	// after a GC): RSS without the garbage collector's slack.
 	PCSCFHeapKiBPerUE *float64 `json:"pcscf_heap_kib_per_ue,omitempty"`
+	// PCSCFHoldCores is the P-CSCF's CPU over the hold, in cores: what
+	// holding the UEs (their keepalives, the housekeeping) costs.
+	PCSCFHoldCores *float64 `json:"pcscf_hold_cpu_cores,omitempty"`
 	// KeepalivesRx is what the P-CSCF counted during the hold (in-process).
 	KeepalivesRx uint64 `json:"pcscf_keepalives_rx,omitempty"`
 	// Re-registrations during the hold (RegisterConfig.Reregister).
@@ -323,6 +326,10 @@ phase:
 	if srv != nil {
 		ka0 = srv.Pump().Counters().KeepalivesReceived
 	}
+	holdStart, holdCPU := time.Now(), time.Duration(0)
+	if probe != nil {
+		holdCPU = probe.cpu()
+	}
 	if cfg.Hold > 0 {
 		t := time.NewTimer(cfg.Hold)
 		select {
@@ -339,6 +346,10 @@ phase:
 	}
 	if srv != nil {
 		res.KeepalivesRx = srv.Pump().Counters().KeepalivesReceived - ka0
+	}
+	if probe != nil && cfg.Hold > 0 {
+		v := float64(probe.cpu()-holdCPU) / float64(time.Since(holdStart))
+		res.PCSCFHoldCores = &v
 	}
 	if cfg.HoldEnd != nil {
 		cfg.HoldEnd()
