@@ -42,7 +42,10 @@ func hssChild(dsn string) int {
 		return fail(err)
 	}
 	defer s.Close()
-	h, err := hss.New(s, hss.Config{})
+	// Reserve 1: every vector is its own durable UpdateSQN, so the test
+	// sees the store hand out SQNs across processes one by one (with
+	// ranges each process would draw from a range of its own).
+	h, err := hss.New(s, hss.Config{Reserve: 1})
 	if err != nil {
 		return fail(err)
 	}
@@ -153,7 +156,7 @@ func TestHSSProcessesShareSQN(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	h, err := hss.New(s, hss.Config{})
+	h, err := hss.New(s, hss.Config{Reserve: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
