@@ -11,6 +11,7 @@ import (
 	"runtime/pprof"
 	"sort"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -123,6 +124,10 @@ func runBenchRegister(ctx context.Context, args []string, stdout, stderr io.Writ
 			tty = true
 		}
 	}
+	// Workers' stderr and the progress line share stderr: one writer at a
+	// time.
+	stderr = &lockedWriter{w: stderr}
+
 	last := time.Time{}
 	cfg.Progress = func(p bench.RegisterProgress) {
 		line := fmt.Sprintf("%d/%d registered, %d failed, %d started, %.0f/s, %.1f s", p.Registered, p.UEs, p.Failed, p.Started,
@@ -170,6 +175,18 @@ func runBenchRegister(ctx context.Context, args []string, stdout, stderr io.Writ
 		return json.NewEncoder(stdout).Encode(res)
 	}
 	return printRegisterResult(stdout, res, cfg)
+}
+
+// lockedWriter serializes writes to w.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // spawnRegisterWorker starts `imsec bench register --worker SPEC` and

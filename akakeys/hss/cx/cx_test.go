@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -69,6 +71,14 @@ func start(t *testing.T, backend Backend) *env {
 }
 
 // startOn is start with the server on ln.
+// testLog writes to t.Log.
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
 func startOn(t *testing.T, backend Backend, ln net.Listener) *env {
 	t.Helper()
 	store := hss.NewMemStore()
@@ -94,7 +104,9 @@ func startOn(t *testing.T, backend Backend, ln net.Listener) *env {
 	// A generous request timeout: on a loaded machine (CI runs packages in
 	// parallel) a timed-out request makes the client reconnect, and the
 	// capture test wants one connection.
-	cli, err := NewClient(ClientConfig{Addr: srv.Addr().String(), OriginHost: "scscf.ims.example", OriginRealm: "ims.example", DestinationRealm: "ims.example", Timeout: 20 * time.Second})
+	// The client's log (connection lost, and why) goes to the test's.
+	cli, err := NewClient(ClientConfig{Addr: srv.Addr().String(), OriginHost: "scscf.ims.example", OriginRealm: "ims.example", DestinationRealm: "ims.example", Timeout: 20 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		t.Fatal(err)
 	}
