@@ -198,30 +198,61 @@ func spawnRegisterWorker(ctx context.Context, exe string, spec bench.WorkerSpec,
 	}
 	cmd := exec.Command(exe, "bench", "register", "--worker", string(b))
 	cmd.Stderr = stderr
-	out, err := cmd.StdoutPipe()
+	// A pipe of our own rather than StdoutPipe: Wait (below, at once)
+	// would close StdoutPipe's before the runner has read the worker's
+	// last lines; ours ends with EOF when the worker has written them.
+	out, w, err := os.Pipe()
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := cmd.Start(); err != nil {
+	cmd.Stdout = w
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		out.Close()
 		return nil, nil, fmt.Errorf("bench register: starting a worker: %w", err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	exited := make(chan struct{})
+	go func() {
+		done <- cmd.Wait()
+		close(exited)
+	}()
+	// One SIGINT: a second one could reach the worker after it has
+	// restored the default action on its way out, and kill it.
+	var once sync.Once
+	interrupt := func() { once.Do(func() { cmd.Process.Signal(os.Interrupt) }) }
 	stop := func() error {
-		cmd.Process.Signal(os.Interrupt)
+		interrupt()
 		select {
 		case err := <-done:
 			return err
 		case <-time.After(10 * time.Second):
 			cmd.Process.Kill()
+			<-done
 			return fmt.Errorf("bench register: a worker did not stop on SIGINT: killed")
 		}
 	}
 	go func() {
-		<-ctx.Done()
-		cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-ctx.Done():
+			interrupt()
+		case <-exited:
+		}
 	}()
-	return out, stop, nil
+	return closeAtEOF{out}, stop, nil
+}
+
+// closeAtEOF closes its file once a read has reached the end: the reader of
+// a worker's lines owns the pipe to the last byte.
+type closeAtEOF struct{ f *os.File }
+
+func (c closeAtEOF) Read(p []byte) (int, error) {
+	n, err := c.f.Read(p)
+	if err != nil {
+		c.f.Close()
+	}
+	return n, err
 }
 
 func printRegisterResult(w io.Writer, r bench.RegisterResult, cfg bench.RegisterConfig) error {

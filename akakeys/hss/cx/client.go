@@ -98,6 +98,9 @@ type Client struct {
 	wg     sync.WaitGroup
 	sid    atomic.Uint64
 	hbh    atomic.Uint32
+	// closing is set by Close before its DPR: the HSS then closes the
+	// connection, and the client must not dial it again.
+	closing atomic.Bool
 
 	mu      sync.Mutex
 	cur     *clientConn
@@ -146,6 +149,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 // Close disconnects (with DPR when connected) and waits for the client's
 // goroutines.
 func (c *Client) Close() error {
+	c.closing.Store(true)
 	c.mu.Lock()
 	cur := c.cur
 	c.mu.Unlock()
@@ -174,7 +178,7 @@ func (c *Client) setState(cur *clientConn, err error) {
 
 func (c *Client) run() {
 	backoff := 100 * time.Millisecond
-	for c.ctx.Err() == nil {
+	for c.ctx.Err() == nil && !c.closing.Load() {
 		cc, err := c.connect()
 		if err != nil {
 			c.setState(nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, c.cfg.Addr, err))

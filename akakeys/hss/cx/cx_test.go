@@ -371,3 +371,28 @@ func TestMAAKnownAnswer(t *testing.T) {
 		t.Errorf("scheme %q", s)
 	}
 }
+
+// TestCloseDoesNotRedial: Close sends DPR and the HSS closes the
+// connection after its DPA; the client must not take that for a lost
+// connection and dial again (a CI run saw the second connection).
+func TestCloseDoesNotRedial(t *testing.T) {
+	for range 20 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := &recording{}
+		e := startOn(t, nil, recListener{ln, rec})
+		if _, err := e.cli.Vector(context.Background(), alice().IMPI); err != nil {
+			t.Fatal(err)
+		}
+		e.cli.Close()
+		e.stop()
+		rec.mu.Lock()
+		n := rec.accepts
+		rec.mu.Unlock()
+		if n != 1 {
+			t.Fatalf("%d connections, want 1", n)
+		}
+	}
+}

@@ -119,12 +119,14 @@ func (c *conn) expire(why uint32) {
 	if !c.state.CompareAndSwap(connOpen, why) {
 		return
 	}
+	// Counted before the close, so that whoever sees the close sees the
+	// count.
 	if why == connHeader {
-		abort(c.Conn)
 		c.l.headerTimeouts.Add(1)
+		abort(c.Conn)
 	} else {
-		_ = c.Conn.Close()
 		c.l.idleTimeouts.Add(1)
+		_ = c.Conn.Close()
 	}
 	c.l.release(c)
 }

@@ -147,8 +147,8 @@ func (l *Listener) admit(c net.Conn) (*conn, error) {
 	if raddr == nil || laddr == nil {
 		// A gVisor conn whose peer already left has no address; sipgo
 		// would dereference it.
+		l.refusedNoAddr.Add(1) // counted first: whoever sees the reset sees the count
 		abort(c)
-		l.refusedNoAddr.Add(1)
 		return nil, nil
 	}
 	key := sourceKey(raddr)
@@ -164,13 +164,13 @@ func (l *Listener) admit(c net.Conn) (*conn, error) {
 		return nil, net.ErrClosed
 	case l.cfg.MaxConns > 0 && l.open >= l.cfg.MaxConns:
 		l.mu.Unlock()
-		abort(c)
 		l.refusedTotal.Add(1)
+		abort(c)
 		return nil, nil
 	case l.perSrc != nil && l.perSrc[key] >= l.cfg.MaxPerSource:
 		l.mu.Unlock()
-		abort(c)
 		l.refusedPerSource.Add(1)
+		abort(c)
 		return nil, nil
 	}
 	l.open++
