@@ -65,9 +65,7 @@ func (s *Server) proxyOuterRegister(ctx context.Context, tx sip.ServerTransactio
 	}
 	s.unlock()
 	defer func() {
-		s.mu.Lock()
-		reg.busy--
-		s.unlock()
+		s.release(reg)
 	}()
 	if flooded {
 		s.overloaded.Add(1)

@@ -176,9 +176,7 @@ func (s *Server) onOuterRegister(req *sip.Request, tx sip.ServerTransaction) {
 	s.mu.Lock()
 	reg := s.regLocked(impi, impu)
 	defer func() {
-		s.mu.Lock()
-		reg.busy--
-		s.unlock()
+		s.release(reg)
 	}()
 	reg.source, reg.natted = src, natted
 
@@ -460,9 +458,7 @@ func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
 	if reg != nil {
 		reg.busy++
 		defer func() {
-			s.mu.Lock()
-			reg.busy--
-			s.unlock()
+			s.release(reg)
 		}()
 	}
 	s.mu.Unlock()
