@@ -65,7 +65,9 @@ func (s *Server) proxyOuterRegister(ctx context.Context, tx sip.ServerTransactio
 	}
 	s.unlock()
 	defer func() {
-		s.release(reg)
+		s.mu.Lock()
+		reg.busy--
+		s.unlock()
 	}()
 	if flooded {
 		s.overloaded.Add(1)

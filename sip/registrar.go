@@ -176,7 +176,9 @@ func (s *Server) onOuterRegister(req *sip.Request, tx sip.ServerTransaction) {
 	s.mu.Lock()
 	reg := s.regLocked(impi, impu)
 	defer func() {
-		s.release(reg)
+		s.mu.Lock()
+		reg.busy--
+		s.unlock()
 	}()
 	reg.source, reg.natted = src, natted
 
@@ -458,7 +460,9 @@ func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
 	if reg != nil {
 		reg.busy++
 		defer func() {
-			s.release(reg)
+			s.mu.Lock()
+			reg.busy--
+			s.unlock()
 		}()
 	}
 	s.mu.Unlock()

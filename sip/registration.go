@@ -146,19 +146,6 @@ func (s *Server) regLocked(impi, impu string) *registration {
 	return reg
 }
 
-// release ends a handler's work on reg (regLocked marked it busy); a
-// registration left with nothing is the housekeeper's to drop, now rather
-// than at its next round.
-func (s *Server) release(reg *registration) {
-	s.mu.Lock()
-	reg.busy--
-	idle := reg.busy == 0 && !reg.registered
-	s.unlock()
-	if idle {
-		s.poke()
-	}
-}
-
 // dropLocked removes a registration with all its SAs and its lease.
 func (s *Server) dropLocked(reg *registration, why string) {
 	reg.sas.clear()
@@ -182,10 +169,7 @@ func (s *Server) dropLocked(reg *registration, why string) {
 }
 
 // housekeepEvery bounds how long the housekeeper sleeps between rounds.
-// A round walks every registration (at 100k UEs that is milliseconds of
-// cache misses), so it runs when the nearest deadline Housekeep reports is
-// due, or when poked, and at least this often.
-const housekeepEvery = 5 * time.Second
+const housekeepEvery = 500 * time.Millisecond
 
 // housekeeper runs Housekeep until Close: every housekeepEvery, and sooner
 // when a deadline (a de-registration's teardown) is nearer or when poked.
@@ -226,18 +210,12 @@ func (s *Server) poke() {
 // carries traffic, tears down de-registered registrations, and drops
 // registrations past their expiry, all by the injected clock. The
 // housekeeper runs it; tests with a fake clock call it directly. It returns
-// the nearest deadline it knows of (a set's, a teardown's, a challenge's, a
-// registration's expiry; zero if none).
+// the nearest deadline of a set or a teardown (zero if none).
 func (s *Server) Housekeep() (next time.Time) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.unlock()
 	s.limits.sweep(now, false)
-	soonest := func(t time.Time) {
-		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
-			next = t
-		}
-	}
 	for _, reg := range s.regs {
 		for _, st := range reg.sas.expire(now) {
 			if st.state == saTemporary {
@@ -269,44 +247,19 @@ func (s *Server) Housekeep() (next time.Time) {
 				}
 			}
 		}
-		for _, ch := range reg.pending {
-			soonest(ch.issued.Add(s.cfg.TempSATimeout + time.Millisecond))
-		}
 		if reg.vector != nil && now.Sub(reg.vector.issued) > s.cfg.TempSATimeout {
 			reg.vector = nil
 		}
-		if reg.vector != nil {
-			soonest(reg.vector.issued.Add(s.cfg.TempSATimeout + time.Millisecond))
-		}
-		if reg.registered {
-			soonest(reg.expires.Add(time.Millisecond))
-		}
-		// Idle: nothing registered, pending or in the works. A fresh shared
-		// vector keeps it (the next REGISTER of a flood must not draw a
-		// new one); the vector goes after TempSATimeout, and then the
-		// registration.
-		if !reg.registered && reg.busy == 0 && len(reg.sas.sets) == 0 && len(reg.pending) == 0 && reg.vector == nil {
+		if !reg.registered && reg.busy == 0 && len(reg.sas.sets) == 0 && len(reg.pending) == 0 {
 			s.dropLocked(reg, "idle")
 			continue
 		}
 		if t := reg.sas.next(); !t.IsZero() && (next.IsZero() || t.Before(next)) {
 			next = t
 		}
-		// An old set goes as soon as its successor carries traffic,
-		// which no deadline tells: look again soon while there is one.
-		for _, st := range reg.sas.sets {
-			if st.state == saOld {
-				soonest(now.Add(oldSetPoll))
-				break
-			}
-		}
 	}
 	return next
 }
-
-// oldSetPoll is how often the housekeeper looks whether a new set carries
-// traffic yet while an old one waits to go.
-const oldSetPoll = 500 * time.Millisecond
 
 // Stats are the registrar's counters.
 type Stats struct {
