@@ -30,17 +30,8 @@ func (s *Server) proxyOuterRegister(ctx context.Context, tx sip.ServerTransactio
 	if cred != nil && cred.Username != "" {
 		impi = cred.Username
 	}
-	offers, hasSec, err := securityHeaders(req, "Security-Client")
-	if err == nil {
-		err = checkOffers(offers)
-	}
-	if err != nil {
-		s.refuse(tx, req, true, EvBadRequest, 400, "Bad Security-Client", err.Error())
-		return
-	}
-	if !hasSec && s.cfg.IPsec == IPsecRequired {
-		s.refuse(tx, req, true, EvIPsecRequired, 421, "Extension Required", "no Security-Client and --ipsec required",
-			sip.NewHeader("Require", "sec-agree"))
+	offers, hasSec, ok := s.clientOffers(tx, req)
+	if !ok {
 		return
 	}
 	var offer *Mechanism

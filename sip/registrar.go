@@ -158,17 +158,8 @@ func (s *Server) onOuterRegister(req *sip.Request, tx sip.ServerTransaction) {
 			return
 		}
 	}
-	offers, hasSec, err := securityHeaders(req, "Security-Client")
-	if err == nil {
-		err = checkOffers(offers)
-	}
-	if err != nil {
-		s.refuse(tx, req, true, EvBadRequest, 400, "Bad Security-Client", err.Error())
-		return
-	}
-	if !hasSec && s.cfg.IPsec == IPsecRequired {
-		s.refuse(tx, req, true, EvIPsecRequired, 421, "Extension Required", "no Security-Client and --ipsec required",
-			sip.NewHeader("Require", "sec-agree"))
+	offers, hasSec, ok := s.clientOffers(tx, req)
+	if !ok {
 		return
 	}
 	exp := requestExpires(req)
@@ -206,6 +197,7 @@ func (s *Server) onOuterRegister(req *sip.Request, tx sip.ServerTransaction) {
 	s.unlock()
 
 	var chosen Mechanism
+	var err error
 	if hasSec {
 		if chosen, err = Choose(offers, s.cfg.Preference); err != nil {
 			s.refuse(tx, req, true, EvNoCommonSecurity, 494, "Security Agreement Required", err.Error(),
@@ -218,6 +210,26 @@ func (s *Server) onOuterRegister(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	s.challenge(ctx, tx, req, reg, key, offerPtr(hasSec, chosen), akakeys.Vector{}, true)
+}
+
+// clientOffers reads an unprotected REGISTER's Security-Client: 400 for a
+// malformed one, 421 for none when IPsec is required (both answered here,
+// ok false).
+func (s *Server) clientOffers(tx sip.ServerTransaction, req *sip.Request) (offers []Mechanism, hasSec, ok bool) {
+	offers, hasSec, err := securityHeaders(req, "Security-Client")
+	if err == nil {
+		err = checkOffers(offers)
+	}
+	if err != nil {
+		s.refuse(tx, req, true, EvBadRequest, 400, "Bad Security-Client", err.Error())
+		return nil, false, false
+	}
+	if !hasSec && s.cfg.IPsec == IPsecRequired {
+		s.refuse(tx, req, true, EvIPsecRequired, 421, "Extension Required", "no Security-Client and --ipsec required",
+			sip.NewHeader("Require", "sec-agree"))
+		return nil, false, false
+	}
+	return offers, hasSec, true
 }
 
 func offerPtr(ok bool, m Mechanism) *Mechanism {
