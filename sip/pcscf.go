@@ -203,7 +203,9 @@ type Server struct {
 	limits *sourceLimits                // per-source buckets and temporary-set counts
 	temps  int                          // temporary SA sets of all registrations (saSets keeps it)
 	setSeq int
-	evq    []Event // events emitted under mu, delivered by unlock
+	evq    []Event   // events emitted under mu, delivered by unlock
+	due    regQueue  // registrations by their next deadline (housekeep.go)
+	hkNext time.Time // when the housekeeper plans its next round
 	wake   chan struct{}
 	failed chan error // a listener that died (Wait)
 

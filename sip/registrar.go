@@ -168,7 +168,7 @@ func (s *Server) onOuterRegister(req *sip.Request, tx sip.ServerTransaction) {
 	reg := s.regLocked(impi, impu)
 	defer func() {
 		s.mu.Lock()
-		reg.busy--
+		s.releaseLocked(reg)
 		s.unlock()
 	}()
 	reg.source, reg.natted = src, natted
@@ -473,7 +473,7 @@ func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
 		reg.busy++
 		defer func() {
 			s.mu.Lock()
-			reg.busy--
+			s.releaseLocked(reg)
 			s.unlock()
 		}()
 	}

@@ -1,7 +1,6 @@
 package sip
 
 import (
-	"fmt"
 	"net/netip"
 	"slices"
 	"time"
@@ -42,6 +41,10 @@ type registration struct {
 	// teardown, if set, is when the SAs of a de-registered registration
 	// go (after the 200 and its retransmissions had time to leave).
 	teardown time.Time
+	// due is when the housekeeper next looks at the registration, and
+	// dueIdx its place in Server.due (-1 when not there): housekeep.go.
+	due    time.Time
+	dueIdx int
 }
 
 // sharedVector is a vector not yet answered, and when it was drawn.
@@ -135,11 +138,11 @@ func (reg *registration) forget(ch *challenge) {
 }
 
 // regLocked returns the registration of impi, creating it, and marks it
-// busy until the caller's doneLocked.
+// busy until the caller's releaseLocked.
 func (s *Server) regLocked(impi, impu string) *registration {
 	reg := s.regs[impi]
 	if reg == nil {
-		reg = &registration{impi: impi, impu: impu}
+		reg = &registration{impi: impi, impu: impu, dueIdx: -1}
 		s.regs[impi] = reg
 	}
 	reg.busy++
@@ -165,100 +168,8 @@ func (s *Server) dropLocked(reg *registration, why string) {
 	if s.regs[reg.impi] == reg {
 		delete(s.regs, reg.impi)
 	}
+	s.unscheduleLocked(reg)
 	s.log.Info("registration removed", "impi", reg.impi, "why", why)
-}
-
-// housekeepEvery bounds how long the housekeeper sleeps between rounds.
-const housekeepEvery = 500 * time.Millisecond
-
-// housekeeper runs Housekeep until Close: every housekeepEvery, and sooner
-// when a deadline (a de-registration's teardown) is nearer or when poked.
-func (s *Server) housekeeper() {
-	t := time.NewTimer(housekeepEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-t.C:
-		case <-s.wake:
-		}
-		next := s.Housekeep()
-		wait := housekeepEvery
-		if !next.IsZero() {
-			wait = min(max(next.Sub(s.now()), time.Millisecond), housekeepEvery)
-		}
-		if !t.Stop() {
-			select {
-			case <-t.C:
-			default:
-			}
-		}
-		t.Reset(wait)
-	}
-}
-
-// poke makes the housekeeper run soon (a new, near deadline).
-func (s *Server) poke() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-}
-
-// Housekeep expires temporary sets, retires old sets once their successor
-// carries traffic, tears down de-registered registrations, and drops
-// registrations past their expiry, all by the injected clock. The
-// housekeeper runs it; tests with a fake clock call it directly. It returns
-// the nearest deadline of a set or a teardown (zero if none).
-func (s *Server) Housekeep() (next time.Time) {
-	now := s.now()
-	s.mu.Lock()
-	defer s.unlock()
-	s.limits.sweep(now, false)
-	for _, reg := range s.regs {
-		for _, st := range reg.sas.expire(now) {
-			if st.state == saTemporary {
-				s.emitLocked(EvSATemporaryExpired, "", "temporary SAs expired", fmt.Sprintf("%s: no protected REGISTER in %v", reg.impi, s.cfg.TempSATimeout))
-			} else {
-				s.emitLocked(EvSAOldDeleted, "", "old SAs deleted", fmt.Sprintf("%s: SA set %d replaced", reg.impi, st.id))
-			}
-		}
-		if !reg.teardown.IsZero() {
-			if !now.Before(reg.teardown) {
-				s.dropLocked(reg, "de-registered")
-				continue
-			}
-			if next.IsZero() || reg.teardown.Before(next) {
-				next = reg.teardown
-			}
-		}
-		if reg.registered && now.After(reg.expires) {
-			s.emitLocked(EvRegistrationExpired, "", "registration expired", reg.impi)
-			s.dropLocked(reg, "expired")
-			continue
-		}
-		// Challenges past the temporary-SA lifetime go, with their sets.
-		for _, ch := range slices.Clone(reg.pending) {
-			if now.Sub(ch.issued) > s.cfg.TempSATimeout {
-				reg.forget(ch)
-				if ch.set != nil && ch.set.state == saTemporary {
-					reg.sas.remove(ch.set)
-				}
-			}
-		}
-		if reg.vector != nil && now.Sub(reg.vector.issued) > s.cfg.TempSATimeout {
-			reg.vector = nil
-		}
-		if !reg.registered && reg.busy == 0 && len(reg.sas.sets) == 0 && len(reg.pending) == 0 {
-			s.dropLocked(reg, "idle")
-			continue
-		}
-		if t := reg.sas.next(); !t.IsZero() && (next.IsZero() || t.Before(next)) {
-			next = t
-		}
-	}
-	return next
 }
 
 // Stats are the registrar's counters.
