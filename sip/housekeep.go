@@ -164,10 +164,13 @@ func (s *Server) nextDueLocked(reg *registration, now time.Time) time.Time {
 	return due
 }
 
-// idle tells whether reg holds nothing worth keeping (a de-registered one
-// waits for its teardown).
+// idle tells whether reg holds nothing worth keeping. A de-registered one
+// waits for its teardown; one holding a fresh shared vector keeps it until
+// TempSATimeout, so that a flood's next REGISTER for the IMPI does not draw
+// (and burn the SQN of) another.
 func (reg *registration) idle() bool {
-	return !reg.registered && reg.busy == 0 && len(reg.sas.sets) == 0 && len(reg.pending) == 0 && reg.teardown.IsZero()
+	return !reg.registered && reg.busy == 0 && len(reg.sas.sets) == 0 && len(reg.pending) == 0 &&
+		reg.teardown.IsZero() && reg.vector == nil
 }
 
 // Housekeep expires temporary sets, retires old sets once their successor

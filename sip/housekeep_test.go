@@ -122,3 +122,27 @@ func BenchmarkHousekeepRound(b *testing.B) {
 		})
 	}
 }
+
+// TestHousekeepKeepsFreshVector: a registration whose only state is an
+// unused shared vector (its challenges dropped) keeps it until the
+// temporary-SA lifetime, so the IMPI's next REGISTER reuses it.
+func TestHousekeepKeepsFreshVector(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	now := t0
+	s := bareServer(&now)
+	s.mu.Lock()
+	reg := s.regLocked("v", "sip:v")
+	reg.vector = &sharedVector{issued: now}
+	s.releaseLocked(reg)
+	s.unlock()
+	now = t0.Add(s.cfg.TempSATimeout)
+	s.Housekeep()
+	if s.regs["v"] == nil {
+		t.Fatal("registration holding a fresh vector dropped as idle")
+	}
+	now = now.Add(time.Millisecond)
+	s.Housekeep()
+	if s.regs["v"] != nil || s.due.Len() != 0 {
+		t.Fatalf("registration kept past its vector's lifetime (%d queued)", s.due.Len())
+	}
+}
