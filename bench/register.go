@@ -37,6 +37,10 @@ type RegisterConfig struct {
 	// Reregister, if set, is how often each UE re-registers while held.
 	Reregister time.Duration
 	Expires    int // seconds asked for; default 600
+	// Stream, if set, is how long one more UE (subscriber First+UEs)
+	// streams through its tunnel once the others are registered, before
+	// the hold (register_stream.go).
+	Stream time.Duration
 
 	// SIP and ESP: an external P-CSCF; zero SIP means in-process.
 	SIP, ESP netip.AddrPort
@@ -103,6 +107,10 @@ type RegisterResult struct {
 	Reregistered int            `json:"reregistered,omitempty"`
 	ReregFailed  map[string]int `json:"rereg_failed,omitempty"`
 	Workers      int            `json:"workers"`
+	// Stream is the extra UE's tunnel stream (RegisterConfig.Stream);
+	// StreamError says why it did not run.
+	Stream      *StreamResult `json:"stream,omitempty"`
+	StreamError string        `json:"stream_error,omitempty"`
 	// Shared says the load generator ran in the P-CSCF's process (workers
 	// as goroutines): its CPU and RSS figures include the generator's.
 	Shared bool   `json:"shared_process,omitempty"`
@@ -321,6 +329,15 @@ phase:
 		res.PCSCFCPUMsPerReg = &v
 	}
 
+	// The stream, with the others held.
+	if cfg.Stream > 0 {
+		if sr, err := runStream(ctx, cfg, cfg.First+cfg.UEs, cfg.Stream); err != nil {
+			res.StreamError = err.Error()
+		} else {
+			res.Stream = &sr
+		}
+	}
+
 	// Hold.
 	var ka0 uint64
 	if srv != nil {
@@ -415,7 +432,11 @@ func startBenchPCSCF(ctx context.Context, cfg RegisterConfig) (*sip.Server, erro
 	if cfg.Store != nil {
 		st = cfg.Store
 	} else {
-		for i := range cfg.UEs {
+		n := cfg.UEs
+		if cfg.Stream > 0 {
+			n++ // the stream's UE
+		}
+		for i := range n {
 			if err := store.Add(ctx, BenchSubscriber(cfg.Prefix, cfg.Domain, cfg.Seed, cfg.First+i)); err != nil {
 				return nil, err
 			}
@@ -432,5 +453,5 @@ func startBenchPCSCF(ctx context.Context, cfg RegisterConfig) (*sip.Server, erro
 	lo := netip.MustParseAddr("127.0.0.1")
 	return sip.New(sip.ServerConfig{Domain: cfg.Domain, HSS: h, SIP: netip.AddrPortFrom(lo, 0), ESP: netip.AddrPortFrom(lo, 0),
 		Pool: pool, Limits: sip.Limits{Off: true}, MaxExpires: time.Duration(max(cfg.Expires, 3600)) * time.Second,
-		MaxTempSets: max(sip.DefaultMaxTempSets, cfg.UEs)})
+		MaxTempSets: max(sip.DefaultMaxTempSets, cfg.UEs+1)})
 }

@@ -57,3 +57,41 @@ func TestRunRegisterCountsFailures(t *testing.T) {
 		t.Fatalf("%+v", res)
 	}
 }
+
+// TestRunRegisterStream: with the others held, one more UE registers and
+// its echoes come back through the P-CSCF's data plane; against a P-CSCF
+// whose HSS lacks that subscriber the stream says why it did not run.
+func TestRunRegisterStream(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := RunRegister(ctx, RegisterConfig{UEs: 5, Rate: 100, Stream: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := res.Stream
+	if s == nil || res.StreamError != "" {
+		t.Fatalf("no stream: %q", res.StreamError)
+	}
+	t.Logf("%+v", *s)
+	if s.Replies == 0 || s.Replies > s.Sent || s.Mbps <= 0 || s.Seconds < 0.3 {
+		t.Fatalf("stream: %+v", *s)
+	}
+	if res.Registered != 5 {
+		t.Fatalf("registered %d of 5 (the stream's UE is not one of them)", res.Registered)
+	}
+
+	// An external P-CSCF whose HSS holds exactly the range: no stream UE.
+	srv, err := startBenchPCSCF(ctx, RegisterConfig{UEs: 2, Domain: "bench.example", Prefix: "ue"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	res, err = RunRegister(ctx, RegisterConfig{UEs: 2, Rate: 100, Stream: 300 * time.Millisecond, SIP: srv.SIPAddr(), ESP: srv.ESPAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Registered != 2 || res.Stream != nil || res.StreamError == "" {
+		t.Fatalf("stream against a range without its UE: %+v", res)
+	}
+	t.Log(res.StreamError)
+}

@@ -50,6 +50,7 @@ func runBenchRegister(ctx context.Context, args []string, stdout, stderr io.Writ
 	hold := fs.Duration("hold", 0, "how long to hold the UEs registered after the last one finished (keepalives flow)")
 	keepalive := fs.Duration("keepalive", 20*time.Second, "each UE's NAT keepalive interval while held")
 	rereg := fs.Duration("reregister", 0, "while held, each UE re-registers this often: a new AKA run and a new SA set through the current one (0: never)")
+	stream := fs.Duration("stream", 0, "once all are registered, one more UE (subscriber --first + --ues: the range needs it) streams MTU-sized ICMP echoes through its tunnel to the P-CSCF for this long, before the hold: one UE's tunnel throughput with the others held (0: no stream)")
 	expires := fs.Int("expires", 600, "registration lifetime the UEs ask for, seconds")
 	pcscf := fs.String("pcscf", "", "ADDR:PORT of an external P-CSCF's unprotected SIP (default: an in-process P-CSCF and HSS)")
 	pcscfESP := fs.String("pcscf-esp", "", "ADDR:PORT of the external P-CSCF's ESP-in-UDP")
@@ -81,10 +82,10 @@ func runBenchRegister(ctx context.Context, args []string, stdout, stderr io.Writ
 	if *ues <= 0 {
 		return usageErrorf("--ues is required: how many UEs to register")
 	}
-	if *rate <= 0 || *keepalive < 0 || *hold < 0 || *rereg < 0 || *expires <= 0 || *perWorker <= 0 || *first < 0 {
-		return usageErrorf("--rate, --expires and --per-worker must be positive; --hold, --keepalive and --first not negative")
+	if *rate <= 0 || *keepalive < 0 || *hold < 0 || *rereg < 0 || *stream < 0 || *expires <= 0 || *perWorker <= 0 || *first < 0 {
+		return usageErrorf("--rate, --expires and --per-worker must be positive; --hold, --keepalive, --stream and --first not negative")
 	}
-	cfg := bench.RegisterConfig{UEs: *ues, Rate: *rate, Hold: *hold, Keepalive: *keepalive, Reregister: *rereg, Expires: *expires,
+	cfg := bench.RegisterConfig{UEs: *ues, Rate: *rate, Hold: *hold, Keepalive: *keepalive, Reregister: *rereg, Stream: *stream, Expires: *expires,
 		Domain: *domain, Prefix: *prefix, Seed: *seed, First: *first, PerWorker: *perWorker, PCSCFPID: *pcscfPID}
 	if (*pcscf == "") != (*pcscfESP == "") {
 		return usageErrorf("--pcscf and --pcscf-esp go together")
@@ -284,6 +285,13 @@ func printRegisterResult(w io.Writer, r bench.RegisterResult, cfg bench.Register
 			fmt.Fprintf(tw, " (live heap %.2f KiB per UE)", *r.PCSCFHeapKiBPerUE)
 		}
 		fmt.Fprintln(tw)
+	}
+	if r.Stream != nil {
+		fmt.Fprintf(tw, "stream\t%.0f Mbit/s, %.0f packets/s of %d-byte echoes through one UE's tunnel (%d sent, %d lost)\n",
+			r.Stream.Mbps, r.Stream.PPS, bench.StreamPacket, r.Stream.Sent, r.Stream.Lost)
+	}
+	if r.StreamError != "" {
+		fmt.Fprintf(tw, "stream\tnot run: %s\n", r.StreamError)
 	}
 	if r.KeepalivesRx > 0 {
 		fmt.Fprintf(tw, "keepalives\t%d received by the P-CSCF during the hold\n", r.KeepalivesRx)
