@@ -98,6 +98,9 @@ type RegisterResult struct {
 	// PCSCFHeapKiBPerUE is the live heap's growth per UE (in-process only,
 	// after a GC): RSS without the garbage collector's slack.
 	PCSCFHeapKiBPerUE *float64 `json:"pcscf_heap_kib_per_ue,omitempty"`
+	// PCSCFMemKiBPerUE breaks the in-process P-CSCF's growth per UE down
+	// by the Go runtime's memory classes (register_mem.go), read with RSS.
+	PCSCFMemKiBPerUE map[string]float64 `json:"pcscf_mem_kib_per_ue,omitempty"`
 	// PCSCFHoldCores is the P-CSCF's CPU over the hold, in cores: what
 	// holding the UEs (their keepalives, the housekeeping) costs.
 	PCSCFHoldCores *float64 `json:"pcscf_hold_cpu_cores,omitempty"`
@@ -182,11 +185,15 @@ func RunRegister(ctx context.Context, cfg RegisterConfig) (RegisterResult, error
 
 	var idleRSS float64
 	var idleHeap uint64
+	var idleMem map[string]float64
 	if probe != nil {
 		if probe.heap != nil {
 			idleHeap = probe.heap()
 		}
 		idleRSS, _ = probe.rss()
+		if srv != nil {
+			idleMem = memBreakdown()
+		}
 	}
 
 	nw := (cfg.UEs + cfg.PerWorker - 1) / cfg.PerWorker
@@ -375,6 +382,9 @@ phase:
 		if rss, ok := probe.rss(); ok {
 			per := (rss - idleRSS) / float64(res.Registered)
 			res.PCSCFRSSKiBPerUE, res.PCSCFRSSKiB = &per, &rss
+		}
+		if idleMem != nil {
+			res.PCSCFMemKiBPerUE = perUEKiB(idleMem, memBreakdown(), res.Registered)
 		}
 		if probe.heap != nil {
 			h := (float64(probe.heap()) - float64(idleHeap)) / 1024 / float64(res.Registered)

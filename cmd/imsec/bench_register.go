@@ -1,14 +1,17 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -285,6 +288,16 @@ func printRegisterResult(w io.Writer, r bench.RegisterResult, cfg bench.Register
 			fmt.Fprintf(tw, " (live heap %.2f KiB per UE)", *r.PCSCFHeapKiBPerUE)
 		}
 		fmt.Fprintln(tw)
+	}
+	if len(r.PCSCFMemKiBPerUE) > 0 {
+		classes := slices.SortedFunc(maps.Keys(r.PCSCFMemKiBPerUE), func(a, b string) int {
+			return cmp.Compare(r.PCSCFMemKiBPerUE[b], r.PCSCFMemKiBPerUE[a])
+		})
+		var parts []string
+		for _, c := range classes {
+			parts = append(parts, fmt.Sprintf("%s %.2f", c, r.PCSCFMemKiBPerUE[c]))
+		}
+		fmt.Fprintf(tw, "P-CSCF memory\tKiB per UE by Go runtime class: %s\n", strings.Join(parts, ", "))
 	}
 	if r.Stream != nil {
 		fmt.Fprintf(tw, "stream\t%.0f Mbit/s, %.0f packets/s of %d-byte echoes through one UE's tunnel (%d sent, %d lost)\n",
