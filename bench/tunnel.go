@@ -680,11 +680,11 @@ func (s *sinks) run(ctx context.Context, r *TunnelResult, opt MeasureOptions) er
 		if err != nil {
 			return err
 		}
-		// What is in flight still counts: give it 200 ms to land.
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
+		// What is in flight still counts: it lands until all has or the
+		// count stops moving (on a busy machine the tunnel may lag the
+		// generator by more than the phase).
+		if err := s.settle(ctx, to, sent); err != nil {
+			return err
 		}
 		got := s.got[to].Load()
 		s.token.Store(0)
@@ -703,6 +703,36 @@ func (s *sinks) run(ctx context.Context, r *TunnelResult, opt MeasureOptions) er
 	if opt.Padding != nil {
 		if pad, sent := opt.Padding(); sent > sent0 {
 			r.PadPerPacket = float64(pad-pad0) / float64(sent-sent0)
+		}
+	}
+	return nil
+}
+
+// settle waits until sink to has received sent datagrams, or until its
+// count has not moved for settleQuiet, for settleMax at the most.
+func (s *sinks) settle(ctx context.Context, to int, sent uint64) error {
+	const (
+		settleQuiet = 200 * time.Millisecond
+		settleMax   = 5 * time.Second
+		settleTick  = 10 * time.Millisecond
+	)
+	tick := time.NewTicker(settleTick)
+	defer tick.Stop()
+	last, moved := s.got[to].Load(), time.Now()
+	for end := time.Now().Add(settleMax); time.Now().Before(end); {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case now := <-tick.C:
+			got := s.got[to].Load()
+			if got >= sent {
+				return nil
+			}
+			if got != last {
+				last, moved = got, now
+			} else if now.Sub(moved) > settleQuiet {
+				return nil
+			}
 		}
 	}
 	return nil
