@@ -142,13 +142,20 @@ func (s *Server) intercept(peer *tun.Peer, pkt []byte) bool {
 	select {
 	case s.dhcpIn <- dhcpRequest{peer: peer, pkt: append([]byte(nil), pkt...)}:
 	default:
-		s.log.Debug("dhcp queue full", "peer", peer.Name())
+		s.dhcpDropped.Add(1)
 	}
 	return true
 }
 
+// dhcpWorkers is how many goroutines answer DHCP. More than one: during a
+// registration burst the SIP side runs a goroutine per request, and a
+// single DHCP goroutine would get a share of the CPU too small to keep
+// up, starving the registrations in progress in favour of new ones.
+const dhcpWorkers = 4
+
 // serveDHCP answers DHCP inside the tunnels: the lease is bound to the
-// peer, i.e. to the IMPI whose SAs carried the request.
+// peer, i.e. to the IMPI whose SAs carried the request. dhcpWorkers of
+// them run; two answering one UE's retransmissions bind the same lease.
 func (s *Server) serveDHCP() {
 	for {
 		select {

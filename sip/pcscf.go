@@ -209,7 +209,8 @@ type Server struct {
 	wake   chan struct{}
 	failed chan error // a listener that died (Wait)
 
-	overloaded atomic.Uint64 // requests answered 503 by a limit
+	overloaded  atomic.Uint64 // requests answered 503 by a limit
+	dhcpDropped atomic.Uint64 // DHCP requests dropped on a full queue
 
 	// hookRechallenge, set by tests before any REGISTER, makes the
 	// registrar challenge a correct answer again when it returns true.
@@ -257,7 +258,9 @@ func New(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	s.goFunc(s.housekeeper)
-	s.goFunc(s.serveDHCP)
+	for range dhcpWorkers {
+		s.goFunc(s.serveDHCP)
+	}
 	ok = true
 	return s, nil
 }

@@ -181,6 +181,7 @@ type Stats struct {
 	WaitingSAs    int    // inbound SAs not yet in the data plane (no packet has used them)
 	Leases        int    // inner addresses leased
 	Overloaded    uint64 // requests answered 503 by a limit
+	DHCPDropped   uint64 // DHCP requests dropped on a full queue (the UE retransmits)
 	// TCP is the unprotected TCP listener's: connections refused by a cap,
 	// closed idle or mid-header, accept errors retried.
 	TCP connlimit.Stats
@@ -190,7 +191,7 @@ type Stats struct {
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := Stats{Registrations: len(s.regs), TempSets: s.temps, SPIs: s.spis.inUse(), Overloaded: s.overloaded.Load()}
+	st := Stats{Registrations: len(s.regs), TempSets: s.temps, SPIs: s.spis.inUse(), Overloaded: s.overloaded.Load(), DHCPDropped: s.dhcpDropped.Load()}
 	if s.outerLim != nil {
 		st.TCP = s.outerLim.Stats()
 	}
