@@ -106,6 +106,9 @@ type RegisterResult struct {
 	PCSCFHoldCores *float64 `json:"pcscf_hold_cpu_cores,omitempty"`
 	// KeepalivesRx is what the P-CSCF counted during the hold (in-process).
 	KeepalivesRx uint64 `json:"pcscf_keepalives_rx,omitempty"`
+	// DHCPDropped is how many DHCP requests the in-process P-CSCF dropped
+	// on its full queue (the UEs retransmit them).
+	DHCPDropped uint64 `json:"pcscf_dhcp_dropped,omitempty"`
 	// Re-registrations during the hold (RegisterConfig.Reregister).
 	Reregistered int            `json:"reregistered,omitempty"`
 	ReregFailed  map[string]int `json:"rereg_failed,omitempty"`
@@ -370,6 +373,7 @@ phase:
 	}
 	if srv != nil {
 		res.KeepalivesRx = srv.Pump().Counters().KeepalivesReceived - ka0
+		res.DHCPDropped = srv.Stats().DHCPDropped
 	}
 	if probe != nil && cfg.Hold > 0 {
 		v := float64(probe.cpu()-holdCPU) / float64(time.Since(holdStart))

@@ -306,6 +306,9 @@ func printRegisterResult(w io.Writer, r bench.RegisterResult, cfg bench.Register
 	if r.StreamError != "" {
 		fmt.Fprintf(tw, "stream\tnot run: %s\n", r.StreamError)
 	}
+	if r.DHCPDropped > 0 {
+		fmt.Fprintf(tw, "P-CSCF DHCP\t%d requests dropped on a full queue (retransmitted by the UEs)\n", r.DHCPDropped)
+	}
 	if r.KeepalivesRx > 0 {
 		fmt.Fprintf(tw, "keepalives\t%d received by the P-CSCF during the hold\n", r.KeepalivesRx)
 	}
