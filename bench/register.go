@@ -104,6 +104,10 @@ type RegisterResult struct {
 	// PCSCFHoldCores is the P-CSCF's CPU over the hold, in cores: what
 	// holding the UEs (their keepalives, the housekeeping) costs.
 	PCSCFHoldCores *float64 `json:"pcscf_hold_cpu_cores,omitempty"`
+	// PCSCFSteadyCores is the same over the hold's steady part, after the
+	// registrations' transactions have ended (from 35 s into a hold of at
+	// least 45 s): what holding the UEs costs for as long as they stay.
+	PCSCFSteadyCores *float64 `json:"pcscf_steady_cpu_cores,omitempty"`
 	// KeepalivesRx is what the P-CSCF counted during the hold (in-process).
 	KeepalivesRx uint64 `json:"pcscf_keepalives_rx,omitempty"`
 	// DHCPDropped is how many DHCP requests the in-process P-CSCF dropped
@@ -160,6 +164,13 @@ type pcscfProbe struct {
 	rss  func() (kib float64, ok bool)
 	heap func() uint64 // live heap bytes after a GC; nil if not in-process
 }
+
+// steadyAfter is when the steady part of a hold starts (Timer J, 32 s,
+// and a margin); steadyMin is the shortest steady part measured.
+const (
+	steadyAfter = 35 * time.Second
+	steadyMin   = 10 * time.Second
+)
 
 // RunRegister runs the load and returns what it measured.
 func RunRegister(ctx context.Context, cfg RegisterConfig) (RegisterResult, error) {
@@ -357,18 +368,34 @@ phase:
 	if probe != nil {
 		holdCPU = probe.cpu()
 	}
+	// The steady part of the hold starts when the registrations' last
+	// transactions have ended (RFC 3261 Timer J, 32 s over UDP): from then
+	// on the P-CSCF only holds the UEs.
+	steadyAt, steadyCPU := time.Time{}, time.Duration(0)
 	if cfg.Hold > 0 {
 		t := time.NewTimer(cfg.Hold)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			stopAll()
-			return res, ctx.Err()
-		case err := <-readErr:
-			t.Stop()
-			stopAll()
-			return res, err
-		case <-t.C:
+		var steady <-chan time.Time
+		if probe != nil && cfg.Hold >= steadyAfter+steadyMin {
+			st := time.NewTimer(steadyAfter)
+			defer st.Stop()
+			steady = st.C
+		}
+	hold:
+		for {
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				stopAll()
+				return res, ctx.Err()
+			case err := <-readErr:
+				t.Stop()
+				stopAll()
+				return res, err
+			case <-steady:
+				steadyAt, steadyCPU = time.Now(), probe.cpu()
+			case <-t.C:
+				break hold
+			}
 		}
 	}
 	if srv != nil {
@@ -378,6 +405,10 @@ phase:
 	if probe != nil && cfg.Hold > 0 {
 		v := float64(probe.cpu()-holdCPU) / float64(time.Since(holdStart))
 		res.PCSCFHoldCores = &v
+	}
+	if !steadyAt.IsZero() {
+		v := float64(probe.cpu()-steadyCPU) / float64(time.Since(steadyAt))
+		res.PCSCFSteadyCores = &v
 	}
 	if cfg.HoldEnd != nil {
 		cfg.HoldEnd()

@@ -313,7 +313,11 @@ func printRegisterResult(w io.Writer, r bench.RegisterResult, cfg bench.Register
 		fmt.Fprintf(tw, "keepalives\t%d received by the P-CSCF during the hold\n", r.KeepalivesRx)
 	}
 	if r.PCSCFHoldCores != nil {
-		fmt.Fprintf(tw, "P-CSCF CPU held\t%.1f%% of a core while holding the UEs\n", 100**r.PCSCFHoldCores)
+		fmt.Fprintf(tw, "P-CSCF CPU held\t%.1f%% of a core while holding the UEs", 100**r.PCSCFHoldCores)
+		if r.PCSCFSteadyCores != nil {
+			fmt.Fprintf(tw, "; %.1f%% once their registrations' transactions had ended", 100**r.PCSCFSteadyCores)
+		}
+		fmt.Fprintln(tw)
 	}
 	if r.Reregistered > 0 || len(r.ReregFailed) > 0 {
 		fmt.Fprintf(tw, "re-registrations\t%d during the hold, failed %v\n", r.Reregistered, r.ReregFailed)
