@@ -559,6 +559,10 @@ func (p *packetConnEnd) ReadBatch(msgs []udp.Message) (int, error) {
 	return 1, nil
 }
 
+// SetWriteDeadline bounds a blocked write: a stack whose send buffer does
+// not drain must not hold the flood past its end.
+func (p *packetConnEnd) SetWriteDeadline(t time.Time) error { return p.c.SetWriteDeadline(t) }
+
 func (p *packetConnEnd) WriteBatch(msgs []udp.Message) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -804,6 +808,10 @@ func flood(ctx context.Context, e dgramEnd, dst netip.AddrPort, tok uint64, top 
 	}
 	start := time.Now()
 	end := start.Add(d)
+	if dl, ok := e.(interface{ SetWriteDeadline(time.Time) error }); ok {
+		dl.SetWriteDeadline(end)
+		defer dl.SetWriteDeadline(time.Time{})
+	}
 	var sent, floor uint64 // floor: written off as lost after a stall
 	var stalled time.Time
 	var errs int
