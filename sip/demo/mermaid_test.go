@@ -1,6 +1,8 @@
 package demo
 
 import (
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -24,6 +26,7 @@ func (l *eventLog) add(e sip.Event) {
 var (
 	reParticipant = regexp.MustCompile(`^    participant (p[0-9]+) as (.+)$`)
 	reStep        = regexp.MustCompile(`^    (?:(p[0-9]+)(?:->>|-->>)(p[0-9]+)|Note over (p[0-9]+)): (.+)$`)
+	reEntity      = regexp.MustCompile(`#[0-9]+;`)
 )
 
 // checkMermaid reads the diagram line by line and requires one step per
@@ -78,6 +81,49 @@ func checkMermaid(t *testing.T, diagram string, events []sip.Event) {
 	for _, want := range []string{"UE alice@a.example", "UE bob@b.example", "P-CSCF a.example", "P-CSCF b.example", "HSS"} {
 		if !declared[want] {
 			t.Errorf("no participant %q in %v", want, names)
+		}
+	}
+}
+
+// TestREADMEMermaid: the README's ```mermaid blocks are diagrams as
+// SequenceDiagram writes them: every line a participant, a message or a
+// note, every participant declared before use.
+func TestREADMEMermaid(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := strings.Split(string(b), "```mermaid\n")[1:]
+	if len(blocks) == 0 {
+		t.Fatal("the README shows no Mermaid diagram")
+	}
+	for _, blk := range blocks {
+		end := strings.Index(blk, "```")
+		if end < 0 {
+			t.Fatal("a mermaid block without its end")
+		}
+		lines := strings.Split(strings.TrimSuffix(blk[:end], "\n"), "\n")
+		if lines[0] != "sequenceDiagram" {
+			t.Fatalf("block starts %q", lines[0])
+		}
+		ids := map[string]bool{}
+		for _, l := range lines[1:] {
+			if m := reParticipant.FindStringSubmatch(l); m != nil {
+				ids[m[1]] = true
+				continue
+			}
+			m := reStep.FindStringSubmatch(l)
+			if m == nil {
+				t.Fatalf("README mermaid line %q is neither a participant nor a step", l)
+			}
+			for _, id := range m[1:4] {
+				if id != "" && !ids[id] {
+					t.Errorf("README mermaid line %q uses %s undeclared", l, id)
+				}
+			}
+			if strings.ContainsAny(reEntity.ReplaceAllString(m[4], ""), ";#%<>") {
+				t.Errorf("README mermaid line %q: text unsafe for Mermaid", l)
+			}
 		}
 	}
 }
