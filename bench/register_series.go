@@ -21,7 +21,9 @@ type RegisterPoint struct {
 	// T is the step's start, in seconds after the first UE started.
 	T float64 `json:"t_s"`
 	// Registered and Failed count the registrations that ended in the
-	// step; RegPerS is Registered per second of the step.
+	// step; RegPerS is Registered per second of the step (the last step
+	// ends at the last end: its rate is over that part, at least a tenth
+	// of a step).
 	Registered int     `json:"registered"`
 	Failed     int     `json:"failed"`
 	RegPerS    float64 `json:"reg_per_s"`
@@ -88,7 +90,11 @@ func registerSeries(ends []regEnd) (stepS float64, pts []RegisterPoint) {
 	for i := range pts {
 		p := &pts[i]
 		p.T = (time.Duration(i) * step).Seconds()
-		p.RegPerS = float64(p.Registered) / step.Seconds()
+		span := step
+		if i == n-1 {
+			span = max(last-time.Duration(i)*step, step/10)
+		}
+		p.RegPerS = float64(p.Registered) / span.Seconds()
 		l := lats[i]
 		slices.Sort(l)
 		p.P50ms, p.P95ms, p.P99ms = percentileMS(l, 0.50), percentileMS(l, 0.95), percentileMS(l, 0.99)
