@@ -125,6 +125,11 @@ type RegisterResult struct {
 	// as goroutines): its CPU and RSS figures include the generator's.
 	Shared bool   `json:"shared_process,omitempty"`
 	Note   string `json:"note,omitempty"`
+	// Series is the registration phase over time, in steps of SeriesStepS
+	// seconds (register_series.go): registrations, failures and latency
+	// percentiles of what ended in each step.
+	SeriesStepS float64         `json:"series_step_s,omitempty"`
+	Series      []RegisterPoint `json:"series,omitempty"`
 }
 
 func (c *RegisterConfig) fill() error {
@@ -318,6 +323,7 @@ phase:
 	}
 	res.Seconds = time.Since(start).Seconds()
 	var lats []int64
+	var ends []regEnd
 	mu.Lock()
 	for _, s := range states {
 		res.Registered += s.final.Registered
@@ -325,8 +331,10 @@ phase:
 			res.Failed[c] += n
 		}
 		lats = append(lats, s.final.LatencyUS...)
+		ends = append(ends, workerEnds(s.final, start)...)
 	}
 	mu.Unlock()
+	res.SeriesStepS, res.Series = registerSeries(ends)
 	if cfg.Progress != nil {
 		cfg.Progress(RegisterProgress{UEs: cfg.UEs, Started: cfg.UEs, Registered: res.Registered, Failed: cfg.UEs - res.Registered, Elapsed: time.Since(start)})
 	}

@@ -36,6 +36,15 @@ func TestRunRegisterInProcess(t *testing.T) {
 	if !res.Shared || res.PCSCFCPUMsPerReg == nil {
 		t.Fatalf("in-process measurement missing: %+v", res)
 	}
+	// The time series holds every registration, in steps of a second
+	// over the phase (60 UEs at 300/s: about a second).
+	n := 0
+	for _, p := range res.Series {
+		n += p.Registered
+	}
+	if res.SeriesStepS != 1 || len(res.Series) == 0 || len(res.Series) > int(res.Seconds)+2 || n != 60 {
+		t.Fatalf("series of %v s, %d points, %d registrations: %+v", res.SeriesStepS, len(res.Series), n, res.Series)
+	}
 }
 
 // TestRunRegisterCountsFailures: against an external P-CSCF whose HSS
@@ -55,6 +64,13 @@ func TestRunRegisterCountsFailures(t *testing.T) {
 	}
 	if res.Registered != 0 || res.Failed["usim"] != 5 || res.PCSCFCPUMsPerReg != nil {
 		t.Fatalf("%+v", res)
+	}
+	failed := 0
+	for _, p := range res.Series {
+		failed += p.Failed
+	}
+	if failed != 5 {
+		t.Fatalf("series counts %d failures, want 5: %+v", failed, res.Series)
 	}
 }
 

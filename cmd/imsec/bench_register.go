@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/imsec/imsec/bench"
+	"github.com/imsec/imsec/bench/chart"
 )
 
 const benchRegisterSynopsis = `bench register --ues N [--rate R] [--hold D] [--pcscf ADDR --pcscf-esp ADDR [--pcscf-pid PID]] [--json]
@@ -44,7 +45,10 @@ of the hold. With --pcscf, subscribers must exist in its HSS with the keys
 A progress line runs on stderr; the result is a table, or with --json one
 object: ues, registered, failed (cause -> count: timeout-401, timeout-dhcp,
 timeout-200, 401-loop, a SIP status code, usim, socket), reg_per_s, p50_ms,
-p95_ms, p99_ms, max_ms, pcscf_cpu_ms_per_reg, pcscf_rss_kib_per_ue, ...`
+p95_ms, p99_ms, max_ms, pcscf_cpu_ms_per_reg, pcscf_rss_kib_per_ue, ...,
+and series: per second of the registration phase (wider steps past 600 s,
+series_step_s), the registrations and failures that ended in it and their
+latency percentiles. --svg draws that series.`
 
 // memProfileRate is the heap profile's sampling interval with --memprofile.
 const memProfileRate = 4096
@@ -70,6 +74,7 @@ func runBenchRegister(ctx context.Context, args []string, stdout, stderr io.Writ
 	asJSON := fs.Bool("json", false, "print the result as one JSON object")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of this process (the in-process P-CSCF and HSS; workers are other processes) to FILE, for go tool pprof")
 	memprofile := fs.String("memprofile", "", "write a heap profile of this process at the end of the hold (the in-process P-CSCF's memory per UE) to FILE")
+	svgPath := fs.String("svg", "", "also draw registrations/s and latency percentiles (p50, p95, p99) per second of the registration phase to this SVG `FILE`")
 	worker := fs.String("worker", "", "internal: run one worker with this JSON spec, lines on stdout")
 	if err := parseFlags(fs, args, false); err != nil {
 		return err
@@ -175,12 +180,23 @@ func runBenchRegister(ctx context.Context, args []string, stdout, stderr io.Writ
 			}
 		}
 	}
+	svg, err := newSVGOutput(*svgPath)
+	if err != nil {
+		return err
+	}
 	res, err := bench.RunRegister(ctx, cfg)
 	if tty {
 		fmt.Fprint(stderr, "\r\x1b[K")
 	}
 	if err != nil {
-		return err
+		return svg.finish(err)
+	}
+	if svg != nil {
+		run := chart.RegisterRun{Result: res}
+		run.Measured, run.Source = runSource("bench register", args)
+		if err := svg.finish(chart.RegisterSVG(&svg.buf, run)); err != nil {
+			return err
+		}
 	}
 	if *asJSON {
 		return json.NewEncoder(stdout).Encode(res)

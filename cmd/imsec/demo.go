@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/imsec/imsec/sip"
 	"github.com/imsec/imsec/sip/demo"
 )
 
@@ -20,7 +21,7 @@ func init() {
 	})
 }
 
-const demoSynopsis = `demo [--json] [--keylog FILE] [--pcap FILE] [--duration D]
+const demoSynopsis = `demo [--json] [--keylog FILE] [--pcap FILE] [--mermaid FILE] [--duration D]
 
 Runs the seed's demonstrator in one process on loopback, with no root and no
 setup: HSS A and B, P-CSCF A and B (peered), UE A behind a userspace NAT and
@@ -38,7 +39,13 @@ unprotected first REGISTER and its 401, sent before any SA exists, and the
 plain P-CSCF-to-P-CSCF leg are not in it). With --keylog, Wireshark decrypts
 it: load the key log as the ESP SA table (or pass each line to tshark as
 -o "uat:esp_sa:LINE"), enable ESP decryption, and decode as UDPENCAP the
-ESP ports the demo prints for P-CSCF B and for the NAT's inside.`
+ESP ports the demo prints for P-CSCF B and for the NAT's inside.
+
+--mermaid writes the ladder's steps as a Mermaid sequenceDiagram (the text
+of a ` + "```mermaid" + ` block, which GitHub and GitLab draw): each message an
+arrow between its parties, each action a note over its party; the file
+stops growing at 40,000 bytes (Mermaid's limit is 50,000) with a note of
+what was left out. It is written even if a step fails.`
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("demo", demoSynopsis, stderr)
@@ -46,6 +53,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	keylog := fs.String("keylog", "", "write every SA to this file in Wireshark's esp_sa format (secrets!)")
 	pcapPath := fs.String("pcap", "", "write both UEs' signalling and media ESP traffic to this pcap file (opens decrypted in Wireshark with --keylog)")
 	duration := fs.Duration("duration", 3*time.Second, "how long the call from UE A to UE B sends media")
+	mermaid := fs.String("mermaid", "", "write the run's flows (the ladder's steps) to this `FILE` as a Mermaid sequence diagram")
 	if err := parseFlags(fs, args, false); err != nil {
 		return err
 	}
@@ -72,8 +80,28 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		capBuf = bufio.NewWriter(capFile)
 		cfg.Capture = capBuf
 	}
+	var diagram *sip.SequenceDiagram
+	var mermaidFile *os.File
+	if *mermaid != "" {
+		if mermaidFile, err = os.Create(*mermaid); err != nil {
+			return fmt.Errorf("--mermaid: %w", err)
+		}
+		defer mermaidFile.Close()
+		diagram = &sip.SequenceDiagram{}
+		cfg.Events = diagram.Event
+	}
 	cliLogger(stderr, false)
 	sum, err := demo.Run(ctx, cfg)
+	if mermaidFile != nil {
+		// Written even if a step failed: the diagram shows how far it got.
+		_, merr := diagram.WriteTo(mermaidFile)
+		if e := mermaidFile.Close(); merr == nil {
+			merr = e
+		}
+		if merr != nil && err == nil {
+			return fmt.Errorf("--mermaid: %w", merr)
+		}
+	}
 	if capFile != nil {
 		// Run has stopped writing; keep what it captured even if it failed.
 		cerr := capBuf.Flush()

@@ -52,6 +52,10 @@ type Config struct {
 	// scope), are not in it. Records are written whole, one Write call
 	// each; Run stops writing before it returns and fails if a write did.
 	Capture io.Writer
+	// Events, if set, also receives every event the ladder prints (of
+	// every party, after its line is printed), e.g. a
+	// sip.SequenceDiagram's Event for `imsec demo --mermaid`.
+	Events sip.EventFunc
 }
 
 // Summary is what a run found, for --json.
@@ -152,6 +156,13 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	// its tables: one lock for both.
 	out := &lockedWriter{w: cfg.Out}
 	ladder := sip.LadderPrinter(out)
+	if cfg.Events != nil {
+		print := ladder
+		ladder = func(e sip.Event) {
+			print(e)
+			cfg.Events(e)
+		}
+	}
 	lo := cfg.Loopback
 	anyPort := netip.AddrPortFrom(lo, 0)
 	step := func(format string, a ...any) { fmt.Fprintf(out, "\n== "+format+"\n", a...) }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imsec/imsec/sip"
 )
 
 // TestDemo runs the whole demonstrator in-process and checks its summary
@@ -14,10 +16,24 @@ func TestDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var out, kl bytes.Buffer
-	sum, err := Run(ctx, Config{Out: &out, KeyLog: &lockedWriter{w: &kl}})
+	var diagram sip.SequenceDiagram
+	var log eventLog
+	sum, err := Run(ctx, Config{Out: &out, KeyLog: &lockedWriter{w: &kl}, Events: func(e sip.Event) {
+		log.add(e)
+		diagram.Event(e)
+	}})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
+	// The Mermaid diagram (imsec demo --mermaid) has every event of the run.
+	var mm strings.Builder
+	if _, err := diagram.WriteTo(&mm); err != nil {
+		t.Fatal(err)
+	}
+	if len(log.events) < 50 {
+		t.Fatalf("only %d events", len(log.events))
+	}
+	checkMermaid(t, mm.String(), log.events)
 	if len(sum.UEs) != 2 || len(sum.Servers) != 2 {
 		t.Fatalf("summary %+v", sum)
 	}
