@@ -99,13 +99,13 @@ func (s *Server) installTemporaryLocked(reg *registration, ch *challenge, offer 
 			return nil, err
 		}
 		ls.media = &mediaSAs{in: spis[2], out: ueMedia, pair: mp}
-		logMediaKeys(s.keylog, cfgs)
+		logMediaKeys(s.keylog, cfgs, src)
 	}
 	if err := reg.sas.install(ls); err != nil {
 		return nil, err
 	}
 	ok = true
-	if err := set.LogKeys(s.keylog); err != nil {
+	if err := set.LogKeys(s.keylog, src); err != nil {
 		s.log.Warn("key log", "err", err)
 	}
 	s.emitLocked(EvSATemporary, "", "temporary SAs installed", fmt.Sprintf("%s, SPIs in %#x %#x, out %#x %#x, expire in %v",

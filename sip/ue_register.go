@@ -304,7 +304,7 @@ func (u *UE) finishRegistrationN(ctx context.Context, res *sip.Response, offers 
 	if err != nil {
 		return err
 	}
-	set.LogKeys(u.keylog)
+	set.LogKeys(u.keylog, u.cfg.PCSCFESP.Addr())
 	u.emit(EvSAsInstalled, "", "SAs installed", fmt.Sprintf("%s mod=UDP-enc-tun, ESP to %v, SPIs in %#x %#x out %#x %#x",
 		set.Suite, u.cfg.PCSCFESP, mine.SPIc, mine.SPIs, srv.SPIs, srv.SPIc))
 

@@ -155,7 +155,7 @@ func (u *UE) activateMedia(ctx context.Context, mine, srv Mechanism, ck akakeys.
 	if err != nil {
 		return err
 	}
-	logMediaKeys(u.keylog, cfgs)
+	logMediaKeys(u.keylog, cfgs, u.mediaPeer.Endpoint().Addr())
 	if err := u.mediaPump.AddInbound(u.mediaPeer, mp.in); err != nil {
 		return err
 	}
