@@ -2,7 +2,6 @@ package sip
 
 import (
 	"fmt"
-	"net/netip"
 	"strconv"
 
 	"github.com/imsec/imsec/akakeys"
@@ -116,10 +115,10 @@ func (s *Server) installTemporaryLocked(reg *registration, ch *challenge, offer 
 // activateMediaLocked installs the media SA pair of a set that just became
 // active, in the media relay's pump. It returns a line for the ladder.
 func (s *Server) activateMediaLocked(reg *registration, ls *liveSet) string {
-	if ls.media == nil || !reg.lease.IsValid() {
+	host := reg.hosts()
+	if ls.media == nil || len(host) == 0 {
 		return ""
 	}
-	host := []netip.Prefix{netip.PrefixFrom(reg.lease, 32)}
 	if reg.mediaPeer == nil {
 		p, err := s.mediaPump.AddPeer(tun.PeerConfig{Name: reg.impi, FollowSource: true, Allowed: host, Routes: host})
 		if err != nil {

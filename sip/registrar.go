@@ -453,7 +453,7 @@ func (s *Server) okHeaders(req *sip.Request, reg *registration, impus []string, 
 		hs = append(hs, cc)
 	}
 	if granted > 0 {
-		route := fmt.Sprintf("<sip:orig@%s:%d;lr>", s.gateway, s.cfg.PortS)
+		route := fmt.Sprintf("<sip:orig@%s;lr>", netip.AddrPortFrom(s.innerFor(parseAddrPort(req.Source()).Addr()), s.cfg.PortS))
 		if !reg.protected {
 			route = fmt.Sprintf("<sip:orig@%s;lr>", s.SIPAddr())
 		}

@@ -59,3 +59,59 @@ func TestPCSCFAndUEOverIPv6NAT(t *testing.T) {
 		t.Errorf("nat exit %d:\n%s", code, n.out.String())
 	}
 }
+
+// TestPCSCFAndUEInnerPools: the inner pools from the command line. An
+// IPv6-only P-CSCF (--pool none --pool6) serves a UE with --inner ipv6; a
+// dual-stack one serves --inner dual (an address of each family, SIP over
+// IPv6) and a plain IPv4 UE.
+func TestPCSCFAndUEInnerPools(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "hss.db")
+	for _, u := range []string{"alice", "bob"} {
+		if code, _, errs := runCLI(t, "sub", "add", "--db", db, "--impi", u+"@a.example", "--impu", "sip:"+u+"@a.example", "--k", tsK, "--op", tsOP); code != 0 {
+			t.Fatal(errs)
+		}
+	}
+	ctx := context.Background()
+	once := func(srv *pcscf, user, inner, want string) {
+		t.Helper()
+		ue := startCLI(t, ctx, user, "ue", "--pcscf", srv.sip, "--pcscf-esp", srv.esp, "--impi", user+"@a.example",
+			"--impu", "sip:"+user+"@a.example", "--k", tsK, "--op", tsOP, "--inner", inner, "--once")
+		if code := ue.wait(t, time.Minute); code != 0 || !strings.Contains(ue.out.String(), "with inner address "+want+" (") {
+			t.Fatalf("ue --inner %s: exit %d, want inner address %s\nstdout:\n%s\nstderr:\n%s\nserver:\n%s", inner, code, want, ue.out.String(), ue.err.String(), srv.out.String())
+		}
+	}
+	v6 := startPCSCF(t, ctx, "pcscf (IPv6 pool)", "--domain", "a.example", "--db", db, "--pool", "none", "--pool6", "2001:db8:64::/64")
+	if l := v6.waitLine(t, "ESP-in-UDP", time.Second); !strings.Contains(l, "inner 2001:db8:64::1 (pool6 2001:db8:64::/64)") {
+		t.Fatalf("start line %q", l)
+	}
+	once(v6, "alice", "ipv6", "2001:db8:64::2")
+	if !strings.Contains(v6.out.String(), "DHCPv6 REPLY") {
+		t.Errorf("no DHCPv6 in the ladder:\n%s", v6.out.String())
+	}
+	v6.stop(t)
+	dual := startPCSCF(t, ctx, "pcscf (dual)", "--domain", "a.example", "--db", db, "--pool6", "2001:db8:64::/64")
+	if l := dual.waitLine(t, "ESP-in-UDP", time.Second); !strings.Contains(l, "inner 100.64.0.1 (pool 100.64.0.0/16) and 2001:db8:64::1 (pool6 2001:db8:64::/64)") {
+		t.Fatalf("start line %q", l)
+	}
+	once(dual, "alice", "dual", "100.64.0.2, 2001:db8:64::2")
+	once(dual, "bob", "ipv4", "100.64.0.3")
+	if code := dual.stop(t); code != 0 {
+		t.Fatalf("pcscf exit %d", code)
+	}
+}
+
+func TestInnerPoolFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"pcscf", "--domain", "a.example", "--db", "x", "--pool", "none"},
+		{"pcscf", "--domain", "a.example", "--db", "x", "--pool6", "100.64.0.0/16"},
+		{"pcscf", "--domain", "a.example", "--db", "x", "--pool6", "2001:db8::/124"},
+		{"pcscf", "--domain", "a.example", "--db", "x", "--pool6", "nowhere"},
+		{"ue", "--pcscf", "127.0.0.1:5060", "--impi", "a", "--impu", "sip:a@b", "--k", tsK, "--op", tsOP, "--inner", "ipv5"},
+	} {
+		code, _, errs := runCLI(t, args...)
+		if code != 2 || strings.Count(errs, "\n") != 1 {
+			t.Errorf("%v: code %d stderr %q", args, code, errs)
+		}
+	}
+}
