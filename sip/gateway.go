@@ -20,7 +20,7 @@ func (s *Server) startInner() error {
 	ep, err := tun.NewEndpoint(tun.EndpointConfig{
 		Listen:   s.cfg.ESP,
 		Wrap:     s.cfg.WrapESP,
-		Netstack: &tun.NetstackOptions{MTU: tun.InnerMTU(1500), Addresses: s.gatewayPrefixes(), Name: "pcscf"},
+		Netstack: &tun.NetstackOptions{MTU: innerMTU(s.cfg.ESP.Addr()), Addresses: s.gatewayPrefixes(), Name: "pcscf"},
 		Pump: tun.Config{Intercept: s.intercept, EchoResponder: s.gateway, BatchPad: s.cfg.BatchPad, Logger: s.log, Now: s.cfg.Now,
 			OnUnknownSPI: s.lazy.install},
 	})
@@ -74,13 +74,23 @@ func (s *Server) startInner() error {
 	return nil
 }
 
+// innerMTU is the inner MTU of a tunnel whose outer socket is at a on a
+// 1500-octet path: an IPv6 socket (the dual-stack [::] too) may carry IPv6,
+// whose header is 20 octets longer (tun/mtu.go).
+func innerMTU(a netip.Addr) int {
+	if a.Is6() && !a.Is4In6() {
+		return tun.InnerMTU6(1500)
+	}
+	return tun.InnerMTU(1500)
+}
+
 // startMedia brings up the media relay's ESP gateway: its own socket,
 // netstack (with the same inner address) and pump.
 func (s *Server) startMedia() error {
 	ep, err := tun.NewEndpoint(tun.EndpointConfig{
 		Listen:   s.cfg.MediaESP,
 		Wrap:     s.cfg.WrapMediaESP,
-		Netstack: &tun.NetstackOptions{MTU: tun.InnerMTU(1500), Addresses: s.gatewayPrefixes(), Name: "pcscf-media"},
+		Netstack: &tun.NetstackOptions{MTU: innerMTU(s.cfg.MediaESP.Addr()), Addresses: s.gatewayPrefixes(), Name: "pcscf-media"},
 		Pump:     tun.Config{EchoResponder: s.gateway, BatchPad: s.cfg.BatchPad, Logger: s.log, Now: s.cfg.Now},
 	})
 	if err != nil {

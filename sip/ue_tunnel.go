@@ -31,9 +31,9 @@ func (u *UE) startTunnel() error {
 		Peer:   &tun.PeerConfig{Name: u.pcscfName(), Endpoint: u.cfg.PCSCFESP, Allowed: all, Routes: all, Keepalive: ka},
 	}
 	if u.cfg.TUN != "" {
-		cfg.Kernel = &tun.KernelOptions{Name: u.cfg.TUN, MTU: tun.InnerMTU(1500), Up: true}
+		cfg.Kernel = &tun.KernelOptions{Name: u.cfg.TUN, MTU: innerMTU(u.cfg.PCSCFESP.Addr()), Up: true}
 	} else {
-		cfg.Netstack = &tun.NetstackOptions{MTU: tun.InnerMTU(1500), Name: "ue"}
+		cfg.Netstack = &tun.NetstackOptions{MTU: innerMTU(u.cfg.PCSCFESP.Addr()), Name: "ue"}
 	}
 	ep, err := tun.NewEndpoint(cfg)
 	var ee *tun.EndpointError
@@ -154,7 +154,7 @@ func (u *UE) activateMedia(ctx context.Context, mine, srv Mechanism, ck akakeys.
 		me, err := tun.NewEndpoint(tun.EndpointConfig{
 			Listen:   netip.AddrPortFrom(u.local, 0),
 			Wrap:     u.cfg.WrapMediaESP,
-			Netstack: &tun.NetstackOptions{MTU: tun.InnerMTU(1500), Name: "ue-media", Addresses: hosts},
+			Netstack: &tun.NetstackOptions{MTU: innerMTU(ep.Addr()), Name: "ue-media", Addresses: hosts},
 			Pump:     tun.Config{BatchPad: u.cfg.BatchPad, Logger: u.log, Now: u.cfg.Now},
 			Peer:     &tun.PeerConfig{Name: u.pcscfName() + " media", Endpoint: ep, Allowed: all, Routes: all, Keepalive: max(u.cfg.Keepalive, 0)},
 		})
@@ -250,6 +250,13 @@ func (u *UE) acquireAddress(ctx context.Context) error {
 		p := netip.PrefixFrom(lease.Addr, 128)
 		if err := u.addAddress(p); err != nil {
 			return err
+		}
+		if u.kernel != nil {
+			// A /128 brings no connected route: the P-CSCF's inner
+			// address gets one through the TUN.
+			if err := u.kernel.AddRoute(netip.PrefixFrom(lease.Server, 128)); err != nil && !errors.Is(err, syscall.EEXIST) {
+				return fmt.Errorf("sip: route to %v via %s: %w", lease.Server, u.kernel.Name(), err)
+			}
 		}
 		u.emit(EvInnerAddress, "", "inner address "+p.String(), "from DHCPv6 over the tunnel; P-CSCF inner "+lease.Server.String())
 		if err := u.pinhole(ctx, lease.Addr, lease.Server); err != nil {
