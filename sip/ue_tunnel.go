@@ -245,7 +245,7 @@ func (u *UE) acquireAddress(ctx context.Context) error {
 		u.emit(EvDHCP, u.pcscfName(), "DHCPv6 SOLICIT (inside ESP)", first)
 		lease, err := cl.Acquire(dctx, func(p []byte) error { return u.pump.Inject(u.peer, p) }, u.dhcp6In)
 		if err != nil {
-			return fmt.Errorf("sip: no inner IPv6 address over the tunnel: %w", err)
+			return fmt.Errorf("sip: no inner IPv6 address over the tunnel (a P-CSCF answers DHCPv6 only with an IPv6 pool: imsec pcscf --pool6): %w", err)
 		}
 		p := netip.PrefixFrom(lease.Addr, 128)
 		if err := u.addAddress(p); err != nil {
