@@ -24,11 +24,12 @@ import (
 //	  | 2001:db8:2::/64
 //	network: P-CSCF on [::] (2001:db8:2::10 and 198.51.100.10), UE B 198.51.100.30
 //
-// UE A registers over IPv6 (mod=UDP-enc-tun, ESP in UDP over IPv6), UE B
-// over IPv4 at the same P-CSCF, at the same time. The router records UE A's
+// UE A registers over IPv6 (mod=UDP-enc-tun, ESP in UDP over IPv6) and
+// asks for both inner addresses (--inner dual: DHCP and DHCPv6, SIP over
+// inner IPv6), UE B over IPv4 at the same P-CSCF, at the same time. The router records UE A's
 // traffic; tshark, given the P-CSCF's key log, must decrypt every ESP
 // packet with a good ICV and find the protected REGISTER and its 200 OK
-// inside; with one bit of every integrity key flipped, no ICV may check.
+// inside, in inner IPv6; with one bit of every integrity key flipped, no ICV may check.
 //
 // It needs root (namespaces, veths) and ip, bash and tshark; CI runs as
 // root and installs them (.ci/run).
@@ -123,10 +124,10 @@ func TestNetnsIPv6DualStack(t *testing.T) {
 
 	keylog := filepath.Join(dir, "keys")
 	procs := &procSet{t: t, dir: dir, bin: bin}
-	pcscf := procs.start(ctx, network, "pcscf", "pcscf", "--domain", "a.example", "--db", db, "--sip", "[::]:5060", "--keylog", keylog)
+	pcscf := procs.start(ctx, network, "pcscf", "pcscf", "--domain", "a.example", "--db", db, "--sip", "[::]:5060", "--pool6", "2001:db8:64::/64", "--keylog", keylog)
 	pcscf.waitOut(t, "ESP-in-UDP [::]:4500", 10*time.Second)
 	ueA := procs.start(ctx, ue6, "ue-a (IPv6)", "ue", "--pcscf", "[2001:db8:2::10]:5060", "--impi", "alice@a.example",
-		"--impu", "sip:alice@a.example", "--k", tsK, "--op", tsOP, "--once")
+		"--impu", "sip:alice@a.example", "--k", tsK, "--op", tsOP, "--inner", "dual", "--once")
 	ueB := procs.start(ctx, network, "ue-b (IPv4)", "ue", "--pcscf", "198.51.100.10:5060", "--local", "198.51.100.30", "--impi", "bob@a.example",
 		"--impu", "sip:bob@a.example", "--k", tsK, "--op", tsOP, "--once")
 	for _, u := range []*imsecProc{ueA, ueB} {
@@ -170,7 +171,7 @@ func TestNetnsIPv6DualStack(t *testing.T) {
 	}
 
 	rows := tsharkESP(t, capFile, v6)
-	esp, sips := 0, map[string]bool{}
+	esp, inner6, sips := 0, 0, map[string]bool{}
 	for _, f := range rows {
 		frame, protos, spi := f[0], f[1], f[2]
 		layers := strings.Split(protos, ":")
@@ -182,6 +183,13 @@ func TestNetnsIPv6DualStack(t *testing.T) {
 			continue
 		}
 		esp++
+		switch {
+		case espAt+1 < len(layers) && layers[espAt+1] == "ipv6":
+			inner6++
+		case espAt+1 < len(layers) && layers[espAt+1] == "ip":
+		default:
+			t.Errorf("frame %s (spi %s): nothing decrypted inside ESP: %s", frame, spi, protos)
+		}
 		if !slices.Contains(layers[:espAt], "ipv6") || slices.Contains(layers[:espAt], "ip") {
 			t.Errorf("frame %s (spi %s): outer layers %s, want IPv6 only", frame, spi, protos)
 		}
@@ -190,6 +198,9 @@ func TestNetnsIPv6DualStack(t *testing.T) {
 		}
 		if at := slices.Index(layers, "sip"); at > espAt {
 			sips[f[5]+f[6]] = true
+			if layers[espAt+1] != "ipv6" {
+				t.Errorf("frame %s: SIP inside ESP over inner %s, want inner IPv6 (a dual UE signals over IPv6)", frame, layers[espAt+1])
+			}
 		}
 	}
 	if esp < 6 {
@@ -200,7 +211,10 @@ func TestNetnsIPv6DualStack(t *testing.T) {
 			t.Errorf("no %s on the IPv6 leg (seen %v)", want, sips)
 		}
 	}
-	t.Logf("IPv6 leg: %d ESP frames, every ICV good; SIP seen: %v", esp, sips)
+	if inner6 == 0 {
+		t.Errorf("no inner IPv6 packet inside ESP")
+	}
+	t.Logf("IPv6 leg: %d ESP frames (%d with inner IPv6), every ICV good; SIP seen: %v", esp, inner6, sips)
 
 	// The check can fail: one bit of every integrity key flipped.
 	bad := make([]string, len(v6))
