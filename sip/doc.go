@@ -27,9 +27,9 @@
 //     and the SPI pool. pcscf_sas.go builds the P-CSCF's sets from the UE's
 //     offer; the UE's are built in ue_register.go. This is the place to
 //     change rekeying.
-//   - gateway.go: the ESP gateway: the netstack, the pump, DHCP inside the
-//     tunnels, the protected SIP ports and their port discipline;
-//     lazysa.go: SAs that enter the pump only with their first packet.
+//   - gateway.go: the ESP gateway: the netstack, the pump, DHCP and DHCPv6
+//     inside the tunnels (docs/ipv6.md), the protected SIP ports and their
+//     port discipline; lazysa.go: SAs that enter the pump only with their first packet.
 //   - listeners.go: the unprotected UDP and TCP listeners, supervised
 //     (Wait reports one that dies).
 //   - b2bua.go, dialog.go: calls; sip/media: the media relay.

@@ -24,7 +24,8 @@ type registration struct {
 	// share until one is answered (a flood must not burn the IMPI's SQNs);
 	// nil once used or past TempSATimeout.
 	vector  *sharedVector
-	lease   netip.Addr
+	lease   netip.Addr // the inner IPv4 address leased through the tunnel (DHCP)
+	lease6  netip.Addr // the inner IPv6 address leased through the tunnel (DHCPv6)
 	contact string
 	// serviceRoute is, in the proxy role, the S-CSCF's Service-Route from
 	// the last 200: the route of the UE's own requests (TS 24.229 §5.2.6.3.3).
@@ -58,6 +59,28 @@ type sharedVector struct {
 type pendingKey struct {
 	src    netip.AddrPort
 	callID string
+}
+
+// hosts are the UE's leased inner addresses as host routes: the inner
+// sources its SAs may carry and the destinations routed into its tunnel.
+func (reg *registration) hosts() []netip.Prefix {
+	var hs []netip.Prefix
+	for _, a := range []netip.Addr{reg.lease, reg.lease6} {
+		if a.IsValid() {
+			hs = append(hs, netip.PrefixFrom(a, a.BitLen()))
+		}
+	}
+	return hs
+}
+
+// contactAddr is the inner address we send SIP and media to: the IPv6
+// lease when the UE holds one (a dual-stack UE signals over IPv6, as IMS
+// does), else the IPv4 lease; invalid before DHCP.
+func (reg *registration) contactAddr() netip.Addr {
+	if reg.lease6.IsValid() {
+		return reg.lease6
+	}
+	return reg.lease
 }
 
 func (reg *registration) pendingByKey(k pendingKey) *challenge {
@@ -165,6 +188,11 @@ func (s *Server) dropLocked(reg *registration, why string) {
 		s.dhcp.Release(reg.impi)
 		reg.lease = netip.Addr{}
 	}
+	if reg.lease6.IsValid() {
+		delete(s.byAddr, reg.lease6)
+		s.dhcp6.Release(reg.impi)
+		reg.lease6 = netip.Addr{}
+	}
 	if s.regs[reg.impi] == reg {
 		delete(s.regs, reg.impi)
 	}
@@ -181,7 +209,10 @@ type Stats struct {
 	WaitingSAs    int    // inbound SAs not yet in the data plane (no packet has used them)
 	Leases        int    // inner addresses leased
 	Overloaded    uint64 // requests answered 503 by a limit
-	DHCPDropped   uint64 // DHCP requests dropped on a full queue (the UE retransmits)
+	// DHCPDropped counts DHCP and DHCPv6 requests from the tunnels that
+	// got no answer: dropped on a full queue (the UE retransmits),
+	// malformed, unsupported, of a family without a pool, or the pool full.
+	DHCPDropped uint64
 	// TCP is the unprotected TCP listener's: connections refused by a cap,
 	// closed idle or mid-header, accept errors retried.
 	TCP connlimit.Stats
@@ -208,7 +239,8 @@ type RegistrationInfo struct {
 	IMPI, IMPU string
 	Registered bool
 	Protected  bool
-	InnerAddr  netip.Addr
+	InnerAddr  netip.Addr     // the inner IPv4 lease
+	InnerAddr6 netip.Addr     // the inner IPv6 lease
 	Endpoint   netip.AddrPort // where ESP to the UE goes (after NAT)
 	NAT        bool
 	Expires    time.Time
@@ -231,7 +263,7 @@ func (s *Server) Registrations() []RegistrationInfo {
 	var out []RegistrationInfo
 	for _, reg := range s.regs {
 		ri := RegistrationInfo{IMPI: reg.impi, IMPU: reg.impu, Registered: reg.registered, Protected: reg.protected,
-			InnerAddr: reg.lease, NAT: reg.natted, Expires: reg.expires}
+			InnerAddr: reg.lease, InnerAddr6: reg.lease6, NAT: reg.natted, Expires: reg.expires}
 		if reg.peer != nil {
 			ri.Endpoint = reg.peer.Endpoint()
 		}

@@ -21,7 +21,7 @@ func init() {
 	})
 }
 
-const demoSynopsis = `demo [--json] [--keylog FILE] [--pcap FILE] [--mermaid FILE] [--duration D]
+const demoSynopsis = `demo [--ipv6] [--json] [--keylog FILE] [--pcap FILE] [--mermaid FILE] [--duration D]
 
 Runs the seed's demonstrator in one process on loopback, with no root and no
 setup: HSS A and B, P-CSCF A and B (peered), UE A behind a userspace NAT and
@@ -31,7 +31,9 @@ tunnels and a separate media tunnel each, exchange traffic inside them; UE A
 calls UE B with synthetic audio and video relayed by both P-CSCFs for
 --duration and both print a media report; UE A re-registers once (SA
 rollover) and both de-register. Exits 0 when every step passed, non-zero
-naming the step that failed.
+naming the step that failed. --ipv6 runs it all on IPv6: outside on ::1
+(the NAT included) and inside the tunnels, where each P-CSCF leases from an
+IPv6 pool over DHCPv6 and SIP and media run over those addresses.
 
 --pcap records the access side: every datagram both UEs' signalling and
 media ESP-in-UDP sockets send and receive (ESP and NAT keepalives only; the
@@ -54,13 +56,14 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	pcapPath := fs.String("pcap", "", "write both UEs' signalling and media ESP traffic to this pcap file (opens decrypted in Wireshark with --keylog)")
 	duration := fs.Duration("duration", 3*time.Second, "how long the call from UE A to UE B sends media")
 	mermaid := fs.String("mermaid", "", "write the run's flows (the ladder's steps) to this `FILE` as a Mermaid sequence diagram")
+	ipv6 := fs.Bool("ipv6", false, "IPv6 outside (loopback ::1) and inside the tunnels (DHCPv6 from IPv6 pools)")
 	if err := parseFlags(fs, args, false); err != nil {
 		return err
 	}
 	if *duration <= 0 || *duration > 10*time.Minute {
 		return usageErrorf("--duration %v: want more than 0 and at most 10m", *duration)
 	}
-	cfg := demo.Config{Out: stdout, CallDuration: *duration}
+	cfg := demo.Config{Out: stdout, CallDuration: *duration, IPv6: *ipv6}
 	if *asJSON {
 		cfg.Out = stderr
 	}

@@ -65,6 +65,7 @@ func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	probe := fs.Duration("probe", sip.DefaultProbe, "how often to check, through the tunnel, that the P-CSCF still holds our SAs (a restarted P-CSCF is noticed within this and 5 s); 0 turns it off")
 	portS := fs.Uint("port-s", sip.DefaultUEPortS, "protected server port (port-c is port-s-6 and -5)")
 	batchPad := fs.Int("batch-pad", 0, batchPadUsage)
+	innerFam := fs.String("inner", sip.InnerIPv4.String(), "inner addresses to ask the P-CSCF for over the tunnel: ipv4 (DHCP), ipv6 (DHCPv6) or dual (both; SIP and media then use IPv6)")
 	tunName := fs.String("tun", "", "use this kernel TUN device instead of the netstack (needs CAP_NET_ADMIN)")
 	keylog := fs.String("keylog", "", "write every SA to this file in Wireshark's esp_sa format (secrets!)")
 	once := fs.Bool("once", false, "register, ping the P-CSCF through the tunnel, de-register, exit")
@@ -109,6 +110,9 @@ func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if cfg.Local, err = netip.ParseAddr(*local); err != nil {
 			return usageErrorf("--local %q: not an IP address", *local)
 		}
+	}
+	if cfg.Inner, err = sip.ParseInnerFamily(*innerFam); err != nil {
+		return usageErrorf("--inner: %v", err)
 	}
 	if cfg.K, cfg.OPc, err = sub.milenage(); err != nil {
 		return err
@@ -205,8 +209,12 @@ func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "registered as %s with inner address %v (%s); ping %v through the tunnel: %v\n",
-			*impu, r.Info.InnerAddr, r.Info.Suite, r.Info.PCSCFInner, r.RTT.Round(time.Microsecond))
+		var addrs []string
+		for _, a := range r.Info.InnerAddrs {
+			addrs = append(addrs, a.String())
+		}
+		fmt.Fprintf(stdout, "registered as %s with inner address %s (%s); ping %v through the tunnel: %v\n",
+			*impu, strings.Join(addrs, ", "), r.Info.Suite, r.Info.PCSCFInner, r.RTT.Round(time.Microsecond))
 		return nil
 	}
 	return u.Run(ctx)

@@ -11,6 +11,10 @@
 // UE's address: two UEs with the same private address behind two NATs get two
 // different inner addresses. Messages are built and parsed with
 // github.com/insomniacslk/dhcp.
+//
+// Server6 and Client6 (dhcpv6.go) do the same for an inner IPv6 address
+// with DHCPv6 (RFC 8415): one IA_NA address, bound to the SA alike, and the
+// server's own inner address in OPTION_SIP_SERVER_A (RFC 3319).
 package dhcp
 
 import (
