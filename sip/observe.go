@@ -1,0 +1,169 @@
+package sip
+
+import (
+	"sync/atomic"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/imsec/imsec/sip/media"
+	"github.com/imsec/imsec/tun"
+)
+
+// What a monitor reads of a running Server or UE (the observe package
+// turns it into Prometheus metrics and the status API). Everything here is
+// read at scrape time: the per-message cost is one atomic add.
+
+// SIPMethods are the request methods counted by name; any other method is
+// counted as "other", so that a stranger cannot grow the label set.
+var SIPMethods = [...]string{"REGISTER", "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "PRACK", "UPDATE",
+	"INFO", "MESSAGE", "SUBSCRIBE", "NOTIFY", "REFER", "PUBLISH", "other"}
+
+// sipCodes spans the status codes RFC 3261 §7.2 allows (100..699);
+// anything else a peer sends is counted at index 0.
+const sipCodes = 700
+
+// sipCounters count SIP messages by method and status code: atomic, added
+// to once per message by the transport's reader (received) or the
+// responder (sent), read by SIPCounts.
+type sipCounters struct {
+	requestsIn   [len(SIPMethods)]atomic.Uint64
+	responsesIn  [sipCodes]atomic.Uint64
+	responsesOut [sipCodes]atomic.Uint64
+}
+
+func methodIndex(m sip.RequestMethod) int {
+	for i, name := range SIPMethods[:len(SIPMethods)-1] {
+		if string(m) == name {
+			return i
+		}
+	}
+	return len(SIPMethods) - 1
+}
+
+func codeIndex(code int) int {
+	if code < 100 || code >= sipCodes {
+		return 0
+	}
+	return code
+}
+
+// watch counts every message ua's transport layer reads. Call it before
+// ua serves anything (sipgo's handler list is not locked).
+func (c *sipCounters) watch(ua *sipgo.UserAgent) {
+	ua.TransportLayer().OnMessage(c.received)
+}
+
+func (c *sipCounters) received(m sip.Message) {
+	switch m := m.(type) {
+	case *sip.Request:
+		c.requestsIn[methodIndex(m.Method)].Add(1)
+	case *sip.Response:
+		c.responsesIn[codeIndex(m.StatusCode)].Add(1)
+	}
+}
+
+func (c *sipCounters) sent(res *sip.Response) {
+	c.responsesOut[codeIndex(res.StatusCode)].Add(1)
+}
+
+// SIPCounts are the SIP messages a Server or UE has handled since it
+// started. Codes outside 100..699 are counted under 0.
+type SIPCounts struct {
+	RequestsReceived  map[string]uint64 // by method (SIPMethods)
+	ResponsesReceived map[int]uint64    // by status code
+	ResponsesSent     map[int]uint64    // by status code (the UE's own answers are not counted)
+}
+
+func (c *sipCounters) snapshot() SIPCounts {
+	out := SIPCounts{RequestsReceived: map[string]uint64{}, ResponsesReceived: map[int]uint64{}, ResponsesSent: map[int]uint64{}}
+	for i := range c.requestsIn {
+		if v := c.requestsIn[i].Load(); v != 0 {
+			out.RequestsReceived[SIPMethods[i]] = v
+		}
+	}
+	for code := range sipCodes {
+		if v := c.responsesIn[code].Load(); v != 0 {
+			out.ResponsesReceived[code] = v
+		}
+		if v := c.responsesOut[code].Load(); v != 0 {
+			out.ResponsesSent[code] = v
+		}
+	}
+	return out
+}
+
+// SIPCounts returns the SIP messages the P-CSCF received and the responses
+// it sent, on both sides (unprotected and inside the tunnels).
+func (s *Server) SIPCounts() SIPCounts { return s.sipc.snapshot() }
+
+// SIPCounts returns the SIP messages the UE received.
+func (u *UE) SIPCounts() SIPCounts { return u.sipc.snapshot() }
+
+// SAGauge is how many SAs (one direction each) are in one state for one
+// purpose: an SA set is four signalling SAs, its media pair two more.
+type SAGauge struct {
+	State   string // temporary, active, old
+	Purpose string // signalling, media
+	SAs     int
+}
+
+// Gauges are what the P-CSCF holds at one moment.
+type Gauges struct {
+	Registrations int // held: registered or with a challenge pending
+	Registered    int // registered (a 200 OK given and not yet expired)
+	Calls         int // calls in the B2BUA (ringing or up)
+	// SAs lists every state and purpose, zeros included, so that a
+	// monitor sees each series from the start.
+	SAs []SAGauge
+}
+
+var (
+	saStates   = [...]saState{saTemporary, saActive, saOld}
+	saPurposes = [...]string{"signalling", "media"}
+)
+
+// Gauges counts the registrations, calls and SAs. It walks every
+// registration under the server's lock: call it per scrape, not per packet.
+func (s *Server) Gauges() Gauges {
+	var sas [len(saStates)][2]int
+	s.mu.Lock()
+	g := Gauges{Registrations: len(s.regs)}
+	for _, reg := range s.regs {
+		if reg.registered {
+			g.Registered++
+		}
+		for _, ls := range reg.sas.sets {
+			if int(ls.state) >= len(saStates) {
+				continue
+			}
+			sas[ls.state][0] += 4
+			if ls.media != nil {
+				sas[ls.state][1] += 2
+			}
+		}
+	}
+	calls := map[*bcall]bool{} // the table holds each call under both legs' Call-IDs
+	for _, c := range s.calls {
+		calls[c] = true
+	}
+	g.Calls = len(calls)
+	s.mu.Unlock()
+	for i, st := range saStates {
+		for j, p := range saPurposes {
+			g.SAs = append(g.SAs, SAGauge{State: st.String(), Purpose: p, SAs: sas[i][j]})
+		}
+	}
+	return g
+}
+
+// MediaRelay gives access to the media relay's counters.
+func (s *Server) MediaRelay() *media.Relay { return s.relay }
+
+// MediaPump gives access to the media tunnel's counters (nil before the
+// first registration with a media tunnel).
+func (u *UE) MediaPump() *tun.Pump {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.mediaPump
+}
