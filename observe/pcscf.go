@@ -56,7 +56,7 @@ type pcscfCollector struct{ srv *sip.Server }
 // event counters and the HSS's are registered apart (NewEvents, HSS).
 func PCSCF(reg prometheus.Registerer, srv *sip.Server) error {
 	for _, c := range []prometheus.Collector{&pcscfCollector{srv},
-		PumpCollector("signalling", srv.Pump), PumpCollector("media", srv.MediaPump)} {
+		PumpCollector(Pump{"signalling", srv.Pump}, Pump{"media", srv.MediaPump})} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

@@ -44,33 +44,37 @@ func pumpDrops(c tun.Counters) []struct {
 	}
 }
 
-// pumpCollector reads one pump's counters at scrape time. pump returns
-// nil while there is no pump yet (a UE before its first registration):
-// then the series are absent.
-type pumpCollector struct {
-	tunnel string
-	pump   func() *tun.Pump
+// Pump names a pump for PumpCollector. Get returns nil while there is
+// no pump yet (a UE before its first registration): then its series are
+// absent.
+type Pump struct {
+	Name string // the tunnel label
+	Get  func() *tun.Pump
 }
 
-// PumpCollector collects the counters of the pump that pump returns,
-// labelled tunnel=name.
-func PumpCollector(name string, pump func() *tun.Pump) prometheus.Collector {
-	return &pumpCollector{tunnel: name, pump: pump}
-}
+// pumpCollector reads the pumps' counters at scrape time.
+type pumpCollector []Pump
 
-func (c *pumpCollector) Describe(ch chan<- *prometheus.Desc) {
+// PumpCollector collects the counters of every pump, each labelled
+// tunnel=its name.
+func PumpCollector(pumps ...Pump) prometheus.Collector { return pumpCollector(pumps) }
+
+func (c pumpCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descESPPackets, descESPBytes, descESPPadding, descESPDrops, descKeepalives, descRebindings, descPumpSAs} {
 		ch <- d
 	}
 }
 
-func (c *pumpCollector) Collect(ch chan<- prometheus.Metric) {
-	p := c.pump()
-	if p == nil {
-		return
+func (c pumpCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, p := range c {
+		if pump := p.Get(); pump != nil {
+			collectPump(ch, p.Name, pump)
+		}
 	}
+}
+
+func collectPump(ch chan<- prometheus.Metric, t string, p *tun.Pump) {
 	k := p.Counters()
-	t := c.tunnel
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}

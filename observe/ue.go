@@ -14,7 +14,7 @@ type ueCollector struct{ ue *sip.UE }
 // media). The event counters are registered apart (NewEvents).
 func UE(reg prometheus.Registerer, ue *sip.UE) error {
 	for _, c := range []prometheus.Collector{&ueCollector{ue},
-		PumpCollector("signalling", ue.Pump), PumpCollector("media", ue.MediaPump)} {
+		PumpCollector(Pump{"signalling", ue.Pump}, Pump{"media", ue.MediaPump})} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

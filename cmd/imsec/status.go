@@ -60,7 +60,9 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	res, err := http.DefaultClient.Do(req)
+	// One request: no idle connection (and its goroutines) left behind.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
+	res, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("%s: %w (is the process running with --metrics %s?)", a, err, *addr)
 	}

@@ -390,7 +390,7 @@ func runTunnel(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	defer m.Close()
 	if f.obs.on() {
-		reg, err := newRegistry(observe.PumpCollector("manual", func() *tun.Pump { return m.Pump }))
+		reg, err := newRegistry(observe.PumpCollector(observe.Pump{Name: "manual", Get: func() *tun.Pump { return m.Pump }}))
 		if err != nil {
 			return err
 		}
