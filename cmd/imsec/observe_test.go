@@ -194,11 +194,13 @@ func TestMetricsRegistrationCallDrop(t *testing.T) {
 	if inSPI == 0 {
 		t.Fatalf("no inbound SA with traffic: %+v", active.SAs)
 	}
-	if code, out, errs := runCLI(t, "status", "--addr", mB); code != 0 || !strings.Contains(out, "sip:bob@b.example") ||
+	code, out, errs := runCLI(t, "status", "--addr", mB)
+	if code != 0 || !strings.Contains(out, "sip:bob@b.example") ||
 		!strings.Contains(out, "registered") || !strings.Contains(out, "active aes-cbc/hmac-sha-1-96") ||
 		!strings.Contains(out, r.Inner.String()) || !strings.Contains(out, "tunnel signalling: ESP in") {
 		t.Errorf("imsec status: %d\n%s\n%s", code, out, errs)
 	}
+	t.Logf("imsec status --addr %s:\n%s", mB, out)
 	if code, out, _ := runCLI(t, "status", "--addr", mB, "--json"); code != 0 || !json.Valid([]byte(out)) {
 		t.Errorf("imsec status --json: %d %q", code, out)
 	}

@@ -120,6 +120,10 @@ func printStatus(w io.Writer, st observe.Status, now time.Time) {
 				}
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.IMPU, orDash(r.IMPI), state, inner, natAddr, exp)
+		}
+		tw.Flush()
+		fmt.Fprintln(w, "SA sets:")
+		for _, r := range st.Registrations {
 			for _, s := range r.Sets {
 				var sas []string
 				for _, sa := range s.SAs {
@@ -129,10 +133,9 @@ func printStatus(w io.Writer, st observe.Status, now time.Time) {
 				if s.ID != 0 {
 					id = fmt.Sprintf(" %d", s.ID)
 				}
-				fmt.Fprintf(tw, "  set%s %s %s\t%s\n", id, s.State, s.Suite, strings.Join(sas, ", "))
+				fmt.Fprintf(w, "  %s: set%s %s %s: %s\n", r.IMPU, id, s.State, s.Suite, strings.Join(sas, ", "))
 			}
 		}
-		tw.Flush()
 	}
 	for _, t := range st.Tunnels {
 		c := t.Counters
