@@ -33,9 +33,9 @@ var (
 	descSIPRequests = prometheus.NewDesc("imsec_sip_requests_received_total",
 		"SIP requests received, by method (unknown methods are other).", []string{"method"}, nil)
 	descSIPResponsesIn = prometheus.NewDesc("imsec_sip_responses_received_total",
-		"SIP responses received, by status code.", []string{"code"}, nil)
+		"SIP responses received, by the method they answer (CSeq) and status code.", []string{"method", "code"}, nil)
 	descSIPResponsesOut = prometheus.NewDesc("imsec_sip_responses_sent_total",
-		"SIP responses sent, by status code.", []string{"code"}, nil)
+		"SIP responses sent, by the method they answer and status code.", []string{"method", "code"}, nil)
 	descCalls = prometheus.NewDesc("imsec_calls_active",
 		"Calls in the B2BUA, ringing or up.", nil, nil)
 	descRelaySessions = prometheus.NewDesc("imsec_media_relay_sessions",
@@ -123,11 +123,11 @@ func collectSIP(ch chan<- prometheus.Metric, s sip.SIPCounts) {
 	for m, v := range s.RequestsReceived {
 		counter(descSIPRequests, v, m)
 	}
-	for code, v := range s.ResponsesReceived {
-		counter(descSIPResponsesIn, v, codeLabel(code))
+	for r, v := range s.ResponsesReceived {
+		counter(descSIPResponsesIn, v, r.Method, codeLabel(r.Code))
 	}
-	for code, v := range s.ResponsesSent {
-		counter(descSIPResponsesOut, v, codeLabel(code))
+	for r, v := range s.ResponsesSent {
+		counter(descSIPResponsesOut, v, r.Method, codeLabel(r.Code))
 	}
 }
 

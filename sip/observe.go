@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"sync"
 	"sync/atomic"
 
 	"github.com/emiago/sipgo"
@@ -12,24 +13,31 @@ import (
 
 // What a monitor reads of a running Server or UE (the observe package
 // turns it into Prometheus metrics and the status API). Everything here is
-// read at scrape time: the per-message cost is one atomic add.
+// read at scrape time; what is counted per SIP message costs a lookup and
+// an atomic add.
 
 // SIPMethods are the request methods counted by name; any other method is
 // counted as "other", so that a stranger cannot grow the label set.
 var SIPMethods = [...]string{"REGISTER", "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "PRACK", "UPDATE",
 	"INFO", "MESSAGE", "SUBSCRIBE", "NOTIFY", "REFER", "PUBLISH", "other"}
 
-// sipCodes spans the status codes RFC 3261 §7.2 allows (100..699);
-// anything else a peer sends is counted at index 0.
-const sipCodes = 700
-
-// sipCounters count SIP messages by method and status code: atomic, added
-// to once per message by the transport's reader (received) or the
-// responder (sent), read by SIPCounts.
+// sipCounters count SIP messages: requests by method in an array, and
+// responses by method (their CSeq's) and status code in a map whose
+// counters are made on first use and then only added to. A counter add is
+// atomic; the map is read without a lock (sync.Map), so the cost per
+// message is a lookup and an add. Messages come from the transport's
+// reader (received) or the responder (sent); SIPCounts reads them.
 type sipCounters struct {
-	requestsIn   [len(SIPMethods)]atomic.Uint64
-	responsesIn  [sipCodes]atomic.Uint64
-	responsesOut [sipCodes]atomic.Uint64
+	requestsIn [len(SIPMethods)]atomic.Uint64
+	responses  sync.Map // responseKey -> *atomic.Uint64
+}
+
+// responseKey is a response's counter: at most 2 x len(SIPMethods) x 601
+// of them, whatever peers send.
+type responseKey struct {
+	sent   bool
+	method uint8  // index in SIPMethods
+	code   uint16 // 100..699, or 0 for anything else
 }
 
 func methodIndex(m sip.RequestMethod) int {
@@ -41,11 +49,13 @@ func methodIndex(m sip.RequestMethod) int {
 	return len(SIPMethods) - 1
 }
 
-func codeIndex(code int) int {
-	if code < 100 || code >= sipCodes {
+// codeOf is a status code as counted: RFC 3261 §7.2 allows 100..699,
+// anything else is counted as 0.
+func codeOf(code int) uint16 {
+	if code < 100 || code > 699 {
 		return 0
 	}
-	return code
+	return uint16(code)
 }
 
 // watch counts every message ua's transport layer reads. Call it before
@@ -59,37 +69,56 @@ func (c *sipCounters) received(m sip.Message) {
 	case *sip.Request:
 		c.requestsIn[methodIndex(m.Method)].Add(1)
 	case *sip.Response:
-		c.responsesIn[codeIndex(m.StatusCode)].Add(1)
+		c.response(m, false)
 	}
 }
 
-func (c *sipCounters) sent(res *sip.Response) {
-	c.responsesOut[codeIndex(res.StatusCode)].Add(1)
+func (c *sipCounters) sent(res *sip.Response) { c.response(res, true) }
+
+func (c *sipCounters) response(res *sip.Response, sent bool) {
+	k := responseKey{sent: sent, method: uint8(len(SIPMethods) - 1), code: codeOf(res.StatusCode)}
+	if cseq := res.CSeq(); cseq != nil {
+		k.method = uint8(methodIndex(cseq.MethodName))
+	}
+	v, ok := c.responses.Load(k)
+	if !ok {
+		v, _ = c.responses.LoadOrStore(k, new(atomic.Uint64))
+	}
+	v.(*atomic.Uint64).Add(1)
+}
+
+// SIPResponse names a response counter: the method of the request it
+// answers (from CSeq; SIPMethods) and its status code (0: outside 100..699).
+type SIPResponse struct {
+	Method string
+	Code   int
 }
 
 // SIPCounts are the SIP messages a Server or UE has handled since it
-// started. Codes outside 100..699 are counted under 0.
+// started.
 type SIPCounts struct {
-	RequestsReceived  map[string]uint64 // by method (SIPMethods)
-	ResponsesReceived map[int]uint64    // by status code
-	ResponsesSent     map[int]uint64    // by status code (the UE's own answers are not counted)
+	RequestsReceived  map[string]uint64      // by method (SIPMethods)
+	ResponsesReceived map[SIPResponse]uint64 // by method and code
+	ResponsesSent     map[SIPResponse]uint64 // by method and code (the UE's own answers are not counted)
 }
 
 func (c *sipCounters) snapshot() SIPCounts {
-	out := SIPCounts{RequestsReceived: map[string]uint64{}, ResponsesReceived: map[int]uint64{}, ResponsesSent: map[int]uint64{}}
+	out := SIPCounts{RequestsReceived: map[string]uint64{}, ResponsesReceived: map[SIPResponse]uint64{}, ResponsesSent: map[SIPResponse]uint64{}}
 	for i := range c.requestsIn {
 		if v := c.requestsIn[i].Load(); v != 0 {
 			out.RequestsReceived[SIPMethods[i]] = v
 		}
 	}
-	for code := range sipCodes {
-		if v := c.responsesIn[code].Load(); v != 0 {
-			out.ResponsesReceived[code] = v
+	c.responses.Range(func(key, v any) bool {
+		k := key.(responseKey)
+		r := SIPResponse{Method: SIPMethods[k.method], Code: int(k.code)}
+		if k.sent {
+			out.ResponsesSent[r] = v.(*atomic.Uint64).Load()
+		} else {
+			out.ResponsesReceived[r] = v.(*atomic.Uint64).Load()
 		}
-		if v := c.responsesOut[code].Load(); v != 0 {
-			out.ResponsesSent[code] = v
-		}
-	}
+		return true
+	})
 	return out
 }
 

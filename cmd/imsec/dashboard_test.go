@@ -100,13 +100,13 @@ func TestDashboardMetricsExist(t *testing.T) {
 
 	u := scrape(t, mU)
 	want(t, "UE", u, map[string]float64{
-		`imsec_registrations{state="registered"}`:                  1,
-		`imsec_registration_attempts_total`:                        1,
-		`imsec_registration_successes_total`:                       1,
-		`imsec_registration_failures_total{cause="retry"}`:         0,
-		`imsec_sip_responses_received_total{code="401"}`:           1,
-		`imsec_sip_responses_received_total{code="200"}`:           1,
-		`imsec_esp_drops_total{reason="auth",tunnel="signalling"}`: 0,
+		`imsec_registrations{state="registered"}`:                          1,
+		`imsec_registration_attempts_total`:                                1,
+		`imsec_registration_successes_total`:                               1,
+		`imsec_registration_failures_total{cause="retry"}`:                 0,
+		`imsec_sip_responses_received_total{code="401",method="REGISTER"}`: 1,
+		`imsec_sip_responses_received_total{code="200",method="REGISTER"}`: 1,
+		`imsec_esp_drops_total{reason="auth",tunnel="signalling"}`:         0,
 	})
 	if u[`imsec_esp_packets_total{direction="out",tunnel="signalling"}`] == 0 {
 		t.Errorf("UE: no ESP sent")

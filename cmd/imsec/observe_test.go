@@ -141,20 +141,22 @@ func TestMetricsRegistrationCallDrop(t *testing.T) {
 	a := scrape(t, mA)
 	// alice: one AKA run, one 200, one de-registration, one call answered.
 	want(t, "A", a, map[string]float64{
-		`imsec_registrations{state="registered"}`:               0,
-		`imsec_registration_attempts_total`:                     1,
-		`imsec_registration_successes_total`:                    1,
-		`imsec_deregistrations_total{cause="deregister"}`:       1,
-		`imsec_hss_vectors_total{result="ok"}`:                  1,
-		`imsec_hss_request_duration_seconds_count{op="vector"}`: 1,
-		`imsec_calls_total{result="answered"}`:                  1,
-		`imsec_calls_total{result="failed"}`:                    0,
-		`imsec_calls_active`:                                    0,
-		`imsec_dhcp_leases_granted_total`:                       1,
-		`imsec_sip_requests_received_total{method="INVITE"}`:    1,
-		`imsec_sip_requests_received_total{method="BYE"}`:       1,
-		`imsec_sip_responses_sent_total{code="401"}`:            1,
-		`imsec_sip_requests_received_total{method="REGISTER"}`:  3, // unprotected, protected, de-registration
+		`imsec_registrations{state="registered"}`:                      0,
+		`imsec_registration_attempts_total`:                            1,
+		`imsec_registration_successes_total`:                           1,
+		`imsec_deregistrations_total{cause="deregister"}`:              1,
+		`imsec_hss_vectors_total{result="ok"}`:                         1,
+		`imsec_hss_request_duration_seconds_count{op="vector"}`:        1,
+		`imsec_calls_total{result="answered"}`:                         1,
+		`imsec_calls_total{result="failed"}`:                           0,
+		`imsec_calls_active`:                                           0,
+		`imsec_dhcp_leases_granted_total`:                              1,
+		`imsec_sip_requests_received_total{method="INVITE"}`:           1,
+		`imsec_sip_requests_received_total{method="BYE"}`:              1,
+		`imsec_sip_responses_sent_total{code="200",method="REGISTER"}`: 2, // registered, de-registered
+		`imsec_sip_responses_sent_total{code="200",method="INVITE"}`:   1,
+		`imsec_sip_responses_sent_total{code="401",method="REGISTER"}`: 1,
+		`imsec_sip_requests_received_total{method="REGISTER"}`:         3, // unprotected, protected, de-registration
 	})
 	if a[`imsec_media_relayed_packets_total`] < 50 { // 1 s of 20 ms audio both ways, and video
 		t.Errorf("A relayed %v media packets", a[`imsec_media_relayed_packets_total`])
