@@ -50,3 +50,19 @@ func TestSIPCounters(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkSIPCounters is the cost each SIP message pays for the metrics:
+// a request by method, a response by method and code.
+func BenchmarkSIPCounters(b *testing.B) {
+	var c sipCounters
+	req := sip.NewRequest(sip.REGISTER, sip.Uri{Host: "a.example"})
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.REGISTER})
+	res := sip.NewResponseFromRequest(req, 401, "Unauthorized", nil)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			c.received(req)
+			c.sent(res)
+		}
+	})
+}
