@@ -16,9 +16,9 @@ import (
 // read at scrape time; what is counted per SIP message costs a lookup and
 // an atomic add.
 
-// SIPMethods are the request methods counted by name; any other method is
+// sipMethods are the request methods counted by name; any other method is
 // counted as "other", so that a stranger cannot grow the label set.
-var SIPMethods = [...]string{"REGISTER", "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "PRACK", "UPDATE",
+var sipMethods = [...]string{"REGISTER", "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "PRACK", "UPDATE",
 	"INFO", "MESSAGE", "SUBSCRIBE", "NOTIFY", "REFER", "PUBLISH", "other"}
 
 // sipCounters count SIP messages: requests by method in an array, and
@@ -28,25 +28,25 @@ var SIPMethods = [...]string{"REGISTER", "INVITE", "ACK", "BYE", "CANCEL", "OPTI
 // message is a lookup and an add. Messages come from the transport's
 // reader (received) or the responder (sent); SIPCounts reads them.
 type sipCounters struct {
-	requestsIn [len(SIPMethods)]atomic.Uint64
+	requestsIn [len(sipMethods)]atomic.Uint64
 	responses  sync.Map // responseKey -> *atomic.Uint64
 }
 
-// responseKey is a response's counter: at most 2 x len(SIPMethods) x 601
+// responseKey is a response's counter: at most 2 x len(sipMethods) x 601
 // of them, whatever peers send.
 type responseKey struct {
 	sent   bool
-	method uint8  // index in SIPMethods
+	method uint8  // index in sipMethods
 	code   uint16 // 100..699, or 0 for anything else
 }
 
 func methodIndex(m sip.RequestMethod) int {
-	for i, name := range SIPMethods[:len(SIPMethods)-1] {
+	for i, name := range sipMethods[:len(sipMethods)-1] {
 		if string(m) == name {
 			return i
 		}
 	}
-	return len(SIPMethods) - 1
+	return len(sipMethods) - 1
 }
 
 // codeOf is a status code as counted: RFC 3261 §7.2 allows 100..699,
@@ -76,7 +76,7 @@ func (c *sipCounters) received(m sip.Message) {
 func (c *sipCounters) sent(res *sip.Response) { c.response(res, true) }
 
 func (c *sipCounters) response(res *sip.Response, sent bool) {
-	k := responseKey{sent: sent, method: uint8(len(SIPMethods) - 1), code: codeOf(res.StatusCode)}
+	k := responseKey{sent: sent, method: uint8(len(sipMethods) - 1), code: codeOf(res.StatusCode)}
 	if cseq := res.CSeq(); cseq != nil {
 		k.method = uint8(methodIndex(cseq.MethodName))
 	}
@@ -88,7 +88,7 @@ func (c *sipCounters) response(res *sip.Response, sent bool) {
 }
 
 // SIPResponse names a response counter: the method of the request it
-// answers (from CSeq; SIPMethods) and its status code (0: outside 100..699).
+// answers (from CSeq, named as in SIPCounts.RequestsReceived) and its status code (0: outside 100..699).
 type SIPResponse struct {
 	Method string
 	Code   int
@@ -97,7 +97,7 @@ type SIPResponse struct {
 // SIPCounts are the SIP messages a Server or UE has handled since it
 // started.
 type SIPCounts struct {
-	RequestsReceived  map[string]uint64      // by method (SIPMethods)
+	RequestsReceived  map[string]uint64      // by method: REGISTER, INVITE, ACK, BYE, CANCEL, OPTIONS, PRACK, UPDATE, INFO, MESSAGE, SUBSCRIBE, NOTIFY, REFER, PUBLISH, or other
 	ResponsesReceived map[SIPResponse]uint64 // by method and code
 	ResponsesSent     map[SIPResponse]uint64 // by method and code (the UE's own answers are not counted)
 }
@@ -106,12 +106,12 @@ func (c *sipCounters) snapshot() SIPCounts {
 	out := SIPCounts{RequestsReceived: map[string]uint64{}, ResponsesReceived: map[SIPResponse]uint64{}, ResponsesSent: map[SIPResponse]uint64{}}
 	for i := range c.requestsIn {
 		if v := c.requestsIn[i].Load(); v != 0 {
-			out.RequestsReceived[SIPMethods[i]] = v
+			out.RequestsReceived[sipMethods[i]] = v
 		}
 	}
 	c.responses.Range(func(key, v any) bool {
 		k := key.(responseKey)
-		r := SIPResponse{Method: SIPMethods[k.method], Code: int(k.code)}
+		r := SIPResponse{Method: sipMethods[k.method], Code: int(k.code)}
 		if k.sent {
 			out.ResponsesSent[r] = v.(*atomic.Uint64).Load()
 		} else {
