@@ -323,6 +323,7 @@ func (s *Server) handleInvite(inner bool, req *sip.Request, tx sip.ServerTransac
 			res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 		}
 		res.SetDestination(req.Source())
+		s.sipc.sent(res)
 		if err := tx.Respond(res); err != nil {
 			s.log.Debug("respond to INVITE", "err", err)
 		}

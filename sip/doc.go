@@ -43,7 +43,9 @@
 // ue_run.go keeps it registered (Run).
 //
 // sipgo.go and sockets.go hold the glue between sipgo and our sockets
-// (docs/sipgo.md lists what needs care and why).
+// (docs/sipgo.md lists what needs care and why). observe.go is what a
+// monitor reads (the observe package): SIP messages by method and code,
+// the registrations, calls and SAs held (Gauges), the media relay.
 //
 // # SA lifecycle
 //

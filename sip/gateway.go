@@ -34,6 +34,7 @@ func (s *Server) startInner() error {
 	if err != nil {
 		return err
 	}
+	s.sipc.watch(ua)
 	s.innerUA = ua
 	if s.inner, err = sipgo.NewServer(ua, sipgo.WithServerLogger(s.log)); err != nil {
 		return err

@@ -221,6 +221,7 @@ type Server struct {
 
 	overloaded  atomic.Uint64 // requests answered 503 by a limit
 	dhcpDropped atomic.Uint64 // DHCP and DHCPv6 requests from the tunnels dropped: on a full queue, malformed, unsupported, no pool, pool full
+	sipc        *sipCounters  // SIP messages by method and code (observe.go); set once in New
 
 	// hookRechallenge, set by tests before any REGISTER, makes the
 	// registrar challenge a correct answer again when it returns true.
@@ -234,7 +235,7 @@ func New(cfg ServerConfig) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, name: "P-CSCF " + cfg.Domain, log: cfg.Logger, regs: map[string]*registration{},
 		byAddr: map[netip.Addr]*registration{}, spis: newSPIPool(), calls: map[string]*bcall{}, limits: newSourceLimits(cfg.Limits), lazy: newLazySAs(),
-		dhcpIn: make(chan dhcpRequest, dhcpQueue), wake: make(chan struct{}, 1), failed: make(chan error, 1)}
+		dhcpIn: make(chan dhcpRequest, dhcpQueue), wake: make(chan struct{}, 1), failed: make(chan error, 1), sipc: new(sipCounters)}
 	if cfg.SCSCF != "" {
 		var err error
 		if s.scscf, err = parseSCSCF(cfg.SCSCF); err != nil {

@@ -133,6 +133,7 @@ type UE struct {
 	outerSrv *sipgo.Server
 	outerCli *sipgo.Client
 	outerPC  net.PacketConn
+	sipc     *sipCounters // SIP messages received (observe.go); set once in NewUE
 
 	// The tunnel (ue_tunnel.go): set by the first Register, which callers
 	// do not run concurrently with Register, Reregister or Deregister.
@@ -249,7 +250,7 @@ func NewUE(cfg UEConfig) (*UE, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	u := &UE{cfg: cfg, name: "UE " + strings.TrimPrefix(cfg.IMPU, "sip:"), log: cfg.Logger, usim: cfg.USIM,
+	u := &UE{cfg: cfg, name: "UE " + strings.TrimPrefix(cfg.IMPU, "sip:"), log: cfg.Logger, usim: cfg.USIM, sipc: new(sipCounters),
 		dhcpIn: make(chan []byte, 8), dhcp6In: make(chan []byte, 8)}
 	if u.usim == nil {
 		var err error
@@ -319,6 +320,7 @@ func (u *UE) startOuter() error {
 	if err != nil {
 		return err
 	}
+	u.sipc.watch(ua)
 	u.outerUA = ua
 	if u.outerSrv, err = sipgo.NewServer(ua, sipgo.WithServerLogger(u.log)); err != nil {
 		return err

@@ -341,6 +341,7 @@ func (u *UE) startInner() error {
 	if err != nil {
 		return err
 	}
+	u.sipc.watch(ua)
 	u.innerUA = ua
 	if u.inner, err = sipgo.NewServer(ua, sipgo.WithServerLogger(u.log)); err != nil {
 		return err

@@ -11,10 +11,12 @@ import (
 	"sync"
 
 	sipgosip "github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/imsec/imsec/akakeys/hss"
 	"github.com/imsec/imsec/akakeys/hss/cx"
 	"github.com/imsec/imsec/esp"
+	"github.com/imsec/imsec/observe"
 	"github.com/imsec/imsec/sip"
 )
 
@@ -99,12 +101,18 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	batchPad := fs.Int("batch-pad", 0, batchPadUsage)
 	keylog := fs.String("keylog", "", "write every SA to this file in Wireshark's esp_sa format (secrets!)")
 	verbose := fs.Bool("v", false, "log SIP traces and data-plane events to stderr")
+	obs := addObsFlags(fs)
 	if err := parseFlags(fs, args, false); err != nil {
 		return err
 	}
 	if err := loadConfig(fs, *config); err != nil {
 		return err
 	}
+	if err := obs.check(*verbose); err != nil {
+		return err
+	}
+	log := obs.logger(stderr)
+	setSIPGoLogger(log, *verbose)
 	cfg := sip.ServerConfig{Domain: *domain, Expires: *expires, MaxExpires: *maxExpires, TempSATimeout: *tempSA, AllowNull: *allowNull}
 	var err error
 	if *domain == "" {
@@ -224,7 +232,7 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			host = "pcscf." + *domain
 		}
 		cli, err := cx.NewClient(cx.ClientConfig{Addr: *hssAddr, OriginHost: host, OriginRealm: *domain, DestinationRealm: realm,
-			ServerName: "sip:" + host, Logger: cliLogger(stderr, *verbose)})
+			ServerName: "sip:" + host, Logger: log})
 		if err != nil {
 			return err
 		}
@@ -246,8 +254,17 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer closeKL()
 	cfg.KeyLog = kl
-	cfg.Logger = cliLogger(stderr, *verbose)
-	cfg.Events = sip.LadderPrinter(stdout)
+	cfg.Logger = log
+	var ev *observe.Events
+	var hssMetrics *observe.HSS
+	if obs.on() {
+		ev = observe.NewEvents()
+		if cfg.HSS != nil {
+			hssMetrics = observe.NewHSS(cfg.HSS)
+			cfg.HSS = hssMetrics
+		}
+	}
+	cfg.Events = obs.events(stdout, log, ev)
 	srv, err := sip.New(cfg)
 	if errors.Is(err, sip.ErrConfig) {
 		return usageErrorf("%v", err)
@@ -256,6 +273,24 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer srv.Close()
+	if obs.on() {
+		cs := []prometheus.Collector{ev}
+		if hssMetrics != nil {
+			cs = append(cs, hssMetrics)
+		}
+		reg, err := newRegistry(cs...)
+		if err == nil {
+			err = observe.PCSCF(reg, srv)
+		}
+		if err != nil {
+			return err
+		}
+		stop, err := obs.serve(ctx, stdout, log, reg, func() any { return observe.PCSCFStatus(srv, *domain) })
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	inner := fmt.Sprintf("inner %v (pool %v)", srv.InnerAddr(), cfg.Pool)
 	switch {
 	case !cfg.Pool.IsValid():
@@ -289,11 +324,16 @@ func cliLogger(w io.Writer, verbose bool) *slog.Logger {
 		level = slog.LevelDebug
 	}
 	l := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-	// sipgo's transaction layer logs through a package global: set it once
-	// per process (the first command's choice wins; tests run several).
+	setSIPGoLogger(l, verbose)
+	return l
+}
+
+// setSIPGoLogger points sipgo's logger at l. sipgo's transaction layer
+// logs through a package global: it is set once per process (the first
+// command's choice wins; tests run several).
+func setSIPGoLogger(l *slog.Logger, verbose bool) {
 	sipgoLoggerOnce.Do(func() {
 		sipgosip.SetDefaultLogger(l)
 		sipgosip.SIPDebug = verbose
 	})
-	return l
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/imsec/imsec/akakeys"
+	"github.com/imsec/imsec/observe"
 	"github.com/imsec/imsec/sip"
 	"github.com/imsec/imsec/sip/media"
 
@@ -79,6 +80,7 @@ func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	videoKey := fs.Int("video-key", 8000, "video key frame size in octets (one a second)")
 	videoDelta := fs.Int("video-delta", 1500, "video delta frame size in octets")
 	asJSON := fs.Bool("json", false, "with 'call': print the call report as JSON")
+	obs := addObsFlags(fs)
 	var target string
 	if len(args) > 0 && args[0] == "call" {
 		if len(args) < 2 || strings.HasPrefix(args[1], "-") {
@@ -91,6 +93,9 @@ func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if err := loadConfig(fs, *config); err != nil {
+		return err
+	}
+	if err := obs.check(*verbose); err != nil {
 		return err
 	}
 	cfg := sip.UEConfig{IMPI: *impi, IMPU: *impu}
@@ -183,8 +188,14 @@ func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer closeKL()
 	cfg.KeyLog = kl
-	cfg.Logger = cliLogger(stderr, *verbose)
-	cfg.Events = sip.LadderPrinter(stdout)
+	log := obs.logger(stderr)
+	setSIPGoLogger(log, *verbose)
+	cfg.Logger = log
+	var ev *observe.Events
+	if obs.on() {
+		ev = observe.NewEvents()
+	}
+	cfg.Events = obs.events(stdout, log, ev)
 	u, err := sip.NewUE(cfg)
 	if errors.Is(err, sip.ErrConfig) {
 		return usageErrorf("%v", err)
@@ -193,6 +204,20 @@ func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer u.Close()
+	if obs.on() {
+		reg, err := newRegistry(ev)
+		if err == nil {
+			err = observe.UE(reg, u)
+		}
+		if err != nil {
+			return err
+		}
+		stop, err := obs.serve(ctx, stdout, log, reg, func() any { return observe.UEStatus(u, *impi, *impu) })
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	switch {
 	case target != "":
 		rep, err := u.CallOnce(ctx, target, *duration)
