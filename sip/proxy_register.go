@@ -158,16 +158,17 @@ func (s *Server) proxyInnerRegister(ctx context.Context, tx sip.ServerTransactio
 		}
 		s.proxyChallenge(tx, req, res, reg, key, offer, false)
 	case res.StatusCode == 200 && grantedBy(res, req, exp) == 0:
-		s.emitEvent(Event{Kind: EvDeregistered, To: "UE " + reg.impu, What: "200 OK (from the S-CSCF)", Detail: "de-registered; SAs deleted, lease released"})
-		s.relayResponse(tx, req, res, false)
+		// Torn down after the grace, scheduled before the 200 leaves.
 		s.mu.Lock()
 		if answering {
 			reg.forget(pend)
 		}
 		reg.registered = false
 		reg.teardown = s.now().Add(s.cfg.TeardownGrace)
+		s.scheduleLocked(reg, s.now())
 		s.unlock()
-		s.poke()
+		s.emitEvent(Event{Kind: EvDeregistered, To: "UE " + reg.impu, What: "200 OK (from the S-CSCF)", Detail: "de-registered; SAs deleted, lease released"})
+		s.relayResponse(tx, req, res, false)
 	case res.StatusCode == 200:
 		granted := time.Duration(grantedBy(res, req, exp)) * time.Second
 		impus := uriList(res.GetHeaders("P-Associated-URI"))

@@ -279,6 +279,34 @@ func (s *Server) resyncAndChallenge(ctx context.Context, tx sip.ServerTransactio
 	s.challenge(ctx, tx, req, reg, key, offer, v, outer)
 }
 
+// sharedVector returns the IMPI's unused vector for another unprotected
+// challenge, if it has one still fresh. Without one, the first caller is
+// told to draw it (draw true: it must close reg.drawing when done), and
+// callers meanwhile wait for that draw instead of drawing their own: a
+// flood of concurrent REGISTERs for one IMPI burns one SQN, not one each.
+// ok is false when ctx ended while waiting.
+func (s *Server) sharedVector(ctx context.Context, reg *registration) (v akakeys.Vector, draw, ok bool) {
+	for {
+		s.mu.Lock()
+		if v, ok := s.sharedVectorLocked(reg); ok {
+			s.mu.Unlock()
+			return v, false, true
+		}
+		wait := reg.drawing
+		if wait == nil {
+			reg.drawing = make(chan struct{})
+			s.mu.Unlock()
+			return akakeys.Vector{}, true, true
+		}
+		s.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return akakeys.Vector{}, false, false
+		}
+	}
+}
+
 // sharedVectorLocked returns the IMPI's unused vector for another
 // unprotected challenge, if it has one still fresh.
 func (s *Server) sharedVectorLocked(reg *registration) (akakeys.Vector, bool) {
@@ -311,24 +339,32 @@ func (s *Server) consumedLocked(reg *registration, v akakeys.Vector) {
 // a flood of REGISTERs for an IMPI draws one vector, not one each); else a
 // fresh one from the HSS.
 func (s *Server) challenge(ctx context.Context, tx sip.ServerTransaction, req *sip.Request, reg *registration, key pendingKey, offer *Mechanism, v akakeys.Vector, outer bool) {
+	drawing := false // this handler draws the IMPI's shared vector
 	if v == (akakeys.Vector{}) && outer {
-		s.mu.Lock()
-		v, _ = s.sharedVectorLocked(reg)
-		s.mu.Unlock()
+		var ok bool
+		if v, drawing, ok = s.sharedVector(ctx, reg); !ok {
+			s.refuse(tx, req, outer, EvHSSError, 503, "Service Unavailable", "no vector in time")
+			return
+		}
 	}
 	if v == (akakeys.Vector{}) {
 		var err error
-		if v, err = s.cfg.HSS.Vector(ctx, reg.impi); err != nil {
+		v, err = s.cfg.HSS.Vector(ctx, reg.impi)
+		if drawing {
+			s.mu.Lock()
+			if err == nil {
+				reg.vector = &sharedVector{v: v, issued: s.now()}
+			}
+			close(reg.drawing)
+			reg.drawing = nil
+			s.mu.Unlock()
+		}
+		if err != nil {
 			s.refuse(tx, req, outer, EvHSSError, 403, "Forbidden", "HSS: "+err.Error())
 			return
 		}
 		s.emit(EvHSSVector, "HSS", "MAR: vector for "+reg.impi, fmt.Sprintf("SQN %x", v.SQN))
 		s.emitEvent(Event{Kind: EvHSSVector, What: "MAA: RAND, AUTN, XRES, CK, IK"})
-		if outer {
-			s.mu.Lock()
-			reg.vector = &sharedVector{v: v, issued: s.now()}
-			s.mu.Unlock()
-		}
 	}
 	nonce := akakeys.BuildNonce(v.RAND, v.AUTN, nil)
 	c := akakeys.Challenge{Realm: s.cfg.Domain, Nonce: nonce, Algorithm: "AKAv1-MD5", QOP: "auth"}
@@ -641,11 +677,14 @@ func (s *Server) failChallenge(reg *registration, pend *challenge) {
 // lease go after TeardownGrace (so the 200 and a retransmission still
 // leave), by the housekeeper.
 func (s *Server) deregister(tx sip.ServerTransaction, req *sip.Request, reg *registration) {
-	s.emit(EvDeregistered, "UE "+reg.impu, "200 OK", "de-registered; SAs deleted, lease released")
-	s.respond(tx, req, 200, "OK", false, sip.NewHeader("Expires", "0"))
+	// The teardown is scheduled before the 200 leaves: once the UE has
+	// it, the registration is on its way out (the SAs stay for the grace,
+	// for the 200 and its retransmissions).
 	s.mu.Lock()
 	reg.registered = false
 	reg.teardown = s.now().Add(s.cfg.TeardownGrace)
+	s.scheduleLocked(reg, s.now())
 	s.unlock()
-	s.poke()
+	s.emit(EvDeregistered, "UE "+reg.impu, "200 OK", "de-registered; SAs deleted, lease released")
+	s.respond(tx, req, 200, "OK", false, sip.NewHeader("Expires", "0"))
 }

@@ -23,7 +23,10 @@ type registration struct {
 	// vector is the unused vector that challenges on the unprotected side
 	// share until one is answered (a flood must not burn the IMPI's SQNs);
 	// nil once used or past TempSATimeout.
-	vector  *sharedVector
+	vector *sharedVector
+	// drawing, while a handler draws the shared vector from the HSS, is
+	// closed when it is done (registrar.go, sharedVector).
+	drawing chan struct{}
 	lease   netip.Addr // the inner IPv4 address leased through the tunnel (DHCP)
 	lease6  netip.Addr // the inner IPv6 address leased through the tunnel (DHCPv6)
 	contact string

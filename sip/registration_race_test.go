@@ -130,3 +130,74 @@ func TestCountersReturnToZeroAfterFlood(t *testing.T) {
 		t.Fatalf("%d SAs left in the pump", len(sas))
 	}
 }
+
+// countingHSS counts Vector calls and holds them until release is closed.
+type countingHSS struct {
+	HSS
+	mu      sync.Mutex
+	calls   int
+	release chan struct{}
+}
+
+func (h *countingHSS) Vector(ctx context.Context, impi string) (akakeys.Vector, error) {
+	h.mu.Lock()
+	h.calls++
+	h.mu.Unlock()
+	select {
+	case <-h.release:
+	case <-ctx.Done():
+		return akakeys.Vector{}, ctx.Err()
+	}
+	return h.HSS.Vector(ctx, impi)
+}
+
+// TestConcurrentChallengesDrawOneVector: REGISTERs for one IMPI from
+// several sources at once, while the HSS takes its time, wait for the one
+// vector being drawn instead of each drawing its own (a flood must burn
+// one SQN, not one per REGISTER); all get the same nonce. Before, every
+// REGISTER that arrived before the first vector did drew another.
+func TestConcurrentChallengesDrawOneVector(t *testing.T) {
+	hss := &countingHSS{release: make(chan struct{})}
+	r := newRig(t, func(c *ServerConfig) {
+		hss.HSS = c.HSS
+		c.HSS = hss
+	})
+	alice := newSub(t, r.store, "alice", "a.example")
+	const n = 4
+	var atks []*attacker
+	for range n {
+		a := newAttacker(t, r.srv.SIPAddr())
+		a.register(alice.impi, alice.impu)
+		atks = append(atks, a)
+	}
+	// All n handlers are in: one draws, the others wait for it.
+	for end := time.Now().Add(10 * time.Second); ; runtime.Gosched() {
+		r.srv.mu.Lock()
+		busy := 0
+		if reg := r.srv.regs[alice.impi]; reg != nil {
+			busy = reg.busy
+		}
+		r.srv.mu.Unlock()
+		if busy == n {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("%d of %d REGISTERs reached the registrar", busy, n)
+		}
+	}
+	close(hss.release)
+	nonces := map[string]bool{}
+	for i, a := range atks {
+		code, auth := a.answer(5 * time.Second)
+		if code != 401 || auth["www-authenticate"] == "" {
+			t.Fatalf("REGISTER %d: %d, want 401 with a challenge", i, code)
+		}
+		nonces[auth["www-authenticate"]] = true
+	}
+	hss.mu.Lock()
+	calls := hss.calls
+	hss.mu.Unlock()
+	if calls != 1 || len(nonces) != 1 {
+		t.Fatalf("%d concurrent REGISTERs for one IMPI drew %d vectors (%d different challenges), want 1", n, calls, len(nonces))
+	}
+}
