@@ -77,7 +77,7 @@ func (s *Server) installTemporaryLocked(reg *registration, ch *challenge, offer 
 			portC = s.portCs[1]
 		}
 	}
-	ours := Mechanism{Name: MechIPsec3GPP, Q: "0.1", Alg: offer.Alg, EAlg: offer.EffectiveEAlg(), Prot: "esp", Mod: ModUDPEncTun,
+	ours := Mechanism{Name: MechIPsec3GPP, Q: "0.1", Alg: offer.Alg, EAlg: offer.EffectiveEAlg(), Prot: "esp", Mod: offer.EffectiveMod(),
 		SPIc: spis[0], SPIs: spis[1], PortC: portC, PortS: s.cfg.PortS}
 	if hasMedia {
 		ours = withParam(ours, paramMediaSPI, strconv.FormatUint(uint64(spis[2]), 10))

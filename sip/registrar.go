@@ -199,7 +199,7 @@ func (s *Server) onOuterRegister(req *sip.Request, tx sip.ServerTransaction) {
 	var chosen Mechanism
 	var err error
 	if hasSec {
-		if chosen, err = Choose(offers, s.cfg.Preference); err != nil {
+		if chosen, err = s.policy().Choose(offers, natted); err != nil {
 			s.refuse(tx, req, true, EvNoCommonSecurity, 494, "Security Agreement Required", err.Error(),
 				sip.NewHeader("Security-Server", FormatSecurity(s.serverOffers())))
 			return
@@ -239,13 +239,19 @@ func offerPtr(ok bool, m Mechanism) *Mechanism {
 	return &m
 }
 
-// serverOffers is what a 494 lists: our algorithms, without SPIs or ports.
-func (s *Server) serverOffers() []Mechanism {
-	var ms []Mechanism
-	for _, p := range s.cfg.Preference {
-		ms = append(ms, Mechanism{Name: MechIPsec3GPP, Alg: p.Alg, EAlg: p.EAlg, Prot: "esp", Mod: ModUDPEncTun})
-	}
-	return ms
+// serverOffers is what a 494 lists: our modes and algorithms, without
+// SPIs or ports.
+func (s *Server) serverOffers() []Mechanism { return offersFor(s.cfg.Modes, s.cfg.Preference) }
+
+// policy is how this P-CSCF picks among a UE's offers.
+func (s *Server) policy() Policy { return Policy{Modes: s.cfg.Modes, Suites: s.cfg.Preference} }
+
+// regNATted reports whether reg's last unprotected REGISTER came through
+// a NAT (its Via differed from its source).
+func (s *Server) regNATted(reg *registration) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return reg.natted
 }
 
 // resyncAndChallenge handles an auts: the HSS checks MAC-S, recovers
@@ -542,7 +548,7 @@ func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
 			s.respond(tx, req, 400, "Security-Client required on the protected port", false)
 			return
 		}
-		chosen, err := Choose(offers, s.cfg.Preference)
+		chosen, err := s.policy().Choose(offers, s.regNATted(reg))
 		if err != nil {
 			s.respond(tx, req, 494, "Security Agreement Required", false)
 			return
@@ -552,7 +558,7 @@ func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	if cred.HasAUTS {
 		offers, _, _ := securityHeaders(req, "Security-Client")
-		chosen, err := Choose(offers, s.cfg.Preference)
+		chosen, err := s.policy().Choose(offers, s.regNATted(reg))
 		if err != nil {
 			s.respond(tx, req, 494, "Security Agreement Required", false)
 			return
@@ -576,7 +582,7 @@ func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
 		// Tests: challenge the answer again, as an S-CSCF may.
 		s.failChallenge(reg, pend)
 		offers, _, _ := securityHeaders(req, "Security-Client")
-		if chosen, err := Choose(offers, s.cfg.Preference); err == nil {
+		if chosen, err := s.policy().Choose(offers, s.regNATted(reg)); err == nil {
 			s.challenge(ctx, tx, req, reg, key, &chosen, akakeys.Vector{}, false)
 			return
 		}

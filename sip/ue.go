@@ -79,7 +79,11 @@ type UEConfig struct {
 	AMF  *akakeys.AMF
 	USIM *akakeys.USIM // optional: share USIM state (SQN) across UEs or restarts
 
-	Offer     []Suite       // default DefaultOffer
+	Offer []Suite // default DefaultOffer
+	// Modes are the sec-agree modes the UE offers, most preferred first;
+	// default DefaultModes. The offer lists every pair of Offer in each
+	// mode, mode by mode; the P-CSCF picks one.
+	Modes     []string
 	PortS     uint16        // protected server port; port-c uses PortS-6 and PortS-5 alternately. Default 5068.
 	Expires   time.Duration // asked for; default 600 s
 	Keepalive time.Duration // NAT keepalive interval (RFC 3948 §2.3); 0: DefaultKeepalive; KeepaliveOff: none
@@ -199,6 +203,12 @@ func NewUE(cfg UEConfig) (*UE, error) {
 	}
 	if len(cfg.Offer) == 0 {
 		cfg.Offer = DefaultOffer
+	}
+	if len(cfg.Modes) == 0 {
+		cfg.Modes = DefaultModes
+	}
+	if err := checkModes(cfg.Modes); err != nil {
+		return nil, configErrorf("modes: %v", err)
 	}
 	if cfg.PortS == 0 {
 		cfg.PortS = DefaultUEPortS
