@@ -36,9 +36,11 @@ func (p portZeroConn) WriteBatch(msgs []udp.Message) (int, error) {
 	return p.c.WriteBatch(out)
 }
 
-func (p portZeroConn) BatchSize() int           { return p.c.BatchSize() }
-func (p portZeroConn) LocalAddr() netip.AddrPort { return netip.AddrPortFrom(p.c.LocalAddr().Addr(), 0) }
-func (p portZeroConn) Close() error              { return p.c.Close() }
+func (p portZeroConn) BatchSize() int { return p.c.BatchSize() }
+func (p portZeroConn) LocalAddr() netip.AddrPort {
+	return netip.AddrPortFrom(p.c.LocalAddr().Addr(), 0)
+}
+func (p portZeroConn) Close() error { return p.c.Close() }
 
 func TestDualConnRoutesByPort(t *testing.T) {
 	n := udptest.NewNetwork()
