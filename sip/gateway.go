@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -16,12 +17,17 @@ import (
 // startInner brings up the ESP gateway: socket, netstack, pump, DHCP, and
 // the protected SIP ports on the netstack.
 func (s *Server) startInner() error {
+	conn, err := s.espConn()
+	if err != nil {
+		return err
+	}
 	ep, err := tun.NewEndpoint(tun.EndpointConfig{
-		Listen:   s.cfg.ESP,
-		Wrap:     s.cfg.WrapESP,
-		Netstack: &tun.NetstackOptions{MTU: tun.InnerMTU(1500), Addresses: []netip.Prefix{netip.PrefixFrom(s.gateway, s.cfg.Pool.Bits())}, Name: "pcscf"},
+		Conn: conn,
+		Wrap: s.cfg.WrapESP,
+		Netstack: &tun.NetstackOptions{MTU: tun.InnerMTU(1500), Addresses: []netip.Prefix{netip.PrefixFrom(s.gateway, s.cfg.Pool.Bits())}, Name: "pcscf",
+			Loopback: slices.Contains(s.cfg.Modes, ModTrans)},
 		Pump: tun.Config{Intercept: s.intercept, EchoResponder: s.gateway, BatchPad: s.cfg.BatchPad, Logger: s.log, Now: s.cfg.Now,
-			OnUnknownSPI: s.lazy.install},
+			OnUnknownSPI: s.lazy.install, Transport: s.transportConfig()},
 	})
 	if err != nil {
 		return fmt.Errorf("sip: ESP gateway on %v: %w", s.cfg.ESP, err)
@@ -137,6 +143,15 @@ type dhcpRequest struct {
 // retransmits).
 func (s *Server) intercept(peer *tun.Peer, pkt []byte) bool {
 	if !dhcp.IsToServer(pkt) {
+		if isEchoRequest(pkt) {
+			// A transport mode UE has no DHCP to prove its new set
+			// with: its first echo request does (proveOnly), and the
+			// pump answers the echo itself once the set may send.
+			select {
+			case s.dhcpIn <- dhcpRequest{peer: peer}:
+			default:
+			}
+		}
 		return false
 	}
 	select {
@@ -161,6 +176,10 @@ func (s *Server) serveDHCP() {
 }
 
 func (s *Server) answerDHCP(peer *tun.Peer, pkt []byte) {
+	if pkt == nil {
+		s.proveOnly(peer)
+		return
+	}
 	reply, lease, err := s.dhcp.Handle(pkt, peer.Name())
 	if err != nil {
 		s.log.Debug("dhcp", "peer", peer.Name(), "err", err)

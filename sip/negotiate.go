@@ -193,9 +193,7 @@ func checkOffers(offers []Mechanism) error {
 	return nil
 }
 
-// checkModes refuses a mode list this build cannot serve: unknown or
-// repeated modes, and the plain-ESP modes, which the data plane does not
-// carry yet (it speaks ESP in UDP only).
+// checkModes refuses a mode list with unknown or repeated modes.
 func checkModes(modes []string) error {
 	for i, m := range modes {
 		switch {
@@ -203,8 +201,6 @@ func checkModes(modes []string) error {
 			return fmt.Errorf("mode %q: want one of %s", m, strings.Join(AllModes, ", "))
 		case slices.Contains(modes[:i], m):
 			return fmt.Errorf("mode %s given twice", m)
-		case PlainESP(m):
-			return fmt.Errorf("mod=%s (plain ESP) is not carried by this data plane yet; use %s", m, ModUDPEncTun)
 		}
 	}
 	return nil

@@ -104,6 +104,9 @@ func (s *Server) installTemporaryLocked(reg *registration, ch *challenge, offer 
 	if err := reg.sas.install(ls); err != nil {
 		return nil, err
 	}
+	if PlainESP(set.Mode()) {
+		s.bindPlainLocked(reg, src, set.Mode())
+	}
 	ok = true
 	if err := set.LogKeys(s.keylog); err != nil {
 		s.log.Warn("key log", "err", err)

@@ -156,13 +156,18 @@ type UE struct {
 	mediaPump  *tun.Pump
 	mediaPeer  *tun.Peer
 	innerBound netip.Addr // the address the inner SIP listeners are bound to
+	// modes is what the UE offers: cfg.Modes less what it cannot carry
+	// (plain ESP without a raw socket, trans on a kernel TUN). Set once
+	// by startTunnel.
+	modes []string
 
 	mu sync.Mutex
 	// Guarded by mu.
 	callID        string
 	cseq          uint32
-	inner4        netip.Addr   // leased inner address
-	gateway       netip.Addr   // the P-CSCF's inner address
+	inner4        netip.Addr   // leased inner address (mod=trans: our own address)
+	gateway       netip.Addr   // the P-CSCF's inner address (mod=trans: its own address)
+	mode          string       // the mode of the newest SA set
 	sas           saSets       // the SA sets towards the P-CSCF (salifecycle.go)
 	mediaIn       *esp.Inbound // the media SA we receive on
 	mediaOld      *esp.Inbound // the one it replaced, until mediaOldUntil

@@ -34,7 +34,7 @@ func (u *UE) offer() ([]Mechanism, []esp.SPI, error) {
 	// entries share them): whichever the P-CSCF picks, the set is the same
 	// but for its mode and algorithms.
 	var ms []Mechanism
-	for _, m := range offersFor(u.cfg.Modes, u.cfg.Offer) {
+	for _, m := range offersFor(u.modes, u.cfg.Offer) {
 		m.SPIc, m.SPIs, m.PortC, m.PortS = spiC, spiS, portC, u.cfg.PortS
 		if !u.cfg.NoMedia {
 			m = withParam(m, paramMediaSPI, strconv.FormatUint(uint64(mediaSPI), 10))
@@ -316,6 +316,16 @@ func (u *UE) finishRegistrationN(ctx context.Context, res *sip.Response, offers 
 	u.emit(EvSAsInstalled, "", "SAs installed", fmt.Sprintf("%s mod=%s, ESP to %v, SPIs in %#x %#x out %#x %#x",
 		set.Suite, srv.EffectiveMod(), u.cfg.PCSCFESP, mine.SPIc, mine.SPIs, srv.SPIs, srv.SPIc))
 
+	if err := u.useMode(set.Mode()); err != nil {
+		u.dropSet(ns)
+		return err
+	}
+	if set.Mode() == ModTrans {
+		if err := u.provePath(ctx); err != nil {
+			u.dropSet(ns)
+			return err
+		}
+	}
 	if !u.inner4.IsValid() {
 		if err := u.acquireAddress(ctx); err != nil {
 			u.dropSet(ns)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"syscall"
 	"time"
 
@@ -24,16 +25,36 @@ func (u *UE) startTunnel() error {
 	}
 	ka := max(u.cfg.Keepalive, 0)
 	all := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
+	modes := u.cfg.Modes
+	if u.cfg.TUN != "" && slices.Contains(modes, ModTrans) {
+		// Transport mode hands segments on as from and to the outer
+		// addresses: a kernel TUN holding our own address would take
+		// the host's traffic.
+		modes = slices.DeleteFunc(slices.Clone(modes), func(m string) bool { return m == ModTrans })
+		u.log.Warn("mod=trans needs the netstack, not a kernel TUN: not offered")
+	}
+	conn, modes, warn, err := openPlainESP(netip.AddrPortFrom(u.local, 0), modes)
+	if err != nil {
+		return fmt.Errorf("sip: UE ESP socket: %w", err)
+	}
+	if warn != "" {
+		u.log.Warn("plain ESP (mod=trans, mod=tun) unavailable: " + warn)
+	}
+	u.modes = modes
+	tc := tun.TransportConfig{Local4: u.local, Outer4: u.local}
+	if u.local.Is6() {
+		tc = tun.TransportConfig{Local6: u.local, Outer6: u.local}
+	}
 	cfg := tun.EndpointConfig{
-		Listen: netip.AddrPortFrom(u.local, 0),
-		Wrap:   u.cfg.WrapESP,
-		Pump:   tun.Config{Intercept: u.intercept, BatchPad: u.cfg.BatchPad, Logger: u.log, Now: u.cfg.Now},
-		Peer:   &tun.PeerConfig{Name: u.pcscfName(), Endpoint: u.cfg.PCSCFESP, Allowed: all, Routes: all, Keepalive: ka},
+		Conn: conn,
+		Wrap: u.cfg.WrapESP,
+		Pump: tun.Config{Intercept: u.intercept, BatchPad: u.cfg.BatchPad, Logger: u.log, Now: u.cfg.Now, Transport: tc},
+		Peer: &tun.PeerConfig{Name: u.pcscfName(), Endpoint: u.cfg.PCSCFESP, Allowed: all, Routes: all, Keepalive: ka},
 	}
 	if u.cfg.TUN != "" {
 		cfg.Kernel = &tun.KernelOptions{Name: u.cfg.TUN, MTU: tun.InnerMTU(1500), Up: true}
 	} else {
-		cfg.Netstack = &tun.NetstackOptions{MTU: tun.InnerMTU(1500), Name: "ue"}
+		cfg.Netstack = &tun.NetstackOptions{MTU: tun.InnerMTU(1500), Name: "ue", Loopback: slices.Contains(modes, ModTrans)}
 	}
 	ep, err := tun.NewEndpoint(cfg)
 	var ee *tun.EndpointError
@@ -339,4 +360,65 @@ func (u *UE) Ping(ctx context.Context, seq int) (time.Duration, error) {
 		return u.ns.Ping(ctx, dst, seq, []byte("imsec"))
 	}
 	return u.pump.Ping(ctx, u.peer, src, dst, 0x1ed, uint16(seq))
+}
+
+// useMode points the tunnel at the P-CSCF the way mode carries ESP: in
+// UDP to PCSCFESP with NAT keepalives, or plain to its address (port 0)
+// without. With mod=trans our own address is our address inside the SAs
+// and the P-CSCF's is its: no DHCP, and the inner SIP listeners move
+// there. A change of mode forgets the inner address of the old one.
+func (u *UE) useMode(mode string) error {
+	u.mu.Lock()
+	changed := u.mode != mode
+	u.mode = mode
+	if changed {
+		u.inner4, u.gateway = netip.Addr{}, netip.Addr{}
+	}
+	u.mu.Unlock()
+	all := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
+	switch {
+	case PlainESP(mode):
+		u.peer.SetEndpoint(plainEndpoint(u.cfg.PCSCFESP.Addr()))
+		u.peer.SetKeepalive(0)
+	default:
+		u.peer.SetEndpoint(u.cfg.PCSCFESP)
+		u.peer.SetKeepalive(max(u.cfg.Keepalive, 0))
+	}
+	if mode != ModTrans {
+		return nil
+	}
+	all = append(all, netip.MustParsePrefix("::/0"))
+	u.peer.SetAllowed(all)
+	if err := u.pump.SetRoutes(u.peer, all); err != nil {
+		return err
+	}
+	if err := u.addAddress(netip.PrefixFrom(u.local, u.local.BitLen())); err != nil {
+		return err
+	}
+	u.mu.Lock()
+	u.inner4, u.gateway = u.local, u.cfg.PCSCFESP.Addr().Unmap()
+	u.mu.Unlock()
+	return nil
+}
+
+// provePath is transport mode's pinhole ping: echo requests to the
+// P-CSCF through the new set until one is answered. The P-CSCF only sends
+// through a temporary set that has carried an authenticated packet, so
+// its answer to the first request may be lost; the later ones come back.
+func (u *UE) provePath(ctx context.Context) error {
+	var err error
+	for seq := uint16(1); seq <= 10; seq++ {
+		pctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		var rtt time.Duration
+		rtt, err = u.pump.Ping(pctx, u.peer, u.inner4, u.gateway, 0x1eb, seq)
+		cancel()
+		if err == nil {
+			u.emit(EvPing, u.pcscfName(), "ICMP echo (transport mode ESP)", fmt.Sprintf("answered in %v", rtt.Round(time.Microsecond)))
+			return nil
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return fmt.Errorf("sip: no echo from the P-CSCF through the new SAs (plain ESP, mod=trans): %w", err)
 }
