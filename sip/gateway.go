@@ -25,7 +25,7 @@ func (s *Server) startInner() error {
 		Conn: conn,
 		Wrap: s.cfg.WrapESP,
 		Netstack: &tun.NetstackOptions{MTU: tun.InnerMTU(1500), Addresses: []netip.Prefix{netip.PrefixFrom(s.gateway, s.cfg.Pool.Bits())}, Name: "pcscf",
-			Loopback: slices.Contains(s.cfg.Modes, ModTrans)},
+			Loopback: slices.ContainsFunc(s.cfg.Modes, TransportMode)},
 		Pump: tun.Config{Intercept: s.intercept, EchoResponder: s.gateway, BatchPad: s.cfg.BatchPad, Logger: s.log, Now: s.cfg.Now,
 			OnUnknownSPI: s.lazy.install, Transport: s.transportConfig()},
 	})

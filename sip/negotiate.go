@@ -44,13 +44,17 @@ var (
 var DefaultModes = []string{ModUDPEncTun}
 
 // AllModes lists the sec-agree modes imsec knows, in the order TS 33.203
-// Annex H writes them.
-var AllModes = []string{ModTrans, ModTun, ModUDPEncTun}
+// Annex H writes them, then imsec's extension.
+var AllModes = []string{ModTrans, ModTun, ModUDPEncTun, ModUDPEncTrans}
 
 // PlainESP reports whether mode carries ESP directly in IP (protocol 50),
 // not in UDP: such SAs need a raw socket (CAP_NET_RAW) and cannot cross a
 // NAT (RFC 3948 §1).
 func PlainESP(mode string) bool { return mode == ModTrans || mode == ModTun }
+
+// TransportMode reports whether mode's SAs are in transport mode: the
+// UE's own address is its address inside them (no DHCP, no pool address).
+func TransportMode(mode string) bool { return mode == ModTrans || mode == ModUDPEncTrans }
 
 // ParseModes parses a comma-separated mode preference such as
 // "UDP-enc-tun,trans" (any case): each of AllModes at most once, most

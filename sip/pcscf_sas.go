@@ -104,7 +104,7 @@ func (s *Server) installTemporaryLocked(reg *registration, ch *challenge, offer 
 	if err := reg.sas.install(ls); err != nil {
 		return nil, err
 	}
-	if PlainESP(set.Mode()) {
+	if PlainESP(set.Mode()) || TransportMode(set.Mode()) {
 		s.bindPlainLocked(reg, src, set.Mode())
 	}
 	ok = true

@@ -100,9 +100,11 @@ func (s *Server) Modes() []string { return slices.Clone(s.cfg.Modes) }
 // Called with s.mu held.
 func (s *Server) bindPlainLocked(reg *registration, src netip.Addr, mode string) {
 	src = src.Unmap()
-	reg.peer.SetEndpoint(plainEndpoint(src))
-	reg.peer.SetKeepalive(0)
-	if mode != ModTrans || reg.lease == src {
+	if PlainESP(mode) {
+		reg.peer.SetEndpoint(plainEndpoint(src))
+		reg.peer.SetKeepalive(0)
+	}
+	if !TransportMode(mode) || reg.lease == src {
 		return
 	}
 	if reg.lease.IsValid() {
@@ -114,7 +116,7 @@ func (s *Server) bindPlainLocked(reg *registration, src netip.Addr, mode string)
 	host := []netip.Prefix{netip.PrefixFrom(src, src.BitLen())}
 	reg.peer.SetAllowed(host)
 	s.pump.SetRoutes(reg.peer, host)
-	s.emitLocked(EvDHCPLease, "UE "+reg.impu, "transport mode: no inner address", fmt.Sprintf("the UE is %v inside the SAs too (plain ESP, mod=trans)", src))
+	s.emitLocked(EvDHCPLease, "UE "+reg.impu, "transport mode: no inner address", fmt.Sprintf("the UE is %v inside the SAs too (mod=%s)", src, mode))
 }
 
 // proveOnly marks the temporary sets of peer's registration that carried

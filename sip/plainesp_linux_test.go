@@ -188,3 +188,61 @@ func TestPlainESPFallbackChild(t *testing.T) {
 		t.Fatal("not UDP-enc-tun")
 	}
 }
+
+// TestUDPEncTransBehindNAT: imsec's extension, transport mode in UDP
+// (RFC 3948 transport mode), through a userspace NAT: both ends prefer
+// it, the P-CSCF sees the NAT and may still pick it (it is UDP), the UE is
+// known inside the SAs by the address the P-CSCF sees, and OPTIONS and a
+// re-registration cross. No privilege needed.
+func TestUDPEncTransBehindNAT(t *testing.T) {
+	modes := []string{ModUDPEncTrans, ModUDPEncTun}
+	r := newRig(t, func(c *ServerConfig) { c.Modes = modes })
+	alice := newSub(t, r.store, "alice", "a.example")
+	// The NAT's inside is another loopback address than the UE's own
+	// (127.0.0.1): in transport mode the UE's netstack holds its own
+	// address and reaches the P-CSCF at the address it sends ESP to.
+	lo, inside := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr(uniqueLoopback())
+	n, err := nat.New(nat.Config{Outside: lo, Filtering: nat.AddressPortDependent, Forwards: []nat.Forward{
+		{Inside: netip.AddrPortFrom(inside, 0), Destination: r.srv.SIPAddr()},
+		{Inside: netip.AddrPortFrom(inside, 0), Destination: r.srv.ESPAddr()},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	ins := n.InsideAddrs()
+	u := r.ue(alice, func(c *UEConfig) { c.PCSCF, c.PCSCFESP, c.Modes, c.NoMedia = ins[0], ins[1], modes, true })
+	ctx := ctxT(t)
+	if err := u.Register(ctx); err != nil {
+		t.Fatalf("%v\nP-CSCF pump %+v\nUE pump %+v", err, r.srv.Pump().Counters(), u.pump.Counters())
+	}
+	if !r.lad.hasEvent(func(e Event) bool { return e.Kind == EvChallenge && strings.Contains(e.Detail, "mod=UDP-enc-trans;") }) {
+		t.Fatal("the P-CSCF did not pick UDP-enc-trans")
+	}
+	ri := r.reg(alice.impi)
+	if !ri.NAT || !ri.Registered || ri.InnerAddr != lo {
+		t.Fatalf("server view %+v", ri)
+	}
+	if res, err := r.srv.Options(ctx, alice.impi); err != nil || res.StatusCode != 200 {
+		t.Fatalf("OPTIONS: %v %v", res, err)
+	}
+	if err := u.Reregister(ctx); err != nil {
+		t.Fatalf("re-registration: %v", err)
+	}
+	if res, err := r.srv.Options(ctx, alice.impi); err != nil || res.StatusCode != 200 {
+		t.Fatalf("OPTIONS after re-registration: %v %v", res, err)
+	}
+	// A second UE behind the same NAT address may not take transport
+	// mode: the P-CSCF knows transport mode UEs by their address.
+	bob := newSub(t, r.store, "bob", "a.example")
+	u2 := r.ue(bob, func(c *UEConfig) { c.PCSCF, c.PCSCFESP, c.Modes, c.NoMedia = ins[0], ins[1], modes, true })
+	if err := u2.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ri := r.reg(bob.impi); !ri.Registered || ri.InnerAddr == lo || !r.srv.cfg.Pool.Contains(ri.InnerAddr) {
+		t.Fatalf("second UE behind the NAT: %+v", ri)
+	}
+	if res, err := r.srv.Options(ctx, alice.impi); err != nil || res.StatusCode != 200 {
+		t.Fatalf("OPTIONS to the first UE after the second registered: %v %v", res, err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -199,7 +200,7 @@ func (s *Server) onOuterRegister(req *sip.Request, tx sip.ServerTransaction) {
 	var chosen Mechanism
 	var err error
 	if hasSec {
-		if chosen, err = s.policy().Choose(offers, natted); err != nil {
+		if chosen, err = s.policyFor(impi, src.Addr()).Choose(offers, natted); err != nil {
 			s.refuse(tx, req, true, EvNoCommonSecurity, 494, "Security Agreement Required", err.Error(),
 				sip.NewHeader("Security-Server", FormatSecurity(s.serverOffers())))
 			return
@@ -245,6 +246,21 @@ func (s *Server) serverOffers() []Mechanism { return offersFor(s.cfg.Modes, s.cf
 
 // policy is how this P-CSCF picks among a UE's offers.
 func (s *Server) policy() Policy { return Policy{Modes: s.cfg.Modes, Suites: s.cfg.Preference} }
+
+// policyFor is the policy for a REGISTER of impi from src: without the
+// transport modes if src is already another IMPI's address inside its SAs
+// (a transport mode UE is known by its address, and two UEs behind one NAT
+// share one).
+func (s *Server) policyFor(impi string, src netip.Addr) Policy {
+	p := s.policy()
+	s.mu.Lock()
+	other := s.byAddr[src.Unmap()]
+	s.mu.Unlock()
+	if other != nil && other.impi != impi {
+		p.Modes = slices.DeleteFunc(slices.Clone(p.Modes), TransportMode)
+	}
+	return p
+}
 
 // regNATted reports whether reg's last unprotected REGISTER came through
 // a NAT (its Via differed from its source).

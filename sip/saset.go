@@ -74,7 +74,7 @@ func (s *SASet) Mode() string { return s.PCSCF.EffectiveMod() }
 // espMode is the ESP mode of the set's SAs: transport for mod=trans, tunnel
 // for mod=tun and mod=UDP-enc-tun.
 func (s *SASet) espMode() esp.Mode {
-	if s.Mode() == ModTrans {
+	if TransportMode(s.Mode()) {
 		return esp.Transport
 	}
 	return esp.Tunnel

@@ -152,6 +152,8 @@ func TestPolicyChoose(t *testing.T) {
 		{"default policy takes UDP-enc-tun", Policy{}, all, false, ModUDPEncTun, sha, nil},
 		{"trans preferred, no NAT", Policy{Modes: []string{ModTrans, ModUDPEncTun}}, all, false, ModTrans, sha, nil},
 		{"tun preferred, no NAT", Policy{Modes: []string{ModTun, ModTrans}}, all, false, ModTun, sha, nil},
+		{"UDP-enc-trans behind a NAT", Policy{Modes: []string{ModTrans, ModUDPEncTrans, ModUDPEncTun}},
+			append(all, offerOf(ModUDPEncTrans, sha)), true, ModUDPEncTrans, sha, nil},
 		{"trans preferred, NAT: UDP-enc-tun", Policy{Modes: []string{ModTrans, ModTun, ModUDPEncTun}}, all, true, ModUDPEncTun, sha, nil},
 		{"NAT, only plain ESP offered", Policy{Modes: AllModes}, all[1:], true, "", Suite{}, ErrNATNoUDPEnc},
 		{"NAT, only plain ESP accepted", Policy{Modes: []string{ModTrans}}, all, true, "", Suite{}, ErrNATNoUDPEnc},
@@ -221,7 +223,7 @@ func TestParseModes(t *testing.T) {
 	if err != nil || !slices.Equal(got, []string{ModUDPEncTun, ModTrans, ModTun}) {
 		t.Fatalf("%v %v", got, err)
 	}
-	for _, bad := range []string{"", "trans,", "trans,trans", "UDP-enc-trans", "tun;trans"} {
+	for _, bad := range []string{"", "trans,", "trans,trans", "UDP-enc-tunnel", "tun;trans"} {
 		if _, err := ParseModes(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}

@@ -320,7 +320,7 @@ func (u *UE) finishRegistrationN(ctx context.Context, res *sip.Response, offers 
 		u.dropSet(ns)
 		return err
 	}
-	if set.Mode() == ModTrans {
+	if TransportMode(set.Mode()) {
 		if err := u.provePath(ctx); err != nil {
 			u.dropSet(ns)
 			return err

@@ -26,12 +26,18 @@ func (u *UE) startTunnel() error {
 	ka := max(u.cfg.Keepalive, 0)
 	all := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
 	modes := u.cfg.Modes
-	if u.cfg.TUN != "" && slices.Contains(modes, ModTrans) {
+	if u.cfg.TUN != "" && slices.ContainsFunc(modes, TransportMode) {
 		// Transport mode hands segments on as from and to the outer
 		// addresses: a kernel TUN holding our own address would take
 		// the host's traffic.
-		modes = slices.DeleteFunc(slices.Clone(modes), func(m string) bool { return m == ModTrans })
-		u.log.Warn("mod=trans needs the netstack, not a kernel TUN: not offered")
+		modes = slices.DeleteFunc(slices.Clone(modes), TransportMode)
+		u.log.Warn("transport mode (mod=trans, UDP-enc-trans) needs the netstack, not a kernel TUN: not offered")
+	}
+	if u.local == u.cfg.PCSCFESP.Addr().Unmap() && slices.ContainsFunc(modes, TransportMode) {
+		// In transport mode our netstack holds our own address and
+		// reaches the P-CSCF at its: they must differ.
+		modes = slices.DeleteFunc(slices.Clone(modes), TransportMode)
+		u.log.Warn("transport mode needs a local address other than the P-CSCF's (on one host: --local 127.0.0.2): not offered")
 	}
 	conn, modes, warn, err := openPlainESP(netip.AddrPortFrom(u.local, 0), modes)
 	if err != nil {
@@ -54,7 +60,7 @@ func (u *UE) startTunnel() error {
 	if u.cfg.TUN != "" {
 		cfg.Kernel = &tun.KernelOptions{Name: u.cfg.TUN, MTU: tun.InnerMTU(1500), Up: true}
 	} else {
-		cfg.Netstack = &tun.NetstackOptions{MTU: tun.InnerMTU(1500), Name: "ue", Loopback: slices.Contains(modes, ModTrans)}
+		cfg.Netstack = &tun.NetstackOptions{MTU: tun.InnerMTU(1500), Name: "ue", Loopback: slices.ContainsFunc(modes, TransportMode)}
 	}
 	ep, err := tun.NewEndpoint(cfg)
 	var ee *tun.EndpointError
@@ -384,7 +390,7 @@ func (u *UE) useMode(mode string) error {
 		u.peer.SetEndpoint(u.cfg.PCSCFESP)
 		u.peer.SetKeepalive(max(u.cfg.Keepalive, 0))
 	}
-	if mode != ModTrans {
+	if !TransportMode(mode) {
 		return nil
 	}
 	all = append(all, netip.MustParsePrefix("::/0"))

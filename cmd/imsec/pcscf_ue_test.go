@@ -81,7 +81,7 @@ func TestPCSCFAndUEFlags(t *testing.T) {
 		{"pcscf", "--domain", "a.example", "--db", "x", "--rate-limit", "maybe"},
 		{"pcscf", "--domain", "a.example", "--db", "x", "--source-rate", "0"},
 		{"pcscf", "--domain", "a.example", "--db", "x", "--tcp-per-source", "-5"},
-		{"pcscf", "--domain", "a.example", "--db", "x", "--modes", "UDP-enc-trans"},
+		{"pcscf", "--domain", "a.example", "--db", "x", "--modes", "UDP-enc-tunnel"},
 		{"pcscf", "--domain", "a.example", "--db", "x", "--modes", "trans,trans"},
 		{"pcscf", "--domain", "a.example", "--db", "x", "--modes", ""},
 		{"ue", "--pcscf", "127.0.0.1:5060", "--impi", "a", "--impu", "sip:a@b", "--k", tsK, "--op", tsOP, "--modes", "tunnel"},
