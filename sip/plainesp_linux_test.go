@@ -109,10 +109,12 @@ func TestPlainESPNotBehindNAT(t *testing.T) {
 	modes := []string{ModTrans, ModUDPEncTun}
 	r := newRig(t, func(c *ServerConfig) { c.Modes = modes })
 	alice := newSub(t, r.store, "alice", "a.example")
-	lo := netip.MustParseAddr("127.0.0.1")
+	// The NAT's inside is not the UE's own address: a UE whose address is
+	// the one it sends ESP to does not offer transport mode.
+	lo, inside := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr(uniqueLoopback())
 	n, err := nat.New(nat.Config{Outside: lo, Filtering: nat.AddressPortDependent, Forwards: []nat.Forward{
-		{Inside: netip.AddrPortFrom(lo, 0), Destination: r.srv.SIPAddr()},
-		{Inside: netip.AddrPortFrom(lo, 0), Destination: r.srv.ESPAddr()},
+		{Inside: netip.AddrPortFrom(inside, 0), Destination: r.srv.SIPAddr()},
+		{Inside: netip.AddrPortFrom(inside, 0), Destination: r.srv.ESPAddr()},
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -244,5 +246,21 @@ func TestUDPEncTransBehindNAT(t *testing.T) {
 	}
 	if res, err := r.srv.Options(ctx, alice.impi); err != nil || res.StatusCode != 200 {
 		t.Fatalf("OPTIONS to the first UE after the second registered: %v %v", res, err)
+	}
+}
+
+// TestTransportModeNeedsOwnAddress: a UE whose address is the P-CSCF's
+// (both on 127.0.0.1) leaves the transport modes out of its offer and
+// registers in the next mode.
+func TestTransportModeNeedsOwnAddress(t *testing.T) {
+	modes := []string{ModUDPEncTrans, ModUDPEncTun}
+	r := newRig(t, func(c *ServerConfig) { c.Modes = modes })
+	alice := newSub(t, r.store, "alice", "a.example")
+	u := r.ue(alice, func(c *UEConfig) { c.Modes, c.Local = modes, netip.MustParseAddr("127.0.0.1") })
+	if err := u.Register(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(u.modes, []string{ModUDPEncTun}) {
+		t.Fatalf("the UE offers %v", u.modes)
 	}
 }
