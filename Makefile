@@ -10,7 +10,7 @@ STATICCHECK_VERSION ?= v0.8.2
 STATICCHECK         ?=
 STATICCHECK_GOOS    ?= linux darwin windows
 
-.PHONY: all build test test-fork race fuzz fuzz-smoke staticcheck bench vet fmt-check cross demo clean
+.PHONY: all build test test-fork race fuzz fuzz-smoke staticcheck bench vet fmt-check cross demo charts clean
 
 all: build
 
@@ -107,6 +107,17 @@ cross:
 
 demo:
 	$(GO) run ./cmd/imsec demo
+
+# The README's charts (docs/charts/*.svg), drawn from the committed results
+# files by 'imsec bench chart': nothing is measured again. A new run's
+# --json results go into a new docs/results/DATE.json (the layout is
+# bench/chart.Results); point these at it and run make charts.
+CHARTS_TUNNEL ?= docs/results/2026-11-27.json
+CHARTS_DATA   ?= docs/results/2026-12-07.json
+charts: build
+	bin/imsec bench chart --data $(CHARTS_TUNNEL) --chart tunnel --svg docs/charts/tunnel.svg
+	bin/imsec bench chart --data $(CHARTS_DATA) --chart sizes --svg docs/charts/sizes.svg
+	bin/imsec bench chart --data $(CHARTS_DATA) --chart register --svg docs/charts/register.svg
 
 clean:
 	rm -rf bin

@@ -4,13 +4,17 @@
 # one row per mode and imsec algorithm pair, with wireguard-go's figures of
 # the same mode measured in the same run and the ratios ours / theirs.
 #
-#   bench/compare.sh [-d DURATION] [-m "netstack tun"] [-r ROUNDS]
+#   bench/compare.sh [-d DURATION] [-m "netstack tun"] [-r ROUNDS] [-s SIZES] [-o FILE]
 #
 # -d  length of each TCP stream (default 10s; each small-packet direction
 #     runs half of it)
 # -m  modes to run (default: netstack, plus tun when run as root)
 # -r  rounds (default 1); with more, each figure is the median of the
 #     rounds, ours and theirs alternating so that a change in load hits both
+# -s  also measure packets/s at these inner packet sizes (comma-separated
+#     bytes: --sizes of both harnesses)
+# -o  also write the medians as a results file for 'imsec bench chart' and
+#     make charts (the layout of bench/chart.Results: docs/results/DATE.json)
 #
 # Needs go and jq; tun mode needs root, ip(8) and iperf3. Binaries are built
 # into a temporary directory that is removed at the end. Run it on a quiet
@@ -20,13 +24,17 @@ set -eu
 duration=10s
 modes=netstack
 rounds=1
+sizes=
+outfile=
 if [ "$(id -u)" = 0 ]; then modes="netstack tun"; fi
-while getopts d:m:r: o; do
+while getopts d:m:r:s:o: o; do
 	case $o in
 	d) duration=$OPTARG ;;
 	m) modes=$OPTARG ;;
 	r) rounds=$OPTARG ;;
-	*) echo "usage: $0 [-d DURATION] [-m MODES] [-r ROUNDS]" >&2; exit 2 ;;
+	s) sizes=$OPTARG ;;
+	o) outfile=$OPTARG ;;
+	*) echo "usage: $0 [-d DURATION] [-m MODES] [-r ROUNDS] [-s SIZES] [-o FILE]" >&2; exit 2 ;;
 	esac
 done
 command -v jq >/dev/null || { echo "compare.sh: needs jq" >&2; exit 1; }
@@ -40,6 +48,7 @@ trap 'rm -rf "$tmp"' EXIT INT TERM
 run() {
 	name=$1
 	shift
+	if [ -n "$sizes" ]; then set -- "$@" --sizes "$sizes"; fi
 	echo "== $name: $*" >&2
 	"$@" --json >>"$tmp/$name"
 }
@@ -111,3 +120,28 @@ ESP padding our tunnel added per small packet to send runs of them in one
 GSO send (--batch-pad; the last row turns it off). CPU is per Gbit of the
 TCP stream (see 'imsec bench tunnel --help'). $rounds round(s), medians.
 EOF
+
+# The medians as a results file: each run is the median of its rounds,
+# field by field (and size by size).
+if [ -n "$outfile" ]; then
+	today=$(date -u +%F)
+	src="bench/compare.sh -d $duration -m \"$modes\" -r $rounds${sizes:+ -s $sizes}: medians of $rounds round(s)"
+	for f in $(cd "$tmp" && ls wg-* ours-*); do
+		case $f in
+		wg-*) impl=wireguard-go variant= ;;
+		*-nopad) impl=imsec variant="--batch-pad -1" ;;
+		*) impl=imsec variant= ;;
+		esac
+		jq -s --arg impl "$impl" --arg variant "$variant" --arg today "$today" --arg src "$src" '
+			def med: sort | .[(length - 1) / 2 | floor];
+			{impl: $impl, variant: $variant, measured: $today, source: $src,
+			 result: (.[0] + (reduce ("gbps", "pps", "cpu_s_per_gbit", "pps_ab", "pps_ba", "loss_ab", "loss_ba", "pad_per_packet", "duration_s") as $k
+				({}; .[$k] = ([$in[][$k]] | med)))
+				+ {pps_by_size: ([.[].pps_by_size // []] | transpose | map(select(. != null)
+				| {size: .[0].size, pps: (map(.pps) | med), pps_ab: (map(.pps_ab) | med), pps_ba: (map(.pps_ba) | med)}))})}
+			' --slurpfile in "$tmp/$f" "$tmp/$f" >>"$tmp/runs.json"
+	done
+	jq -s --arg today "$today" --arg machine "$(nproc) CPUs, $(uname -srm)" \
+		'{date: $today, machine: $machine, tunnel: .}' "$tmp/runs.json" >"$outfile"
+	echo "results file: $outfile" >&2
+fi

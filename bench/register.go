@@ -37,6 +37,10 @@ type RegisterConfig struct {
 	// Reregister, if set, is how often each UE re-registers while held.
 	Reregister time.Duration
 	Expires    int // seconds asked for; default 600
+	// Stream, if set, is how long one more UE (subscriber First+UEs)
+	// streams through its tunnel once the others are registered, before
+	// the hold (register_stream.go).
+	Stream time.Duration
 
 	// SIP and ESP: an external P-CSCF; zero SIP means in-process.
 	SIP, ESP netip.AddrPort
@@ -94,19 +98,38 @@ type RegisterResult struct {
 	// PCSCFHeapKiBPerUE is the live heap's growth per UE (in-process only,
 	// after a GC): RSS without the garbage collector's slack.
 	PCSCFHeapKiBPerUE *float64 `json:"pcscf_heap_kib_per_ue,omitempty"`
+	// PCSCFMemKiBPerUE breaks the in-process P-CSCF's growth per UE down
+	// by the Go runtime's memory classes (register_mem.go), read with RSS.
+	PCSCFMemKiBPerUE map[string]float64 `json:"pcscf_mem_kib_per_ue,omitempty"`
 	// PCSCFHoldCores is the P-CSCF's CPU over the hold, in cores: what
 	// holding the UEs (their keepalives, the housekeeping) costs.
 	PCSCFHoldCores *float64 `json:"pcscf_hold_cpu_cores,omitempty"`
+	// PCSCFSteadyCores is the same over the hold's steady part, after the
+	// registrations' transactions have ended (from 35 s into a hold of at
+	// least 45 s): what holding the UEs costs for as long as they stay.
+	PCSCFSteadyCores *float64 `json:"pcscf_steady_cpu_cores,omitempty"`
 	// KeepalivesRx is what the P-CSCF counted during the hold (in-process).
 	KeepalivesRx uint64 `json:"pcscf_keepalives_rx,omitempty"`
+	// DHCPDropped is how many DHCP requests the in-process P-CSCF dropped
+	// on its full queue (the UEs retransmit them).
+	DHCPDropped uint64 `json:"pcscf_dhcp_dropped,omitempty"`
 	// Re-registrations during the hold (RegisterConfig.Reregister).
 	Reregistered int            `json:"reregistered,omitempty"`
 	ReregFailed  map[string]int `json:"rereg_failed,omitempty"`
 	Workers      int            `json:"workers"`
+	// Stream is the extra UE's tunnel stream (RegisterConfig.Stream);
+	// StreamError says why it did not run.
+	Stream      *StreamResult `json:"stream,omitempty"`
+	StreamError string        `json:"stream_error,omitempty"`
 	// Shared says the load generator ran in the P-CSCF's process (workers
 	// as goroutines): its CPU and RSS figures include the generator's.
 	Shared bool   `json:"shared_process,omitempty"`
 	Note   string `json:"note,omitempty"`
+	// Series is the registration phase over time, in steps of SeriesStepS
+	// seconds (register_series.go): registrations, failures and latency
+	// percentiles of what ended in each step.
+	SeriesStepS float64         `json:"series_step_s,omitempty"`
+	Series      []RegisterPoint `json:"series,omitempty"`
 }
 
 func (c *RegisterConfig) fill() error {
@@ -147,6 +170,13 @@ type pcscfProbe struct {
 	heap func() uint64 // live heap bytes after a GC; nil if not in-process
 }
 
+// steadyAfter is when the steady part of a hold starts (Timer J, 32 s,
+// and a margin); steadyMin is the shortest steady part measured.
+const (
+	steadyAfter = 35 * time.Second
+	steadyMin   = 10 * time.Second
+)
+
 // RunRegister runs the load and returns what it measured.
 func RunRegister(ctx context.Context, cfg RegisterConfig) (RegisterResult, error) {
 	if err := cfg.fill(); err != nil {
@@ -174,11 +204,15 @@ func RunRegister(ctx context.Context, cfg RegisterConfig) (RegisterResult, error
 
 	var idleRSS float64
 	var idleHeap uint64
+	var idleMem map[string]float64
 	if probe != nil {
 		if probe.heap != nil {
 			idleHeap = probe.heap()
 		}
 		idleRSS, _ = probe.rss()
+		if srv != nil {
+			idleMem = memBreakdown()
+		}
 	}
 
 	nw := (cfg.UEs + cfg.PerWorker - 1) / cfg.PerWorker
@@ -289,6 +323,7 @@ phase:
 	}
 	res.Seconds = time.Since(start).Seconds()
 	var lats []int64
+	var ends []regEnd
 	mu.Lock()
 	for _, s := range states {
 		res.Registered += s.final.Registered
@@ -296,8 +331,10 @@ phase:
 			res.Failed[c] += n
 		}
 		lats = append(lats, s.final.LatencyUS...)
+		ends = append(ends, workerEnds(s.final, start)...)
 	}
 	mu.Unlock()
+	res.SeriesStepS, res.Series = registerSeries(ends)
 	if cfg.Progress != nil {
 		cfg.Progress(RegisterProgress{UEs: cfg.UEs, Started: cfg.UEs, Registered: res.Registered, Failed: cfg.UEs - res.Registered, Elapsed: time.Since(start)})
 	}
@@ -321,6 +358,15 @@ phase:
 		res.PCSCFCPUMsPerReg = &v
 	}
 
+	// The stream, with the others held.
+	if cfg.Stream > 0 {
+		if sr, err := runStream(ctx, cfg, cfg.First+cfg.UEs, cfg.Stream); err != nil {
+			res.StreamError = err.Error()
+		} else {
+			res.Stream = &sr
+		}
+	}
+
 	// Hold.
 	var ka0 uint64
 	if srv != nil {
@@ -330,26 +376,47 @@ phase:
 	if probe != nil {
 		holdCPU = probe.cpu()
 	}
+	// The steady part of the hold starts when the registrations' last
+	// transactions have ended (RFC 3261 Timer J, 32 s over UDP): from then
+	// on the P-CSCF only holds the UEs.
+	steadyAt, steadyCPU := time.Time{}, time.Duration(0)
 	if cfg.Hold > 0 {
 		t := time.NewTimer(cfg.Hold)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			stopAll()
-			return res, ctx.Err()
-		case err := <-readErr:
-			t.Stop()
-			stopAll()
-			return res, err
-		case <-t.C:
+		var steady <-chan time.Time
+		if probe != nil && cfg.Hold >= steadyAfter+steadyMin {
+			st := time.NewTimer(steadyAfter)
+			defer st.Stop()
+			steady = st.C
+		}
+	hold:
+		for {
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				stopAll()
+				return res, ctx.Err()
+			case err := <-readErr:
+				t.Stop()
+				stopAll()
+				return res, err
+			case <-steady:
+				steadyAt, steadyCPU = time.Now(), probe.cpu()
+			case <-t.C:
+				break hold
+			}
 		}
 	}
 	if srv != nil {
 		res.KeepalivesRx = srv.Pump().Counters().KeepalivesReceived - ka0
+		res.DHCPDropped = srv.Stats().DHCPDropped
 	}
 	if probe != nil && cfg.Hold > 0 {
 		v := float64(probe.cpu()-holdCPU) / float64(time.Since(holdStart))
 		res.PCSCFHoldCores = &v
+	}
+	if !steadyAt.IsZero() {
+		v := float64(probe.cpu()-steadyCPU) / float64(time.Since(steadyAt))
+		res.PCSCFSteadyCores = &v
 	}
 	if cfg.HoldEnd != nil {
 		cfg.HoldEnd()
@@ -358,6 +425,9 @@ phase:
 		if rss, ok := probe.rss(); ok {
 			per := (rss - idleRSS) / float64(res.Registered)
 			res.PCSCFRSSKiBPerUE, res.PCSCFRSSKiB = &per, &rss
+		}
+		if idleMem != nil {
+			res.PCSCFMemKiBPerUE = perUEKiB(idleMem, memBreakdown(), res.Registered)
 		}
 		if probe.heap != nil {
 			h := (float64(probe.heap()) - float64(idleHeap)) / 1024 / float64(res.Registered)
@@ -415,7 +485,11 @@ func startBenchPCSCF(ctx context.Context, cfg RegisterConfig) (*sip.Server, erro
 	if cfg.Store != nil {
 		st = cfg.Store
 	} else {
-		for i := range cfg.UEs {
+		n := cfg.UEs
+		if cfg.Stream > 0 {
+			n++ // the stream's UE
+		}
+		for i := range n {
 			if err := store.Add(ctx, BenchSubscriber(cfg.Prefix, cfg.Domain, cfg.Seed, cfg.First+i)); err != nil {
 				return nil, err
 			}
@@ -432,5 +506,5 @@ func startBenchPCSCF(ctx context.Context, cfg RegisterConfig) (*sip.Server, erro
 	lo := netip.MustParseAddr("127.0.0.1")
 	return sip.New(sip.ServerConfig{Domain: cfg.Domain, HSS: h, SIP: netip.AddrPortFrom(lo, 0), ESP: netip.AddrPortFrom(lo, 0),
 		Pool: pool, Limits: sip.Limits{Off: true}, MaxExpires: time.Duration(max(cfg.Expires, 3600)) * time.Second,
-		MaxTempSets: max(sip.DefaultMaxTempSets, cfg.UEs)})
+		MaxTempSets: max(sip.DefaultMaxTempSets, cfg.UEs+1)})
 }

@@ -51,6 +51,12 @@ type workerLine struct {
 	Done      bool           `json:"done,omitempty"`
 	LatencyUS []int64        `json:"latency_us,omitempty"`
 	Causes    map[string]int `json:"causes,omitempty"`
+	// For the time series (register_series.go): when the worker began
+	// (Unix µs), and when each registration in LatencyUS ended and each
+	// failure happened, in ms since then.
+	BeginUS int64   `json:"begin_unix_us,omitempty"`
+	EndMS   []int64 `json:"end_ms,omitempty"`
+	FailMS  []int64 `json:"fail_ms,omitempty"`
 	// The hold's report, written as the worker stops (Held set).
 	Held         bool           `json:"held,omitempty"`
 	Reregistered int            `json:"reregistered,omitempty"`
@@ -89,6 +95,7 @@ func RunRegisterWorker(ctx context.Context, spec WorkerSpec, w io.Writer) error 
 	var started, registered, failed atomic.Int64
 	lat := make([]int64, spec.Count)
 	causes := make([]string, spec.Count)
+	ends := make([]time.Duration, spec.Count) // since begin, for the time series
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -129,7 +136,7 @@ func RunRegisterWorker(ctx context.Context, spec WorkerSpec, w io.Writer) error 
 		conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(bind, 0)))
 		if err != nil {
 			// Out of sockets or ports: every UE from here fails alike.
-			causes[i] = "socket"
+			causes[i], ends[i] = "socket", time.Since(begin)
 			failed.Add(1)
 			continue
 		}
@@ -137,7 +144,7 @@ func RunRegisterWorker(ctx context.Context, spec WorkerSpec, w io.Writer) error 
 		usim, err := akakeys.NewUSIM(sub.K, sub.OPc, akakeys.USIMConfig{})
 		if err != nil {
 			conn.Close()
-			causes[i] = "usim"
+			causes[i], ends[i] = "usim", time.Since(begin)
 			failed.Add(1)
 			continue
 		}
@@ -149,6 +156,7 @@ func RunRegisterWorker(ctx context.Context, spec WorkerSpec, w io.Writer) error 
 			defer wg.Done()
 			t0 := time.Now()
 			err := u.register(spec.Expires)
+			ends[i] = time.Since(begin)
 			if err != nil {
 				var f *regFailure
 				if errors.As(err, &f) {
@@ -169,12 +177,15 @@ func RunRegisterWorker(ctx context.Context, spec WorkerSpec, w io.Writer) error 
 	if cancelProg != nil {
 		return cancelProg
 	}
-	final := workerLine{Done: true, Started: int(started.Load()), Registered: int(registered.Load()), Failed: int(failed.Load()), Causes: map[string]int{}}
+	final := workerLine{Done: true, Started: int(started.Load()), Registered: int(registered.Load()), Failed: int(failed.Load()), Causes: map[string]int{},
+		BeginUS: begin.UnixMicro()}
 	for i := range spec.Count {
 		if causes[i] != "" {
 			final.Causes[causes[i]]++
+			final.FailMS = append(final.FailMS, ends[i].Milliseconds())
 		} else {
 			final.LatencyUS = append(final.LatencyUS, lat[i])
+			final.EndMS = append(final.EndMS, ends[i].Milliseconds())
 		}
 	}
 	write(final)

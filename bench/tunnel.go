@@ -83,6 +83,10 @@ type TunnelConfig struct {
 	ParallelSeal bool
 	BatchPad     int
 	Duration     time.Duration // the TCP stream; DefaultTunnelDuration if 0
+	// Sizes and SizeDuration are MeasureOptions': packets/s at fixed
+	// packet sizes, after the small-packet mix.
+	Sizes        []int
+	SizeDuration time.Duration
 	// Progress, if set, is called when a phase starts and about once a
 	// second during the TCP stream: phase n of total, and a label such as
 	// "tcp 2.41 Gbit/s (3s of 10s)".
@@ -128,7 +132,26 @@ type TunnelResult struct {
 	PadPerPacket float64 `json:"pad_per_packet"`
 	// MTU is the inner MTU the tunnel ran with (derived from PathMTU).
 	MTU int `json:"mtu"`
+	// PPSBySize is the small-packet test repeated with every datagram of
+	// one size (MeasureOptions.Sizes), one entry per size, in order.
+	PPSBySize []SizePPS `json:"pps_by_size,omitempty"`
 }
+
+// SizePPS is the packet rate at one fixed inner packet size, measured as
+// the small-packet mix is (PPS is the slower direction).
+type SizePPS struct {
+	Size  int     `json:"size"` // inner IP packet, IPv4 and UDP headers included
+	PPS   float64 `json:"pps"`
+	PPSAB float64 `json:"pps_ab"`
+	PPSBA float64 `json:"pps_ba"`
+}
+
+// SizedMin is the smallest packet MeasureOptions.Sizes may ask for: IPv4
+// and UDP headers and the 16 bytes (phase token, number) the sinks read.
+const SizedMin = ipUDPHeaders + 16
+
+// DefaultSizeDuration is MeasureOptions.SizeDuration's default.
+const DefaultSizeDuration = time.Second
 
 // MeasureOptions are the parts of a TunnelConfig every tunnel shares, ours
 // or a peer's (bench/wgcompare).
@@ -139,6 +162,12 @@ type MeasureOptions struct {
 	// the packets it has sent (tun.Counters.TxPadBytes and TxPackets of
 	// both pumps), for PadPerPacket.
 	Padding func() (pad, packets uint64)
+	// Sizes, if set, are inner packet sizes (SizedMin up to the tunnel's
+	// MTU) at which the small-packet test runs again after the mix, with
+	// every datagram of that one size, for SizeDuration in each direction
+	// (default DefaultSizeDuration): TunnelResult.PPSBySize.
+	Sizes        []int
+	SizeDuration time.Duration
 }
 
 func (o *MeasureOptions) defaults() error {
@@ -151,6 +180,22 @@ func (o *MeasureOptions) defaults() error {
 	if o.Progress == nil {
 		o.Progress = func(int, int, string) {}
 	}
+	if o.SizeDuration == 0 {
+		o.SizeDuration = DefaultSizeDuration
+	}
+	if o.SizeDuration < 0 {
+		return fmt.Errorf("bench: negative size duration %v", o.SizeDuration)
+	}
+	return nil
+}
+
+// checkSizes checks o.Sizes against a tunnel's inner MTU.
+func (o *MeasureOptions) checkSizes(mtu int) error {
+	for _, n := range o.Sizes {
+		if n < SizedMin || n > mtu {
+			return fmt.Errorf("bench: packet size %d: want %d up to the tunnel's inner MTU %d", n, SizedMin, mtu)
+		}
+	}
 	return nil
 }
 
@@ -162,7 +207,7 @@ func RunTunnel(ctx context.Context, cfg TunnelConfig) (TunnelResult, error) {
 	if cfg.Suite.Enc == "" {
 		cfg.Suite = TunnelSuite()
 	}
-	opt := MeasureOptions{Duration: cfg.Duration, Progress: cfg.Progress}
+	opt := MeasureOptions{Duration: cfg.Duration, Progress: cfg.Progress, Sizes: cfg.Sizes, SizeDuration: cfg.SizeDuration}
 	if err := opt.defaults(); err != nil {
 		return TunnelResult{}, err
 	}
@@ -324,6 +369,9 @@ func ourNetstacks(s Suite, pc tun.Config) (StackPair, [2]*tun.Pump, func(), erro
 func MeasureNetstack(ctx context.Context, p StackPair, opt MeasureOptions) (TunnelResult, error) {
 	r := TunnelResult{Mode: ModeNetstack, MTU: p.MTU}
 	if err := opt.defaults(); err != nil {
+		return r, err
+	}
+	if err := opt.checkSizes(p.MTU); err != nil {
 		return r, err
 	}
 	opt.Progress(1, numPhases, "setup")
@@ -511,6 +559,10 @@ func (p *packetConnEnd) ReadBatch(msgs []udp.Message) (int, error) {
 	return 1, nil
 }
 
+// SetWriteDeadline bounds a blocked write: a stack whose send buffer does
+// not drain must not hold the flood past its end.
+func (p *packetConnEnd) SetWriteDeadline(t time.Time) error { return p.c.SetWriteDeadline(t) }
+
 func (p *packetConnEnd) WriteBatch(msgs []udp.Message) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -661,30 +713,57 @@ func (s *sinks) probe(ctx context.Context) error {
 }
 
 // run measures both directions, each for half of opt.Duration, and fills
-// the small-packet fields of r.
+// the small-packet fields of r; then, for each of opt.Sizes, both
+// directions again for opt.SizeDuration each with datagrams of that size.
 func (s *sinks) run(ctx context.Context, r *TunnelResult, opt MeasureOptions) error {
-	d := opt.Duration / 2
 	var pad0, sent0 uint64
 	if opt.Padding != nil {
 		pad0, sent0 = opt.Padding()
 	}
+	mix := make([]int, smallSizes)
+	for i := range mix {
+		mix[i] = smallSize(i)
+	}
+	var err error
+	if r.PPSAB, r.LossAB, r.PPSBA, r.LossBA, err = s.both(ctx, mix, opt.Duration/2, "small packets", opt); err != nil {
+		return err
+	}
+	r.PPS = min(r.PPSAB, r.PPSBA)
+	if opt.Padding != nil {
+		if pad, sent := opt.Padding(); sent > sent0 {
+			r.PadPerPacket = float64(pad-pad0) / float64(sent-sent0)
+		}
+	}
+	for _, n := range opt.Sizes {
+		ab, _, ba, _, err := s.both(ctx, []int{n}, opt.SizeDuration, fmt.Sprintf("%d-byte packets", n), opt)
+		if err != nil {
+			return err
+		}
+		r.PPSBySize = append(r.PPSBySize, SizePPS{Size: n, PPS: min(ab, ba), PPSAB: ab, PPSBA: ba})
+	}
+	return nil
+}
+
+// both floods A to B, then B to A, each for d with datagrams cycling
+// through sizes, and returns each direction's rate and loss.
+func (s *sinks) both(ctx context.Context, sizes []int, d time.Duration, what string, opt MeasureOptions) (ppsAB, lossAB, ppsBA, lossBA float64, err error) {
 	for dir := range 2 {
 		from, to := dir, 1-dir
-		label := [2]string{"small packets a->b", "small packets b->a"}[dir]
+		label := [2]string{what + " a->b", what + " b->a"}[dir]
 		opt.Progress(3+dir, numPhases, fmt.Sprintf("%s (%v)", label, d))
 		tok := uint64(0x696d736563000000) | uint64(dir+2)<<8 | uint64(time.Now().UnixNano()&0xff)
 		s.got[to].Store(0)
 		s.top[to].Store(0)
 		s.token.Store(tok)
-		sent, el, err := flood(ctx, s.ends[from], s.ends[to].LocalAddr(), tok, &s.top[to], &s.gate[to], d)
+		sent, el, err := flood(ctx, s.ends[from], s.ends[to].LocalAddr(), tok, &s.top[to], &s.gate[to], d, sizes)
 		if err != nil {
-			return err
+			return 0, 0, 0, 0, err
 		}
-		// What is in flight still counts: give it 200 ms to land.
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
+		// What is in flight still counts: it lands until all has or the
+		// count stops moving (on a busy machine the tunnel may lag the
+		// generator by more than the phase).
+		if err := s.settle(ctx, to, sent); err != nil {
+			return 0, 0, 0, 0, err
 		}
 		got := s.got[to].Load()
 		s.token.Store(0)
@@ -694,21 +773,46 @@ func (s *sinks) run(ctx context.Context, r *TunnelResult, opt MeasureOptions) er
 			loss = max(0, 1-float64(got)/float64(sent))
 		}
 		if dir == 0 {
-			r.PPSAB, r.LossAB = pps, loss
+			ppsAB, lossAB = pps, loss
 		} else {
-			r.PPSBA, r.LossBA = pps, loss
+			ppsBA, lossBA = pps, loss
 		}
 	}
-	r.PPS = min(r.PPSAB, r.PPSBA)
-	if opt.Padding != nil {
-		if pad, sent := opt.Padding(); sent > sent0 {
-			r.PadPerPacket = float64(pad-pad0) / float64(sent-sent0)
+	return ppsAB, lossAB, ppsBA, lossBA, nil
+}
+
+// settle waits until sink to has received sent datagrams, or until its
+// count has not moved for settleQuiet, for settleMax at the most.
+func (s *sinks) settle(ctx context.Context, to int, sent uint64) error {
+	const (
+		settleQuiet = 200 * time.Millisecond
+		settleMax   = 5 * time.Second
+		settleTick  = 10 * time.Millisecond
+	)
+	tick := time.NewTicker(settleTick)
+	defer tick.Stop()
+	last, moved := s.got[to].Load(), time.Now()
+	for end := time.Now().Add(settleMax); time.Now().Before(end); {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case now := <-tick.C:
+			got := s.got[to].Load()
+			if got >= sent {
+				return nil
+			}
+			if got != last {
+				last, moved = got, now
+			} else if now.Sub(moved) > settleQuiet {
+				return nil
+			}
 		}
 	}
 	return nil
 }
 
-// flood sends datagrams of the small-packet mix from e to dst for d, as
+// flood sends datagrams cycling through sizes (IP sizes: the
+// small-packet mix, or one fixed size) from e to dst for d, as
 // fast as they are delivered: at most window datagrams are in flight,
 // numbered above the highest number the receiver has seen (top). A
 // generator that outran the tunnel would only burn the CPU the tunnel runs
@@ -721,18 +825,23 @@ func (s *sinks) run(ctx context.Context, r *TunnelResult, opt MeasureOptions) er
 // stallAfter (the last datagrams sent were all lost) the window opens
 // again. A full window waits on g until the receiver has seen enough to
 // make room for a batch. It returns how many it sent and for how long.
-func flood(ctx context.Context, e dgramEnd, dst netip.AddrPort, tok uint64, top *atomic.Uint64, g *gate, d time.Duration) (uint64, time.Duration, error) {
+func flood(ctx context.Context, e dgramEnd, dst netip.AddrPort, tok uint64, top *atomic.Uint64, g *gate, d time.Duration, sizes []int) (uint64, time.Duration, error) {
 	const (
 		window     = 400
 		stallAfter = 20 * time.Millisecond
 	)
-	msgs := make([]udp.Message, genBatch-genBatch%smallSizes) // whole cycles: batches join without a repeat
+	msgs := make([]udp.Message, genBatch-genBatch%len(sizes)) // whole cycles: batches join without a repeat
 	for i := range msgs {
-		msgs[i] = udp.Message{Buf: make([]byte, SmallMax), N: smallSize(i) - ipUDPHeaders, Addr: dst}
+		n := sizes[i%len(sizes)]
+		msgs[i] = udp.Message{Buf: make([]byte, n), N: n - ipUDPHeaders, Addr: dst}
 		put64(msgs[i].Buf, tok)
 	}
 	start := time.Now()
 	end := start.Add(d)
+	if dl, ok := e.(interface{ SetWriteDeadline(time.Time) error }); ok {
+		dl.SetWriteDeadline(end)
+		defer dl.SetWriteDeadline(time.Time{})
+	}
 	var sent, floor uint64 // floor: written off as lost after a stall
 	var stalled time.Time
 	var errs int

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -95,6 +96,64 @@ func TestSmallPacketLossAndRate(t *testing.T) {
 	}
 	if r.PPSAB < r.PPSBA/20 {
 		t.Errorf("a->b %v pps against b->a %v: the window stalls on lost datagrams", r.PPSAB, r.PPSBA)
+	}
+}
+
+// TestPacketsBySize: with Sizes the test runs again at each size, in both
+// directions, and reports the slower; the datagrams delivered have that
+// size.
+func TestPacketsBySize(t *testing.T) {
+	a, b := chanPair(nil)
+	s := startSinks(a, b)
+	defer s.close()
+	if err := s.probe(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var r TunnelResult
+	opt := MeasureOptions{Duration: 200 * time.Millisecond, Sizes: []int{SizedMin, 1400}, SizeDuration: 150 * time.Millisecond, Progress: func(int, int, string) {}}
+	if err := opt.checkSizes(1422); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.run(context.Background(), &r, opt); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.PPSBySize) != 2 || r.PPSBySize[0].Size != SizedMin || r.PPSBySize[1].Size != 1400 {
+		t.Fatalf("by size: %+v", r.PPSBySize)
+	}
+	for _, p := range r.PPSBySize {
+		if !(p.PPSAB > 0 && p.PPSBA > 0) || p.PPS != min(p.PPSAB, p.PPSBA) {
+			t.Errorf("size %d: %+v", p.Size, p)
+		}
+	}
+	// A flood of one size sends datagrams of that size only.
+	a2, b2 := chanPair(nil)
+	var top atomic.Uint64
+	var g gate
+	g.wake = make(chan struct{}, 1)
+	if _, _, err := flood(context.Background(), a2, b2.addr, 7, &top, &g, time.Millisecond, []int{300}); err != nil {
+		t.Fatal(err)
+	}
+	if len(b2.in) == 0 {
+		t.Fatal("flood sent nothing")
+	}
+	for len(b2.in) > 0 {
+		if d := <-b2.in; len(d) != 300-ipUDPHeaders {
+			t.Fatalf("datagram of %d bytes, want %d", len(d), 300-ipUDPHeaders)
+		}
+	}
+}
+
+// TestSizesChecked: sizes below what the sinks read or above the
+// tunnel's MTU are refused before anything runs.
+func TestSizesChecked(t *testing.T) {
+	for _, n := range []int{0, SizedMin - 1, 1423} {
+		o := MeasureOptions{Sizes: []int{64, n}}
+		if err := o.checkSizes(1422); err == nil {
+			t.Errorf("size %d accepted", n)
+		}
+	}
+	if _, err := RunTunnel(context.Background(), TunnelConfig{Sizes: []int{5000}, Duration: time.Second}); err == nil {
+		t.Error("RunTunnel accepted a 5000-byte size")
 	}
 }
 

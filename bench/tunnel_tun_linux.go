@@ -67,6 +67,9 @@ func MeasureTUN(ctx context.Context, build TUNBuilder, opt MeasureOptions) (r Tu
 	}
 	defer t.Close()
 	r.MTU = t.MTU()
+	if err := opt.checkSizes(r.MTU); err != nil {
+		return r, err
+	}
 	if p, ok := t.(interface{ Padding() (pad, packets uint64) }); ok {
 		opt.Padding = p.Padding
 	}

@@ -178,14 +178,14 @@ func (o *Outbound) sealChunk(jobs []SealJob) int {
 		}
 		return k
 	}
-	st := o.pool.Get().(*state)
+	st := o.getState()
 	for i := range jobs {
 		if j := &jobs[i]; j.Pkt != nil {
 			icv := len(j.Pkt) - a.icvLen
 			copy(j.Pkt[icv:], o.mac(st, j.Pkt[:icv], j.seq)[:a.icvLen])
 		}
 	}
-	o.pool.Put(st)
+	o.putState(st)
 	return k
 }
 
@@ -229,8 +229,8 @@ func (in *Inbound) openChunk(jobs []OpenJob) int {
 		macs  [sealChunk]hmacsha1.Job
 		tails [sealChunk][4]byte
 	)
-	st := in.pool.Get().(*state)
-	defer in.pool.Put(st)
+	st := in.getState()
+	defer in.putState(st)
 	// macs[k] is the ICV input and sum of the k-th job that passes the
 	// checks, in job order.
 	k := 0

@@ -138,7 +138,9 @@ type sa struct {
 	mode Mode
 	esn  bool
 	a    *algs
-	pool sync.Pool // of *state
+	pool sync.Pool // of *state; empty until the first packet
+	// decrypt: the SA opens packets (its CBC states decrypt).
+	decrypt bool
 }
 
 func (s *sa) init(c *Config, decrypt, allowNoAuth bool) error {
@@ -158,41 +160,56 @@ func (s *sa) init(c *Config, decrypt, allowNoAuth bool) error {
 		}
 	}
 	s.spi, s.mode, s.esn, s.a = c.SPI, c.Mode, c.ESN, a
-	newState := func() (*state, error) {
-		st := &state{}
-		if a.block != nil { // 3DES; AES-CBC needs no per-packet state
-			iv := make([]byte, a.cbcSize)
-			var m cipher.BlockMode
-			if decrypt {
-				m = cipher.NewCBCDecrypter(a.block, iv)
-			} else {
-				m = cipher.NewCBCEncrypter(a.block, iv)
-			}
-			cm, ok := m.(cbcMode)
-			if !ok {
-				return nil, fmt.Errorf("esp: %T has no SetIV", m)
-			}
-			st.cbc = cm
+	s.decrypt = decrypt
+	// Only the 3DES mode can fail: fail at setup rather than per packet.
+	// Otherwise no state is made (nor pooled) until the SA's first
+	// packet: a P-CSCF holds many SAs that carry none.
+	if a.block != nil {
+		if _, err := s.newState(); err != nil {
+			return err
 		}
-		if a.newMAC != nil {
-			st.mac = a.newMAC()
-		}
-		return st, nil
-	}
-	st, err := newState() // fail at setup rather than in the pool
-	if err != nil {
-		return err
-	}
-	s.pool.Put(st)
-	s.pool.New = func() any {
-		st, err := newState()
-		if err != nil {
-			panic(err) // unreachable: the same construction succeeded above
-		}
-		return st
 	}
 	return nil
 }
+
+// newState makes a per-packet crypto state.
+func (s *sa) newState() (*state, error) {
+	a := s.a
+	st := &state{}
+	if a.block != nil { // 3DES; AES-CBC needs no per-packet state
+		iv := make([]byte, a.cbcSize)
+		var m cipher.BlockMode
+		if s.decrypt {
+			m = cipher.NewCBCDecrypter(a.block, iv)
+		} else {
+			m = cipher.NewCBCEncrypter(a.block, iv)
+		}
+		cm, ok := m.(cbcMode)
+		if !ok {
+			return nil, fmt.Errorf("esp: %T has no SetIV", m)
+		}
+		st.cbc = cm
+	}
+	if a.newMAC != nil && a.sha1 == nil { // HMAC-SHA-1 has its own precomputed pads
+		st.mac = a.newMAC()
+	}
+	return st, nil
+}
+
+// getState takes a state from the SA's pool, or makes one; putState gives
+// it back.
+func (s *sa) getState() *state {
+	if st, ok := s.pool.Get().(*state); ok {
+		return st
+	}
+	st, err := s.newState()
+	if err != nil {
+		panic(err) // unreachable: the same construction succeeded in init
+	}
+	return st
+}
+
+func (s *sa) putState(st *state) { s.pool.Put(st) }
 
 // SPI returns the SA's SPI.
 func (s *sa) SPI() SPI { return s.spi }
@@ -375,7 +392,7 @@ func (o *Outbound) sealSeq(buf []byte, off, n, pad int, nextHeader byte, seq uin
 	ptEnd := off + len(pt)
 	start := off - hdr
 
-	st := o.pool.Get().(*state)
+	st := o.getState()
 	if a.aead != nil {
 		nonce := st.scratch[0:12]
 		copy(nonce, a.salt[:])
@@ -404,12 +421,12 @@ func (o *Outbound) sealSeq(buf []byte, off, n, pad int, nextHeader byte, seq uin
 				st.cbc.CryptBlocks(pt, pt)
 			}
 		}
-		if st.mac != nil {
+		if a.newMAC != nil {
 			sum := o.mac(st, p[:ptEnd-start], seq)
 			copy(p[ptEnd-start:], sum[:a.icvLen])
 		}
 	}
-	o.pool.Put(st)
+	o.putState(st)
 	return p
 }
 
@@ -512,17 +529,17 @@ func (in *Inbound) Open(pkt []byte) (payload []byte, nextHeader byte, seq uint64
 		return nil, 0, 0, err
 	}
 	a := in.a
-	st := in.pool.Get().(*state)
+	st := in.getState()
 	if a.aead != nil {
 		err = in.openAEAD(pkt, seq, st)
-	} else if st.mac != nil {
+	} else if a.newMAC != nil {
 		sum := in.mac(st, pkt[:len(pkt)-a.icvLen], seq)
 		err = in.verify(pkt, sum)
 	}
 	if err == nil && a.aead == nil {
 		in.decrypt(pkt, st)
 	}
-	in.pool.Put(st)
+	in.putState(st)
 	if err != nil {
 		return nil, 0, 0, err
 	}

@@ -33,8 +33,10 @@ var (
 //	"IPv4","10.0.0.1","10.0.0.2","0x00001000","AES-CBC [RFC3602]","0x<key>","HMAC-SHA-1-96 [RFC2404]","0x<key>"
 //
 // src and dst are the outer addresses of the packets the SA protects; an
-// invalid (zero) netip.Addr writes the wildcard "*". The protocol is IPv6
-// if either address is IPv6, else IPv4. For aes-gcm the key is the AES key
+// invalid (zero) netip.Addr or an unspecified one (0.0.0.0, ::) writes the
+// wildcard "*". The protocol is IPv6 if either address is IPv6 (so ::, ::
+// is "any IPv6 peer", the way an end that only knows the outer family logs
+// its SAs), else IPv4. For aes-gcm the key is the AES key
 // followed by the salt, as Wireshark expects. Wireshark 4.0 has no ESN
 // support, so the ICVs of ESN SAs will not check there. The line has no
 // newline.
@@ -52,7 +54,7 @@ func KeyLogLine(c Config, src, dst netip.Addr) (string, error) {
 		proto = "IPv6"
 	}
 	addr := func(a netip.Addr) string {
-		if !a.IsValid() {
+		if !a.IsValid() || a.IsUnspecified() {
 			return "*"
 		}
 		return a.Unmap().String()

@@ -29,6 +29,16 @@ func TestKeyLogLine(t *testing.T) {
 	if !strings.HasPrefix(got, `"IPv4","*","192.0.2.1","0x00000100","NULL","","HMAC-MD5-96 [RFC2403]"`) {
 		t.Fatal(got)
 	}
+	// Unspecified addresses are wildcards that keep their family: the line
+	// of an end that knows only that the outer path is IPv6.
+	got, _ = KeyLogLine(c, netip.IPv6Unspecified(), netip.IPv6Unspecified())
+	if !strings.HasPrefix(got, `"IPv6","*","*","0x00000100"`) {
+		t.Fatal(got)
+	}
+	got, _ = KeyLogLine(c, netip.IPv4Unspecified(), netip.Addr{})
+	if !strings.HasPrefix(got, `"IPv4","*","*","0x00000100"`) {
+		t.Fatal(got)
+	}
 	for _, a := range AuthAlgs {
 		if _, ok := wiresharkAuth[a]; !ok {
 			t.Errorf("no Wireshark name for %s", a)

@@ -89,3 +89,37 @@ func TestIVsDifferAcrossSAs(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedKeysSACost: an SA built on shared keys allocates its own
+// state and replay window only; the per-packet crypto state waits for
+// the first packet (a P-CSCF builds many SAs that carry none).
+func TestSharedKeysSACost(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are not measurable under the race detector (it allocates on its own)")
+	}
+	ek, ak := make([]byte, 16), make([]byte, 20)
+	keys, err := NewKeys(EncAESCBC, ek, AuthHMACSHA196, ak)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spi := SPI(1000)
+	cfg := Config{Mode: Tunnel, Encryption: EncAESCBC, EncKey: ek, Integrity: AuthHMACSHA196, AuthKey: ak, Keys: keys}
+	in := testing.AllocsPerRun(100, func() {
+		spi++
+		cfg.SPI = spi
+		if _, err := NewInbound(cfg); err != nil {
+			t.Fatal(err)
+		}
+	})
+	out := testing.AllocsPerRun(100, func() {
+		spi++
+		cfg.SPI = spi
+		if _, err := NewOutbound(cfg); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Logf("allocations: inbound SA %.0f, outbound SA %.0f", in, out)
+	if in > 2 || out > 1 {
+		t.Fatalf("allocations per SA on shared keys: inbound %.0f (want <= 2: the SA, its window), outbound %.0f (want 1)", in, out)
+	}
+}

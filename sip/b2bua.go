@@ -45,7 +45,7 @@ type callSide struct {
 // mediaLeg returns where a relay leg on this side listens.
 func (s *Server) mediaLeg(cs callSide, peer netip.AddrPort) media.Leg {
 	if cs.inner {
-		return media.Leg{Listen: s.mediaNS.ListenUDP, Local: netip.AddrPortFrom(s.gateway, 0), Peer: peer}
+		return media.Leg{Listen: s.mediaNS.ListenUDP, Local: netip.AddrPortFrom(s.sideAddr(cs), 0), Peer: peer}
 	}
 	return media.Leg{Listen: media.ListenKernel, Local: netip.AddrPortFrom(s.hostAddr(), 0), Peer: peer}
 }
@@ -63,16 +63,23 @@ func (s *Server) hostAddr() netip.Addr {
 // sideAddr is the address SDP and Contact name on a side.
 func (s *Server) sideAddr(cs callSide) netip.Addr {
 	if cs.inner {
-		return s.gateway
+		return s.innerFor(s.contactOf(cs.reg))
 	}
 	return s.hostAddr()
 }
 
 func (s *Server) contactFor(cs callSide) sip.Uri {
 	if cs.inner {
-		return sip.Uri{Scheme: "sip", User: "pcscf", Host: s.gateway.String(), Port: int(s.cfg.PortS)}
+		return sip.Uri{Scheme: "sip", User: "pcscf", Host: s.innerFor(s.contactOf(cs.reg)).String(), Port: int(s.cfg.PortS)}
 	}
 	return sip.Uri{Scheme: "sip", User: "pcscf", Host: s.hostAddr().String(), Port: int(s.SIPAddr().Port())}
+}
+
+// contactOf is reg.contactAddr under s.mu.
+func (s *Server) contactOf(reg *registration) netip.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return reg.contactAddr()
 }
 
 // path returns how requests reach a side: inside the UE's tunnel from our
@@ -81,14 +88,14 @@ func (s *Server) path(cs callSide) requester {
 	if cs.inner {
 		s.mu.Lock()
 		st := cs.reg.sas.active()
-		lease := cs.reg.lease
+		lease := cs.reg.contactAddr()
 		s.mu.Unlock()
 		return requester{cli: s.innerCli, prep: func(ctx context.Context, req *sip.Request) error {
 			if st == nil {
 				return fmt.Errorf("sip: %s has no active SAs", cs.reg.impi)
 			}
 			return prepareRequest(ctx, s.innerCli, s.innerUA, s.ns, s.innerInj, req,
-				netip.AddrPortFrom(s.gateway, st.set.PCSCF.PortC), netip.AddrPortFrom(lease, st.set.UE.PortS))
+				netip.AddrPortFrom(s.innerFor(lease), st.set.PCSCF.PortC), netip.AddrPortFrom(lease, st.set.UE.PortS))
 		}}
 	}
 	laddr := netip.AddrPortFrom(s.hostAddr(), s.SIPAddr().Port())
@@ -179,7 +186,7 @@ func (s *Server) handleInvite(inner bool, req *sip.Request, tx sip.ServerTransac
 		// our UE registered (its inner address), or one of its identities.
 		s.mu.Lock()
 		var reg *registration
-		if a, err := netip.ParseAddr(target.Host); err == nil {
+		if a, err := netip.ParseAddr(strings.Trim(target.Host, "[]")); err == nil {
 			reg = s.byAddr[a.Unmap()]
 		}
 		for _, r := range s.regs {
@@ -316,6 +323,7 @@ func (s *Server) handleInvite(inner bool, req *sip.Request, tx sip.ServerTransac
 			res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 		}
 		res.SetDestination(req.Source())
+		s.sipc.sent(res)
 		if err := tx.Respond(res); err != nil {
 			s.log.Debug("respond to INVITE", "err", err)
 		}

@@ -27,9 +27,9 @@
 //     and the SPI pool. pcscf_sas.go builds the P-CSCF's sets from the UE's
 //     offer; the UE's are built in ue_register.go. This is the place to
 //     change rekeying.
-//   - gateway.go: the ESP gateway: the netstack, the pump, DHCP inside the
-//     tunnels, the protected SIP ports and their port discipline;
-//     lazysa.go: SAs that enter the pump only with their first packet.
+//   - gateway.go: the ESP gateway: the netstack, the pump, DHCP and DHCPv6
+//     inside the tunnels (docs/ipv6.md), the protected SIP ports and their
+//     port discipline; lazysa.go: SAs that enter the pump only with their first packet.
 //   - listeners.go: the unprotected UDP and TCP listeners, supervised
 //     (Wait reports one that dies).
 //   - b2bua.go, dialog.go: calls; sip/media: the media relay.
@@ -43,7 +43,9 @@
 // ue_run.go keeps it registered (Run).
 //
 // sipgo.go and sockets.go hold the glue between sipgo and our sockets
-// (docs/sipgo.md lists what needs care and why).
+// (docs/sipgo.md lists what needs care and why). observe.go is what a
+// monitor reads (the observe package): SIP messages by method and code,
+// the registrations, calls and SAs held (Gauges), the media relay.
 //
 // # SA lifecycle
 //

@@ -2,6 +2,7 @@ package sip
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -24,7 +25,7 @@ func (s *Server) startInner() error {
 	ep, err := tun.NewEndpoint(tun.EndpointConfig{
 		Conn: conn,
 		Wrap: s.cfg.WrapESP,
-		Netstack: &tun.NetstackOptions{MTU: tun.InnerMTU(1500), Addresses: []netip.Prefix{netip.PrefixFrom(s.gateway, s.cfg.Pool.Bits())}, Name: "pcscf",
+		Netstack: &tun.NetstackOptions{MTU: innerMTU(s.cfg.ESP.Addr()), Addresses: s.gatewayPrefixes(), Name: "pcscf",
 			Loopback: slices.ContainsFunc(s.cfg.Modes, TransportMode)},
 		Pump: tun.Config{Intercept: s.intercept, EchoResponder: s.gateway, BatchPad: s.cfg.BatchPad, Logger: s.log, Now: s.cfg.Now,
 			OnUnknownSPI: s.lazy.install, Transport: s.transportConfig()},
@@ -39,6 +40,7 @@ func (s *Server) startInner() error {
 	if err != nil {
 		return err
 	}
+	s.sipc.watch(ua)
 	s.innerUA = ua
 	if s.inner, err = sipgo.NewServer(ua, sipgo.WithServerLogger(s.log)); err != nil {
 		return err
@@ -53,28 +55,40 @@ func (s *Server) startInner() error {
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
 	defer cancel()
-	for _, port := range []uint16{s.cfg.PortS, s.portCs[0], s.portCs[1]} {
-		ap := netip.AddrPortFrom(s.gateway, port)
-		pc, err := ns.ListenUDP(ap)
+	for _, gw := range s.gatewayPrefixes() {
+		for _, port := range []uint16{s.cfg.PortS, s.portCs[0], s.portCs[1]} {
+			ap := netip.AddrPortFrom(gw.Addr(), port)
+			pc, err := ns.ListenUDP(ap)
+			if err != nil {
+				return err
+			}
+			s.innerLns = append(s.innerLns, pc)
+			s.serve("protected UDP "+ap.String(), func() error { return s.inner.ServeUDP(pc) })
+			if err := waitPool(ctx, ua, "udp", ap.String()); err != nil {
+				return err
+			}
+		}
+		ln, err := ns.ListenTCP(netip.AddrPortFrom(gw.Addr(), s.cfg.PortS))
 		if err != nil {
 			return err
 		}
-		s.innerLns = append(s.innerLns, pc)
-		s.serve("protected UDP "+ap.String(), func() error { return s.inner.ServeUDP(pc) })
-		if err := waitPool(ctx, ua, "udp", ap.String()); err != nil {
-			return err
-		}
+		s.innerLns = append(s.innerLns, ln)
+		s.serve("protected TCP "+gw.Addr().String(), func() error { return s.inner.ServeTCP(ln) })
 	}
-	ln, err := ns.ListenTCP(netip.AddrPortFrom(s.gateway, s.cfg.PortS))
-	if err != nil {
-		return err
-	}
-	s.innerLns = append(s.innerLns, ln)
-	s.serve("protected TCP", func() error { return s.inner.ServeTCP(ln) })
 	s.innerInj = newConnInjector(&net.TCPAddr{IP: s.gateway.AsSlice(), Port: int(s.portCs[0])})
 	s.innerLns = append(s.innerLns, s.innerInj)
 	s.serve("protected TCP (dialed)", func() error { return s.inner.ServeTCP(s.innerInj) })
 	return nil
+}
+
+// innerMTU is the inner MTU of a tunnel whose outer socket is at a on a
+// 1500-octet path: an IPv6 socket (the dual-stack [::] too) may carry IPv6,
+// whose header is 20 octets longer (tun/mtu.go).
+func innerMTU(a netip.Addr) int {
+	if a.Is6() && !a.Is4In6() {
+		return tun.InnerMTU6(1500)
+	}
+	return tun.InnerMTU(1500)
 }
 
 // startMedia brings up the media relay's ESP gateway: its own socket,
@@ -83,7 +97,7 @@ func (s *Server) startMedia() error {
 	ep, err := tun.NewEndpoint(tun.EndpointConfig{
 		Listen:   s.cfg.MediaESP,
 		Wrap:     s.cfg.WrapMediaESP,
-		Netstack: &tun.NetstackOptions{MTU: tun.InnerMTU(1500), Addresses: []netip.Prefix{netip.PrefixFrom(s.gateway, s.cfg.Pool.Bits())}, Name: "pcscf-media"},
+		Netstack: &tun.NetstackOptions{MTU: innerMTU(s.cfg.MediaESP.Addr()), Addresses: s.gatewayPrefixes(), Name: "pcscf-media"},
 		Pump:     tun.Config{EchoResponder: s.gateway, BatchPad: s.cfg.BatchPad, Logger: s.log, Now: s.cfg.Now},
 	})
 	if err != nil {
@@ -130,6 +144,9 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 // REQUEST) must not lose them to a queue sized for a handful.
 const dhcpQueue = 4096
 
+// errNoPool answers a DHCP request of a family we have no pool for.
+var errNoPool = errors.New("sip: no inner pool of that IP version")
+
 // dhcpRequest is a DHCP packet a peer sent through its tunnel.
 type dhcpRequest struct {
 	peer *tun.Peer
@@ -142,7 +159,7 @@ type dhcpRequest struct {
 // take, never the pump's. A full queue drops the request (the client
 // retransmits).
 func (s *Server) intercept(peer *tun.Peer, pkt []byte) bool {
-	if !dhcp.IsToServer(pkt) {
+	if !dhcp.IsToServer(pkt) && !dhcp.IsToServer6(pkt) {
 		if isEchoRequest(pkt) {
 			// A transport mode UE has no DHCP to prove its new set
 			// with: its first echo request does (proveOnly), and the
@@ -157,13 +174,20 @@ func (s *Server) intercept(peer *tun.Peer, pkt []byte) bool {
 	select {
 	case s.dhcpIn <- dhcpRequest{peer: peer, pkt: append([]byte(nil), pkt...)}:
 	default:
-		s.log.Debug("dhcp queue full", "peer", peer.Name())
+		s.dhcpDropped.Add(1)
 	}
 	return true
 }
 
+// dhcpWorkers is how many goroutines answer DHCP. More than one: during a
+// registration burst the SIP side runs a goroutine per request, and a
+// single DHCP goroutine would get a share of the CPU too small to keep
+// up, starving the registrations in progress in favour of new ones.
+const dhcpWorkers = 4
+
 // serveDHCP answers DHCP inside the tunnels: the lease is bound to the
-// peer, i.e. to the IMPI whose SAs carried the request.
+// peer, i.e. to the IMPI whose SAs carried the request. dhcpWorkers of
+// them run; two answering one UE's retransmissions bind the same lease.
 func (s *Server) serveDHCP() {
 	for {
 		select {
@@ -180,8 +204,18 @@ func (s *Server) answerDHCP(peer *tun.Peer, pkt []byte) {
 		s.proveOnly(peer)
 		return
 	}
-	reply, lease, err := s.dhcp.Handle(pkt, peer.Name())
+	var reply []byte
+	var lease dhcp.Lease
+	err := errNoPool
+	v6 := pkt[0]>>4 == 6 // the intercept passed only IPv4 or IPv6 UDP
+	switch {
+	case v6 && s.dhcp6 != nil:
+		reply, lease, err = s.dhcp6.Handle(pkt, peer.Name())
+	case !v6 && s.dhcp != nil:
+		reply, lease, err = s.dhcp.Handle(pkt, peer.Name())
+	}
 	if err != nil {
+		s.dhcpDropped.Add(1)
 		s.log.Debug("dhcp", "peer", peer.Name(), "err", err)
 		return
 	}
@@ -194,17 +228,22 @@ func (s *Server) answerDHCP(peer *tun.Peer, pkt []byte) {
 	s.unlock()
 	if lease.Bound {
 		s.mu.Lock()
-		reg := s.regs[peer.Name()]
-		if reg != nil && reg.peer == peer && reg.lease != lease.Addr {
-			if reg.lease.IsValid() {
-				delete(s.byAddr, reg.lease)
+		if reg := s.regs[peer.Name()]; reg != nil && reg.peer == peer {
+			cur, what := &reg.lease, "DHCPACK"
+			if v6 {
+				cur, what = &reg.lease6, "DHCPv6 REPLY"
 			}
-			reg.lease = lease.Addr
-			s.byAddr[lease.Addr] = reg
-			host := []netip.Prefix{netip.PrefixFrom(lease.Addr, 32)}
-			peer.SetAllowed(host)
-			s.pump.SetRoutes(peer, host)
-			s.emitLocked(EvDHCPLease, "UE "+reg.impu, "DHCPACK", fmt.Sprintf("inner address %v (through the tunnel, bound to %s)", lease.Addr, reg.impi))
+			if *cur != lease.Addr {
+				if cur.IsValid() {
+					delete(s.byAddr, *cur)
+				}
+				*cur = lease.Addr
+				s.byAddr[lease.Addr] = reg
+				hosts := reg.hosts()
+				peer.SetAllowed(hosts)
+				s.pump.SetRoutes(peer, hosts)
+				s.emitLocked(EvDHCPLease, "UE "+reg.impu, what, fmt.Sprintf("inner address %v (through the tunnel, bound to %s)", lease.Addr, reg.impi))
+			}
 		}
 		s.unlock()
 	}
@@ -231,7 +270,7 @@ func (s *Server) optionsWithBody(ctx context.Context, impi string, body []byte) 
 	}
 	var lease netip.Addr
 	if reg != nil {
-		lease = reg.lease
+		lease = reg.contactAddr()
 	}
 	s.mu.Unlock()
 	if st == nil || !lease.IsValid() {
@@ -245,7 +284,7 @@ func (s *Server) optionsWithBody(ctx context.Context, impi string, body []byte) 
 		req.AppendHeader(sip.NewHeader("Content-Type", "text/plain"))
 		req.SetBody(body)
 	}
-	laddr := netip.AddrPortFrom(s.gateway, st.set.PCSCF.PortC)
+	laddr := netip.AddrPortFrom(s.innerFor(lease), st.set.PCSCF.PortC)
 	raddr := netip.AddrPortFrom(lease, st.set.UE.PortS)
 	s.emitEvent(Event{Kind: EvOptionsSent, To: "UE " + reg.impu, What: "OPTIONS", Detail: fmt.Sprintf("inside the tunnel, %v -> %v", laddr, raddr), Addr: raddr})
 	return sendRequest(ctx, s.innerCli, s.innerUA, s.ns, s.innerInj, req, laddr, raddr)

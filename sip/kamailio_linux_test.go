@@ -219,3 +219,53 @@ func TestProxyKamailioKilled(t *testing.T) {
 	}
 	waitFor(t, func() bool { return len(a.srv.Registrations()) == 0 })
 }
+
+// TestProxyKamailioInnerIPv6: the proxy role with inner IPv6: two
+// P-CSCFs with IPv6 pools only, UEs whose contacts Kamailio stores are
+// inner IPv6 addresses; they register through Kamailio, call each other
+// (the terminating INVITE's Request-URI is the callee's inner IPv6
+// contact) and de-register.
+func TestProxyKamailioInnerIPv6(t *testing.T) {
+	core := startIMSCore(t)
+	six := func(pool string) *rig {
+		return newRig(t, func(cfg *ServerConfig) {
+			cfg.Domain, cfg.HSS, cfg.SCSCF = "ims.example", nil, "sip:"+core.kam.SIP.String()
+			cfg.Pool6 = netip.MustParsePrefix(pool)
+		})
+	}
+	a, b := six("2001:db8:1::/64"), six("2001:db8:2::/64")
+	alice := newSub(t, core.store, "alice", "ims.example")
+	bob := newSub(t, core.store, "bob", "ims.example")
+	bobEnded := make(chan CallReport, 1)
+	ua := a.ue(alice, func(c *UEConfig) { c.Inner = InnerIPv6 })
+	ub := b.ue(bob, func(c *UEConfig) {
+		c.Inner = InnerIPv6
+		c.OnCallEnd = func(r CallReport) { bobEnded <- r }
+	})
+	registerThroughCore(t, ua)
+	registerThroughCore(t, ub)
+	if ri := b.reg(bob.impi); !ri.Registered || ri.InnerAddr6 != netip.MustParseAddr("2001:db8:2::2") {
+		t.Fatalf("bob at P-CSCF B: %+v", ri)
+	}
+	rep, err := ua.Call(ctxT(t), bob.impu, 1500*time.Millisecond, MediaConfig{NoVideo: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case br := <-bobEnded:
+		if len(br.Received.Streams) == 0 || br.Received.Streams[0].Packets < 20 {
+			t.Errorf("bob received too little: %s", br)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("bob never saw the call end")
+	}
+	if len(rep.Received.Streams) == 0 || rep.Received.Streams[0].Packets < 20 {
+		t.Fatalf("alice received too little:\n%s", rep)
+	}
+	for _, u := range []*UE{ua, ub} {
+		if err := u.Deregister(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() bool { return len(a.srv.Registrations()) == 0 && len(b.srv.Registrations()) == 0 })
+}

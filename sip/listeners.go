@@ -19,6 +19,7 @@ func (s *Server) startOuter() error {
 	if err != nil {
 		return err
 	}
+	s.sipc.watch(ua)
 	s.outerUA = ua
 	if s.outer, err = sipgo.NewServer(ua, sipgo.WithServerLogger(s.log)); err != nil {
 		return err
@@ -125,6 +126,7 @@ func (s *Server) response(req *sip.Request, code int, reason string, outer bool,
 
 // send sends a response on its transaction.
 func (s *Server) send(tx sip.ServerTransaction, res *sip.Response) {
+	s.sipc.sent(res)
 	if err := tx.Respond(res); err != nil {
 		s.log.Debug("respond failed", "code", res.StatusCode, "err", err)
 	}

@@ -93,12 +93,12 @@ func newMediaPair(suite Suite, ck akakeys.CK, ik akakeys.IK, inSPI, outSPI esp.S
 	return mediaPair{in: in, out: out}, [2]esp.Config{cfg(inSPI), cfg(outSPI)}, nil
 }
 
-func logMediaKeys(kl *esp.KeyLog, cfgs [2]esp.Config) error {
+func logMediaKeys(kl *esp.KeyLog, cfgs [2]esp.Config, peer netip.Addr) error {
 	if kl == nil {
 		return nil
 	}
 	for _, c := range cfgs {
-		if err := kl.Log(c, netip.Addr{}, netip.Addr{}); err != nil {
+		if err := kl.Log(c, outerAny(peer), outerAny(peer)); err != nil {
 			return err
 		}
 	}

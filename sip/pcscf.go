@@ -95,7 +95,15 @@ type ServerConfig struct {
 	// MediaESP is the media relay's ESP-in-UDP socket (the media tunnels);
 	// default ESP's address and port+1 (port 0 if ESP's is 0).
 	MediaESP netip.AddrPort
-	Pool     netip.Prefix // inner addresses; default DefaultPool. Its first host is the P-CSCF's.
+	// Pool is the inner IPv4 pool (DHCP); default DefaultPool, unless
+	// Pool6 is set and Pool is not (an IPv6-only P-CSCF). Its first host
+	// is the P-CSCF's.
+	Pool netip.Prefix
+	// Pool6 is the inner IPv6 pool (DHCPv6, tun/dhcp.Server6), at most a
+	// /120; default none. Its first address after the prefix's own is the
+	// P-CSCF's. With both pools a UE may lease one address of each, bound
+	// to its IMPI alike.
+	Pool6 netip.Prefix
 	// PortS is the P-CSCF's protected server port; its protected client
 	// ports are PortS+1 and PortS+2, used by alternate SA sets so that a
 	// new set never shares ports with the one it replaces (TS 33.203 §7.4).
@@ -166,7 +174,8 @@ type Server struct {
 	scscf    *scscfLink // the proxy role's S-CSCF; nil in the registrar role
 	name     string
 	log      *slog.Logger
-	gateway  netip.Addr
+	gateway  netip.Addr // our inner address: IPv4 if there is an IPv4 pool, else IPv6
+	gateway6 netip.Addr // our inner IPv6 address, if there is an IPv6 pool
 	portCs   [2]uint16
 	keylog   *esp.KeyLog
 	lifetime // the root context of every handler, the goroutines; Close ends them
@@ -184,7 +193,8 @@ type Server struct {
 	lazy     *lazySAs      // inbound SAs installed in pump on their first packet
 	ns       *tun.Netstack
 	pump     *tun.Pump
-	dhcp     *dhcp.Server
+	dhcp     *dhcp.Server     // nil without an IPv4 pool
+	dhcp6    *dhcp.Server6    // nil without an IPv6 pool
 	dhcpIn   chan dhcpRequest // from the pump's intercept to the DHCP goroutine
 	innerUA  *sipgo.UserAgent
 	inner    *sipgo.Server
@@ -207,11 +217,15 @@ type Server struct {
 	limits *sourceLimits                // per-source buckets and temporary-set counts
 	temps  int                          // temporary SA sets of all registrations (saSets keeps it)
 	setSeq int
-	evq    []Event // events emitted under mu, delivered by unlock
+	evq    []Event   // events emitted under mu, delivered by unlock
+	due    regQueue  // registrations by their next deadline (housekeep.go)
+	hkNext time.Time // when the housekeeper plans its next round
 	wake   chan struct{}
 	failed chan error // a listener that died (Wait)
 
-	overloaded atomic.Uint64 // requests answered 503 by a limit
+	overloaded  atomic.Uint64 // requests answered 503 by a limit
+	dhcpDropped atomic.Uint64 // DHCP and DHCPv6 requests from the tunnels dropped: on a full queue, malformed, unsupported, no pool, pool full
+	sipc        *sipCounters  // SIP messages by method and code (observe.go); set once in New
 
 	// hookRechallenge, set by tests before any REGISTER, makes the
 	// registrar challenge a correct answer again when it returns true.
@@ -225,7 +239,7 @@ func New(cfg ServerConfig) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, name: "P-CSCF " + cfg.Domain, log: cfg.Logger, regs: map[string]*registration{},
 		byAddr: map[netip.Addr]*registration{}, spis: newSPIPool(), calls: map[string]*bcall{}, limits: newSourceLimits(cfg.Limits), lazy: newLazySAs(),
-		dhcpIn: make(chan dhcpRequest, dhcpQueue), wake: make(chan struct{}, 1), failed: make(chan error, 1)}
+		dhcpIn: make(chan dhcpRequest, dhcpQueue), wake: make(chan struct{}, 1), failed: make(chan error, 1), sipc: new(sipCounters)}
 	if cfg.SCSCF != "" {
 		var err error
 		if s.scscf, err = parseSCSCF(cfg.SCSCF); err != nil {
@@ -234,14 +248,27 @@ func New(cfg ServerConfig) (*Server, error) {
 	}
 	s.lifetime.init()
 	s.relay = media.NewRelay(cfg.Logger)
-	s.gateway = cfg.Pool.Addr().Next()
+	if cfg.Pool6.IsValid() {
+		s.gateway6 = cfg.Pool6.Addr().Next()
+		s.gateway = s.gateway6
+	}
+	if cfg.Pool.IsValid() {
+		s.gateway = cfg.Pool.Addr().Next()
+	}
 	s.portCs = [2]uint16{cfg.PortS + 1, cfg.PortS + 2}
 	if cfg.KeyLog != nil {
 		s.keylog = esp.NewKeyLog(cfg.KeyLog)
 	}
 	var err error
-	if s.dhcp, err = dhcp.NewServer(dhcp.ServerConfig{Pool: cfg.Pool, Gateway: s.gateway, Now: cfg.Now}); err != nil {
-		return nil, err
+	if cfg.Pool.IsValid() {
+		if s.dhcp, err = dhcp.NewServer(dhcp.ServerConfig{Pool: cfg.Pool, Gateway: s.gateway, Now: cfg.Now}); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Pool6.IsValid() {
+		if s.dhcp6, err = dhcp.NewServer6(dhcp.Server6Config{Pool: cfg.Pool6, Gateway: s.gateway6, Now: cfg.Now}); err != nil {
+			return nil, err
+		}
 	}
 	ok := false
 	defer func() {
@@ -259,7 +286,9 @@ func New(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	s.goFunc(s.housekeeper)
-	s.goFunc(s.serveDHCP)
+	for range dhcpWorkers {
+		s.goFunc(s.serveDHCP)
+	}
 	ok = true
 	return s, nil
 }
@@ -298,13 +327,21 @@ func (c *ServerConfig) fill() error {
 		}
 		c.MediaESP = netip.AddrPortFrom(c.ESP.Addr(), port)
 	}
-	if !c.Pool.IsValid() {
+	if !c.Pool.IsValid() && !c.Pool6.IsValid() {
 		c.Pool = DefaultPool
 	}
-	if !c.Pool.Addr().Is4() || c.Pool.Bits() > 30 {
-		return configErrorf("pool %v must be an IPv4 prefix of at most /30, e.g. 100.64.0.0/16", c.Pool)
+	if c.Pool.IsValid() {
+		if !c.Pool.Addr().Is4() || c.Pool.Bits() > 30 {
+			return configErrorf("pool %v must be an IPv4 prefix of at most /30, e.g. 100.64.0.0/16", c.Pool)
+		}
+		c.Pool = c.Pool.Masked()
 	}
-	c.Pool = c.Pool.Masked()
+	if c.Pool6.IsValid() {
+		if !c.Pool6.Addr().Is6() || c.Pool6.Addr().Is4In6() || c.Pool6.Addr().Zone() != "" || c.Pool6.Bits() > 120 {
+			return configErrorf("IPv6 pool %v must be an IPv6 prefix of at most /120, e.g. 2001:db8:64::/64", c.Pool6)
+		}
+		c.Pool6 = c.Pool6.Masked()
+	}
 	if c.PortS == 0 {
 		c.PortS = DefaultPortS
 	}
@@ -375,8 +412,34 @@ func (s *Server) SIPAddr() netip.AddrPort {
 // ESPAddr is the bound ESP-in-UDP address.
 func (s *Server) ESPAddr() netip.AddrPort { return s.pump.LocalAddr() }
 
-// InnerAddr is the P-CSCF's address inside the tunnels.
+// InnerAddr is the P-CSCF's address inside the tunnels: its IPv4 one if it
+// has an IPv4 pool, else its IPv6 one.
 func (s *Server) InnerAddr() netip.Addr { return s.gateway }
+
+// InnerAddr6 is the P-CSCF's IPv6 address inside the tunnels, if it has an
+// IPv6 pool.
+func (s *Server) InnerAddr6() netip.Addr { return s.gateway6 }
+
+// innerFor is our inner address of a's family: where a UE at a talks to.
+func (s *Server) innerFor(a netip.Addr) netip.Addr {
+	if a.Is6() && !a.Is4In6() && s.gateway6.IsValid() {
+		return s.gateway6
+	}
+	return s.gateway
+}
+
+// gatewayPrefixes are our inner addresses with their pools' lengths, for
+// the netstacks.
+func (s *Server) gatewayPrefixes() []netip.Prefix {
+	var ps []netip.Prefix
+	if s.cfg.Pool.IsValid() {
+		ps = append(ps, netip.PrefixFrom(s.gateway, s.cfg.Pool.Bits()))
+	}
+	if s.gateway6.IsValid() {
+		ps = append(ps, netip.PrefixFrom(s.gateway6, s.cfg.Pool6.Bits()))
+	}
+	return ps
+}
 
 // Pump gives access to the data plane's counters.
 func (s *Server) Pump() *tun.Pump { return s.pump }

@@ -2,7 +2,6 @@ package sip
 
 import (
 	"fmt"
-	"net/netip"
 	"strconv"
 
 	"github.com/imsec/imsec/akakeys"
@@ -99,7 +98,7 @@ func (s *Server) installTemporaryLocked(reg *registration, ch *challenge, offer 
 			return nil, err
 		}
 		ls.media = &mediaSAs{in: spis[2], out: ueMedia, pair: mp}
-		logMediaKeys(s.keylog, cfgs)
+		logMediaKeys(s.keylog, cfgs, src)
 	}
 	if err := reg.sas.install(ls); err != nil {
 		return nil, err
@@ -108,7 +107,7 @@ func (s *Server) installTemporaryLocked(reg *registration, ch *challenge, offer 
 		s.bindPlainLocked(reg, src, set.Mode())
 	}
 	ok = true
-	if err := set.LogKeys(s.keylog); err != nil {
+	if err := set.LogKeys(s.keylog, src); err != nil {
 		s.log.Warn("key log", "err", err)
 	}
 	s.emitLocked(EvSATemporary, "", "temporary SAs installed", fmt.Sprintf("%s, SPIs in %#x %#x, out %#x %#x, expire in %v",
@@ -119,10 +118,10 @@ func (s *Server) installTemporaryLocked(reg *registration, ch *challenge, offer 
 // activateMediaLocked installs the media SA pair of a set that just became
 // active, in the media relay's pump. It returns a line for the ladder.
 func (s *Server) activateMediaLocked(reg *registration, ls *liveSet) string {
-	if ls.media == nil || !reg.lease.IsValid() {
+	host := reg.hosts()
+	if ls.media == nil || len(host) == 0 {
 		return ""
 	}
-	host := []netip.Prefix{netip.PrefixFrom(reg.lease, 32)}
 	if reg.mediaPeer == nil {
 		p, err := s.mediaPump.AddPeer(tun.PeerConfig{Name: reg.impi, FollowSource: true, Allowed: host, Routes: host})
 		if err != nil {

@@ -65,12 +65,16 @@ func (s *Server) espConn() (tun.PacketConn, error) {
 }
 
 // transportConfig is what the pump needs for transport mode UEs: inbound
-// segments are delivered to the gateway's inner address (where the
-// protected SIP ports listen); outbound checksums are made for the
+// segments are delivered to the gateway's inner address of their family
+// (where the protected SIP ports listen; a UE on an IPv6 outer address
+// needs --pool6); outbound checksums are made for the
 // P-CSCF's outer address (the ESP address, else the SIP address; if both
 // are unspecified, IPv4 UDP checksums are sent as zero).
 func (s *Server) transportConfig() tun.TransportConfig {
-	tc := tun.TransportConfig{Local4: s.gateway}
+	tc := tun.TransportConfig{Local6: s.gateway6} // invalid without an IPv6 pool
+	if s.gateway.Is4() {
+		tc.Local4 = s.gateway
+	}
 	for _, a := range []netip.Addr{s.cfg.ESP.Addr(), s.cfg.SIP.Addr()} {
 		a = a.Unmap()
 		if !a.IsValid() || a.IsUnspecified() {

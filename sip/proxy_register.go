@@ -57,7 +57,7 @@ func (s *Server) proxyOuterRegister(ctx context.Context, tx sip.ServerTransactio
 	s.unlock()
 	defer func() {
 		s.mu.Lock()
-		reg.busy--
+		s.releaseLocked(reg)
 		s.unlock()
 	}()
 	if flooded {

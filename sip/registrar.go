@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -118,10 +119,14 @@ func (s *Server) onOuterRegister(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	impu := aor(to.Address)
 	via := req.Via()
-	natted := via.Host != src.Addr().String() || (via.Port != 0 && via.Port != int(src.Port()))
+	// An IPv6 sent-by may come bracketed and in any of its spellings: the
+	// addresses are compared, not the strings.
+	viaHost := strings.TrimSuffix(strings.TrimPrefix(via.Host, "["), "]")
+	viaAddr, viaErr := netip.ParseAddr(viaHost)
+	natted := viaErr != nil || viaAddr.Unmap() != src.Addr() || (via.Port != 0 && via.Port != int(src.Port()))
 	detail := "unprotected, from " + src.String()
 	if natted {
-		detail += fmt.Sprintf(", NAT detected: Via %s:%d != source %s, nathelper on", via.Host, via.Port, src)
+		detail += fmt.Sprintf(", NAT detected: Via %s != source %s, nathelper on", net.JoinHostPort(viaHost, strconv.Itoa(via.Port)), src)
 	}
 	s.emitEvent(Event{Kind: EvRegisterReceived, What: "received REGISTER " + impu, Detail: detail, Addr: src, Transport: req.Transport(), NAT: natted})
 
@@ -169,7 +174,7 @@ func (s *Server) onOuterRegister(req *sip.Request, tx sip.ServerTransaction) {
 	reg := s.regLocked(impi, impu)
 	defer func() {
 		s.mu.Lock()
-		reg.busy--
+		s.releaseLocked(reg)
 		s.unlock()
 	}()
 	reg.source, reg.natted = src, natted
@@ -469,7 +474,7 @@ func (s *Server) okHeaders(req *sip.Request, reg *registration, impus []string, 
 		hs = append(hs, cc)
 	}
 	if granted > 0 {
-		route := fmt.Sprintf("<sip:orig@%s:%d;lr>", s.gateway, s.cfg.PortS)
+		route := fmt.Sprintf("<sip:orig@%s;lr>", netip.AddrPortFrom(s.innerFor(parseAddrPort(req.Source()).Addr()), s.cfg.PortS))
 		if !reg.protected {
 			route = fmt.Sprintf("<sip:orig@%s;lr>", s.SIPAddr())
 		}
@@ -495,7 +500,7 @@ func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
 		reg.busy++
 		defer func() {
 			s.mu.Lock()
-			reg.busy--
+			s.releaseLocked(reg)
 			s.unlock()
 		}()
 	}

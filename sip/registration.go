@@ -1,7 +1,6 @@
 package sip
 
 import (
-	"fmt"
 	"net/netip"
 	"slices"
 	"time"
@@ -25,7 +24,8 @@ type registration struct {
 	// share until one is answered (a flood must not burn the IMPI's SQNs);
 	// nil once used or past TempSATimeout.
 	vector  *sharedVector
-	lease   netip.Addr
+	lease   netip.Addr // the inner IPv4 address leased through the tunnel (DHCP)
+	lease6  netip.Addr // the inner IPv6 address leased through the tunnel (DHCPv6)
 	contact string
 	// serviceRoute is, in the proxy role, the S-CSCF's Service-Route from
 	// the last 200: the route of the UE's own requests (TS 24.229 §5.2.6.3.3).
@@ -42,6 +42,10 @@ type registration struct {
 	// teardown, if set, is when the SAs of a de-registered registration
 	// go (after the 200 and its retransmissions had time to leave).
 	teardown time.Time
+	// due is when the housekeeper next looks at the registration, and
+	// dueIdx its place in Server.due (-1 when not there): housekeep.go.
+	due    time.Time
+	dueIdx int
 }
 
 // sharedVector is a vector not yet answered, and when it was drawn.
@@ -55,6 +59,28 @@ type sharedVector struct {
 type pendingKey struct {
 	src    netip.AddrPort
 	callID string
+}
+
+// hosts are the UE's leased inner addresses as host routes: the inner
+// sources its SAs may carry and the destinations routed into its tunnel.
+func (reg *registration) hosts() []netip.Prefix {
+	var hs []netip.Prefix
+	for _, a := range []netip.Addr{reg.lease, reg.lease6} {
+		if a.IsValid() {
+			hs = append(hs, netip.PrefixFrom(a, a.BitLen()))
+		}
+	}
+	return hs
+}
+
+// contactAddr is the inner address we send SIP and media to: the IPv6
+// lease when the UE holds one (a dual-stack UE signals over IPv6, as IMS
+// does), else the IPv4 lease; invalid before DHCP.
+func (reg *registration) contactAddr() netip.Addr {
+	if reg.lease6.IsValid() {
+		return reg.lease6
+	}
+	return reg.lease
 }
 
 func (reg *registration) pendingByKey(k pendingKey) *challenge {
@@ -135,11 +161,11 @@ func (reg *registration) forget(ch *challenge) {
 }
 
 // regLocked returns the registration of impi, creating it, and marks it
-// busy until the caller's doneLocked.
+// busy until the caller's releaseLocked.
 func (s *Server) regLocked(impi, impu string) *registration {
 	reg := s.regs[impi]
 	if reg == nil {
-		reg = &registration{impi: impi, impu: impu}
+		reg = &registration{impi: impi, impu: impu, dueIdx: -1}
 		s.regs[impi] = reg
 	}
 	reg.busy++
@@ -162,103 +188,16 @@ func (s *Server) dropLocked(reg *registration, why string) {
 		s.dhcp.Release(reg.impi)
 		reg.lease = netip.Addr{}
 	}
+	if reg.lease6.IsValid() {
+		delete(s.byAddr, reg.lease6)
+		s.dhcp6.Release(reg.impi)
+		reg.lease6 = netip.Addr{}
+	}
 	if s.regs[reg.impi] == reg {
 		delete(s.regs, reg.impi)
 	}
+	s.unscheduleLocked(reg)
 	s.log.Info("registration removed", "impi", reg.impi, "why", why)
-}
-
-// housekeepEvery bounds how long the housekeeper sleeps between rounds.
-const housekeepEvery = 500 * time.Millisecond
-
-// housekeeper runs Housekeep until Close: every housekeepEvery, and sooner
-// when a deadline (a de-registration's teardown) is nearer or when poked.
-func (s *Server) housekeeper() {
-	t := time.NewTimer(housekeepEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-t.C:
-		case <-s.wake:
-		}
-		next := s.Housekeep()
-		wait := housekeepEvery
-		if !next.IsZero() {
-			wait = min(max(next.Sub(s.now()), time.Millisecond), housekeepEvery)
-		}
-		if !t.Stop() {
-			select {
-			case <-t.C:
-			default:
-			}
-		}
-		t.Reset(wait)
-	}
-}
-
-// poke makes the housekeeper run soon (a new, near deadline).
-func (s *Server) poke() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-}
-
-// Housekeep expires temporary sets, retires old sets once their successor
-// carries traffic, tears down de-registered registrations, and drops
-// registrations past their expiry, all by the injected clock. The
-// housekeeper runs it; tests with a fake clock call it directly. It returns
-// the nearest deadline of a set or a teardown (zero if none).
-func (s *Server) Housekeep() (next time.Time) {
-	now := s.now()
-	s.mu.Lock()
-	defer s.unlock()
-	s.limits.sweep(now, false)
-	for _, reg := range s.regs {
-		for _, st := range reg.sas.expire(now) {
-			if st.state == saTemporary {
-				s.emitLocked(EvSATemporaryExpired, "", "temporary SAs expired", fmt.Sprintf("%s: no protected REGISTER in %v", reg.impi, s.cfg.TempSATimeout))
-			} else {
-				s.emitLocked(EvSAOldDeleted, "", "old SAs deleted", fmt.Sprintf("%s: SA set %d replaced", reg.impi, st.id))
-			}
-		}
-		if !reg.teardown.IsZero() {
-			if !now.Before(reg.teardown) {
-				s.dropLocked(reg, "de-registered")
-				continue
-			}
-			if next.IsZero() || reg.teardown.Before(next) {
-				next = reg.teardown
-			}
-		}
-		if reg.registered && now.After(reg.expires) {
-			s.emitLocked(EvRegistrationExpired, "", "registration expired", reg.impi)
-			s.dropLocked(reg, "expired")
-			continue
-		}
-		// Challenges past the temporary-SA lifetime go, with their sets.
-		for _, ch := range slices.Clone(reg.pending) {
-			if now.Sub(ch.issued) > s.cfg.TempSATimeout {
-				reg.forget(ch)
-				if ch.set != nil && ch.set.state == saTemporary {
-					reg.sas.remove(ch.set)
-				}
-			}
-		}
-		if reg.vector != nil && now.Sub(reg.vector.issued) > s.cfg.TempSATimeout {
-			reg.vector = nil
-		}
-		if !reg.registered && reg.busy == 0 && len(reg.sas.sets) == 0 && len(reg.pending) == 0 {
-			s.dropLocked(reg, "idle")
-			continue
-		}
-		if t := reg.sas.next(); !t.IsZero() && (next.IsZero() || t.Before(next)) {
-			next = t
-		}
-	}
-	return next
 }
 
 // Stats are the registrar's counters.
@@ -270,6 +209,10 @@ type Stats struct {
 	WaitingSAs    int    // inbound SAs not yet in the data plane (no packet has used them)
 	Leases        int    // inner addresses leased
 	Overloaded    uint64 // requests answered 503 by a limit
+	// DHCPDropped counts DHCP and DHCPv6 requests from the tunnels that
+	// got no answer: dropped on a full queue (the UE retransmits),
+	// malformed, unsupported, of a family without a pool, or the pool full.
+	DHCPDropped uint64
 	// TCP is the unprotected TCP listener's: connections refused by a cap,
 	// closed idle or mid-header, accept errors retried.
 	TCP connlimit.Stats
@@ -279,7 +222,7 @@ type Stats struct {
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := Stats{Registrations: len(s.regs), TempSets: s.temps, SPIs: s.spis.inUse(), Overloaded: s.overloaded.Load()}
+	st := Stats{Registrations: len(s.regs), TempSets: s.temps, SPIs: s.spis.inUse(), Overloaded: s.overloaded.Load(), DHCPDropped: s.dhcpDropped.Load()}
 	if s.outerLim != nil {
 		st.TCP = s.outerLim.Stats()
 	}
@@ -296,7 +239,8 @@ type RegistrationInfo struct {
 	IMPI, IMPU string
 	Registered bool
 	Protected  bool
-	InnerAddr  netip.Addr
+	InnerAddr  netip.Addr     // the inner IPv4 lease
+	InnerAddr6 netip.Addr     // the inner IPv6 lease
 	Endpoint   netip.AddrPort // where ESP to the UE goes (after NAT)
 	NAT        bool
 	Expires    time.Time
@@ -319,7 +263,7 @@ func (s *Server) Registrations() []RegistrationInfo {
 	var out []RegistrationInfo
 	for _, reg := range s.regs {
 		ri := RegistrationInfo{IMPI: reg.impi, IMPU: reg.impu, Registered: reg.registered, Protected: reg.protected,
-			InnerAddr: reg.lease, NAT: reg.natted, Expires: reg.expires}
+			InnerAddr: reg.lease, InnerAddr6: reg.lease6, NAT: reg.natted, Expires: reg.expires}
 		if reg.peer != nil {
 			ri.Endpoint = reg.peer.Endpoint()
 		}

@@ -139,19 +139,28 @@ func (s *SASet) side(in, out [2]esp.Config, ports [2][2]uint16, def int) (Side, 
 	return sd, nil
 }
 
-// LogKeys writes the four SAs to a Wireshark key log (nil: nothing).
-func (s *SASet) LogKeys(kl *esp.KeyLog) error {
+// LogKeys writes the four SAs to a Wireshark key log (nil: nothing). peer
+// is the other end's outer address as this end knows it; only its family
+// is written (the addresses are "*", so the lines match whatever the NATs
+// between the ends made of them), since Wireshark matches an SA only on
+// packets of its IP version.
+func (s *SASet) LogKeys(kl *esp.KeyLog, peer netip.Addr) error {
 	if kl == nil {
 		return nil
 	}
 	for _, c := range s.Configs() {
-		if err := kl.Log(c, netipAny, netipAny); err != nil {
+		if err := kl.Log(c, outerAny(peer), outerAny(peer)); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// netipAny is the zero address: "*" in a Wireshark key log, so the lines
-// match whatever the NATs between the ends made of the outer addresses.
-var netipAny netip.Addr
+// outerAny is the unspecified address of a's family ("*" in a Wireshark
+// key log, with a's IP version): IPv4 unless a is IPv6.
+func outerAny(a netip.Addr) netip.Addr {
+	if a.Is6() && !a.Is4In6() {
+		return netip.IPv6Unspecified()
+	}
+	return netip.IPv4Unspecified()
+}

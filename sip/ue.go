@@ -98,6 +98,11 @@ type UEConfig struct {
 	// default; negative: no padding).
 	BatchPad int
 
+	// Inner is which inner addresses the UE asks for over the tunnel:
+	// InnerIPv4 (DHCP; the default), InnerIPv6 (DHCPv6) or InnerDual (both).
+	// SIP and media use the IPv6 address when there is one.
+	Inner InnerFamily
+
 	// TUN, if set, names a kernel TUN device to create for the inner side
 	// (needs CAP_NET_ADMIN; Linux, macOS, Windows, BSDs). Default: a gVisor
 	// netstack, which needs no privilege.
@@ -132,6 +137,7 @@ type UE struct {
 	outerSrv *sipgo.Server
 	outerCli *sipgo.Client
 	outerPC  net.PacketConn
+	sipc     *sipCounters // SIP messages received (observe.go); set once in NewUE
 
 	// The tunnel (ue_tunnel.go): set by the first Register, which callers
 	// do not run concurrently with Register, Reregister or Deregister.
@@ -143,7 +149,8 @@ type UE struct {
 	innerInj *connInjector
 	pump     *tun.Pump
 	peer     *tun.Peer
-	dhcpIn   chan []byte
+	dhcpIn   chan []byte // DHCP replies (port 68) from the intercept
+	dhcp6In  chan []byte // DHCPv6 replies (port 546) from the intercept
 	innerUA  *sipgo.UserAgent
 	inner    *sipgo.Server
 	innerCli *sipgo.Client
@@ -165,8 +172,9 @@ type UE struct {
 	// Guarded by mu.
 	callID        string
 	cseq          uint32
-	inner4        netip.Addr   // leased inner address (mod=trans: our own address)
-	gateway       netip.Addr   // the P-CSCF's inner address (mod=trans: its own address)
+	innerAddr     netip.Addr   // the leased inner address SIP and media use (innerLeases' IPv6 one if any; transport mode: our own address)
+	gateway       netip.Addr   // the P-CSCF's inner address of innerAddr's family (transport mode: its own address)
+	innerLeases   []netip.Addr // every leased inner address (IPv4 first)
 	mode          string       // the mode of the newest SA set
 	sas           saSets       // the SA sets towards the P-CSCF (salifecycle.go)
 	mediaIn       *esp.Inbound // the media SA we receive on
@@ -245,6 +253,9 @@ func NewUE(cfg UEConfig) (*UE, error) {
 	if cfg.Expires < 0 {
 		return nil, configErrorf("expires %v must not be negative", cfg.Expires)
 	}
+	if cfg.Inner > InnerDual {
+		return nil, configErrorf("unknown inner address family %v", cfg.Inner)
+	}
 	if cfg.Answer > AnswerIgnore {
 		return nil, configErrorf("unknown answer mode %v", cfg.Answer)
 	}
@@ -254,8 +265,8 @@ func NewUE(cfg UEConfig) (*UE, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	u := &UE{cfg: cfg, name: "UE " + strings.TrimPrefix(cfg.IMPU, "sip:"), log: cfg.Logger, usim: cfg.USIM,
-		dhcpIn: make(chan []byte, 8)}
+	u := &UE{cfg: cfg, name: "UE " + strings.TrimPrefix(cfg.IMPU, "sip:"), log: cfg.Logger, usim: cfg.USIM, sipc: new(sipCounters),
+		dhcpIn: make(chan []byte, 8), dhcp6In: make(chan []byte, 8)}
 	if u.usim == nil {
 		var err error
 		if u.usim, err = akakeys.NewUSIM(cfg.K, cfg.OPc, akakeys.USIMConfig{}); err != nil {
@@ -324,6 +335,7 @@ func (u *UE) startOuter() error {
 	if err != nil {
 		return err
 	}
+	u.sipc.watch(ua)
 	u.outerUA = ua
 	if u.outerSrv, err = sipgo.NewServer(ua, sipgo.WithServerLogger(u.log)); err != nil {
 		return err
@@ -344,11 +356,46 @@ func (u *UE) startOuter() error {
 	return err
 }
 
+// InnerFamily is which inner addresses a UE asks its P-CSCF for.
+type InnerFamily uint8
+
+const (
+	InnerIPv4 InnerFamily = iota // DHCP (RFC 2131, RFC 3456 style) only
+	InnerIPv6                    // DHCPv6 (RFC 8415) only
+	InnerDual                    // both; SIP and media over IPv6
+)
+
+// ParseInnerFamily parses "ipv4", "ipv6" or "dual".
+func ParseInnerFamily(s string) (InnerFamily, error) {
+	switch s {
+	case "ipv4":
+		return InnerIPv4, nil
+	case "ipv6":
+		return InnerIPv6, nil
+	case "dual":
+		return InnerDual, nil
+	}
+	return 0, fmt.Errorf("inner address family %q: want ipv4, ipv6 or dual", s)
+}
+
+func (f InnerFamily) String() string {
+	switch f {
+	case InnerIPv4:
+		return "ipv4"
+	case InnerIPv6:
+		return "ipv6"
+	case InnerDual:
+		return "dual"
+	}
+	return fmt.Sprintf("InnerFamily(%d)", uint8(f))
+}
+
 // UEInfo is a snapshot of the UE's state.
 type UEInfo struct {
 	Registered bool
-	InnerAddr  netip.Addr
-	PCSCFInner netip.Addr
+	InnerAddr  netip.Addr   // the inner address SIP and media use
+	InnerAddrs []netip.Addr // every inner address leased (IPv4 first)
+	PCSCFInner netip.Addr   // the P-CSCF's inner address of InnerAddr's family
 	Expires    time.Time
 	Suite      Suite            // of the active SA set
 	SAs        []tun.SACounters // signalling
@@ -359,7 +406,8 @@ type UEInfo struct {
 func (u *UE) Info() UEInfo {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	in := UEInfo{Registered: u.registered, InnerAddr: u.inner4, PCSCFInner: u.gateway, Expires: u.expires}
+	in := UEInfo{Registered: u.registered, InnerAddr: u.innerAddr, InnerAddrs: append([]netip.Addr(nil), u.innerLeases...),
+		PCSCFInner: u.gateway, Expires: u.expires}
 	if a := u.sas.active(); a != nil {
 		in.Suite = a.set.Suite
 	}

@@ -126,7 +126,7 @@ func (u *UE) openCallMedia(cfg MediaConfig) (*callMedia, []uint16, error) {
 			cm.conns = append(cm.conns, nil)
 			continue
 		}
-		c, err := u.mediaNS.ListenUDP(netip.AddrPortFrom(u.inner4, 0))
+		c, err := u.mediaNS.ListenUDP(netip.AddrPortFrom(u.innerAddr, 0))
 		if err != nil {
 			cm.close()
 			return nil, nil, err
@@ -205,7 +205,7 @@ func (u *UE) innerPath() requester {
 			return errors.New("sip: not registered")
 		}
 		return prepareRequest(ctx, u.innerCli, u.innerUA, u.inet, u.innerInj, req,
-			netip.AddrPortFrom(u.inner4, cur.set.UE.PortC), netip.AddrPortFrom(u.gateway, cur.set.PCSCF.PortS))
+			netip.AddrPortFrom(u.innerAddr, cur.set.UE.PortC), netip.AddrPortFrom(u.gateway, cur.set.PCSCF.PortS))
 	}}
 }
 
@@ -229,7 +229,7 @@ func (u *UE) Call(ctx context.Context, target string, duration time.Duration, mc
 		return nil, err
 	}
 	defer cm.close()
-	sdp, err := media.CallDescription(u.inner4, randU64(), ports[0], ports[1]).Marshal()
+	sdp, err := media.CallDescription(u.innerAddr, randU64(), ports[0], ports[1]).Marshal()
 	if err != nil {
 		return nil, err
 	}
@@ -238,7 +238,7 @@ func (u *UE) Call(ctx context.Context, target string, duration time.Duration, mc
 	d := &dialogEnd{callID: newCallID(u.cfg.Domain), local: impu, localTag: newTag(), remote: to, target: to, cseq: 1}
 	d.path = u.innerPath()
 	inv := d.request(sip.INVITE, 1)
-	inv.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: userOf(u.cfg.IMPU), Host: u.inner4.String(), Port: int(u.cfg.PortS)}})
+	inv.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: userOf(u.cfg.IMPU), Host: u.innerAddr.String(), Port: int(u.cfg.PortS)}})
 	inv.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	inv.SetBody(sdp)
 	if u.hookInvite != nil {
@@ -247,7 +247,7 @@ func (u *UE) Call(ctx context.Context, target string, duration time.Duration, mc
 	if err := d.path.prep(ctx, inv); err != nil {
 		return nil, err
 	}
-	u.emit(EvInvite, u.pcscfName(), "INVITE "+target+" (inside ESP)", fmt.Sprintf("SDP: audio %v:%d, video %v:%d (media tunnel)", u.inner4, ports[0], u.inner4, ports[1]))
+	u.emit(EvInvite, u.pcscfName(), "INVITE "+target+" (inside ESP)", fmt.Sprintf("SDP: audio %v, video %v (media tunnel)", netip.AddrPortFrom(u.innerAddr, ports[0]), netip.AddrPortFrom(u.innerAddr, ports[1])))
 	start := time.Now()
 	final, err := runInvite(ctx, u.innerCli, inv, func(r *sip.Response) {
 		u.emit(EvProvisional, "", fmt.Sprintf("%d %s", r.StatusCode, r.Reason), "")
@@ -328,7 +328,7 @@ func (u *UE) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 				to.Params.Remove("tag")
 				to.Params.Add("tag", tag)
 			}
-			res.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: userOf(u.cfg.IMPU), Host: u.inner4.String(), Port: int(u.cfg.PortS)}})
+			res.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: userOf(u.cfg.IMPU), Host: u.innerAddr.String(), Port: int(u.cfg.PortS)}})
 		}
 		if body != nil {
 			res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
@@ -390,7 +390,7 @@ func (u *UE) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 			return
 		}
 	}
-	sdp, err := answerSDP(offer, u.inner4, ports).Marshal()
+	sdp, err := answerSDP(offer, u.innerAddr, ports).Marshal()
 	if err != nil {
 		cm.close()
 		return
@@ -401,7 +401,7 @@ func (u *UE) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	u.mu.Lock()
 	u.curCall = c
 	u.mu.Unlock()
-	u.emit(EvCallUp, u.pcscfName(), "200 OK (answer)", fmt.Sprintf("SDP: audio %v:%d, video %v:%d (media tunnel)", u.inner4, ports[0], u.inner4, ports[1]))
+	u.emit(EvCallUp, u.pcscfName(), "200 OK (answer)", fmt.Sprintf("SDP: audio %v, video %v (media tunnel)", netip.AddrPortFrom(u.innerAddr, ports[0]), netip.AddrPortFrom(u.innerAddr, ports[1])))
 	respond(200, "OK", sdp, tag)
 }
 

@@ -134,7 +134,7 @@ func (u *UE) Register(ctx context.Context) error {
 	// have restarted and forgotten the lease.
 	u.mu.Lock()
 	if !u.registered {
-		u.inner4 = netip.Addr{}
+		u.innerAddr, u.innerLeases = netip.Addr{}, nil
 	}
 	u.mu.Unlock()
 	offers, spis, err := u.offer()
@@ -312,7 +312,7 @@ func (u *UE) finishRegistrationN(ctx context.Context, res *sip.Response, offers 
 	if err != nil {
 		return err
 	}
-	set.LogKeys(u.keylog)
+	set.LogKeys(u.keylog, u.cfg.PCSCFESP.Addr())
 	u.emit(EvSAsInstalled, "", "SAs installed", fmt.Sprintf("%s mod=%s, ESP to %v, SPIs in %#x %#x out %#x %#x",
 		set.Suite, srv.EffectiveMod(), u.cfg.PCSCFESP, mine.SPIc, mine.SPIs, srv.SPIs, srv.SPIc))
 
@@ -326,7 +326,7 @@ func (u *UE) finishRegistrationN(ctx context.Context, res *sip.Response, offers 
 			return err
 		}
 	}
-	if !u.inner4.IsValid() {
+	if !u.innerAddr.IsValid() {
 		if err := u.acquireAddress(ctx); err != nil {
 			u.dropSet(ns)
 			return err
@@ -339,13 +339,13 @@ func (u *UE) finishRegistrationN(ctx context.Context, res *sip.Response, offers 
 	// The protected REGISTER: from our inner address and the new port-c to
 	// the P-CSCF's port-s, inside the new SAs.
 	dest := netip.AddrPortFrom(u.gateway, srv.PortS).String()
-	contact := sip.Uri{Scheme: "sip", User: userOf(u.cfg.IMPU), Host: u.inner4.String(), Port: int(mine.PortS)}
+	contact := sip.Uri{Scheme: "sip", User: userOf(u.cfg.IMPU), Host: u.innerAddr.String(), Port: int(mine.PortS)}
 	verify := ss.Value()
 	if u.hookVerify != nil {
 		verify = u.hookVerify(verify)
 	}
 	req := u.newRegister(dest, contact, exp, offers, cred.String(), verify)
-	laddr := netip.AddrPortFrom(u.inner4, mine.PortC)
+	laddr := netip.AddrPortFrom(u.innerAddr, mine.PortC)
 	u.emit(EvRegisterSent, u.pcscfName(), "REGISTER (protected, RES)", fmt.Sprintf("%v -> %s inside ESP, Security-Verify echoed", laddr, dest))
 	r2, err := u.sendInner(ctx, req, mine.PortC, srv.PortS)
 	if err != nil {
@@ -390,7 +390,7 @@ func (u *UE) finishRegistrationN(ctx context.Context, res *sip.Response, offers 
 	u.sas.activate(ns, u.expires.Add(DefaultSAMargin), now.Add(oldSetGrace))
 	u.portCIdx++
 	u.mu.Unlock()
-	u.emit(EvRegistered, "", "200 OK: registered", fmt.Sprintf("inner %v, expires %ds", u.inner4, granted))
+	u.emit(EvRegistered, "", "200 OK: registered", fmt.Sprintf("inner %v, expires %ds", u.innerAddr, granted))
 	if err := u.activateMedia(ctx, *mine, *srv, ck, ik); err != nil {
 		// Signalling is registered either way; calls will tell if media
 		// cannot get through.
@@ -416,8 +416,8 @@ func (u *UE) Reregister(ctx context.Context) error {
 	defer u.releaseOffer(spis)
 	exp := int(u.cfg.Expires / time.Second)
 	dest := netip.AddrPortFrom(u.gateway, cur.set.PCSCF.PortS).String()
-	laddr := netip.AddrPortFrom(u.inner4, cur.set.UE.PortC)
-	contact := sip.Uri{Scheme: "sip", User: userOf(u.cfg.IMPU), Host: u.inner4.String(), Port: int(u.cfg.PortS)}
+	laddr := netip.AddrPortFrom(u.innerAddr, cur.set.UE.PortC)
+	contact := sip.Uri{Scheme: "sip", User: userOf(u.cfg.IMPU), Host: u.innerAddr.String(), Port: int(u.cfg.PortS)}
 	auth := u.initialAuth()
 	for attempt := 0; ; attempt++ {
 		req := u.newRegister(dest, contact, exp, offers, auth, cur.verify)
@@ -461,8 +461,8 @@ func (u *UE) Deregister(ctx context.Context) error {
 	}
 	defer u.releaseOffer(spis)
 	dest := netip.AddrPortFrom(u.gateway, cur.set.PCSCF.PortS).String()
-	laddr := netip.AddrPortFrom(u.inner4, cur.set.UE.PortC)
-	contact := sip.Uri{Scheme: "sip", User: userOf(u.cfg.IMPU), Host: u.inner4.String(), Port: int(u.cfg.PortS)}
+	laddr := netip.AddrPortFrom(u.innerAddr, cur.set.UE.PortC)
+	contact := sip.Uri{Scheme: "sip", User: userOf(u.cfg.IMPU), Host: u.innerAddr.String(), Port: int(u.cfg.PortS)}
 	req := u.newRegister(dest, contact, 0, offers, u.initialAuth(), cur.verify)
 	u.emit(EvRegisterSent, u.pcscfName(), "REGISTER Expires: 0 (protected)", "de-registration")
 	res, err := u.sendInner(ctx, req, laddr.Port(), cur.set.PCSCF.PortS)

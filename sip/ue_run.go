@@ -116,7 +116,7 @@ func (u *UE) Probe(ctx context.Context) error {
 		return errors.New("sip: not registered")
 	}
 	u.mu.Lock()
-	inner, gw := u.inner4, u.gateway
+	inner, gw := u.innerAddr, u.gateway
 	u.mu.Unlock()
 	dst := sip.Uri{Scheme: "sip", Host: gw.String(), Port: int(cur.set.PCSCF.PortS)}
 	req := sip.NewRequest(sip.OPTIONS, dst)

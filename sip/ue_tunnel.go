@@ -24,7 +24,7 @@ func (u *UE) startTunnel() error {
 		return nil
 	}
 	ka := max(u.cfg.Keepalive, 0)
-	all := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
+	all := everything
 	modes := u.cfg.Modes
 	if u.cfg.TUN != "" && slices.ContainsFunc(modes, TransportMode) {
 		// Transport mode hands segments on as from and to the outer
@@ -58,9 +58,9 @@ func (u *UE) startTunnel() error {
 		Peer: &tun.PeerConfig{Name: u.pcscfName(), Endpoint: u.cfg.PCSCFESP, Allowed: all, Routes: all, Keepalive: ka},
 	}
 	if u.cfg.TUN != "" {
-		cfg.Kernel = &tun.KernelOptions{Name: u.cfg.TUN, MTU: tun.InnerMTU(1500), Up: true}
+		cfg.Kernel = &tun.KernelOptions{Name: u.cfg.TUN, MTU: innerMTU(u.cfg.PCSCFESP.Addr()), Up: true}
 	} else {
-		cfg.Netstack = &tun.NetstackOptions{MTU: tun.InnerMTU(1500), Name: "ue", Loopback: slices.ContainsFunc(modes, TransportMode)}
+		cfg.Netstack = &tun.NetstackOptions{MTU: innerMTU(u.cfg.PCSCFESP.Addr()), Name: "ue", Loopback: slices.ContainsFunc(modes, TransportMode)}
 	}
 	ep, err := tun.NewEndpoint(cfg)
 	var ee *tun.EndpointError
@@ -85,6 +85,10 @@ func (u *UE) startTunnel() error {
 	u.goFunc(u.housekeeper)
 	return nil
 }
+
+// everything is the UE's route and accepted sources through its tunnel:
+// every inner packet of either IP version goes to the P-CSCF.
+var everything = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
 
 // oldSetGrace is how long the UE keeps a replaced SA set (and media SA)
 // at the latest: packets in flight on it still arrive. The set goes sooner,
@@ -134,13 +138,19 @@ func (u *UE) Housekeep() {
 	}
 }
 
-// intercept takes DHCP replies (to port 68) for the client.
+// intercept takes DHCP replies (to port 68) and DHCPv6 replies (to port
+// 546) for the clients.
 func (u *UE) intercept(_ *tun.Peer, pkt []byte) bool {
-	if !dhcp.IsToClient(pkt) {
+	ch := u.dhcpIn
+	switch {
+	case dhcp.IsToClient(pkt):
+	case dhcp.IsToClient6(pkt):
+		ch = u.dhcp6In
+	default:
 		return false
 	}
 	select {
-	case u.dhcpIn <- append([]byte(nil), pkt...):
+	case ch <- append([]byte(nil), pkt...):
 	default:
 	}
 	return true
@@ -163,11 +173,15 @@ func (u *UE) activateMedia(ctx context.Context, mine, srv Mechanism, ck akakeys.
 		if !ep.IsValid() {
 			ep = netip.AddrPortFrom(u.cfg.PCSCFESP.Addr(), port)
 		}
-		all := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
+		all := everything
+		var hosts []netip.Prefix
+		for _, a := range u.innerLeases {
+			hosts = append(hosts, netip.PrefixFrom(a, a.BitLen()))
+		}
 		me, err := tun.NewEndpoint(tun.EndpointConfig{
 			Listen:   netip.AddrPortFrom(u.local, 0),
 			Wrap:     u.cfg.WrapMediaESP,
-			Netstack: &tun.NetstackOptions{MTU: tun.InnerMTU(1500), Name: "ue-media", Addresses: []netip.Prefix{netip.PrefixFrom(u.inner4, 32)}},
+			Netstack: &tun.NetstackOptions{MTU: innerMTU(ep.Addr()), Name: "ue-media", Addresses: hosts},
 			Pump:     tun.Config{BatchPad: u.cfg.BatchPad, Logger: u.log, Now: u.cfg.Now},
 			Peer:     &tun.PeerConfig{Name: u.pcscfName() + " media", Endpoint: ep, Allowed: all, Routes: all, Keepalive: max(u.cfg.Keepalive, 0)},
 		})
@@ -182,7 +196,7 @@ func (u *UE) activateMedia(ctx context.Context, mine, srv Mechanism, ck akakeys.
 	if err != nil {
 		return err
 	}
-	logMediaKeys(u.keylog, cfgs)
+	logMediaKeys(u.keylog, cfgs, u.mediaPeer.Endpoint().Addr())
 	if err := u.mediaPump.AddInbound(u.mediaPeer, mp.in); err != nil {
 		return err
 	}
@@ -197,11 +211,15 @@ func (u *UE) activateMedia(ctx context.Context, mine, srv Mechanism, ck akakeys.
 	u.mu.Unlock()
 	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	rtt, err := u.mediaPump.Ping(pctx, u.mediaPeer, u.inner4, u.gateway, 0x1ee, uint16(ueSPI))
+	rtt, err := u.mediaPump.Ping(pctx, u.mediaPeer, u.innerAddr, u.gateway, 0x1ee, uint16(ueSPI))
 	if err != nil {
 		return fmt.Errorf("pinhole ping through the media tunnel: %w", err)
 	}
-	u.emit(EvPing, u.pcscfName()+" media", "ICMP echo (inside the media tunnel)", fmt.Sprintf("SPIs in %#x out %#x, to %v, answered in %v",
+	what := "ICMP echo (inside the media tunnel)"
+	if u.gateway.Is6() {
+		what = "ICMPv6 echo (inside the media tunnel)"
+	}
+	u.emit(EvPing, u.pcscfName()+" media", what, fmt.Sprintf("SPIs in %#x out %#x, to %v, answered in %v",
 		ueSPI, pSPI, u.mediaPeer.Endpoint(), rtt.Round(time.Microsecond)))
 	return nil
 }
@@ -213,34 +231,86 @@ func (u *UE) dropSet(ls *liveSet) {
 	u.sas.remove(ls)
 }
 
-// acquireAddress runs DHCP through the tunnel, then pings the P-CSCF's
-// inner address (the pinhole ping: it also proves the path both ways).
+// acquireAddress runs DHCP, DHCPv6 or both (UEConfig.Inner) through the
+// tunnel, each followed by a ping to the P-CSCF's inner address of that
+// family (the pinhole ping: it also proves the path both ways). The first
+// packet through the new SAs opens the NAT pinhole.
 func (u *UE) acquireAddress(ctx context.Context) error {
-	cl, err := dhcp.NewClient([]byte(u.cfg.IMPI))
-	if err != nil {
-		return err
+	var leases []netip.Addr
+	var inner, gw netip.Addr
+	first := "first packet through the SAs: opens the NAT pinhole"
+	if u.cfg.Inner != InnerIPv6 {
+		cl, err := dhcp.NewClient([]byte(u.cfg.IMPI))
+		if err != nil {
+			return err
+		}
+		dctx, cancel := context.WithTimeout(ctx, defaultDHCPTimeout)
+		defer cancel()
+		u.emit(EvDHCP, u.pcscfName(), "DHCPDISCOVER (inside ESP)", first)
+		first = ""
+		lease, err := cl.Acquire(dctx, func(p []byte) error { return u.pump.Inject(u.peer, p) }, u.dhcpIn)
+		if err != nil {
+			return fmt.Errorf("sip: no inner address over the tunnel: %w", err)
+		}
+		if err := u.addAddress(lease.Addr); err != nil {
+			return err
+		}
+		u.emit(EvInnerAddress, "", "inner address "+lease.Addr.String(), "from DHCP over the tunnel; P-CSCF inner "+lease.Router.String())
+		if err := u.pinhole(ctx, lease.Addr.Addr(), lease.Router); err != nil {
+			return err
+		}
+		leases = append(leases, lease.Addr.Addr())
+		inner, gw = lease.Addr.Addr(), lease.Router
 	}
-	dctx, cancel := context.WithTimeout(ctx, defaultDHCPTimeout)
-	defer cancel()
-	u.emit(EvDHCP, u.pcscfName(), "DHCPDISCOVER (inside ESP)", "first packet through the SAs: opens the NAT pinhole")
-	lease, err := cl.Acquire(dctx, func(p []byte) error { return u.pump.Inject(u.peer, p) }, u.dhcpIn)
-	if err != nil {
-		return fmt.Errorf("sip: no inner address over the tunnel: %w", err)
-	}
-	if err := u.addAddress(lease.Addr); err != nil {
-		return err
+	if u.cfg.Inner != InnerIPv4 {
+		cl, err := dhcp.NewClient6([]byte(u.cfg.IMPI))
+		if err != nil {
+			return err
+		}
+		dctx, cancel := context.WithTimeout(ctx, defaultDHCPTimeout)
+		defer cancel()
+		u.emit(EvDHCP, u.pcscfName(), "DHCPv6 SOLICIT (inside ESP)", first)
+		lease, err := cl.Acquire(dctx, func(p []byte) error { return u.pump.Inject(u.peer, p) }, u.dhcp6In)
+		if err != nil {
+			return fmt.Errorf("sip: no inner IPv6 address over the tunnel (a P-CSCF answers DHCPv6 only with an IPv6 pool: imsec pcscf --pool6): %w", err)
+		}
+		p := netip.PrefixFrom(lease.Addr, 128)
+		if err := u.addAddress(p); err != nil {
+			return err
+		}
+		if u.kernel != nil {
+			// A /128 brings no connected route: the P-CSCF's inner
+			// address gets one through the TUN.
+			if err := u.kernel.AddRoute(netip.PrefixFrom(lease.Server, 128)); err != nil && !errors.Is(err, syscall.EEXIST) {
+				return fmt.Errorf("sip: route to %v via %s: %w", lease.Server, u.kernel.Name(), err)
+			}
+		}
+		u.emit(EvInnerAddress, "", "inner address "+p.String(), "from DHCPv6 over the tunnel; P-CSCF inner "+lease.Server.String())
+		if err := u.pinhole(ctx, lease.Addr, lease.Server); err != nil {
+			return err
+		}
+		leases = append(leases, lease.Addr)
+		inner, gw = lease.Addr, lease.Server
 	}
 	u.mu.Lock()
-	u.inner4, u.gateway = lease.Addr.Addr(), lease.Router
+	u.innerAddr, u.gateway, u.innerLeases = inner, gw, leases
 	u.mu.Unlock()
-	u.emit(EvInnerAddress, "", "inner address "+lease.Addr.String(), "from DHCP over the tunnel; P-CSCF inner "+lease.Router.String())
-	pctx, cancel2 := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel2()
-	rtt, err := u.pump.Ping(pctx, u.peer, lease.Addr.Addr(), lease.Router, 0x1ec, 1)
+	return nil
+}
+
+// pinhole pings the P-CSCF's inner address dst from src through the tunnel.
+func (u *UE) pinhole(ctx context.Context, src, dst netip.Addr) error {
+	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	rtt, err := u.pump.Ping(pctx, u.peer, src, dst, 0x1ec, 1)
 	if err != nil {
-		return fmt.Errorf("sip: pinhole ping to %v: %w", lease.Router, err)
+		return fmt.Errorf("sip: pinhole ping to %v: %w", dst, err)
 	}
-	u.emit(EvPing, u.pcscfName(), "ICMP echo (inside ESP)", fmt.Sprintf("pinhole ping answered in %v", rtt.Round(time.Microsecond)))
+	what := "ICMP echo (inside ESP)"
+	if dst.Is6() {
+		what = "ICMPv6 echo (inside ESP)"
+	}
+	u.emit(EvPing, u.pcscfName(), what, fmt.Sprintf("pinhole ping answered in %v", rtt.Round(time.Microsecond)))
 	return nil
 }
 
@@ -257,7 +327,7 @@ func (u *UE) addAddress(p netip.Prefix) error {
 		return false
 	}
 	if u.mediaNS != nil && !has(u.mediaNS.Addresses()) {
-		if err := u.mediaNS.AddAddress(netip.PrefixFrom(p.Addr(), 32)); err != nil {
+		if err := u.mediaNS.AddAddress(netip.PrefixFrom(p.Addr(), p.Addr().BitLen())); err != nil {
 			return err
 		}
 	}
@@ -289,15 +359,16 @@ func (u *UE) stopInner() {
 // startInner serves SIP on our protected ports on the inner side (UDP on
 // port-s and both port-c, TCP on port-s and for connections we dial).
 func (u *UE) startInner() error {
-	if u.innerUA != nil && u.innerBound == u.inner4 {
+	if u.innerUA != nil && u.innerBound == u.innerAddr {
 		return nil
 	}
 	u.stopInner()
-	u.innerBound = u.inner4
+	u.innerBound = u.innerAddr
 	ua, err := newUA("imsec-ue", u.log, nil, true)
 	if err != nil {
 		return err
 	}
+	u.sipc.watch(ua)
 	u.innerUA = ua
 	if u.inner, err = sipgo.NewServer(ua, sipgo.WithServerLogger(u.log)); err != nil {
 		return err
@@ -314,13 +385,13 @@ func (u *UE) startInner() error {
 		res.SetDestination(req.Source())
 		tx.Respond(res)
 	}))
-	if u.innerCli, err = sipgo.NewClient(ua, sipgo.WithClientLogger(u.log), sipgo.WithClientHostname(u.inner4.String())); err != nil {
+	if u.innerCli, err = sipgo.NewClient(ua, sipgo.WithClientLogger(u.log), sipgo.WithClientHostname(u.innerAddr.String())); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(u.ctx, 5*time.Second)
 	defer cancel()
 	for _, port := range []uint16{u.cfg.PortS, u.portC(0), u.portC(1)} {
-		ap := netip.AddrPortFrom(u.inner4, port)
+		ap := netip.AddrPortFrom(u.innerAddr, port)
 		pc, err := u.inet.ListenUDP(ap)
 		if err != nil {
 			return err
@@ -332,14 +403,14 @@ func (u *UE) startInner() error {
 			return err
 		}
 	}
-	ln, err := u.inet.ListenTCP(netip.AddrPortFrom(u.inner4, u.cfg.PortS))
+	ln, err := u.inet.ListenTCP(netip.AddrPortFrom(u.innerAddr, u.cfg.PortS))
 	if err != nil {
 		return err
 	}
 	u.innerLns = append(u.innerLns, ln)
 	srv := u.inner
 	u.serve(func() error { return srv.ServeTCP(ln) })
-	u.innerInj = newConnInjector(&net.TCPAddr{IP: u.inner4.AsSlice(), Port: int(u.portC(0))})
+	u.innerInj = newConnInjector(&net.TCPAddr{IP: u.innerAddr.AsSlice(), Port: int(u.portC(0))})
 	u.innerLns = append(u.innerLns, u.innerInj)
 	inj := u.innerInj
 	u.serve(func() error { return srv.ServeTCP(inj) })
@@ -350,14 +421,14 @@ func (u *UE) startInner() error {
 // P-CSCF's port-s (over TCP when it is large).
 func (u *UE) sendInner(ctx context.Context, req *sip.Request, portC, pcscfPortS uint16) (*sip.Response, error) {
 	return sendRequest(ctx, u.innerCli, u.innerUA, u.inet, u.innerInj, req,
-		netip.AddrPortFrom(u.inner4, portC), netip.AddrPortFrom(u.gateway, pcscfPortS))
+		netip.AddrPortFrom(u.innerAddr, portC), netip.AddrPortFrom(u.gateway, pcscfPortS))
 }
 
 // Ping sends an ICMP echo to the P-CSCF's inner address through the
 // netstack and the tunnel.
 func (u *UE) Ping(ctx context.Context, seq int) (time.Duration, error) {
 	u.mu.Lock()
-	src, dst := u.inner4, u.gateway
+	src, dst := u.innerAddr, u.gateway
 	u.mu.Unlock()
 	if !dst.IsValid() {
 		return 0, errors.New("sip: no inner address yet")
@@ -378,10 +449,9 @@ func (u *UE) useMode(mode string) error {
 	changed := u.mode != mode
 	u.mode = mode
 	if changed {
-		u.inner4, u.gateway = netip.Addr{}, netip.Addr{}
+		u.innerAddr, u.gateway, u.innerLeases = netip.Addr{}, netip.Addr{}, nil
 	}
 	u.mu.Unlock()
-	all := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
 	switch {
 	case PlainESP(mode):
 		u.peer.SetEndpoint(plainEndpoint(u.cfg.PCSCFESP.Addr()))
@@ -393,16 +463,11 @@ func (u *UE) useMode(mode string) error {
 	if !TransportMode(mode) {
 		return nil
 	}
-	all = append(all, netip.MustParsePrefix("::/0"))
-	u.peer.SetAllowed(all)
-	if err := u.pump.SetRoutes(u.peer, all); err != nil {
-		return err
-	}
 	if err := u.addAddress(netip.PrefixFrom(u.local, u.local.BitLen())); err != nil {
 		return err
 	}
 	u.mu.Lock()
-	u.inner4, u.gateway = u.local, u.cfg.PCSCFESP.Addr().Unmap()
+	u.innerAddr, u.gateway, u.innerLeases = u.local, u.cfg.PCSCFESP.Addr().Unmap(), []netip.Addr{u.local}
 	u.mu.Unlock()
 	return nil
 }
@@ -416,7 +481,7 @@ func (u *UE) provePath(ctx context.Context) error {
 	for seq := uint16(1); seq <= 10; seq++ {
 		pctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 		var rtt time.Duration
-		rtt, err = u.pump.Ping(pctx, u.peer, u.inner4, u.gateway, 0x1eb, seq)
+		rtt, err = u.pump.Ping(pctx, u.peer, u.innerAddr, u.gateway, 0x1eb, seq)
 		cancel()
 		if err == nil {
 			u.emit(EvPing, u.pcscfName(), "ICMP echo (transport mode ESP)", fmt.Sprintf("answered in %v", rtt.Round(time.Microsecond)))

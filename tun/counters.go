@@ -25,6 +25,7 @@ type counters struct {
 	noRoute, noSA, spoofed, notIP          atomic.Uint64
 	sendErrors, readErrors, deviceErrors   atomic.Uint64
 	intercepted, echoes                    atomic.Uint64
+	endpointMoves                          atomic.Uint64 // every peer's, removed peers' included
 }
 
 // Counters is a snapshot of a Pump's totals.
@@ -54,6 +55,9 @@ type Counters struct {
 	DeviceErrors uint64
 	Intercepted  uint64 // consumed by Config.Intercept
 	Echoes       uint64 // echo requests answered by EchoResponder
+	// EndpointMoves counts authenticated packets that moved a following
+	// peer's endpoint (a NAT rebinding), over all peers, removed ones too.
+	EndpointMoves uint64
 }
 
 // PeerCounters is a snapshot of one peer's traffic.
@@ -139,7 +143,7 @@ func (p *Pump) Counters() Counters {
 		NonESP: c.nonESP.Load(), Invalid: c.invalid.Load(), Drops: map[string]uint64{},
 		NoRoute: c.noRoute.Load(), NoSA: c.noSA.Load(), Spoofed: c.spoofed.Load(), NotIP: c.notIP.Load(),
 		SendErrors: c.sendErrors.Load(), ReadErrors: c.readErrors.Load(), DeviceErrors: c.deviceErrors.Load(),
-		Intercepted: c.intercepted.Load(), Echoes: c.echoes.Load(),
+		Intercepted: c.intercepted.Load(), Echoes: c.echoes.Load(), EndpointMoves: c.endpointMoves.Load(),
 	}
 	for r := range esp.NumReasons {
 		if v := c.drops[r].Load(); v != 0 {

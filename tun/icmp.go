@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// ICMPv4 echo (RFC 792) for the UE's "pinhole" ping: right after its SAs are
+// ICMPv4 echo (RFC 792), or ICMPv6 echo (RFC 4443), for the UE's "pinhole" ping: right after its SAs are
 // installed the UE sends one UDP-encapsulated echo request to the gateway's
 // inner address, so the home NAT opens a mapping for the gateway's ESP to
 // come back through (the seed, §3.1, "SIP Client A", step 1).
@@ -17,6 +17,10 @@ const (
 	icmpEchoReply   = 0
 	icmpEchoRequest = 8
 	protoICMP       = 1
+	// ICMPv6 (RFC 4443 §4), for a UE whose inner address is IPv6.
+	icmp6EchoRequest = 128
+	icmp6EchoReply   = 129
+	protoICMPv6      = 58
 )
 
 func csum(b []byte) uint16 {
@@ -34,8 +38,12 @@ func csum(b []byte) uint16 {
 	return ^uint16(s)
 }
 
-// appendEcho builds an IPv4 ICMP echo request or reply.
+// appendEcho builds an ICMP echo request or reply: ICMPv4 between IPv4
+// addresses, else ICMPv6 (typ is given as ICMPv4's and mapped).
 func appendEcho(b []byte, typ byte, src, dst netip.Addr, id, seq uint16, payload []byte) []byte {
+	if !src.Is4() {
+		return appendEcho6(b, typ, src, dst, id, seq, payload)
+	}
 	start := len(b)
 	total := 20 + 8 + len(payload)
 	b = append(b, make([]byte, 28)...)
@@ -57,8 +65,56 @@ func appendEcho(b []byte, typ byte, src, dst netip.Addr, id, seq uint16, payload
 	return b
 }
 
-// parseEcho returns an IPv4 ICMP echo's fields.
+// appendEcho6 builds an ICMPv6 echo (hop limit 64, no extension headers),
+// the checksum over the IPv6 pseudo-header (RFC 4443 §2.3).
+func appendEcho6(b []byte, typ byte, src, dst netip.Addr, id, seq uint16, payload []byte) []byte {
+	start := len(b)
+	n := 8 + len(payload)
+	b = append(b, make([]byte, 48)...)
+	b = append(b, payload...)
+	ip := b[start : start+40]
+	ip[0] = 0x60
+	binary.BigEndian.PutUint16(ip[4:], uint16(n))
+	ip[6] = protoICMPv6
+	ip[7] = 64
+	s, d := src.As16(), dst.As16()
+	copy(ip[8:], s[:])
+	copy(ip[24:], d[:])
+	ic := b[start+40:]
+	ic[0] = icmp6EchoRequest
+	if typ == icmpEchoReply {
+		ic[0] = icmp6EchoReply
+	}
+	binary.BigEndian.PutUint16(ic[4:], id)
+	binary.BigEndian.PutUint16(ic[6:], seq)
+	binary.BigEndian.PutUint16(ic[2:], csum6(s, d, ic))
+	return b
+}
+
+// csum6 is the ICMPv6 checksum of ic between s and d.
+func csum6(s, d [16]byte, ic []byte) uint16 {
+	var ps [40]byte
+	copy(ps[0:], s[:])
+	copy(ps[16:], d[:])
+	binary.BigEndian.PutUint32(ps[32:], uint32(len(ic)))
+	ps[39] = protoICMPv6
+	var sum uint32
+	for _, part := range [][]byte{ps[:], ic} {
+		c := ^csum(part)
+		sum += uint32(c)
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	return ^uint16(sum)
+}
+
+// parseEcho returns an ICMP echo's fields (an ICMPv6 echo's type as
+// ICMPv4's).
 func parseEcho(pkt []byte) (typ byte, src, dst netip.Addr, id, seq uint16, payload []byte, ok bool) {
+	if len(pkt) >= 48 && pkt[0]>>4 == 6 && pkt[6] == protoICMPv6 {
+		return parseEcho6(pkt)
+	}
 	if len(pkt) < 28 || pkt[0]>>4 != 4 || pkt[9] != protoICMP {
 		return
 	}
@@ -76,6 +132,28 @@ func parseEcho(pkt []byte) (typ byte, src, dst netip.Addr, id, seq uint16, paylo
 		return
 	}
 	return typ, netip.AddrFrom4([4]byte(pkt[12:16])), netip.AddrFrom4([4]byte(pkt[16:20])),
+		binary.BigEndian.Uint16(ic[4:]), binary.BigEndian.Uint16(ic[6:]), ic[8:], true
+}
+
+func parseEcho6(pkt []byte) (typ byte, src, dst netip.Addr, id, seq uint16, payload []byte, ok bool) {
+	n := int(binary.BigEndian.Uint16(pkt[4:]))
+	if n < 8 || 40+n > len(pkt) {
+		return
+	}
+	ic := pkt[40 : 40+n]
+	s, d := [16]byte(pkt[8:24]), [16]byte(pkt[24:40])
+	if csum6(s, d, ic) != 0 || ic[1] != 0 {
+		return
+	}
+	switch ic[0] {
+	case icmp6EchoRequest:
+		typ = icmpEchoRequest
+	case icmp6EchoReply:
+		typ = icmpEchoReply
+	default:
+		return
+	}
+	return typ, netip.AddrFrom16(s), netip.AddrFrom16(d),
 		binary.BigEndian.Uint16(ic[4:]), binary.BigEndian.Uint16(ic[6:]), ic[8:], true
 }
 
@@ -101,8 +179,8 @@ var ErrNoEchoReply = errors.New("tun: no ICMP echo reply")
 // before it has an inner address), and waits for the reply, which the Pump
 // takes before the Device sees it. It returns the round-trip time.
 func (p *Pump) Ping(ctx context.Context, peer *Peer, src, dst netip.Addr, id, seq uint16) (time.Duration, error) {
-	if !src.Is4() || !dst.Is4() {
-		return 0, errors.New("tun: Ping is IPv4 only")
+	if !src.IsValid() || !dst.IsValid() || src.Is4() != dst.Is4() {
+		return 0, errors.New("tun: Ping needs two addresses of one family")
 	}
 	key := uint32(id)<<16 | uint32(seq)
 	ch := make(chan time.Time, 1)

@@ -73,6 +73,7 @@ func (p *Pump) inbound() {
 				ep := msgs[i].Addr
 				peer.endpoint.Store(&ep)
 				peer.ctr.endpointMoves.Add(1)
+				p.ctr.endpointMoves.Add(1)
 				p.log.Info("peer endpoint moved", "peer", peer.name, "endpoint", ep)
 			}
 			if dummy { // an authenticated keepalive: liveness, nothing to deliver

@@ -110,6 +110,12 @@ func (k *Kernel) addr(typ uint16, flags uint16, p netip.Prefix) error {
 	b := make([]byte, unix.SizeofIfAddrmsg, 64)
 	b[0] = family(a)
 	b[1] = byte(p.Bits())
+	if a.Is6() {
+		// No duplicate address detection: the tunnel is a link with one
+		// other end, which handed the address out; a tentative address
+		// could not be bound for a second or more.
+		b[2] = unix.IFA_F_NODAD
+	}
 	b[3] = unix.RT_SCOPE_UNIVERSE
 	binary.NativeEndian.PutUint32(b[4:], uint32(k.cfg.index))
 	b = appendAttr(b, unix.IFA_LOCAL, a.AsSlice())

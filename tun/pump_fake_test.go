@@ -213,6 +213,9 @@ func TestFakeNATRebinding(t *testing.T) {
 	if m := gw.peer.Counters().EndpointMoves; m != 3 { // unknown -> first -> second -> third
 		t.Errorf("endpoint moved %d times, want 3", m)
 	}
+	if m := gw.pump.Counters().EndpointMoves; m != 3 { // the pump's total, what a monitor reads
+		t.Errorf("the pump counted %d endpoint moves, want 3", m)
+	}
 	gc, uc := gw.pump.Counters(), ue.pump.Counters()
 	if gc.RxPackets != 40+burst || uc.RxPackets != 40+burst || uc.TxPackets != 40+burst || gc.TxPackets != 41+burst {
 		t.Errorf("gateway %+v\nUE %+v", gc, uc)

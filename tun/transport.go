@@ -44,9 +44,8 @@ type TransportConfig struct {
 
 // IP protocol numbers the checksum fix-ups know.
 const (
-	protoTCP    = 6
-	protoUDP    = 17
-	protoICMPv6 = 58
+	protoTCP = 6
+	protoUDP = 17
 )
 
 // transportSegment returns where the segment of a Device packet starts and

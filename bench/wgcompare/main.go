@@ -57,6 +57,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print one JSON object, as `imsec bench tunnel --json`")
 	mode := fs.String("mode", bench.ModeNetstack, "netstack or tun")
 	duration := fs.Duration("duration", bench.DefaultTunnelDuration, "length of the TCP stream; the small-packet test runs half of it in each direction")
+	sizes := fs.String("sizes", "", "also measure packets/s at these inner packet sizes in bytes, comma-separated (as 'imsec bench tunnel --sizes')")
+	sizeDur := fs.Duration("size-duration", bench.DefaultSizeDuration, "how long each --sizes size runs in each direction")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -67,11 +69,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "wgcompare: usage: wgcompare [--json] [--mode netstack|tun] [--duration D]")
 		return 2
 	}
-	opt := bench.MeasureOptions{Duration: *duration, Progress: func(n, total int, label string) {
+	sz, err := parseSizes(*sizes)
+	if err != nil || *sizeDur <= 0 {
+		fmt.Fprintf(stderr, "wgcompare: --sizes %q, --size-duration %v: want sizes in bytes, comma-separated, and a positive duration\n", *sizes, *sizeDur)
+		return 2
+	}
+	opt := bench.MeasureOptions{Duration: *duration, Sizes: sz, SizeDuration: *sizeDur, Progress: func(n, total int, label string) {
 		fmt.Fprintf(stderr, "[%d/%d] %s\n", n, total, label)
 	}}
 	var r bench.TunnelResult
-	var err error
 	if *mode == bench.ModeNetstack {
 		r, err = measureNetstack(ctx, opt)
 	} else {
@@ -88,7 +94,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "wireguard-go, mode %s, inner MTU %d\nTCP stream  %.3f Gbit/s over %.1f s, %.3f CPU s per Gbit\nsmall packets a->b %.0f/s (loss %.2f%%), b->a %.0f/s (loss %.2f%%)\n",
 		r.Mode, r.MTU, r.Gbps, r.DurationS, r.CPUPerGbit, r.PPSAB, 100*r.LossAB, r.PPSBA, 100*r.LossBA)
+	for _, s := range r.PPSBySize {
+		fmt.Fprintf(stdout, "%d-byte packets %.0f/s (a->b %.0f/s, b->a %.0f/s)\n", s.Size, s.PPS, s.PPSAB, s.PPSBA)
+	}
 	return 0
+}
+
+// parseSizes parses "64,512,1400"; "" is none. The tunnel checks each
+// against its MTU.
+func parseSizes(s string) ([]int, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 // keypair returns a Curve25519 private key and its public key, hex-encoded

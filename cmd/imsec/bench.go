@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/imsec/imsec/bench"
+	"github.com/imsec/imsec/bench/chart"
 )
 
 func init() {
@@ -36,6 +37,7 @@ var benchSubs = []benchSub{
 	{"codec", "ESP seal/open per algorithm pair and packet size vs stdlib primitives", runBenchCodec},
 	{"tunnel", "two pumps end to end: one TCP stream (Gbit/s, CPU per Gbit) and small packets (packets/s)", runBenchTunnel},
 	{"register", "N UEs registering with AKA, sec-agree, SAs and DHCP against a P-CSCF: rate, latency, CPU and RSS per UE", runBenchRegister},
+	{"chart", "draw a chart (SVG) from a saved results file, measuring nothing (make charts)", runBenchChart},
 }
 
 func benchSubNames() string {
@@ -146,19 +148,32 @@ func runBenchCodec(ctx context.Context, args []string, stdout, stderr io.Writer)
 }
 
 func runBenchTunnel(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("bench tunnel", "bench tunnel [--json] [--mode netstack|tun] [--ealg NAME] [--alg NAME] [--duration D]", stdout)
-	asJSON := fs.Bool("json", false, "print one JSON object {mode, ealg, alg, gbps, pps, cpu_s_per_gbit, duration_s, pps_ab, pps_ba, loss_ab, loss_ba, mtu, pad_per_packet}")
+	fs := newFlagSet("bench tunnel", "bench tunnel [--json] [--mode netstack|tun] [--ealg NAME] [--alg NAME] [--duration D] [--sizes N,...] [--svg FILE]", stdout)
+	asJSON := fs.Bool("json", false, "print one JSON object {mode, ealg, alg, gbps, pps, cpu_s_per_gbit, duration_s, pps_ab, pps_ba, loss_ab, loss_ba, mtu, pad_per_packet, pps_by_size}")
 	mode := fs.String("mode", bench.ModeNetstack, "netstack: two in-process gVisor stacks over loopback UDP (no privilege); tun: kernel TUNs in two network namespaces joined by a veth, driven by iperf3 (root)")
 	ealg := fs.String("ealg", "aes-cbc", "encryption algorithm: aes-cbc, des-ede3-cbc, null, aes-gcm (= aes-gcm(128)), aes-gcm(256)")
 	alg := fs.String("alg", "", "integrity algorithm: hmac-sha-1-96, hmac-md5-96, hmac-sha-256-128, null (default: null with aes-gcm, else hmac-sha-1-96)")
 	duration := fs.Duration("duration", bench.DefaultTunnelDuration, "length of the TCP stream; the small-packet test runs half of it in each direction")
 	parallel := fs.Bool("parallel-seal", false, "a second goroutine per pump seals half of each large batch (helps where a core is free; both pumps share two cores here)")
 	batchPad := fs.Int("batch-pad", 0, batchPadUsage)
+	sizesArg := fs.String("sizes", "", fmt.Sprintf("after the small-packet mix, measure packets/s with every datagram of each of these inner IP packet sizes, in bytes, comma-separated (%d up to the tunnel's inner MTU), e.g. 64,128,256,512,1024,1400", bench.SizedMin))
+	sizeDur := fs.Duration("size-duration", bench.DefaultSizeDuration, "how long each --sizes size runs in each direction")
+	svgPath := fs.String("svg", "", "also draw the result (Gbit/s, small packets/s and, with --sizes, packets/s by size) to this SVG `FILE`; for imsec beside wireguard-go, gather results in a file for 'imsec bench chart'")
 	if err := parseFlags(fs, args, false); err != nil {
 		return err
 	}
 	if err := checkBatchPad(*batchPad); err != nil {
 		return err
+	}
+	var sizes []int
+	if *sizesArg != "" {
+		var err error
+		if sizes, err = parseSizes(*sizesArg); err != nil {
+			return err
+		}
+	}
+	if *sizeDur <= 0 {
+		return usageErrorf("--size-duration must be positive, got %v", *sizeDur)
 	}
 	if *mode != bench.ModeNetstack && *mode != bench.ModeTUN {
 		return usageErrorf("--mode must be %s or %s, got %q", bench.ModeNetstack, bench.ModeTUN, *mode)
@@ -170,6 +185,10 @@ func runBenchTunnel(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
+	svg, err := newSVGOutput(*svgPath)
+	if err != nil {
+		return err
+	}
 	progress := newProgress(stderr)
 	res, err := bench.RunTunnel(ctx, bench.TunnelConfig{
 		Mode:         *mode,
@@ -177,11 +196,13 @@ func runBenchTunnel(ctx context.Context, args []string, stdout, stderr io.Writer
 		Duration:     *duration,
 		ParallelSeal: *parallel,
 		BatchPad:     *batchPad,
+		Sizes:        sizes,
+		SizeDuration: *sizeDur,
 		Progress:     progress.update,
 	})
 	progress.done()
 	if err != nil {
-		return err
+		return svg.finish(err)
 	}
 	res.Gbps = round(res.Gbps, 3)
 	res.PPS = round(res.PPS, 0)
@@ -192,6 +213,25 @@ func runBenchTunnel(ctx context.Context, args []string, stdout, stderr io.Writer
 	res.LossAB = round(res.LossAB, 4)
 	res.LossBA = round(res.LossBA, 4)
 	res.PadPerPacket = round(res.PadPerPacket, 1)
+	for i := range res.PPSBySize {
+		s := &res.PPSBySize[i]
+		s.PPS, s.PPSAB, s.PPSBA = round(s.PPS, 0), round(s.PPSAB, 0), round(s.PPSBA, 0)
+	}
+	if svg != nil {
+		run := chart.TunnelRun{Impl: chart.ImplImsec, Result: res}
+		run.Measured, run.Source = runSource("bench tunnel", args)
+		var v []string
+		if *batchPad != 0 {
+			v = append(v, fmt.Sprintf("--batch-pad %d", *batchPad))
+		}
+		if *parallel {
+			v = append(v, "--parallel-seal")
+		}
+		run.Variant = strings.Join(v, " ")
+		if err := svg.finish(chart.TunnelSVG(&svg.buf, run)); err != nil {
+			return err
+		}
+	}
 	if *asJSON {
 		return json.NewEncoder(stdout).Encode(res)
 	}
@@ -203,6 +243,9 @@ func runBenchTunnel(ctx context.Context, args []string, stdout, stderr io.Writer
 	fmt.Fprintf(tw, "small packets a->b\t%.0f packets/s (loss %.2f%%)\n", res.PPSAB, 100*res.LossAB)
 	fmt.Fprintf(tw, "small packets b->a\t%.0f packets/s (loss %.2f%%)\n", res.PPSBA, 100*res.LossBA)
 	fmt.Fprintf(tw, "batch padding\t%.1f bytes per small packet (--batch-pad)\n", res.PadPerPacket)
+	for _, s := range res.PPSBySize {
+		fmt.Fprintf(tw, "%d-byte packets\t%.0f packets/s (a->b %.0f, b->a %.0f)\n", s.Size, s.PPS, s.PPSAB, s.PPSBA)
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}

@@ -1,14 +1,17 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -16,6 +19,7 @@ import (
 	"time"
 
 	"github.com/imsec/imsec/bench"
+	"github.com/imsec/imsec/bench/chart"
 )
 
 const benchRegisterSynopsis = `bench register --ues N [--rate R] [--hold D] [--pcscf ADDR --pcscf-esp ADDR [--pcscf-pid PID]] [--json]
@@ -41,7 +45,13 @@ of the hold. With --pcscf, subscribers must exist in its HSS with the keys
 A progress line runs on stderr; the result is a table, or with --json one
 object: ues, registered, failed (cause -> count: timeout-401, timeout-dhcp,
 timeout-200, 401-loop, a SIP status code, usim, socket), reg_per_s, p50_ms,
-p95_ms, p99_ms, max_ms, pcscf_cpu_ms_per_reg, pcscf_rss_kib_per_ue, ...`
+p95_ms, p99_ms, max_ms, pcscf_cpu_ms_per_reg, pcscf_rss_kib_per_ue, ...,
+and series: per second of the registration phase (wider steps past 600 s,
+series_step_s), the registrations and failures that ended in it and their
+latency percentiles. --svg draws that series.`
+
+// memProfileRate is the heap profile's sampling interval with --memprofile.
+const memProfileRate = 4096
 
 func runBenchRegister(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("bench register", benchRegisterSynopsis, stdout)
@@ -50,6 +60,7 @@ func runBenchRegister(ctx context.Context, args []string, stdout, stderr io.Writ
 	hold := fs.Duration("hold", 0, "how long to hold the UEs registered after the last one finished (keepalives flow)")
 	keepalive := fs.Duration("keepalive", 20*time.Second, "each UE's NAT keepalive interval while held")
 	rereg := fs.Duration("reregister", 0, "while held, each UE re-registers this often: a new AKA run and a new SA set through the current one (0: never)")
+	stream := fs.Duration("stream", 0, "once all are registered, one more UE (subscriber --first + --ues: the range needs it) streams MTU-sized ICMP echoes through its tunnel to the P-CSCF for this long, before the hold: one UE's tunnel throughput with the others held (0: no stream)")
 	expires := fs.Int("expires", 600, "registration lifetime the UEs ask for, seconds")
 	pcscf := fs.String("pcscf", "", "ADDR:PORT of an external P-CSCF's unprotected SIP (default: an in-process P-CSCF and HSS)")
 	pcscfESP := fs.String("pcscf-esp", "", "ADDR:PORT of the external P-CSCF's ESP-in-UDP")
@@ -63,6 +74,7 @@ func runBenchRegister(ctx context.Context, args []string, stdout, stderr io.Writ
 	asJSON := fs.Bool("json", false, "print the result as one JSON object")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of this process (the in-process P-CSCF and HSS; workers are other processes) to FILE, for go tool pprof")
 	memprofile := fs.String("memprofile", "", "write a heap profile of this process at the end of the hold (the in-process P-CSCF's memory per UE) to FILE")
+	svgPath := fs.String("svg", "", "also draw registrations/s and latency percentiles (p50, p95, p99) per second of the registration phase to this SVG `FILE`")
 	worker := fs.String("worker", "", "internal: run one worker with this JSON spec, lines on stdout")
 	if err := parseFlags(fs, args, false); err != nil {
 		return err
@@ -81,10 +93,10 @@ func runBenchRegister(ctx context.Context, args []string, stdout, stderr io.Writ
 	if *ues <= 0 {
 		return usageErrorf("--ues is required: how many UEs to register")
 	}
-	if *rate <= 0 || *keepalive < 0 || *hold < 0 || *rereg < 0 || *expires <= 0 || *perWorker <= 0 || *first < 0 {
-		return usageErrorf("--rate, --expires and --per-worker must be positive; --hold, --keepalive and --first not negative")
+	if *rate <= 0 || *keepalive < 0 || *hold < 0 || *rereg < 0 || *stream < 0 || *expires <= 0 || *perWorker <= 0 || *first < 0 {
+		return usageErrorf("--rate, --expires and --per-worker must be positive; --hold, --keepalive, --stream and --first not negative")
 	}
-	cfg := bench.RegisterConfig{UEs: *ues, Rate: *rate, Hold: *hold, Keepalive: *keepalive, Reregister: *rereg, Expires: *expires,
+	cfg := bench.RegisterConfig{UEs: *ues, Rate: *rate, Hold: *hold, Keepalive: *keepalive, Reregister: *rereg, Stream: *stream, Expires: *expires,
 		Domain: *domain, Prefix: *prefix, Seed: *seed, First: *first, PerWorker: *perWorker, PCSCFPID: *pcscfPID}
 	if (*pcscf == "") != (*pcscfESP == "") {
 		return usageErrorf("--pcscf and --pcscf-esp go together")
@@ -151,6 +163,10 @@ func runBenchRegister(ctx context.Context, args []string, stdout, stderr io.Writ
 		defer pprof.StopCPUProfile()
 	}
 	if *memprofile != "" {
+		// Sample every 4 KiB allocated, not every 512 KiB: a UE's state
+		// is a few KiB of small objects, which the default rate would
+		// attribute by chance.
+		runtime.MemProfileRate = memProfileRate
 		cfg.HoldEnd = func() {
 			f, err := os.Create(*memprofile)
 			if err != nil {
@@ -164,12 +180,23 @@ func runBenchRegister(ctx context.Context, args []string, stdout, stderr io.Writ
 			}
 		}
 	}
+	svg, err := newSVGOutput(*svgPath)
+	if err != nil {
+		return err
+	}
 	res, err := bench.RunRegister(ctx, cfg)
 	if tty {
 		fmt.Fprint(stderr, "\r\x1b[K")
 	}
 	if err != nil {
-		return err
+		return svg.finish(err)
+	}
+	if svg != nil {
+		run := chart.RegisterRun{Result: res}
+		run.Measured, run.Source = runSource("bench register", args)
+		if err := svg.finish(chart.RegisterSVG(&svg.buf, run)); err != nil {
+			return err
+		}
 	}
 	if *asJSON {
 		return json.NewEncoder(stdout).Encode(res)
@@ -285,11 +312,35 @@ func printRegisterResult(w io.Writer, r bench.RegisterResult, cfg bench.Register
 		}
 		fmt.Fprintln(tw)
 	}
+	if len(r.PCSCFMemKiBPerUE) > 0 {
+		classes := slices.SortedFunc(maps.Keys(r.PCSCFMemKiBPerUE), func(a, b string) int {
+			return cmp.Compare(r.PCSCFMemKiBPerUE[b], r.PCSCFMemKiBPerUE[a])
+		})
+		var parts []string
+		for _, c := range classes {
+			parts = append(parts, fmt.Sprintf("%s %.2f", c, r.PCSCFMemKiBPerUE[c]))
+		}
+		fmt.Fprintf(tw, "P-CSCF memory\tKiB per UE by Go runtime class: %s\n", strings.Join(parts, ", "))
+	}
+	if r.Stream != nil {
+		fmt.Fprintf(tw, "stream\t%.0f Mbit/s, %.0f packets/s of %d-byte echoes through one UE's tunnel (%d sent, %d lost)\n",
+			r.Stream.Mbps, r.Stream.PPS, bench.StreamPacket, r.Stream.Sent, r.Stream.Lost)
+	}
+	if r.StreamError != "" {
+		fmt.Fprintf(tw, "stream\tnot run: %s\n", r.StreamError)
+	}
+	if r.DHCPDropped > 0 {
+		fmt.Fprintf(tw, "P-CSCF DHCP\t%d requests dropped on a full queue (retransmitted by the UEs)\n", r.DHCPDropped)
+	}
 	if r.KeepalivesRx > 0 {
 		fmt.Fprintf(tw, "keepalives\t%d received by the P-CSCF during the hold\n", r.KeepalivesRx)
 	}
 	if r.PCSCFHoldCores != nil {
-		fmt.Fprintf(tw, "P-CSCF CPU held\t%.1f%% of a core while holding the UEs\n", 100**r.PCSCFHoldCores)
+		fmt.Fprintf(tw, "P-CSCF CPU held\t%.1f%% of a core while holding the UEs", 100**r.PCSCFHoldCores)
+		if r.PCSCFSteadyCores != nil {
+			fmt.Fprintf(tw, "; %.1f%% once their registrations' transactions had ended", 100**r.PCSCFSteadyCores)
+		}
+		fmt.Fprintln(tw)
 	}
 	if r.Reregistered > 0 || len(r.ReregFailed) > 0 {
 		fmt.Fprintf(tw, "re-registrations\t%d during the hold, failed %v\n", r.Reregistered, r.ReregFailed)

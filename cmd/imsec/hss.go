@@ -7,6 +7,7 @@ import (
 
 	"github.com/imsec/imsec/akakeys/hss"
 	"github.com/imsec/imsec/akakeys/hss/cx"
+	"github.com/imsec/imsec/observe"
 )
 
 func init() {
@@ -44,7 +45,11 @@ func runHSS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		"(TS 33.102 Annex C SEQ steps; a restart skips at most N-1, which USIMs accept); 1 writes every vector, "+
 		"for UEs served in turn by several HSS processes on one database")
 	verbose := fs.Bool("v", false, "log connection events to stderr")
+	obs := addObsFlags(fs)
 	if err := parseFlags(fs, args, false); err != nil {
+		return err
+	}
+	if err := obs.check(*verbose); err != nil {
 		return err
 	}
 	if *db == "" {
@@ -61,14 +66,31 @@ func runHSS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer store.Close()
-	log := cliLogger(stderr, *verbose)
+	log := obs.logger(stderr)
 	h, err := hss.New(store, hss.Config{Logger: log, Reserve: *reserve})
 	if err != nil {
 		return err
 	}
-	srv, err := cx.NewServer(cx.ServerConfig{Listen: *listen, OriginHost: *originHost, OriginRealm: *originRealm, HSS: h, ServerName: *scscf, Logger: log})
+	var backend cx.Backend = h
+	var hssMetrics *observe.HSS
+	if obs.on() {
+		hssMetrics = observe.NewHSS(h)
+		backend = hssMetrics
+	}
+	srv, err := cx.NewServer(cx.ServerConfig{Listen: *listen, OriginHost: *originHost, OriginRealm: *originRealm, HSS: backend, ServerName: *scscf, Logger: log})
 	if err != nil {
 		return err
+	}
+	if obs.on() {
+		reg, err := newRegistry(hssMetrics, observe.Cx(srv))
+		if err != nil {
+			return err
+		}
+		stop, err := obs.serve(ctx, stdout, log, reg, func() any { return observe.HSSStatus(*originHost, srv) })
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	fmt.Fprintf(stdout, "HSS %s (realm %s): Diameter Cx on %v (TCP)\n", *originHost, *originRealm, srv.Addr())
 	err = srv.Serve(ctx)

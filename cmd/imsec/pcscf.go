@@ -11,10 +11,12 @@ import (
 	"sync"
 
 	sipgosip "github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/imsec/imsec/akakeys/hss"
 	"github.com/imsec/imsec/akakeys/hss/cx"
 	"github.com/imsec/imsec/esp"
+	"github.com/imsec/imsec/observe"
 	"github.com/imsec/imsec/sip"
 )
 
@@ -32,8 +34,10 @@ The server side of IMS access security (TS 33.203) with NAT traversal: a
 registrar that challenges with AKAv1-MD5 (RFC 3310) from the HSS in --db,
 negotiates ESP with sec-agree (RFC 3329, mod=UDP-enc-tun), installs the SAs
 in its own userspace ESP-in-UDP gateway (RFC 3948, --esp), gives each UE an
-inner address over its tunnel (DHCP, RFC 3456 style, from --pool) and then
-serves SIP inside the tunnels. No root, no kernel IPsec.
+inner address over its tunnel (DHCP, RFC 3456 style, from --pool; DHCPv6
+from --pool6) and then serves SIP inside the tunnels. No root, no kernel
+IPsec. Every address may be IPv6: --sip [::]:5060 serves IPv4 and IPv6 UEs
+on one dual-stack socket (and so does the ESP socket it implies).
 
 Subscribers come from 'imsec sub add --db FILE ...'; with --hss ADDR:PORT the
 registrar asks an HSS over Diameter Cx ('imsec hss') instead (MAR, SAR). A ladder of every
@@ -77,7 +81,8 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var peers multiFlag
 	fs.Var(&peers, "peer", "DOMAIN=ADDR:PORT: route calls for DOMAIN to that P-CSCF's SIP address, and accept its INVITEs; repeatable")
 	callTimeout := fs.Duration("call-timeout", sip.DefaultCallTimeout, "how long a call may ring before 408")
-	pool := fs.String("pool", sip.DefaultPool.String(), "inner address pool; its first address is the P-CSCF's")
+	pool := fs.String("pool", sip.DefaultPool.String(), "inner IPv4 address pool (DHCP); its first address is the P-CSCF's; none: no IPv4 pool (needs --pool6)")
+	pool6 := fs.String("pool6", "", "inner IPv6 address pool (DHCPv6, at most a /120), e.g. 2001:db8:64::/64; its first address after the prefix's own is the P-CSCF's (default: none)")
 	portS := fs.Uint("port-s", sip.DefaultPortS, "protected server port (port-c is port-s+1 and +2)")
 	ipsec := fs.String("ipsec", "required", "required: refuse REGISTER without Security-Client; optional: allow AKA over plain SIP (SIPp)")
 	allowNull := fs.Bool("allow-null", false, "also accept null encryption (integrity only), as a last resort")
@@ -97,12 +102,18 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	batchPad := fs.Int("batch-pad", 0, batchPadUsage)
 	keylog := fs.String("keylog", "", "write every SA to this file in Wireshark's esp_sa format (secrets!)")
 	verbose := fs.Bool("v", false, "log SIP traces and data-plane events to stderr")
+	obs := addObsFlags(fs)
 	if err := parseFlags(fs, args, false); err != nil {
 		return err
 	}
 	if err := loadConfig(fs, *config); err != nil {
 		return err
 	}
+	if err := obs.check(*verbose); err != nil {
+		return err
+	}
+	log := obs.logger(stderr)
+	setSIPGoLogger(log, *verbose)
 	cfg := sip.ServerConfig{Domain: *domain, Expires: *expires, MaxExpires: *maxExpires, TempSATimeout: *tempSA, AllowNull: *allowNull}
 	var err error
 	if *domain == "" {
@@ -153,8 +164,19 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageErrorf("--call-timeout must be positive")
 	}
 	cfg.CallTimeout = *callTimeout
-	if cfg.Pool, err = netip.ParsePrefix(*pool); err != nil || !cfg.Pool.Addr().Is4() || cfg.Pool.Bits() > 30 {
-		return usageErrorf("--pool %q: want an IPv4 prefix of at most /30, e.g. 100.64.0.0/16", *pool)
+	if *pool6 != "" {
+		if cfg.Pool6, err = netip.ParsePrefix(*pool6); err != nil || !cfg.Pool6.Addr().Is6() || cfg.Pool6.Addr().Is4In6() || cfg.Pool6.Bits() > 120 {
+			return usageErrorf("--pool6 %q: want an IPv6 prefix of at most /120, e.g. 2001:db8:64::/64", *pool6)
+		}
+	}
+	switch {
+	case *pool == "none" && *pool6 == "":
+		return usageErrorf("--pool none needs --pool6: a P-CSCF must lease inner addresses of some IP version")
+	case *pool == "none":
+	default:
+		if cfg.Pool, err = netip.ParsePrefix(*pool); err != nil || !cfg.Pool.Addr().Is4() || cfg.Pool.Bits() > 30 {
+			return usageErrorf("--pool %q: want an IPv4 prefix of at most /30, e.g. 100.64.0.0/16, or none", *pool)
+		}
 	}
 	if *portS == 0 || *portS > 65533 {
 		return usageErrorf("--port-s %d: want 1..65533", *portS)
@@ -214,7 +236,7 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			host = "pcscf." + *domain
 		}
 		cli, err := cx.NewClient(cx.ClientConfig{Addr: *hssAddr, OriginHost: host, OriginRealm: *domain, DestinationRealm: realm,
-			ServerName: "sip:" + host, Logger: cliLogger(stderr, *verbose)})
+			ServerName: "sip:" + host, Logger: log})
 		if err != nil {
 			return err
 		}
@@ -236,8 +258,17 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer closeKL()
 	cfg.KeyLog = kl
-	cfg.Logger = cliLogger(stderr, *verbose)
-	cfg.Events = sip.LadderPrinter(stdout)
+	cfg.Logger = log
+	var ev *observe.Events
+	var hssMetrics *observe.HSS
+	if obs.on() {
+		ev = observe.NewEvents()
+		if cfg.HSS != nil {
+			hssMetrics = observe.NewHSS(cfg.HSS)
+			cfg.HSS = hssMetrics
+		}
+	}
+	cfg.Events = obs.events(stdout, log, ev)
 	srv, err := sip.New(cfg)
 	if errors.Is(err, sip.ErrConfig) {
 		return usageErrorf("%v", err)
@@ -246,8 +277,33 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer srv.Close()
-	fmt.Fprintf(stdout, "P-CSCF %s: SIP %v (UDP+TCP), ESP-in-UDP %v, media relay ESP %v, inner %v (pool %v), protected port-s %d, IPsec %s\n",
-		*domain, srv.SIPAddr(), srv.ESPAddr(), srv.MediaESPAddr(), srv.InnerAddr(), cfg.Pool, cfg.PortS, cfg.IPsec)
+	if obs.on() {
+		cs := []prometheus.Collector{ev}
+		if hssMetrics != nil {
+			cs = append(cs, hssMetrics)
+		}
+		reg, err := newRegistry(cs...)
+		if err == nil {
+			err = observe.PCSCF(reg, srv)
+		}
+		if err != nil {
+			return err
+		}
+		stop, err := obs.serve(ctx, stdout, log, reg, func() any { return observe.PCSCFStatus(srv, *domain) })
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	inner := fmt.Sprintf("inner %v (pool %v)", srv.InnerAddr(), cfg.Pool)
+	switch {
+	case !cfg.Pool.IsValid():
+		inner = fmt.Sprintf("inner %v (pool6 %v)", srv.InnerAddr6(), cfg.Pool6)
+	case cfg.Pool6.IsValid():
+		inner += fmt.Sprintf(" and %v (pool6 %v)", srv.InnerAddr6(), cfg.Pool6)
+	}
+	fmt.Fprintf(stdout, "P-CSCF %s: SIP %v (UDP+TCP), ESP-in-UDP %v, media relay ESP %v, %s, protected port-s %d, IPsec %s\n",
+		*domain, srv.SIPAddr(), srv.ESPAddr(), srv.MediaESPAddr(), inner, cfg.PortS, cfg.IPsec)
 	if *scscf != "" {
 		fmt.Fprintf(stdout, "P-CSCF %s: proxy role: REGISTERs and calls go to the S-CSCF %s\n", *domain, *scscf)
 	}
@@ -272,11 +328,16 @@ func cliLogger(w io.Writer, verbose bool) *slog.Logger {
 		level = slog.LevelDebug
 	}
 	l := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-	// sipgo's transaction layer logs through a package global: set it once
-	// per process (the first command's choice wins; tests run several).
+	setSIPGoLogger(l, verbose)
+	return l
+}
+
+// setSIPGoLogger points sipgo's logger at l. sipgo's transaction layer
+// logs through a package global: it is set once per process (the first
+// command's choice wins; tests run several).
+func setSIPGoLogger(l *slog.Logger, verbose bool) {
 	sipgoLoggerOnce.Do(func() {
 		sipgosip.SetDefaultLogger(l)
 		sipgosip.SIPDebug = verbose
 	})
-	return l
 }

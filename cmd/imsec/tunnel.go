@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/imsec/imsec/esp"
+	"github.com/imsec/imsec/observe"
 	"github.com/imsec/imsec/tun"
 	"github.com/imsec/imsec/tun/ipesp"
 )
@@ -90,6 +90,7 @@ type tunnelFlags struct {
 	interval     time.Duration
 	wait         time.Duration
 	verbose      bool
+	obs          *obsFlags
 }
 
 func parseTunnelFlags(args []string, stderr io.Writer) (*tunnelFlags, error) {
@@ -115,7 +116,11 @@ func parseTunnelFlags(args []string, stderr io.Writer) (*tunnelFlags, error) {
 	interval := fs.Duration("interval", time.Second, "with --ping: time between echo requests")
 	wait := fs.Duration("wait", 2*time.Second, "with --ping: how long to wait for each reply")
 	verbose := fs.Bool("v", false, "log data-plane events to stderr")
+	obs := addObsFlags(fs)
 	if err := parseFlags(fs, args, false); err != nil {
+		return nil, err
+	}
+	if err := obs.check(*verbose); err != nil {
 		return nil, err
 	}
 	set := map[string]bool{}
@@ -210,6 +215,7 @@ func parseTunnelFlags(args []string, stderr io.Writer) (*tunnelFlags, error) {
 	if f.interval <= 0 || f.wait <= 0 {
 		return nil, usageErrorf("--interval and --wait must be positive")
 	}
+	f.obs = obs
 	return f, nil
 }
 
@@ -369,13 +375,10 @@ func runTunnel(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if _, err := esp.NewInbound(f.in); err != nil {
 		return usageErrorf("--in: %v", err)
 	}
-	level := slog.LevelWarn
-	if f.verbose {
-		level = slog.LevelDebug
-	}
+	log := f.obs.logger(stderr)
 	cfg := tun.ManualConfig{Mode: f.mode, Out: f.out, In: f.in, Listen: f.listen, Peer: f.peer, Follow: f.follow, Keepalive: f.keepalive,
 		Inner: f.inner, MTU: f.mtu, TUN: f.tunName, Routes: f.routes, ParallelSeal: f.parallel, BatchPad: f.batchPad,
-		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))}
+		Logger: log}
 	if f.keylog != "" {
 		kf, closeKF, err := openKeyLog(f.keylog, false)
 		if err != nil {
@@ -405,6 +408,17 @@ func runTunnel(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer m.Close()
+	if f.obs.on() {
+		reg, err := newRegistry(observe.PumpCollector(observe.Pump{Name: "manual", Get: func() *tun.Pump { return m.Pump }}))
+		if err != nil {
+			return err
+		}
+		stop, err := f.obs.serve(ctx, stdout, log, reg, func() any { return observe.TunnelStatusOf(m.DeviceName(), m.Pump) })
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	carriage, local, remote := "ESP-in-UDP", m.LocalAddr().String(), f.peer.String()
 	switch f.mode {
 	case tun.ManualUDPEncTrans:

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/imsec/imsec/akakeys"
+	"github.com/imsec/imsec/observe"
 	"github.com/imsec/imsec/sip"
 	"github.com/imsec/imsec/sip/media"
 
@@ -66,6 +67,7 @@ func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	modes := fs.String("modes", strings.Join(sip.DefaultModes, ","), modesUsageUE)
 	portS := fs.Uint("port-s", sip.DefaultUEPortS, "protected server port (port-c is port-s-6 and -5)")
 	batchPad := fs.Int("batch-pad", 0, batchPadUsage)
+	innerFam := fs.String("inner", sip.InnerIPv4.String(), "inner addresses to ask the P-CSCF for over the tunnel: ipv4 (DHCP), ipv6 (DHCPv6) or dual (both; SIP and media then use IPv6)")
 	tunName := fs.String("tun", "", "use this kernel TUN device instead of the netstack (needs CAP_NET_ADMIN)")
 	keylog := fs.String("keylog", "", "write every SA to this file in Wireshark's esp_sa format (secrets!)")
 	once := fs.Bool("once", false, "register, ping the P-CSCF through the tunnel, de-register, exit")
@@ -79,6 +81,7 @@ func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	videoKey := fs.Int("video-key", 8000, "video key frame size in octets (one a second)")
 	videoDelta := fs.Int("video-delta", 1500, "video delta frame size in octets")
 	asJSON := fs.Bool("json", false, "with 'call': print the call report as JSON")
+	obs := addObsFlags(fs)
 	var target string
 	if len(args) > 0 && args[0] == "call" {
 		if len(args) < 2 || strings.HasPrefix(args[1], "-") {
@@ -91,6 +94,9 @@ func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if err := loadConfig(fs, *config); err != nil {
+		return err
+	}
+	if err := obs.check(*verbose); err != nil {
 		return err
 	}
 	cfg := sip.UEConfig{IMPI: *impi, IMPU: *impu}
@@ -110,6 +116,9 @@ func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if cfg.Local, err = netip.ParseAddr(*local); err != nil {
 			return usageErrorf("--local %q: not an IP address", *local)
 		}
+	}
+	if cfg.Inner, err = sip.ParseInnerFamily(*innerFam); err != nil {
+		return usageErrorf("--inner: %v", err)
 	}
 	if cfg.K, cfg.OPc, err = sub.milenage(); err != nil {
 		return err
@@ -183,8 +192,14 @@ func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer closeKL()
 	cfg.KeyLog = kl
-	cfg.Logger = cliLogger(stderr, *verbose)
-	cfg.Events = sip.LadderPrinter(stdout)
+	log := obs.logger(stderr)
+	setSIPGoLogger(log, *verbose)
+	cfg.Logger = log
+	var ev *observe.Events
+	if obs.on() {
+		ev = observe.NewEvents()
+	}
+	cfg.Events = obs.events(stdout, log, ev)
 	u, err := sip.NewUE(cfg)
 	if errors.Is(err, sip.ErrConfig) {
 		return usageErrorf("%v", err)
@@ -193,6 +208,20 @@ func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer u.Close()
+	if obs.on() {
+		reg, err := newRegistry(ev)
+		if err == nil {
+			err = observe.UE(reg, u)
+		}
+		if err != nil {
+			return err
+		}
+		stop, err := obs.serve(ctx, stdout, log, reg, func() any { return observe.UEStatus(u, *impi, *impu) })
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	switch {
 	case target != "":
 		rep, err := u.CallOnce(ctx, target, *duration)
@@ -209,8 +238,12 @@ func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "registered as %s with inner address %v (%s); ping %v through the tunnel: %v\n",
-			*impu, r.Info.InnerAddr, r.Info.Suite, r.Info.PCSCFInner, r.RTT.Round(time.Microsecond))
+		var addrs []string
+		for _, a := range r.Info.InnerAddrs {
+			addrs = append(addrs, a.String())
+		}
+		fmt.Fprintf(stdout, "registered as %s with inner address %s (%s); ping %v through the tunnel: %v\n",
+			*impu, strings.Join(addrs, ", "), r.Info.Suite, r.Info.PCSCFInner, r.RTT.Round(time.Microsecond))
 		return nil
 	}
 	return u.Run(ctx)

@@ -35,8 +35,14 @@ type Config struct {
 	Out    io.Writer // the ladders and tables; default os.Stdout
 	KeyLog io.Writer // every SA of every party, Wireshark esp_sa lines; nil: off
 	Dir    string    // where the HSS databases go; default a temporary folder, removed after
-	// Loopback is the address everything binds; default 127.0.0.1.
+	// Loopback is the address everything binds; default 127.0.0.1, or
+	// ::1 with IPv6.
 	Loopback netip.Addr
+	// IPv6 runs the demo on IPv6 outside and inside the tunnels: the
+	// P-CSCFs, the UEs and the NAT on IPv6 loopback, each P-CSCF with an
+	// IPv6 pool only (A 2001:db8:a::/64, B 2001:db8:b::/64), the UEs'
+	// inner addresses from DHCPv6, SIP and media over inner IPv6.
+	IPv6 bool
 	// CallDuration is how long the call from UE A to UE B sends media;
 	// default 3 s.
 	CallDuration time.Duration
@@ -52,6 +58,10 @@ type Config struct {
 	// scope), are not in it. Records are written whole, one Write call
 	// each; Run stops writing before it returns and fails if a write did.
 	Capture io.Writer
+	// Events, if set, also receives every event the ladder prints (of
+	// every party, after its line is printed), e.g. a
+	// sip.SequenceDiagram's Event for `imsec demo --mermaid`.
+	Events sip.EventFunc
 }
 
 // Summary is what a run found, for --json.
@@ -139,6 +149,12 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}
 	if !cfg.Loopback.IsValid() {
 		cfg.Loopback = netip.MustParseAddr("127.0.0.1")
+		if cfg.IPv6 {
+			cfg.Loopback = netip.IPv6Loopback()
+		}
+	}
+	if cfg.IPv6 && !cfg.Loopback.Is6() {
+		return nil, fmt.Errorf("demo: IPv6 needs an IPv6 loopback address, not %v", cfg.Loopback)
 	}
 	if cfg.Dir == "" {
 		d, err := os.MkdirTemp("", "imsec-demo-")
@@ -152,6 +168,13 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	// its tables: one lock for both.
 	out := &lockedWriter{w: cfg.Out}
 	ladder := sip.LadderPrinter(out)
+	if cfg.Events != nil {
+		print := ladder
+		ladder = func(e sip.Event) {
+			print(e)
+			cfg.Events(e)
+		}
+	}
 	lo := cfg.Loopback
 	anyPort := netip.AddrPortFrom(lo, 0)
 	step := func(format string, a ...any) { fmt.Fprintf(out, "\n== "+format+"\n", a...) }
@@ -184,8 +207,12 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		if err := p.store.Add(ctx, hss.Subscriber{IMPI: p.impi, IMPUs: []string{p.impu}, K: kk.k, OPc: kk.opc, OP: &op, AMF: akakeys.AMF{0x80, 0}}); err != nil {
 			return nil, fmt.Errorf("HSS %s: %w", p.name, err)
 		}
-		p.srv, err = sip.New(sip.ServerConfig{Domain: p.domain, HSS: p.hss, SIP: anyPort, ESP: anyPort, Events: ladder, KeyLog: cfg.KeyLog,
-			TeardownGrace: 200 * time.Millisecond})
+		sc := sip.ServerConfig{Domain: p.domain, HSS: p.hss, SIP: anyPort, ESP: anyPort, Events: ladder, KeyLog: cfg.KeyLog,
+			TeardownGrace: 200 * time.Millisecond}
+		if cfg.IPv6 {
+			sc.Pool6 = netip.MustParsePrefix("2001:db8:" + strings.ToLower(p.name) + "::/64")
+		}
+		p.srv, err = sip.New(sc)
 		if err != nil {
 			return nil, fmt.Errorf("P-CSCF %s: %w", p.name, err)
 		}
@@ -223,6 +250,9 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		kk := creds[p.impi]
 		uc := sip.UEConfig{IMPI: p.impi, IMPU: p.impu, K: kk.k, OPc: kk.opc, Local: lo, Events: ladder, KeyLog: cfg.KeyLog,
 			PCSCF: p.srv.SIPAddr(), PCSCFESP: p.srv.ESPAddr()}
+		if cfg.IPv6 {
+			uc.Inner = sip.InnerIPv6
+		}
 		if capture != nil {
 			uc.WrapESP, uc.WrapMediaESP = pcap.TapFunc(capture), pcap.TapFunc(capture)
 		}
@@ -407,7 +437,11 @@ func printUE(w io.Writer, p *party) {
 
 func printServerSets(w io.Writer, p *party) {
 	for _, r := range p.srv.Registrations() {
-		fmt.Fprintf(w, "P-CSCF %s view of %s: inner %v, ESP to %v (NAT %v)\n", p.name, r.IMPI, r.InnerAddr, r.Endpoint, r.NAT)
+		inner := r.InnerAddr
+		if r.InnerAddr6.IsValid() {
+			inner = r.InnerAddr6
+		}
+		fmt.Fprintf(w, "P-CSCF %s view of %s: inner %v, ESP to %v (NAT %v)\n", p.name, r.IMPI, inner, r.Endpoint, r.NAT)
 		for _, s := range r.Sets {
 			fmt.Fprintf(w, "  SA set %d %-9s %s  in SPIs 0x%08x 0x%08x  out SPIs 0x%08x 0x%08x\n",
 				s.ID, s.State, s.Suite, s.InboundSPI[0], s.InboundSPI[1], s.OutSPI[0], s.OutSPI[1])

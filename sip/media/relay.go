@@ -48,8 +48,34 @@ type Relay struct {
 	log *slog.Logger
 
 	mu       sync.Mutex
-	sessions map[*Session]struct{}
-	closed   bool
+	sessions map[*Session]struct{} // guarded by mu
+	closed   bool                  // guarded by mu
+	// ended is the sum of the sessions closed so far (guarded by mu):
+	// with the live sessions' counters it makes Stats.
+	ended DirectionStats
+}
+
+// Stats returns the relay's totals since it started: both directions of
+// every session, the closed ones included.
+func (r *Relay) Stats() DirectionStats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := r.ended
+	for s := range r.sessions {
+		st := s.Stats()
+		t.add(st.AToB)
+		t.add(st.BToA)
+	}
+	return t
+}
+
+func (d *DirectionStats) add(o DirectionStats) {
+	d.Packets += o.Packets
+	d.Bytes += o.Bytes
+	d.Unexpected += o.Unexpected
+	d.NoPeer += o.NoPeer
+	d.WriteErrors += o.WriteErrors
+	d.ReadErrors += o.ReadErrors
 }
 
 // ErrRelayClosed is returned by Allocate after Close.
@@ -267,10 +293,14 @@ func (s *Session) Close() error {
 		}
 		s.err = errors.Join(s.legs[0].conn.Close(), s.legs[1].conn.Close())
 		s.wg.Wait()
-		s.relay.mu.Lock()
-		delete(s.relay.sessions, s)
-		s.relay.mu.Unlock()
 		st := s.Stats()
+		s.relay.mu.Lock()
+		if _, live := s.relay.sessions[s]; live {
+			delete(s.relay.sessions, s)
+			s.relay.ended.add(st.AToB)
+			s.relay.ended.add(st.BToA)
+		}
+		s.relay.mu.Unlock()
 		s.relay.log.Debug("media relay session closed", "a", s.legs[0].local, "b", s.legs[1].local,
 			"a_to_b_packets", st.AToB.Packets, "b_to_a_packets", st.BToA.Packets,
 			"dropped", st.AToB.Unexpected+st.AToB.NoPeer+st.BToA.Unexpected+st.BToA.NoPeer)

@@ -93,6 +93,16 @@ func TestRelayChain(t *testing.T) {
 			t.Errorf("%s: %+v, want %+v", c.name, c.got, c.want)
 		}
 	}
+	// The relay's totals are both directions of its session, and stay
+	// after the session closes (a monitor's counter never goes back).
+	both := DirectionStats{Packets: total(stAB) + total(stBA), Bytes: bytesOf(stAB) + bytesOf(stBA)}
+	if got := relayA.Stats(); got != both {
+		t.Errorf("relay A's totals %+v, want %+v", got, both)
+	}
+	sA.Close()
+	if got := relayA.Stats(); got != both || relayA.Len() != 0 {
+		t.Errorf("relay A's totals after the session closed: %+v (%d sessions), want %+v", got, relayA.Len(), both)
+	}
 }
 
 // A stranger's datagrams are dropped and counted, on either leg.

@@ -45,7 +45,10 @@ func NewClient(id []byte) (*Client, error) {
 }
 
 // Discover returns the DHCPDISCOVER IPv4 packet, from 0.0.0.0:68 to
-// 255.255.255.255:67, htype 31 (IPsec tunnel, RFC 3456).
+// 255.255.255.255:67, htype 31 (IPsec tunnel, RFC 3456). It carries the
+// Rapid Commit option (RFC 4039): a server that supports it answers with
+// the ACK at once, halving the exchange; one that does not offers, and the
+// client requests as usual.
 func (c *Client) Discover() ([]byte, error) {
 	c.offer = nil
 	m, err := dhcpv4.New(
@@ -55,6 +58,7 @@ func (c *Client) Discover() ([]byte, error) {
 		dhcpv4.WithBroadcast(true),
 		dhcpv4.WithOption(dhcpv4.OptGeneric(dhcpv4.OptionClientIdentifier, c.id)),
 		dhcpv4.WithRequestedOptions(dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter),
+		dhcpv4.WithOption(dhcpv4.OptGeneric(dhcpv4.OptionRapidCommit, nil)),
 	)
 	if err != nil {
 		return nil, err
@@ -67,7 +71,9 @@ func (c *Client) packet(m *dhcpv4.DHCPv4) []byte {
 }
 
 // Handle consumes one inner packet for UDP port 68. On an OFFER it returns
-// the REQUEST to send; on an ACK it returns the lease; on a NAK ErrNak.
+// the REQUEST to send; on an ACK to the REQUEST, or a rapid ACK (with the
+// Rapid Commit option, RFC 4039 §4) to the DISCOVER, it returns the lease;
+// on a NAK ErrNak.
 func (c *Client) Handle(pkt []byte) (next []byte, lease *ClientLease, err error) {
 	d, ok := parseIPv4UDP(pkt)
 	if !ok || d.dport != ClientPort {
@@ -91,7 +97,7 @@ func (c *Client) Handle(pkt []byte) (next []byte, lease *ClientLease, err error)
 		}
 		return c.packet(req), nil, nil
 	case dhcpv4.MessageTypeAck:
-		if c.offer == nil {
+		if c.offer == nil && !m.Options.Has(dhcpv4.OptionRapidCommit) {
 			return nil, nil, ErrNotReply
 		}
 		l, err := leaseFromAck(m)
@@ -130,7 +136,8 @@ func leaseFromAck(m *dhcpv4.DHCPv4) (*ClientLease, error) {
 	return l, nil
 }
 
-// Acquire runs DISCOVER/OFFER/REQUEST/ACK: send puts an IPv4 packet into the
+// Acquire runs DISCOVER/ACK (rapid commit), or DISCOVER/OFFER/REQUEST/ACK
+// with a server without it: send puts an IPv4 packet into the
 // tunnel, replies delivers the packets for UDP port 68 that come out of it.
 // It retransmits after 1 s, 2 s, 4 s, ... (capped at 8 s) until ctx ends.
 func (c *Client) Acquire(ctx context.Context, send func([]byte) error, replies <-chan []byte) (*ClientLease, error) {

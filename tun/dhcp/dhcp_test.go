@@ -220,3 +220,104 @@ func FuzzClientHandle(f *testing.F) {
 		cl.Handle(pkt)
 	})
 }
+
+// TestRapidCommit: the client's DISCOVER carries Rapid Commit (RFC 4039)
+// and the server answers it with the ACK at once, the lease bound: one
+// packet each way instead of two.
+func TestRapidCommit(t *testing.T) {
+	c := &clock{t: time.Unix(1e9, 0)}
+	s := newServer(t, "100.64.0.0/24", c)
+	cl, err := NewClient([]byte("alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	disc, err := cl.Discover()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := parseDHCP(t, disc); m.MessageType() != dhcpv4.MessageTypeDiscover || !m.Options.Has(dhcpv4.OptionRapidCommit) {
+		t.Fatalf("DISCOVER %v without Rapid Commit", m.MessageType())
+	}
+	reply, lease, err := s.Handle(disc, "ue-a/sa1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := parseDHCP(t, reply); m.MessageType() != dhcpv4.MessageTypeAck || !m.Options.Has(dhcpv4.OptionRapidCommit) {
+		t.Fatalf("answer to a rapid DISCOVER: %v (rapid commit %v), want ACK with Rapid Commit", m.MessageType(), m.Options.Has(dhcpv4.OptionRapidCommit))
+	}
+	if !lease.Bound || lease.Expires != c.t.Add(time.Hour) {
+		t.Fatalf("lease after the rapid ACK: %+v", lease)
+	}
+	next, cl4, err := cl.Handle(reply)
+	if err != nil || next != nil || cl4 == nil || cl4.Addr.Addr() != lease.Addr {
+		t.Fatalf("client on the rapid ACK: next %v, lease %+v, err %v", next != nil, cl4, err)
+	}
+
+	// A whole Acquire: one packet sent.
+	sends := 0
+	replies := make(chan []byte, 4)
+	cl2, _ := NewClient([]byte("bob"))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	l, err := cl2.Acquire(ctx, func(p []byte) error {
+		sends++
+		r, _, err := s.Handle(p, "ue-b/sa1")
+		if r != nil {
+			replies <- r
+		}
+		return err
+	}, replies)
+	if err != nil || sends != 1 {
+		t.Fatalf("Acquire: lease %+v, err %v, %d packets sent (want 1)", l, err, sends)
+	}
+}
+
+// TestWithoutRapidCommit: a DISCOVER without the option (another client)
+// gets an OFFER and binds nothing; our client, offered, requests as
+// before; an ACK without Rapid Commit to a client that has no offer is
+// not its reply.
+func TestWithoutRapidCommit(t *testing.T) {
+	c := &clock{t: time.Unix(1e9, 0)}
+	s := newServer(t, "100.64.0.0/24", c)
+	cl, _ := NewClient([]byte("carol"))
+	m, _ := dhcpv4.New(dhcpv4.WithTransactionID(cl.xid), dhcpv4.WithMessageType(dhcpv4.MessageTypeDiscover),
+		dhcpv4.WithOption(dhcpv4.OptGeneric(dhcpv4.OptionClientIdentifier, cl.id)))
+	offer, lease, err := s.Handle(cl.packet(m), "ue-c/sa1")
+	if err != nil || lease.Bound {
+		t.Fatalf("plain DISCOVER: lease %+v, err %v", lease, err)
+	}
+	if o := parseDHCP(t, offer); o.MessageType() != dhcpv4.MessageTypeOffer || o.Options.Has(dhcpv4.OptionRapidCommit) {
+		t.Fatalf("answer to a plain DISCOVER: %v", o.MessageType())
+	}
+	// An ACK without Rapid Commit before any offer: not ours.
+	ack, _ := dhcpv4.New(dhcpv4.WithTransactionID(cl.xid), dhcpv4.WithMessageType(dhcpv4.MessageTypeAck),
+		dhcpv4.WithReply(m), dhcpv4.WithYourIP(lease.Addr.AsSlice()))
+	ack.OpCode = dhcpv4.OpcodeBootReply
+	if _, got, err := cl.Handle(appendIPv4UDP(nil, s.cfg.Gateway, limitedBroadcast, ServerPort, ClientPort, ack.ToBytes())); !errors.Is(err, ErrNotReply) || got != nil {
+		t.Fatalf("unsolicited plain ACK: lease %+v, err %v", got, err)
+	}
+	req, _, err := cl.Handle(offer)
+	if err != nil || req == nil {
+		t.Fatalf("client on the OFFER: %v", err)
+	}
+	final, lease, err := s.Handle(req, "ue-c/sa1")
+	if err != nil || !lease.Bound {
+		t.Fatalf("REQUEST: lease %+v, err %v", lease, err)
+	}
+	if _, got, err := cl.Handle(final); err != nil || got == nil || got.Addr.Addr() != lease.Addr {
+		t.Fatalf("client on the ACK: lease %+v, err %v", got, err)
+	}
+}
+
+func parseDHCP(t *testing.T, pkt []byte) *dhcpv4.DHCPv4 {
+	t.Helper()
+	d, ok := parseIPv4UDP(pkt)
+	if !ok {
+		t.Fatalf("not an IPv4 UDP packet: %x", pkt)
+	}
+	m, err := dhcpv4.FromBytes(d.payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}

@@ -11,6 +11,10 @@
 // UE's address: two UEs with the same private address behind two NATs get two
 // different inner addresses. Messages are built and parsed with
 // github.com/insomniacslk/dhcp.
+//
+// Server6 and Client6 (dhcpv6.go) do the same for an inner IPv6 address
+// with DHCPv6 (RFC 8415): one IA_NA address, bound to the SA alike, and the
+// server's own inner address in OPTION_SIP_SERVER_A (RFC 3319).
 package dhcp
 
 import (
@@ -132,6 +136,13 @@ func (s *Server) Handle(pkt []byte, binding string) (reply []byte, lease Lease, 
 		if err != nil {
 			return nil, Lease{}, err
 		}
+		if req.Options.Has(dhcpv4.OptionRapidCommit) {
+			// RFC 4039: the ACK at once, the lease bound. The tunnel
+			// holds one server, so no other offer can be lost by it.
+			l.Bound = true
+			l.Expires = now.Add(s.cfg.LeaseTime)
+			return s.reply(req, dhcpv4.MessageTypeAck, l.Addr, dhcpv4.OptGeneric(dhcpv4.OptionRapidCommit, nil)), *l, nil
+		}
 		if !l.Bound {
 			l.Expires = now.Add(offerHold)
 		}
@@ -215,7 +226,7 @@ func (s *Server) expireLocked(now time.Time) {
 	}
 }
 
-func (s *Server) reply(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, yiaddr netip.Addr) []byte {
+func (s *Server) reply(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, yiaddr netip.Addr, extra ...dhcpv4.Option) []byte {
 	gw := net.IP(s.cfg.Gateway.AsSlice())
 	mods := []dhcpv4.Modifier{
 		dhcpv4.WithMessageType(mt),
@@ -236,6 +247,9 @@ func (s *Server) reply(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, yiaddr netip.A
 	}
 	if id := req.Options.Get(dhcpv4.OptionClientIdentifier); id != nil {
 		resp.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionClientIdentifier, id))
+	}
+	for _, o := range extra {
+		resp.UpdateOption(o)
 	}
 	// The UE has no address yet: reply to the limited broadcast, which its
 	// tunnel delivers to it alone (RFC 3456 §3; RFC 2131 §4.1).

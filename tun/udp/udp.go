@@ -38,10 +38,16 @@ type Conn struct {
 	plat   platform
 }
 
-// Listen binds a UDP socket to addr (port 0 picks a free port).
+// Listen binds a UDP socket to addr (port 0 picks a free port). The IPv6
+// wildcard [::] is dual-stack: it receives IPv4 as well (from IPv4-mapped
+// sources, which ReadBatch reports as IPv4) and sends to either family;
+// any other address is that family's alone.
 func Listen(addr netip.AddrPort) (*Conn, error) {
 	network := "udp4"
-	if addr.Addr().Is6() && !addr.Addr().Is4In6() {
+	switch a := addr.Addr(); {
+	case a == netip.IPv6Unspecified():
+		network = "udp" // Go leaves IPV6_V6ONLY off for a wildcard on "udp"
+	case a.Is6() && !a.Is4In6():
 		network = "udp6"
 	}
 	c, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(addr))

@@ -334,10 +334,6 @@ func (p *platform) putAddr(b []byte, ap netip.AddrPort) int {
 // address the socket cannot send to.
 func (p *platform) pack(msgs []Message, gso bool) (vlen, covered int, bad bool) {
 	w := &p.w
-	limit := maxUDPPayload
-	if p.is6 {
-		limit = maxUDP6Pay
-	}
 	i := 0
 	for vlen < len(w.hs) && i < len(msgs) && i < len(w.iov) {
 		m := &msgs[i]
@@ -354,6 +350,10 @@ func (p *platform) pack(msgs []Message, gso bool) (vlen, covered int, bad bool) 
 		}
 		w.hs[vlen].n = 0
 		w.first[vlen] = i
+		limit := maxUDPPayload // an IPv4 destination, also on a dual-stack socket
+		if p.is6 && !m.Addr.Addr().Unmap().Is4() {
+			limit = maxUDP6Pay
+		}
 		seg, total, count := m.N, m.N, 1
 		w.setIov(i, m)
 		i++

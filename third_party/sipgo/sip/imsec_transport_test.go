@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -196,5 +197,58 @@ func TestImsecUDPParseErrLogSuppressed(t *testing.T) {
 	}
 	if strings.Contains(out, strings.Repeat("x", 121)) {
 		t.Fatalf("long error not shortened:\n%s", out)
+	}
+}
+
+// TestImsecUDPListenerPeersBounded: a UDP listener keeps at most
+// udpListenerPeersMax source addresses in the connection pool; the oldest
+// go first, the newest stay (a response to them reuses the listener).
+func TestImsecUDPListenerPeersBounded(t *testing.T) {
+	defer func(v int) { udpListenerPeersMax = v }(udpListenerPeersMax)
+	udpListenerPeersMax = 8
+	tpl := NewTransportLayer(net.DefaultResolver, NewParser(), nil)
+	got := make(chan Message, 64)
+	tpl.OnMessage(func(m Message) { got <- m })
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() { tpl.ServeUDP(pc); close(served) }()
+	defer func() { pc.Close(); <-served }()
+
+	const sources = 20
+	var last []string
+	for i := range sources {
+		peer, err := net.Dial("udp4", pc.LocalAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := "OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-imsec" + strconv.Itoa(i) + "\r\n" +
+			"From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:x@127.0.0.1>\r\nCall-ID: imsec-peers\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+		if _, err := peer.Write([]byte(req)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-got:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("request from source %d not delivered", i)
+		}
+		last = append(last, peer.LocalAddr().String())
+		peer.Close()
+	}
+	pool := tpl.udp.pool
+	if n := pool.Size(); n > udpListenerPeersMax+1 { // +1: the listener's own address
+		t.Fatalf("pool holds %d addresses after %d sources, want at most %d", n, sources, udpListenerPeersMax+1)
+	}
+	for _, a := range last[:sources-udpListenerPeersMax] {
+		if pool.getUnref(a) != nil {
+			t.Fatalf("old source %s still in the pool", a)
+		}
+	}
+	for _, a := range last[sources-udpListenerPeersMax:] {
+		if pool.getUnref(a) == nil {
+			t.Fatalf("recent source %s not in the pool", a)
+		}
 	}
 }

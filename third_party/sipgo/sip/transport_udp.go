@@ -138,13 +138,13 @@ func (t *TransportUDP) readListenerConnection(conn *UDPConnection, laddr string,
 	var parseLog udpParseErrLog // imsec
 	// NOTE: consider to refactor, but for cleanup
 	// We are reusing UDP listener as dial connection
-	acceptedAddr := make(map[string]struct{})
+	// imsec: upstream kept every source address it ever read from (in the
+	// pool and in acceptedAddr) until the listener closed: memory grew with
+	// every NAT rebinding and every spoofed source of a flood. The most
+	// recent udpListenerPeersMax are kept; the oldest leaves the pool.
+	accepted := newPeerRing(udpListenerPeersMax) // imsec
 	defer func() {
-		addrs := make([]string, 0, len(acceptedAddr))
-		for addr := range acceptedAddr {
-			addrs = append(addrs, addr)
-		}
-		t.pool.deleteExactN(addrs, conn)
+		t.pool.deleteExactN(accepted.all(), conn) // imsec
 	}()
 
 	for {
@@ -187,7 +187,9 @@ func (t *TransportUDP) readListenerConnection(conn *UDPConnection, laddr string,
 			// In most cases we are in single connection mode so no need to keep adding in pool
 			// In case of server and multiple UDP listeners, this makes sure right one is used
 			t.pool.Add(rastr, conn)
-			acceptedAddr[rastr] = struct{}{}
+			if old, evicted := accepted.add(rastr); evicted { // imsec
+				t.pool.deleteExact(old, conn) // imsec
+			} // imsec
 		}
 
 		t.parseAndHandle(data, rastr, handler, &parseLog)

@@ -1,0 +1,239 @@
+package sip
+
+import (
+	"container/heap"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// The P-CSCF's housekeeper: every registration with something to do at a
+// known time (a challenge or a temporary set to expire, an old set to
+// retire, a de-registration to tear down, an expiry, an idle registration
+// to drop) sits in a queue ordered by that time, Server.due. A round looks
+// only at the registrations that are due, so holding 100,000 registered UEs
+// costs a round nothing but a look at the queue's head
+// (docs/architecture.md, "Housekeeping").
+//
+// Whoever changes a registration under Server.mu reschedules it: handlers
+// do so when they let go of it (release), the housekeeper after each look.
+// A registration scheduled too early costs one look; one scheduled too late
+// would miss its deadline, so every change that brings a deadline nearer
+// (a challenge, a temporary set, a teardown) happens inside a handler that
+// holds the registration busy, and release reschedules it.
+
+// housekeepEvery bounds how long the housekeeper sleeps between rounds, and
+// how often a registration with an old set (retired as soon as its
+// successor carries traffic) is looked at.
+const housekeepEvery = 500 * time.Millisecond
+
+// regQueue is a min-heap of registrations by due (container/heap).
+// Guarded by Server.mu.
+type regQueue []*registration
+
+func (q regQueue) Len() int           { return len(q) }
+func (q regQueue) Less(i, j int) bool { return q[i].due.Before(q[j].due) }
+func (q regQueue) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].dueIdx, q[j].dueIdx = i, j
+}
+func (q *regQueue) Push(x any) {
+	reg := x.(*registration)
+	reg.dueIdx = len(*q)
+	*q = append(*q, reg)
+}
+func (q *regQueue) Pop() any {
+	old := *q
+	reg := old[len(old)-1]
+	old[len(old)-1] = nil
+	*q = old[:len(old)-1]
+	reg.dueIdx = -1
+	return reg
+}
+
+// housekeeper runs Housekeep until Close: when the nearest deadline is
+// due, when poked (a deadline nearer than its next round), and at least
+// every housekeepEvery.
+func (s *Server) housekeeper() {
+	t := time.NewTimer(housekeepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		case <-s.wake:
+		}
+		next := s.Housekeep()
+		now := s.now()
+		wait := housekeepEvery
+		if !next.IsZero() {
+			wait = min(max(next.Sub(now), time.Millisecond), housekeepEvery)
+		}
+		s.mu.Lock()
+		s.hkNext = now.Add(wait)
+		s.mu.Unlock()
+		if !t.Stop() {
+			select {
+			case <-t.C:
+			default:
+			}
+		}
+		t.Reset(wait)
+	}
+}
+
+// poke makes the housekeeper run soon (a new, near deadline).
+func (s *Server) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// releaseLocked ends a handler's hold on reg (regLocked, or busy++) and
+// reschedules it with whatever the handler changed.
+func (s *Server) releaseLocked(reg *registration) {
+	reg.busy--
+	if s.regs[reg.impi] == reg {
+		s.scheduleLocked(reg, s.now())
+	}
+}
+
+// scheduleLocked puts reg in the queue at its next deadline (or takes it
+// out when it has none), and pokes the housekeeper when that deadline is
+// nearer than its next round. An idle registration is due at once but
+// costs no poke: the next round drops it.
+func (s *Server) scheduleLocked(reg *registration, now time.Time) {
+	due := s.nextDueLocked(reg, now)
+	if due.IsZero() {
+		s.unscheduleLocked(reg)
+		return
+	}
+	reg.due = due
+	if reg.dueIdx >= 0 {
+		heap.Fix(&s.due, reg.dueIdx)
+	} else {
+		heap.Push(&s.due, reg)
+	}
+	if due.After(now) && due.Before(s.hkNext) {
+		s.hkNext = due
+		s.poke()
+	}
+}
+
+func (s *Server) unscheduleLocked(reg *registration) {
+	if reg.dueIdx >= 0 {
+		heap.Remove(&s.due, reg.dueIdx)
+	}
+}
+
+// nextDueLocked is when reg next needs the housekeeper (zero: never, as
+// things stand). Deadlines are passed when now is after them, so a
+// registration is due just after its nearest one.
+func (s *Server) nextDueLocked(reg *registration, now time.Time) time.Time {
+	var due time.Time
+	at := func(t time.Time) {
+		if !t.IsZero() && (due.IsZero() || t.Before(due)) {
+			due = t
+		}
+	}
+	after := func(t time.Time) { at(t.Add(time.Nanosecond)) }
+	at(reg.teardown)
+	if reg.registered {
+		after(reg.expires)
+	}
+	for _, ch := range reg.pending {
+		after(ch.issued.Add(s.cfg.TempSATimeout))
+	}
+	if reg.vector != nil {
+		after(reg.vector.issued.Add(s.cfg.TempSATimeout))
+	}
+	if t := reg.sas.next(); !t.IsZero() {
+		after(t)
+	}
+	for _, st := range reg.sas.sets {
+		if st.state == saOld {
+			at(now.Add(housekeepEvery))
+			break
+		}
+	}
+	if reg.idle() {
+		at(now)
+	}
+	return due
+}
+
+// idle tells whether reg holds nothing worth keeping. A de-registered one
+// waits for its teardown; one holding a fresh shared vector keeps it until
+// TempSATimeout, so that a flood's next REGISTER for the IMPI does not draw
+// (and burn the SQN of) another.
+func (reg *registration) idle() bool {
+	return !reg.registered && reg.busy == 0 && len(reg.sas.sets) == 0 && len(reg.pending) == 0 &&
+		reg.teardown.IsZero() && reg.vector == nil
+}
+
+// Housekeep expires temporary sets, retires old sets once their successor
+// carries traffic, tears down de-registered registrations, and drops
+// registrations past their expiry or idle, all by the injected clock: the
+// registrations due by now, and no others. The housekeeper runs it; tests
+// with a fake clock call it directly. It returns the nearest deadline left
+// (zero if none).
+func (s *Server) Housekeep() (next time.Time) {
+	now := s.now()
+	s.mu.Lock()
+	defer s.unlock()
+	s.limits.sweep(now, false)
+	var looked []*registration
+	for len(s.due) > 0 && !s.due[0].due.After(now) {
+		reg := heap.Pop(&s.due).(*registration)
+		if s.housekeepLocked(reg, now) {
+			looked = append(looked, reg)
+		}
+	}
+	for _, reg := range looked {
+		s.scheduleLocked(reg, now)
+	}
+	if len(s.due) > 0 {
+		next = s.due[0].due
+	}
+	return next
+}
+
+// housekeepLocked does what is due for one registration; false when it
+// dropped it.
+func (s *Server) housekeepLocked(reg *registration, now time.Time) bool {
+	for _, st := range reg.sas.expire(now) {
+		if st.state == saTemporary {
+			s.emitLocked(EvSATemporaryExpired, "", "temporary SAs expired", fmt.Sprintf("%s: no protected REGISTER in %v", reg.impi, s.cfg.TempSATimeout))
+		} else {
+			s.emitLocked(EvSAOldDeleted, "", "old SAs deleted", fmt.Sprintf("%s: SA set %d replaced", reg.impi, st.id))
+		}
+	}
+	if !reg.teardown.IsZero() && !now.Before(reg.teardown) {
+		s.dropLocked(reg, "de-registered")
+		return false
+	}
+	if reg.registered && now.After(reg.expires) {
+		s.emitLocked(EvRegistrationExpired, "", "registration expired", reg.impi)
+		s.dropLocked(reg, "expired")
+		return false
+	}
+	// Challenges past the temporary-SA lifetime go, with their sets.
+	for _, ch := range slices.Clone(reg.pending) {
+		if now.Sub(ch.issued) > s.cfg.TempSATimeout {
+			reg.forget(ch)
+			if ch.set != nil && ch.set.state == saTemporary {
+				reg.sas.remove(ch.set)
+			}
+		}
+	}
+	if reg.vector != nil && now.Sub(reg.vector.issued) > s.cfg.TempSATimeout {
+		reg.vector = nil
+	}
+	if reg.idle() {
+		s.dropLocked(reg, "idle")
+		return false
+	}
+	return true
+}

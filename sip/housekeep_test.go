@@ -1,0 +1,148 @@
+package sip
+
+import (
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+)
+
+// bareServer is a Server with only what Housekeep uses, on a fake clock.
+func bareServer(now *time.Time) *Server {
+	cfg := ServerConfig{TempSATimeout: 30 * time.Second, Now: func() time.Time { return *now }, Events: func(Event) {}}
+	return &Server{cfg: cfg, log: slog.New(slog.DiscardHandler), regs: map[string]*registration{}, limits: newSourceLimits(Limits{Off: true})}
+}
+
+// addRegistered adds a registered registration expiring at exp, as a
+// handler would (regLocked, then releaseLocked).
+func addRegistered(s *Server, impi string, exp time.Time) *registration {
+	s.mu.Lock()
+	defer s.unlock()
+	reg := s.regLocked(impi, "sip:"+impi)
+	reg.registered, reg.expires = true, exp
+	s.releaseLocked(reg)
+	return reg
+}
+
+// TestHousekeepByDeadline: registrations go exactly when their expiry has
+// passed, in order, and Housekeep reports the nearest deadline left.
+func TestHousekeepByDeadline(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	now := t0
+	s := bareServer(&now)
+	const n = 50
+	// Expiries out of order: i*7 mod n seconds from t0.
+	for i := range n {
+		addRegistered(s, fmt.Sprintf("u%02d", i), t0.Add(time.Duration(1+(i*7)%n)*time.Second))
+	}
+	if next := s.Housekeep(); !next.Equal(t0.Add(time.Second + time.Nanosecond)) {
+		t.Fatalf("next = %v, want 1 s + 1 ns after t0", next.Sub(t0))
+	}
+	for sec := 1; sec <= n; sec++ {
+		now = t0.Add(time.Duration(sec) * time.Second)
+		s.Housekeep() // exactly at the expiry: still registered
+		if got := len(s.regs); got != n-sec+1 {
+			t.Fatalf("at %d s: %d registrations, want %d", sec, got, n-sec+1)
+		}
+		now = now.Add(time.Millisecond)
+		next := s.Housekeep()
+		if got := len(s.regs); got != n-sec {
+			t.Fatalf("at %d s + 1 ms: %d registrations, want %d", sec, got, n-sec)
+		}
+		if want := t0.Add(time.Duration(sec+1)*time.Second + time.Nanosecond); sec < n && !next.Equal(want) {
+			t.Fatalf("at %d s: next = %v, want %v", sec, next.Sub(t0), want.Sub(t0))
+		}
+		if s.due.Len() != len(s.regs) {
+			t.Fatalf("at %d s: %d queued, %d registrations", sec, s.due.Len(), len(s.regs))
+		}
+	}
+}
+
+// TestHousekeepReschedulesOnRelease: a re-registration that extends the
+// expiry moves the registration back in the queue; a de-registration's
+// teardown brings it forward; a registration left with nothing goes at
+// the next round.
+func TestHousekeepReschedulesOnRelease(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	now := t0
+	s := bareServer(&now)
+	a := addRegistered(s, "a", t0.Add(10*time.Second))
+	addRegistered(s, "b", t0.Add(20*time.Second))
+	addRegistered(s, "a", t0.Add(60*time.Second)) // a re-registers
+	if a.due.Sub(t0) <= time.Minute-time.Second {
+		t.Fatalf("a due at %v, want after its new expiry", a.due.Sub(t0))
+	}
+	now = t0.Add(30 * time.Second)
+	s.Housekeep()
+	if s.regs["a"] == nil || s.regs["b"] != nil {
+		t.Fatalf("at 30 s: a kept %v (want true), b kept %v (want false)", s.regs["a"] != nil, s.regs["b"] != nil)
+	}
+	// a de-registers: its teardown is in 2 s.
+	s.mu.Lock()
+	reg := s.regLocked("a", "sip:a")
+	reg.registered, reg.teardown = false, now.Add(2*time.Second)
+	s.releaseLocked(reg)
+	s.unlock()
+	if next := s.Housekeep(); !next.Equal(now.Add(2 * time.Second)) {
+		t.Fatalf("next = %v, want the teardown", next.Sub(t0))
+	}
+	now = now.Add(2 * time.Second)
+	s.Housekeep()
+	if len(s.regs) != 0 || s.due.Len() != 0 {
+		t.Fatalf("after teardown: %d registrations, %d queued", len(s.regs), s.due.Len())
+	}
+	// A handler that leaves a registration with nothing (a refused first
+	// REGISTER): due at once, dropped by the next round.
+	s.mu.Lock()
+	reg = s.regLocked("c", "sip:c")
+	s.releaseLocked(reg)
+	s.unlock()
+	s.Housekeep()
+	if len(s.regs) != 0 || s.due.Len() != 0 {
+		t.Fatalf("idle registration kept: %d registrations, %d queued", len(s.regs), s.due.Len())
+	}
+}
+
+// BenchmarkHousekeepRound is one housekeeper round with n registered UEs
+// none of which is due: what holding them costs every round.
+func BenchmarkHousekeepRound(b *testing.B) {
+	for _, n := range []int{1_000, 100_000} {
+		b.Run(fmt.Sprintf("ues=%d", n), func(b *testing.B) {
+			t0 := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+			now := t0
+			s := bareServer(&now)
+			for i := range n {
+				addRegistered(s, fmt.Sprintf("u%06d", i), t0.Add(time.Hour+time.Duration(i)*time.Millisecond))
+			}
+			b.ResetTimer()
+			for b.Loop() {
+				now = now.Add(time.Nanosecond)
+				s.Housekeep()
+			}
+		})
+	}
+}
+
+// TestHousekeepKeepsFreshVector: a registration whose only state is an
+// unused shared vector (its challenges dropped) keeps it until the
+// temporary-SA lifetime, so the IMPI's next REGISTER reuses it.
+func TestHousekeepKeepsFreshVector(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	now := t0
+	s := bareServer(&now)
+	s.mu.Lock()
+	reg := s.regLocked("v", "sip:v")
+	reg.vector = &sharedVector{issued: now}
+	s.releaseLocked(reg)
+	s.unlock()
+	now = t0.Add(s.cfg.TempSATimeout)
+	s.Housekeep()
+	if s.regs["v"] == nil {
+		t.Fatal("registration holding a fresh vector dropped as idle")
+	}
+	now = now.Add(time.Millisecond)
+	s.Housekeep()
+	if s.regs["v"] != nil || s.due.Len() != 0 {
+		t.Fatalf("registration kept past its vector's lifetime (%d queued)", s.due.Len())
+	}
+}
