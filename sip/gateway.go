@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -17,12 +18,17 @@ import (
 // startInner brings up the ESP gateway: socket, netstack, pump, DHCP, and
 // the protected SIP ports on the netstack.
 func (s *Server) startInner() error {
+	conn, err := s.espConn()
+	if err != nil {
+		return err
+	}
 	ep, err := tun.NewEndpoint(tun.EndpointConfig{
-		Listen:   s.cfg.ESP,
-		Wrap:     s.cfg.WrapESP,
-		Netstack: &tun.NetstackOptions{MTU: innerMTU(s.cfg.ESP.Addr()), Addresses: s.gatewayPrefixes(), Name: "pcscf"},
+		Conn: conn,
+		Wrap: s.cfg.WrapESP,
+		Netstack: &tun.NetstackOptions{MTU: innerMTU(s.cfg.ESP.Addr()), Addresses: s.gatewayPrefixes(), Name: "pcscf",
+			Loopback: slices.ContainsFunc(s.cfg.Modes, TransportMode)},
 		Pump: tun.Config{Intercept: s.intercept, EchoResponder: s.gateway, BatchPad: s.cfg.BatchPad, Logger: s.log, Now: s.cfg.Now,
-			OnUnknownSPI: s.lazy.install},
+			OnUnknownSPI: s.lazy.install, Transport: s.transportConfig()},
 	})
 	if err != nil {
 		return fmt.Errorf("sip: ESP gateway on %v: %w", s.cfg.ESP, err)
@@ -154,6 +160,15 @@ type dhcpRequest struct {
 // retransmits).
 func (s *Server) intercept(peer *tun.Peer, pkt []byte) bool {
 	if !dhcp.IsToServer(pkt) && !dhcp.IsToServer6(pkt) {
+		if isEchoRequest(pkt) {
+			// A transport mode UE has no DHCP to prove its new set
+			// with: its first echo request does (proveOnly), and the
+			// pump answers the echo itself once the set may send.
+			select {
+			case s.dhcpIn <- dhcpRequest{peer: peer}:
+			default:
+			}
+		}
 		return false
 	}
 	select {
@@ -185,6 +200,10 @@ func (s *Server) serveDHCP() {
 }
 
 func (s *Server) answerDHCP(peer *tun.Peer, pkt []byte) {
+	if pkt == nil {
+		s.proveOnly(peer)
+		return
+	}
 	var reply []byte
 	var lease dhcp.Lease
 	err := errNoPool

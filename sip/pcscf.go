@@ -111,7 +111,11 @@ type ServerConfig struct {
 
 	IPsec      IPsecPolicy
 	Preference []Suite // default DefaultPreference
-	AllowNull  bool    // also accept null encryption (NullSuites), last
+	// Modes are the sec-agree modes (mod=) the P-CSCF accepts, most
+	// preferred first; default DefaultModes. A UE seen behind a NAT only
+	// ever gets a UDP-encapsulated mode (Policy.Choose).
+	Modes     []string
+	AllowNull bool // also accept null encryption (NullSuites), last
 
 	Expires       time.Duration // granted when the UE asks for none; default DefaultExpires
 	MaxExpires    time.Duration // default DefaultMaxExpires
@@ -349,6 +353,12 @@ func (c *ServerConfig) fill() error {
 	}
 	if c.AllowNull {
 		c.Preference = append(append([]Suite{}, c.Preference...), NullSuites...)
+	}
+	if len(c.Modes) == 0 {
+		c.Modes = DefaultModes
+	}
+	if err := checkModes(c.Modes); err != nil {
+		return configErrorf("modes: %v", err)
 	}
 	if c.Expires == 0 {
 		c.Expires = DefaultExpires

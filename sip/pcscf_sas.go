@@ -76,7 +76,7 @@ func (s *Server) installTemporaryLocked(reg *registration, ch *challenge, offer 
 			portC = s.portCs[1]
 		}
 	}
-	ours := Mechanism{Name: MechIPsec3GPP, Q: "0.1", Alg: offer.Alg, EAlg: offer.EffectiveEAlg(), Prot: "esp", Mod: ModUDPEncTun,
+	ours := Mechanism{Name: MechIPsec3GPP, Q: "0.1", Alg: offer.Alg, EAlg: offer.EffectiveEAlg(), Prot: "esp", Mod: offer.EffectiveMod(),
 		SPIc: spis[0], SPIs: spis[1], PortC: portC, PortS: s.cfg.PortS}
 	if hasMedia {
 		ours = withParam(ours, paramMediaSPI, strconv.FormatUint(uint64(spis[2]), 10))
@@ -102,6 +102,9 @@ func (s *Server) installTemporaryLocked(reg *registration, ch *challenge, offer 
 	}
 	if err := reg.sas.install(ls); err != nil {
 		return nil, err
+	}
+	if PlainESP(set.Mode()) || TransportMode(set.Mode()) {
+		s.bindPlainLocked(reg, src, set.Mode())
 	}
 	ok = true
 	if err := set.LogKeys(s.keylog, src); err != nil {

@@ -36,7 +36,7 @@ func (s *Server) proxyOuterRegister(ctx context.Context, tx sip.ServerTransactio
 	}
 	var offer *Mechanism
 	if hasSec {
-		chosen, err := Choose(offers, s.cfg.Preference)
+		chosen, err := s.policyFor(impi, src.Addr()).Choose(offers, natted)
 		if err != nil {
 			s.refuse(tx, req, true, EvNoCommonSecurity, 494, "Security Agreement Required", err.Error(),
 				sip.NewHeader("Security-Server", FormatSecurity(s.serverOffers())))
@@ -116,7 +116,7 @@ func (s *Server) proxyInnerRegister(ctx context.Context, tx sip.ServerTransactio
 	}
 	var offer *Mechanism
 	if hasSec {
-		chosen, err := Choose(offers, s.cfg.Preference)
+		chosen, err := s.policy().Choose(offers, s.regNATted(reg))
 		if err != nil {
 			s.respond(tx, req, 494, "Security Agreement Required", false)
 			return

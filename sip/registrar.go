@@ -205,7 +205,7 @@ func (s *Server) onOuterRegister(req *sip.Request, tx sip.ServerTransaction) {
 	var chosen Mechanism
 	var err error
 	if hasSec {
-		if chosen, err = Choose(offers, s.cfg.Preference); err != nil {
+		if chosen, err = s.policyFor(impi, src.Addr()).Choose(offers, natted); err != nil {
 			s.refuse(tx, req, true, EvNoCommonSecurity, 494, "Security Agreement Required", err.Error(),
 				sip.NewHeader("Security-Server", FormatSecurity(s.serverOffers())))
 			return
@@ -245,13 +245,34 @@ func offerPtr(ok bool, m Mechanism) *Mechanism {
 	return &m
 }
 
-// serverOffers is what a 494 lists: our algorithms, without SPIs or ports.
-func (s *Server) serverOffers() []Mechanism {
-	var ms []Mechanism
-	for _, p := range s.cfg.Preference {
-		ms = append(ms, Mechanism{Name: MechIPsec3GPP, Alg: p.Alg, EAlg: p.EAlg, Prot: "esp", Mod: ModUDPEncTun})
+// serverOffers is what a 494 lists: our modes and algorithms, without
+// SPIs or ports.
+func (s *Server) serverOffers() []Mechanism { return offersFor(s.cfg.Modes, s.cfg.Preference) }
+
+// policy is how this P-CSCF picks among a UE's offers.
+func (s *Server) policy() Policy { return Policy{Modes: s.cfg.Modes, Suites: s.cfg.Preference} }
+
+// policyFor is the policy for a REGISTER of impi from src: without the
+// transport modes if src is already another IMPI's address inside its SAs
+// (a transport mode UE is known by its address, and two UEs behind one NAT
+// share one).
+func (s *Server) policyFor(impi string, src netip.Addr) Policy {
+	p := s.policy()
+	s.mu.Lock()
+	other := s.byAddr[src.Unmap()]
+	s.mu.Unlock()
+	if other != nil && other.impi != impi {
+		p.Modes = slices.DeleteFunc(slices.Clone(p.Modes), TransportMode)
 	}
-	return ms
+	return p
+}
+
+// regNATted reports whether reg's last unprotected REGISTER came through
+// a NAT (its Via differed from its source).
+func (s *Server) regNATted(reg *registration) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return reg.natted
 }
 
 // resyncAndChallenge handles an auts: the HSS checks MAC-S, recovers
@@ -584,7 +605,7 @@ func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
 			s.respond(tx, req, 400, "Security-Client required on the protected port", false)
 			return
 		}
-		chosen, err := Choose(offers, s.cfg.Preference)
+		chosen, err := s.policy().Choose(offers, s.regNATted(reg))
 		if err != nil {
 			s.respond(tx, req, 494, "Security Agreement Required", false)
 			return
@@ -594,7 +615,7 @@ func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	if cred.HasAUTS {
 		offers, _, _ := securityHeaders(req, "Security-Client")
-		chosen, err := Choose(offers, s.cfg.Preference)
+		chosen, err := s.policy().Choose(offers, s.regNATted(reg))
 		if err != nil {
 			s.respond(tx, req, 494, "Security Agreement Required", false)
 			return
@@ -618,7 +639,7 @@ func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
 		// Tests: challenge the answer again, as an S-CSCF may.
 		s.failChallenge(reg, pend)
 		offers, _, _ := securityHeaders(req, "Security-Client")
-		if chosen, err := Choose(offers, s.cfg.Preference); err == nil {
+		if chosen, err := s.policy().Choose(offers, s.regNATted(reg)); err == nil {
 			s.challenge(ctx, tx, req, reg, key, &chosen, akakeys.Vector{}, false)
 			return
 		}

@@ -79,6 +79,50 @@ func TestBidDownRefused(t *testing.T) {
 	waitFor(t, func() bool { return len(r.reg(alice.impi).Sets) == 0 })
 }
 
+// TestBidDownOfModeRefused: the same with the mode: a Security-Verify
+// that says mod=trans where the Security-Server said mod=UDP-enc-tun (an
+// attacker steering the UE off the NAT-safe mode) gets 403.
+func TestBidDownOfModeRefused(t *testing.T) {
+	r := newRig(t, nil)
+	alice := newSub(t, r.store, "alice", "a.example")
+	u := r.ue(alice, nil)
+	u.hookVerify = func(v string) string {
+		if !strings.Contains(v, "mod=UDP-enc-tun") {
+			t.Errorf("Security-Server %q has no mod=UDP-enc-tun", v)
+		}
+		return strings.Replace(v, "mod=UDP-enc-tun", "mod=trans", 1)
+	}
+	if err := u.Register(ctxT(t)); !errors.Is(err, ErrForbidden) {
+		t.Fatalf("err %v, want 403", err)
+	}
+	if !r.lad.has(EvVerifyMismatch) {
+		t.Fatal("no bid-down event")
+	}
+}
+
+// TestNoCommonModeGets494: a UE that offers only plain ESP to a P-CSCF
+// that accepts only UDP-enc-tun gets 494, and the P-CSCF's event says the
+// mode was the problem.
+func TestNoCommonModeGets494(t *testing.T) {
+	r := newRig(t, nil)
+	alice := newSub(t, r.store, "alice", "a.example")
+	u := r.ue(alice, nil)
+	if err := u.startTunnel(); err != nil {
+		t.Fatal(err)
+	}
+	u.mu.Lock()
+	u.modes = []string{ModTun} // as a UE with CAP_NET_RAW would offer
+	u.mu.Unlock()
+	err := u.Register(ctxT(t))
+	var se *statusError
+	if !errors.As(err, &se) || se.code != 494 {
+		t.Fatalf("err %v, want 494", err)
+	}
+	if !r.lad.hasEvent(func(e Event) bool { return e.Kind == EvNoCommonSecurity && strings.Contains(e.Detail, "mode") }) {
+		t.Fatal("no event naming the mode")
+	}
+}
+
 func TestResyncWithAUTS(t *testing.T) {
 	r := newRig(t, nil)
 	alice := newSub(t, r.store, "alice", "a.example")

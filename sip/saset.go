@@ -12,8 +12,9 @@ import (
 // SASet is one TS 33.203 §7.1 set of four SAs between a UE and its P-CSCF,
 // built from the UE's Security-Client entry, the P-CSCF's Security-Server
 // entry and the CK/IK of the AKA run. With mod=UDP-enc-tun every SA is in
-// tunnel mode and carried in UDP (RFC 3948); the ports still select the SA,
-// as in transport mode:
+// tunnel mode and carried in UDP (RFC 3948); with mod=tun in tunnel mode in
+// plain ESP (IP protocol 50); with mod=trans in transport mode in plain ESP.
+// In every mode the ports select the SA:
 //
 //	SA1  UE port-c    -> P-CSCF port-s  SPI = P-CSCF spi-s
 //	SA2  P-CSCF port-s -> UE port-c     SPI = UE spi-c
@@ -67,8 +68,20 @@ func NewSASet(ue, pcscf Mechanism, ck akakeys.CK, ik akakeys.IK) (*SASet, error)
 	return &SASet{UE: ue, PCSCF: pcscf, Suite: suite, encKey: ek, authKey: ak, keys: keys}, nil
 }
 
+// Mode is the negotiated sec-agree mode (the P-CSCF's entry's).
+func (s *SASet) Mode() string { return s.PCSCF.EffectiveMod() }
+
+// espMode is the ESP mode of the set's SAs: transport for mod=trans, tunnel
+// for mod=tun and mod=UDP-enc-tun.
+func (s *SASet) espMode() esp.Mode {
+	if TransportMode(s.Mode()) {
+		return esp.Transport
+	}
+	return esp.Tunnel
+}
+
 func (s *SASet) config(spi esp.SPI) esp.Config {
-	return esp.Config{SPI: spi, Mode: esp.Tunnel, Encryption: s.Suite.EAlg, EncKey: s.encKey,
+	return esp.Config{SPI: spi, Mode: s.espMode(), Encryption: s.Suite.EAlg, EncKey: s.encKey,
 		Integrity: s.Suite.Alg, AuthKey: s.authKey, Keys: s.keys}
 }
 

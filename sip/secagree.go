@@ -36,6 +36,10 @@ const (
 	ModTrans      = "trans"
 	ModTun        = "tun"
 	ModUDPEncTun  = "UDP-enc-tun"
+	// ModUDPEncTrans is an imsec extension: transport mode in UDP
+	// (RFC 3948 transport mode), for which TS 33.203 has no mod value.
+	// A P-CSCF that does not know it ignores the entries that carry it.
+	ModUDPEncTrans = "UDP-enc-trans"
 )
 
 // Errors of the sec-agree parser. Each wraps ErrSecAgree.
@@ -139,7 +143,7 @@ func parseMechanism(s string) (Mechanism, error) {
 
 // canonicalMod keeps the spelling TS 33.203 uses while accepting any case.
 func canonicalMod(v string) string {
-	for _, c := range []string{ModTrans, ModTun, ModUDPEncTun} {
+	for _, c := range []string{ModTrans, ModTun, ModUDPEncTun, ModUDPEncTrans} {
 		if strings.EqualFold(v, c) {
 			return c
 		}

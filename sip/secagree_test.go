@@ -2,6 +2,8 @@ package sip
 
 import (
 	"errors"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -116,7 +118,7 @@ func TestChoose(t *testing.T) {
 		t.Fatalf("null not chosen when allowed: %v", err)
 	}
 	transOnly, _ := ParseSecurity(`ipsec-3gpp;alg=hmac-sha-1-96;ealg=aes-cbc;spi-c=1;spi-s=2;port-c=3;port-s=4`)
-	if _, err := Choose(transOnly, DefaultPreference); !errors.Is(err, ErrNoUDPEncTun) {
+	if _, err := Choose(transOnly, DefaultPreference); !errors.Is(err, ErrNoCommonMode) {
 		t.Fatalf("trans-only: %v", err)
 	}
 	tls, _ := ParseSecurity(`tls;q=0.2, digest`)
@@ -128,6 +130,124 @@ func TestChoose(t *testing.T) {
 	if m, _ := Choose(md5first, DefaultPreference); m.Alg != "hmac-sha-1-96" {
 		t.Fatalf("preference ignored: %+v", m)
 	}
+}
+
+// offerOf builds a UE offer entry for the policy tests.
+func offerOf(mode string, su Suite) Mechanism {
+	return Mechanism{Name: MechIPsec3GPP, Alg: su.Alg, EAlg: su.EAlg, Mod: mode, SPIc: 1000, SPIs: 1001, PortC: 5062, PortS: 5068}
+}
+
+func TestPolicyChoose(t *testing.T) {
+	sha, md5 := DefaultPreference[0], DefaultPreference[1]
+	all := []Mechanism{offerOf(ModUDPEncTun, sha), offerOf(ModTrans, sha), offerOf(ModTun, sha)}
+	cases := []struct {
+		name    string
+		pol     Policy
+		offers  []Mechanism
+		natted  bool
+		mode    string
+		suite   Suite
+		wantErr error
+	}{
+		{"default policy takes UDP-enc-tun", Policy{}, all, false, ModUDPEncTun, sha, nil},
+		{"trans preferred, no NAT", Policy{Modes: []string{ModTrans, ModUDPEncTun}}, all, false, ModTrans, sha, nil},
+		{"tun preferred, no NAT", Policy{Modes: []string{ModTun, ModTrans}}, all, false, ModTun, sha, nil},
+		{"UDP-enc-trans behind a NAT", Policy{Modes: []string{ModTrans, ModUDPEncTrans, ModUDPEncTun}},
+			append(all, offerOf(ModUDPEncTrans, sha)), true, ModUDPEncTrans, sha, nil},
+		{"trans preferred, NAT: UDP-enc-tun", Policy{Modes: []string{ModTrans, ModTun, ModUDPEncTun}}, all, true, ModUDPEncTun, sha, nil},
+		{"NAT, only plain ESP offered", Policy{Modes: AllModes}, all[1:], true, "", Suite{}, ErrNATNoUDPEnc},
+		{"NAT, only plain ESP accepted", Policy{Modes: []string{ModTrans}}, all, true, "", Suite{}, ErrNATNoUDPEnc},
+		{"mode absent means trans (TS 33.203 Annex H)", Policy{Modes: []string{ModTrans}}, []Mechanism{offerOf("", sha)}, false, ModTrans, sha, nil},
+		{"no common mode", Policy{Modes: []string{ModTun}}, []Mechanism{offerOf(ModTrans, sha)}, false, "", Suite{}, ErrNoCommonMode},
+		{"ah is not esp", Policy{Modes: AllModes}, []Mechanism{func() Mechanism { m := offerOf(ModTrans, sha); m.Prot = "ah"; return m }()}, false, "", Suite{}, ErrNoCommonMode},
+		// The mode order wins over the algorithm order...
+		{"mode before pair", Policy{Modes: []string{ModTrans, ModUDPEncTun}}, []Mechanism{offerOf(ModUDPEncTun, sha), offerOf(ModTrans, md5)}, false, ModTrans, md5, nil},
+		// ... but a preferred mode offered only with refused pairs falls through.
+		{"refused pair falls through", Policy{Modes: []string{ModTrans, ModUDPEncTun}},
+			[]Mechanism{offerOf(ModTrans, Suite{"null", "hmac-sha-1-96"}), offerOf(ModUDPEncTun, md5)}, false, ModUDPEncTun, md5, nil},
+		{"no common pair", Policy{Modes: AllModes}, []Mechanism{offerOf(ModTrans, Suite{"null", "hmac-sha-1-96"})}, false, "", Suite{}, ErrNoCommonAlg},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m, err := c.pol.Choose(c.offers, c.natted)
+			if c.wantErr != nil {
+				if !errors.Is(err, c.wantErr) {
+					t.Fatalf("err = %v, want %v", err, c.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.EffectiveMod() != c.mode || m.Suite() != c.suite {
+				t.Fatalf("chose %s, want mod=%s %s", m, c.mode, c.suite)
+			}
+		})
+	}
+}
+
+// TestPolicyChooseNeverPlainESPBehindNAT checks the rule against random
+// offers and policies: behind a NAT the choice is never plain ESP, and
+// whatever is chosen is an offered entry in an accepted mode and pair.
+func TestPolicyChooseNeverPlainESPBehindNAT(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	suites := append(append([]Suite{}, DefaultPreference...), NullSuites...)
+	modes := append(append([]string{}, AllModes...), "", "bogus")
+	for range 2000 {
+		var offers []Mechanism
+		for range r.IntN(6) {
+			offers = append(offers, offerOf(modes[r.IntN(len(modes))], suites[r.IntN(len(suites))]))
+		}
+		pm := append([]string{}, AllModes...)
+		r.Shuffle(len(pm), func(i, j int) { pm[i], pm[j] = pm[j], pm[i] })
+		pol := Policy{Modes: pm[:1+r.IntN(len(pm))], Suites: DefaultPreference}
+		natted := r.IntN(2) == 0
+		m, err := pol.Choose(offers, natted)
+		if err != nil {
+			continue
+		}
+		if natted && PlainESP(m.EffectiveMod()) {
+			t.Fatalf("plain ESP %s chosen behind a NAT from %s", m, FormatSecurity(offers))
+		}
+		if !slices.Contains(pol.Modes, m.EffectiveMod()) || !slices.Contains(pol.Suites, m.Suite()) {
+			t.Fatalf("%s is outside the policy %v", m, pol)
+		}
+		if !slices.ContainsFunc(offers, func(o Mechanism) bool { return equalMechanism(o, m) }) {
+			t.Fatalf("%s was not offered", m)
+		}
+	}
+}
+
+func TestParseModes(t *testing.T) {
+	got, err := ParseModes(" udp-enc-tun, TRANS ,tun")
+	if err != nil || !slices.Equal(got, []string{ModUDPEncTun, ModTrans, ModTun}) {
+		t.Fatalf("%v %v", got, err)
+	}
+	for _, bad := range []string{"", "trans,", "trans,trans", "UDP-enc-tunnel", "tun;trans"} {
+		if _, err := ParseModes(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func FuzzParseModes(f *testing.F) {
+	f.Add("UDP-enc-tun,trans,tun")
+	f.Add("trans")
+	f.Fuzz(func(t *testing.T, s string) {
+		ms, err := ParseModes(s)
+		if err != nil {
+			return
+		}
+		again, err := ParseModes(strings.Join(ms, ","))
+		if err != nil || !slices.Equal(again, ms) {
+			t.Fatalf("%q -> %v -> %v %v", s, ms, again, err)
+		}
+		for _, m := range ms {
+			if !slices.Contains(AllModes, m) {
+				t.Fatalf("%q gave unknown mode %q", s, m)
+			}
+		}
+	})
 }
 
 func TestParseSecurityTruncation(t *testing.T) {

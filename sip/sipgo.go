@@ -118,6 +118,13 @@ func (l *connInjector) inject(c net.Conn) bool {
 // §18.1.1: 1300 bytes when the path MTU is unknown).
 const maxUDPMessage = 1300
 
+// udpSlack is what sipgo may still add to a request after prepareRequest
+// measured it (a Via parameter such as rport): its UDP transport refuses
+// anything over maxUDPMessage as it writes, so a request within this much
+// of the limit goes over TCP too. A re-REGISTER offering two modes was
+// measured at 1,297 bytes here and refused by sipgo.
+const udpSlack = 64
+
 // sendRequest sends req from laddr to raddr and waits for its final
 // response (see prepareRequest for the transport).
 func sendRequest(ctx context.Context, cli *sipgo.Client, ua *sipgo.UserAgent, inet innerNet, inj *connInjector,
@@ -168,7 +175,7 @@ func prepareRequest(ctx context.Context, cli *sipgo.Client, ua *sipgo.UserAgent,
 		return err
 	}
 	req.Laddr = sip.Addr{IP: laddr.Addr().AsSlice(), Port: int(laddr.Port())}
-	if len(req.String()) <= maxUDPMessage {
+	if len(req.String())+udpSlack <= maxUDPMessage {
 		return nil
 	}
 	req.RemoveHeader("Via")

@@ -79,7 +79,11 @@ type UEConfig struct {
 	AMF  *akakeys.AMF
 	USIM *akakeys.USIM // optional: share USIM state (SQN) across UEs or restarts
 
-	Offer     []Suite       // default DefaultOffer
+	Offer []Suite // default DefaultOffer
+	// Modes are the sec-agree modes the UE offers, most preferred first;
+	// default DefaultModes. The offer lists every pair of Offer in each
+	// mode, mode by mode; the P-CSCF picks one.
+	Modes     []string
 	PortS     uint16        // protected server port; port-c uses PortS-6 and PortS-5 alternately. Default 5068.
 	Expires   time.Duration // asked for; default 600 s
 	Keepalive time.Duration // NAT keepalive interval (RFC 3948 §2.3); 0: DefaultKeepalive; KeepaliveOff: none
@@ -159,14 +163,19 @@ type UE struct {
 	mediaPump  *tun.Pump
 	mediaPeer  *tun.Peer
 	innerBound netip.Addr // the address the inner SIP listeners are bound to
+	// modes is what the UE offers: cfg.Modes less what it cannot carry
+	// (plain ESP without a raw socket, trans on a kernel TUN). Set once
+	// by startTunnel.
+	modes []string
 
 	mu sync.Mutex
 	// Guarded by mu.
 	callID        string
 	cseq          uint32
-	innerAddr     netip.Addr   // the leased inner address SIP and media use (innerLeases' IPv6 one if any)
-	gateway       netip.Addr   // the P-CSCF's inner address of innerAddr's family
+	innerAddr     netip.Addr   // the leased inner address SIP and media use (innerLeases' IPv6 one if any; transport mode: our own address)
+	gateway       netip.Addr   // the P-CSCF's inner address of innerAddr's family (transport mode: its own address)
 	innerLeases   []netip.Addr // every leased inner address (IPv4 first)
+	mode          string       // the mode of the newest SA set
 	sas           saSets       // the SA sets towards the P-CSCF (salifecycle.go)
 	mediaIn       *esp.Inbound // the media SA we receive on
 	mediaOld      *esp.Inbound // the one it replaced, until mediaOldUntil
@@ -207,6 +216,12 @@ func NewUE(cfg UEConfig) (*UE, error) {
 	}
 	if len(cfg.Offer) == 0 {
 		cfg.Offer = DefaultOffer
+	}
+	if len(cfg.Modes) == 0 {
+		cfg.Modes = DefaultModes
+	}
+	if err := checkModes(cfg.Modes); err != nil {
+		return nil, configErrorf("modes: %v", err)
 	}
 	if cfg.PortS == 0 {
 		cfg.PortS = DefaultUEPortS

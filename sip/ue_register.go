@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -29,10 +30,12 @@ func (u *UE) offer() ([]Mechanism, []esp.SPI, error) {
 		return nil, nil, err
 	}
 	spiC, spiS, mediaSPI := spis[0], spis[1], spis[2]
+	// One SPI pair and port pair for every entry (RFC 3329 §2.2 lets the
+	// entries share them): whichever the P-CSCF picks, the set is the same
+	// but for its mode and algorithms.
 	var ms []Mechanism
-	for _, s := range u.cfg.Offer {
-		m := Mechanism{Name: MechIPsec3GPP, Alg: s.Alg, EAlg: s.EAlg, Prot: "esp", Mod: ModUDPEncTun,
-			SPIc: spiC, SPIs: spiS, PortC: portC, PortS: u.cfg.PortS}
+	for _, m := range offersFor(u.modes, u.cfg.Offer) {
+		m.SPIc, m.SPIs, m.PortC, m.PortS = spiC, spiS, portC, u.cfg.PortS
 		if !u.cfg.NoMedia {
 			m = withParam(m, paramMediaSPI, strconv.FormatUint(uint64(mediaSPI), 10))
 		}
@@ -176,14 +179,19 @@ func userOf(impu string) string {
 }
 
 func describeOffers(ms []Mechanism) string {
-	var parts []string
+	var suites, modes []string
 	for _, m := range ms {
-		parts = append(parts, m.Suite().String())
+		if s := m.Suite().String(); !slices.Contains(suites, s) {
+			suites = append(suites, s)
+		}
+		if !slices.Contains(modes, m.EffectiveMod()) {
+			modes = append(modes, m.EffectiveMod())
+		}
 	}
 	if len(ms) == 0 {
 		return ""
 	}
-	return fmt.Sprintf("%s, %s, spi-c %d spi-s %d port-c %d port-s %d", strings.Join(parts, " "), ms[0].Mod, ms[0].SPIc, ms[0].SPIs, ms[0].PortC, ms[0].PortS)
+	return fmt.Sprintf("%s, mod %s, spi-c %d spi-s %d port-c %d port-s %d", strings.Join(suites, " "), strings.Join(modes, "/"), ms[0].SPIc, ms[0].SPIs, ms[0].PortC, ms[0].PortS)
 }
 
 func (u *UE) unexpected(res *sip.Response) error {
@@ -277,17 +285,17 @@ func (u *UE) finishRegistrationN(ctx context.Context, res *sip.Response, offers 
 			break
 		}
 	}
-	if srv == nil || srv.EffectiveMod() != ModUDPEncTun {
-		return errors.New("sip: Security-Server has no ipsec-3gpp mod=UDP-enc-tun entry")
+	if srv == nil {
+		return errors.New("sip: Security-Server has no ipsec-3gpp entry")
 	}
 	var mine *Mechanism
 	for i := range offers {
-		if offers[i].Suite() == srv.Suite() {
+		if offers[i].Suite() == srv.Suite() && offers[i].EffectiveMod() == srv.EffectiveMod() {
 			mine = &offers[i]
 		}
 	}
-	if mine == nil {
-		return fmt.Errorf("sip: P-CSCF chose %s, which we did not offer", srv.Suite())
+	if mine == nil || srv.EffectiveProt() != "esp" {
+		return fmt.Errorf("sip: P-CSCF chose %s prot=%s mod=%s, which we did not offer", srv.Suite(), srv.EffectiveProt(), srv.EffectiveMod())
 	}
 	set, err := NewSASet(*mine, *srv, ck, ik)
 	if err != nil {
@@ -305,9 +313,19 @@ func (u *UE) finishRegistrationN(ctx context.Context, res *sip.Response, offers 
 		return err
 	}
 	set.LogKeys(u.keylog, u.cfg.PCSCFESP.Addr())
-	u.emit(EvSAsInstalled, "", "SAs installed", fmt.Sprintf("%s mod=UDP-enc-tun, ESP to %v, SPIs in %#x %#x out %#x %#x",
-		set.Suite, u.cfg.PCSCFESP, mine.SPIc, mine.SPIs, srv.SPIs, srv.SPIc))
+	u.emit(EvSAsInstalled, "", "SAs installed", fmt.Sprintf("%s mod=%s, ESP to %v, SPIs in %#x %#x out %#x %#x",
+		set.Suite, srv.EffectiveMod(), u.cfg.PCSCFESP, mine.SPIc, mine.SPIs, srv.SPIs, srv.SPIc))
 
+	if err := u.useMode(set.Mode()); err != nil {
+		u.dropSet(ns)
+		return err
+	}
+	if TransportMode(set.Mode()) {
+		if err := u.provePath(ctx); err != nil {
+			u.dropSet(ns)
+			return err
+		}
+	}
 	if !u.innerAddr.IsValid() {
 		if err := u.acquireAddress(ctx); err != nil {
 			u.dropSet(ns)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"syscall"
 	"time"
 
@@ -24,16 +25,42 @@ func (u *UE) startTunnel() error {
 	}
 	ka := max(u.cfg.Keepalive, 0)
 	all := everything
+	modes := u.cfg.Modes
+	if u.cfg.TUN != "" && slices.ContainsFunc(modes, TransportMode) {
+		// Transport mode hands segments on as from and to the outer
+		// addresses: a kernel TUN holding our own address would take
+		// the host's traffic.
+		modes = slices.DeleteFunc(slices.Clone(modes), TransportMode)
+		u.log.Warn("transport mode (mod=trans, UDP-enc-trans) needs the netstack, not a kernel TUN: not offered")
+	}
+	if u.local == u.cfg.PCSCFESP.Addr().Unmap() && slices.ContainsFunc(modes, TransportMode) {
+		// In transport mode our netstack holds our own address and
+		// reaches the P-CSCF at its: they must differ.
+		modes = slices.DeleteFunc(slices.Clone(modes), TransportMode)
+		u.log.Warn("transport mode needs a local address other than the P-CSCF's (on one host: --local 127.0.0.2): not offered")
+	}
+	conn, modes, warn, err := openPlainESP(netip.AddrPortFrom(u.local, 0), modes)
+	if err != nil {
+		return fmt.Errorf("sip: UE ESP socket: %w", err)
+	}
+	if warn != "" {
+		u.log.Warn("plain ESP (mod=trans, mod=tun) unavailable: " + warn)
+	}
+	u.modes = modes
+	tc := tun.TransportConfig{Local4: u.local, Outer4: u.local}
+	if u.local.Is6() {
+		tc = tun.TransportConfig{Local6: u.local, Outer6: u.local}
+	}
 	cfg := tun.EndpointConfig{
-		Listen: netip.AddrPortFrom(u.local, 0),
-		Wrap:   u.cfg.WrapESP,
-		Pump:   tun.Config{Intercept: u.intercept, BatchPad: u.cfg.BatchPad, Logger: u.log, Now: u.cfg.Now},
-		Peer:   &tun.PeerConfig{Name: u.pcscfName(), Endpoint: u.cfg.PCSCFESP, Allowed: all, Routes: all, Keepalive: ka},
+		Conn: conn,
+		Wrap: u.cfg.WrapESP,
+		Pump: tun.Config{Intercept: u.intercept, BatchPad: u.cfg.BatchPad, Logger: u.log, Now: u.cfg.Now, Transport: tc},
+		Peer: &tun.PeerConfig{Name: u.pcscfName(), Endpoint: u.cfg.PCSCFESP, Allowed: all, Routes: all, Keepalive: ka},
 	}
 	if u.cfg.TUN != "" {
 		cfg.Kernel = &tun.KernelOptions{Name: u.cfg.TUN, MTU: innerMTU(u.cfg.PCSCFESP.Addr()), Up: true}
 	} else {
-		cfg.Netstack = &tun.NetstackOptions{MTU: innerMTU(u.cfg.PCSCFESP.Addr()), Name: "ue"}
+		cfg.Netstack = &tun.NetstackOptions{MTU: innerMTU(u.cfg.PCSCFESP.Addr()), Name: "ue", Loopback: slices.ContainsFunc(modes, TransportMode)}
 	}
 	ep, err := tun.NewEndpoint(cfg)
 	var ee *tun.EndpointError
@@ -410,4 +437,59 @@ func (u *UE) Ping(ctx context.Context, seq int) (time.Duration, error) {
 		return u.ns.Ping(ctx, dst, seq, []byte("imsec"))
 	}
 	return u.pump.Ping(ctx, u.peer, src, dst, 0x1ed, uint16(seq))
+}
+
+// useMode points the tunnel at the P-CSCF the way mode carries ESP: in
+// UDP to PCSCFESP with NAT keepalives, or plain to its address (port 0)
+// without. With mod=trans our own address is our address inside the SAs
+// and the P-CSCF's is its: no DHCP, and the inner SIP listeners move
+// there. A change of mode forgets the inner address of the old one.
+func (u *UE) useMode(mode string) error {
+	u.mu.Lock()
+	changed := u.mode != mode
+	u.mode = mode
+	if changed {
+		u.innerAddr, u.gateway, u.innerLeases = netip.Addr{}, netip.Addr{}, nil
+	}
+	u.mu.Unlock()
+	switch {
+	case PlainESP(mode):
+		u.peer.SetEndpoint(plainEndpoint(u.cfg.PCSCFESP.Addr()))
+		u.peer.SetKeepalive(0)
+	default:
+		u.peer.SetEndpoint(u.cfg.PCSCFESP)
+		u.peer.SetKeepalive(max(u.cfg.Keepalive, 0))
+	}
+	if !TransportMode(mode) {
+		return nil
+	}
+	if err := u.addAddress(netip.PrefixFrom(u.local, u.local.BitLen())); err != nil {
+		return err
+	}
+	u.mu.Lock()
+	u.innerAddr, u.gateway, u.innerLeases = u.local, u.cfg.PCSCFESP.Addr().Unmap(), []netip.Addr{u.local}
+	u.mu.Unlock()
+	return nil
+}
+
+// provePath is transport mode's pinhole ping: echo requests to the
+// P-CSCF through the new set until one is answered. The P-CSCF only sends
+// through a temporary set that has carried an authenticated packet, so
+// its answer to the first request may be lost; the later ones come back.
+func (u *UE) provePath(ctx context.Context) error {
+	var err error
+	for seq := uint16(1); seq <= 10; seq++ {
+		pctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		var rtt time.Duration
+		rtt, err = u.pump.Ping(pctx, u.peer, u.innerAddr, u.gateway, 0x1eb, seq)
+		cancel()
+		if err == nil {
+			u.emit(EvPing, u.pcscfName(), "ICMP echo (transport mode ESP)", fmt.Sprintf("answered in %v", rtt.Round(time.Microsecond)))
+			return nil
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return fmt.Errorf("sip: no echo from the P-CSCF through the new SAs (plain ESP, mod=trans): %w", err)
 }

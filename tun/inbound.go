@@ -86,6 +86,19 @@ func (p *Pump) inbound() {
 			peer.ctr.rxBytes.Add(uint64(len(payload)))
 			rxPackets++
 			rxBytes += uint64(len(payload))
+			// Open decrypted in place: the inner packet starts right after
+			// the ESP header and IV, or, in transport mode, an IP header
+			// written just before the segment.
+			start := inOffset + s.in.HeaderLen()
+			if isTransport(s.in.Mode()) {
+				pkt := p.transportIn(bufs[i], start, payload, j.NextHeader, msgs[i].Addr.Addr())
+				if pkt == nil {
+					p.ctr.notIP.Add(1)
+					continue
+				}
+				start -= len(pkt) - len(payload)
+				payload = pkt
+			}
 			if p.local(peer, payload) {
 				continue
 			}
@@ -99,9 +112,7 @@ func (p *Pump) inbound() {
 				peer.ctr.spoofed.Add(1)
 				continue
 			}
-			// Open decrypted in place: the inner packet starts right after
-			// the ESP header and IV. Re-slice so that it sits at MinOffset.
-			start := inOffset + s.in.HeaderLen()
+			// Re-slice so that the packet sits at MinOffset.
 			wbufs = append(wbufs, bufs[i][start-MinOffset:start+len(payload)])
 		}
 		p.ctr.rxPackets.Add(rxPackets)

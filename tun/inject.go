@@ -21,6 +21,14 @@ func (p *Pump) Inject(peer *Peer, pkt []byte) error {
 		return errNoSeal(peer)
 	}
 	jobs := []esp.SealJob{{Buf: buf, Off: outOffset, N: len(pkt)}}
+	if isTransport(s.out.Mode()) {
+		hl, proto, ok := p.transportOut(buf[outOffset:outOffset+len(pkt)], peer)
+		if !ok {
+			p.ctr.notIP.Add(1)
+			return errNoSeal(peer)
+		}
+		jobs[0] = esp.SealJob{Buf: buf, Off: outOffset + hl, N: len(pkt) - hl, NextHeader: proto}
+	}
 	s.out.SealBatch(jobs)
 	msgs := make([]udp.Message, 1)
 	if p.sealed(jobs, []*outSA{s}, []*Peer{peer}, msgs) == 0 {

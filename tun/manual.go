@@ -10,15 +10,21 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/imsec/imsec/esp"
+	"github.com/imsec/imsec/tun/ipesp"
 )
 
 // ManualConfig is one manually keyed tunnel (`imsec tunnel`): a pair of SAs
 // given by hand, ESP in UDP to a fixed or NAT-following peer, and an inner
 // side on a netstack or a kernel TUN.
 type ManualConfig struct {
+	// Mode is how ESP travels (ManualModes); "" is ManualUDPEncTun. The
+	// SAs' own Mode is set from it: transport for the trans modes, tunnel
+	// for the others.
+	Mode    string
 	Out, In esp.Config
 	// Listen is the local ESP-in-UDP address; Peer the far end's. With
 	// Follow the peer's address follows its authenticated packets (it is
@@ -40,6 +46,25 @@ type ManualConfig struct {
 	BatchPad     int
 	Logger       *slog.Logger
 }
+
+// The modes of a manual tunnel: ESP in UDP (RFC 3948) or plain in IP
+// protocol 50 (a raw socket: CAP_NET_RAW), in tunnel or transport mode.
+// They are sec-agree's mod values (TS 33.203 Annex H) in lower case, and
+// udp-enc-trans, RFC 3948's transport mode, which sec-agree has no value
+// for.
+const (
+	ManualUDPEncTun   = "udp-enc-tun"
+	ManualUDPEncTrans = "udp-enc-trans"
+	ManualTun         = "tun"
+	ManualTrans       = "trans"
+)
+
+// ManualModes lists them, the default first.
+var ManualModes = []string{ManualUDPEncTun, ManualUDPEncTrans, ManualTun, ManualTrans}
+
+// manualPlain and manualTransport tell a mode's carriage and SA mode.
+func manualPlain(mode string) bool     { return mode == ManualTun || mode == ManualTrans }
+func manualTransport(mode string) bool { return mode == ManualTrans || mode == ManualUDPEncTrans }
 
 // Manual is a running manual tunnel. Close stops it.
 type Manual struct {
@@ -64,6 +89,20 @@ var ErrNeedsNetAdmin = errors.New("creating a kernel TUN needs CAP_NET_ADMIN")
 
 // StartManual brings a manual tunnel up. Its errors are *ManualError.
 func StartManual(cfg ManualConfig) (*Manual, error) {
+	if cfg.Mode == "" {
+		cfg.Mode = ManualUDPEncTun
+	}
+	if !slices.Contains(ManualModes, cfg.Mode) {
+		return nil, &ManualError{"mode", fmt.Errorf("%q: want one of %v", cfg.Mode, ManualModes)}
+	}
+	espMode := esp.Tunnel
+	if manualTransport(cfg.Mode) {
+		espMode = esp.Transport
+		if cfg.TUN != "" {
+			return nil, &ManualError{"mode", fmt.Errorf("%s hands segments on as from the peer's outer address: use the netstack, not a kernel TUN", cfg.Mode)}
+		}
+	}
+	cfg.Out.Mode, cfg.In.Mode = espMode, espMode
 	out, err := esp.NewOutbound(cfg.Out)
 	if err != nil {
 		return nil, &ManualError{"out", err}
@@ -100,13 +139,44 @@ func StartManual(cfg ManualConfig) (*Manual, error) {
 		Peer: &PeerConfig{Name: "peer", Endpoint: cfg.Peer, FollowSource: cfg.Follow,
 			Allowed: everything, Routes: everything, Keepalive: cfg.Keepalive},
 	}
-	// A peer that cannot move gets a connected socket: the kernel routes
-	// once instead of per datagram, and drops datagrams from anyone else.
-	if !cfg.Follow {
+	if manualTransport(cfg.Mode) {
+		// Inbound segments go to the inner address; outbound checksums
+		// are made for the address we send from.
+		outer := cfg.Listen.Addr()
+		if !outer.IsValid() || outer.IsUnspecified() {
+			outer = cfg.Inner.Addr()
+		}
+		tc := &ecfg.Pump.Transport
+		if cfg.Inner.Addr().Is4() {
+			tc.Local4 = cfg.Inner.Addr()
+		} else {
+			tc.Local6 = cfg.Inner.Addr()
+		}
+		if outer.Is4() {
+			tc.Outer4 = outer
+		} else {
+			tc.Outer6 = outer
+		}
+	}
+	switch {
+	case manualPlain(cfg.Mode):
+		// Plain ESP: a raw socket on the listen address; the peer is its
+		// address, port 0 (see ipesp), and keepalives mean nothing.
+		raw, err := ipesp.Listen(cfg.Listen.Addr())
+		if err != nil {
+			return nil, &ManualError{"listen", err}
+		}
+		ecfg.Listen, ecfg.Conn = netip.AddrPort{}, raw
+		ecfg.Peer.Endpoint = netip.AddrPortFrom(cfg.Peer.Addr(), 0)
+		ecfg.Peer.Keepalive = 0
+	case !cfg.Follow:
+		// A peer that cannot move gets a connected socket: the kernel
+		// routes once instead of per datagram, and drops datagrams from
+		// anyone else.
 		ecfg.Connect = cfg.Peer
 	}
 	if cfg.TUN == "" {
-		ecfg.Netstack = &NetstackOptions{MTU: mtu, Addresses: []netip.Prefix{cfg.Inner}, Name: "imsec-tunnel"}
+		ecfg.Netstack = &NetstackOptions{MTU: mtu, Addresses: []netip.Prefix{cfg.Inner}, Name: "imsec-tunnel", Loopback: manualTransport(cfg.Mode)}
 	} else if ecfg.Device, err = openManualTUN(cfg, mtu); err != nil {
 		return nil, err
 	}

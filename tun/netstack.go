@@ -67,6 +67,13 @@ type NetstackOptions struct {
 
 	// Name is what Name returns; "" means "netstack".
 	Name string
+
+	// Loopback accepts packets from loopback addresses (127.0.0.0/8,
+	// ::1) from the link, which the stack otherwise drops as martians. A
+	// Pump with transport mode SAs hands segments on as from the ESP
+	// packet's outer source, which is a loopback address when both ends
+	// run on one host. The Pump's per-peer source check still applies.
+	Loopback bool
 }
 
 // Netstack is a Device backed by an in-process gVisor TCP/IP stack. It
@@ -119,7 +126,10 @@ func NewNetstack(opts NetstackOptions) (*Netstack, error) {
 	}
 
 	s := stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		NetworkProtocols: []stack.NetworkProtocolFactory{
+			ipv4.NewProtocolWithOptions(ipv4.Options{AllowExternalLoopbackTraffic: opts.Loopback}),
+			ipv6.NewProtocolWithOptions(ipv6.Options{AllowExternalLoopbackTraffic: opts.Loopback}),
+		},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
 		HandleLocal:        true,
 	})

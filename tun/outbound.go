@@ -136,6 +136,14 @@ func (p *Pump) outbound(r *outRing, h *sealHelper) {
 				continue
 			}
 			jobs[k] = esp.SealJob{Buf: r.bufs[i], Off: outOffset, N: len(pkt)}
+			if isTransport(s.out.Mode()) {
+				hl, proto, ok := p.transportOut(pkt, peer)
+				if !ok {
+					p.ctr.notIP.Add(1)
+					continue
+				}
+				jobs[k] = esp.SealJob{Buf: r.bufs[i], Off: outOffset + hl, N: len(pkt) - hl, NextHeader: proto}
+			}
 			sas[k], peers[k] = s, peer
 			k++
 		}

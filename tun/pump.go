@@ -51,6 +51,11 @@ type Config struct {
 	// yet: the gateway's answer to the UE's "pinhole" ping.
 	EchoResponder netip.Addr
 
+	// Transport gives the addresses the Pump needs for peers whose SAs
+	// are in transport mode (transport.go). Without them such peers'
+	// inbound packets are dropped.
+	Transport TransportConfig
+
 	// ParallelSeal has a second goroutine seal half of every large batch
 	// the Device gives (16 packets or more) while the first seals the other
 	// half, so that one busy SA's encryption uses two cores. Packets keep
@@ -126,7 +131,7 @@ type Pump struct {
 // packet has at least MinOffset bytes before it for the Device.
 const (
 	outOffset = 64
-	inOffset  = MinOffset
+	inOffset  = MinOffset + 40 // room for the IPv6 header a transport mode segment gets (transport.go)
 	// maxPacket bounds one inner packet; the Device MTU must not exceed it.
 	maxPacket = 65535
 )

@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/imsec/imsec/sip"
 )
 
 // newFlagSet makes a flag set that reports errors instead of exiting, and
@@ -174,4 +176,23 @@ func openKeyLog(path string, truncate bool) (io.Writer, func() error, error) {
 		return nil, func() error { return nil }, fmt.Errorf("--keylog: %w", err)
 	}
 	return f, f.Close, nil
+}
+
+// The --modes help of the two ends: what each offers or accepts.
+const (
+	modesUsageUE = "sec-agree modes (mod=) to offer, most preferred first: UDP-enc-tun (ESP in UDP, crosses NATs, no privilege), " +
+		"trans and tun (plain ESP, IP protocol 50: transport or tunnel mode; CAP_NET_RAW; no NAT may be in the way), " +
+		"UDP-enc-trans (imsec's extension: ESP in UDP, transport mode). A mode this process cannot carry is left out, with a warning"
+	modesUsagePCSCF = "sec-agree modes (mod=) to accept, most preferred first: UDP-enc-tun (ESP in UDP, crosses NATs, no privilege), " +
+		"trans and tun (plain ESP, IP protocol 50: transport or tunnel mode; CAP_NET_RAW, else dropped with a warning), UDP-enc-trans (imsec's extension: ESP in UDP, transport mode). " +
+		"A UE seen behind a NAT (Via differs from its source) never gets plain ESP"
+)
+
+// modesArg parses a --modes value (sip.ParseModes) into a usage error on failure.
+func modesArg(v string) ([]string, error) {
+	ms, err := sip.ParseModes(v)
+	if err != nil {
+		return nil, usageErrorf("--modes %q: %v", v, err)
+	}
+	return ms, nil
 }

@@ -88,6 +88,7 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	allowNull := fs.Bool("allow-null", false, "also accept null encryption (integrity only), as a last resort")
 	prefer := fs.String("prefer", "aes-cbc/hmac-sha-1-96,aes-cbc/hmac-md5-96,des-ede3-cbc/hmac-sha-1-96,des-ede3-cbc/hmac-md5-96",
 		"the ealg/alg pairs to accept, most preferred first (chosen from the UE's Security-Client offers)")
+	modes := fs.String("modes", strings.Join(sip.DefaultModes, ","), modesUsagePCSCF)
 	expires := fs.Duration("expires", sip.DefaultExpires, "registration lifetime when the UE asks for none")
 	maxExpires := fs.Duration("max-expires", sip.DefaultMaxExpires, "longest registration granted")
 	tempSA := fs.Duration("temp-sa-timeout", sip.DefaultTempSATimeout, "how long temporary SAs wait for the protected REGISTER")
@@ -190,6 +191,9 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return usageErrorf("--prefer %q: null encryption also needs --allow-null", pair)
 		}
 		cfg.Preference = append(cfg.Preference, suite)
+	}
+	if cfg.Modes, err = modesArg(*modes); err != nil {
+		return err
 	}
 	if cfg.IPsec, err = sip.ParseIPsecPolicy(*ipsec); err != nil {
 		return usageErrorf("--ipsec: %v", err)

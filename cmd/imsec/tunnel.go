@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/imsec/imsec/esp"
 	"github.com/imsec/imsec/observe"
 	"github.com/imsec/imsec/tun"
+	"github.com/imsec/imsec/tun/ipesp"
 )
 
 func init() {
@@ -71,6 +73,7 @@ Example, two terminals on one host:
 
 // tunnelFlags is the parsed command line.
 type tunnelFlags struct {
+	mode         string
 	listen, peer netip.AddrPort
 	out, in      esp.Config
 	inner        netip.Prefix
@@ -92,8 +95,10 @@ type tunnelFlags struct {
 
 func parseTunnelFlags(args []string, stderr io.Writer) (*tunnelFlags, error) {
 	fs := newFlagSet("tunnel", tunnelSynopsis, stderr)
-	listen := fs.String("listen", "0.0.0.0:4500", "local ESP-in-UDP address, ADDR:PORT (or :PORT)")
-	peer := fs.String("peer", "", "the peer's ESP-in-UDP address, ADDR:PORT (required)")
+	mode := fs.String("mode", tun.ManualUDPEncTun, "how ESP travels: udp-enc-tun (ESP in UDP, tunnel mode; no privilege), udp-enc-trans (ESP in UDP, transport mode, RFC 3948), "+
+		"tun or trans (plain ESP, IP protocol 50, tunnel or transport mode: a raw socket, CAP_NET_RAW). In the transport modes the inner side holds --inner (normally our own outer address) and sees the peer at its outer address")
+	listen := fs.String("listen", "0.0.0.0:4500", "local ESP address, ADDR:PORT (or :PORT); with plain ESP (--mode tun, trans) the port is ignored")
+	peer := fs.String("peer", "", "the peer's ESP address, ADDR:PORT (required; with plain ESP just ADDR)")
 	out := fs.String("out", "", "outbound SA: spi=,ealg=,ekey=,alg=,akey= (required; see above)")
 	in := fs.String("in", "", "inbound SA: spi=,ealg=,ekey=,alg=,akey= (required; see above)")
 	inner := fs.String("inner", "", "our inner address with its prefix length, e.g. 100.64.7.2/24 (required)")
@@ -124,7 +129,17 @@ func parseTunnelFlags(args []string, stderr io.Writer) (*tunnelFlags, error) {
 	if err := checkBatchPad(*batchPad); err != nil {
 		return nil, err
 	}
-	f := &tunnelFlags{tunName: *tunName, mtu: *mtu, keepalive: *keepalive, follow: *follow, parallel: *parallel, batchPad: *batchPad, keylog: *keylog,
+	if !slices.Contains(tun.ManualModes, *mode) {
+		return nil, usageErrorf("--mode %q: want one of %s", *mode, strings.Join(tun.ManualModes, ", "))
+	}
+	plain := *mode == tun.ManualTun || *mode == tun.ManualTrans
+	if plain && !strings.Contains(*peer, "]:") && strings.Count(*peer, ":") != 1 {
+		// Plain ESP has no ports: ADDR alone is the peer.
+		if a, err := netip.ParseAddr(strings.Trim(*peer, "[]")); err == nil {
+			*peer = netip.AddrPortFrom(a, 1).String()
+		}
+	}
+	f := &tunnelFlags{mode: *mode, tunName: *tunName, mtu: *mtu, keepalive: *keepalive, follow: *follow, parallel: *parallel, batchPad: *batchPad, keylog: *keylog,
 		count: *count, interval: *interval, wait: *wait, verbose: *verbose}
 	var err error
 	if f.listen, err = addrPortArg("listen", *listen); err != nil {
@@ -136,7 +151,7 @@ func parseTunnelFlags(args []string, stderr io.Writer) (*tunnelFlags, error) {
 	if f.peer, err = addrPortArg("peer", *peer); err != nil {
 		return nil, err
 	}
-	if f.peer.Addr().IsUnspecified() || f.peer.Port() == 0 {
+	if f.peer.Addr().IsUnspecified() || (f.peer.Port() == 0 && !plain) {
 		return nil, usageErrorf("--peer %v: want the peer's own address and port", f.peer)
 	}
 	f.listen = netip.AddrPortFrom(f.listen.Addr().Unmap(), f.listen.Port())
@@ -361,7 +376,7 @@ func runTunnel(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return usageErrorf("--in: %v", err)
 	}
 	log := f.obs.logger(stderr)
-	cfg := tun.ManualConfig{Out: f.out, In: f.in, Listen: f.listen, Peer: f.peer, Follow: f.follow, Keepalive: f.keepalive,
+	cfg := tun.ManualConfig{Mode: f.mode, Out: f.out, In: f.in, Listen: f.listen, Peer: f.peer, Follow: f.follow, Keepalive: f.keepalive,
 		Inner: f.inner, MTU: f.mtu, TUN: f.tunName, Routes: f.routes, ParallelSeal: f.parallel, BatchPad: f.batchPad,
 		Logger: log}
 	if f.keylog != "" {
@@ -375,8 +390,12 @@ func runTunnel(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	m, err := tun.StartManual(cfg)
 	var me *tun.ManualError
 	switch {
+	case errors.As(err, &me) && me.Setting == "listen" && errors.Is(err, ipesp.ErrNoPrivilege):
+		return fmt.Errorf("--mode %s: %w; run as root, or 'setcap cap_net_raw+ep' on imsec, or use --mode udp-enc-tun or udp-enc-trans", f.mode, me.Err)
 	case errors.As(err, &me) && me.Setting == "listen":
 		return fmt.Errorf("--listen %v: %w", f.listen, me.Err)
+	case errors.As(err, &me) && me.Setting == "mode":
+		return usageErrorf("--mode %s: %v", f.mode, me.Err)
 	case errors.As(err, &me) && (me.Setting == "netstack" || me.Setting == "pump" || me.Setting == "peer" || me.Setting == "config"):
 		return fmt.Errorf("%s: %w", me.Setting, me.Err)
 	case errors.As(err, &me) && errors.Is(err, tun.ErrNeedsNetAdmin):
@@ -400,8 +419,17 @@ func runTunnel(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		defer stop()
 	}
-	fmt.Fprintf(stdout, "tunnel up: %s %v (MTU %d), ESP-in-UDP %v <-> %v; out spi %#08x %s/%s, in spi %#08x %s/%s\n",
-		m.DeviceName(), f.inner, m.Device.MTU(), m.LocalAddr(), f.peer,
+	carriage, local, remote := "ESP-in-UDP", m.LocalAddr().String(), f.peer.String()
+	switch f.mode {
+	case tun.ManualUDPEncTrans:
+		carriage = "ESP-in-UDP transport mode"
+	case tun.ManualTun:
+		carriage, local, remote = "plain ESP tunnel mode", m.LocalAddr().Addr().String(), f.peer.Addr().String()
+	case tun.ManualTrans:
+		carriage, local, remote = "plain ESP transport mode", m.LocalAddr().Addr().String(), f.peer.Addr().String()
+	}
+	fmt.Fprintf(stdout, "tunnel up: %s %v (MTU %d), %s %v <-> %v; out spi %#08x %s/%s, in spi %#08x %s/%s\n",
+		m.DeviceName(), f.inner, m.Device.MTU(), carriage, local, remote,
 		uint32(f.out.SPI), f.out.Encryption, f.out.Integrity, uint32(f.in.SPI), f.in.Encryption, f.in.Integrity)
 	if !f.ping.IsValid() {
 		<-ctx.Done()

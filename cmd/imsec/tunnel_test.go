@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/imsec/imsec/internal/loopback"
+	"github.com/imsec/imsec/tun/ipesp"
 )
 
 // tunnelOutput is a bytes.Buffer a running command writes while the test reads.
@@ -304,6 +306,8 @@ func TestTunnelBadFlags(t *testing.T) {
 		want string
 	}{
 		{[]string{"tunnel"}, "--peer ADDR:PORT is required"},
+		{base(good, "--mode", "transport"), `--mode "transport": want one of udp-enc-tun, udp-enc-trans, tun, trans`},
+		{base(good, "--mode", "trans", "--tun", "imsect9"), "--mode trans: trans hands segments on as from the peer's outer address: use the netstack"},
 		{[]string{"tunnel", "--peer", "nowhere"}, `--peer "nowhere": want ADDR:PORT`},
 		{[]string{"tunnel", "--peer", "0.0.0.0:4500"}, "want the peer's own address"},
 		{[]string{"tunnel", "--peer", "127.0.0.1:0"}, "want the peer's own address"},
@@ -480,5 +484,90 @@ func TestTunnelKeepalives(t *testing.T) {
 		if m == nil || m[1] == "0" || m[2] == "0" {
 			t.Errorf("%s sent or received no keepalive:\n%s", name, e.out.String())
 		}
+	}
+}
+
+// TestTunnelModes: two `imsec tunnel` runs in each --mode other than the
+// default. In the transport modes each end's inner side holds its own
+// outer address and B pings A's outer address through the SAs; in
+// tunnel mode over plain ESP B pings A's inner address. The plain-ESP
+// modes need CAP_NET_RAW.
+func TestTunnelModes(t *testing.T) {
+	for _, mode := range []string{"udp-enc-trans", "tun", "trans"} {
+		t.Run(mode, func(t *testing.T) {
+			plain := mode == "tun" || mode == "trans"
+			if plain {
+				c, err := ipesp.Listen(netip.MustParseAddr("127.0.0.1"))
+				if err != nil {
+					t.Skipf("plain ESP needs CAP_NET_RAW: %v", err)
+				}
+				c.Close()
+			}
+			p := newTunnelPair(t, "aes-cbc", 16, "hmac-sha-1-96", 20)
+			innerA, innerB, target := "100.64.7.1/24", "100.64.7.2/24", "100.64.7.1"
+			if mode != "tun" {
+				innerA, innerB, target = ipOf(p.aAddr)+"/32", ipOf(p.bAddr)+"/32", ipOf(p.aAddr)
+			}
+			peerA, peerB := p.bAddr, p.aAddr
+			if plain {
+				peerA, peerB = ipOf(p.bAddr), ipOf(p.aAddr) // no ports
+			}
+			keylog := filepath.Join(t.TempDir(), "esp_sa")
+			a := startTunnel(t, "--mode", mode, "--listen", p.aAddr, "--peer", peerA, "--inner", innerA,
+				"--out", p.ab.spec, "--in", p.ba.spec, "--keylog", keylog)
+			code, out, errs := runCLI(t, "tunnel", "--mode", mode, "--listen", p.bAddr, "--peer", peerB, "--inner", innerB,
+				"--out", p.ba.spec, "--in", p.ab.spec, "--ping", target, "--count", "3", "--interval", "20ms")
+			if code != 0 || !strings.Contains(out, "3 packets transmitted, 3 received, 0% packet loss") {
+				t.Fatalf("ping: exit %d\n%s%s\nA: %s%s", code, out, errs, a.out.String(), a.err.String())
+			}
+			want := map[string]string{"udp-enc-trans": "ESP-in-UDP transport mode", "tun": "plain ESP tunnel mode", "trans": "plain ESP transport mode"}[mode]
+			if !strings.Contains(out, want) {
+				t.Errorf("the banner does not say %q:\n%s", want, out)
+			}
+			if code := a.stop(t); code != 0 {
+				t.Fatalf("A exit %d: %s", code, a.err.String())
+			}
+			if !strings.Contains(a.out.String(), "esp in:      3 packets") || !strings.Contains(a.out.String(), "esp drops:   none") {
+				t.Errorf("A's counters:\n%s", a.out.String())
+			}
+		})
+	}
+}
+
+// TestTunnelPlainWithoutCapNetRaw: --mode trans in a child without
+// CAP_NET_RAW fails at once, naming the capability and the way out.
+func TestTunnelPlainWithoutCapNetRaw(t *testing.T) {
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("needs setpriv (util-linux)")
+	}
+	c, err := ipesp.Listen(netip.MustParseAddr("127.0.0.1"))
+	if err != nil {
+		t.Skipf("we must hold CAP_NET_RAW to drop it: %v", err)
+	}
+	c.Close()
+	p := newTunnelPair(t, "aes-cbc", 16, "hmac-sha-1-96", 20)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, setpriv, "--inh-caps=-net_raw", "--ambient-caps=-net_raw", "--bounding-set=-net_raw", "--",
+		os.Args[0], "-test.run=^TestTunnelPlainChild$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), "IMSEC_TUNNEL_CHILD="+strings.Join([]string{"--mode", "trans", "--listen", p.aAddr, "--peer", ipOf(p.bAddr),
+		"--inner", ipOf(p.aAddr) + "/32", "--out", p.ab.spec, "--in", p.ba.spec}, " "))
+	cmd.WaitDelay = time.Second
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestTunnelPlainChild") {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	noTunnelKeys(t, "child output", string(out), p.keys())
+}
+
+func TestTunnelPlainChild(t *testing.T) {
+	args := os.Getenv("IMSEC_TUNNEL_CHILD")
+	if args == "" {
+		t.Skip("runs as TestTunnelPlainWithoutCapNetRaw's child")
+	}
+	code, out, errs := runCLI(t, append([]string{"tunnel"}, strings.Fields(args)...)...)
+	if code != 1 || !strings.Contains(errs, "CAP_NET_RAW") || !strings.Contains(errs, "--mode udp-enc-tun") || strings.Count(errs, "\n") != 1 {
+		t.Fatalf("exit %d\n%s%s", code, out, errs)
 	}
 }

@@ -64,6 +64,7 @@ func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	expires := fs.String("expires", "600", "registration lifetime to ask for, in seconds")
 	keepalive := fs.Duration("keepalive", sip.DefaultKeepalive, "NAT keepalive interval (RFC 3948); 0 turns them off")
 	probe := fs.Duration("probe", sip.DefaultProbe, "how often to check, through the tunnel, that the P-CSCF still holds our SAs (a restarted P-CSCF is noticed within this and 5 s); 0 turns it off")
+	modes := fs.String("modes", strings.Join(sip.DefaultModes, ","), modesUsageUE)
 	portS := fs.Uint("port-s", sip.DefaultUEPortS, "protected server port (port-c is port-s-6 and -5)")
 	batchPad := fs.Int("batch-pad", 0, batchPadUsage)
 	innerFam := fs.String("inner", sip.InnerIPv4.String(), "inner addresses to ask the P-CSCF for over the tunnel: ipv4 (DHCP), ipv6 (DHCPv6) or dual (both; SIP and media then use IPv6)")
@@ -155,6 +156,9 @@ func runUE(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usageErrorf("--port-s %d: want 1024..65535", *portS)
 	}
 	cfg.PortS = uint16(*portS)
+	if cfg.Modes, err = modesArg(*modes); err != nil {
+		return err
+	}
 	if err := checkBatchPad(*batchPad); err != nil {
 		return err
 	}
