@@ -27,11 +27,40 @@ import (
 // ESP in UDP) in both directions with every ICV good, and inside it the
 // protected REGISTER and its 200 OK.
 //
+// The same runs on IPv6 (TestNetnsTransportModeIPv6): 2001:db8:100::2 and
+// ::10, the P-CSCF with an inner IPv6 pool (a transport mode UE's SIP
+// arrives from its own address, and the P-CSCF's inner side needs one of
+// that family to take it).
+//
 // Root only (namespaces, raw sockets, dumpcap); needs ip, dumpcap and
-// tshark. IPv4 outer addresses: a transport mode UE on an IPv6 outer
-// address needs an IPv6 address on the P-CSCF's inner side, which it does
-// not have yet.
+// tshark.
 func TestNetnsTransportMode(t *testing.T) {
+	testNetnsTransportMode(t, transFamily{ue: "198.51.100.2", pcscf: "198.51.100.10", prefix: 24})
+}
+
+func TestNetnsTransportModeIPv6(t *testing.T) {
+	testNetnsTransportMode(t, transFamily{ue: "2001:db8:100::2", pcscf: "2001:db8:100::10", prefix: 64,
+		pcscfFlags: []string{"--pool6", "2001:db8:64::/120"}})
+}
+
+// transFamily is what differs between the IPv4 and the IPv6 run.
+type transFamily struct {
+	ue, pcscf  string
+	prefix     int
+	pcscfFlags []string
+}
+
+func (f transFamily) v6() bool { return strings.Contains(f.pcscf, ":") }
+
+// hostPort is addr:port, bracketed for IPv6.
+func (f transFamily) hostPort(addr string, port int) string {
+	if strings.Contains(addr, ":") {
+		return fmt.Sprintf("[%s]:%d", addr, port)
+	}
+	return fmt.Sprintf("%s:%d", addr, port)
+}
+
+func testNetnsTransportMode(t *testing.T, fam transFamily) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates network namespaces, a veth pair, raw ESP sockets and a capture (CI runs as root)")
 	}
@@ -58,12 +87,21 @@ func TestNetnsTransportMode(t *testing.T) {
 			}
 		})
 	}
+	// nodad: an IPv6 address is usable at once (no duplicate address
+	// detection on a veth of our own).
+	addr := func(a string) []string {
+		c := []string{"ip", "addr", "add", fmt.Sprintf("%s/%d", a, fam.prefix), "dev", "eth0"}
+		if fam.v6() {
+			c = append(c, "nodad")
+		}
+		return c
+	}
 	for _, c := range [][]string{
 		{nsP, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", nsUE},
-		{nsP, "ip", "addr", "add", "198.51.100.10/24", "dev", "eth0"},
+		append([]string{nsP}, addr(fam.pcscf)...),
 		{nsP, "ip", "link", "set", "lo", "up"},
 		{nsP, "ip", "link", "set", "eth0", "up"},
-		{nsUE, "ip", "addr", "add", "198.51.100.2/24", "dev", "eth0"},
+		append([]string{nsUE}, addr(fam.ue)...),
 		{nsUE, "ip", "link", "set", "lo", "up"},
 		{nsUE, "ip", "link", "set", "eth0", "up"},
 	} {
@@ -94,11 +132,11 @@ func TestNetnsTransportMode(t *testing.T) {
 
 	keylog := filepath.Join(dir, "esp_sa")
 	procs := &procSet{t: t, dir: dir, bin: bin}
-	const sipP = "198.51.100.10:5060"
-	pcscf := procs.start(ctx, nsP, "pcscf", "pcscf", "--domain", "a.example", "--db", db, "--sip", sipP,
-		"--modes", "trans,UDP-enc-tun", "--keylog", keylog, "-v")
-	pcscf.waitOut(t, "ESP-in-UDP 198.51.100.10:4500", 10*time.Second)
-	ue := procs.start(ctx, nsUE, "ue", "ue", "--pcscf", sipP, "--local", "198.51.100.2", "--impi", "alice@a.example",
+	sipP := fam.hostPort(fam.pcscf, 5060)
+	pcscf := procs.start(ctx, nsP, "pcscf", append([]string{"pcscf", "--domain", "a.example", "--db", db, "--sip", sipP,
+		"--modes", "trans,UDP-enc-tun", "--keylog", keylog, "-v"}, fam.pcscfFlags...)...)
+	pcscf.waitOut(t, "ESP-in-UDP "+fam.hostPort(fam.pcscf, 4500), 10*time.Second)
+	ue := procs.start(ctx, nsUE, "ue", "ue", "--pcscf", sipP, "--local", fam.ue, "--impi", "alice@a.example",
 		"--impu", "sip:alice@a.example", "--k", tsK, "--op", tsOP, "--modes", "trans", "--once")
 	if code := ue.wait(t, 30*time.Second); code != 0 {
 		t.Fatalf("imsec ue --once exit %d\n%s\n%s", code, ue.stdout(), ue.stderr())
@@ -150,6 +188,9 @@ func TestNetnsTransportMode(t *testing.T) {
 		esp++
 		if strings.Contains(f[0], "udpencap") || strings.Contains(f[0], ":udp:esp") {
 			udpEncap++
+		}
+		if outer := map[bool]string{true: ":ipv6:esp", false: ":ip:esp"}[fam.v6()]; !strings.Contains(f[0], outer) {
+			t.Errorf("ESP frame not directly in the outer %s header: %s", outer[1:len(outer)-4], f[0])
 		}
 		if f[2] == "1" && f[3] != "1" {
 			good++
