@@ -29,11 +29,13 @@ func init() {
 
 const tunnelSynopsis = `tunnel --peer ADDR:PORT --out SA --in SA --inner ADDR/BITS [flags]
 
-One ESP-in-UDP tunnel (RFC 4303 in RFC 3948, tunnel mode) with keys given by
-hand, the way 'ip xfrm state add' installs SAs in the kernel, but in
-userspace: no kernel IPsec and, by default, no privilege. ESP goes between
---listen and --peer; everything the local end sends into the tunnel goes to
-the peer, and any inner source is accepted from it.
+One ESP tunnel (RFC 4303) with keys given by hand, the way 'ip xfrm state
+add' installs SAs in the kernel, but in userspace: no kernel IPsec and, by
+default, no privilege. ESP goes between --listen and --peer, by default in
+UDP in tunnel mode (RFC 3948); --mode picks transport mode, or plain ESP
+(IP protocol 50, needs CAP_NET_RAW) to face a kernel XFRM peer. IPv4 or
+IPv6, outside and inside. Everything the local end sends into the tunnel
+goes to the peer, and any inner source is accepted from it.
 
 The inner side is a userspace TCP/IP stack (a gVisor netstack) holding the
 --inner address; it answers pings. With --tun NAME it is a kernel TUN
