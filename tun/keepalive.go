@@ -34,6 +34,9 @@ func (p *Pump) SendKeepalives(scratch []udp.Message) {
 	if len(scratch) == 0 {
 		scratch = []udp.Message{{Buf: esp.Keepalive(), N: 1}}
 	}
+	if !p.keepalivesWanted.Load() {
+		return // no peer ever asked: a P-CSCF's 100k peers cost no walk
+	}
 	now := p.cfg.Now().UnixNano()
 	for peer := range p.tables.peers.values() {
 		if ka := peer.keepalive.Load(); ka <= 0 || now-peer.lastSent.Load() < ka {

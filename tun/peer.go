@@ -38,6 +38,7 @@ type Peer struct {
 	id        uint64                         // set once by AddPeer: its key in peerTables.peers
 	name      string                         // set once by AddPeer
 	follow    bool                           // set once by AddPeer
+	pump      *Pump                          // set once by AddPeer
 	keepalive atomic.Int64                   // nanoseconds; 0: off
 	endpoint  atomic.Pointer[netip.AddrPort] // moved by SetEndpoint and, if follow, by authenticated ESP
 	out       atomic.Pointer[outSet]         // nil: no outbound SA
@@ -54,8 +55,8 @@ type Peer struct {
 
 // AddPeer adds a peer with its routes; it has no SAs yet.
 func (p *Pump) AddPeer(c PeerConfig) (*Peer, error) {
-	peer := &Peer{name: c.Name, follow: c.FollowSource}
-	peer.keepalive.Store(int64(c.Keepalive))
+	peer := &Peer{name: c.Name, follow: c.FollowSource, pump: p}
+	peer.SetKeepalive(c.Keepalive)
 	ep := c.Endpoint
 	peer.endpoint.Store(&ep)
 	allowed := append([]netip.Prefix(nil), c.Allowed...)
@@ -224,7 +225,12 @@ func (peer *Peer) SetAllowed(prefixes []netip.Prefix) {
 func (peer *Peer) Name() string { return peer.name }
 
 // SetKeepalive changes the keepalive interval (0 turns keepalives off).
-func (peer *Peer) SetKeepalive(d time.Duration) { peer.keepalive.Store(int64(d)) }
+func (peer *Peer) SetKeepalive(d time.Duration) {
+	peer.keepalive.Store(int64(d))
+	if d > 0 && peer.pump != nil {
+		peer.pump.keepalivesWanted.Store(true)
+	}
+}
 
 // Endpoint is where ESP to the peer goes now.
 func (peer *Peer) Endpoint() netip.AddrPort { return *peer.endpoint.Load() }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/imsec/imsec/esp"
@@ -112,6 +113,9 @@ type Pump struct {
 	lastID uint64 // the last Peer.id given
 
 	ctr counters // atomic
+	// keepalivesWanted is set once a peer has asked for NAT-keepalives
+	// (never cleared): until then the keepalive round walks no peers.
+	keepalivesWanted atomic.Bool
 
 	// Lifecycle. stop is closed once, by Close (under once); every goroutine
 	// NewPump starts is counted in wg and returns once stop is closed, and

@@ -223,3 +223,23 @@ func BenchmarkTableFill(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkKeepaliveRound is the once-a-second keepalive round with n
+// peers none of which wants keepalives (a P-CSCF's: its UEs send them).
+func BenchmarkKeepaliveRound(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprintf("peers=%d", n), func(b *testing.B) {
+			p := newIdlePump(b)
+			for i := range n {
+				if _, err := p.AddPeer(PeerConfig{Name: fmt.Sprint(i), Endpoint: netip.MustParseAddrPort("127.0.0.1:9")}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			scratch := []udp.Message{{Buf: esp.Keepalive(), N: 1}}
+			b.ResetTimer()
+			for b.Loop() {
+				p.SendKeepalives(scratch)
+			}
+		})
+	}
+}
