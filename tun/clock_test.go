@@ -2,6 +2,7 @@ package tun_test
 
 import (
 	"errors"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -86,6 +87,19 @@ func (t *fakeTimer) counts() (resets, stops int) {
 	return t.resets, t.stops
 }
 
+// waitResets waits (5 s at most) until the timer has been reset n times
+// and returns how many times it has.
+func (t *fakeTimer) waitResets(n int) int {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r, _ := t.counts()
+		if r >= n || time.Now().After(deadline) {
+			return r
+		}
+		runtime.Gosched()
+	}
+}
+
 func (t *fakeTimer) fire(tb testing.TB, now time.Time) {
 	tb.Helper()
 	select {
@@ -166,7 +180,9 @@ func TestPumpTimersOnInjectedClock(t *testing.T) {
 	if k := peer.Counters().Keepalives; k != 3 {
 		t.Fatalf("sent %d keepalives, want 3", k)
 	}
-	if r, _ := ka.counts(); r != 7 {
+	// The seventh fire returns once the round has taken the tick; its
+	// Reset comes right after, on the Pump's goroutine.
+	if r := ka.waitResets(7); r != 7 {
 		t.Errorf("keepalive timer reset %d times for 7 rounds", r)
 	}
 
