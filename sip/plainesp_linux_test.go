@@ -264,3 +264,45 @@ func TestTransportModeNeedsOwnAddress(t *testing.T) {
 		t.Fatalf("the UE offers %v", u.modes)
 	}
 }
+
+// TestCallInTransportMode: two UEs registered over plain ESP in transport
+// mode call each other with media, which crosses the media tunnels (ESP in
+// UDP to the P-CSCF's relay). Their address inside is their own, a
+// loopback one here: before, the media netstacks dropped it as martian, the
+// media tunnels were never confirmed and no packet reached the relay.
+func TestCallInTransportMode(t *testing.T) {
+	needRaw(t)
+	modes := []string{ModTrans}
+	r := newRig(t, func(c *ServerConfig) { c.Modes = modes })
+	ended := make(chan CallReport, 2)
+	var ues []*UE
+	for _, name := range []string{"alice", "bob"} {
+		s := newSub(t, r.store, name, "a.example")
+		u := r.ue(s, func(c *UEConfig) {
+			c.Modes, c.Local = modes, netip.MustParseAddr(uniqueLoopback())
+			c.OnCallEnd = func(rep CallReport) { ended <- rep }
+		})
+		if err := u.Register(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+		ues = append(ues, u)
+	}
+	rep, err := ues[0].Call(ctxT(t), "sip:bob@a.example", time.Second, MediaConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("alice:\n%s", rep)
+	t.Logf("P-CSCF media pump %+v", r.srv.mediaPump.Counters())
+	t.Logf("alice media pump %+v", ues[0].MediaPump().Counters())
+	for _, s := range rep.Received.Streams {
+		if s.Packets < 20 {
+			t.Errorf("alice's %s stream: %d packets", s.Kind, s.Packets)
+		}
+	}
+	if len(rep.Received.Streams) != 2 {
+		t.Fatalf("alice received %d streams, want 2", len(rep.Received.Streams))
+	}
+	if r.lad.hasEvent(func(e Event) bool { return e.Kind == EvMediaUnconfirm }) {
+		t.Fatal("a media tunnel was not confirmed")
+	}
+}

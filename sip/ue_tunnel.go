@@ -181,7 +181,8 @@ func (u *UE) activateMedia(ctx context.Context, mine, srv Mechanism, ck akakeys.
 		me, err := tun.NewEndpoint(tun.EndpointConfig{
 			Listen:   netip.AddrPortFrom(u.local, 0),
 			Wrap:     u.cfg.WrapMediaESP,
-			Netstack: &tun.NetstackOptions{MTU: innerMTU(ep.Addr()), Name: "ue-media", Addresses: hosts},
+			Netstack: &tun.NetstackOptions{MTU: innerMTU(ep.Addr()), Name: "ue-media", Addresses: hosts,
+				Loopback: slices.ContainsFunc(u.modes, TransportMode)}, // our own address inside, as for signalling
 			Pump:     tun.Config{BatchPad: u.cfg.BatchPad, Logger: u.log, Now: u.cfg.Now},
 			Peer:     &tun.PeerConfig{Name: u.pcscfName() + " media", Endpoint: ep, Allowed: all, Routes: all, Keepalive: max(u.cfg.Keepalive, 0)},
 		})
