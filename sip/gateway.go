@@ -95,13 +95,13 @@ func innerMTU(a netip.Addr) int {
 // netstack (with the same inner address) and pump.
 func (s *Server) startMedia() error {
 	ep, err := tun.NewEndpoint(tun.EndpointConfig{
-		Listen:   s.cfg.MediaESP,
-		Wrap:     s.cfg.WrapMediaESP,
+		Listen: s.cfg.MediaESP,
+		Wrap:   s.cfg.WrapMediaESP,
 		// A transport mode UE's media come from its own address, a loopback
 		// one when both ends run on one host, as for signalling.
 		Netstack: &tun.NetstackOptions{MTU: innerMTU(s.cfg.MediaESP.Addr()), Addresses: s.gatewayPrefixes(), Name: "pcscf-media",
 			Loopback: slices.ContainsFunc(s.cfg.Modes, TransportMode)},
-		Pump:     tun.Config{EchoResponder: s.gateway, BatchPad: s.cfg.BatchPad, Logger: s.log, Now: s.cfg.Now},
+		Pump: tun.Config{EchoResponder: s.gateway, BatchPad: s.cfg.BatchPad, Logger: s.log, Now: s.cfg.Now},
 	})
 	if err != nil {
 		return fmt.Errorf("sip: media ESP gateway on %v: %w", s.cfg.MediaESP, err)

@@ -179,12 +179,12 @@ func (u *UE) activateMedia(ctx context.Context, mine, srv Mechanism, ck akakeys.
 			hosts = append(hosts, netip.PrefixFrom(a, a.BitLen()))
 		}
 		me, err := tun.NewEndpoint(tun.EndpointConfig{
-			Listen:   netip.AddrPortFrom(u.local, 0),
-			Wrap:     u.cfg.WrapMediaESP,
+			Listen: netip.AddrPortFrom(u.local, 0),
+			Wrap:   u.cfg.WrapMediaESP,
 			Netstack: &tun.NetstackOptions{MTU: innerMTU(ep.Addr()), Name: "ue-media", Addresses: hosts,
 				Loopback: slices.ContainsFunc(u.modes, TransportMode)}, // our own address inside, as for signalling
-			Pump:     tun.Config{BatchPad: u.cfg.BatchPad, Logger: u.log, Now: u.cfg.Now},
-			Peer:     &tun.PeerConfig{Name: u.pcscfName() + " media", Endpoint: ep, Allowed: all, Routes: all, Keepalive: max(u.cfg.Keepalive, 0)},
+			Pump: tun.Config{BatchPad: u.cfg.BatchPad, Logger: u.log, Now: u.cfg.Now},
+			Peer: &tun.PeerConfig{Name: u.pcscfName() + " media", Endpoint: ep, Allowed: all, Routes: all, Keepalive: max(u.cfg.Keepalive, 0)},
 		})
 		if err != nil {
 			return fmt.Errorf("sip: media tunnel: %w", err)
