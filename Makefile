@@ -47,8 +47,9 @@ fuzz:
 # target in the package's folder, where its testdata/fuzz seed corpus lives.
 # A failure leaves the failing input in that corpus, as go test -fuzz does.
 # A target that fails without leaving one (Go's fuzzer can report "context
-# deadline exceeded" as its time runs out) runs once more; a second such
-# failure fails the run.
+# deadline exceeded" as its time runs out, seen on two of some fifty targets
+# in one CI run) runs again, twice at most; a third such failure fails the
+# run, and so does any failure that leaves an input.
 fuzz-smoke: FUZZTIME = 5s
 fuzz-smoke:
 	@set -e; bin=$$(mktemp -d); trap 'rm -rf "$$bin"' EXIT; \
@@ -68,7 +69,12 @@ fuzz-smoke:
 	      after=$$(ls "$$dir/testdata/fuzz/$$f" 2>/dev/null | wc -l); \
 	      if [ "$$after" != "$$before" ]; then exit 1; fi; \
 	      echo "fuzz-smoke: $$f failed without a failing input: once more"; \
-	      run; \
+	      if ! run; then \
+	        after=$$(ls "$$dir/testdata/fuzz/$$f" 2>/dev/null | wc -l); \
+	        if [ "$$after" != "$$before" ]; then exit 1; fi; \
+	        echo "fuzz-smoke: $$f failed again without a failing input: a last time"; \
+	        run; \
+	      fi; \
 	    fi; \
 	  done; \
 	done
