@@ -23,20 +23,8 @@ const (
 	protoICMPv6      = 58
 )
 
-func csum(b []byte) uint16 {
-	var s uint32
-	for len(b) >= 2 {
-		s += uint32(b[0])<<8 | uint32(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		s += uint32(b[0]) << 8
-	}
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
-	}
-	return ^uint16(s)
-}
+// csum is the Internet checksum of b (RFC 1071).
+func csum(b []byte) uint16 { return fold(sumBytes(0, b)) }
 
 // appendEcho builds an ICMP echo request or reply: ICMPv4 between IPv4
 // addresses, else ICMPv6 (typ is given as ICMPv4's and mapped).
@@ -87,26 +75,8 @@ func appendEcho6(b []byte, typ byte, src, dst netip.Addr, id, seq uint16, payloa
 	}
 	binary.BigEndian.PutUint16(ic[4:], id)
 	binary.BigEndian.PutUint16(ic[6:], seq)
-	binary.BigEndian.PutUint16(ic[2:], csum6(s, d, ic))
+	setChecksum(ic, 2, protoICMPv6, src, dst)
 	return b
-}
-
-// csum6 is the ICMPv6 checksum of ic between s and d.
-func csum6(s, d [16]byte, ic []byte) uint16 {
-	var ps [40]byte
-	copy(ps[0:], s[:])
-	copy(ps[16:], d[:])
-	binary.BigEndian.PutUint32(ps[32:], uint32(len(ic)))
-	ps[39] = protoICMPv6
-	var sum uint32
-	for _, part := range [][]byte{ps[:], ic} {
-		c := ^csum(part)
-		sum += uint32(c)
-	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	return ^uint16(sum)
 }
 
 // parseEcho returns an ICMP echo's fields (an ICMPv6 echo's type as
@@ -141,8 +111,8 @@ func parseEcho6(pkt []byte) (typ byte, src, dst netip.Addr, id, seq uint16, payl
 		return
 	}
 	ic := pkt[40 : 40+n]
-	s, d := [16]byte(pkt[8:24]), [16]byte(pkt[24:40])
-	if csum6(s, d, ic) != 0 || ic[1] != 0 {
+	s, d := netip.AddrFrom16([16]byte(pkt[8:24])), netip.AddrFrom16([16]byte(pkt[24:40]))
+	if pseudoChecksum(ic, protoICMPv6, s, d) != 0 || ic[1] != 0 {
 		return
 	}
 	switch ic[0] {
@@ -153,7 +123,7 @@ func parseEcho6(pkt []byte) (typ byte, src, dst netip.Addr, id, seq uint16, payl
 	default:
 		return
 	}
-	return typ, netip.AddrFrom16(s), netip.AddrFrom16(d),
+	return typ, s, d,
 		binary.BigEndian.Uint16(ic[4:]), binary.BigEndian.Uint16(ic[6:]), ic[8:], true
 }
 

@@ -112,6 +112,16 @@ func checksumOffset(proto byte, v6 bool) int {
 // (RFC 768, RFC 793, RFC 8200 §8.1) into seg[off:off+2].
 func setChecksum(seg []byte, off int, proto byte, src, dst netip.Addr) {
 	seg[off], seg[off+1] = 0, 0
+	c := pseudoChecksum(seg, proto, src, dst)
+	if c == 0 && proto == protoUDP {
+		c = 0xffff // RFC 768: a computed zero is sent as all ones
+	}
+	binary.BigEndian.PutUint16(seg[off:], c)
+}
+
+// pseudoChecksum is the checksum of seg as it stands, pseudo-header
+// included: what setChecksum writes, or 0 when a received seg checks out.
+func pseudoChecksum(seg []byte, proto byte, src, dst netip.Addr) uint16 {
 	var sum uint32
 	if src.Is4() {
 		s, d := src.As4(), dst.As4()
@@ -123,12 +133,7 @@ func setChecksum(seg []byte, off int, proto byte, src, dst netip.Addr) {
 		sum = sumBytes(sum, d[:])
 	}
 	sum += uint32(proto) + uint32(len(seg))>>16 + uint32(len(seg))&0xffff
-	sum = sumBytes(sum, seg)
-	c := fold(sum)
-	if c == 0 && proto == protoUDP {
-		c = 0xffff // RFC 768: a computed zero is sent as all ones
-	}
-	binary.BigEndian.PutUint16(seg[off:], c)
+	return fold(sumBytes(sum, seg))
 }
 
 func sumBytes(sum uint32, b []byte) uint32 {
