@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"sync"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
@@ -56,14 +55,10 @@ type Server6Config struct {
 
 // Server6 is the in-tunnel DHCPv6 server. It is safe for concurrent use.
 type Server6 struct {
-	cfg       Server6Config
-	duid      dhcpv6.DUID
-	mu        sync.Mutex
-	byBinding map[string]*Lease
-	byAddr    map[netip.Addr]*Lease
-	next      netip.Addr // where the next free-address search starts
-	nextSweep time.Time  // when expired leases are next looked for (sweepEvery)
-	swept     time.Time  // when they were last
+	cfg  Server6Config
+	duid dhcpv6.DUID
+	leases
+	next netip.Addr // where the next free-address search starts; guarded by mu
 }
 
 // Errors of Server6.Handle besides ErrNotDHCP, ErrPoolExhausted and
@@ -93,7 +88,7 @@ func NewServer6(cfg Server6Config) (*Server6, error) {
 	}
 	gw := cfg.Gateway.As16()
 	duid := &dhcpv6.DUIDLL{HWType: 31, LinkLayerAddr: net.HardwareAddr(gw[:])} // 31: IPsec tunnel (RFC 3456)
-	return &Server6{cfg: cfg, duid: duid, byBinding: map[string]*Lease{}, byAddr: map[netip.Addr]*Lease{},
+	return &Server6{cfg: cfg, duid: duid, leases: newLeases(),
 		next: cfg.Pool.Addr().Next()}, nil
 }
 
@@ -194,16 +189,6 @@ func (s *Server6) leaseForLocked(binding string, now time.Time) (*Lease, error) 
 	return nil, ErrPoolExhausted
 }
 
-func (s *Server6) expireLocked(now time.Time) {
-	s.swept, s.nextSweep = now, now.Add(sweepEvery)
-	for b, l := range s.byBinding {
-		if now.After(l.Expires) && !l.Expires.IsZero() {
-			delete(s.byBinding, b)
-			delete(s.byAddr, l.Addr)
-		}
-	}
-}
-
 // reply builds the answer to req for the client at dst. An invalid addr
 // means no address (a REPLY to a RELEASE, or NoBinding to a RENEW).
 func (s *Server6) reply(dst netip.Addr, req *dhcpv6.Message, mt dhcpv6.MessageType, iaid [4]byte, addr netip.Addr) []byte {
@@ -232,53 +217,6 @@ func (s *Server6) reply(dst netip.Addr, req *dhcpv6.Message, mt dhcpv6.MessageTy
 // serverLinkLocal is the server's source address: the tunnel is a link of
 // its own, and DHCPv6 servers answer from a link-local address.
 var serverLinkLocal = netip.MustParseAddr("fe80::1")
-
-// Release frees the lease of binding (de-registration, SA deletion).
-func (s *Server6) Release(binding string) {
-	s.mu.Lock()
-	s.releaseLocked(binding)
-	s.mu.Unlock()
-}
-
-func (s *Server6) releaseLocked(binding string) {
-	if l := s.byBinding[binding]; l != nil {
-		delete(s.byBinding, binding)
-		delete(s.byAddr, l.Addr)
-	}
-}
-
-// Rebind moves a lease to a new binding, keeping its address. It reports
-// whether old had a lease.
-func (s *Server6) Rebind(old, new string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	l := s.byBinding[old]
-	if l == nil || s.byBinding[new] != nil {
-		return false
-	}
-	delete(s.byBinding, old)
-	l.Binding = new
-	s.byBinding[new] = l
-	return true
-}
-
-// Lookup returns the lease of binding.
-func (s *Server6) Lookup(binding string) (Lease, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	l := s.byBinding[binding]
-	if l == nil {
-		return Lease{}, false
-	}
-	return *l, true
-}
-
-// Leases returns the number of advertised or bound leases.
-func (s *Server6) Leases() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.byBinding)
-}
 
 // IsToServer6 reports cheaply whether an inner packet is IPv6 UDP to port
 // 547 (no extension headers).

@@ -22,7 +22,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"sync"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -55,15 +54,11 @@ type Lease struct {
 
 // Server is the in-tunnel DHCP server. It is safe for concurrent use.
 type Server struct {
-	cfg       ServerConfig
-	mu        sync.Mutex
-	byBinding map[string]*Lease
-	byAddr    map[netip.Addr]*Lease
-	next      netip.Addr // where the next free-address search starts
-	nextSweep time.Time  // when expired leases are next looked for
-	swept     time.Time  // when they were last
-	first     netip.Addr
-	last      netip.Addr
+	cfg ServerConfig
+	leases
+	next  netip.Addr // where the next free-address search starts; guarded by mu
+	first netip.Addr
+	last  netip.Addr
 }
 
 // Errors of Server.Handle: the packet is dropped and counted by the caller.
@@ -99,7 +94,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	first := cfg.Pool.Addr().Next()
 	last := broadcastOf(cfg.Pool).Prev()
-	return &Server{cfg: cfg, byBinding: map[string]*Lease{}, byAddr: map[netip.Addr]*Lease{}, next: first, first: first, last: last}, nil
+	return &Server{cfg: cfg, leases: newLeases(), next: first, first: first, last: last}, nil
 }
 
 func broadcastOf(p netip.Prefix) netip.Addr {
@@ -210,22 +205,6 @@ func (s *Server) advance(a netip.Addr) netip.Addr {
 	return a.Next()
 }
 
-// sweepEvery bounds how often Handle looks for expired leases: a sweep
-// walks every lease, and a P-CSCF with 100k UEs answers thousands of
-// requests a second. An expired lease may so live up to sweepEvery longer;
-// a full pool sweeps at once.
-const sweepEvery = time.Second
-
-func (s *Server) expireLocked(now time.Time) {
-	s.swept, s.nextSweep = now, now.Add(sweepEvery)
-	for b, l := range s.byBinding {
-		if now.After(l.Expires) && !l.Expires.IsZero() {
-			delete(s.byBinding, b)
-			delete(s.byAddr, l.Addr)
-		}
-	}
-}
-
 func (s *Server) reply(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, yiaddr netip.Addr, extra ...dhcpv4.Option) []byte {
 	gw := net.IP(s.cfg.Gateway.AsSlice())
 	mods := []dhcpv4.Modifier{
@@ -254,51 +233,4 @@ func (s *Server) reply(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, yiaddr netip.A
 	// The UE has no address yet: reply to the limited broadcast, which its
 	// tunnel delivers to it alone (RFC 3456 §3; RFC 2131 §4.1).
 	return appendIPv4UDP(nil, s.cfg.Gateway, limitedBroadcast, ServerPort, ClientPort, resp.ToBytes())
-}
-
-// Release frees the lease of binding (de-registration, SA deletion).
-func (s *Server) Release(binding string) {
-	s.mu.Lock()
-	s.releaseLocked(binding)
-	s.mu.Unlock()
-}
-
-func (s *Server) releaseLocked(binding string) {
-	if l := s.byBinding[binding]; l != nil {
-		delete(s.byBinding, binding)
-		delete(s.byAddr, l.Addr)
-	}
-}
-
-// Rebind moves a lease to a new binding, keeping its address (the SA set was
-// replaced by re-registration). It reports whether old had a lease.
-func (s *Server) Rebind(old, new string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	l := s.byBinding[old]
-	if l == nil || s.byBinding[new] != nil {
-		return false
-	}
-	delete(s.byBinding, old)
-	l.Binding = new
-	s.byBinding[new] = l
-	return true
-}
-
-// Lookup returns the lease of binding.
-func (s *Server) Lookup(binding string) (Lease, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	l := s.byBinding[binding]
-	if l == nil {
-		return Lease{}, false
-	}
-	return *l, true
-}
-
-// Leases returns the number of offered or bound leases.
-func (s *Server) Leases() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.byBinding)
 }
