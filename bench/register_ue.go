@@ -19,6 +19,7 @@ import (
 	"github.com/imsec/imsec/esp"
 	"github.com/imsec/imsec/sip"
 	"github.com/imsec/imsec/tun/dhcp"
+	"github.com/imsec/imsec/tun/tuntest"
 )
 
 // The load generator's UE: the whole registration a real imsec UE does
@@ -271,7 +272,7 @@ func (u *regUE) exchangeSIP(req []byte) (*sipgo.Response, error) {
 // per retransmission: the replay window would drop a copy) and waits for
 // the final response inside it.
 func (u *regUE) exchangeInner(from, to netip.AddrPort, req []byte) (*sipgo.Response, error) {
-	pkt := appendIPv4UDP(nil, from.Addr(), to.Addr(), from.Port(), to.Port(), req)
+	pkt := tuntest.UDPPacket(from, to, req)
 	for _, wait := range retransmits {
 		if err := u.sendESP(pkt); err != nil {
 			return nil, err
@@ -427,31 +428,6 @@ func randSPI() esp.SPI {
 			return s
 		}
 	}
-}
-
-// appendIPv4UDP appends an IPv4 header (no options) and a UDP datagram
-// with its checksum.
-func appendIPv4UDP(b []byte, src, dst netip.Addr, sport, dport uint16, payload []byte) []byte {
-	total := 20 + 8 + len(payload)
-	off := len(b)
-	b = append(b, 0x45, 0, byte(total>>8), byte(total), 0, 0, 0x40, 0, 64, 17, 0, 0)
-	s4, d4 := src.As4(), dst.As4()
-	b = append(b, s4[:]...)
-	b = append(b, d4[:]...)
-	binary.BigEndian.PutUint16(b[off+10:], ^fold(sum(0, b[off:off+20])))
-	ulen := 8 + len(payload)
-	u := len(b)
-	b = append(b, byte(sport>>8), byte(sport), byte(dport>>8), byte(dport), byte(ulen>>8), byte(ulen), 0, 0)
-	b = append(b, payload...)
-	ps := sum(0, s4[:])
-	ps = sum(ps, d4[:])
-	ps += 17 + uint32(ulen)
-	c := ^fold(sum(ps, b[u:]))
-	if c == 0 {
-		c = 0xffff
-	}
-	binary.BigEndian.PutUint16(b[u+6:], c)
-	return b
 }
 
 func sum(s uint32, b []byte) uint32 {
