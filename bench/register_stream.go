@@ -132,6 +132,25 @@ func appendEchoRequest(b []byte, src, dst netip.Addr, id, seq uint16, data []byt
 	return b
 }
 
+// sum and fold are the Internet checksum (RFC 1071) of the echo requests.
+func sum(s uint32, b []byte) uint32 {
+	for len(b) >= 2 {
+		s += uint32(b[0])<<8 | uint32(b[1])
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		s += uint32(b[0]) << 8
+	}
+	return s
+}
+
+func fold(s uint32) uint16 {
+	for s>>16 != 0 {
+		s = s&0xffff + s>>16
+	}
+	return uint16(s)
+}
+
 // isEchoReply tells whether p is an IPv4 ICMP echo reply with our id.
 func isEchoReply(p []byte, id uint16) bool {
 	if len(p) < 28 || p[0] != 0x45 || p[9] != 1 {

@@ -430,24 +430,6 @@ func randSPI() esp.SPI {
 	}
 }
 
-func sum(s uint32, b []byte) uint32 {
-	for len(b) >= 2 {
-		s += uint32(b[0])<<8 | uint32(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		s += uint32(b[0]) << 8
-	}
-	return s
-}
-
-func fold(s uint32) uint16 {
-	for s>>16 != 0 {
-		s = s&0xffff + s>>16
-	}
-	return uint16(s)
-}
-
 // parseIPv4UDP returns the addresses, ports and payload of an IPv4 UDP
 // packet.
 func parseIPv4UDP(p []byte) (src, dst netip.Addr, sport, dport uint16, payload []byte, ok bool) {
