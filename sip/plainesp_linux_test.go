@@ -112,15 +112,7 @@ func TestPlainESPNotBehindNAT(t *testing.T) {
 	// The NAT's inside is not the UE's own address: a UE whose address is
 	// the one it sends ESP to does not offer transport mode.
 	lo, inside := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr(uniqueLoopback())
-	n, err := nat.New(nat.Config{Outside: lo, Filtering: nat.AddressPortDependent, Forwards: []nat.Forward{
-		{Inside: netip.AddrPortFrom(inside, 0), Destination: r.srv.SIPAddr()},
-		{Inside: netip.AddrPortFrom(inside, 0), Destination: r.srv.ESPAddr()},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
-	ins := n.InsideAddrs()
+	ins := natInFront(t, r, lo, inside)
 	u := r.ue(alice, func(c *UEConfig) { c.PCSCF, c.PCSCFESP, c.Modes, c.NoMedia = ins[0], ins[1], modes, true })
 	ctx := ctxT(t)
 	if err := u.Register(ctx); err != nil {
@@ -204,15 +196,7 @@ func TestUDPEncTransBehindNAT(t *testing.T) {
 	// (127.0.0.1): in transport mode the UE's netstack holds its own
 	// address and reaches the P-CSCF at the address it sends ESP to.
 	lo, inside := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr(uniqueLoopback())
-	n, err := nat.New(nat.Config{Outside: lo, Filtering: nat.AddressPortDependent, Forwards: []nat.Forward{
-		{Inside: netip.AddrPortFrom(inside, 0), Destination: r.srv.SIPAddr()},
-		{Inside: netip.AddrPortFrom(inside, 0), Destination: r.srv.ESPAddr()},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
-	ins := n.InsideAddrs()
+	ins := natInFront(t, r, lo, inside)
 	u := r.ue(alice, func(c *UEConfig) { c.PCSCF, c.PCSCFESP, c.Modes, c.NoMedia = ins[0], ins[1], modes, true })
 	ctx := ctxT(t)
 	if err := u.Register(ctx); err != nil {
@@ -303,4 +287,20 @@ func TestCallInTransportMode(t *testing.T) {
 	if len(rep.Received.Streams) != 2 {
 		t.Fatalf("alice received %d streams, want 2", len(rep.Received.Streams))
 	}
+}
+
+// natInFront puts a NAT (outside lo, port-restricted) between a UE at
+// inside and r's P-CSCF, and returns where the UE reaches its SIP and its
+// ESP. The NAT closes with the test.
+func natInFront(t *testing.T, r *rig, lo, inside netip.Addr) []netip.AddrPort {
+	t.Helper()
+	n, err := nat.New(nat.Config{Outside: lo, Filtering: nat.AddressPortDependent, Forwards: []nat.Forward{
+		{Inside: netip.AddrPortFrom(inside, 0), Destination: r.srv.SIPAddr()},
+		{Inside: netip.AddrPortFrom(inside, 0), Destination: r.srv.ESPAddr()},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n.InsideAddrs()
 }
