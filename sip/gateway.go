@@ -58,11 +58,10 @@ func (s *Server) startInner() error {
 	for _, gw := range s.gatewayPrefixes() {
 		for _, port := range []uint16{s.cfg.PortS, s.portCs[0], s.portCs[1]} {
 			ap := netip.AddrPortFrom(gw.Addr(), port)
-			pc, err := ns.ListenUDP(ap)
+			pc, err := s.protectedUDP(ap)
 			if err != nil {
 				return err
 			}
-			s.innerLns = append(s.innerLns, pc)
 			s.serve("protected UDP "+ap.String(), func() error { return s.inner.ServeUDP(pc) })
 			if err := waitPool(ctx, ua, "udp", ap.String()); err != nil {
 				return err
@@ -79,6 +78,38 @@ func (s *Server) startInner() error {
 	s.innerLns = append(s.innerLns, s.innerInj)
 	s.serve("protected TCP (dialed)", func() error { return s.inner.ServeTCP(s.innerInj) })
 	return nil
+}
+
+// protectedUDP opens a protected UDP port on the pump itself (a
+// tun.Socket: docs/architecture.md, "Protected SIP without the netstack"),
+// and the same port on the netstack for what the pump leaves to it: a
+// fragmented datagram, which the netstack reassembles and forwardUDP hands
+// to the Socket.
+func (s *Server) protectedUDP(ap netip.AddrPort) (*tun.Socket, error) {
+	sock, err := s.pump.ListenUDP(ap)
+	if err != nil {
+		return nil, err
+	}
+	s.innerLns = append(s.innerLns, sock)
+	slow, err := s.ns.ListenUDP(ap)
+	if err != nil {
+		return nil, err
+	}
+	s.innerLns = append(s.innerLns, slow)
+	s.serve("protected UDP (reassembled) "+ap.String(), func() error { return forwardUDP(slow.(tun.UDPAddrPortConn), sock) })
+	return sock, nil
+}
+
+// forwardUDP hands what from reads to sock until from is closed.
+func forwardUDP(from tun.UDPAddrPortConn, sock *tun.Socket) error {
+	buf := make([]byte, 65535)
+	for {
+		n, src, err := from.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return err
+		}
+		sock.Deliver(buf[:n], src)
+	}
 }
 
 // innerMTU is the inner MTU of a tunnel whose outer socket is at a on a

@@ -25,8 +25,10 @@ func (e errTooManyPending) Error() string {
 // (which came from ch.key.src). The temporary set an earlier challenge of
 // the same source and Call-ID holds is replaced; the sets of other sources
 // (perhaps the real UE's, while a stranger floods its IMPI) are not, and
-// neither is the active set.
-func (s *Server) installTemporaryLocked(reg *registration, ch *challenge, offer Mechanism, v akakeys.Vector) (*liveSet, error) {
+// neither is the active set. outer tells whether the challenge came on the
+// unprotected port: a re-registration's comes through the SAs, from the
+// UE's inner address, which says nothing of where its ESP comes from.
+func (s *Server) installTemporaryLocked(reg *registration, ch *challenge, offer Mechanism, v akakeys.Vector, outer bool) (*liveSet, error) {
 	if reg.peer == nil {
 		peer, err := s.pump.AddPeer(tun.PeerConfig{Name: reg.impi, FollowSource: true})
 		if err != nil {
@@ -103,7 +105,7 @@ func (s *Server) installTemporaryLocked(reg *registration, ch *challenge, offer 
 	if err := reg.sas.install(ls); err != nil {
 		return nil, err
 	}
-	if PlainESP(set.Mode()) || TransportMode(set.Mode()) {
+	if outer && (PlainESP(set.Mode()) || TransportMode(set.Mode())) {
 		s.bindPlainLocked(reg, src, set.Mode())
 	}
 	ok = true

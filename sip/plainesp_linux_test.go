@@ -90,6 +90,11 @@ func TestRegisterPlainESP(t *testing.T) {
 			if res, err := r.srv.Options(ctx, alice.impi); err != nil || res.StatusCode != 200 {
 				t.Fatalf("OPTIONS after re-registration: %v %v", res, err)
 			}
+			// The re-registration's 401 went to where the UE's ESP comes
+			// from, not to its inner address (which came through the SAs).
+			if c := r.srv.Pump().Counters(); c.SendErrors != 0 {
+				t.Fatalf("P-CSCF pump: %d send errors", c.SendErrors)
+			}
 			if err := u.Deregister(ctx); err != nil {
 				t.Fatal(err)
 			}

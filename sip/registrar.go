@@ -422,7 +422,7 @@ func (s *Server) sendChallenge(tx sip.ServerTransaction, req *sip.Request, reg *
 		return
 	}
 	if offer != nil {
-		set, err := s.installTemporaryLocked(reg, ch, *offer, v)
+		set, err := s.installTemporaryLocked(reg, ch, *offer, v, outer)
 		if err != nil {
 			s.unlock()
 			s.overloaded.Add(1)

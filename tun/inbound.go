@@ -112,6 +112,12 @@ func (p *Pump) inbound() {
 				peer.ctr.spoofed.Add(1)
 				continue
 			}
+			if sock, data, from, ok := p.socketFor(payload); sock != nil {
+				if ok {
+					sock.Deliver(data, from)
+				}
+				continue
+			}
 			// Re-slice so that the packet sits at MinOffset.
 			wbufs = append(wbufs, bufs[i][start-MinOffset:start+len(payload)])
 		}

@@ -15,19 +15,29 @@ func (p *Pump) Inject(peer *Peer, pkt []byte) error {
 	}
 	buf := make([]byte, outOffset+len(pkt)+esp.TailRoom)
 	copy(buf[outOffset:], pkt)
+	return p.injectBuf(peer, buf, len(pkt))
+}
+
+// injectBuf is Inject of the n-byte packet at buf[outOffset:], with
+// esp.TailRoom after it: sealed in place.
+func (p *Pump) injectBuf(peer *Peer, buf []byte, n int) error {
+	if p.closed() {
+		return ErrClosedPump
+	}
+	pkt := buf[outOffset : outOffset+n]
 	s := peer.pickSA(pkt)
 	if s == nil {
 		p.ctr.noSA.Add(1)
 		return errNoSeal(peer)
 	}
-	jobs := []esp.SealJob{{Buf: buf, Off: outOffset, N: len(pkt)}}
+	jobs := []esp.SealJob{{Buf: buf, Off: outOffset, N: n}}
 	if isTransport(s.out.Mode()) {
-		hl, proto, ok := p.transportOut(buf[outOffset:outOffset+len(pkt)], peer)
+		hl, proto, ok := p.transportOut(pkt, peer)
 		if !ok {
 			p.ctr.notIP.Add(1)
 			return errNoSeal(peer)
 		}
-		jobs[0] = esp.SealJob{Buf: buf, Off: outOffset + hl, N: len(pkt) - hl, NextHeader: proto}
+		jobs[0] = esp.SealJob{Buf: buf, Off: outOffset + hl, N: n - hl, NextHeader: proto}
 	}
 	s.out.SealBatch(jobs)
 	msgs := make([]udp.Message, 1)

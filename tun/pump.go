@@ -112,6 +112,11 @@ type Pump struct {
 	wmu    sync.Mutex
 	lastID uint64 // the last Peer.id given
 
+	// sockets are the inner UDP Sockets (socket.go), read per inbound
+	// packet without a lock; replaced whole under socketsMu.
+	sockets   atomic.Pointer[[]*Socket]
+	socketsMu sync.Mutex
+
 	ctr counters // atomic
 	// keepalivesWanted is set once a peer has asked for NAT-keepalives
 	// (never cleared): until then the keepalive round walks no peers.

@@ -1,0 +1,168 @@
+package tun_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/imsec/imsec/tun"
+	"github.com/imsec/imsec/tun/tuntest"
+	"github.com/imsec/imsec/tun/udptest"
+)
+
+// TestSocket: a Socket on the gateway's pump takes the datagrams for its
+// address and port out of the tunnel before the Device, and what it writes
+// reaches the UE's Device exactly as a stack would have sent it. Damaged
+// datagrams are dropped and counted; fragments, spoofed sources and other
+// ports are not its business.
+func TestSocket(t *testing.T) {
+	noLeaks(t)
+	n := udptest.NewNetwork()
+	ueDev := tuntest.NewChannelDevice(1400, 8, 1024)
+	gwDev := tuntest.NewChannelDevice(1400, 8, 1024)
+	_, gw := fakeLink(t, n, ueDev, gwDev)
+	sipAddr := netip.AddrPortFrom(fakeGWInner, 5060)
+	ueSIP := netip.AddrPortFrom(fakeUEInner, 5060)
+	sock, err := gw.pump.ListenUDP(sipAddr)
+	fakeMust(t, err)
+	defer sock.Close()
+	if _, err := gw.pump.ListenUDP(sipAddr); !errors.Is(err, tun.ErrSocketInUse) {
+		t.Fatalf("a second Socket on %v: %v", sipAddr, err)
+	}
+	buf := make([]byte, 2048)
+	read := func() ([]byte, netip.AddrPort) {
+		t.Helper()
+		fakeMust(t, sock.SetReadDeadline(time.Now().Add(5*time.Second)))
+		n, from, err := sock.ReadFromUDPAddrPort(buf)
+		fakeMust(t, err)
+		return buf[:n], from
+	}
+
+	// Up: the Socket gets it, the Device does not.
+	ueDev.Inbound <- up(1)
+	if got, from := read(); string(got) != "up 1" || from != ueSIP {
+		t.Fatalf("Socket read %q from %v, want %q from %v", got, from, "up 1", ueSIP)
+	}
+	// Down: byte for byte what a stack sends (tuntest.UDPPacket).
+	if _, err := sock.WriteToUDPAddrPort([]byte("down 1"), ueSIP); err != nil {
+		t.Fatal(err)
+	}
+	expectPacket(t, ueDev, down(1))
+	if _, err := sock.WriteTo([]byte("down 2"), net.UDPAddrFromAddrPort(netip.MustParseAddrPort("[::ffff:100.64.0.2]:5060"))); err != nil {
+		t.Fatal(err)
+	}
+	expectPacket(t, ueDev, down(2))
+	if _, err := sock.WriteToUDPAddrPort([]byte("x"), netip.MustParseAddrPort("100.64.9.9:5060")); err == nil {
+		t.Fatal("a write to an address no tunnel routes succeeded")
+	}
+
+	// A bad UDP checksum: dropped and counted.
+	bad := up(2)
+	bad[len(bad)-1] ^= 1
+	ueDev.Inbound <- bad
+	// A first fragment (MF set) and a datagram to another port: the Device.
+	frag := up(3)
+	binary.BigEndian.PutUint16(frag[6:], 0x2000)
+	frag[10], frag[11] = 0, 0
+	binary.BigEndian.PutUint16(frag[10:], ipChecksum(frag[:20]))
+	ueDev.Inbound <- frag
+	expectPacket(t, gwDev, frag)
+	other := tuntest.UDPPacket(ueSIP, netip.AddrPortFrom(fakeGWInner, 5061), []byte("other"))
+	ueDev.Inbound <- other
+	expectPacket(t, gwDev, other)
+	// A spoofed source: the pump's source check comes first.
+	spoof := tuntest.UDPPacket(netip.MustParseAddrPort("100.64.0.99:5060"), sipAddr, []byte("spoof"))
+	ueDev.Inbound <- spoof
+	ueDev.Inbound <- up(4)
+	if got, _ := read(); string(got) != "up 4" {
+		t.Fatalf("after the bad, fragmented, other and spoofed ones the Socket read %q, want %q", got, "up 4")
+	}
+	if c := sock.Counters(); c.Delivered != 2 || c.Dropped != 1 {
+		t.Fatalf("Socket counters %+v, want 2 delivered, 1 dropped", c)
+	}
+	if c := gw.pump.Counters(); c.Spoofed != 1 {
+		t.Fatalf("gateway pump counted %d spoofed, want 1", c.Spoofed)
+	}
+
+	// Deliver (what a stack reassembled) and the read deadline.
+	sock.Deliver([]byte("reassembled"), ueSIP)
+	if got, from := read(); string(got) != "reassembled" || from != ueSIP {
+		t.Fatalf("read %q from %v after Deliver", got, from)
+	}
+	fakeMust(t, sock.SetReadDeadline(time.Now().Add(20*time.Millisecond)))
+	if _, _, err := sock.ReadFrom(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past the deadline: %v", err)
+	}
+
+	// Close: a blocked read returns, and the port goes to the Device again.
+	fakeMust(t, sock.SetReadDeadline(time.Time{}))
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := sock.ReadFrom(buf)
+		done <- err
+	}()
+	sock.Close()
+	if err := <-done; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("read blocked across Close: %v", err)
+	}
+	ueDev.Inbound <- up(5)
+	expectPacket(t, gwDev, up(5))
+}
+
+// TestSocketIPv6: the same over inner IPv6, where the UDP checksum is
+// mandatory.
+func TestSocketIPv6(t *testing.T) {
+	noLeaks(t)
+	n := udptest.NewNetwork()
+	ueDev := tuntest.NewChannelDevice(1400, 8, 1024)
+	gwDev := tuntest.NewChannelDevice(1400, 8, 1024)
+	ue, gw := fakeLink(t, n, ueDev, gwDev)
+	ue6, gw6 := netip.MustParseAddrPort("[2001:db8::2]:5060"), netip.MustParseAddrPort("[2001:db8::1]:5060")
+	host := []netip.Prefix{netip.MustParsePrefix("2001:db8::2/128"), netip.PrefixFrom(fakeUEInner, 32)}
+	gw.peer.SetAllowed(host)
+	fakeMust(t, gw.pump.SetRoutes(gw.peer, host))
+	ue.peer.SetAllowed([]netip.Prefix{netip.MustParsePrefix("::/0"), netip.MustParsePrefix("0.0.0.0/0")})
+	fakeMust(t, ue.pump.SetRoutes(ue.peer, []netip.Prefix{netip.MustParsePrefix("::/0"), netip.MustParsePrefix("0.0.0.0/0")}))
+	sock, err := gw.pump.ListenUDP(gw6)
+	fakeMust(t, err)
+	defer sock.Close()
+
+	ueDev.Inbound <- tuntest.UDPPacket(ue6, gw6, []byte("hello"))
+	fakeMust(t, sock.SetReadDeadline(time.Now().Add(5*time.Second)))
+	buf := make([]byte, 100)
+	k, from, err := sock.ReadFromUDPAddrPort(buf)
+	if err != nil || string(buf[:k]) != "hello" || from != ue6 {
+		t.Fatalf("read %q from %v: %v", buf[:k], from, err)
+	}
+	// A zero checksum is no checksum over IPv4 only: over IPv6 it is
+	// damage.
+	zero := tuntest.UDPPacket(ue6, gw6, []byte("zero"))
+	zero[46], zero[47] = 0, 0
+	ueDev.Inbound <- zero
+	if _, err := sock.WriteToUDPAddrPort([]byte("back"), ue6); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-ueDev.Outbound; !bytes.Equal(got, tuntest.UDPPacket(gw6, ue6, []byte("back"))) {
+		t.Fatalf("UE got % x", got)
+	}
+	fakeWait(t, func() bool { return sock.Counters().Dropped == 1 })
+	if _, err := sock.WriteToUDPAddrPort([]byte("x"), netip.AddrPortFrom(fakeUEInner, 5060)); err == nil {
+		t.Fatal("an IPv6 Socket wrote to an IPv4 address")
+	}
+}
+
+func ipChecksum(h []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(h); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(h[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	return ^uint16(sum)
+}
