@@ -113,6 +113,12 @@ type RegisterResult struct {
 	// DHCPDropped is how many DHCP requests the in-process P-CSCF dropped
 	// on its full queue (the UEs retransmit them).
 	DHCPDropped uint64 `json:"pcscf_dhcp_dropped,omitempty"`
+	// ShedWaits counts the 503s with Retry-After (the P-CSCF's overload
+	// control) that the UEs waited out before sending their REGISTER
+	// again; their latency includes the wait. PCSCFShed is what the
+	// in-process P-CSCF counted.
+	ShedWaits int    `json:"shed_waits,omitempty"`
+	PCSCFShed uint64 `json:"pcscf_shed,omitempty"`
 	// Re-registrations during the hold (RegisterConfig.Reregister).
 	Reregistered int            `json:"reregistered,omitempty"`
 	ReregFailed  map[string]int `json:"rereg_failed,omitempty"`
@@ -327,6 +333,7 @@ phase:
 	mu.Lock()
 	for _, s := range states {
 		res.Registered += s.final.Registered
+		res.ShedWaits += s.final.ShedWaits
 		for c, n := range s.final.Causes {
 			res.Failed[c] += n
 		}
@@ -408,7 +415,8 @@ phase:
 	}
 	if srv != nil {
 		res.KeepalivesRx = srv.Pump().Counters().KeepalivesReceived - ka0
-		res.DHCPDropped = srv.Stats().DHCPDropped
+		st := srv.Stats()
+		res.DHCPDropped, res.PCSCFShed = st.DHCPDropped, st.Shed
 	}
 	if probe != nil && cfg.Hold > 0 {
 		v := float64(probe.cpu()-holdCPU) / float64(time.Since(holdStart))

@@ -67,6 +67,8 @@ type regUE struct {
 	portC  uint16 // the active set's port-c
 	portS  uint16 // the P-CSCF's port-s of the active set
 	verify string // the active set's Security-Server, echoed in Security-Verify
+
+	shedWaits int // 503s with Retry-After waited out (register)
 }
 
 // regFailure is why a registration failed: the cause counted in
@@ -97,9 +99,21 @@ func (u *regUE) register(expires int) error {
 	init := akakeys.Credentials{Username: u.sub.IMPI, Realm: u.domain, URI: "sip:" + u.domain}
 
 	// 1. Unprotected REGISTER -> 401 with the challenge and Security-Server.
-	res, err := u.exchangeSIP(u.request(local, local, expires, client, "", init.String()))
-	if err != nil {
-		return err
+	// A 503 with Retry-After (the P-CSCF shedding load) is waited out and
+	// the REGISTER sent again, as a UE does (TS 24.229 §5.1.1.2.1).
+	var res *sipgo.Response
+	for {
+		var err error
+		res, err = u.exchangeSIP(u.request(local, local, expires, client, "", init.String()))
+		if err != nil {
+			return err
+		}
+		wait, ok := sip.RetryAfter(res)
+		if !ok || u.shedWaits >= maxShedWaits {
+			break
+		}
+		u.shedWaits++
+		time.Sleep(wait)
 	}
 	cred, srv, ss, err := u.challenged(res, offer)
 	if err != nil {
@@ -222,6 +236,10 @@ func (u *regUE) answer(expires int, offer sip.Mechanism, client string, cred aka
 }
 
 func statusCause(code int) string { return strconv.Itoa(code) }
+
+// maxShedWaits bounds how many 503s with Retry-After one registration
+// waits out before it counts as failed (cause "503").
+const maxShedWaits = 10
 
 // request builds a REGISTER (CSeq counts up per Call-ID).
 func (u *regUE) request(via, contact netip.AddrPort, expires int, client, verify, auth string) []byte {

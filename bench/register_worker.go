@@ -51,6 +51,7 @@ type workerLine struct {
 	Done      bool           `json:"done,omitempty"`
 	LatencyUS []int64        `json:"latency_us,omitempty"`
 	Causes    map[string]int `json:"causes,omitempty"`
+	ShedWaits int            `json:"shed_waits,omitempty"` // 503s with Retry-After waited out
 	// For the time series (register_series.go): when the worker began
 	// (Unix µs), and when each registration in LatencyUS ended and each
 	// failure happened, in ms since then.
@@ -179,6 +180,11 @@ func RunRegisterWorker(ctx context.Context, spec WorkerSpec, w io.Writer) error 
 	}
 	final := workerLine{Done: true, Started: int(started.Load()), Registered: int(registered.Load()), Failed: int(failed.Load()), Causes: map[string]int{},
 		BeginUS: begin.UnixMicro()}
+	for _, u := range ues {
+		if u != nil {
+			final.ShedWaits += u.shedWaits
+		}
+	}
 	for i := range spec.Count {
 		if causes[i] != "" {
 			final.Causes[causes[i]]++

@@ -21,7 +21,11 @@ var (
 	descSPIs = prometheus.NewDesc("imsec_spis_in_use",
 		"SPIs the P-CSCF receives on (signalling and media).", nil, nil)
 	descOverload = prometheus.NewDesc("imsec_overload_refusals_total",
-		"Requests answered 503 by a flood limit.", nil, nil)
+		"Requests answered 503 by a flood limit or by overload control (imsec_registrations_shed_total).", nil, nil)
+	descShed = prometheus.NewDesc("imsec_registrations_shed_total",
+		"New registrations refused by overload control: 503 with Retry-After at the first REGISTER.", nil, nil)
+	descInFlight = prometheus.NewDesc("imsec_register_in_flight",
+		"REGISTER handlers running now (overload control sheds past its limit).", nil, nil)
 	descTCPAccepted = prometheus.NewDesc("imsec_sip_tcp_connections_accepted_total",
 		"Unprotected SIP TCP connections accepted.", nil, nil)
 	descTCPRefused = prometheus.NewDesc("imsec_sip_tcp_connections_refused_total",
@@ -65,7 +69,7 @@ func PCSCF(reg prometheus.Registerer, srv *sip.Server) error {
 }
 
 func (c *pcscfCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRegistrations, descSAs, descPending, descLeases, descSPIs, descOverload,
+	for _, d := range []*prometheus.Desc{descRegistrations, descSAs, descPending, descLeases, descSPIs, descOverload, descShed, descInFlight,
 		descTCPAccepted, descTCPRefused, descTCPClosed, descTCPOpen, descSIPRequests, descSIPResponsesIn, descSIPResponsesOut,
 		descCalls, descRelaySessions, descRelayPackets, descRelayBytes, descRelayDrops} {
 		ch <- d
@@ -91,6 +95,8 @@ func (c *pcscfCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descLeases, st.Leases)
 	gauge(descSPIs, st.SPIs)
 	counter(descOverload, st.Overloaded)
+	counter(descShed, st.Shed)
+	gauge(descInFlight, st.InFlight)
 	counter(descTCPAccepted, st.TCP.Accepted)
 	counter(descTCPRefused, st.TCP.RefusedPerSource, "per_source")
 	counter(descTCPRefused, st.TCP.RefusedTotal, "total")

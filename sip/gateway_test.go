@@ -9,7 +9,7 @@ import (
 // TestDHCPQueueFullIsCounted: a DHCP request that finds the queue full is
 // dropped (the UE retransmits) and counted, not lost silently.
 func TestDHCPQueueFullIsCounted(t *testing.T) {
-	s := &Server{dhcpIn: make(chan dhcpRequest, 1), spis: newSPIPool(), lazy: newLazySAs()}
+	s := &Server{dhcpIn: make(chan dhcpRequest, 1), spis: newSPIPool(), lazy: newLazySAs(), ovl: newOverload(Limits{})}
 	cl, err := dhcp.NewClient([]byte("alice"))
 	if err != nil {
 		t.Fatal(err)

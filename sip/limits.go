@@ -36,6 +36,18 @@ type Limits struct {
 	// address holds, so that one source cannot take the global cap
 	// (ServerConfig.MaxTempSets). Default DefaultTempSetsPerSource.
 	TempSetsPerSource int
+	// RegisterRate, if positive, is a ceiling on new registrations per
+	// second, all sources together: past it, an unprotected REGISTER that
+	// would draw a challenge gets 503 with Retry-After (overload.go). Set
+	// it a little under what 'imsec bench register' measures for the
+	// machine. RegisterBurst is its bucket (default: one second's worth).
+	RegisterRate  float64
+	RegisterBurst int
+	// MaxInFlight sheds new registrations the same way while more REGISTER
+	// handlers than this are running (the CPU or the HSS is behind).
+	// Default DefaultMaxInFlight. Off leaves both on: they protect the
+	// process, not fairness.
+	MaxInFlight int
 	// TCP bounds the unprotected TCP listener: connections in all and per
 	// source, and how long a connection may idle or take over one message
 	// header (a slowloris). Its zero value is connlimit's defaults; Off
@@ -75,6 +87,15 @@ func (l *Limits) fill() error {
 	}
 	if l.TempSetsPerSource == 0 {
 		l.TempSetsPerSource = DefaultTempSetsPerSource
+	}
+	if l.MaxInFlight == 0 {
+		l.MaxInFlight = DefaultMaxInFlight
+	}
+	if l.RegisterBurst == 0 {
+		l.RegisterBurst = max(1, int(l.RegisterRate))
+	}
+	if l.RegisterRate < 0 || l.RegisterBurst < 1 || l.MaxInFlight < 1 {
+		return configErrorf("limits %+v: the registration ceiling, its burst and the handlers in flight must be positive", *l)
 	}
 	if l.SourceRate < 0 || l.SourceBurst < 1 || l.PendingPerIMPI < 1 || l.PendingPerSource < 1 || l.TempSetsPerSource < 1 {
 		return configErrorf("limits %+v: rates and sizes must be positive", *l)

@@ -224,6 +224,7 @@ type Server struct {
 	failed chan error // a listener that died (Wait)
 
 	overloaded  atomic.Uint64 // requests answered 503 by a limit
+	ovl         *overload     // new registrations shed under load (overload.go); set once in New
 	dhcpDropped atomic.Uint64 // DHCP and DHCPv6 requests from the tunnels dropped: on a full queue, malformed, unsupported, no pool, pool full
 	sipc        *sipCounters  // SIP messages by method and code (observe.go); set once in New
 
@@ -238,7 +239,7 @@ func New(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, name: "P-CSCF " + cfg.Domain, log: cfg.Logger, regs: map[string]*registration{},
-		byAddr: map[netip.Addr]*registration{}, spis: newSPIPool(), calls: map[string]*bcall{}, limits: newSourceLimits(cfg.Limits), lazy: newLazySAs(),
+		byAddr: map[netip.Addr]*registration{}, spis: newSPIPool(), calls: map[string]*bcall{}, limits: newSourceLimits(cfg.Limits), lazy: newLazySAs(), ovl: newOverload(cfg.Limits),
 		dhcpIn: make(chan dhcpRequest, dhcpQueue), wake: make(chan struct{}, 1), failed: make(chan error, 1), sipc: new(sipCounters)}
 	if cfg.SCSCF != "" {
 		var err error

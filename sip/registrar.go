@@ -100,6 +100,7 @@ func (s *Server) refuse(tx sip.ServerTransaction, req *sip.Request, outer bool, 
 }
 
 func (s *Server) onOuterRegister(req *sip.Request, tx sip.ServerTransaction) {
+	defer s.ovl.enter()()
 	ctx, cancel := context.WithTimeout(s.ctx, registerTimeout)
 	defer cancel()
 	src := parseAddrPort(req.Source())
@@ -138,6 +139,15 @@ func (s *Server) onOuterRegister(req *sip.Request, tx sip.ServerTransaction) {
 			return
 		}
 		cred = &c
+	}
+	if cred == nil || cred.Response == "" {
+		// It would draw a new challenge: the work overload control sheds.
+		if why := s.ovl.shedReason(s.now(), len(s.dhcpIn)); why != "" {
+			s.ovl.shed.Add(1)
+			s.overloaded.Add(1)
+			s.refuse(tx, req, true, EvOverload, 503, "Service Unavailable", why, sip.NewHeader("Retry-After", retryAfterShed()))
+			return
+		}
 	}
 	if s.proxying() {
 		s.proxyOuterRegister(ctx, tx, req, src, natted, impu, cred)
@@ -527,6 +537,7 @@ func (s *Server) okHeaders(req *sip.Request, reg *registration, impus []string, 
 }
 
 func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
+	defer s.ovl.enter()()
 	ctx, cancel := context.WithTimeout(s.ctx, registerTimeout)
 	defer cancel()
 	src := parseAddrPort(req.Source())

@@ -211,7 +211,12 @@ type Stats struct {
 	Pending       int    // unanswered challenges
 	WaitingSAs    int    // inbound SAs not yet in the data plane (no packet has used them)
 	Leases        int    // inner addresses leased
-	Overloaded    uint64 // requests answered 503 by a limit
+	Overloaded    uint64 // requests answered 503 by a limit, Shed included
+	// Shed counts new registrations refused by overload control
+	// (overload.go): 503 with Retry-After at the first REGISTER.
+	Shed uint64
+	// InFlight is the REGISTER handlers running now.
+	InFlight int
 	// DHCPDropped counts DHCP and DHCPv6 requests from the tunnels that
 	// got no answer: dropped on a full queue (the UE retransmits),
 	// malformed, unsupported, of a family without a pool, or the pool full.
@@ -225,7 +230,8 @@ type Stats struct {
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := Stats{Registrations: len(s.regs), TempSets: s.temps, SPIs: s.spis.inUse(), Overloaded: s.overloaded.Load(), DHCPDropped: s.dhcpDropped.Load()}
+	st := Stats{Registrations: len(s.regs), TempSets: s.temps, SPIs: s.spis.inUse(), Overloaded: s.overloaded.Load(), DHCPDropped: s.dhcpDropped.Load(),
+		Shed: s.ovl.shed.Load(), InFlight: int(s.ovl.inFlight.Load())}
 	if s.outerLim != nil {
 		st.TCP = s.outerLim.Stats()
 	}

@@ -119,9 +119,31 @@ var (
 type statusError struct {
 	code   int
 	reason string
+	// retryAfter is a 503's Retry-After (RFC 3261 §20.33): the P-CSCF
+	// asks the UE not to come back sooner (TS 24.229 §5.1.1.2.1).
+	retryAfter time.Duration
 }
 
 func (e *statusError) Error() string { return fmt.Sprintf("sip: %d %s", e.code, e.reason) }
+
+// RetryAfter returns the wait a 503 asks for in its Retry-After (RFC 3261
+// §20.33: seconds, perhaps followed by a comment or parameters; at most an
+// hour is taken), and false for any other response or no valid value.
+func RetryAfter(res *sip.Response) (time.Duration, bool) {
+	h := res.GetHeader("Retry-After")
+	if res.StatusCode != 503 || h == nil {
+		return 0, false
+	}
+	v := strings.TrimSpace(h.Value())
+	if i := strings.IndexAny(v, " ;("); i >= 0 {
+		v = v[:i]
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	return time.Duration(min(n, 3600)) * time.Second, true
+}
 
 // Register performs the initial registration of docs/architecture.md's Figures 2 and 3:
 // unprotected REGISTER, 401 with AKA challenge and Security-Server, SAs,
@@ -199,7 +221,9 @@ func (u *UE) unexpected(res *sip.Response) error {
 	if res.StatusCode == 403 {
 		return fmt.Errorf("%w: %s", ErrForbidden, res.Reason)
 	}
-	return &statusError{res.StatusCode, res.Reason}
+	e := &statusError{code: res.StatusCode, reason: res.Reason}
+	e.retryAfter, _ = RetryAfter(res)
+	return e
 }
 
 // answer runs the USIM on a 401: it returns CK, IK and the credentials with

@@ -72,13 +72,24 @@ func (u *UE) registerRetrying(ctx context.Context) error {
 		case isFatal(err):
 			return err
 		}
-		u.emit(EvRetry, "", "registration failed, retrying in "+backoff.String(), err.Error())
+		wait := retryWait(err, backoff)
+		u.emit(EvRetry, "", "registration failed, retrying in "+wait.String(), err.Error())
 		u.reset()
-		if !sleepCtx(ctx, backoff) {
+		if !sleepCtx(ctx, wait) {
 			return nil
 		}
 		backoff = min(2*backoff, time.Minute)
 	}
+}
+
+// retryWait is how long to wait before registering again after err: the
+// back-off, or longer if the P-CSCF asked for it with a 503's Retry-After.
+func retryWait(err error, backoff time.Duration) time.Duration {
+	var se *statusError
+	if errors.As(err, &se) && se.retryAfter > backoff {
+		return se.retryAfter
+	}
+	return backoff
 }
 
 // waitProbing waits d (or until ctx ends), sending a liveness probe every

@@ -329,6 +329,9 @@ func printRegisterResult(w io.Writer, r bench.RegisterResult, cfg bench.Register
 	if r.StreamError != "" {
 		fmt.Fprintf(tw, "stream\tnot run: %s\n", r.StreamError)
 	}
+	if r.ShedWaits > 0 || r.PCSCFShed > 0 {
+		fmt.Fprintf(tw, "overload	%d first REGISTERs shed by the P-CSCF (503, Retry-After); the UEs waited %d of them out and sent again\n", r.PCSCFShed, r.ShedWaits)
+	}
 	if r.DHCPDropped > 0 {
 		fmt.Fprintf(tw, "P-CSCF DHCP\t%d requests dropped on a full queue (retransmitted by the UEs)\n", r.DHCPDropped)
 	}

@@ -95,6 +95,8 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	rateLimit := fs.String("rate-limit", "on", "on: the flood limits (per-source REGISTER rate, pending challenges, temporary SAs per source); off: none, for load tests where one host plays many UEs")
 	sourceRate := fs.Float64("source-rate", sip.DefaultSourceRate, "unprotected REGISTERs per second per source address (a token bucket; 503 past it)")
 	sourceBurst := fs.Int("source-burst", sip.DefaultSourceBurst, "the token bucket's size")
+	maxRegRate := fs.Float64("max-register-rate", 0, "overload ceiling: new registrations per second, all sources together (0: none); past it the first REGISTER gets 503 with Retry-After. Set it a little under what 'imsec bench register' measures here")
+	maxInFlight := fs.Int("max-in-flight", sip.DefaultMaxInFlight, "overload control: shed new registrations (503, Retry-After) while more REGISTERs than this are being handled")
 	tcpPerSource := fs.Int("tcp-per-source", 0, "unprotected TCP connections one source address (an IPv6 /64) may hold (0: 32; -1: no cap)")
 	tcpMax := fs.Int("tcp-max", 0, "unprotected TCP connections in all (0: 10000, or half the file limit if lower; -1: no cap)")
 	tcpIdle := fs.Duration("tcp-idle", 0, "close an unprotected TCP connection idle this long (0: 10m; negative: never)")
@@ -213,6 +215,10 @@ func runPCSCF(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageErrorf("--source-rate and --source-burst must be positive")
 	}
 	cfg.Limits.SourceRate, cfg.Limits.SourceBurst = *sourceRate, *sourceBurst
+	if *maxRegRate < 0 || *maxInFlight < 1 {
+		return usageErrorf("--max-register-rate must be 0 (none) or positive, --max-in-flight positive")
+	}
+	cfg.Limits.RegisterRate, cfg.Limits.MaxInFlight = *maxRegRate, *maxInFlight
 	if *tcpPerSource < -1 || *tcpMax < -1 {
 		return usageErrorf("--tcp-per-source and --tcp-max: want a count, 0 for the default or -1 for no cap")
 	}
