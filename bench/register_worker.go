@@ -100,6 +100,19 @@ func RunRegisterWorker(ctx context.Context, spec WorkerSpec, w io.Writer) error 
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// When ctx ends the UEs' sockets close, so that a registration in
+	// progress returns at once instead of running out its timers.
+	var connsMu sync.Mutex
+	var conns []*net.UDPConn // guarded by connsMu
+	stopped := false         // guarded by connsMu
+	defer context.AfterFunc(ctx, func() {
+		connsMu.Lock()
+		defer connsMu.Unlock()
+		stopped = true
+		for _, c := range conns {
+			c.Close()
+		}
+	})()
 
 	// Progress, until every UE has finished.
 	progDone := make(chan struct{})
@@ -142,6 +155,12 @@ func RunRegisterWorker(ctx context.Context, spec WorkerSpec, w io.Writer) error 
 			continue
 		}
 		conn.SetReadBuffer(64 << 10)
+		connsMu.Lock()
+		if stopped {
+			conn.Close() // its registration fails at once, as the others
+		}
+		conns = append(conns, conn)
+		connsMu.Unlock()
 		usim, err := akakeys.NewUSIM(sub.K, sub.OPc, akakeys.USIMConfig{})
 		if err != nil {
 			conn.Close()

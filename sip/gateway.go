@@ -185,6 +185,7 @@ var errNoPool = errors.New("sip: no inner pool of that IP version")
 type dhcpRequest struct {
 	peer *tun.Peer
 	pkt  []byte
+	at   time.Time // queued (for overload control's lag)
 }
 
 // intercept takes DHCP requests out of the tunnels (RFC 3456 style) and
@@ -206,7 +207,7 @@ func (s *Server) intercept(peer *tun.Peer, pkt []byte) bool {
 		return false
 	}
 	select {
-	case s.dhcpIn <- dhcpRequest{peer: peer, pkt: append([]byte(nil), pkt...)}:
+	case s.dhcpIn <- dhcpRequest{peer: peer, pkt: append([]byte(nil), pkt...), at: time.Now()}:
 	default:
 		s.dhcpDropped.Add(1)
 	}
@@ -228,6 +229,10 @@ func (s *Server) serveDHCP() {
 		case <-s.ctx.Done():
 			return
 		case r := <-s.dhcpIn:
+			if !r.at.IsZero() {
+				now := time.Now()
+				s.ovl.dhcpWaited(now.Sub(r.at), now)
+			}
 			s.answerDHCP(r.peer, r.pkt)
 		}
 	}

@@ -43,8 +43,8 @@ type Limits struct {
 	// machine. RegisterBurst is its bucket (default: one second's worth).
 	RegisterRate  float64
 	RegisterBurst int
-	// MaxInFlight sheds new registrations the same way while more REGISTER
-	// handlers than this are running (the CPU or the HSS is behind).
+	// MaxInFlight sheds new registrations the same way while this many
+	// REGISTER handlers are running (the CPU or the HSS is behind).
 	// Default DefaultMaxInFlight. Off leaves both on: they protect the
 	// process, not fairness.
 	MaxInFlight int

@@ -15,7 +15,7 @@ import (
 
 // startOuter serves unprotected SIP on the host's UDP and TCP sockets.
 func (s *Server) startOuter() error {
-	ua, err := newUA("imsec-pcscf", s.log, nil, false)
+	ua, err := newUA("imsec-pcscf", s.log, s.shedFilter, false)
 	if err != nil {
 		return err
 	}

@@ -92,16 +92,30 @@ func TestOverloadInFlight(t *testing.T) {
 	}
 }
 
-// TestOverloadDHCPBacklog: more than half of the DHCP queue waiting sheds
-// new registrations; below it they are admitted.
+// TestOverloadDHCPBacklog: more than half of the DHCP queue waiting, or a
+// DHCP request that waited past the target in the last second, sheds new
+// registrations; otherwise they are admitted.
 func TestOverloadDHCPBacklog(t *testing.T) {
 	o := newOverload(Limits{MaxInFlight: DefaultMaxInFlight})
 	now := time.Now()
-	if why := o.shedReason(now, dhcpQueue/2); why != "" {
+	if why := o.shedReason(now, 0, dhcpQueue/2); why != "" {
 		t.Fatalf("half the DHCP queue: shed (%s)", why)
 	}
-	if why := o.shedReason(now, dhcpQueue/2+1); why == "" {
+	if why := o.shedReason(now, 0, dhcpQueue/2+1); why == "" {
 		t.Fatal("over half the DHCP queue: admitted")
+	}
+	o.dhcpWaited(dhcpLagTarget/2, time.Now())
+	if why := o.shedReason(now, 0, 0); why != "" {
+		t.Fatalf("a DHCP request that waited %v: shed (%s)", dhcpLagTarget/2, why)
+	}
+	o.dhcpWaited(2*dhcpLagTarget, time.Now())
+	if why := o.shedReason(now, 0, 0); why == "" {
+		t.Fatalf("a DHCP request that waited %v: admitted", 2*dhcpLagTarget)
+	}
+	// Seen long ago, it no longer counts: shedding must end by itself.
+	o.dhcpLagAt.Store(time.Now().Add(-2 * dhcpLagHold).UnixNano())
+	if why := o.shedReason(now, 0, 0); why != "" {
+		t.Fatalf("a DHCP lag %v ago: shed (%s)", 2*dhcpLagHold, why)
 	}
 }
 

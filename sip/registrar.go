@@ -140,9 +140,10 @@ func (s *Server) onOuterRegister(req *sip.Request, tx sip.ServerTransaction) {
 		}
 		cred = &c
 	}
-	if cred == nil || cred.Response == "" {
-		// It would draw a new challenge: the work overload control sheds.
-		if why := s.ovl.shedReason(s.now(), len(s.dhcpIn)); why != "" {
+	if (cred == nil || cred.Response == "") && !strings.EqualFold(req.Transport(), "UDP") {
+		// It would draw a new challenge: the work overload control sheds
+		// (over UDP shedFilter has decided already, statelessly).
+		if why := s.ovl.shedReason(s.now(), s.ovl.inFlight.Load()-1, len(s.dhcpIn)); why != "" {
 			s.ovl.shed.Add(1)
 			s.overloaded.Add(1)
 			s.refuse(tx, req, true, EvOverload, 503, "Service Unavailable", why, sip.NewHeader("Retry-After", retryAfterShed()))

@@ -52,6 +52,9 @@ const bindAttempts = 64
 // 0 the kernel picks the UDP port; if that number is taken for TCP (other
 // processes hold ephemeral TCP ports), both are given back and a new
 // number is drawn, up to bindAttempts times.
+// sipReadBuffer is the unprotected UDP socket's receive buffer.
+const sipReadBuffer = 4 << 20
+
 func listenUDPAndTCP(ap netip.AddrPort) (net.PacketConn, net.Listener, error) {
 	return hostListeners{}.udpAndTCP(ap)
 }
@@ -65,7 +68,14 @@ type hostListeners struct {
 func (h hostListeners) udpAndTCP(ap netip.AddrPort) (net.PacketConn, net.Listener, error) {
 	if h.udp == nil {
 		h.udp = func(a netip.AddrPort) (net.PacketConn, error) {
-			return net.ListenUDP("udp", net.UDPAddrFromAddrPort(a))
+			c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(a))
+			if err == nil {
+				// A registration burst must not overflow the default
+				// (~200 KiB, a hundred REGISTERs): the kernel caps this
+				// at net.core.rmem_max, and a smaller buffer still works.
+				_ = c.SetReadBuffer(sipReadBuffer)
+			}
+			return c, err
 		}
 	}
 	if h.tcp == nil {

@@ -84,9 +84,17 @@ func runBenchRegister(ctx context.Context, args []string, stdout, stderr io.Writ
 		if err := json.Unmarshal([]byte(*worker), &spec); err != nil {
 			return usageErrorf("--worker: %v", err)
 		}
+		// The runner holds our stdin open and never writes: EOF means it
+		// is gone (even killed), and the worker must not run on alone.
+		ctx, orphaned := context.WithCancel(ctx)
+		defer orphaned()
+		go func() {
+			io.Copy(io.Discard, os.Stdin)
+			orphaned()
+		}() // ends with the process: a read on stdin cannot be interrupted
 		err := bench.RunRegisterWorker(ctx, spec, stdout)
 		if ctx.Err() != nil {
-			return nil // stopped by the runner
+			return nil // stopped by the runner, or orphaned
 		}
 		return err
 	}
@@ -233,16 +241,28 @@ func spawnRegisterWorker(ctx context.Context, exe string, spec bench.WorkerSpec,
 		return nil, nil, err
 	}
 	cmd.Stdout = w
-	err = cmd.Start()
-	w.Close()
+	// The worker's stdin: we never write it, and the kernel closes our end
+	// when this process ends, however it ends, which tells the worker to stop.
+	stdinR, stdinW, err := os.Pipe()
 	if err != nil {
 		out.Close()
+		w.Close()
+		return nil, nil, err
+	}
+	cmd.Stdin = stdinR
+	err = cmd.Start()
+	w.Close()
+	stdinR.Close()
+	if err != nil {
+		out.Close()
+		stdinW.Close()
 		return nil, nil, fmt.Errorf("bench register: starting a worker: %w", err)
 	}
 	done := make(chan error, 1)
 	exited := make(chan struct{})
 	go func() {
 		done <- cmd.Wait()
+		stdinW.Close()
 		close(exited)
 	}()
 	// One SIGINT: a second one could reach the worker after it has

@@ -2,9 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/imsec/imsec/bench"
 )
@@ -73,5 +77,45 @@ func TestBenchRegisterFromGeneratedRange(t *testing.T) {
 	code, out, _ = runCLI(t, "bench", "register", "--ues", "5", "--rate", "100", "--seed", "s2", "--db", db, "--json")
 	if err := json.Unmarshal([]byte(out), &res); code != 0 || err != nil || res.Registered != 0 || res.Failed["usim"] != 5 {
 		t.Fatalf("wrong seed: exit %d %+v", code, res)
+	}
+}
+
+// TestBenchRegisterWorkerStopsWhenOrphaned: a worker whose runner is gone
+// (its end of the worker's stdin closed, as when the runner is killed)
+// stops instead of holding its UEs on alone. Before, a killed runner left
+// its workers sending keepalives until someone found them.
+func TestBenchRegisterWorkerStopsWhenOrphaned(t *testing.T) {
+	// A P-CSCF that never answers: the UEs wait on their timers.
+	sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	spec, err := json.Marshal(bench.WorkerSpec{First: 1, Count: 2, Rate: 100, Bind: "127.0.0.1", SIP: sink.LocalAddr().String(),
+		ESP: sink.LocalAddr().String(), Domain: "bench.example", Prefix: "ue", Expires: 600, Keepalive: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "bench", "register", "--worker", string(spec))
+	cmd.Env = append(os.Environ(), asCLI+"=1")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	in.Close() // the runner is gone
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("orphaned worker: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatal("the worker ran on for 10 s after its runner was gone")
 	}
 }
