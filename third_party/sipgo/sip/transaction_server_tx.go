@@ -21,6 +21,7 @@ type ServerTx struct {
 	timer_1xx    *time.Timer
 	timer_l      *time.Timer
 	reliable     bool
+	method       RequestMethod // imsec: origin's, kept when a retained tx drops origin
 }
 
 func NewServerTx(key string, origin *Request, conn Connection, logger *slog.Logger) *ServerTx {
@@ -33,7 +34,8 @@ func NewServerTx(key string, origin *Request, conn Connection, logger *slog.Logg
 	// tx.cancels = make(chan *Request)
 	tx.done = make(chan struct{})
 	tx.log = logger
-	tx.origin = origin // NOTE: user may do some changes on this request which creates RACE
+	tx.origin = origin        // NOTE: user may do some changes on this request which creates RACE
+	tx.method = origin.Method // imsec
 	tx.reliable = IsReliable(origin.Transport())
 	return tx
 }
@@ -87,7 +89,7 @@ func (tx *ServerTx) Receive(req *Request) error {
 
 	var input fsmInput
 	switch {
-	case req.Method == tx.origin.Method:
+	case req.Method == tx.method: // imsec: origin may be gone (TerminateGracefully)
 		input = server_input_request
 	case req.IsAck(): // ACK for non-2xx response
 		input = server_input_ack
@@ -182,6 +184,14 @@ func (tx *ServerTx) TerminateGracefully() {
 		tx.Terminate()
 		return
 	}
+	// imsec: a retained non-INVITE transaction only answers retransmissions
+	// (Receive compares tx.method, the FSM resends fsmResp) until Timer J:
+	// its request, the largest part of it, is not needed for that.
+	if tx.method != INVITE { // imsec
+		tx.mu.Lock()                            // imsec
+		tx.origin = &Request{Method: tx.method} // imsec
+		tx.mu.Unlock()                          // imsec
+	} // imsec
 	tx.log.Debug("Server transaction retained for timer termination")
 }
 

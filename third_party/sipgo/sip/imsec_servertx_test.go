@@ -1,0 +1,77 @@
+package sip
+
+// imsec: tests of a retained server transaction without its request
+// (transaction_server_tx.go, TerminateGracefully).
+
+import (
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+)
+
+// imsecRecConn records what is written to it.
+type imsecRecConn struct {
+	imsecConn
+	mu   sync.Mutex
+	sent []Message
+}
+
+func (c *imsecRecConn) WriteMsg(m Message) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sent = append(c.sent, m)
+	return nil
+}
+
+func (c *imsecRecConn) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.sent)
+}
+
+// TestImsecRetainedServerTxDropsRequest: a finalized non-INVITE server
+// transaction over UDP, retained for Timer J, lets its request go and
+// still answers a retransmission with its final response.
+func TestImsecRetainedServerTxDropsRequest(t *testing.T) {
+	raw := "REGISTER sip:a.example SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-imsec-retained\r\n" +
+		"From: <sip:alice@a.example>;tag=a\r\nTo: <sip:alice@a.example>\r\n" +
+		"Call-ID: imsec-retained\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@127.0.0.1:5070>\r\nContent-Length: 0\r\n\r\n"
+	parse := func() *Request {
+		m, err := ParseMessage([]byte(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := m.(*Request)
+		req.SetTransport("UDP")
+		req.SetSource("127.0.0.1:5070")
+		return req
+	}
+	conn := &imsecRecConn{}
+	tx := NewServerTx("key", parse(), conn, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := tx.Init(); err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Terminate()
+	res := NewResponseFromRequest(tx.Origin(), 401, "Unauthorized", nil)
+	if err := tx.Respond(res); err != nil {
+		t.Fatal(err)
+	}
+	tx.TerminateGracefully()
+	if o := tx.Origin(); o.Method != REGISTER || o.CallID() != nil || o.Via() != nil {
+		t.Fatalf("the retained transaction keeps its request: %v", o)
+	}
+	if err := tx.Receive(parse()); err != nil {
+		t.Fatal(err)
+	}
+	if n := conn.count(); n != 2 {
+		t.Fatalf("%d messages sent, want the 401 and its retransmission", n)
+	}
+	conn.mu.Lock()
+	again, ok := conn.sent[1].(*Response)
+	conn.mu.Unlock()
+	if !ok || again.StatusCode != 401 {
+		t.Fatalf("retransmission answered with %v", conn.sent[1])
+	}
+}
