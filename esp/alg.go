@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"hash"
+	"sync"
 
 	"github.com/imsec/imsec/esp/internal/aescbc"
 
@@ -88,7 +89,8 @@ func AuthKeyLen(a AuthAlg) int {
 	return -1
 }
 
-// algs is the immutable per-SA algorithm state shared by all goroutines.
+// algs is the per-SA algorithm state shared by all goroutines: immutable
+// but for the AES-CBC key schedule, made once on first use (cbc).
 type algs struct {
 	enc     EncAlg
 	auth    AuthAlg
@@ -97,10 +99,14 @@ type algs struct {
 	icvLen  int
 	cbcSize int // cipher block size for CBC, 0 otherwise
 
-	block  cipher.Block   // 3DES-CBC cipher; concurrent-safe
-	aesCBC *aescbc.Cipher // AES-CBC, whole chains per call; concurrent-safe
-	aead   cipher.AEAD    // GCM; concurrent-safe
-	salt   [GCMSaltLen]byte
+	block cipher.Block // 3DES-CBC cipher; concurrent-safe
+	// AES-CBC: the key, and the cipher (whole chains per call,
+	// concurrent-safe) that cbc makes from it under aesOnce.
+	aesKey  []byte
+	aesOnce sync.Once
+	aesCBC  *aescbc.Cipher
+	aead    cipher.AEAD // GCM; concurrent-safe
+	salt    [GCMSaltLen]byte
 
 	newMAC func() hash.Hash // nil without separate integrity
 	sha1   *hmacsha1.Key    // hmac-sha-1-96: the fast path (pads precomputed, several packets at once)
@@ -137,11 +143,8 @@ func newAlgs(c *Config, allowNoAuth bool) (*algs, error) {
 
 	switch c.Encryption {
 	case EncAESCBC:
-		b, err := aescbc.New(c.EncKey)
-		if err != nil {
-			return nil, fmt.Errorf("esp: aes-cbc: %w", err)
-		}
-		a.aesCBC, a.ivLen, a.cbcSize, a.align = b, AESBlockSize, AESBlockSize, AESBlockSize
+		// The key length was checked above, the schedule waits (cbc).
+		a.aesKey, a.ivLen, a.cbcSize, a.align = append([]byte(nil), c.EncKey...), AESBlockSize, AESBlockSize, AESBlockSize
 	case EncDES3CBC:
 		b, err := des.NewTripleDESCipher(c.EncKey)
 		if err != nil {
@@ -171,6 +174,23 @@ func newAlgs(c *Config, allowNoAuth bool) (*algs, error) {
 		a.sha1 = hmacsha1.New(c.AuthKey)
 	}
 	return a, nil
+}
+
+// cbc returns the AES-CBC cipher, nil for other algorithms. Its key
+// schedule (about 500 bytes) is made on the first call: the SAs of a
+// P-CSCF that never carry a packet (a UE's media SAs outside calls, a
+// stranger's temporary set) keep only the key.
+func (a *algs) cbc() *aescbc.Cipher {
+	if a.aesKey == nil {
+		return nil
+	}
+	a.aesOnce.Do(func() {
+		var err error
+		if a.aesCBC, err = aescbc.New(a.aesKey); err != nil {
+			panic("esp: aes-cbc key of a length newAlgs checked: " + err.Error())
+		}
+	})
+	return a.aesCBC
 }
 
 // macHash returns the hash under the HMAC of a and its truncated ICV

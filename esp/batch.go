@@ -115,7 +115,7 @@ func (o *Outbound) sealChunk(jobs []SealJob) int {
 		}
 	}
 	a := o.a
-	if a.aesCBC == nil || a.newMAC == nil || o.testIV != nil {
+	if a.aesKey == nil || a.newMAC == nil || o.testIV != nil {
 		// One by one: GCM already runs its blocks in parallel.
 		sealed := 0
 		for i := range jobs {
@@ -152,7 +152,7 @@ func (o *Outbound) sealChunk(jobs []SealJob) int {
 		k++
 	}
 	o.ivCipher.EncryptCBCN(ivJobs[:k])
-	a.aesCBC.EncryptCBCN(encJobs[:k])
+	a.cbc().EncryptCBCN(encJobs[:k])
 
 	if a.sha1 != nil {
 		var (

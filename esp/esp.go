@@ -414,8 +414,8 @@ func (o *Outbound) sealSeq(buf []byte, off, n, pad int, nextHeader byte, seq uin
 		if a.cbcSize > 0 {
 			iv := p[ESPHeaderLen:hdr]
 			o.cbcIV(iv, seq, st.scratch[:])
-			if a.aesCBC != nil {
-				a.aesCBC.EncryptCBC(pt, pt, iv)
+			if c := a.cbc(); c != nil {
+				c.EncryptCBC(pt, pt, iv)
 			} else {
 				st.cbc.SetIV(iv)
 				st.cbc.CryptBlocks(pt, pt)
@@ -624,8 +624,8 @@ func (in *Inbound) decrypt(pkt []byte, st *state) {
 	a := in.a
 	hdr := ESPHeaderLen + a.ivLen
 	ct := pkt[hdr : len(pkt)-a.icvLen]
-	if a.aesCBC != nil {
-		a.aesCBC.DecryptCBC(ct, ct, pkt[ESPHeaderLen:hdr])
+	if c := a.cbc(); c != nil {
+		c.DecryptCBC(ct, ct, pkt[ESPHeaderLen:hdr])
 	} else if a.cbcSize > 0 {
 		st.cbc.SetIV(pkt[ESPHeaderLen:hdr])
 		st.cbc.CryptBlocks(ct, ct)

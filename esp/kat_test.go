@@ -44,11 +44,11 @@ func TestKATAESCBC(t *testing.T) {
 		}
 		pt, ct, iv := unhex(t, tc.pt), unhex(t, tc.ct), unhex(t, tc.iv)
 		buf := append([]byte(nil), pt...)
-		o.a.aesCBC.EncryptCBC(buf, buf, iv)
+		o.a.cbc().EncryptCBC(buf, buf, iv)
 		if !bytes.Equal(buf, ct) {
 			t.Errorf("%s: encrypt = %x, want %x", tc.src, buf, ct)
 		}
-		in.a.aesCBC.DecryptCBC(buf, buf, iv)
+		in.a.cbc().DecryptCBC(buf, buf, iv)
 		if !bytes.Equal(buf, pt) {
 			t.Errorf("%s: decrypt = %x, want %x", tc.src, buf, pt)
 		}

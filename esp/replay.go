@@ -14,12 +14,19 @@ import (
 // check (before the crypto) takes no lock: it reads the top and one word
 // atomically. update (after the crypto) is serialised by a small mutex and
 // is the authority: a packet that passed a stale check is refused there.
+//
+// The ring is made by the first update, not by init: most SAs of a
+// P-CSCF with many UEs never receive a packet (a registration's port-c
+// SA, the media SAs of a UE in no call, a stranger's temporary set), and
+// a 1,024-packet window is 256 bytes each. check only reads the ring once
+// top is not 0, i.e. after the update that made it (its store of top
+// publishes the ring).
 type window struct {
 	mu   sync.Mutex      // serialises update
 	top  atomic.Uint64   // highest authenticated sequence number, 0 before any
 	size uint64          // W: a sequence number s is in the window iff top-W < s ≤ top
 	mask uint64          // len(bits)-1
-	bits []atomic.Uint64 // ring; bit s%64 of word (s/64)&mask stands for s
+	bits []atomic.Uint64 // ring, nil until the first update; bit s%64 of word (s/64)&mask stands for s
 	esn  bool
 }
 
@@ -35,7 +42,7 @@ func (w *window) init(size int, esn bool) {
 	w.top.Store(0)
 	w.size = uint64(size)
 	w.mask = uint64(words - 1)
-	w.bits = make([]atomic.Uint64, words)
+	w.bits = nil
 	w.esn = esn
 }
 
@@ -96,6 +103,9 @@ func (w *window) update(seq uint64) bool {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.bits == nil {
+		w.bits = make([]atomic.Uint64, w.mask+1)
+	}
 	top := w.top.Load()
 	if seq > top {
 		cur, next := top>>6, seq>>6
