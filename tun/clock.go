@@ -14,11 +14,22 @@ import "time"
 //     device read (outbound.go), readErrorPause, each made at its first
 //     failure and reused.
 //
+// The socket reader's keepalive coalescing (keepaliveCoalesce, inbound.go)
+// waits on a timer of the time package's: it spaces out the reader's
+// wakeups on the machine's clock, as Ping measures on it, and has nothing to
+// do with the protocol's time.
+//
 // Ping measures round trips with time.Now, not Config.Now: an RTT read off
 // a fake clock would mean nothing, and its wait is the caller's context.
 const (
 	keepaliveTick  = time.Second
 	readErrorPause = 10 * time.Millisecond
+	// keepaliveCoalesce is how long the socket reader waits after a
+	// batch of nothing but NAT keepalives before it reads again, once
+	// more than coalesceAbove keepalives came in the last second
+	// (inbound.go).
+	keepaliveCoalesce = 5 * time.Millisecond
+	coalesceAbove     = 1000
 )
 
 // Timer is a one-shot timer, as *time.Timer is, behind an interface so that
@@ -42,20 +53,29 @@ func (s systemTimer) C() <-chan time.Time        { return s.t.C }
 func (s systemTimer) Reset(d time.Duration) bool { return s.t.Reset(d) }
 func (s systemTimer) Stop() bool                 { return s.t.Stop() }
 
-// errorPause spaces out the reads of one goroutine after a failed one:
-// readErrorPause on a timer of the Pump's, made at the first failure and
-// reused. The goroutine stops it when it ends.
-type errorPause struct {
+// pause is a reusable wait of one goroutine on a timer of the Pump's
+// (made at the first wait), cut short when the Pump stops. The goroutine
+// stops it when it ends. Its uses: spacing out the reads after a failed
+// one (readErrorPause), and coalescing sparse keepalives (inbound.go).
+type pause struct {
 	p *Pump
-	t Timer
+	d time.Duration
+	// system makes the timer with the time package instead of
+	// Config.NewTimer.
+	system bool
+	t      Timer
 }
 
-// wait pauses; false if the Pump stopped meanwhile.
-func (e *errorPause) wait() bool {
+// wait pauses for d; false if the Pump stopped meanwhile.
+func (e *pause) wait() bool {
 	if e.t == nil {
-		e.t = e.p.cfg.NewTimer(readErrorPause)
+		newTimer := e.p.cfg.NewTimer
+		if e.system {
+			newTimer = newSystemTimer
+		}
+		e.t = newTimer(e.d)
 	} else {
-		e.t.Reset(readErrorPause)
+		e.t.Reset(e.d)
 	}
 	select {
 	case <-e.p.stop:
@@ -65,7 +85,7 @@ func (e *errorPause) wait() bool {
 	}
 }
 
-func (e *errorPause) stop() {
+func (e *pause) stop() {
 	if e.t != nil {
 		e.t.Stop()
 	}

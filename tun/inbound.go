@@ -1,6 +1,8 @@
 package tun
 
 import (
+	"time"
+
 	"github.com/imsec/imsec/esp"
 	"github.com/imsec/imsec/tun/udp"
 )
@@ -19,8 +21,11 @@ func (p *Pump) inbound() {
 	jobs := make([]esp.OpenJob, batch)
 	sas := make([]*inSA, batch)
 	idx := make([]int, batch) // of each job's datagram in msgs
-	pause := errorPause{p: p}
-	defer pause.stop()
+	errPause := pause{p: p, d: readErrorPause}
+	defer errPause.stop()
+	coalesce := pause{p: p, d: keepaliveCoalesce, system: true}
+	defer coalesce.stop()
+	var kaRate rateWindow // keepalives per second, for coalescing
 	for {
 		for i := range msgs {
 			msgs[i] = udp.Message{Buf: bufs[i][inOffset:]}
@@ -31,7 +36,7 @@ func (p *Pump) inbound() {
 				return
 			}
 			p.ctr.readErrors.Add(1) // transient: keep going
-			if !pause.wait() {
+			if !errPause.wait() {
 				return
 			}
 			continue
@@ -40,9 +45,12 @@ func (p *Pump) inbound() {
 		now := p.cfg.Now().UnixNano()
 		// Find each datagram's SA, then open each run of one SA's packets
 		// with one OpenBatch.
-		k := 0
+		k, keepalives := 0, 0
 		for i := range n {
 			d := msgs[i].Buf[:msgs[i].N]
+			if len(d) == 1 && d[0] == esp.NATKeepalive {
+				keepalives++
+			}
 			if s := p.inSA(t, d); s != nil {
 				jobs[k], sas[k], idx[k] = esp.OpenJob{Pkt: d}, s, i
 				k++
@@ -131,7 +139,37 @@ func (p *Pump) inbound() {
 				p.ctr.deviceErrors.Add(1)
 			}
 		}
+		// A batch of nothing but NAT keepalives, not a full one, while
+		// more than coalesceAbove keepalives a second come in: the socket
+		// is quiet but for many idle peers' keepalives. Let more gather
+		// before the next read, so that a P-CSCF holding 100,000 UEs
+		// (5,000 keepalives a second) wakes up once per
+		// keepaliveCoalesce, not per keepalive (docs/architecture.md,
+		// "Keepalives"). A packet that arrives meanwhile waits at most
+		// that long; below the rate nothing waits.
+		if keepalives > 0 && kaRate.add(keepalives, time.Now()) > coalesceAbove && keepalives == n && n < batch && !coalesce.wait() {
+			return
+		}
 	}
+}
+
+// rateWindow counts events per second: add returns the count of the last
+// whole second (0 in the first). Owned by one goroutine.
+type rateWindow struct {
+	start     time.Time
+	cur, last int
+}
+
+func (r *rateWindow) add(n int, now time.Time) int {
+	if d := now.Sub(r.start); d >= time.Second {
+		r.last = r.cur
+		if d >= 2*time.Second {
+			r.last = 0 // a quiet second in between
+		}
+		r.start, r.cur = now, 0
+	}
+	r.cur += n
+	return r.last
 }
 
 // inSA classifies a datagram (RFC 3948) and returns the inbound SA of an

@@ -63,8 +63,8 @@ func (p *Pump) readDevice(r *outRing) {
 	defer p.wg.Done()
 	defer close(r.filled) // outbound's signal to stop
 	head := r.head.Load()
-	pause := errorPause{p: p}
-	defer pause.stop()
+	errPause := pause{p: p, d: readErrorPause}
+	defer errPause.stop()
 	for {
 		for head-r.tail.Load() > r.slots-uint64(r.batch) {
 			select {
@@ -80,7 +80,7 @@ func (p *Pump) readDevice(r *outRing) {
 				return
 			}
 			p.ctr.deviceErrors.Add(1) // transient: keep going, without spinning
-			if !pause.wait() {
+			if !errPause.wait() {
 				return
 			}
 			continue

@@ -166,3 +166,30 @@ func ipChecksum(h []byte) uint16 {
 	}
 	return ^uint16(sum)
 }
+
+// TestKeepaliveCoalescingDelivers: past coalesceAbove keepalives a second
+// the socket reader waits between keepalive-only batches; a packet sent
+// then is still delivered, and every keepalive counted.
+func TestKeepaliveCoalescingDelivers(t *testing.T) {
+	noLeaks(t)
+	n := udptest.NewNetwork()
+	ueDev := tuntest.NewChannelDevice(1400, 8, 1024)
+	gwDev := tuntest.NewChannelDevice(1400, 8, 1024)
+	_, gw := fakeLink(t, n, ueDev, gwDev)
+	idle, err := n.Listen(netip.MustParseAddrPort("198.51.100.20:4500"))
+	fakeMust(t, err)
+	defer idle.Close()
+	// Two seconds of 1,500 keepalives a second from an idle peer.
+	const perSecond = 1500
+	start := time.Now()
+	sent := 0
+	for ; sent < 2*perSecond; sent++ {
+		if _, err := idle.WriteToUDPAddrPort([]byte{0xff}, fakeGWOuter); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Until(start.Add(time.Duration(sent+1) * time.Second / perSecond)))
+	}
+	ueDev.Inbound <- up(1)
+	expectPacket(t, gwDev, up(1))
+	fakeWait(t, func() bool { return gw.pump.Counters().KeepalivesReceived == uint64(sent) })
+}
