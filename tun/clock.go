@@ -26,10 +26,13 @@ const (
 	readErrorPause = 10 * time.Millisecond
 	// keepaliveCoalesce is how long the socket reader waits after a
 	// batch of nothing but NAT keepalives before it reads again, once
-	// more than coalesceAbove keepalives came in the last second
-	// (inbound.go).
+	// more than coalesceAbove keepalives came in the last second and no
+	// ESP for coalesceQuiet (inbound.go).
 	keepaliveCoalesce = 5 * time.Millisecond
 	coalesceAbove     = 1000
+	// coalesceQuiet: no wait while ESP came this recently, so that a
+	// tunnel carrying traffic is never held up by the idle peers' keepalives.
+	coalesceQuiet = 100 * time.Millisecond
 )
 
 // Timer is a one-shot timer, as *time.Timer is, behind an interface so that

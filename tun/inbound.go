@@ -26,6 +26,7 @@ func (p *Pump) inbound() {
 	coalesce := pause{p: p, d: keepaliveCoalesce, system: true}
 	defer coalesce.stop()
 	var kaRate rateWindow // keepalives per second, for coalescing
+	var lastESP time.Time // when a batch last held an ESP packet
 	for {
 		for i := range msgs {
 			msgs[i] = udp.Message{Buf: bufs[i][inOffset:]}
@@ -140,15 +141,23 @@ func (p *Pump) inbound() {
 			}
 		}
 		// A batch of nothing but NAT keepalives, not a full one, while
-		// more than coalesceAbove keepalives a second come in: the socket
-		// is quiet but for many idle peers' keepalives. Let more gather
+		// more than coalesceAbove keepalives a second come in and no ESP
+		// came for coalesceQuiet: the socket is quiet but for many idle
+		// peers' keepalives. Let more gather
 		// before the next read, so that a P-CSCF holding 100,000 UEs
 		// (5,000 keepalives a second) wakes up once per
 		// keepaliveCoalesce, not per keepalive (docs/architecture.md,
 		// "Keepalives"). A packet that arrives meanwhile waits at most
 		// that long; below the rate nothing waits.
-		if keepalives > 0 && kaRate.add(keepalives, time.Now()) > coalesceAbove && keepalives == n && n < batch && !coalesce.wait() {
-			return
+		if keepalives > 0 || k > 0 {
+			wall := time.Now()
+			if k > 0 {
+				lastESP = wall
+			}
+			if keepalives > 0 && kaRate.add(keepalives, wall) > coalesceAbove && keepalives == n && n < batch &&
+				wall.Sub(lastESP) > coalesceQuiet && !coalesce.wait() {
+				return
+			}
 		}
 	}
 }
