@@ -80,6 +80,17 @@ func (c *sipCounters) response(res *sip.Response, sent bool) {
 	if cseq := res.CSeq(); cseq != nil {
 		k.method = uint8(methodIndex(cseq.MethodName))
 	}
+	c.add(k)
+}
+
+// shed counts a REGISTER received and its 503 sent without either being
+// parsed (overload.go's stateless refusal).
+func (c *sipCounters) shed() {
+	c.requestsIn[methodIndex(sip.REGISTER)].Add(1)
+	c.add(responseKey{sent: true, method: uint8(methodIndex(sip.REGISTER)), code: 503})
+}
+
+func (c *sipCounters) add(k responseKey) {
 	v, ok := c.responses.Load(k)
 	if !ok {
 		v, _ = c.responses.LoadOrStore(k, new(atomic.Uint64))

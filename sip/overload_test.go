@@ -1,10 +1,12 @@
 package sip
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -161,4 +163,118 @@ func TestUERetryAfter(t *testing.T) {
 			t.Errorf("%d with Retry-After %q: %v %v, want %v %v", c.code, c.value, got, ok, c.want, c.ok)
 		}
 	}
+}
+
+// TestStateless503: the refusal built from the raw request parses as a 503
+// with the request's Via (all of them, a folded one too), From, To (given a
+// tag), Call-ID and CSeq, and the Retry-After; a request without one of
+// those is left to sipgo.
+func TestStateless503(t *testing.T) {
+	raw := "REGISTER sip:a.example SIP/2.0\r\n" +
+		"v: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-one;rport\r\n" +
+		"Via: SIP/2.0/UDP 192.0.2.2:5060\r\n ;branch=z9hG4bK-two\r\n" +
+		"Max-Forwards: 70\r\n" +
+		"f: <sip:alice@a.example>;tag=abc\r\n" +
+		"To: <sip:alice@a.example>\r\n" +
+		"i: call-1@192.0.2.1\r\n" +
+		"CSeq: 7 REGISTER\r\n" +
+		"Authorization: Digest username=\"alice@a.example\", response=\"\"\r\n" +
+		"Content-Length: 0\r\n\r\n"
+	if !isFirstRegister([]byte(raw)) {
+		t.Fatal("a REGISTER with an empty response not taken for a first one")
+	}
+	out, ok := stateless503([]byte(raw), "3")
+	if !ok {
+		t.Fatal("refused to answer")
+	}
+	m, err := sip.ParseMessage(out)
+	if err != nil {
+		t.Fatalf("%v:\n%s", err, out)
+	}
+	res, isRes := m.(*sip.Response)
+	if !isRes || res.StatusCode != 503 {
+		t.Fatalf("not a 503:\n%s", out)
+	}
+	if got, _ := RetryAfter(res); got != 3*time.Second {
+		t.Fatalf("Retry-After %v:\n%s", got, out)
+	}
+	vias := res.GetHeaders("Via")
+	if br, _ := res.Via().Params.Get("branch"); len(vias) != 2 || br != "z9hG4bK-one" {
+		t.Fatalf("Vias %v:\n%s", vias, out)
+	}
+	if res.CallID().Value() != "call-1@192.0.2.1" || res.CSeq().SeqNo != 7 || res.CSeq().MethodName != sip.REGISTER {
+		t.Fatalf("Call-ID or CSeq:\n%s", out)
+	}
+	if tag, _ := res.From().Params.Get("tag"); tag != "abc" {
+		t.Fatalf("From tag %q", tag)
+	}
+	if tag, _ := res.To().Params.Get("tag"); tag == "" {
+		t.Fatalf("no To tag:\n%s", out)
+	}
+	for _, drop := range []string{"i: call-1@192.0.2.1\r\n", "CSeq: 7 REGISTER\r\n", "To: <sip:alice@a.example>\r\n"} {
+		if _, ok := stateless503([]byte(strings.Replace(raw, drop, "", 1)), "3"); ok {
+			t.Errorf("answered a request without %q", drop)
+		}
+	}
+	answer := strings.Replace(raw, `response=""`, `response="0123456789abcdef0123456789abcdef"`, 1)
+	if isFirstRegister([]byte(answer)) {
+		t.Error("an answer to a challenge taken for a first REGISTER")
+	}
+}
+
+// FuzzStateless503: any input either is left alone or gets a response that
+// starts as one and whose header ends only at its end (nothing a request
+// holds can add a body or a message of its own).
+func FuzzStateless503(f *testing.F) {
+	f.Add([]byte("REGISTER sip:a SIP/2.0\r\nVia: x\r\nFrom: a\r\nTo: b\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\n\r\n"))
+	f.Add([]byte("REGISTER sip:a SIP/2.0\nv: x\n f\nf: a\nt: b;tag=1\ni: c\ncseq: 1 REGISTER\n\n"))
+	f.Fuzz(func(t *testing.T, req []byte) {
+		isFirstRegister(req)
+		out, ok := stateless503(req, "2")
+		if !ok {
+			return
+		}
+		if !bytes.HasPrefix(out, []byte("SIP/2.0 503 Service Unavailable\r\n")) || !bytes.HasSuffix(out, []byte("\r\nContent-Length: 0\r\n\r\n")) {
+			t.Fatalf("malformed:\n%q", out)
+		}
+		if i := bytes.Index(out, []byte("\r\n\r\n")); i != len(out)-4 {
+			t.Fatalf("header ends at %d of %d:\n%q", i, len(out), out)
+		}
+	})
+}
+
+// BenchmarkShed503: the stateless refusal of a REGISTER as the load
+// generator sends it, against parsing it and building the 503 with sipgo.
+func BenchmarkShed503(b *testing.B) {
+	raw := []byte("REGISTER sip:bench.example SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bK0123456789abcdef;rport\r\n" +
+		"Max-Forwards: 70\r\n" +
+		"From: <sip:ue000001@bench.example>;tag=0123456789\r\nTo: <sip:ue000001@bench.example>\r\n" +
+		"Call-ID: 0123456789abcdef0123@bench\r\nCSeq: 1 REGISTER\r\n" +
+		"Contact: <sip:ue000001@127.0.0.1:40000>;expires=600\r\nExpires: 600\r\n" +
+		"Security-Client: ipsec-3gpp;alg=hmac-sha-1-96;ealg=aes-cbc;prot=esp;mod=UDP-enc-tun;spi-c=1111;spi-s=2222;port-c=5062;port-s=5068\r\n" +
+		"Require: sec-agree\r\nProxy-Require: sec-agree\r\nSupported: path, sec-agree\r\n" +
+		"Authorization: Digest username=\"ue000001@bench.example\", realm=\"bench.example\", uri=\"sip:bench.example\", nonce=\"\", response=\"\"\r\n" +
+		"Content-Length: 0\r\n\r\n")
+	b.Run("stateless", func(b *testing.B) {
+		for b.Loop() {
+			if !isFirstRegister(raw) {
+				b.Fatal("not a first REGISTER")
+			}
+			if _, ok := stateless503(raw, "2"); !ok {
+				b.Fatal("no 503")
+			}
+		}
+	})
+	b.Run("sipgo", func(b *testing.B) {
+		for b.Loop() {
+			m, err := sip.ParseMessage(raw)
+			if err != nil {
+				b.Fatal(err)
+			}
+			res := sip.NewResponseFromRequest(m.(*sip.Request), 503, "Service Unavailable", nil)
+			res.AppendHeader(sip.NewHeader("Retry-After", "2"))
+			_ = res.String()
+		}
+	})
 }
