@@ -69,7 +69,7 @@ func TestSocket(t *testing.T) {
 	frag := up(3)
 	binary.BigEndian.PutUint16(frag[6:], 0x2000)
 	frag[10], frag[11] = 0, 0
-	binary.BigEndian.PutUint16(frag[10:], ipChecksum(frag[:20]))
+	binary.BigEndian.PutUint16(frag[10:], tun.Checksum(frag[:20]))
 	ueDev.Inbound <- frag
 	expectPacket(t, gwDev, frag)
 	other := tuntest.UDPPacket(ueSIP, netip.AddrPortFrom(fakeGWInner, 5061), []byte("other"))
@@ -154,17 +154,6 @@ func TestSocketIPv6(t *testing.T) {
 	if _, err := sock.WriteToUDPAddrPort([]byte("x"), netip.AddrPortFrom(fakeUEInner, 5060)); err == nil {
 		t.Fatal("an IPv6 Socket wrote to an IPv4 address")
 	}
-}
-
-func ipChecksum(h []byte) uint16 {
-	var sum uint32
-	for i := 0; i+1 < len(h); i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(h[i:]))
-	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	return ^uint16(sum)
 }
 
 // TestKeepaliveCoalescingDelivers: past coalesceAbove keepalives a second
