@@ -22,6 +22,8 @@ var (
 		"SPIs the P-CSCF receives on (signalling and media).", nil, nil)
 	descOverload = prometheus.NewDesc("imsec_overload_refusals_total",
 		"Requests answered 503 by a flood limit or by overload control (imsec_registrations_shed_total).", nil, nil)
+	descProtDropped = prometheus.NewDesc("imsec_protected_sip_dropped_total",
+		"Datagrams for the protected UDP ports dropped: their queue full, or a bad UDP checksum or length.", nil, nil)
 	descShed = prometheus.NewDesc("imsec_registrations_shed_total",
 		"New registrations refused by overload control: 503 with Retry-After at the first REGISTER.", nil, nil)
 	descInFlight = prometheus.NewDesc("imsec_register_in_flight",
@@ -69,7 +71,7 @@ func PCSCF(reg prometheus.Registerer, srv *sip.Server) error {
 }
 
 func (c *pcscfCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRegistrations, descSAs, descPending, descLeases, descSPIs, descOverload, descShed, descInFlight,
+	for _, d := range []*prometheus.Desc{descRegistrations, descSAs, descPending, descLeases, descSPIs, descOverload, descShed, descInFlight, descProtDropped,
 		descTCPAccepted, descTCPRefused, descTCPClosed, descTCPOpen, descSIPRequests, descSIPResponsesIn, descSIPResponsesOut,
 		descCalls, descRelaySessions, descRelayPackets, descRelayBytes, descRelayDrops} {
 		ch <- d
@@ -96,6 +98,7 @@ func (c *pcscfCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descSPIs, st.SPIs)
 	counter(descOverload, st.Overloaded)
 	counter(descShed, st.Shed)
+	counter(descProtDropped, st.ProtectedDropped)
 	gauge(descInFlight, st.InFlight)
 	counter(descTCPAccepted, st.TCP.Accepted)
 	counter(descTCPRefused, st.TCP.RefusedPerSource, "per_source")

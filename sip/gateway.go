@@ -91,6 +91,7 @@ func (s *Server) protectedUDP(ap netip.AddrPort) (*tun.Socket, error) {
 		return nil, err
 	}
 	s.innerLns = append(s.innerLns, sock)
+	s.protUDP = append(s.protUDP, sock)
 	slow, err := s.ns.ListenUDP(ap)
 	if err != nil {
 		return nil, err

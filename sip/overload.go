@@ -61,6 +61,32 @@ type overload struct {
 	inFlight    atomic.Int64 // REGISTER handlers running
 	shed        atomic.Uint64
 	dhcpLagAt   atomic.Int64 // Unix ns when a DHCP request last waited past dhcpLagTarget
+	// told is when shedding was last reported on the ladder (Unix ns), and
+	// toldShed the shed count then: one line a second at most, however
+	// hard the P-CSCF is pressed.
+	told, toldShed atomic.Int64
+}
+
+// shedEvent counts a shed REGISTER and returns the ladder's line for the
+// refusals since the last one, or "" when one was given less than a
+// second ago.
+func (o *overload) shedEvent(why string, now time.Time) string {
+	n := int64(o.shed.Add(1))
+	last := o.told.Load()
+	if now.UnixNano()-last < int64(time.Second) || !o.told.CompareAndSwap(last, now.UnixNano()) {
+		return ""
+	}
+	k := n - o.toldShed.Swap(n)
+	return why + ": " + strconv.FormatInt(k, 10) + " new registration(s) refused since the last report (503, Retry-After)"
+}
+
+// shed counts a new registration refused for why: counted, and on the
+// ladder at most once a second.
+func (s *Server) shed(why string) {
+	s.overloaded.Add(1)
+	if line := s.ovl.shedEvent(why, time.Now()); line != "" {
+		s.emit(EvOverload, "", "503 Service Unavailable", line)
+	}
 }
 
 // dhcpWaited records how long a DHCP request waited in the queue.
@@ -122,14 +148,11 @@ func (s *Server) shedFilter(info sip.TransportReadProps, data []byte) ([]byte, e
 	if !ok {
 		return data, nil // sipgo refuses it as it would have
 	}
-	s.ovl.shed.Add(1)
-	s.overloaded.Add(1)
+	s.shed(why)
 	s.sipc.shed()
 	if _, err := s.outerUDP.WriteTo(res, info.RemoteAddr); err != nil {
 		s.log.Debug("stateless 503", "to", info.RemoteAddr, "err", err)
-		return nil, nil
 	}
-	s.emit(EvOverload, "", "503 Service Unavailable", why+" (stateless)")
 	return nil, nil
 }
 

@@ -47,6 +47,11 @@ func TestOverloadCeiling(t *testing.T) {
 			if st := r.srv.Stats(); st.Shed != 3 || st.Overloaded != 3 {
 				t.Fatalf("stats %+v, want 3 shed", st)
 			}
+			// One line on the ladder for the three, not one each: under
+			// overload the ladder must not become the load.
+			if n := len(r.lad.kinds(EvOverload)); n != 1 {
+				t.Fatalf("%d overload events for 3 refusals in a second, want 1", n)
+			}
 			// One second later one token: alice's first REGISTER takes it,
 			// and her answer passes with the bucket empty again.
 			clk.Add(time.Second)

@@ -201,6 +201,7 @@ type Server struct {
 	innerCli *sipgo.Client
 	innerInj *connInjector // TCP connections we dial from port-c
 	innerLns []io.Closer
+	protUDP  []*tun.Socket // the protected UDP ports (also in innerLns)
 
 	// The media tunnels and the relay; set once in New.
 	mediaEp   *tun.Endpoint // owns mediaNS and mediaPump

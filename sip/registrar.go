@@ -144,9 +144,8 @@ func (s *Server) onOuterRegister(req *sip.Request, tx sip.ServerTransaction) {
 		// It would draw a new challenge: the work overload control sheds
 		// (over UDP shedFilter has decided already, statelessly).
 		if why := s.ovl.shedReason(s.now(), s.ovl.inFlight.Load()-1, len(s.dhcpIn)); why != "" {
-			s.ovl.shed.Add(1)
-			s.overloaded.Add(1)
-			s.refuse(tx, req, true, EvOverload, 503, "Service Unavailable", why, sip.NewHeader("Retry-After", retryAfterShed()))
+			s.shed(why)
+			s.respond(tx, req, 503, "Service Unavailable", true, sip.NewHeader("Retry-After", retryAfterShed()))
 			return
 		}
 	}

@@ -221,6 +221,10 @@ type Stats struct {
 	// got no answer: dropped on a full queue (the UE retransmits),
 	// malformed, unsupported, of a family without a pool, or the pool full.
 	DHCPDropped uint64
+	// ProtectedDropped counts datagrams for the protected UDP ports that
+	// got no further: their queue full (the UE retransmits), or a bad UDP
+	// checksum or length.
+	ProtectedDropped uint64
 	// TCP is the unprotected TCP listener's: connections refused by a cap,
 	// closed idle or mid-header, accept errors retried.
 	TCP connlimit.Stats
@@ -234,6 +238,9 @@ func (s *Server) Stats() Stats {
 		Shed: s.ovl.shed.Load(), InFlight: int(s.ovl.inFlight.Load())}
 	if s.outerLim != nil {
 		st.TCP = s.outerLim.Stats()
+	}
+	for _, sock := range s.protUDP {
+		st.ProtectedDropped += sock.Counters().Dropped
 	}
 	st.WaitingSAs = s.lazy.len()
 	st.Leases = len(s.byAddr)
