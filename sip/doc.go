@@ -19,6 +19,9 @@
 //     vector), the housekeeper (expiry, teardown), Registrations, Stats.
 //   - identity.go: public identities bound to the IMPI that authenticated,
 //     and the identity asserted on a UE's requests (P-Asserted-Identity).
+//   - overload.go: overload control, which refuses new registrations
+//     (503, Retry-After) when the P-CSCF cannot finish them in time, over
+//     UDP statelessly in the unprotected socket's read filter.
 //   - limits.go: what unauthenticated requests may make the P-CSCF spend
 //     (per-source token buckets, pending challenges, temporary sets per
 //     source); internal/connlimit: the unprotected TCP listener's caps and
@@ -28,8 +31,9 @@
 //     offer; the UE's are built in ue_register.go. This is the place to
 //     change rekeying.
 //   - gateway.go: the ESP gateway: the netstack, the pump, DHCP and DHCPv6
-//     inside the tunnels (docs/ipv6.md), the protected SIP ports and their
-//     port discipline; lazysa.go: SAs that enter the pump only with their first packet.
+//     inside the tunnels (docs/ipv6.md), the protected SIP ports (tun.Socket
+//     on the pump, the netstack for fragments) and their port discipline;
+//     lazysa.go: SAs that enter the pump only with their first packet.
 //   - listeners.go: the unprotected UDP and TCP listeners, supervised
 //     (Wait reports one that dies).
 //   - b2bua.go, dialog.go: calls; sip/media: the media relay.

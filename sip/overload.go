@@ -67,35 +67,6 @@ type overload struct {
 	told, toldShed atomic.Int64
 }
 
-// shedEvent counts a shed REGISTER and returns the ladder's line for the
-// refusals since the last one, or "" when one was given less than a
-// second ago.
-func (o *overload) shedEvent(why string, now time.Time) string {
-	n := int64(o.shed.Add(1))
-	last := o.told.Load()
-	if now.UnixNano()-last < int64(time.Second) || !o.told.CompareAndSwap(last, now.UnixNano()) {
-		return ""
-	}
-	k := n - o.toldShed.Swap(n)
-	return why + ": " + strconv.FormatInt(k, 10) + " new registration(s) refused since the last report (503, Retry-After)"
-}
-
-// shed counts a new registration refused for why: counted, and on the
-// ladder at most once a second.
-func (s *Server) shed(why string) {
-	s.overloaded.Add(1)
-	if line := s.ovl.shedEvent(why, time.Now()); line != "" {
-		s.emit(EvOverload, "", "503 Service Unavailable", line)
-	}
-}
-
-// dhcpWaited records how long a DHCP request waited in the queue.
-func (o *overload) dhcpWaited(wait time.Duration, now time.Time) {
-	if wait > dhcpLagTarget {
-		o.dhcpLagAt.Store(now.UnixNano())
-	}
-}
-
 func newOverload(l Limits) *overload {
 	o := &overload{maxInFlight: int64(l.MaxInFlight)}
 	if l.RegisterRate > 0 {
@@ -125,6 +96,35 @@ func (o *overload) shedReason(now time.Time, running int64, dhcpQueued int) stri
 		return "over the registration rate ceiling"
 	}
 	return ""
+}
+
+// dhcpWaited records how long a DHCP request waited in the queue.
+func (o *overload) dhcpWaited(wait time.Duration, now time.Time) {
+	if wait > dhcpLagTarget {
+		o.dhcpLagAt.Store(now.UnixNano())
+	}
+}
+
+// shedEvent counts a shed REGISTER and returns the ladder's line for the
+// refusals since the last one, or "" when one was given less than a
+// second ago.
+func (o *overload) shedEvent(why string, now time.Time) string {
+	n := int64(o.shed.Add(1))
+	last := o.told.Load()
+	if now.UnixNano()-last < int64(time.Second) || !o.told.CompareAndSwap(last, now.UnixNano()) {
+		return ""
+	}
+	k := n - o.toldShed.Swap(n)
+	return why + ": " + strconv.FormatInt(k, 10) + " new registration(s) refused since the last report (503, Retry-After)"
+}
+
+// shed counts a new registration refused for why: counted, and on the
+// ladder at most once a second.
+func (s *Server) shed(why string) {
+	s.overloaded.Add(1)
+	if line := s.ovl.shedEvent(why, time.Now()); line != "" {
+		s.emit(EvOverload, "", "503 Service Unavailable", line)
+	}
 }
 
 // retryAfterShed is a shed REGISTER's Retry-After value.

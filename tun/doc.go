@@ -47,6 +47,17 @@
 // BenchmarkTableInstall, BenchmarkTableLookup and BenchmarkTableFill
 // measure them at 1k, 10k and 100k UEs.
 //
+// # Sockets on the Pump
+//
+// A Socket (socket.go, Pump.ListenUDP) is a UDP socket on the Pump's inner
+// side that bypasses the Device: the inbound path hands it the whole,
+// unfragmented datagrams for its address and port after the SA's and the
+// source's checks, and a write seals in the caller's goroutine. A gateway
+// that serves many peers on a few ports (the P-CSCF's protected SIP) uses
+// it instead of a netstack socket, whose writes take locks a burst queues
+// on. The socket reader also coalesces the wakeups of many idle peers'
+// NAT keepalives (inbound.go, clock.go).
+//
 // # Netstack details
 //
 // The stack is built here (stack.New, our own link endpoint, one NIC,
