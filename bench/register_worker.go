@@ -285,6 +285,9 @@ func (h *holder) run(ctx context.Context) {
 					defer h.wg.Done()
 					defer h.busy.Delete(u)
 					if err := u.reregister(h.spec.Expires); err != nil {
+						if ctx.Err() != nil {
+							return // cut short by the end of the hold (its sockets closed), not failed
+						}
 						cause := "other"
 						var f *regFailure
 						if errors.As(err, &f) {
