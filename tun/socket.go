@@ -129,10 +129,16 @@ func (p *Pump) socketFor(pkt []byte) (s *Socket, payload []byte, from netip.Addr
 	if s == nil {
 		return nil, nil, from, true
 	}
+	// The UDP length may be shorter than the IP payload (the rest is
+	// ignored, as Linux does), never longer. A zero checksum is "none" over
+	// IPv4 only (RFC 768, RFC 8200 §8.1).
 	ulen := int(binary.BigEndian.Uint16(seg[4:]))
-	// A zero checksum is "none" over IPv4 only (RFC 768, RFC 8200 §8.1).
-	sumOK := (src.Is4() && seg[6] == 0 && seg[7] == 0) || pseudoChecksum(seg, protoUDP, src, dst) == 0
-	if ulen != len(seg) || !sumOK {
+	if ulen < 8 || ulen > len(seg) {
+		s.dropped.Add(1)
+		return s, nil, from, false
+	}
+	seg = seg[:ulen]
+	if !(src.Is4() && seg[6] == 0 && seg[7] == 0) && pseudoChecksum(seg, protoUDP, src, dst) != 0 {
 		s.dropped.Add(1)
 		return s, nil, from, false
 	}

@@ -89,6 +89,21 @@ func TestSocket(t *testing.T) {
 		t.Fatalf("gateway pump counted %d spoofed, want 1", c.Spoofed)
 	}
 
+	// An IP payload longer than its UDP datagram: the rest is ignored. A
+	// UDP length past the IP payload: dropped.
+	long := append(up(5), 0xde, 0xad)
+	binary.BigEndian.PutUint16(long[2:], uint16(len(long)))
+	long[10], long[11] = 0, 0
+	binary.BigEndian.PutUint16(long[10:], tun.Checksum(long[:20]))
+	ueDev.Inbound <- long
+	if got, _ := read(); string(got) != "up 5" {
+		t.Fatalf("a padded datagram read as %q", got)
+	}
+	short := up(6)
+	binary.BigEndian.PutUint16(short[24:], uint16(len(short)-20+1))
+	ueDev.Inbound <- short
+	fakeWait(t, func() bool { return sock.Counters().Dropped == 2 })
+
 	// Deliver (what a stack reassembled) and the read deadline.
 	sock.Deliver([]byte("reassembled"), ueSIP)
 	if got, from := read(); string(got) != "reassembled" || from != ueSIP {
@@ -110,8 +125,8 @@ func TestSocket(t *testing.T) {
 	if err := <-done; !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("read blocked across Close: %v", err)
 	}
-	ueDev.Inbound <- up(5)
-	expectPacket(t, gwDev, up(5))
+	ueDev.Inbound <- up(7)
+	expectPacket(t, gwDev, up(7))
 }
 
 // TestSocketIPv6: the same over inner IPv6, where the UDP checksum is
