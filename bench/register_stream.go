@@ -11,6 +11,7 @@ import (
 
 	"github.com/imsec/imsec/akakeys"
 	"github.com/imsec/imsec/esp"
+	"github.com/imsec/imsec/internal/inet"
 )
 
 // The register bench's stream (RegisterConfig.Stream): with the load held,
@@ -124,31 +125,12 @@ func appendEchoRequest(b []byte, src, dst netip.Addr, id, seq uint16, data []byt
 	s4, d4 := src.As4(), dst.As4()
 	b = append(b, s4[:]...)
 	b = append(b, d4[:]...)
-	binary.BigEndian.PutUint16(b[off+10:], ^fold(sum(0, b[off:off+20])))
+	binary.BigEndian.PutUint16(b[off+10:], inet.Checksum(inet.Sum(0, b[off:off+20])))
 	ic := len(b)
 	b = append(b, 8, 0, 0, 0, byte(id>>8), byte(id), byte(seq>>8), byte(seq))
 	b = append(b, data...)
-	binary.BigEndian.PutUint16(b[ic+2:], ^fold(sum(0, b[ic:])))
+	binary.BigEndian.PutUint16(b[ic+2:], inet.Checksum(inet.Sum(0, b[ic:])))
 	return b
-}
-
-// sum and fold are the Internet checksum (RFC 1071) of the echo requests.
-func sum(s uint32, b []byte) uint32 {
-	for len(b) >= 2 {
-		s += uint32(b[0])<<8 | uint32(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		s += uint32(b[0]) << 8
-	}
-	return s
-}
-
-func fold(s uint32) uint16 {
-	for s>>16 != 0 {
-		s = s&0xffff + s>>16
-	}
-	return uint16(s)
 }
 
 // isEchoReply tells whether p is an IPv4 ICMP echo reply with our id.

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/imsec/imsec/internal/inet"
 )
 
 // Interoperability with implementations we did not write: Wireshark's ESP
@@ -31,22 +33,11 @@ func innerUDP(payload []byte) []byte {
 	binary.BigEndian.PutUint16(ip[2:], uint16(28+len(payload)))
 	copy(ip[12:], netip.MustParseAddr("10.45.0.2").AsSlice())
 	copy(ip[16:], netip.MustParseAddr("10.45.0.1").AsSlice())
-	binary.BigEndian.PutUint16(ip[10:], ipChecksum(ip[:20]))
+	binary.BigEndian.PutUint16(ip[10:], inet.Checksum(inet.Sum(0, ip[:20])))
 	binary.BigEndian.PutUint16(ip[20:], 40000)
 	binary.BigEndian.PutUint16(ip[22:], 40001)
 	binary.BigEndian.PutUint16(ip[24:], uint16(8+len(payload)))
 	return append(ip, payload...)
-}
-
-func ipChecksum(h []byte) uint16 {
-	var s uint32
-	for i := 0; i+1 < len(h); i += 2 {
-		s += uint32(binary.BigEndian.Uint16(h[i:]))
-	}
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
-	}
-	return ^uint16(s)
 }
 
 // pcapWriter writes the classic libpcap format (24-byte file header,
@@ -76,7 +67,7 @@ func (w *pcapWriter) addESPinUDP(src, dst netip.Addr, esp []byte) {
 	binary.BigEndian.PutUint16(ip[2:], uint16(28+len(esp)))
 	copy(ip[12:], src.AsSlice())
 	copy(ip[16:], dst.AsSlice())
-	binary.BigEndian.PutUint16(ip[10:], ipChecksum(ip))
+	binary.BigEndian.PutUint16(ip[10:], inet.Checksum(inet.Sum(0, ip)))
 	udp := frame[34:42]
 	binary.BigEndian.PutUint16(udp[0:], UDPEncapPort)
 	binary.BigEndian.PutUint16(udp[2:], UDPEncapPort)

@@ -5,6 +5,3 @@ var SAPair = saPair
 
 // PadRun is padRun for the external tests.
 var PadRun = padRun
-
-// Checksum is csum (RFC 1071) for the external tests.
-var Checksum = csum

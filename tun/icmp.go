@@ -6,6 +6,8 @@ import (
 	"errors"
 	"net/netip"
 	"time"
+
+	"github.com/imsec/imsec/internal/inet"
 )
 
 // ICMPv4 echo (RFC 792), or ICMPv6 echo (RFC 4443), for the UE's "pinhole" ping: right after its SAs are
@@ -24,7 +26,7 @@ const (
 )
 
 // csum is the Internet checksum of b (RFC 1071).
-func csum(b []byte) uint16 { return fold(sumBytes(0, b)) }
+func csum(b []byte) uint16 { return inet.Checksum(inet.Sum(0, b)) }
 
 // appendEcho builds an ICMP echo request or reply: ICMPv4 between IPv4
 // addresses, else ICMPv6 (typ is given as ICMPv4's and mapped).

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/imsec/imsec/esp"
+	"github.com/imsec/imsec/internal/inet"
 	"github.com/imsec/imsec/tun"
 	"github.com/imsec/imsec/tun/udp"
 )
@@ -178,7 +179,7 @@ func interopProbes() []scapyProbe {
 
 // checkReply checks the inner packet the pump sent back for probe.
 func checkReply(probe scapyProbe, inner []byte) error {
-	if len(inner) < 28 || inner[0] != 0x45 || int(binary.BigEndian.Uint16(inner[2:])) != len(inner) || inetChecksum(inner[:20]) != 0 {
+	if len(inner) < 28 || inner[0] != 0x45 || int(binary.BigEndian.Uint16(inner[2:])) != len(inner) || inet.Checksum(inet.Sum(0, inner[:20])) != 0 {
 		return fmt.Errorf("not a well-formed IPv4 packet: %x", inner)
 	}
 	src, dst := netip.AddrFrom4([4]byte(inner[12:16])), netip.AddrFrom4([4]byte(inner[16:20]))
@@ -189,7 +190,7 @@ func checkReply(probe scapyProbe, inner []byte) error {
 	body := inner[20:]
 	switch probe.Kind {
 	case "icmp":
-		if inner[9] != 1 || body[0] != 0 || body[1] != 0 || inetChecksum(body) != 0 {
+		if inner[9] != 1 || body[0] != 0 || body[1] != 0 || inet.Checksum(inet.Sum(0, body)) != 0 {
 			return fmt.Errorf("not a valid ICMP echo reply: %x", body)
 		}
 		if id, seq := binary.BigEndian.Uint16(body[4:]), binary.BigEndian.Uint16(body[6:]); id != probe.ID || seq != probe.Seq {
@@ -210,22 +211,6 @@ func checkReply(probe scapyProbe, inner []byte) error {
 		}
 	}
 	return nil
-}
-
-// inetChecksum is the Internet checksum (RFC 1071); 0 over a header or
-// message that carries a correct one.
-func inetChecksum(b []byte) uint16 {
-	var s uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	if len(b)%2 == 1 {
-		s += uint32(b[len(b)-1]) << 8
-	}
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
-	}
-	return ^uint16(s)
 }
 
 func TestInteropScapyOverUDP(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/imsec/imsec/internal/inet"
 	"github.com/imsec/imsec/tun"
 	"github.com/imsec/imsec/tun/tuntest"
 )
@@ -226,7 +227,7 @@ func TestKernelTUN(t *testing.T) {
 func kernelPing(c net.PacketConn, dst netip.Addr, seq uint16) error {
 	const id = 0x1a5
 	msg := []byte{8, 0, 0, 0, id >> 8, id & 0xff, byte(seq >> 8), byte(seq), 'i', 'm', 's', 'e', 'c'}
-	binary.BigEndian.PutUint16(msg[2:], inetChecksum(msg))
+	binary.BigEndian.PutUint16(msg[2:], inet.Checksum(inet.Sum(0, msg)))
 	if _, err := c.WriteTo(msg, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
 		return err
 	}
@@ -240,7 +241,7 @@ func kernelPing(c net.PacketConn, dst netip.Addr, seq uint16) error {
 		r := buf[:n]
 		if from.String() == dst.String() && len(r) == len(msg) && r[0] == 0 &&
 			binary.BigEndian.Uint16(r[4:]) == id && binary.BigEndian.Uint16(r[6:]) == seq &&
-			bytes.Equal(r[8:], msg[8:]) && inetChecksum(r) == 0 {
+			bytes.Equal(r[8:], msg[8:]) && inet.Checksum(inet.Sum(0, r)) == 0 {
 			return nil
 		}
 	}

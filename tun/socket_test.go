@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imsec/imsec/internal/inet"
 	"github.com/imsec/imsec/tun"
 	"github.com/imsec/imsec/tun/tuntest"
 	"github.com/imsec/imsec/tun/udptest"
@@ -69,7 +70,7 @@ func TestSocket(t *testing.T) {
 	frag := up(3)
 	binary.BigEndian.PutUint16(frag[6:], 0x2000)
 	frag[10], frag[11] = 0, 0
-	binary.BigEndian.PutUint16(frag[10:], tun.Checksum(frag[:20]))
+	binary.BigEndian.PutUint16(frag[10:], inet.Checksum(inet.Sum(0, frag[:20])))
 	ueDev.Inbound <- frag
 	expectPacket(t, gwDev, frag)
 	other := tuntest.UDPPacket(ueSIP, netip.AddrPortFrom(fakeGWInner, 5061), []byte("other"))
@@ -94,7 +95,7 @@ func TestSocket(t *testing.T) {
 	long := append(up(5), 0xde, 0xad)
 	binary.BigEndian.PutUint16(long[2:], uint16(len(long)))
 	long[10], long[11] = 0, 0
-	binary.BigEndian.PutUint16(long[10:], tun.Checksum(long[:20]))
+	binary.BigEndian.PutUint16(long[10:], inet.Checksum(inet.Sum(0, long[:20])))
 	ueDev.Inbound <- long
 	if got, _ := read(); string(got) != "up 5" {
 		t.Fatalf("a padded datagram read as %q", got)

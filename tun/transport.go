@@ -5,6 +5,7 @@ import (
 	"net/netip"
 
 	"github.com/imsec/imsec/esp"
+	"github.com/imsec/imsec/internal/inet"
 )
 
 // Transport mode (RFC 4303 §3.1.1). An SA in esp.Transport mode carries
@@ -125,36 +126,15 @@ func pseudoChecksum(seg []byte, proto byte, src, dst netip.Addr) uint16 {
 	var sum uint32
 	if src.Is4() {
 		s, d := src.As4(), dst.As4()
-		sum = sumBytes(sum, s[:])
-		sum = sumBytes(sum, d[:])
+		sum = inet.Sum(sum, s[:])
+		sum = inet.Sum(sum, d[:])
 	} else {
 		s, d := src.As16(), dst.As16()
-		sum = sumBytes(sum, s[:])
-		sum = sumBytes(sum, d[:])
+		sum = inet.Sum(sum, s[:])
+		sum = inet.Sum(sum, d[:])
 	}
 	sum += uint32(proto) + uint32(len(seg))>>16 + uint32(len(seg))&0xffff
-	return fold(sumBytes(sum, seg))
-}
-
-func sumBytes(sum uint32, b []byte) uint32 {
-	for len(b) >= 2 {
-		sum += uint32(b[0])<<8 | uint32(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		sum += uint32(b[0]) << 8
-	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	return sum
-}
-
-func fold(sum uint32) uint16 {
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	return ^uint16(sum)
+	return inet.Checksum(inet.Sum(sum, seg))
 }
 
 // transportHeader writes an IP header for a segment of protocol proto,
@@ -172,7 +152,7 @@ func transportHeader(hdr, seg []byte, proto byte, src, dst netip.Addr) {
 		s, d := src.As4(), dst.As4()
 		copy(hdr[12:16], s[:])
 		copy(hdr[16:20], d[:])
-		binary.BigEndian.PutUint16(hdr[10:], fold(sumBytes(0, hdr[:20])))
+		binary.BigEndian.PutUint16(hdr[10:], inet.Checksum(inet.Sum(0, hdr[:20])))
 	} else {
 		hdr[0], hdr[1], hdr[2], hdr[3] = 0x60, 0, 0, 0
 		binary.BigEndian.PutUint16(hdr[4:], uint16(len(seg)))

@@ -3,6 +3,8 @@ package dhcp
 import (
 	"encoding/binary"
 	"net/netip"
+
+	"github.com/imsec/imsec/internal/inet"
 )
 
 // Ports of RFC 2131 §4.1.
@@ -32,39 +34,21 @@ func appendIPv4UDP(b []byte, src, dst netip.Addr, sport, dport uint16, payload [
 	s4, d4 := src.As4(), dst.As4()
 	copy(ip[12:16], s4[:])
 	copy(ip[16:20], d4[:])
-	binary.BigEndian.PutUint16(ip[10:], ^fold(sum(0, ip)))
+	binary.BigEndian.PutUint16(ip[10:], inet.Checksum(inet.Sum(0, ip)))
 	udp := b[start+ipv4HeaderLen:]
 	binary.BigEndian.PutUint16(udp[0:], sport)
 	binary.BigEndian.PutUint16(udp[2:], dport)
 	binary.BigEndian.PutUint16(udp[4:], uint16(udpHeaderLen+len(payload)))
 	// Pseudo-header: src, dst, zero, protocol, UDP length.
-	ps := sum(0, s4[:])
-	ps = sum(ps, d4[:])
+	ps := inet.Sum(0, s4[:])
+	ps = inet.Sum(ps, d4[:])
 	ps += protoUDP + uint32(udpHeaderLen+len(payload))
-	c := ^fold(sum(ps, udp))
+	c := inet.Checksum(inet.Sum(ps, udp))
 	if c == 0 {
 		c = 0xffff // RFC 768: a computed zero is sent as all ones
 	}
 	binary.BigEndian.PutUint16(udp[6:], c)
 	return b
-}
-
-func sum(s uint32, b []byte) uint32 {
-	for len(b) >= 2 {
-		s += uint32(b[0])<<8 | uint32(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		s += uint32(b[0]) << 8
-	}
-	return s
-}
-
-func fold(s uint32) uint16 {
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
-	}
-	return uint16(s)
 }
 
 // udpDatagram is the parsed view of an IPv4/UDP packet.
@@ -88,7 +72,7 @@ func parseIPv4UDP(pkt []byte) (d udpDatagram, ok bool) {
 	if binary.BigEndian.Uint16(pkt[6:])&0x3fff != 0 { // MF set or fragment offset
 		return d, false
 	}
-	if fold(sum(0, pkt[:ihl])) != 0xffff {
+	if inet.Checksum(inet.Sum(0, pkt[:ihl])) != 0 {
 		return d, false
 	}
 	udp := pkt[ihl:total]
@@ -99,8 +83,8 @@ func parseIPv4UDP(pkt []byte) (d udpDatagram, ok bool) {
 	d.src = netip.AddrFrom4([4]byte(pkt[12:16]))
 	d.dst = netip.AddrFrom4([4]byte(pkt[16:20]))
 	if binary.BigEndian.Uint16(udp[6:]) != 0 {
-		ps := sum(0, pkt[12:20]) + protoUDP + uint32(ulen)
-		if fold(sum(ps, udp[:ulen])) != 0xffff {
+		ps := inet.Sum(0, pkt[12:20]) + protoUDP + uint32(ulen)
+		if inet.Checksum(inet.Sum(ps, udp[:ulen])) != 0 {
 			return d, false
 		}
 	}

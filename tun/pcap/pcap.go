@@ -27,6 +27,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/imsec/imsec/internal/inet"
 )
 
 // File format constants ("PCAP Capture File Format", §4 and §5; link types
@@ -228,7 +230,7 @@ func AppendUDP(b []byte, src, dst netip.AddrPort, payload []byte) ([]byte, error
 	binary.BigEndian.PutUint16(u[4:], uint16(len(u)))
 	u[6], u[7] = 0, 0
 	copy(u[8:], payload)
-	c := ^fold(sum(acc, u))
+	c := inet.Checksum(inet.Sum(acc, u))
 	if c == 0 {
 		c = 0xffff // RFC 768: a computed zero is sent as all ones
 	}
@@ -277,7 +279,7 @@ func AppendTCP(b []byte, src, dst netip.AddrPort, seg TCPSegment, payload []byte
 	binary.BigEndian.PutUint16(h[14:], tcpWindow)
 	clear(h[16:20]) // checksum, urgent pointer
 	copy(h[tcpHeaderLen:], payload)
-	binary.BigEndian.PutUint16(h[16:], ^fold(sum(acc, h)))
+	binary.BigEndian.PutUint16(h[16:], inet.Checksum(inet.Sum(acc, h)))
 	return b, nil
 }
 
@@ -312,8 +314,8 @@ func appendIP(b []byte, proto uint8, src, dst netip.Addr, l4Len int) ([]byte, []
 		ip[9] = proto
 		copy(ip[12:16], sa[:])
 		copy(ip[16:20], da[:])
-		binary.BigEndian.PutUint16(ip[10:], ^fold(sum(0, ip)))
-		acc = sum(0, ip[12:20])
+		binary.BigEndian.PutUint16(ip[10:], inet.Checksum(inet.Sum(0, ip)))
+		acc = inet.Sum(0, ip[12:20])
 	} else {
 		sa, da := as16(s), as16(d)
 		ip[0] = 0x60
@@ -322,7 +324,7 @@ func appendIP(b []byte, proto uint8, src, dst netip.Addr, l4Len int) ([]byte, []
 		ip[7] = defaultTTL
 		copy(ip[8:24], sa[:])
 		copy(ip[24:40], da[:])
-		acc = sum(0, ip[8:40])
+		acc = inet.Sum(0, ip[8:40])
 	}
 	acc += uint32(proto) + uint32(l4Len)
 	return b, pkt[ipLen:], acc, nil
@@ -350,28 +352,4 @@ func grow(b []byte, n int) []byte {
 		b = nb
 	}
 	return b[:len(b)+n]
-}
-
-// sum adds b as big-endian 16-bit words to acc (RFC 1071), padding an odd
-// final byte with zero.
-func sum(acc uint32, b []byte) uint32 {
-	for len(b) >= 2 {
-		acc += uint32(b[0])<<8 | uint32(b[1])
-		b = b[2:]
-		if acc >= 1<<31 {
-			acc = acc&0xffff + acc>>16
-		}
-	}
-	if len(b) == 1 {
-		acc += uint32(b[0]) << 8
-	}
-	return acc
-}
-
-// fold reduces a one's complement sum to 16 bits.
-func fold(acc uint32) uint16 {
-	for acc > 0xffff {
-		acc = acc&0xffff + acc>>16
-	}
-	return uint16(acc)
 }

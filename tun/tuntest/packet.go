@@ -3,6 +3,8 @@ package tuntest
 import (
 	"encoding/binary"
 	"net/netip"
+
+	"github.com/imsec/imsec/internal/inet"
 )
 
 // UDPPacket returns an IPv4 (RFC 791) or IPv6 (RFC 8200) packet carrying
@@ -32,7 +34,7 @@ func UDPPacket(src, dst netip.AddrPort, payload []byte) []byte {
 		sa, da := s.As4(), d.As4()
 		copy(pkt[12:16], sa[:])
 		copy(pkt[16:20], da[:])
-		binary.BigEndian.PutUint16(pkt[10:], ^fold(sum(0, pkt[:20])))
+		binary.BigEndian.PutUint16(pkt[10:], inet.Checksum(inet.Sum(0, pkt[:20])))
 	} else {
 		ipHdr = 40
 		pkt = make([]byte, ipHdr+udpLen)
@@ -52,35 +54,16 @@ func UDPPacket(src, dst netip.AddrPort, payload []byte) []byte {
 	// Pseudo-header: addresses, protocol, UDP length.
 	var acc uint32
 	if s.Is4() {
-		acc = sum(acc, pkt[12:20])
+		acc = inet.Sum(acc, pkt[12:20])
 	} else {
-		acc = sum(acc, pkt[8:40])
+		acc = inet.Sum(acc, pkt[8:40])
 	}
 	acc += 17 + uint32(udpLen)
-	acc = sum(acc, u)
-	c := ^fold(acc)
+	acc = inet.Sum(acc, u)
+	c := inet.Checksum(acc)
 	if c == 0 {
 		c = 0xffff // RFC 768: a computed zero is sent as all ones
 	}
 	binary.BigEndian.PutUint16(u[6:], c)
 	return pkt
-}
-
-// sum adds b as big-endian 16-bit words to acc (RFC 1071).
-func sum(acc uint32, b []byte) uint32 {
-	for len(b) >= 2 {
-		acc += uint32(b[0])<<8 | uint32(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		acc += uint32(b[0]) << 8
-	}
-	return acc
-}
-
-func fold(acc uint32) uint16 {
-	for acc > 0xffff {
-		acc = acc>>16 + acc&0xffff
-	}
-	return uint16(acc)
 }
