@@ -88,7 +88,7 @@ func (u *regUE) stream(ctx context.Context, d time.Duration) (StreamResult, erro
 	for time.Now().Before(end) && ctx.Err() == nil {
 		for ; inflight < streamWindow; inflight++ {
 			seq++
-			pkt = appendEchoRequest(pkt[:0], u.inner, u.gw, id, seq, data)
+			pkt = inet.AppendEcho(pkt[:0], inet.EchoRequest, u.inner, u.gw, id, seq, data)
 			copy(sealed[esp.HeaderRoom:], pkt)
 			out, err := u.out.Seal(sealed, esp.HeaderRoom, len(pkt), 4)
 			if err != nil {
@@ -115,22 +115,6 @@ func (u *regUE) stream(ctx context.Context, d time.Duration) (StreamResult, erro
 	res.PPS = float64(res.Replies) / res.Seconds
 	res.Mbps = res.PPS * StreamPacket * 8 / 1e6
 	return res, nil
-}
-
-// appendEchoRequest appends an IPv4 ICMP echo request (RFC 792).
-func appendEchoRequest(b []byte, src, dst netip.Addr, id, seq uint16, data []byte) []byte {
-	off := len(b)
-	total := 28 + len(data)
-	b = append(b, 0x45, 0, byte(total>>8), byte(total), 0, 0, 0x40, 0, 64, 1, 0, 0)
-	s4, d4 := src.As4(), dst.As4()
-	b = append(b, s4[:]...)
-	b = append(b, d4[:]...)
-	binary.BigEndian.PutUint16(b[off+10:], inet.Checksum(inet.Sum(0, b[off:off+20])))
-	ic := len(b)
-	b = append(b, 8, 0, 0, 0, byte(id>>8), byte(id), byte(seq>>8), byte(seq))
-	b = append(b, data...)
-	binary.BigEndian.PutUint16(b[ic+2:], inet.Checksum(inet.Sum(0, b[ic:])))
-	return b
 }
 
 // isEchoReply tells whether p is an IPv4 ICMP echo reply with our id.

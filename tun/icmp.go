@@ -15,79 +15,13 @@ import (
 // inner address, so the home NAT opens a mapping for the gateway's ESP to
 // come back through (the seed, §3.1, "SIP Client A", step 1).
 
-const (
-	icmpEchoReply   = 0
-	icmpEchoRequest = 8
-	protoICMP       = 1
-	// ICMPv6 (RFC 4443 §4), for a UE whose inner address is IPv6.
-	icmp6EchoRequest = 128
-	icmp6EchoReply   = 129
-	protoICMPv6      = 58
-)
-
-// csum is the Internet checksum of b (RFC 1071).
-func csum(b []byte) uint16 { return inet.Checksum(inet.Sum(0, b)) }
-
-// appendEcho builds an ICMP echo request or reply: ICMPv4 between IPv4
-// addresses, else ICMPv6 (typ is given as ICMPv4's and mapped).
-func appendEcho(b []byte, typ byte, src, dst netip.Addr, id, seq uint16, payload []byte) []byte {
-	if !src.Is4() {
-		return appendEcho6(b, typ, src, dst, id, seq, payload)
-	}
-	start := len(b)
-	total := 20 + 8 + len(payload)
-	b = append(b, make([]byte, 28)...)
-	b = append(b, payload...)
-	ip := b[start : start+20]
-	ip[0] = 0x45
-	binary.BigEndian.PutUint16(ip[2:], uint16(total))
-	ip[8] = 64
-	ip[9] = protoICMP
-	s, d := src.As4(), dst.As4()
-	copy(ip[12:], s[:])
-	copy(ip[16:], d[:])
-	binary.BigEndian.PutUint16(ip[10:], csum(ip))
-	ic := b[start+20:]
-	ic[0] = typ
-	binary.BigEndian.PutUint16(ic[4:], id)
-	binary.BigEndian.PutUint16(ic[6:], seq)
-	binary.BigEndian.PutUint16(ic[2:], csum(ic))
-	return b
-}
-
-// appendEcho6 builds an ICMPv6 echo (hop limit 64, no extension headers),
-// the checksum over the IPv6 pseudo-header (RFC 4443 §2.3).
-func appendEcho6(b []byte, typ byte, src, dst netip.Addr, id, seq uint16, payload []byte) []byte {
-	start := len(b)
-	n := 8 + len(payload)
-	b = append(b, make([]byte, 48)...)
-	b = append(b, payload...)
-	ip := b[start : start+40]
-	ip[0] = 0x60
-	binary.BigEndian.PutUint16(ip[4:], uint16(n))
-	ip[6] = protoICMPv6
-	ip[7] = 64
-	s, d := src.As16(), dst.As16()
-	copy(ip[8:], s[:])
-	copy(ip[24:], d[:])
-	ic := b[start+40:]
-	ic[0] = icmp6EchoRequest
-	if typ == icmpEchoReply {
-		ic[0] = icmp6EchoReply
-	}
-	binary.BigEndian.PutUint16(ic[4:], id)
-	binary.BigEndian.PutUint16(ic[6:], seq)
-	setChecksum(ic, 2, protoICMPv6, src, dst)
-	return b
-}
-
 // parseEcho returns an ICMP echo's fields (an ICMPv6 echo's type as
 // ICMPv4's).
 func parseEcho(pkt []byte) (typ byte, src, dst netip.Addr, id, seq uint16, payload []byte, ok bool) {
-	if len(pkt) >= 48 && pkt[0]>>4 == 6 && pkt[6] == protoICMPv6 {
+	if len(pkt) >= 48 && pkt[0]>>4 == 6 && pkt[6] == inet.ProtoICMPv6 {
 		return parseEcho6(pkt)
 	}
-	if len(pkt) < 28 || pkt[0]>>4 != 4 || pkt[9] != protoICMP {
+	if len(pkt) < 28 || pkt[0]>>4 != 4 || pkt[9] != inet.ProtoICMP {
 		return
 	}
 	ihl := int(pkt[0]&0xf) * 4
@@ -96,11 +30,11 @@ func parseEcho(pkt []byte) (typ byte, src, dst netip.Addr, id, seq uint16, paylo
 		return
 	}
 	ic := pkt[ihl:total]
-	if csum(ic) != 0 {
+	if inet.Checksum(inet.Sum(0, ic)) != 0 {
 		return
 	}
 	typ = ic[0]
-	if (typ != icmpEchoRequest && typ != icmpEchoReply) || ic[1] != 0 {
+	if (typ != inet.EchoRequest && typ != inet.EchoReply) || ic[1] != 0 {
 		return
 	}
 	return typ, netip.AddrFrom4([4]byte(pkt[12:16])), netip.AddrFrom4([4]byte(pkt[16:20])),
@@ -114,14 +48,14 @@ func parseEcho6(pkt []byte) (typ byte, src, dst netip.Addr, id, seq uint16, payl
 	}
 	ic := pkt[40 : 40+n]
 	s, d := netip.AddrFrom16([16]byte(pkt[8:24])), netip.AddrFrom16([16]byte(pkt[24:40]))
-	if pseudoChecksum(ic, protoICMPv6, s, d) != 0 || ic[1] != 0 {
+	if pseudoChecksum(ic, inet.ProtoICMPv6, s, d) != 0 || ic[1] != 0 {
 		return
 	}
 	switch ic[0] {
-	case icmp6EchoRequest:
-		typ = icmpEchoRequest
-	case icmp6EchoReply:
-		typ = icmpEchoReply
+	case inet.Echo6Request:
+		typ = inet.EchoRequest
+	case inet.Echo6Reply:
+		typ = inet.EchoReply
 	default:
 		return
 	}
@@ -131,16 +65,16 @@ func parseEcho6(pkt []byte) (typ byte, src, dst netip.Addr, id, seq uint16, payl
 
 func parseEchoReply(pkt []byte) (id, seq uint16, ok bool) {
 	typ, _, _, id, seq, _, ok := parseEcho(pkt)
-	return id, seq, ok && typ == icmpEchoReply
+	return id, seq, ok && typ == inet.EchoReply
 }
 
 // echoReplyFor returns the reply to an echo request addressed to self, or nil.
 func echoReplyFor(pkt []byte, self netip.Addr) []byte {
 	typ, src, dst, id, seq, payload, ok := parseEcho(pkt)
-	if !ok || typ != icmpEchoRequest || dst != self {
+	if !ok || typ != inet.EchoRequest || dst != self {
 		return nil
 	}
-	return appendEcho(nil, icmpEchoReply, self, src, id, seq, payload)
+	return inet.AppendEcho(nil, inet.EchoReply, self, src, id, seq, payload)
 }
 
 // ErrNoEchoReply is returned by Ping when no reply came in time.
@@ -165,7 +99,7 @@ func (p *Pump) Ping(ctx context.Context, peer *Peer, src, dst netip.Addr, id, se
 		p.pingMu.Unlock()
 	}()
 	start := time.Now()
-	if err := p.Inject(peer, appendEcho(nil, icmpEchoRequest, src, dst, id, seq, []byte("imsec pinhole"))); err != nil {
+	if err := p.Inject(peer, inet.AppendEcho(nil, inet.EchoRequest, src, dst, id, seq, []byte("imsec pinhole"))); err != nil {
 		return 0, err
 	}
 	select {

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/imsec/imsec/internal/inet"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -16,8 +17,8 @@ import (
 func TestEcho6(t *testing.T) {
 	src, dst := netip.MustParseAddr("2001:db8:64::2"), netip.MustParseAddr("2001:db8:64::1")
 	payload := []byte("imsec pinhole, odd length")
-	p := appendEcho(nil, icmpEchoRequest, src, dst, 0x1ec, 7, payload)
-	if len(p) != 48+len(payload) || p[0]>>4 != 6 || p[6] != protoICMPv6 {
+	p := inet.AppendEcho(nil, inet.EchoRequest, src, dst, 0x1ec, 7, payload)
+	if len(p) != 48+len(payload) || p[0]>>4 != 6 || p[6] != inet.ProtoICMPv6 {
 		t.Fatalf("not an ICMPv6 packet: % x", p[:8])
 	}
 	ic := header.ICMPv6(p[40:])
@@ -28,7 +29,7 @@ func TestEcho6(t *testing.T) {
 		t.Fatalf("checksum %#04x, gVisor computes %#04x", got, want)
 	}
 	typ, s, d, id, seq, pl, ok := parseEcho(p)
-	if !ok || typ != icmpEchoRequest || s != src || d != dst || id != 0x1ec || seq != 7 || string(pl) != string(payload) {
+	if !ok || typ != inet.EchoRequest || s != src || d != dst || id != 0x1ec || seq != 7 || string(pl) != string(payload) {
 		t.Fatalf("parse: %v %v %v %v %v %v %q", ok, typ, s, d, id, seq, pl)
 	}
 	for i := range len(p) * 8 {

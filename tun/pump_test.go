@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/imsec/imsec/esp"
+	"github.com/imsec/imsec/internal/inet"
 	"github.com/imsec/imsec/tun/nat"
 	"github.com/imsec/imsec/tun/udp"
 )
@@ -238,7 +239,7 @@ func TestTCPBulkThroughTunnel(t *testing.T) {
 func TestSpoofedSourceDropped(t *testing.T) {
 	l := newLink(t, nil)
 	l.pinhole(t)
-	spoof := appendEcho(nil, icmpEchoRequest, ue2, netip.MustParseAddr("100.64.0.9"), 1, 1, nil)
+	spoof := inet.AppendEcho(nil, inet.EchoRequest, ue2, netip.MustParseAddr("100.64.0.9"), 1, 1, nil)
 	must(t, l.ue.pump.Inject(l.ue.peer, spoof))
 	waitFor(t, func() bool { return l.gw.pump.Counters().Spoofed == 1 })
 	if l.gw.peer.Counters().Spoofed != 1 {
@@ -253,7 +254,7 @@ func TestReplayAndForgeryDoNotMoveEndpoint(t *testing.T) {
 	l := newLink(t, nil)
 	l.pinhole(t)
 	// Build a valid ESP packet by hand under the UE's outbound SA...
-	pkt := appendEcho(nil, icmpEchoRequest, ueInner, gwInner, 9, 9, nil)
+	pkt := inet.AppendEcho(nil, inet.EchoRequest, ueInner, gwInner, 9, 9, nil)
 	buf := make([]byte, 64+len(pkt)+esp.TailRoom)
 	copy(buf[64:], pkt)
 	espPkt, err := l.ueOutSA.Seal(buf, 64, len(pkt), 0)

@@ -71,7 +71,7 @@ func transportSegment(pkt []byte) (hl int, proto byte, ok bool) {
 			return 0, 0, false
 		}
 		switch pkt[6] {
-		case protoTCP, protoUDP, protoICMPv6:
+		case protoTCP, protoUDP, inet.ProtoICMPv6:
 			return 40, pkt[6], true
 		}
 	}
@@ -103,7 +103,7 @@ func checksumOffset(proto byte, v6 bool) int {
 		return 6
 	case proto == protoTCP:
 		return 16
-	case proto == protoICMPv6 && v6:
+	case proto == inet.ProtoICMPv6 && v6:
 		return 2
 	}
 	return -1
@@ -123,18 +123,7 @@ func setChecksum(seg []byte, off int, proto byte, src, dst netip.Addr) {
 // pseudoChecksum is the checksum of seg as it stands, pseudo-header
 // included: what setChecksum writes, or 0 when a received seg checks out.
 func pseudoChecksum(seg []byte, proto byte, src, dst netip.Addr) uint16 {
-	var sum uint32
-	if src.Is4() {
-		s, d := src.As4(), dst.As4()
-		sum = inet.Sum(sum, s[:])
-		sum = inet.Sum(sum, d[:])
-	} else {
-		s, d := src.As16(), dst.As16()
-		sum = inet.Sum(sum, s[:])
-		sum = inet.Sum(sum, d[:])
-	}
-	sum += uint32(proto) + uint32(len(seg))>>16 + uint32(len(seg))&0xffff
-	return inet.Checksum(inet.Sum(sum, seg))
+	return inet.Checksum(inet.Sum(inet.PseudoSum(src, dst, proto, len(seg)), seg))
 }
 
 // transportHeader writes an IP header for a segment of protocol proto,

@@ -1,6 +1,9 @@
 package inet
 
-import "testing"
+import (
+	"net/netip"
+	"testing"
+)
 
 // TestChecksum: RFC 1071 §3's example, an odd length, a chained sum, and a
 // header that checks out with its own checksum in it.
@@ -26,5 +29,25 @@ func TestChecksum(t *testing.T) {
 	h[3] ^= 1
 	if Checksum(Sum(0, h)) == 0 {
 		t.Fatal("a flipped bit still checks out")
+	}
+}
+
+// TestAppendEcho: an IPv4 echo request whose header and ICMP checksums
+// check out, and an IPv6 reply whose checksum covers the pseudo-header
+// (flip the source and it no longer checks out).
+func TestAppendEcho(t *testing.T) {
+	src4, dst4 := netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("198.51.100.2")
+	p := AppendEcho([]byte("x"), EchoRequest, src4, dst4, 7, 9, []byte("ping"))[1:]
+	if len(p) != 32 || p[9] != ProtoICMP || p[20] != EchoRequest || Checksum(Sum(0, p[:20])) != 0 || Checksum(Sum(0, p[20:])) != 0 {
+		t.Fatalf("IPv4 echo % x", p)
+	}
+	src6, dst6 := netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2")
+	q := AppendEcho(nil, EchoReply, src6, dst6, 7, 9, []byte("pong"))
+	ic := q[40:]
+	if len(q) != 52 || q[6] != ProtoICMPv6 || ic[0] != Echo6Reply || Checksum(Sum(PseudoSum(src6, dst6, ProtoICMPv6, len(ic)), ic)) != 0 {
+		t.Fatalf("IPv6 echo % x", q)
+	}
+	if Checksum(Sum(PseudoSum(dst6, dst6, ProtoICMPv6, len(ic)), ic)) == 0 {
+		t.Fatal("the IPv6 checksum does not cover the source")
 	}
 }

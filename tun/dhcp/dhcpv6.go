@@ -253,19 +253,12 @@ func appendIPv6UDP(b []byte, src, dst netip.Addr, sport, dport uint16, payload [
 	binary.BigEndian.PutUint16(udp[0:], sport)
 	binary.BigEndian.PutUint16(udp[2:], dport)
 	binary.BigEndian.PutUint16(udp[4:], uint16(ulen))
-	c := inet.Checksum(inet.Sum(pseudo6(s16, d16, ulen), udp))
+	c := inet.Checksum(inet.Sum(inet.PseudoSum(netip.AddrFrom16(s16), netip.AddrFrom16(d16), protoUDP, ulen), udp))
 	if c == 0 {
 		c = 0xffff
 	}
 	binary.BigEndian.PutUint16(udp[6:], c)
 	return b
-}
-
-// pseudo6 is the sum of the IPv6 pseudo-header (RFC 8200 §8.1).
-func pseudo6(s, d [16]byte, ulen int) uint32 {
-	ps := inet.Sum(0, s[:])
-	ps = inet.Sum(ps, d[:])
-	return ps + protoUDP + uint32(ulen)
 }
 
 // parseIPv6UDP returns the UDP datagram in pkt, or ok=false for anything
@@ -284,7 +277,7 @@ func parseIPv6UDP(pkt []byte) (d udpDatagram, ok bool) {
 		return d, false
 	}
 	s16, d16 := [16]byte(pkt[8:24]), [16]byte(pkt[24:40])
-	if binary.BigEndian.Uint16(udp[6:]) == 0 || inet.Checksum(inet.Sum(pseudo6(s16, d16, ulen), udp)) != 0 {
+	if binary.BigEndian.Uint16(udp[6:]) == 0 || inet.Checksum(inet.Sum(inet.PseudoSum(netip.AddrFrom16(s16), netip.AddrFrom16(d16), protoUDP, ulen), udp)) != 0 {
 		return d, false // RFC 8200 §8.1: the checksum is mandatory over IPv6
 	}
 	return udpDatagram{src: netip.AddrFrom16(s16), dst: netip.AddrFrom16(d16),

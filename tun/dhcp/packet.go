@@ -39,11 +39,7 @@ func appendIPv4UDP(b []byte, src, dst netip.Addr, sport, dport uint16, payload [
 	binary.BigEndian.PutUint16(udp[0:], sport)
 	binary.BigEndian.PutUint16(udp[2:], dport)
 	binary.BigEndian.PutUint16(udp[4:], uint16(udpHeaderLen+len(payload)))
-	// Pseudo-header: src, dst, zero, protocol, UDP length.
-	ps := inet.Sum(0, s4[:])
-	ps = inet.Sum(ps, d4[:])
-	ps += protoUDP + uint32(udpHeaderLen+len(payload))
-	c := inet.Checksum(inet.Sum(ps, udp))
+	c := inet.Checksum(inet.Sum(inet.PseudoSum(src, dst, protoUDP, len(udp)), udp))
 	if c == 0 {
 		c = 0xffff // RFC 768: a computed zero is sent as all ones
 	}
@@ -83,8 +79,7 @@ func parseIPv4UDP(pkt []byte) (d udpDatagram, ok bool) {
 	d.src = netip.AddrFrom4([4]byte(pkt[12:16]))
 	d.dst = netip.AddrFrom4([4]byte(pkt[16:20]))
 	if binary.BigEndian.Uint16(udp[6:]) != 0 {
-		ps := inet.Sum(0, pkt[12:20]) + protoUDP + uint32(ulen)
-		if inet.Checksum(inet.Sum(ps, udp[:ulen])) != 0 {
+		if inet.Checksum(inet.Sum(inet.PseudoSum(d.src, d.dst, protoUDP, ulen), udp[:ulen])) != 0 {
 			return d, false
 		}
 	}

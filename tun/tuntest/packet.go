@@ -51,16 +51,7 @@ func UDPPacket(src, dst netip.AddrPort, payload []byte) []byte {
 	binary.BigEndian.PutUint16(u[2:], dst.Port())
 	binary.BigEndian.PutUint16(u[4:], uint16(udpLen))
 	copy(u[8:], payload)
-	// Pseudo-header: addresses, protocol, UDP length.
-	var acc uint32
-	if s.Is4() {
-		acc = inet.Sum(acc, pkt[12:20])
-	} else {
-		acc = inet.Sum(acc, pkt[8:40])
-	}
-	acc += 17 + uint32(udpLen)
-	acc = inet.Sum(acc, u)
-	c := inet.Checksum(acc)
+	c := inet.Checksum(inet.Sum(inet.PseudoSum(s, d, 17, udpLen), u))
 	if c == 0 {
 		c = 0xffff // RFC 768: a computed zero is sent as all ones
 	}
