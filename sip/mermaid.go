@@ -140,9 +140,9 @@ func isResponse(what string) bool {
 		what[2] >= '0' && what[2] <= '9' && what[3] == ' '
 }
 
-// mermaidEscape makes s one safe line of Mermaid text (alias: a
-// participant's name, where ":" and "," are codes too).
-func mermaidEscape(s string, alias bool) string {
+// mermaidText is what a diagram shows of s: controls and line breaks as
+// spaces, trimmed, cut at MermaidMaxText runes, "-" for nothing.
+func mermaidText(s string) string {
 	s = strings.TrimSpace(strings.Map(func(r rune) rune {
 		if unicode.IsControl(r) || r == utf8.RuneError || unicode.Is(unicode.Zl, r) || unicode.Is(unicode.Zp, r) {
 			return ' '
@@ -155,6 +155,13 @@ func mermaidEscape(s string, alias bool) string {
 	if s == "" {
 		s = "-"
 	}
+	return s
+}
+
+// mermaidEscape makes s one safe line of Mermaid text (alias: a
+// participant's name, where ":" and "," are codes too).
+func mermaidEscape(s string, alias bool) string {
+	s = mermaidText(s)
 	var b strings.Builder
 	for i, r := range s {
 		switch {

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 	"unicode"
-	"unicode/utf8"
 )
 
 // mermaidLine is one line of a diagram read back.
@@ -74,24 +73,6 @@ func parseMermaid(t testing.TB, s string) []mermaidLine {
 	return out
 }
 
-// wantText is what a diagram shows of s: controls as spaces, trimmed, cut
-// at MermaidMaxText runes.
-func wantText(s string) string {
-	s = strings.TrimSpace(strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) || r == utf8.RuneError || unicode.Is(unicode.Zl, r) || unicode.Is(unicode.Zp, r) {
-			return ' '
-		}
-		return r
-	}, s))
-	if utf8.RuneCountInString(s) > MermaidMaxText {
-		s = string([]rune(s)[:MermaidMaxText-1]) + "…"
-	}
-	if s == "" {
-		s = "-"
-	}
-	return s
-}
-
 // TestSequenceDiagramEscapes: names and texts full of Mermaid syntax come
 // out as safe lines that read back as they went in.
 func TestSequenceDiagramEscapes(t *testing.T) {
@@ -127,14 +108,14 @@ func TestSequenceDiagramEscapes(t *testing.T) {
 	}
 	for i, e := range evs {
 		s := steps[i]
-		if names[s.from] != wantText(MermaidParty(e.From)) {
+		if names[s.from] != mermaidText(MermaidParty(e.From)) {
 			t.Errorf("event %d: from %q, want %q", i, names[s.from], MermaidParty(e.From))
 		}
-		if e.To == "" && s.kind != "note" || e.To != "" && names[s.to] != wantText(MermaidParty(e.To)) {
+		if e.To == "" && s.kind != "note" || e.To != "" && names[s.to] != mermaidText(MermaidParty(e.To)) {
 			t.Errorf("event %d: %+v, to %q", i, s, names[s.to])
 		}
-		if s.text != wantText(e.What) {
-			t.Errorf("event %d: text %q, want %q", i, s.text, wantText(e.What))
+		if s.text != mermaidText(e.What) {
+			t.Errorf("event %d: text %q, want %q", i, s.text, mermaidText(e.What))
 		}
 	}
 	if steps[1].kind != "response" || steps[0].kind != "message" {
@@ -192,7 +173,7 @@ func FuzzSequenceDiagram(f *testing.F) {
 				steps = append(steps, l)
 			}
 		}
-		if len(steps) != 2 || steps[0].text != wantText(what) || names[steps[0].from] != wantText(MermaidParty(from)) {
+		if len(steps) != 2 || steps[0].text != mermaidText(what) || names[steps[0].from] != mermaidText(MermaidParty(from)) {
 			t.Fatalf("%q %q %q: %+v %v", from, to, what, steps, names)
 		}
 	})
