@@ -15,9 +15,10 @@ import "time"
 //     failure and reused.
 //
 // The socket reader's keepalive coalescing (keepaliveCoalesce, inbound.go)
-// waits on a timer of the time package's: it spaces out the reader's
-// wakeups on the machine's clock, as Ping measures on it, and has nothing to
-// do with the protocol's time.
+// counts keepalives on the batch's Config.Now reading, but waits on a timer
+// of the time package's: the wait spaces out the reader's wakeups on the
+// machine's clock and has nothing to do with the protocol's time (a frozen
+// test clock only means the rate never looks high).
 //
 // Ping measures round trips with time.Now, not Config.Now: an RTT read off
 // a fake clock would mean nothing, and its wait is the caller's context.

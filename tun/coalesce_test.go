@@ -23,7 +23,7 @@ func TestRateWindow(t *testing.T) {
 		{1, 4500 * time.Millisecond, 0},
 	}
 	for _, s := range steps {
-		if got := r.add(s.n, t0.Add(s.at)); got != s.want {
+		if got := r.add(s.n, t0.Add(s.at).UnixNano()); got != s.want {
 			t.Fatalf("add(%d) at +%v = %d, want %d", s.n, s.at, got, s.want)
 		}
 	}

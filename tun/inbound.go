@@ -26,7 +26,7 @@ func (p *Pump) inbound() {
 	coalesce := pause{p: p, d: keepaliveCoalesce, system: true}
 	defer coalesce.stop()
 	var kaRate rateWindow // keepalives per second, for coalescing
-	var lastESP time.Time // when a batch last held an ESP packet
+	var lastESP int64     // when a batch last held an ESP packet (Unix ns)
 	for {
 		for i := range msgs {
 			msgs[i] = udp.Message{Buf: bufs[i][inOffset:]}
@@ -143,34 +143,32 @@ func (p *Pump) inbound() {
 		// A batch of nothing but NAT keepalives, not a full one, while
 		// more than coalesceAbove keepalives a second come in and no ESP
 		// came for coalesceQuiet: the socket is quiet but for many idle
-		// peers' keepalives. Let more gather
-		// before the next read, so that a P-CSCF holding 100,000 UEs
-		// (5,000 keepalives a second) wakes up once per
-		// keepaliveCoalesce, not per keepalive (docs/architecture.md,
-		// "Keepalives"). A packet that arrives meanwhile waits at most
-		// that long; below the rate nothing waits.
-		if keepalives > 0 || k > 0 {
-			wall := time.Now()
-			if k > 0 {
-				lastESP = wall
-			}
-			if keepalives > 0 && kaRate.add(keepalives, wall) > coalesceAbove && keepalives == n && n < batch &&
-				wall.Sub(lastESP) > coalesceQuiet && !coalesce.wait() {
-				return
-			}
+		// peers' keepalives. Let more gather before the next read, so
+		// that a P-CSCF holding 100,000 UEs (5,000 keepalives a second)
+		// wakes up once per keepaliveCoalesce, not per keepalive
+		// (docs/architecture.md, "Keepalives"). A packet that arrives
+		// meanwhile waits at most that long; below the rate nothing waits.
+		// The batch's clock reading serves for both.
+		if k > 0 {
+			lastESP = now
+		}
+		if keepalives > 0 && kaRate.add(keepalives, now) > coalesceAbove && keepalives == n && n < batch &&
+			now-lastESP > int64(coalesceQuiet) && !coalesce.wait() {
+			return
 		}
 	}
 }
 
 // rateWindow counts events per second: add returns the count of the last
-// whole second (0 in the first). Owned by one goroutine.
+// whole second (0 in the first). Times are Unix nanoseconds. Owned by one
+// goroutine.
 type rateWindow struct {
-	start     time.Time
+	start     int64
 	cur, last int
 }
 
-func (r *rateWindow) add(n int, now time.Time) int {
-	if d := now.Sub(r.start); d >= time.Second {
+func (r *rateWindow) add(n int, now int64) int {
+	if d := time.Duration(now - r.start); d >= time.Second {
 		r.last = r.cur
 		if d >= 2*time.Second {
 			r.last = 0 // a quiet second in between
