@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/imsec/imsec/esp"
+	"github.com/imsec/imsec/internal/inet"
 )
 
 // Socket is a UDP socket on a Pump's inner side, outside the Device: the
@@ -234,15 +235,21 @@ func (s *Socket) WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error) 
 	if hl+8+len(b) > maxPacket-outOffset-esp.TailRoom {
 		return 0, s.opError("write", errors.New("datagram too long"))
 	}
-	buf := make([]byte, outOffset+hl+8+len(b)+esp.TailRoom)
-	pkt := buf[outOffset : outOffset+hl+8+len(b)]
-	writeUDP(pkt, s.local, netip.AddrPortFrom(dst, addr.Port()), b)
 	peer := s.p.tables.route(dst)
 	if peer == nil {
 		s.p.ctr.noRoute.Add(1)
 		return 0, s.opError("write", errors.New("no tunnel routes "+dst.String()))
 	}
-	if err := s.p.injectBuf(peer, buf, len(pkt)); err != nil {
+	// The packet at outOffset, with room for the ESP header before it and
+	// the trailer after it (injectBuf seals in place).
+	buf := make([]byte, outOffset, outOffset+hl+8+len(b)+esp.TailRoom)
+	buf, err := inet.AppendUDP(buf, s.local, netip.AddrPortFrom(dst, addr.Port()), b)
+	if err != nil {
+		return 0, s.opError("write", err)
+	}
+	n := len(buf) - outOffset
+	buf = buf[:cap(buf)]
+	if err := s.p.injectBuf(peer, buf, n); err != nil {
 		return 0, s.opError("write", err)
 	}
 	return len(b), nil
@@ -255,26 +262,6 @@ func (s *Socket) WriteTo(b []byte, addr net.Addr) (int, error) {
 		return 0, s.opError("write", errors.New("not a UDP address"))
 	}
 	return s.WriteToUDPAddrPort(b, ua.AddrPort())
-}
-
-// writeUDP writes the IP and UDP headers of a datagram of payload from
-// src to dst into pkt (exactly their length plus the payload's), and the
-// payload after them. TTL or hop limit 64, DF on IPv4.
-func writeUDP(pkt []byte, src, dst netip.AddrPort, payload []byte) {
-	hl := 20
-	if dst.Addr().Is6() {
-		hl = 40
-	}
-	seg := pkt[hl:]
-	binary.BigEndian.PutUint16(seg[0:], src.Port())
-	binary.BigEndian.PutUint16(seg[2:], dst.Port())
-	binary.BigEndian.PutUint16(seg[4:], uint16(len(seg)))
-	copy(seg[8:], payload)
-	transportHeader(pkt[:hl], seg, protoUDP, src.Addr(), dst.Addr())
-	if hl == 20 {
-		// transportHeader keeps an IPv4 checksum of zero (none): we send one.
-		setChecksum(seg, 6, protoUDP, src.Addr(), dst.Addr())
-	}
 }
 
 // Close closes the Socket: a blocked read returns, and the Pump gives its

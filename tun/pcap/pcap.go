@@ -50,14 +50,10 @@ const (
 // IP and UDP header constants (RFC 791, RFC 8200, RFC 768).
 const (
 	ipv4HeaderLen = 20
-	ipv6HeaderLen = 40
 	udpHeaderLen  = 8
 	tcpHeaderLen  = 20
-	protoUDP      = 17
 	protoTCP      = 6
 	tcpWindow     = 0xffff
-	defaultTTL    = 64
-	flagDF        = 0x4000
 
 	// MaxPayload4 is the largest UDP payload an IPv4 packet holds (total
 	// length is 16 bits).
@@ -70,7 +66,7 @@ const (
 // Errors. ErrTooLarge is returned for a datagram that does not fit in one
 // IP packet; it is not sticky. A failed write to the underlying writer is.
 var (
-	ErrTooLarge = errors.New("pcap: datagram too large for one IP packet")
+	ErrTooLarge = inet.ErrTooLarge
 	ErrClosed   = errors.New("pcap: writer closed")
 )
 
@@ -221,21 +217,7 @@ func (w *Writer) Close() error {
 // Payloads above MaxPayload4 (IPv4) or MaxPayload6 (IPv6) give ErrTooLarge
 // and b unchanged.
 func AppendUDP(b []byte, src, dst netip.AddrPort, payload []byte) ([]byte, error) {
-	b, u, acc, err := appendIP(b, protoUDP, src.Addr(), dst.Addr(), udpHeaderLen+len(payload))
-	if err != nil {
-		return b, err
-	}
-	binary.BigEndian.PutUint16(u[0:], src.Port())
-	binary.BigEndian.PutUint16(u[2:], dst.Port())
-	binary.BigEndian.PutUint16(u[4:], uint16(len(u)))
-	u[6], u[7] = 0, 0
-	copy(u[8:], payload)
-	c := inet.Checksum(inet.Sum(acc, u))
-	if c == 0 {
-		c = 0xffff // RFC 768: a computed zero is sent as all ones
-	}
-	binary.BigEndian.PutUint16(u[6:], c)
-	return b, nil
+	return inet.AppendUDP(b, src, dst, payload)
 }
 
 // TCPFlags are the control bits of a TCP header (RFC 9293 §3.1).
@@ -266,7 +248,7 @@ type TCPSegment struct {
 // AppendUDP; a payload too large for one IP packet gives ErrTooLarge and b
 // unchanged.
 func AppendTCP(b []byte, src, dst netip.AddrPort, seg TCPSegment, payload []byte) ([]byte, error) {
-	b, h, acc, err := appendIP(b, protoTCP, src.Addr(), dst.Addr(), tcpHeaderLen+len(payload))
+	b, h, acc, err := inet.AppendIP(b, protoTCP, src.Addr(), dst.Addr(), tcpHeaderLen+len(payload))
 	if err != nil {
 		return b, err
 	}
@@ -281,75 +263,4 @@ func AppendTCP(b []byte, src, dst netip.AddrPort, seg TCPSegment, payload []byte
 	copy(h[tcpHeaderLen:], payload)
 	binary.BigEndian.PutUint16(h[16:], inet.Checksum(inet.Sum(acc, h)))
 	return b, nil
-}
-
-// appendIP appends an IPv4 or IPv6 header (chosen as AppendUDP describes)
-// for a packet carrying l4Len bytes of protocol proto, and room for them.
-// It returns the extended slice, the transport part of it (header and
-// payload, to fill in), and the one's complement sum of the pseudo-header
-// (RFC 768; RFC 9293 §3.1; RFC 8200 §8.1: addresses, protocol and
-// transport length). A packet too large gives ErrTooLarge and b unchanged.
-func appendIP(b []byte, proto uint8, src, dst netip.Addr, l4Len int) ([]byte, []byte, uint32, error) {
-	s, d := src.Unmap(), dst.Unmap()
-	v4 := (s.Is4() || !s.IsValid()) && (d.Is4() || !d.IsValid())
-	ipLen, maxL4 := ipv6HeaderLen, 0xffff // IPv6: the payload length is 16 bits
-	if v4 {
-		ipLen, maxL4 = ipv4HeaderLen, 0xffff-ipv4HeaderLen // IPv4: the total length is
-	}
-	if l4Len > maxL4 {
-		return b, nil, 0, ErrTooLarge
-	}
-	start := len(b)
-	b = grow(b, ipLen+l4Len)
-	pkt := b[start:]
-	ip := pkt[:ipLen]
-	clear(ip)
-	var acc uint32
-	if v4 {
-		sa, da := as4(s), as4(d)
-		ip[0] = 0x45
-		binary.BigEndian.PutUint16(ip[2:], uint16(ipLen+l4Len))
-		binary.BigEndian.PutUint16(ip[6:], flagDF)
-		ip[8] = defaultTTL
-		ip[9] = proto
-		copy(ip[12:16], sa[:])
-		copy(ip[16:20], da[:])
-		binary.BigEndian.PutUint16(ip[10:], inet.Checksum(inet.Sum(0, ip)))
-		acc = inet.Sum(0, ip[12:20])
-	} else {
-		sa, da := as16(s), as16(d)
-		ip[0] = 0x60
-		binary.BigEndian.PutUint16(ip[4:], uint16(l4Len))
-		ip[6] = proto
-		ip[7] = defaultTTL
-		copy(ip[8:24], sa[:])
-		copy(ip[24:40], da[:])
-		acc = inet.Sum(0, ip[8:40])
-	}
-	acc += uint32(proto) + uint32(l4Len)
-	return b, pkt[ipLen:], acc, nil
-}
-
-func as4(a netip.Addr) [4]byte {
-	if !a.IsValid() {
-		return [4]byte{}
-	}
-	return a.As4()
-}
-
-func as16(a netip.Addr) [16]byte {
-	if !a.IsValid() {
-		return [16]byte{}
-	}
-	return a.As16() // an IPv4 address comes out IPv4-mapped
-}
-
-// grow extends b by n bytes, reallocating only when its capacity is short.
-func grow(b []byte, n int) []byte {
-	if cap(b)-len(b) < n {
-		nb := make([]byte, len(b), 2*cap(b)+n)
-		copy(nb, b)
-		b = nb
-	}
-	return b[:len(b)+n]
 }
