@@ -3,6 +3,7 @@ package sip
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/imsec/imsec/esp"
+	"github.com/imsec/imsec/internal/tsharktest"
 	"github.com/imsec/imsec/tun/pcap"
 )
 
@@ -275,41 +277,13 @@ func TestCaptureDecryptsRegistration(t *testing.T) {
 // returns its fields, one row per frame (see the -e list).
 func tsharkRows(t *testing.T, tshark, capFile string, espPort uint16, uat []string) [][]string {
 	t.Helper()
-	args := []string{"-r", capFile, "-n",
-		"-o", "esp.enable_encryption_decode:TRUE",
-		"-o", "esp.enable_authentication_check:TRUE",
-		"-o", "esp.do_esp_sequence_analysis:FALSE",
-		"-d", fmt.Sprintf("udp.port==%d,udpencap", espPort),
-	}
+	decode := []string{fmt.Sprintf("udp.port==%d,udpencap", espPort)}
 	for _, p := range innerSIPPorts {
-		args = append(args, "-d", fmt.Sprintf("udp.port==%d,sip", p))
+		decode = append(decode, fmt.Sprintf("udp.port==%d,sip", p))
 	}
-	for _, l := range uat {
-		args = append(args, "-o", "uat:esp_sa:"+l)
-	}
-	args = append(args, "-T", "fields", "-E", "separator=|",
-		"-e", "frame.number", "-e", "frame.protocols", "-e", "udp.srcport", "-e", "udp.dstport",
-		"-e", "esp.spi", "-e", "esp.protocol", "-e", "esp.icv_good", "-e", "esp.icv_bad",
-		"-e", "sip.Method", "-e", "sip.Status-Code", "-e", "sip.CSeq.method", "-e", "sip.Expires",
-		"-e", "_ws.expert.message")
-	cmd := exec.Command(tshark, args...)
-	home := t.TempDir() // no user profile: only what is passed here
-	cmd.Env = append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+home)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("tshark: %v\n%s", err, stderr.String())
-	}
-	var rows [][]string
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		f := strings.SplitN(line, "|", 13)
-		if len(f) != 13 {
-			t.Fatalf("tshark line %q", line)
-		}
-		rows = append(rows, f)
-	}
-	return rows
+	return tsharktest.Rows(context.Background(), t, tsharktest.Spec{Tshark: tshark, File: capFile, UAT: uat, DecodeAs: decode,
+		Fields: []string{"frame.number", "frame.protocols", "udp.srcport", "udp.dstport", "esp.spi", "esp.protocol",
+			"esp.icv_good", "esp.icv_bad", "sip.Method", "sip.Status-Code", "sip.CSeq.method", "sip.Expires", "_ws.expert.message"}})
 }
 
 // first is the first of tshark's comma-separated occurrences.

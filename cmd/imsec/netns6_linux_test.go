@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -12,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/imsec/imsec/internal/tsharktest"
 )
 
 // TestNetnsIPv6DualStack runs the real binary in three network namespaces
@@ -239,39 +240,12 @@ func TestNetnsIPv6DualStack(t *testing.T) {
 // SIP status.
 func tsharkESP(t *testing.T, capFile string, uat []string) [][]string {
 	t.Helper()
-	args := []string{"-r", capFile, "-n",
-		"-o", "esp.enable_encryption_decode:TRUE",
-		"-o", "esp.enable_authentication_check:TRUE",
-		"-o", "esp.do_esp_sequence_analysis:FALSE",
-		"-d", "udp.port==4500,udpencap", "-d", "udp.port==4501,udpencap",
-	}
+	decode := []string{"udp.port==4500,udpencap", "udp.port==4501,udpencap"}
 	for _, p := range []int{5064, 5065, 5066, 5068, 5062, 5063} { // the inner SIP ports
-		args = append(args, "-d", fmt.Sprintf("udp.port==%d,sip", p))
+		decode = append(decode, fmt.Sprintf("udp.port==%d,sip", p))
 	}
-	for _, l := range uat {
-		args = append(args, "-o", "uat:esp_sa:"+l)
-	}
-	args = append(args, "-T", "fields", "-E", "separator=|",
-		"-e", "frame.number", "-e", "frame.protocols", "-e", "esp.spi", "-e", "esp.icv_good", "-e", "esp.icv_bad",
-		"-e", "sip.Method", "-e", "sip.Status-Code")
-	cmd := exec.Command("tshark", args...)
-	home := t.TempDir() // no user profile: only what is passed here
-	cmd.Env = append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+home)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("tshark: %v\n%s", err, stderr.String())
-	}
-	var rows [][]string
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		f := strings.SplitN(line, "|", 7)
-		if len(f) != 7 {
-			t.Fatalf("tshark line %q", line)
-		}
-		rows = append(rows, f)
-	}
-	return rows
+	return tsharktest.Rows(context.Background(), t, tsharktest.Spec{File: capFile, UAT: uat, DecodeAs: decode,
+		Fields: []string{"frame.number", "frame.protocols", "esp.spi", "esp.icv_good", "esp.icv_bad", "sip.Method", "sip.Status-Code"}})
 }
 
 // nsRun runs a command inside namespace ns (the caller's own if ns is "");

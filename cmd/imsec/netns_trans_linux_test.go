@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imsec/imsec/internal/tsharktest"
 	"github.com/imsec/imsec/sip"
 )
 
@@ -157,34 +157,19 @@ func testNetnsTransportMode(t *testing.T, fam transFamily) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"-r", capFile, "-n",
-		"-o", "esp.enable_encryption_decode:TRUE",
-		"-o", "esp.enable_authentication_check:TRUE",
-		"-o", "esp.do_esp_sequence_analysis:FALSE"}
+	var decode []string
 	for _, p := range []uint16{sip.DefaultPortS, sip.DefaultPortS + 1, sip.DefaultPortS + 2, sip.DefaultUEPortS, sip.DefaultUEPortS - 6, sip.DefaultUEPortS - 5} {
-		args = append(args, "-d", fmt.Sprintf("udp.port==%d,sip", p), "-d", fmt.Sprintf("tcp.port==%d,sip", p))
+		decode = append(decode, fmt.Sprintf("udp.port==%d,sip", p), fmt.Sprintf("tcp.port==%d,sip", p))
 	}
-	for _, l := range strings.Split(strings.TrimSpace(string(kl)), "\n") {
-		args = append(args, "-o", "uat:esp_sa:"+l)
-	}
-	args = append(args, "-Y", "esp", "-T", "fields", "-E", "separator=|",
-		"-e", "frame.protocols", "-e", "esp.spi", "-e", "esp.icv_good", "-e", "esp.icv_bad", "-e", "sip.Method", "-e", "sip.Status-Code", "-e", "sip.CSeq.method")
-	cmd := exec.CommandContext(ctx, "tshark", args...)
-	home := t.TempDir()
-	cmd.Env = append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+home)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("tshark: %v\n%s", err, stderr.String())
+	rows := tsharktest.Rows(ctx, t, tsharktest.Spec{File: capFile, UAT: strings.Split(strings.TrimSpace(string(kl)), "\n"), DecodeAs: decode,
+		Args: []string{"-Y", "esp"}, Fields: []string{"frame.protocols", "esp.spi", "esp.icv_good", "esp.icv_bad", "sip.Method", "sip.Status-Code", "sip.CSeq.method"}})
+	var out strings.Builder // for the logs: the rows as tshark wrote them
+	for _, f := range rows {
+		out.WriteString(strings.Join(f, "|") + "\n")
 	}
 	var esp, good, udpEncap int
 	var register, ok200 bool
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		f := strings.Split(line, "|")
-		if len(f) != 7 {
-			t.Fatalf("tshark line %q", line)
-		}
+	for _, f := range rows {
 		esp++
 		if strings.Contains(f[0], "udpencap") || strings.Contains(f[0], ":udp:esp") {
 			udpEncap++
@@ -202,14 +187,14 @@ func testNetnsTransportMode(t *testing.T, fam transFamily) {
 			ok200 = true
 		}
 	}
-	t.Logf("%d ESP frames, %d with a good ICV, %d in UDP:\n%s", esp, good, udpEncap, out)
+	t.Logf("%d ESP frames, %d with a good ICV, %d in UDP:\n%s", esp, good, udpEncap, out.String())
 	if esp < 4 || good != esp {
-		t.Errorf("tshark: %d ESP frames, %d of them with a good ICV (want all, at least 4):\n%s", esp, good, out)
+		t.Errorf("tshark: %d ESP frames, %d of them with a good ICV (want all, at least 4):\n%s", esp, good, out.String())
 	}
 	if udpEncap != 0 {
-		t.Errorf("%d ESP frames were in UDP: want plain ESP only:\n%s", udpEncap, out)
+		t.Errorf("%d ESP frames were in UDP: want plain ESP only:\n%s", udpEncap, out.String())
 	}
 	if !register || !ok200 {
-		t.Errorf("tshark did not find the protected REGISTER (%v) and its 200 OK (%v) inside the ESP:\n%s", register, ok200, out)
+		t.Errorf("tshark did not find the protected REGISTER (%v) and its 200 OK (%v) inside the ESP:\n%s", register, ok200, out.String())
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imsec/imsec/internal/tsharktest"
 	"github.com/imsec/imsec/sip"
 )
 
@@ -249,7 +250,7 @@ const (
 	nCols
 )
 
-var tsharkFields = []string{
+var tsharkFields = [nCols]string{ // the order of the col constants
 	"frame.number", "frame.protocols", "udp.srcport", "udp.dstport", "udp.length",
 	"esp.spi", "esp.protocol", "esp.icv_good", "esp.icv_bad",
 	"sip.Method", "sip.Status-Code", "sip.CSeq.method", "sdp.media.port",
@@ -328,48 +329,20 @@ func runCapturedDemo(t *testing.T) *accessCapture {
 // of tsharkFields per frame.
 func (c *accessCapture) tshark(t *testing.T, tshark string, uat []string, rtpPorts []string) [][]string {
 	t.Helper()
-	args := []string{"-r", c.file, "-n",
-		"-o", "esp.enable_encryption_decode:TRUE",
-		"-o", "esp.enable_authentication_check:TRUE",
-		"-o", "esp.do_esp_sequence_analysis:FALSE",
-		"--enable-heuristic", "rtp_udp",
-	}
+	var decode []string
 	for _, p := range c.outerPorts {
-		args = append(args, "-d", "udp.port=="+p+",udpencap")
+		decode = append(decode, "udp.port=="+p+",udpencap")
 	}
 	for _, p := range innerSIPPorts {
-		args = append(args, "-d", fmt.Sprintf("udp.port==%d,sip", p))
+		decode = append(decode, fmt.Sprintf("udp.port==%d,sip", p))
 	}
 	for _, p := range rtpPorts {
-		args = append(args, "-d", "udp.port=="+p+",rtp")
-	}
-	for _, l := range uat {
-		args = append(args, "-o", "uat:esp_sa:"+l)
-	}
-	args = append(args, "-T", "fields", "-E", "separator=|")
-	for _, f := range tsharkFields {
-		args = append(args, "-e", f)
+		decode = append(decode, "udp.port=="+p+",rtp")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, tshark, args...)
-	home := t.TempDir() // no user profile: only what is passed here
-	cmd.Env = append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+home)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("tshark: %v\n%s", err, stderr.String())
-	}
-	var rows [][]string
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		f := strings.SplitN(line, "|", nCols)
-		if len(f) != nCols {
-			t.Fatalf("tshark line %q", line)
-		}
-		rows = append(rows, f)
-	}
-	return rows
+	return tsharktest.Rows(ctx, t, tsharktest.Spec{Tshark: tshark, File: c.file, UAT: uat, DecodeAs: decode,
+		Args: []string{"--enable-heuristic", "rtp_udp"}, Fields: tsharkFields[:]})
 }
 
 // eachUDP walks a pcap file as tun/pcap writes it (LINKTYPE_RAW, IPv4,
