@@ -10,9 +10,6 @@ import (
 // Inject seals one inner IP packet to peer and sends it, outside the
 // Device (DHCP, the pinhole ping, the gateway's echo replies).
 func (p *Pump) Inject(peer *Peer, pkt []byte) error {
-	if p.closed() {
-		return ErrClosedPump
-	}
 	buf := make([]byte, outOffset+len(pkt)+esp.TailRoom)
 	copy(buf[outOffset:], pkt)
 	return p.injectBuf(peer, buf, len(pkt))
