@@ -109,7 +109,11 @@ type algs struct {
 	salt    [GCMSaltLen]byte
 
 	newMAC func() hash.Hash // nil without separate integrity
-	sha1   *hmacsha1.Key    // hmac-sha-1-96: the fast path (pads precomputed, several packets at once)
+	// hmac-sha-1-96's fast path (pads precomputed, several packets at
+	// once): the key, and what hmacSHA1 makes from it under sha1Once.
+	sha1Key  []byte
+	sha1Once sync.Once
+	sha1     *hmacsha1.Key
 }
 
 // newAlgs checks c and builds its algorithms. allowNoAuth admits a CBC
@@ -171,9 +175,20 @@ func newAlgs(c *Config, allowNoAuth bool) (*algs, error) {
 		a.icvLen = icv
 	}
 	if c.Integrity == AuthHMACSHA196 && hmacsha1.Accelerated() {
-		a.sha1 = hmacsha1.New(c.AuthKey)
+		a.sha1Key = append([]byte(nil), c.AuthKey...)
 	}
 	return a, nil
+}
+
+// hmacSHA1 returns hmac-sha-1-96's precomputed key, nil without the fast
+// path. Like cbc's schedule it is made on the first call, by the SA's first
+// packet.
+func (a *algs) hmacSHA1() *hmacsha1.Key {
+	if a.sha1Key == nil {
+		return nil
+	}
+	a.sha1Once.Do(func() { a.sha1 = hmacsha1.New(a.sha1Key) })
+	return a.sha1
 }
 
 // cbc returns the AES-CBC cipher, nil for other algorithms. Its key

@@ -94,7 +94,34 @@ func (o *Outbound) Reserve(jobs []SealJob) int {
 // may run at once. A job that Reserve did not see is a caller's mistake:
 // SealReserved panics.
 func (o *Outbound) SealReserved(jobs []SealJob) int {
+	for i := range jobs {
+		if j := &jobs[i]; j.Err == nil && j.seq == 0 {
+			panic("esp: SealReserved on a job that Reserve did not number")
+		}
+	}
+	a := o.a
+	if len(jobs) == 1 || a.aesKey == nil || a.newMAC == nil || o.testIV != nil {
+		// One by one: GCM already runs its blocks in parallel, and a
+		// single packet gains nothing from the multi-buffer path, whose
+		// state (sealChunk's ~6 KB frame) would grow the stack of every
+		// fresh goroutine that seals one datagram.
+		return o.sealEach(jobs)
+	}
 	return byChunk(jobs, o.sealChunk)
+}
+
+// sealEach seals the numbered jobs one at a time.
+func (o *Outbound) sealEach(jobs []SealJob) int {
+	sealed := 0
+	for i := range jobs {
+		j := &jobs[i]
+		if j.Err != nil {
+			continue
+		}
+		j.Pkt = o.sealSeq(j.Buf, j.Off, j.N, o.a.padLen(j.N)+j.Pad, j.NextHeader, j.seq)
+		sealed++
+	}
+	return sealed
 }
 
 // byChunk calls f on jobs sealChunk at a time and adds up what it returns.
@@ -108,27 +135,10 @@ func byChunk[J any](jobs []J, f func([]J) int) int {
 	return done
 }
 
+// sealChunk seals up to sealChunk AES-CBC jobs with the multi-buffer
+// cipher and MAC.
 func (o *Outbound) sealChunk(jobs []SealJob) int {
-	for i := range jobs {
-		if j := &jobs[i]; j.Err == nil && j.seq == 0 {
-			panic("esp: SealReserved on a job that Reserve did not number")
-		}
-	}
 	a := o.a
-	if a.aesKey == nil || a.newMAC == nil || o.testIV != nil {
-		// One by one: GCM already runs its blocks in parallel.
-		sealed := 0
-		for i := range jobs {
-			j := &jobs[i]
-			if j.Err != nil {
-				continue
-			}
-			j.Pkt = o.sealSeq(j.Buf, j.Off, j.N, o.a.padLen(j.N)+j.Pad, j.NextHeader, j.seq)
-			sealed++
-		}
-		return sealed
-	}
-
 	// AES-CBC: frame every packet, then make the IVs (one block each,
 	// eight at a time), then encrypt the payloads eight at a time, then
 	// compute the ICVs.
@@ -154,7 +164,7 @@ func (o *Outbound) sealChunk(jobs []SealJob) int {
 	o.ivCipher.EncryptCBCN(ivJobs[:k])
 	a.cbc().EncryptCBCN(encJobs[:k])
 
-	if a.sha1 != nil {
+	if key := a.hmacSHA1(); key != nil {
 		var (
 			macs  [sealChunk]hmacsha1.Job
 			tails [sealChunk][4]byte
@@ -165,7 +175,7 @@ func (o *Outbound) sealChunk(jobs []SealJob) int {
 			if j.Pkt == nil {
 				continue
 			}
-			macs[k] = hmacsha1.Job{Key: a.sha1, Msg: j.Pkt[:len(j.Pkt)-a.icvLen], Tail: o.esnTail(tails[k][:], j.seq)}
+			macs[k] = hmacsha1.Job{Key: key, Msg: j.Pkt[:len(j.Pkt)-a.icvLen], Tail: o.esnTail(tails[k][:], j.seq)}
 			k++
 		}
 		hmacsha1.SumN(macs[:k])
@@ -225,6 +235,7 @@ func (in *Inbound) OpenBatch(jobs []OpenJob) int {
 // trailer checks that move the window.
 func (in *Inbound) openChunk(jobs []OpenJob) int {
 	a := in.a
+	key := a.hmacSHA1()
 	var (
 		macs  [sealChunk]hmacsha1.Job
 		tails [sealChunk][4]byte
@@ -242,14 +253,14 @@ func (in *Inbound) openChunk(jobs []OpenJob) int {
 			continue
 		}
 		msg := j.Pkt[:len(j.Pkt)-a.icvLen]
-		if a.sha1 != nil {
-			macs[k] = hmacsha1.Job{Key: a.sha1, Msg: msg, Tail: in.esnTail(tails[k][:], j.Seq)}
+		if key != nil {
+			macs[k] = hmacsha1.Job{Key: key, Msg: msg, Tail: in.esnTail(tails[k][:], j.Seq)}
 		} else {
 			copy(macs[k].Sum[:], in.mac(st, msg, j.Seq)[:a.icvLen])
 		}
 		k++
 	}
-	if a.sha1 != nil {
+	if key != nil {
 		hmacsha1.SumN(macs[:k])
 	}
 	opened := 0

@@ -138,7 +138,7 @@ type sa struct {
 	mode Mode
 	esn  bool
 	a    *algs
-	pool sync.Pool // of *state; empty until the first packet
+	pool sync.Pool // of *state; empty until the first packet; unused when scratchOnly
 	// decrypt: the SA opens packets (its CBC states decrypt).
 	decrypt bool
 }
@@ -190,7 +190,7 @@ func (s *sa) newState() (*state, error) {
 		}
 		st.cbc = cm
 	}
-	if a.newMAC != nil && a.sha1 == nil { // HMAC-SHA-1 has its own precomputed pads
+	if a.newMAC != nil && a.sha1Key == nil { // HMAC-SHA-1 has its own precomputed pads
 		st.mac = a.newMAC()
 	}
 	return st, nil
@@ -198,7 +198,22 @@ func (s *sa) newState() (*state, error) {
 
 // getState takes a state from the SA's pool, or makes one; putState gives
 // it back.
+// scratchStates holds the states of the SAs whose packets need nothing of
+// their own, only scratch space (AES-CBC, GCM and null, with no MAC or with
+// hmac-sha-1-96's own pads): one pool for all of them, so that such an SA
+// never fills a pool of its own (a per-P array and a state each).
+var scratchStates = sync.Pool{New: func() any { return new(state) }}
+
+// scratchOnly reports whether s's states are scratch space only (newState
+// makes no cipher mode and no MAC for it).
+func (s *sa) scratchOnly() bool {
+	return s.a.block == nil && (s.a.newMAC == nil || s.a.sha1Key != nil)
+}
+
 func (s *sa) getState() *state {
+	if s.scratchOnly() {
+		return scratchStates.Get().(*state)
+	}
 	if st, ok := s.pool.Get().(*state); ok {
 		return st
 	}
@@ -209,7 +224,13 @@ func (s *sa) getState() *state {
 	return st
 }
 
-func (s *sa) putState(st *state) { s.pool.Put(st) }
+func (s *sa) putState(st *state) {
+	if s.scratchOnly() {
+		scratchStates.Put(st)
+		return
+	}
+	s.pool.Put(st)
+}
 
 // SPI returns the SA's SPI.
 func (s *sa) SPI() SPI { return s.spi }
@@ -589,7 +610,7 @@ func (in *Inbound) openAEAD(pkt []byte, seq uint64, st *state) error {
 // mac computes the full HMAC of msg (and, with ESN, the high 32 bits of
 // seq, RFC 4303 §2.2.1) in st.scratch.
 func (s *sa) mac(st *state, msg []byte, seq uint64) []byte {
-	if k := s.a.sha1; k != nil {
+	if k := s.a.hmacSHA1(); k != nil {
 		sum := (*[hmacsha1.Size]byte)(st.scratch[:hmacsha1.Size])
 		k.Sum(sum, msg, s.esnTail(st.scratch[hmacsha1.Size:], seq))
 		return sum[:]

@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"errors"
 	"testing"
+
+	"github.com/imsec/imsec/esp/internal/hmacsha1"
 )
 
 // TestSharedKeys: SAs built on one prepared Keys seal and open exactly as
@@ -146,8 +148,8 @@ func TestLazySAState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if keys.a.aesCBC != nil || in.win.bits != nil {
-		t.Fatal("key schedule or replay window made before any packet")
+	if keys.a.aesCBC != nil || keys.a.sha1 != nil || in.win.bits != nil {
+		t.Fatal("key schedule, HMAC pads or replay window made before any packet")
 	}
 	payload := []byte("first packet")
 	buf := make([]byte, HeaderRoom+len(payload)+TailRoom)
@@ -156,8 +158,8 @@ func TestLazySAState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if keys.a.aesCBC == nil {
-		t.Fatal("no key schedule after Seal")
+	if keys.a.aesCBC == nil || (hmacsha1.Accelerated() && keys.a.sha1 == nil) {
+		t.Fatal("no key schedule or HMAC pads after Seal")
 	}
 	replay := append([]byte(nil), pkt...)
 	got, _, _, err := in.Open(pkt)
@@ -169,5 +171,40 @@ func TestLazySAState(t *testing.T) {
 	}
 	if _, _, _, err := in.Open(replay); !errors.Is(err, ErrReplay) {
 		t.Fatalf("the same packet again: %v, want ErrReplay", err)
+	}
+}
+
+// TestScratchOnlySAsSharePool: an AES-CBC/hmac-sha-1-96 or GCM SA, whose
+// packets need only scratch space, takes its state from the shared pool and
+// fills no pool of its own; a 3DES SA (a CBC mode per state) keeps its own.
+func TestScratchOnlySAsSharePool(t *testing.T) {
+	for _, c := range []struct {
+		enc     EncAlg
+		ekLen   int
+		auth    AuthAlg
+		akLen   int
+		scratch bool
+	}{
+		{EncAESCBC, 16, AuthHMACSHA196, 20, hmacsha1.Accelerated()},
+		{EncAESGCM, 20, AuthNull, 0, true},
+		{EncDES3CBC, 24, AuthHMACSHA196, 20, false},
+		{EncAESCBC, 16, AuthHMACMD596, 16, false},
+	} {
+		ek, ak := make([]byte, c.ekLen), make([]byte, c.akLen)
+		rand.Read(ek)
+		rand.Read(ak)
+		out, in := mustSA(t, Config{SPI: 0x1234, Mode: Tunnel, Encryption: c.enc, EncKey: ek, Integrity: c.auth, AuthKey: ak})
+		payload := []byte("one packet")
+		pkt := seal(t, out, payload, 4)
+		if got, _, _, err := in.Open(pkt); err != nil || string(got) != string(payload) {
+			t.Fatalf("%s/%s: Open: %q, %v", c.enc, c.auth, got, err)
+		}
+		if out.scratchOnly() != c.scratch || in.scratchOnly() != c.scratch {
+			t.Fatalf("%s/%s: scratchOnly %v, want %v", c.enc, c.auth, out.scratchOnly(), c.scratch)
+		}
+		own := out.pool.Get() != nil || in.pool.Get() != nil
+		if c.scratch && own {
+			t.Errorf("%s/%s: the SA filled a pool of its own", c.enc, c.auth)
+		}
 	}
 }
