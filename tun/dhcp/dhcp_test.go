@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -320,4 +321,35 @@ func parseDHCP(t *testing.T, pkt []byte) *dhcpv4.DHCPv4 {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// TestNewReplyMatchesLibrary: newReply, which skips the library's random
+// transaction ID, builds the reply dhcpv4.NewReplyFromRequest builds, byte
+// for byte, relay agent information and client identifier copied.
+func TestNewReplyMatchesLibrary(t *testing.T) {
+	req, err := dhcpv4.NewDiscovery(net.HardwareAddr{2, 0, 0, 0, 0, 7},
+		dhcpv4.WithOption(dhcpv4.OptClientIdentifier([]byte("ue-7"))),
+		dhcpv4.WithOption(dhcpv4.OptGeneric(dhcpv4.OptionRelayAgentInformation, []byte{1, 2, 'a', 'b'})),
+		dhcpv4.WithGatewayIP(net.IPv4(198, 51, 100, 9)),
+		dhcpv4.WithBroadcast(true),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mods := []dhcpv4.Modifier{
+		dhcpv4.WithMessageType(dhcpv4.MessageTypeOffer),
+		dhcpv4.WithYourIP(net.IPv4(100, 64, 0, 2)),
+		dhcpv4.WithLeaseTime(3600),
+	}
+	want, err := dhcpv4.NewReplyFromRequest(req, mods...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := newReply(req, mods...)
+	if !bytes.Equal(got.ToBytes(), want.ToBytes()) {
+		t.Fatalf("newReply differs from NewReplyFromRequest:\n got %s\nwant %s", got.Summary(), want.Summary())
+	}
+	if got.TransactionID != req.TransactionID || got.OpCode != dhcpv4.OpcodeBootReply {
+		t.Fatalf("xid %v op %v, want the request's xid and BootReply", got.TransactionID, got.OpCode)
+	}
 }

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/iana"
 )
 
 // DefaultLeaseTime is the lease offered when Config.LeaseTime is zero. The
@@ -220,10 +221,7 @@ func (s *Server) reply(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, yiaddr netip.A
 			dhcpv4.WithLeaseTime(uint32(s.cfg.LeaseTime/time.Second)),
 		)
 	}
-	resp, err := dhcpv4.NewReplyFromRequest(req, mods...)
-	if err != nil { // only fails on a random-source error
-		return nil
-	}
+	resp := newReply(req, mods...)
 	if id := req.Options.Get(dhcpv4.OptionClientIdentifier); id != nil {
 		resp.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionClientIdentifier, id))
 	}
@@ -233,4 +231,31 @@ func (s *Server) reply(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, yiaddr netip.A
 	// The UE has no address yet: reply to the limited broadcast, which its
 	// tunnel delivers to it alone (RFC 3456 §3; RFC 2131 §4.1).
 	return appendIPv4UDP(nil, s.cfg.Gateway, limitedBroadcast, ServerPort, ClientPort, resp.ToBytes())
+}
+
+// newReply is dhcpv4.NewReplyFromRequest without its random transaction ID
+// (New draws one from crypto/rand, ~12 µs, that WithReply then overwrites
+// with the request's): the same defaults as dhcpv4.New, then the same
+// modifiers.
+func newReply(req *dhcpv4.DHCPv4, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
+	d := &dhcpv4.DHCPv4{
+		OpCode:        dhcpv4.OpcodeBootRequest,
+		HWType:        iana.HWTypeEthernet,
+		ClientHWAddr:  make(net.HardwareAddr, 6),
+		ClientIPAddr:  net.IPv4zero,
+		YourIPAddr:    net.IPv4zero,
+		ServerIPAddr:  net.IPv4zero,
+		GatewayIPAddr: net.IPv4zero,
+		Options:       make(dhcpv4.Options),
+	}
+	all := append([]dhcpv4.Modifier{
+		dhcpv4.WithReply(req),
+		dhcpv4.WithGatewayIP(req.GatewayIPAddr),
+		dhcpv4.WithOptionCopied(req, dhcpv4.OptionRelayAgentInformation),
+		dhcpv4.WithOptionCopied(req, dhcpv4.OptionClientIdentifier), // RFC 6842
+	}, mods...)
+	for _, m := range all {
+		m(d)
+	}
+	return d
 }
