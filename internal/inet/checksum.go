@@ -5,22 +5,18 @@
 // builders and the load generator.
 package inet
 
+import "gvisor.dev/gvisor/pkg/tcpip/checksum"
+
 // Sum adds b to the running sum acc as big-endian 16-bit words, an odd
-// last byte padded with zero (RFC 1071 §4.1). Carries are folded back in
-// at the end, so any number of calls can be chained; one call takes up to
-// 128 KiB without overflowing.
+// last byte padded with zero (RFC 1071 §4.1). The result is folded to 16
+// bits, so any number of calls can be chained. The words are added eight
+// bytes at a time by gVisor's checksum package: byte pairs one by one were
+// 8% of a P-CSCF answering a UE's echo stream.
 func Sum(acc uint32, b []byte) uint32 {
-	for len(b) >= 2 {
-		acc += uint32(b[0])<<8 | uint32(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		acc += uint32(b[0]) << 8
-	}
 	for acc > 0xffff {
 		acc = acc>>16 + acc&0xffff
 	}
-	return acc
+	return uint32(checksum.Checksum(b, uint16(acc)))
 }
 
 // Checksum is the ones' complement of the folded sum acc: the value a

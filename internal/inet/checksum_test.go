@@ -1,6 +1,7 @@
 package inet
 
 import (
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 )
@@ -49,5 +50,56 @@ func TestAppendEcho(t *testing.T) {
 	}
 	if Checksum(Sum(PseudoSum(dst6, dst6, ProtoICMPv6, len(ic)), ic)) == 0 {
 		t.Fatal("the IPv6 checksum does not cover the source")
+	}
+}
+
+// sumBytewise is RFC 1071's sum written out, one byte pair at a time: the
+// reference Sum must agree with.
+func sumBytewise(acc uint32, b []byte) uint32 {
+	for len(b) >= 2 {
+		acc += uint32(b[0])<<8 | uint32(b[1])
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		acc += uint32(b[0]) << 8
+	}
+	for acc > 0xffff {
+		acc = acc>>16 + acc&0xffff
+	}
+	return acc
+}
+
+// TestSumMatchesBytewise: every length from 0 to 300 and a 64 KiB buffer,
+// at every alignment, with and without a running sum.
+func TestSumMatchesBytewise(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	buf := make([]byte, 65536+8)
+	for i := range buf {
+		buf[i] = byte(rng.Uint32())
+	}
+	for off := range 8 {
+		for n := range 301 {
+			b := buf[off : off+n]
+			for _, acc := range []uint32{0, 0xffff, 0x1fffe, rng.Uint32() >> 8} {
+				if got, want := Sum(acc, b), sumBytewise(acc, b); got != want {
+					t.Fatalf("offset %d, %d bytes, acc %#x: %#x, want %#x", off, n, acc, got, want)
+				}
+			}
+		}
+		if got, want := Sum(7, buf[off:off+65536]), sumBytewise(7, buf[off:off+65536]); got != want {
+			t.Fatalf("64 KiB at offset %d: %#x, want %#x", off, got, want)
+		}
+	}
+}
+
+// BenchmarkSum: the checksum of a 1,400-byte packet.
+func BenchmarkSum(b *testing.B) {
+	p := make([]byte, 1400)
+	for i := range p {
+		p[i] = byte(i)
+	}
+	b.SetBytes(int64(len(p)))
+	for b.Loop() {
+		Sum(0, p)
 	}
 }
