@@ -68,13 +68,14 @@ func parseEchoReply(pkt []byte) (id, seq uint16, ok bool) {
 	return id, seq, ok && typ == inet.EchoReply
 }
 
-// echoReplyFor returns the reply to an echo request addressed to self, or nil.
-func echoReplyFor(pkt []byte, self netip.Addr) []byte {
+// echoReplyFor appends to b the reply to an echo request addressed to
+// self, or returns nil for anything else.
+func echoReplyFor(b, pkt []byte, self netip.Addr) []byte {
 	typ, src, dst, id, seq, payload, ok := parseEcho(pkt)
 	if !ok || typ != inet.EchoRequest || dst != self {
 		return nil
 	}
-	return inet.AppendEcho(nil, inet.EchoReply, self, src, id, seq, payload)
+	return inet.AppendEcho(b, inet.EchoReply, self, src, id, seq, payload)
 }
 
 // ErrNoEchoReply is returned by Ping when no reply came in time.

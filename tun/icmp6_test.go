@@ -44,10 +44,10 @@ func TestEcho6(t *testing.T) {
 			t.Fatalf("cut at %d: parsed", i)
 		}
 	}
-	if echoReplyFor(p, src) != nil {
+	if echoReplyFor(nil, p, src) != nil {
 		t.Fatal("a responder answered an echo for another address")
 	}
-	r := echoReplyFor(p, dst)
+	r := echoReplyFor(nil, p, dst)
 	if id, seq, ok := parseEchoReply(r); !ok || id != 0x1ec || seq != 7 {
 		t.Fatalf("reply: %v %v %v", id, seq, ok)
 	}

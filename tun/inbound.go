@@ -233,9 +233,11 @@ func (p *Pump) local(peer *Peer, pkt []byte) bool {
 		return true
 	}
 	if p.cfg.EchoResponder.IsValid() {
-		if reply := echoReplyFor(pkt, p.cfg.EchoResponder); reply != nil {
+		pb := getPacketBuf(len(pkt))
+		defer putPacketBuf(pb)
+		if reply := echoReplyFor((*pb)[:outOffset], pkt, p.cfg.EchoResponder); reply != nil {
 			p.ctr.echoes.Add(1)
-			if err := p.Inject(peer, reply); err != nil {
+			if err := p.injectBuf(peer, reply[:cap(reply)], len(reply)-outOffset); err != nil {
 				p.log.Debug("echo reply not sent", "peer", peer.name, "err", err)
 			}
 			return true

@@ -45,7 +45,17 @@ type Socket struct {
 type datagram struct {
 	b    []byte
 	from netip.AddrPort
+	buf  *[]byte // b's buffer when it came from datagramBufs
 }
+
+// pooledDatagram is the largest datagram whose copy comes from
+// datagramBufs: a SIP message over UDP fits (RFC 3261 §18.1.1 keeps them
+// under the path MTU), a reassembled one may not.
+const pooledDatagram = 2048
+
+// datagramBufs recycles the copies Deliver makes: the reader gives a buffer
+// back once it copied the datagram out.
+var datagramBufs = sync.Pool{New: func() any { b := make([]byte, 0, pooledDatagram); return &b }}
 
 // socketQueue is how many datagrams wait for a Socket's reader: a burst of
 // registrations' REGISTERs, as a kernel socket's receive buffer would hold.
@@ -150,17 +160,24 @@ func (p *Pump) socketFor(pkt []byte) (s *Socket, payload []byte, from netip.Addr
 // Pump: how a stack behind the Device hands back what it reassembled. It
 // copies b; false means dropped (queue full or closed).
 func (s *Socket) Deliver(b []byte, from netip.AddrPort) bool {
-	d := datagram{b: append([]byte(nil), b...), from: netip.AddrPortFrom(from.Addr().Unmap(), from.Port())}
 	select {
 	case <-s.done:
 		return false
 	default:
+	}
+	d := datagram{from: netip.AddrPortFrom(from.Addr().Unmap(), from.Port())}
+	if len(b) <= pooledDatagram {
+		d.buf = datagramBufs.Get().(*[]byte)
+		d.b = append((*d.buf)[:0], b...)
+	} else {
+		d.b = append([]byte(nil), b...)
 	}
 	select {
 	case s.in <- d:
 		s.delivered.Add(1)
 		return true
 	default:
+		d.free()
 		s.dropped.Add(1)
 		return false
 	}
@@ -203,7 +220,18 @@ func (s *Socket) ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error) {
 		if err != nil {
 			return 0, netip.AddrPort{}, s.opError("read", err)
 		}
-		return copy(b, d.b), d.from, nil
+		n := copy(b, d.b)
+		d.free()
+		return n, d.from, nil
+	}
+}
+
+// free gives d's buffer back to datagramBufs.
+func (d *datagram) free() {
+	if d.buf != nil {
+		*d.buf = d.b[:0]
+		datagramBufs.Put(d.buf)
+		d.buf, d.b = nil, nil
 	}
 }
 
@@ -242,8 +270,9 @@ func (s *Socket) WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error) 
 	}
 	// The packet at outOffset, with room for the ESP header before it and
 	// the trailer after it (injectBuf seals in place).
-	buf := make([]byte, outOffset, outOffset+hl+8+len(b)+esp.TailRoom)
-	buf, err := inet.AppendUDP(buf, s.local, netip.AddrPortFrom(dst, addr.Port()), b)
+	pb := getPacketBuf(hl + 8 + len(b))
+	defer putPacketBuf(pb)
+	buf, err := inet.AppendUDP((*pb)[:outOffset], s.local, netip.AddrPortFrom(dst, addr.Port()), b)
 	if err != nil {
 		return 0, s.opError("write", err)
 	}
