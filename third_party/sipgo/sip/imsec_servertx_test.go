@@ -6,6 +6,7 @@ package sip
 import (
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -69,9 +70,16 @@ func TestImsecRetainedServerTxDropsRequest(t *testing.T) {
 		t.Fatalf("%d messages sent, want the 401 and its retransmission", n)
 	}
 	conn.mu.Lock()
-	again, ok := conn.sent[1].(*Response)
+	first, again := conn.sent[0].String(), conn.sent[1].String()
 	conn.mu.Unlock()
-	if !ok || again.StatusCode != 401 {
-		t.Fatalf("retransmission answered with %v", conn.sent[1])
+	if again != first || !strings.HasPrefix(again, "SIP/2.0 401 Unauthorized\r\n") {
+		t.Fatalf("retransmission answered with\n%s\nwant the first answer again:\n%s", again, first)
+	}
+	// Section 9: the retained response is its bytes, not its headers.
+	tx.fsmMu.Lock()
+	kept := len(tx.fsmResp.headerOrder)
+	tx.fsmMu.Unlock()
+	if kept != 0 {
+		t.Fatalf("the retained transaction keeps %d parsed headers of its response", kept)
 	}
 }

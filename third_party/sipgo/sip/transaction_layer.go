@@ -39,6 +39,8 @@ type TransactionLayer struct {
 	respClosed  bool
 	respWG      sync.WaitGroup
 	respDropped atomic.Uint64
+
+	reqWorkers requestWorkers // imsec: see imsec_request_workers.go
 }
 
 type TransactionLayerOption func(tpl *TransactionLayer)
@@ -148,7 +150,9 @@ func (txl *TransactionLayer) handleMessage(msg Message) {
 
 	switch msg := msg.(type) {
 	case *Request:
-		go txl.handleRequestBackground(msg)
+		// imsec: was `go txl.handleRequestBackground(msg)`; the workers
+		// reuse goroutines and their grown stacks (IMSEC.md section 8).
+		txl.reqWorkers.run(func() { txl.handleRequestBackground(msg) })
 	case *Response:
 		// imsec: was `go txl.handleResponseBackground(msg)`, one goroutine
 		// per response, which let a 200 overtake the 180 sent before it.
@@ -251,9 +255,7 @@ func (txl *TransactionLayer) serverTxRequest(req *Request, key string) error {
 	txl.serverTransactions.unlock()
 
 	// Connections are singleflight operations
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := txl.tpl.serverRequestConnection(ctx, req)
+	conn, err := txl.serverRequestConnection(req)
 	if err != nil {
 		return fmt.Errorf("server tx get connection failed: %w", err)
 	}
@@ -291,6 +293,19 @@ func (txl *TransactionLayer) serverTxRequest(req *Request, key string) error {
 	// pass request and transaction to handler
 	txl.reqHandler(req, tx)
 	return nil
+}
+
+// serverRequestConnection is tpl.serverRequestConnection with a 10 s bound
+// on dialing. imsec: over UDP nothing is dialed (the listener's connection
+// is looked up, the response goes to the request's source), so no
+// deadline, and no timer, is made per request.
+func (txl *TransactionLayer) serverRequestConnection(req *Request) (Connection, error) {
+	if !IsReliable(NetworkToLower(req.Transport())) && req.Source() != "" {
+		return txl.tpl.serverRequestConnection(context.Background(), req)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return txl.tpl.serverRequestConnection(ctx, req)
 }
 
 func (txl *TransactionLayer) serverTxCreate(req *Request, key string) (*ServerTx, error) {
@@ -452,7 +467,8 @@ func (txl *TransactionLayer) Close() {
 
 	txl.clientTransactions.terminateAll()
 	txl.serverTransactions.terminateAll()
-	txl.respWG.Wait() // imsec
+	txl.respWG.Wait()      // imsec
+	txl.reqWorkers.close() // imsec
 	txl.log.Debug("transaction layer closed")
 }
 

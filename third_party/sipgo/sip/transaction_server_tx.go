@@ -22,6 +22,9 @@ type ServerTx struct {
 	timer_l      *time.Timer
 	reliable     bool
 	method       RequestMethod // imsec: origin's, kept when a retained tx drops origin
+	// imsec: wire, set under fsmMu by TerminateGracefully, is the final
+	// response a retained non-INVITE transaction resends (passResp).
+	wire *wireResponse
 }
 
 func NewServerTx(key string, origin *Request, conn Connection, logger *slog.Logger) *ServerTx {
@@ -188,9 +191,12 @@ func (tx *ServerTx) TerminateGracefully() {
 	// (Receive compares tx.method, the FSM resends fsmResp) until Timer J:
 	// its request, the largest part of it, is not needed for that.
 	if tx.method != INVITE { // imsec
-		tx.mu.Lock()                            // imsec
-		tx.origin = &Request{Method: tx.method} // imsec
-		tx.mu.Unlock()                          // imsec
+		tx.mu.Lock()                          // imsec
+		tx.origin = retainedOrigin(tx.method) // imsec
+		tx.mu.Unlock()                        // imsec
+		tx.fsmMu.Lock()                       // imsec
+		tx.keepWire()                         // imsec
+		tx.fsmMu.Unlock()                     // imsec
 	} // imsec
 	tx.log.Debug("Server transaction retained for timer termination")
 }

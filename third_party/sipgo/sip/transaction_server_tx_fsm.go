@@ -333,7 +333,11 @@ func (tx *ServerTx) passResp() error {
 		return nil
 	}
 
-	err := tx.conn.WriteMsg(lastResp)
+	var msg Message = lastResp
+	if tx.wire != nil { // imsec: a retained transaction's response, as sent
+		msg = tx.wire
+	}
+	err := tx.conn.WriteMsg(msg)
 	if err != nil {
 		tx.log.Debug("fail to pass response", "error", err, "res", lastResp.StartLine(), "tx", tx.Key())
 		tx.fsmErr = wrapTransportError(err)
