@@ -282,7 +282,9 @@ func (s *Server) answerDHCP(peer *tun.Peer, pkt []byte) {
 				hosts := reg.hosts()
 				peer.SetAllowed(hosts)
 				s.pump.SetRoutes(peer, hosts)
-				s.emitLocked(EvDHCPLease, "UE "+reg.impu, what, fmt.Sprintf("inner address %v (through the tunnel, bound to %s)", lease.Addr, reg.impi))
+				if s.tracing() {
+					s.emitLocked(EvDHCPLease, "UE "+reg.impu, what, fmt.Sprintf("inner address %v (through the tunnel, bound to %s)", lease.Addr, reg.impi))
+				}
 			}
 		}
 		s.unlock()

@@ -499,6 +499,10 @@ func (s *Server) emitEvent(e Event) {
 	s.cfg.Events(e)
 }
 
+// tracing reports whether anyone takes events: the ladder's details are
+// built only then (a P-CSCF under load without one skips the formatting).
+func (s *Server) tracing() bool { return s.cfg.Events != nil }
+
 // emitLocked queues an event under s.mu; unlock delivers it.
 func (s *Server) emitLocked(kind EventKind, to, what, detail string) {
 	if s.cfg.Events == nil {

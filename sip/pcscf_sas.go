@@ -112,13 +112,16 @@ func (s *Server) installTemporaryLocked(reg *registration, ch *challenge, offer 
 	if err := set.LogKeys(s.keylog, src); err != nil {
 		s.log.Warn("key log", "err", err)
 	}
-	s.emitLocked(EvSATemporary, "", "temporary SAs installed", fmt.Sprintf("%s, SPIs in %#x %#x, out %#x %#x, expire in %v",
-		set.Suite, ours.SPIs, ours.SPIc, offer.SPIc, offer.SPIs, s.cfg.TempSATimeout))
+	if s.tracing() {
+		s.emitLocked(EvSATemporary, "", "temporary SAs installed", fmt.Sprintf("%s, SPIs in %#x %#x, out %#x %#x, expire in %v",
+			set.Suite, ours.SPIs, ours.SPIc, offer.SPIc, offer.SPIs, s.cfg.TempSATimeout))
+	}
 	return ls, nil
 }
 
 // activateMediaLocked installs the media SA pair of a set that just became
-// active, in the media relay's pump. It returns a line for the ladder.
+// active, in the media relay's pump. It returns a line for the ladder ("" when
+// nothing was installed, or nobody takes events).
 func (s *Server) activateMediaLocked(reg *registration, ls *liveSet) string {
 	host := reg.hosts()
 	if ls.media == nil || len(host) == 0 {
@@ -139,6 +142,9 @@ func (s *Server) activateMediaLocked(reg *registration, ls *liveSet) string {
 	in := ls.media.in
 	ls.onRemove = func() { s.mediaPump.RemoveInbound(in) }
 	reg.mediaPeer.SetOutbound(ls.media.pair.out)
+	if !s.tracing() {
+		return ""
+	}
 	return fmt.Sprintf("separate tunnel for RTP at %v: SPI in %#x, out %#x (keys: TS 33.220 KDF of CK||IK, label %q)",
 		s.MediaESPAddr(), ls.media.in, ls.media.out, akakeys.MediaLabel)
 }

@@ -125,11 +125,13 @@ func (s *Server) onOuterRegister(req *sip.Request, tx sip.ServerTransaction) {
 	viaHost := strings.TrimSuffix(strings.TrimPrefix(via.Host, "["), "]")
 	viaAddr, viaErr := netip.ParseAddr(viaHost)
 	natted := viaErr != nil || viaAddr.Unmap() != src.Addr() || (via.Port != 0 && via.Port != int(src.Port()))
-	detail := "unprotected, from " + src.String()
-	if natted {
-		detail += fmt.Sprintf(", NAT detected: Via %s != source %s, nathelper on", net.JoinHostPort(viaHost, strconv.Itoa(via.Port)), src)
+	if s.tracing() {
+		detail := "unprotected, from " + src.String()
+		if natted {
+			detail += fmt.Sprintf(", NAT detected: Via %s != source %s, nathelper on", net.JoinHostPort(viaHost, strconv.Itoa(via.Port)), src)
+		}
+		s.emitEvent(Event{Kind: EvRegisterReceived, What: "received REGISTER " + impu, Detail: detail, Addr: src, Transport: req.Transport(), NAT: natted})
 	}
-	s.emitEvent(Event{Kind: EvRegisterReceived, What: "received REGISTER " + impu, Detail: detail, Addr: src, Transport: req.Transport(), NAT: natted})
 
 	var cred *akakeys.Credentials
 	if h := req.GetHeader("Authorization"); h != nil {
@@ -394,8 +396,10 @@ func (s *Server) challenge(ctx context.Context, tx sip.ServerTransaction, req *s
 			s.refuse(tx, req, outer, EvHSSError, 403, "Forbidden", "HSS: "+err.Error())
 			return
 		}
-		s.emit(EvHSSVector, "HSS", "MAR: vector for "+reg.impi, fmt.Sprintf("SQN %x", v.SQN))
-		s.emitEvent(Event{Kind: EvHSSVector, What: "MAA: RAND, AUTN, XRES, CK, IK"})
+		if s.tracing() {
+			s.emit(EvHSSVector, "HSS", "MAR: vector for "+reg.impi, fmt.Sprintf("SQN %x", v.SQN))
+			s.emitEvent(Event{Kind: EvHSSVector, What: "MAA: RAND, AUTN, XRES, CK, IK"})
+		}
 	}
 	nonce := akakeys.BuildNonce(v.RAND, v.AUTN, nil)
 	c := akakeys.Challenge{Realm: s.cfg.Domain, Nonce: nonce, Algorithm: "AKAv1-MD5", QOP: "auth"}
@@ -520,10 +524,11 @@ func (s *Server) okHeaders(req *sip.Request, reg *registration, impus []string, 
 		hs = append(hs, cc)
 	}
 	if granted > 0 {
-		route := fmt.Sprintf("<sip:orig@%s;lr>", netip.AddrPortFrom(s.innerFor(parseAddrPort(req.Source()).Addr()), s.cfg.PortS))
-		if !reg.protected {
-			route = fmt.Sprintf("<sip:orig@%s;lr>", s.SIPAddr())
+		at := s.SIPAddr()
+		if reg.protected {
+			at = netip.AddrPortFrom(s.innerFor(parseAddrPort(req.Source()).Addr()), s.cfg.PortS)
 		}
+		route := "<sip:orig@" + at.String() + ";lr>"
 		hs = append(hs, sip.NewHeader("Service-Route", route))
 		if len(impus) > 0 {
 			var parts []string
@@ -582,8 +587,10 @@ func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	exp := requestExpires(req)
-	s.emitEvent(Event{Kind: EvRegisterReceived, What: "received REGISTER " + reg.impu,
-		Detail: fmt.Sprintf("protected (SA set %d, %s), from %s", viaID, viaState, src), Addr: src, Transport: req.Transport()})
+	if s.tracing() {
+		s.emitEvent(Event{Kind: EvRegisterReceived, What: "received REGISTER " + reg.impu,
+			Detail: fmt.Sprintf("protected (SA set %d, %s), from %s", viaID, viaState, src), Addr: src, Transport: req.Transport()})
+	}
 
 	var cred *akakeys.Credentials
 	if h := req.GetHeader("Authorization"); h != nil {
@@ -667,7 +674,9 @@ func (s *Server) onInnerRegister(req *sip.Request, tx sip.ServerTransaction) {
 		granted = s.cfg.MinExpires
 	}
 	s.activate(reg, pend, via, req, impus, granted)
-	s.emit(EvRegistered, "UE "+reg.impu, "200 OK", fmt.Sprintf("expires %v, SA lifetime %v", granted, granted+DefaultSAMargin))
+	if s.tracing() {
+		s.emit(EvRegistered, "UE "+reg.impu, "200 OK", fmt.Sprintf("expires %v, SA lifetime %v", granted, granted+DefaultSAMargin))
+	}
 	s.respond(tx, req, 200, "OK", false, s.okHeaders(req, reg, impus, granted)...)
 }
 

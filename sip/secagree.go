@@ -3,6 +3,7 @@ package sip
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -58,7 +59,7 @@ const maxMechanisms = 64
 // `name *(; param[=value])`. Several header lines are parsed one by one and
 // their results appended by the caller.
 func ParseSecurity(v string) ([]Mechanism, error) {
-	var out []Mechanism
+	out := make([]Mechanism, 0, min(strings.Count(v, ",")+1, maxMechanisms))
 	for part := range strings.SplitSeq(v, ",") {
 		part = strings.TrimSpace(part)
 		if part == "" {
@@ -79,15 +80,21 @@ func ParseSecurity(v string) ([]Mechanism, error) {
 	return out, nil
 }
 
+// mechParams are the parameters parseMechanism knows, by bit: a set of
+// them records which were seen without a map per mechanism.
+var mechParams = [...]string{"q", "alg", "ealg", "prot", "mod", "spi-c", "spi-s", "port-c", "port-s"}
+
 func parseMechanism(s string) (Mechanism, error) {
-	fields := strings.Split(s, ";")
 	var m Mechanism
-	m.Name = strings.ToLower(strings.TrimSpace(fields[0]))
+	first, rest, _ := strings.Cut(s, ";")
+	m.Name = strings.ToLower(strings.TrimSpace(first))
 	if !isToken(m.Name) {
-		return m, secErr("bad mechanism name %q", fields[0])
+		return m, secErr("bad mechanism name %q", first)
 	}
-	seen := map[string]bool{}
-	for _, f := range fields[1:] {
+	var seen uint16 // bit i: mechParams[i]
+	for rest != "" {
+		var f string
+		f, rest, _ = strings.Cut(rest, ";")
 		f = strings.TrimSpace(f)
 		if f == "" {
 			continue
@@ -104,10 +111,17 @@ func parseMechanism(s string) (Mechanism, error) {
 				return m, secErr("parameter %s has an empty value", name)
 			}
 		}
-		if seen[name] {
+		known := slices.Index(mechParams[:], name)
+		twice := false
+		if known >= 0 {
+			twice = seen&(1<<known) != 0
+			seen |= 1 << known
+		} else {
+			twice = slices.ContainsFunc(m.Other, func(p Param) bool { return p.Name == name })
+		}
+		if twice {
 			return m, secErr("parameter %s given twice", name)
 		}
-		seen[name] = true
 		var err error
 		switch name {
 		case "q":

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/imsec/imsec/esp"
 )
 
 // TS 33.203 / TS 24.229 style examples.
@@ -274,4 +276,25 @@ func FuzzParseSecurity(f *testing.F) {
 			t.Fatalf("round trip changed %q -> %q", s, FormatSecurity(again))
 		}
 	})
+}
+
+// BenchmarkParseSecurity parses a UE's Security-Client offering four
+// algorithm pairs in two modes (TS 33.203 §7.1).
+func BenchmarkParseSecurity(b *testing.B) {
+	var ms []Mechanism
+	for _, mod := range []string{ModUDPEncTun, ModTun} {
+		for _, alg := range []esp.AuthAlg{esp.AuthHMACSHA196, esp.AuthHMACMD596} {
+			for _, ealg := range []esp.EncAlg{esp.EncAESCBC, esp.EncNull} {
+				ms = append(ms, Mechanism{Name: MechIPsec3GPP, Alg: alg, EAlg: ealg, Prot: "esp", Mod: mod,
+					SPIc: 0x10000001, SPIs: 0x10000002, PortC: 50000, PortS: 50001})
+			}
+		}
+	}
+	v := FormatSecurity(ms)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseSecurity(v); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

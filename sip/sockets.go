@@ -74,8 +74,9 @@ func (h hostListeners) udpAndTCP(ap netip.AddrPort) (net.PacketConn, net.Listene
 				// (~200 KiB, a hundred REGISTERs): the kernel caps this
 				// at net.core.rmem_max, and a smaller buffer still works.
 				_ = c.SetReadBuffer(sipReadBuffer)
+				return newRawUDP(c), nil
 			}
-			return c, err
+			return nil, err
 		}
 	}
 	if h.tcp == nil {
