@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -61,6 +62,11 @@ type RegisterConfig struct {
 	// (then CPU and RSS include the load generator, and the result says so).
 	PerWorker int
 	Spawn     func(ctx context.Context, spec WorkerSpec) (lines io.Reader, stop func() error, err error)
+	// WorkerCPUProfile, if set, makes each worker write its CPU profile
+	// (its whole run) to this file name followed by "." and the worker's
+	// number: PROFILE.0, PROFILE.1, ... Workers run as goroutines share
+	// the process's one profile, so then it is ignored.
+	WorkerCPUProfile string
 
 	// Progress, if set, is called about every 250 ms while UEs register.
 	Progress func(RegisterProgress)
@@ -248,6 +254,12 @@ func RunRegister(ctx context.Context, cfg RegisterConfig) (RegisterResult, error
 			Domain: cfg.Domain, Prefix: cfg.Prefix, Seed: cfg.Seed, Expires: cfg.Expires, Keepalive: cfg.Keepalive,
 			Reregister: cfg.Reregister}
 		spec.Rate = cfg.Rate * float64(spec.Count) / float64(cfg.UEs)
+		if cfg.Spawn != nil {
+			spec.Procs = workerProcs
+		}
+		if cfg.WorkerCPUProfile != "" && cfg.Spawn != nil {
+			spec.CPUProfile = cfg.WorkerCPUProfile + "." + strconv.Itoa(w)
+		}
 		lines, stop, err := startWorker(wctx, cfg, spec)
 		if err != nil {
 			stopWorkers()

@@ -8,18 +8,17 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
-	"strings"
+	"sync"
 	"time"
-
-	sipgo "github.com/emiago/sipgo/sip"
 
 	"github.com/imsec/imsec/akakeys"
 	"github.com/imsec/imsec/akakeys/hss"
 	"github.com/imsec/imsec/esp"
+	"github.com/imsec/imsec/internal/inet"
 	"github.com/imsec/imsec/sip"
 	"github.com/imsec/imsec/tun/dhcp"
-	"github.com/imsec/imsec/tun/tuntest"
 )
 
 // The load generator's UE: the whole registration a real imsec UE does
@@ -49,15 +48,16 @@ func BenchSubscriber(prefix, domain, seed string, i int) hss.Subscriber {
 // goroutine runs its registration, then the worker's keepalive loop uses
 // conn and esp alone.
 type regUE struct {
-	sub    hss.Subscriber
-	domain string
-	usim   *akakeys.USIM
-	conn   *net.UDPConn
-	sipTo  netip.AddrPort // the P-CSCF's unprotected SIP
-	espTo  netip.AddrPort // its ESP-in-UDP
-	callID string
-	cseq   int
-	buf    []byte
+	sub      hss.Subscriber
+	domain   string
+	usim     *akakeys.USIM
+	ueSocket                // conn, and its raw I/O where there is one (register_io_*.go)
+	sipTo    netip.AddrPort // the P-CSCF's unprotected SIP
+	espTo    netip.AddrPort // its ESP-in-UDP
+	callID   string
+	cseq     int
+	buf      []byte   // what the UE reads: a SIP response or an ESP packet
+	bufs     *regBufs // while it registers
 
 	// After the 401.
 	in     map[esp.SPI]*esp.Inbound
@@ -88,11 +88,35 @@ func fail(cause string, format string, a ...any) error {
 // 3261 §17.1.2's Timer E would from T1 = 500 ms; after the last it gives up.
 var retransmits = []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second}
 
+// regBufs is one registration's buffers: what the UE reads (a SIP
+// response or an ESP packet), the request it sends and the ESP packet
+// around it. Pooled: a UE holds them only while it registers, and the
+// worker reuses them instead of allocating per message.
+type regBufs struct {
+	rx  [4096]byte
+	req []byte
+	tx  []byte
+}
+
+var regBufPool = sync.Pool{New: func() any {
+	return &regBufs{req: make([]byte, 0, 2048), tx: make([]byte, 0, esp.HeaderRoom+2048+esp.TailRoom)}
+}}
+
+// takeBufs gives the UE a registration's buffers; the func returned gives
+// them back.
+func (u *regUE) takeBufs() func() {
+	b := regBufPool.Get().(*regBufs)
+	u.bufs, u.buf = b, b.rx[:]
+	return func() {
+		u.bufs, u.buf = nil, nil
+		regBufPool.Put(b)
+	}
+}
+
 // register runs the whole registration; it returns when the protected
 // REGISTER's 200 arrived.
 func (u *regUE) register(expires int) error {
-	u.buf = make([]byte, 4096) // a SIP response over UDP or an ESP packet
-	defer func() { u.buf = nil }()
+	defer u.takeBufs()()
 	u.callID = randToken(10) + "@bench"
 	offer, client := newOffer(regPortC)
 	local := u.conn.LocalAddr().(*net.UDPAddr).AddrPort()
@@ -101,14 +125,14 @@ func (u *regUE) register(expires int) error {
 	// 1. Unprotected REGISTER -> 401 with the challenge and Security-Server.
 	// A 503 with Retry-After (the P-CSCF shedding load) is waited out and
 	// the REGISTER sent again, as a UE does (TS 24.229 §5.1.1.2.1).
-	var res *sipgo.Response
+	var res regResponse
 	for {
 		var err error
 		res, err = u.exchangeSIP(u.request(local, local, expires, client, "", init.String()))
 		if err != nil {
 			return err
 		}
-		wait, ok := sip.RetryAfter(res)
+		wait, ok := res.retryAfterWait()
 		if !ok || u.shedWaits >= maxShedWaits {
 			break
 		}
@@ -131,8 +155,7 @@ func (u *regUE) register(expires int) error {
 // reregister runs a re-registration through the active SAs: a new AKA run
 // and a new SA set on the other port-c (TS 33.203 §7.4), as sip.UE does.
 func (u *regUE) reregister(expires int) error {
-	u.buf = make([]byte, 4096)
-	defer func() { u.buf = nil }()
+	defer u.takeBufs()()
 	portC := uint16(regPortC)
 	if u.portC == regPortC {
 		portC = regPortC + 1
@@ -157,21 +180,22 @@ func (u *regUE) reregister(expires int) error {
 func newOffer(portC uint16) (sip.Mechanism, string) {
 	m := sip.Mechanism{Name: sip.MechIPsec3GPP, Alg: esp.AuthHMACSHA196, EAlg: esp.EncAESCBC, Prot: "esp", Mod: sip.ModUDPEncTun,
 		SPIc: randSPI(), SPIs: randSPI(), PortC: portC, PortS: regPortS}
-	return m, sip.FormatSecurity([]sip.Mechanism{m}) + ";media-spi=" + strconv.FormatUint(uint64(randSPI()), 10)
+	var b [192]byte
+	return m, string(appendOffer(b[:0], m, randSPI()))
 }
 
 // challenged runs the USIM on a 401 and builds the new SA set from its
 // Security-Server: its inbound SAs join ours, its SA1 sends from now on.
-func (u *regUE) challenged(res *sipgo.Response, offer sip.Mechanism) (akakeys.Credentials, sip.Mechanism, string, error) {
+func (u *regUE) challenged(res regResponse, offer sip.Mechanism) (akakeys.Credentials, sip.Mechanism, string, error) {
 	var none akakeys.Credentials
-	if res.StatusCode != 401 {
-		return none, sip.Mechanism{}, "", fail(statusCause(res.StatusCode), "REGISTER: %d %s", res.StatusCode, res.Reason)
+	if res.code != 401 {
+		return none, sip.Mechanism{}, "", fail(statusCause(res.code), "REGISTER: %d %s", res.code, res.reason)
 	}
-	www, ss := res.GetHeader("WWW-Authenticate"), res.GetHeader("Security-Server")
-	if www == nil || ss == nil {
+	www, ss := res.www, res.securityServer
+	if www == "" || ss == "" {
 		return none, sip.Mechanism{}, "", fail("bad-401", "401 without WWW-Authenticate or Security-Server")
 	}
-	ch, err := akakeys.ParseChallenge(www.Value())
+	ch, err := akakeys.ParseChallenge(www)
 	if err != nil {
 		return none, sip.Mechanism{}, "", fail("bad-401", "%v", err)
 	}
@@ -183,7 +207,7 @@ func (u *regUE) challenged(res *sipgo.Response, offer sip.Mechanism) (akakeys.Cr
 	if err != nil {
 		return none, sip.Mechanism{}, "", fail("usim", "%v", err)
 	}
-	srvs, err := sip.ParseSecurity(ss.Value())
+	srvs, err := sip.ParseSecurity(ss)
 	if err != nil || len(srvs) == 0 {
 		return none, sip.Mechanism{}, "", fail("bad-401", "Security-Server: %v", err)
 	}
@@ -207,7 +231,7 @@ func (u *regUE) challenged(res *sipgo.Response, offer sip.Mechanism) (akakeys.Cr
 	if err := cred.SetResponse("REGISTER", resp[:]); err != nil {
 		return none, sip.Mechanism{}, "", fail("usim", "%v", err)
 	}
-	return cred, srvs[0], ss.Value(), nil
+	return cred, srvs[0], ss, nil
 }
 
 // answer sends the protected REGISTER with the AKA answer through the new
@@ -219,7 +243,7 @@ func (u *regUE) answer(expires int, offer sip.Mechanism, client string, cred aka
 	if err != nil {
 		return err
 	}
-	switch res.StatusCode {
+	switch res.code {
 	case 200:
 		u.portC, u.portS, u.verify = offer.PortC, srv.PortS, ss
 		// Only the new set's inbound SAs stay.
@@ -232,7 +256,7 @@ func (u *regUE) answer(expires int, offer sip.Mechanism, client string, cred aka
 	case 401:
 		return fail("401-loop", "the protected REGISTER was challenged again")
 	}
-	return fail(statusCause(res.StatusCode), "protected REGISTER: %d %s", res.StatusCode, res.Reason)
+	return fail(statusCause(res.code), "protected REGISTER: %d %s", res.code, res.reason)
 }
 
 func statusCause(code int) string { return strconv.Itoa(code) }
@@ -241,33 +265,20 @@ func statusCause(code int) string { return strconv.Itoa(code) }
 // waits out before it counts as failed (cause "503").
 const maxShedWaits = 10
 
-// request builds a REGISTER (CSeq counts up per Call-ID).
+// request builds a REGISTER (CSeq counts up per Call-ID) in the
+// registration's request buffer: valid until the next request.
 func (u *regUE) request(via, contact netip.AddrPort, expires int, client, verify, auth string) []byte {
 	u.cseq++
-	impu := u.sub.IMPUs[0]
-	user := strings.TrimPrefix(impu, "sip:")
-	user = user[:strings.IndexByte(user, '@')]
-	var b strings.Builder
-	fmt.Fprintf(&b, "REGISTER sip:%s SIP/2.0\r\n", u.domain)
-	fmt.Fprintf(&b, "Via: SIP/2.0/UDP %s;branch=z9hG4bK%s;rport\r\n", via, randToken(8))
-	b.WriteString("Max-Forwards: 70\r\n")
-	fmt.Fprintf(&b, "From: <%s>;tag=%s\r\nTo: <%s>\r\n", impu, randToken(5), impu)
-	fmt.Fprintf(&b, "Call-ID: %s\r\nCSeq: %d REGISTER\r\n", u.callID, u.cseq)
-	fmt.Fprintf(&b, "Contact: <sip:%s@%s>;expires=%d\r\nExpires: %d\r\n", user, contact, expires, expires)
-	fmt.Fprintf(&b, "Security-Client: %s\r\nRequire: sec-agree\r\nProxy-Require: sec-agree\r\nSupported: path, sec-agree\r\n", client)
-	if verify != "" {
-		fmt.Fprintf(&b, "Security-Verify: %s\r\n", verify)
-	}
-	fmt.Fprintf(&b, "Authorization: %s\r\nContent-Length: 0\r\n\r\n", auth)
-	return []byte(b.String())
+	u.bufs.req = appendRequest(u.bufs.req[:0], u.domain, u.sub.IMPUs[0], u.callID, u.cseq, via, contact, expires, client, verify, auth)
+	return u.bufs.req
 }
 
 // exchangeSIP sends an unprotected request and waits for its final
 // response, retransmitting.
-func (u *regUE) exchangeSIP(req []byte) (*sipgo.Response, error) {
+func (u *regUE) exchangeSIP(req []byte) (regResponse, error) {
 	for _, wait := range retransmits {
-		if _, err := u.conn.WriteToUDPAddrPort(req, u.sipTo); err != nil {
-			return nil, fail("socket", "%v", err)
+		if err := u.writeTo(req, u.sipTo); err != nil {
+			return regResponse{}, fail("socket", "%v", err)
 		}
 		deadline := time.Now().Add(wait)
 		for {
@@ -278,22 +289,21 @@ func (u *regUE) exchangeSIP(req []byte) (*sipgo.Response, error) {
 			if from != u.sipTo {
 				continue
 			}
-			if res := parseFinal(u.buf[:n], u.callID); res != nil {
+			if res, ok := parseFinal(u.buf[:n], u.callID); ok {
 				return res, nil
 			}
 		}
 	}
-	return nil, fail("timeout-401", "no answer to the unprotected REGISTER")
+	return regResponse{}, fail("timeout-401", "no answer to the unprotected REGISTER")
 }
 
 // exchangeInner sends a SIP request inside the tunnel (a fresh ESP packet
 // per retransmission: the replay window would drop a copy) and waits for
 // the final response inside it.
-func (u *regUE) exchangeInner(from, to netip.AddrPort, req []byte) (*sipgo.Response, error) {
-	pkt := tuntest.UDPPacket(from, to, req)
+func (u *regUE) exchangeInner(from, to netip.AddrPort, req []byte) (regResponse, error) {
 	for _, wait := range retransmits {
-		if err := u.sendESP(pkt); err != nil {
-			return nil, err
+		if err := u.sendInner(from, to, req); err != nil {
+			return regResponse{}, err
 		}
 		deadline := time.Now().Add(wait)
 		for {
@@ -302,18 +312,18 @@ func (u *regUE) exchangeInner(from, to netip.AddrPort, req []byte) (*sipgo.Respo
 				if errors.Is(err, errDeadline) {
 					break
 				}
-				return nil, err
+				return regResponse{}, err
 			}
 			_, _, sport, dport, payload, ok := parseIPv4UDP(inner)
 			if !ok || sport != to.Port() || dport != from.Port() {
 				continue
 			}
-			if res := parseFinal(payload, u.callID); res != nil {
+			if res, ok := parseFinal(payload, u.callID); ok {
 				return res, nil
 			}
 		}
 	}
-	return nil, fail("timeout-200", "no answer to the protected REGISTER")
+	return regResponse{}, fail("timeout-200", "no answer to the protected REGISTER")
 }
 
 // dhcp acquires the inner address through the tunnel.
@@ -363,7 +373,7 @@ var errDeadline = errors.New("deadline")
 
 func (u *regUE) read(deadline time.Time) (int, netip.AddrPort, error) {
 	u.conn.SetReadDeadline(deadline)
-	n, from, err := u.conn.ReadFromUDPAddrPort(u.buf)
+	n, from, err := u.readFrom(u.buf)
 	if err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
@@ -377,13 +387,31 @@ func (u *regUE) read(deadline time.Time) (int, netip.AddrPort, error) {
 // sendESP seals an inner IPv4 packet with SA1 and sends it to the P-CSCF's
 // ESP port.
 func (u *regUE) sendESP(pkt []byte) error {
-	b := make([]byte, esp.HeaderRoom+len(pkt)+esp.TailRoom)
-	copy(b[esp.HeaderRoom:], pkt)
-	out, err := u.out.Seal(b, esp.HeaderRoom, len(pkt), 4)
+	return u.sealSend(append(u.bufs.tx[:esp.HeaderRoom], pkt...))
+}
+
+// sendInner sends payload from and to the inner addresses in an IPv4 UDP
+// packet, built in place in the registration's ESP buffer, through SA1.
+func (u *regUE) sendInner(from, to netip.AddrPort, payload []byte) error {
+	b, err := inet.AppendUDP(u.bufs.tx[:esp.HeaderRoom], from, to, payload)
 	if err != nil {
 		return fail("esp", "%v", err)
 	}
-	if _, err := u.conn.WriteToUDPAddrPort(out, u.espTo); err != nil {
+	return u.sealSend(b)
+}
+
+// sealSend seals the inner packet b[esp.HeaderRoom:] in place with SA1 and
+// sends it to the P-CSCF's ESP port. b is the registration's ESP buffer,
+// grown if need be.
+func (u *regUE) sealSend(b []byte) error {
+	n := len(b) - esp.HeaderRoom
+	b = slices.Grow(b, esp.TailRoom)[:len(b)+esp.TailRoom]
+	u.bufs.tx = b[:0]
+	out, err := u.out.Seal(b, esp.HeaderRoom, n, 4)
+	if err != nil {
+		return fail("esp", "%v", err)
+	}
+	if err := u.writeTo(out, u.espTo); err != nil {
 		return fail("socket", "%v", err)
 	}
 	return nil
@@ -414,21 +442,7 @@ func (u *regUE) readESP(deadline time.Time) ([]byte, error) {
 
 // keepalive sends one NAT keepalive (RFC 3948 §2.3) to the ESP port.
 func (u *regUE) keepalive() error {
-	_, err := u.conn.WriteToUDPAddrPort([]byte{esp.NATKeepalive}, u.espTo)
-	return err
-}
-
-// parseFinal parses a SIP final response for our Call-ID (nil otherwise).
-func parseFinal(b []byte, callID string) *sipgo.Response {
-	m, err := sipgo.ParseMessage(b)
-	if err != nil {
-		return nil
-	}
-	res, ok := m.(*sipgo.Response)
-	if !ok || res.StatusCode < 200 || res.CallID() == nil || res.CallID().Value() != callID {
-		return nil
-	}
-	return res
+	return u.writeTo([]byte{esp.NATKeepalive}, u.espTo)
 }
 
 func randToken(n int) string {

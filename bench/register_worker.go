@@ -10,6 +10,9 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"os"
+	"runtime"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,6 +42,12 @@ type WorkerSpec struct {
 	// Reregister, if set, is how often each UE re-registers while held
 	// (a new AKA run and a new SA set through the current one).
 	Reregister time.Duration
+	// CPUProfile, if set, is a file the worker writes its CPU profile to,
+	// from its start until it stops.
+	CPUProfile string `json:",omitempty"`
+	// Procs, if set, is the worker process's GOMAXPROCS (a worker run as
+	// a goroutine leaves it alone: it is the process's).
+	Procs int `json:",omitempty"`
 }
 
 // workerLine is one line a worker writes.
@@ -69,6 +78,26 @@ const progressEvery = 250 * time.Millisecond
 // RunRegisterWorker runs the UEs of spec, writing its lines to w, until ctx
 // ends.
 func RunRegisterWorker(ctx context.Context, spec WorkerSpec, w io.Writer) error {
+	if spec.Procs > 0 {
+		runtime.GOMAXPROCS(spec.Procs)
+	}
+	if spec.CPUProfile != "" {
+		f, err := os.Create(spec.CPUProfile)
+		if err != nil {
+			return fmt.Errorf("bench: worker CPU profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("bench: worker CPU profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+		// With the profile, what getrusage says the worker cost (the
+		// profile's samples miss some of it), on stderr beside the runner's.
+		defer func() {
+			fmt.Fprintf(os.Stderr, "bench: worker of %d UEs: %.3f s CPU, %.3f ms per UE; profile in %s\n",
+				spec.Count, processCPU().Seconds(), float64(processCPU())/float64(time.Millisecond)/float64(max(spec.Count, 1)), spec.CPUProfile)
+		}()
+	}
 	enc := json.NewEncoder(w)
 	var encMu sync.Mutex
 	write := func(l workerLine) {
@@ -133,6 +162,25 @@ func RunRegisterWorker(ctx context.Context, spec WorkerSpec, w io.Writer) error 
 		}
 	}()
 
+	// Registrations run on goroutines that take the next UE when their
+	// last is done, and a new one starts only when none is free: a
+	// registration grows its goroutine's stack (crypto, SIP, the netpoller)
+	// and one fresh goroutine per UE paid for that growth every time.
+	jobs := make(chan func())
+	run := func(job func()) {
+		select {
+		case jobs <- job:
+		default:
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				job()
+				for job := range jobs {
+					job()
+				}
+			}()
+		}
+	}
 	begin := time.Now()
 	for i := range spec.Count {
 		due := begin.Add(time.Duration(float64(i) / spec.Rate * float64(time.Second)))
@@ -141,6 +189,7 @@ func RunRegisterWorker(ctx context.Context, spec WorkerSpec, w io.Writer) error 
 			select {
 			case <-ctx.Done():
 				t.Stop()
+				close(jobs)
 				wg.Wait()
 				return ctx.Err()
 			case <-t.C:
@@ -168,12 +217,10 @@ func RunRegisterWorker(ctx context.Context, spec WorkerSpec, w io.Writer) error 
 			failed.Add(1)
 			continue
 		}
-		u := &regUE{sub: sub, domain: spec.Domain, usim: usim, conn: conn, sipTo: sipTo, espTo: espTo}
+		u := &regUE{sub: sub, domain: spec.Domain, usim: usim, ueSocket: ueSocket{conn: conn}, sipTo: sipTo, espTo: espTo}
 		ues[i] = u
 		started.Add(1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		run(func() {
 			t0 := time.Now()
 			err := u.register(spec.Expires)
 			ends[i] = time.Since(begin)
@@ -189,8 +236,9 @@ func RunRegisterWorker(ctx context.Context, spec WorkerSpec, w io.Writer) error 
 			}
 			lat[i] = time.Since(t0).Microseconds()
 			registered.Add(1)
-		}()
+		})
 	}
+	close(jobs)
 	wg.Wait()
 	cancelProg := ctx.Err()
 	<-progDone
@@ -325,3 +373,10 @@ func truncate(s string, n int) string {
 	}
 	return s
 }
+
+// workerProcs is a worker process's GOMAXPROCS. A worker waits on its
+// UEs' sockets far more than it computes: with one P, a packet that
+// readies a UE runs it on the thread that polled it, where with more the
+// scheduler wakes and spins other threads for each one, which cost the
+// generator more CPU than the UEs' work.
+const workerProcs = 1

@@ -73,6 +73,7 @@ func runBenchRegister(ctx context.Context, args []string, stdout, stderr io.Writ
 	db := fs.String("db", "", "the in-process HSS's subscriber database (SQLite FILE or postgres:// URL) holding the range, e.g. from 'imsec sub gen | imsec sub import' (default: in memory)")
 	asJSON := fs.Bool("json", false, "print the result as one JSON object")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of this process (the in-process P-CSCF and HSS; workers are other processes) to FILE, for go tool pprof")
+	workerProfile := fs.String("worker-cpuprofile", "", "write each worker process's CPU profile (the load generator's UEs) to FILE.0, FILE.1, ...")
 	memprofile := fs.String("memprofile", "", "write a heap profile of this process at the end of the hold (the in-process P-CSCF's memory per UE) to FILE")
 	svgPath := fs.String("svg", "", "also draw registrations/s and latency percentiles (p50, p95, p99) per second of the registration phase to this SVG `FILE`")
 	worker := fs.String("worker", "", "internal: run one worker with this JSON spec, lines on stdout")
@@ -105,7 +106,7 @@ func runBenchRegister(ctx context.Context, args []string, stdout, stderr io.Writ
 		return usageErrorf("--rate, --expires and --per-worker must be positive; --hold, --keepalive, --stream and --first not negative")
 	}
 	cfg := bench.RegisterConfig{UEs: *ues, Rate: *rate, Hold: *hold, Keepalive: *keepalive, Reregister: *rereg, Stream: *stream, Expires: *expires,
-		Domain: *domain, Prefix: *prefix, Seed: *seed, First: *first, PerWorker: *perWorker, PCSCFPID: *pcscfPID}
+		Domain: *domain, Prefix: *prefix, Seed: *seed, First: *first, PerWorker: *perWorker, PCSCFPID: *pcscfPID, WorkerCPUProfile: *workerProfile}
 	if (*pcscf == "") != (*pcscfESP == "") {
 		return usageErrorf("--pcscf and --pcscf-esp go together")
 	}
