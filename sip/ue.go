@@ -189,6 +189,7 @@ type UE struct {
 	// Test hooks (same package only): tamper with what we send, look at
 	// what we receive.
 	hookRES       func(*akakeys.RES)
+	hookChallenge func() // a 401 arrived, before the USIM runs on it
 	hookVerify    func(string) string
 	hookInvite    func(*sip.Request) // an INVITE we place, before it leaves
 	hookIncoming  func(*sip.Request) // an INVITE we receive

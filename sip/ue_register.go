@@ -247,6 +247,9 @@ func (u *UE) answer(res *sip.Response, uri string) (akakeys.CK, akakeys.IK, akak
 	}
 	cred := akakeys.Credentials{Username: u.cfg.IMPI, Realm: ch.Realm, Nonce: ch.Nonce, URI: uri, Algorithm: "AKAv1-MD5",
 		Opaque: ch.Opaque, QOP: "auth", NC: 1, CNonce: randHex(8)}
+	if u.hookChallenge != nil {
+		u.hookChallenge()
+	}
 	u.emit(EvUSIM, "", "USIM: verify AUTN (MAC-A, SQN)", "")
 	if u.cfg.AMF != nil && [2]byte(autn[6:8]) != *u.cfg.AMF {
 		return akakeys.CK{}, akakeys.IK{}, cred, fmt.Errorf("sip: AUTN carries AMF %x, want %x", autn[6:8], u.cfg.AMF[:])
