@@ -3,6 +3,7 @@ package bench
 import (
 	"net"
 	"net/netip"
+	"sync"
 	"syscall"
 	"unsafe"
 )
@@ -16,22 +17,41 @@ import (
 // processor to another thread: that, not the UEs, was most of a worker's
 // CPU. A UDP send or receive on a non-blocking socket does not block.
 
-// ueSocket is a UE's socket and, once made, its raw I/O.
+// ueSocket is a UE's socket and its raw I/O (nil where the socket offers
+// none: it then uses the net package's calls).
 type ueSocket struct {
 	conn *net.UDPConn
 	io   *ueIO
 }
 
-// ueIO is one UE socket's raw I/O. Not safe for concurrent use (a UE is
-// one goroutine at a time).
+func newUESocket(conn *net.UDPConn) ueSocket {
+	s := ueSocket{conn: conn}
+	if rc, err := conn.SyscallConn(); err == nil {
+		s.io = newUEIO(rc)
+	}
+	return s
+}
+
+// ueIO is one UE socket's raw I/O. A UE reads from one goroutine at a
+// time, but a held UE's keepalives (the holder) and its re-registration
+// (its own goroutine) both send: the send side has its own state, under
+// sendMu.
 type ueIO struct {
 	rc syscall.RawConn
-	// The call in progress: what send and recv read and write.
-	buf   []byte
-	to    syscall.RawSockaddrInet4
-	n     int
-	from  syscall.RawSockaddrInet4
-	errno syscall.Errno
+
+	sendMu sync.Mutex
+	// The send in progress, under sendMu: what send reads and writes.
+	out       []byte
+	to        syscall.RawSockaddrInet4
+	sendErrno syscall.Errno
+
+	// The receive in progress (one reader at a time): what recv reads
+	// and writes.
+	in        []byte
+	n         int
+	from      syscall.RawSockaddrInet4
+	recvErrno syscall.Errno
+
 	// send and recv are made once: a closure passed to RawConn escapes.
 	send, recv func(fd uintptr) bool
 }
@@ -39,69 +59,59 @@ type ueIO struct {
 func newUEIO(rc syscall.RawConn) *ueIO {
 	io := &ueIO{rc: rc}
 	io.send = func(fd uintptr) bool {
-		_, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(io.buf))), uintptr(len(io.buf)),
+		_, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(io.out))), uintptr(len(io.out)),
 			0, uintptr(unsafe.Pointer(&io.to)), syscall.SizeofSockaddrInet4)
-		io.errno = e
+		io.sendErrno = e
 		return e != syscall.EAGAIN
 	}
 	io.recv = func(fd uintptr) bool {
 		salen := uint32(syscall.SizeofSockaddrInet4)
-		n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(unsafe.SliceData(io.buf))), uintptr(len(io.buf)),
+		n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(unsafe.SliceData(io.in))), uintptr(len(io.in)),
 			0, uintptr(unsafe.Pointer(&io.from)), uintptr(unsafe.Pointer(&salen)))
-		io.n, io.errno = int(n), e
+		io.n, io.recvErrno = int(n), e
 		return e != syscall.EAGAIN
 	}
 	return io
 }
 
-// rawIO returns the UE's raw I/O, nil when the socket offers none (it
-// then uses the net package's calls).
-func (u *regUE) rawIO() *ueIO {
-	if u.io == nil {
-		rc, err := u.conn.SyscallConn()
-		if err != nil {
-			return nil
-		}
-		u.io = newUEIO(rc)
-	}
-	return u.io
-}
-
-// writeTo sends b to an IPv4 peer.
+// writeTo sends b to an IPv4 peer. Safe for concurrent use.
 func (u *regUE) writeTo(b []byte, to netip.AddrPort) error {
-	io := u.rawIO()
+	io := u.io
 	if io == nil || !to.Addr().Is4() {
 		_, err := u.conn.WriteToUDPAddrPort(b, to)
 		return err
 	}
-	io.buf, io.to = b, syscall.RawSockaddrInet4{Family: syscall.AF_INET, Addr: to.Addr().As4()}
+	io.sendMu.Lock()
+	defer io.sendMu.Unlock()
+	io.out, io.to = b, syscall.RawSockaddrInet4{Family: syscall.AF_INET, Addr: to.Addr().As4()}
 	p := (*[2]byte)(unsafe.Pointer(&io.to.Port))
 	p[0], p[1] = byte(to.Port()>>8), byte(to.Port())
 	err := io.rc.Write(io.send)
-	io.buf = nil
+	io.out = nil
 	if err != nil {
 		return err
 	}
-	if io.errno != 0 {
-		return io.errno
+	if io.sendErrno != 0 {
+		return io.sendErrno
 	}
 	return nil
 }
 
 // readFrom reads one datagram into b, waiting until the read deadline.
+// One reader at a time.
 func (u *regUE) readFrom(b []byte) (int, netip.AddrPort, error) {
-	io := u.rawIO()
+	io := u.io
 	if io == nil {
 		return u.conn.ReadFromUDPAddrPort(b)
 	}
-	io.buf = b
+	io.in = b
 	err := io.rc.Read(io.recv)
-	io.buf = nil
+	io.in = nil
 	if err != nil {
 		return 0, netip.AddrPort{}, err
 	}
-	if io.errno != 0 {
-		return 0, netip.AddrPort{}, io.errno
+	if io.recvErrno != 0 {
+		return 0, netip.AddrPort{}, io.recvErrno
 	}
 	var from netip.AddrPort
 	if io.from.Family == syscall.AF_INET {

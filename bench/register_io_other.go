@@ -13,6 +13,8 @@ type ueSocket struct {
 	conn *net.UDPConn
 }
 
+func newUESocket(conn *net.UDPConn) ueSocket { return ueSocket{conn: conn} }
+
 func (u *regUE) writeTo(b []byte, to netip.AddrPort) error {
 	_, err := u.conn.WriteToUDPAddrPort(b, to)
 	return err

@@ -64,7 +64,7 @@ func runStream(ctx context.Context, cfg RegisterConfig, i int, d time.Duration) 
 	defer conn.Close()
 	conn.SetReadBuffer(4 << 20)
 	conn.SetWriteBuffer(4 << 20)
-	u := &regUE{sub: sub, domain: cfg.Domain, usim: usim, ueSocket: ueSocket{conn: conn}, sipTo: cfg.SIP, espTo: cfg.ESP}
+	u := &regUE{sub: sub, domain: cfg.Domain, usim: usim, ueSocket: newUESocket(conn), sipTo: cfg.SIP, espTo: cfg.ESP}
 	if err := u.register(cfg.Expires); err != nil {
 		return StreamResult{}, fmt.Errorf("bench: the stream's UE (%s) did not register: %w", sub.IMPI, err)
 	}

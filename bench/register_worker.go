@@ -217,7 +217,7 @@ func RunRegisterWorker(ctx context.Context, spec WorkerSpec, w io.Writer) error 
 			failed.Add(1)
 			continue
 		}
-		u := &regUE{sub: sub, domain: spec.Domain, usim: usim, ueSocket: ueSocket{conn: conn}, sipTo: sipTo, espTo: espTo}
+		u := &regUE{sub: sub, domain: spec.Domain, usim: usim, ueSocket: newUESocket(conn), sipTo: sipTo, espTo: espTo}
 		ues[i] = u
 		started.Add(1)
 		run(func() {
