@@ -168,6 +168,14 @@ func ParseSDP(b []byte) (Description, error) {
 	if !bytes.HasPrefix(b, []byte("v=")) {
 		return Description{}, fmt.Errorf("%w: no v= line first", ErrSDP)
 	}
+	// RFC 4566 §9: a line ends with CRLF (or LF), and no field holds a CR,
+	// a LF or a NUL. The decoder keeps a stray CR inside a value, and the
+	// rewrite would carry it into a line that parses differently.
+	for i, c := range b {
+		if c == 0 || c == '\r' && (i+1 == len(b) || b[i+1] != '\n') {
+			return Description{}, fmt.Errorf("%w: byte %d is a NUL or a CR not followed by LF", ErrSDP, i)
+		}
+	}
 	var s sdp.SessionDescription
 	if err := s.Unmarshal(b); err != nil {
 		return Description{}, fmt.Errorf("%w: %v", ErrSDP, err)
