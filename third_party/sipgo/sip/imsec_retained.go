@@ -1,8 +1,8 @@
 package sip
 
 import (
+	"bytes"
 	"io"
-	"strings"
 	"sync"
 )
 
@@ -38,16 +38,19 @@ func (w *wireResponse) StringWrite(b io.StringWriter) { b.WriteString(w.wire) }
 // String is the response as it was first sent.
 func (w *wireResponse) String() string { return w.wire }
 
-// keepWire replaces the transaction's final response by its wire form.
-// Called with fsmMu held.
+// keepWire replaces the transaction's final response by its wire form:
+// actFinal calls it before the first send over UDP, TerminateGracefully
+// for any other. Called with fsmMu held.
 func (tx *ServerTx) keepWire() {
 	r := tx.fsmResp
 	if r == nil || tx.wire != nil {
 		return
 	}
-	var b strings.Builder
-	r.StringWrite(&b)
-	w := &wireResponse{wire: b.String()}
+	buf := bufPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	r.StringWrite(buf)
+	w := &wireResponse{wire: string(buf.Bytes())} // one allocation of the exact size
+	bufPool.Put(buf)
 	w.SipVersion, w.StatusCode, w.Reason = r.SipVersion, r.StatusCode, r.Reason
 	w.tp, w.src, w.dest, w.raddr = r.tp, r.src, r.dest, r.raddr
 	tx.wire = w

@@ -83,3 +83,48 @@ func TestImsecRetainedServerTxDropsRequest(t *testing.T) {
 		t.Fatalf("the retained transaction keeps %d parsed headers of its response", kept)
 	}
 }
+
+// TestImsecFinalResponseWrittenOnce: over UDP a non-INVITE final response
+// is written out once, before its first send (section 10): what leaves is
+// those bytes, and the transaction keeps them, not the parsed response.
+func TestImsecFinalResponseWrittenOnce(t *testing.T) {
+	m, err := ParseMessage([]byte("OPTIONS sip:a.example SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-imsec-once\r\n" +
+		"From: <sip:alice@a.example>;tag=a\r\nTo: <sip:a.example>\r\n" +
+		"Call-ID: imsec-once\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := m.(*Request)
+	req.SetTransport("UDP")
+	req.SetSource("127.0.0.1:5070")
+	conn := &imsecRecConn{}
+	tx := NewServerTx("key", req, conn, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := tx.Init(); err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Terminate()
+	res := NewResponseFromRequest(req, 200, "OK", nil)
+	want := res.String()
+	if err := tx.Respond(res); err != nil {
+		t.Fatal(err)
+	}
+	conn.mu.Lock()
+	sent := conn.sent[0]
+	conn.mu.Unlock()
+	if _, ok := sent.(*wireResponse); !ok {
+		t.Fatalf("sent a %T, want the response's bytes", sent)
+	}
+	if sent.String() != want {
+		t.Fatalf("sent\n%s\nwant\n%s", sent, want)
+	}
+	tx.fsmMu.Lock()
+	kept := len(tx.fsmResp.headerOrder)
+	tx.fsmMu.Unlock()
+	if kept != 0 {
+		t.Fatalf("the transaction keeps %d parsed headers after its final response", kept)
+	}
+	if res.GetHeader("Call-ID") == nil {
+		t.Fatal("the caller's response lost its headers")
+	}
+}

@@ -231,6 +231,11 @@ func (tx *ServerTx) actPassupAck() fsmInput {
 
 // Send final response
 func (tx *ServerTx) actFinal() fsmInput {
+	// imsec: over UDP the final response is written out once, here, and
+	// the transaction keeps and sends those bytes (IMSEC.md section 10).
+	if !tx.reliable && tx.method != INVITE { // imsec
+		tx.keepWire() // imsec
+	} // imsec
 	if err := tx.passResp(); err != nil {
 		return server_input_transport_err
 	}
