@@ -120,18 +120,16 @@ func (s *Server6) Handle(pkt []byte, binding string) (reply []byte, lease Lease,
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.cfg.Now()
-	if !now.Before(s.nextSweep) {
-		s.expireLocked(now)
-	}
+	s.expireLocked(now)
 	switch req.MessageType {
 	case dhcpv6.MessageTypeSolicit:
-		l, err := s.leaseForLocked(binding, now)
+		l, err := s.leaseForLocked(binding)
 		if err != nil {
 			return nil, Lease{}, err
 		}
 		if req.GetOneOption(dhcpv6.OptionRapidCommit) == nil {
 			if !l.Bound {
-				l.Expires = now.Add(offerHold)
+				s.setExpiry(l, now.Add(offerHold))
 			}
 			return s.reply(d.src, req, dhcpv6.MessageTypeAdvertise, iaid, l.Addr), *l, nil
 		}
@@ -143,7 +141,7 @@ func (s *Server6) Handle(pkt []byte, binding string) (reply []byte, lease Lease,
 			if req.MessageType != dhcpv6.MessageTypeRequest {
 				return s.reply(d.src, req, dhcpv6.MessageTypeReply, iaid, netip.Addr{}), Lease{}, nil
 			}
-			if l, err = s.leaseForLocked(binding, now); err != nil {
+			if l, err = s.leaseForLocked(binding); err != nil {
 				return nil, Lease{}, err
 			}
 		}
@@ -158,14 +156,14 @@ func (s *Server6) Handle(pkt []byte, binding string) (reply []byte, lease Lease,
 
 func (s *Server6) bindLocked(l *Lease, now time.Time) {
 	l.Bound = true
-	l.Expires = now.Add(s.cfg.LeaseTime)
+	s.setExpiry(l, now.Add(s.cfg.LeaseTime))
 }
 
 // leaseForLocked returns the binding's lease, allocating a free address:
 // the search starts after the last one given out, and as the pool holds
 // more addresses than there are leases, it ends within len(leases)+2
 // steps, or the pool is full.
-func (s *Server6) leaseForLocked(binding string, now time.Time) (*Lease, error) {
+func (s *Server6) leaseForLocked(binding string) (*Lease, error) {
 	if l := s.byBinding[binding]; l != nil {
 		return l, nil
 	}
@@ -182,11 +180,6 @@ func (s *Server6) leaseForLocked(binding string, now time.Time) (*Lease, error) 
 			return l, nil
 		}
 		a = a.Next()
-	}
-	if !s.swept.Equal(now) {
-		// Expired leases not yet swept may free an address.
-		s.expireLocked(now)
-		return s.leaseForLocked(binding, now)
 	}
 	return nil, ErrPoolExhausted
 }

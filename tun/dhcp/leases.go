@@ -7,35 +7,93 @@ import (
 )
 
 // leases is the lease book the DHCPv4 and the DHCPv6 server keep alike
-// (each embeds one): leases by binding and by address, and when expired
-// ones were last swept.
+// (each embeds one): leases by binding and by address, and their deadlines
+// in time order.
 type leases struct {
 	mu sync.Mutex
 	// Guarded by mu.
 	byBinding map[string]*Lease
 	byAddr    map[netip.Addr]*Lease
-	nextSweep time.Time // when expired leases are next looked for (sweepEvery)
-	swept     time.Time // when they were last
+	// expiry holds every deadline setExpiry gave a lease, earliest first. One
+	// that was moved since, or whose lease is gone, is dropped when it comes
+	// to the top: expiring costs O(log n) per lease that expires, not a walk
+	// over all of them (a P-CSCF holds a lease per UE).
+	expiry expiryHeap
 }
 
 func newLeases() leases {
 	return leases{byBinding: map[string]*Lease{}, byAddr: map[netip.Addr]*Lease{}}
 }
 
-// sweepEvery bounds how often Handle looks for expired leases: a sweep
-// walks every lease, and a P-CSCF with 100k UEs answers thousands of
-// requests a second. An expired lease may so live up to sweepEvery longer;
-// a full pool sweeps at once.
-const sweepEvery = time.Second
+// setExpiry gives l the deadline at (the zero time: none).
+func (b *leases) setExpiry(l *Lease, at time.Time) {
+	l.Expires = at
+	if !at.IsZero() {
+		b.expiry.push(deadline{at: at.UnixNano(), l: l})
+	}
+}
 
+// expireLocked removes the leases whose deadline is before now.
 func (b *leases) expireLocked(now time.Time) {
-	b.swept, b.nextSweep = now, now.Add(sweepEvery)
-	for binding, l := range b.byBinding {
-		if now.After(l.Expires) && !l.Expires.IsZero() {
-			delete(b.byBinding, binding)
+	t := now.UnixNano()
+	for len(b.expiry) > 0 && b.expiry[0].at < t {
+		d := b.expiry.pop()
+		l := d.l
+		if l.Expires.IsZero() || l.Expires.UnixNano() != d.at || b.byBinding[l.Binding] != l {
+			continue // moved since, or already gone
+		}
+		delete(b.byBinding, l.Binding)
+		if b.byAddr[l.Addr] == l {
 			delete(b.byAddr, l.Addr)
 		}
 	}
+}
+
+// deadline is a lease's expiry as setExpiry gave it (Unix nanoseconds).
+type deadline struct {
+	at int64
+	l  *Lease
+}
+
+// expiryHeap is a binary min-heap of deadlines by at.
+type expiryHeap []deadline
+
+func (h *expiryHeap) push(d deadline) {
+	*h = append(*h, d)
+	s := *h
+	for i := len(s) - 1; i > 0; {
+		up := (i - 1) / 2
+		if s[up].at <= s[i].at {
+			break
+		}
+		s[up], s[i] = s[i], s[up]
+		i = up
+	}
+}
+
+func (h *expiryHeap) pop() deadline {
+	s := *h
+	top := s[0]
+	last := len(s) - 1
+	s[0] = s[last]
+	s[last] = deadline{}
+	s = s[:last]
+	for i := 0; ; {
+		small, l, r := i, 2*i+1, 2*i+2
+		if l < len(s) && s[l].at < s[small].at {
+			small = l
+		}
+		if r < len(s) && s[r].at < s[small].at {
+			small = r
+		}
+		if small == i {
+			break
+		}
+		s[i], s[small] = s[small], s[i]
+		i = small
+	}
+	*h = s
+	return top
 }
 
 // Release frees the lease of binding (de-registration, SA deletion).

@@ -123,12 +123,10 @@ func (s *Server) Handle(pkt []byte, binding string) (reply []byte, lease Lease, 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.cfg.Now()
-	if !now.Before(s.nextSweep) {
-		s.expireLocked(now)
-	}
+	s.expireLocked(now)
 	switch req.MessageType() {
 	case dhcpv4.MessageTypeDiscover:
-		l, err := s.leaseForLocked(binding, now)
+		l, err := s.leaseForLocked(binding)
 		if err != nil {
 			return nil, Lease{}, err
 		}
@@ -136,11 +134,11 @@ func (s *Server) Handle(pkt []byte, binding string) (reply []byte, lease Lease, 
 			// RFC 4039: the ACK at once, the lease bound. The tunnel
 			// holds one server, so no other offer can be lost by it.
 			l.Bound = true
-			l.Expires = now.Add(s.cfg.LeaseTime)
+			s.setExpiry(l, now.Add(s.cfg.LeaseTime))
 			return s.reply(req, dhcpv4.MessageTypeAck, l.Addr, dhcpv4.OptGeneric(dhcpv4.OptionRapidCommit, nil)), *l, nil
 		}
 		if !l.Bound {
-			l.Expires = now.Add(offerHold)
+			s.setExpiry(l, now.Add(offerHold))
 		}
 		return s.reply(req, dhcpv4.MessageTypeOffer, l.Addr), *l, nil
 	case dhcpv4.MessageTypeRequest:
@@ -158,7 +156,7 @@ func (s *Server) Handle(pkt []byte, binding string) (reply []byte, lease Lease, 
 			return s.reply(req, dhcpv4.MessageTypeNak, netip.IPv4Unspecified()), Lease{}, nil
 		}
 		l.Bound = true
-		l.Expires = now.Add(s.cfg.LeaseTime)
+		s.setExpiry(l, now.Add(s.cfg.LeaseTime))
 		return s.reply(req, dhcpv4.MessageTypeAck, l.Addr), *l, nil
 	case dhcpv4.MessageTypeRelease:
 		s.releaseLocked(binding)
@@ -174,7 +172,7 @@ func (s *Server) Handle(pkt []byte, binding string) (reply []byte, lease Lease, 
 }
 
 // leaseForLocked returns the binding's lease, allocating a free address.
-func (s *Server) leaseForLocked(binding string, now time.Time) (*Lease, error) {
+func (s *Server) leaseForLocked(binding string) (*Lease, error) {
 	if l := s.byBinding[binding]; l != nil {
 		return l, nil
 	}
@@ -188,11 +186,6 @@ func (s *Server) leaseForLocked(binding string, now time.Time) (*Lease, error) {
 			return l, nil
 		}
 		a = s.advance(a)
-	}
-	if !s.swept.Equal(now) {
-		// Expired leases not yet swept may free an address.
-		s.expireLocked(now)
-		return s.leaseForLocked(binding, now)
 	}
 	return nil, ErrPoolExhausted
 }
