@@ -3,6 +3,7 @@ package sip
 import (
 	"fmt"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 )
@@ -144,5 +145,61 @@ func TestHousekeepKeepsFreshVector(t *testing.T) {
 	s.Housekeep()
 	if s.regs["v"] != nil || s.due.Len() != 0 {
 		t.Fatalf("registration kept past its vector's lifetime (%d queued)", s.due.Len())
+	}
+}
+
+// TestHousekeepOldSetLooksBackOff: a registration whose old set waits for
+// its successor's first packet is looked at after housekeepEvery, then at
+// doubling intervals up to oldLookMax, not twice a second until the old
+// set's deadline; once the successor carries traffic the old set goes at
+// the next look.
+func TestHousekeepOldSetLooksBackOff(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	now := t0
+	s := bareServer(&now)
+	p, pool := newFakePump(), newSPIPool()
+	old, cur := testSet(t, 1, 0x1000), testSet(t, 2, 0x2000)
+	for _, ls := range []*liveSet{old, cur} {
+		if !pool.reserve(ls.spis...) {
+			t.Fatal("reserve")
+		}
+	}
+	s.mu.Lock()
+	reg := s.regLocked("a", "sip:a")
+	reg.registered, reg.expires = true, t0.Add(time.Hour)
+	reg.sas = saSets{pump: p, peer: &fakePeer{}, pool: pool}
+	must(t, reg.sas.install(old))
+	reg.sas.activate(old, reg.expires, t0)
+	must(t, reg.sas.install(cur))
+	reg.sas.activate(cur, reg.expires, t0.Add(s.cfg.TempSATimeout)) // old becomes old
+	s.releaseLocked(reg)
+	s.unlock()
+
+	// Step the clock by 10 ms for 20 s, counting the rounds that look at
+	// the registration (its due time passes).
+	var looks []time.Duration
+	for now = t0; now.Before(t0.Add(20 * time.Second)); now = now.Add(10 * time.Millisecond) {
+		if reg.dueIdx >= 0 && !reg.due.After(now) {
+			looks = append(looks, now.Sub(t0))
+		}
+		s.Housekeep()
+	}
+	want := []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second}
+	if !slices.EqualFunc(looks, want, func(a, b time.Duration) bool { return a >= b && a < b+20*time.Millisecond }) {
+		t.Fatalf("looks at %v, want about %v", looks, want)
+	}
+	if old.state != saOld || len(reg.sas.sets) != 2 {
+		t.Fatal("the old set went while its successor carried nothing")
+	}
+
+	// The successor's first packet: the old set goes at the next look,
+	// within oldLookMax.
+	p.packets[cur.side.Inbound[0].SPI()] = 1
+	start := now
+	for ; len(reg.sas.sets) == 2 && now.Sub(start) <= oldLookMax; now = now.Add(10 * time.Millisecond) {
+		s.Housekeep()
+	}
+	if len(reg.sas.sets) != 1 || reg.sas.active() != cur {
+		t.Fatalf("old set kept %v after its successor carried traffic", now.Sub(start))
 	}
 }

@@ -57,6 +57,11 @@ type liveSet struct {
 	// active; when the count moves, the set carries traffic and the set it
 	// replaced can go.
 	usedMark uint64
+	// nextLook and lookEvery pace, at the P-CSCF, the housekeeper's looks
+	// at an old set's successor (housekeep.go, lookAtOld): zero until the
+	// first look.
+	nextLook  time.Time
+	lookEvery time.Duration
 	// source is, at the P-CSCF, the unprotected address the challenge that
 	// made the set went to (its per-source cap).
 	source netip.Addr
