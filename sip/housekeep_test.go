@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -201,5 +202,31 @@ func TestHousekeepOldSetLooksBackOff(t *testing.T) {
 	}
 	if len(reg.sas.sets) != 1 || reg.sas.active() != cur {
 		t.Fatalf("old set kept %v after its successor carried traffic", now.Sub(start))
+	}
+}
+
+// TestRegistrationOwnsIdentities: a new registration copies its IMPI and
+// IMPU; substrings would keep the REGISTER's header values alive.
+func TestRegistrationOwnsIdentities(t *testing.T) {
+	now := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	s := bareServer(&now)
+	auth := strings.Clone(`Digest username="alice@ims.example", realm="ims.example", uri="sip:ims.example", nonce="", response=""`)
+	impi := auth[len(`Digest username="`) : len(`Digest username="`)+len("alice@ims.example")]
+	to := strings.Clone("<sip:alice@ims.example>")
+	impu := to[1 : len(to)-1]
+	s.mu.Lock()
+	reg := s.regLocked(impi, impu)
+	s.releaseLocked(reg)
+	s.unlock()
+	if reg.impi != impi || reg.impu != impu {
+		t.Fatalf("identities %q %q", reg.impi, reg.impu)
+	}
+	if inside(reg.impi, auth) || inside(reg.impu, to) {
+		t.Fatal("the registration keeps substrings of the request's headers")
+	}
+	for k := range s.regs {
+		if inside(k, auth) {
+			t.Fatal("the registrations map is keyed by a substring of the Authorization")
+		}
 	}
 }

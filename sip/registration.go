@@ -3,6 +3,7 @@ package sip
 import (
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/imsec/imsec/akakeys"
@@ -168,6 +169,10 @@ func (reg *registration) forget(ch *challenge) {
 func (s *Server) regLocked(impi, impu string) *registration {
 	reg := s.regs[impi]
 	if reg == nil {
+		// Copies: impi and impu are usually substrings of the REGISTER's
+		// Authorization and To values, which they would keep alive for the
+		// registration's life.
+		impi, impu = strings.Clone(impi), strings.Clone(impu)
 		reg = &registration{impi: impi, impu: impu, dueIdx: -1}
 		s.regs[impi] = reg
 	}

@@ -91,6 +91,7 @@ func parseMechanism(s string) (Mechanism, error) {
 	if !isToken(m.Name) {
 		return m, secErr("bad mechanism name %q", first)
 	}
+	m.Name = own(m.Name, MechIPsec3GPP, "digest", "tls")
 	var seen uint16 // bit i: mechParams[i]
 	for rest != "" {
 		var f string
@@ -128,13 +129,13 @@ func parseMechanism(s string) (Mechanism, error) {
 			if _, e := strconv.ParseFloat(val, 64); e != nil || !hasVal {
 				err = secErr("bad q %q", val)
 			}
-			m.Q = val
+			m.Q = own(val)
 		case "alg":
-			m.Alg = esp.AuthAlg(strings.ToLower(val))
+			m.Alg = own(esp.AuthAlg(strings.ToLower(val)), esp.AuthHMACSHA196, esp.AuthHMACMD596, esp.AuthHMACSHA256128, esp.AuthNull)
 		case "ealg":
-			m.EAlg = esp.EncAlg(strings.ToLower(val))
+			m.EAlg = own(esp.EncAlg(strings.ToLower(val)), esp.EncAESCBC, esp.EncNull, esp.EncDES3CBC, esp.EncAESGCM)
 		case "prot":
-			m.Prot = strings.ToLower(val)
+			m.Prot = own(strings.ToLower(val), "esp", "ah")
 		case "mod":
 			m.Mod = canonicalMod(val)
 		case "spi-c":
@@ -146,7 +147,7 @@ func parseMechanism(s string) (Mechanism, error) {
 		case "port-s":
 			m.PortS, err = parsePort(name, val)
 		default:
-			m.Other = append(m.Other, Param{Name: name, Value: val})
+			m.Other = append(m.Other, Param{Name: own(name), Value: own(val)})
 		}
 		if err != nil {
 			return m, err
@@ -162,7 +163,20 @@ func canonicalMod(v string) string {
 			return c
 		}
 	}
-	return v
+	return own(v)
+}
+
+// own returns v as the one of known it equals (no allocation), else as a
+// copy. A Mechanism outlives the header it was parsed from (the SA set
+// keeps the UE's offer for the registration's life), and a substring of
+// the header value would keep all of it alive: a few hundred bytes a UE.
+func own[S ~string](v S, known ...S) S {
+	for _, k := range known {
+		if v == k {
+			return k
+		}
+	}
+	return S(strings.Clone(string(v)))
 }
 
 func parseSPI(name, v string) (esp.SPI, error) {

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/imsec/imsec/esp"
 )
@@ -296,5 +297,42 @@ func BenchmarkParseSecurity(b *testing.B) {
 		if _, err := ParseSecurity(v); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// inside reports whether s's bytes lie in of's memory (s is a substring of
+// it, not a copy).
+func inside(s, of string) bool {
+	if s == "" || of == "" {
+		return false
+	}
+	p, lo := uintptr(unsafe.Pointer(unsafe.StringData(s))), uintptr(unsafe.Pointer(unsafe.StringData(of)))
+	return p >= lo && p < lo+uintptr(len(of))
+}
+
+// TestParseSecurityOwnsStrings: no string of a parsed Mechanism points
+// into the header value, which an SA set would otherwise keep alive for
+// the registration's life; known values are the package's constants.
+func TestParseSecurityOwnsStrings(t *testing.T) {
+	v := strings.Clone("ipsec-3gpp;q=0.1;alg=hmac-sha-1-96;ealg=aes-cbc;prot=esp;mod=trans;spi-c=1111;spi-s=2222;port-c=5062;port-s=5064;x-vendor=\"abc\"," +
+		" IPSEC-3GPP;alg=HMAC-MD5-96;ealg=null;prot=ESP;mod=tun;spi-c=3333;spi-s=4444;port-c=5062;port-s=5064;flag," +
+		" ipsec-3gpp;alg=hmac-new;ealg=cipher-new;prot=esp;mod=new-mode;spi-c=5555;spi-s=6666;port-c=5062;port-s=5064")
+	ms, err := ParseSecurity(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range ms {
+		strs := []string{m.Name, m.Q, string(m.Alg), string(m.EAlg), m.Prot, m.Mod}
+		for _, p := range m.Other {
+			strs = append(strs, p.Name, p.Value)
+		}
+		for _, s := range strs {
+			if inside(s, v) {
+				t.Errorf("mechanism %d: %q is a substring of the header value", i, s)
+			}
+		}
+	}
+	if unsafe.StringData(ms[1].Name) != unsafe.StringData(MechIPsec3GPP) || unsafe.StringData(string(ms[0].Alg)) != unsafe.StringData(string(esp.AuthHMACSHA196)) {
+		t.Error("known values are not the package's constants")
 	}
 }
