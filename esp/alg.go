@@ -173,9 +173,9 @@ func newAlgs(c *Config, allowNoAuth bool) (*algs, error) {
 		key := append([]byte(nil), c.AuthKey...)
 		a.newMAC = func() hash.Hash { return hmac.New(h, key) }
 		a.icvLen = icv
-	}
-	if c.Integrity == AuthHMACSHA196 && hmacsha1.Accelerated() {
-		a.sha1Key = append([]byte(nil), c.AuthKey...)
+		if c.Integrity == AuthHMACSHA196 && hmacsha1.Accelerated() {
+			a.sha1Key = key
+		}
 	}
 	return a, nil
 }

@@ -196,8 +196,6 @@ func (s *sa) newState() (*state, error) {
 	return st, nil
 }
 
-// getState takes a state from the SA's pool, or makes one; putState gives
-// it back.
 // scratchStates holds the states of the SAs whose packets need nothing of
 // their own, only scratch space (AES-CBC, GCM and null, with no MAC or with
 // hmac-sha-1-96's own pads): one pool for all of them, so that such an SA
@@ -210,6 +208,8 @@ func (s *sa) scratchOnly() bool {
 	return s.a.block == nil && (s.a.newMAC == nil || s.a.sha1Key != nil)
 }
 
+// getState takes a state from the SA's pool, or makes one; putState gives
+// it back.
 func (s *sa) getState() *state {
 	if s.scratchOnly() {
 		return scratchStates.Get().(*state)

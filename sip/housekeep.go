@@ -30,11 +30,10 @@ const housekeepEvery = 500 * time.Millisecond
 // oldLookMax bounds the interval between two looks at an old set. The
 // looks back off from housekeepEvery, doubling: a UE that re-registered
 // usually sends through its new set at once, but an idle one may send
-// nothing until the old set's deadline (TempSATimeout). A fixed interval
-// looked at every such registration twice a second: 19,000 looks a second
-// with 10,000 UEs re-registering every 10 s, 6,000 with the back-off
-// (docs/results.md). An old set so lives at most oldLookMax after its
-// successor's first packet.
+// nothing until the old set's deadline (TempSATimeout), and a fixed
+// interval looked at every such registration twice a second (the counts
+// are in docs/results.md). An old set so lives at most oldLookMax after
+// its successor's first packet.
 const oldLookMax = 8 * time.Second
 
 // regQueue is a min-heap of registrations by due (container/heap).

@@ -10,8 +10,8 @@ import "gvisor.dev/gvisor/pkg/tcpip/checksum"
 // Sum adds b to the running sum acc as big-endian 16-bit words, an odd
 // last byte padded with zero (RFC 1071 §4.1). The result is folded to 16
 // bits, so any number of calls can be chained. The words are added eight
-// bytes at a time by gVisor's checksum package: byte pairs one by one were
-// 8% of a P-CSCF answering a UE's echo stream.
+// bytes at a time by gVisor's checksum package (byte pairs one by one
+// showed in the profile of a P-CSCF answering a UE's echo stream).
 func Sum(acc uint32, b []byte) uint32 {
 	for acc > 0xffff {
 		acc = acc>>16 + acc&0xffff

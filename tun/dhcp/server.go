@@ -227,7 +227,7 @@ func (s *Server) reply(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, yiaddr netip.A
 }
 
 // newReply is dhcpv4.NewReplyFromRequest without its random transaction ID
-// (New draws one from crypto/rand, ~12 µs, that WithReply then overwrites
+// (New draws one from crypto/rand, which WithReply then overwrites
 // with the request's): the same defaults as dhcpv4.New, then the same
 // modifiers.
 func newReply(req *dhcpv4.DHCPv4, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {

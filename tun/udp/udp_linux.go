@@ -148,12 +148,9 @@ func (p *platform) offload() (gso, gro bool) { return p.gso.Load(), p.gro }
 
 // recvmmsg and sendmmsg call the kernel with RawSyscall6: with
 // MSG_DONTWAIT they never block, so the runtime need not be told
-// (entersyscall). Told, its monitor thread polls every 20 µs while such
-// calls run and hands their P to another thread, a wakeup per call at
-// thousands of calls a second: the P-CSCF's CPU while holding 10,000 idle
-// UEs fell from ~4% to ~2% of a core (imsec bench register --ues 10000
-// --hold 1s, "CPU held"). bench register's UEs do the same for their
-// sendto and recvfrom (bench/register_io_linux.go).
+// (entersyscall). Told, its monitor thread polls while such calls run and
+// hands their P to another thread, a wakeup per call at thousands of calls
+// a second (docs/architecture.md, "System calls and request goroutines").
 func (r *reader) recvmmsg(fd uintptr) bool {
 	for {
 		n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hs[0])), uintptr(r.vlen), unix.MSG_DONTWAIT, 0, 0)
