@@ -38,9 +38,9 @@ func (w *wireResponse) StringWrite(b io.StringWriter) { b.WriteString(w.wire) }
 // String is the response as it was first sent.
 func (w *wireResponse) String() string { return w.wire }
 
-// keepWire replaces the transaction's final response by its wire form:
-// actFinal calls it before the first send over UDP, TerminateGracefully
-// for any other. Called with fsmMu held.
+// keepWire replaces the transaction's final response by its wire form.
+// actFinal calls it before the first send of a non-INVITE final response
+// over UDP, with fsmMu held.
 func (tx *ServerTx) keepWire() {
 	r := tx.fsmResp
 	if r == nil || tx.wire != nil {

@@ -188,15 +188,13 @@ func (tx *ServerTx) TerminateGracefully() {
 		return
 	}
 	// imsec: a retained non-INVITE transaction only answers retransmissions
-	// (Receive compares tx.method, the FSM resends fsmResp) until Timer J:
-	// its request, the largest part of it, is not needed for that.
+	// (Receive compares tx.method, the FSM resends the bytes actFinal kept)
+	// until Timer J: its request, the largest part of it, is not needed for
+	// that.
 	if tx.method != INVITE { // imsec
 		tx.mu.Lock()                          // imsec
 		tx.origin = retainedOrigin(tx.method) // imsec
 		tx.mu.Unlock()                        // imsec
-		tx.fsmMu.Lock()                       // imsec
-		tx.keepWire()                         // imsec
-		tx.fsmMu.Unlock()                     // imsec
 	} // imsec
 	tx.log.Debug("Server transaction retained for timer termination")
 }
