@@ -12,6 +12,7 @@ import (
 	"github.com/imsec/imsec/akakeys"
 	"github.com/imsec/imsec/esp"
 	"github.com/imsec/imsec/internal/inet"
+	"github.com/imsec/imsec/internal/rawudp"
 )
 
 // The register bench's stream (RegisterConfig.Stream): with the load held,
@@ -64,7 +65,7 @@ func runStream(ctx context.Context, cfg RegisterConfig, i int, d time.Duration) 
 	defer conn.Close()
 	conn.SetReadBuffer(4 << 20)
 	conn.SetWriteBuffer(4 << 20)
-	u := &regUE{sub: sub, domain: cfg.Domain, usim: usim, ueSocket: newUESocket(conn), sipTo: cfg.SIP, espTo: cfg.ESP}
+	u := &regUE{sub: sub, domain: cfg.Domain, usim: usim, conn: rawudp.New(conn), sipTo: cfg.SIP, espTo: cfg.ESP}
 	if err := u.register(cfg.Expires); err != nil {
 		return StreamResult{}, fmt.Errorf("bench: the stream's UE (%s) did not register: %w", sub.IMPI, err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/imsec/imsec/akakeys/hss"
 	"github.com/imsec/imsec/esp"
 	"github.com/imsec/imsec/internal/inet"
+	"github.com/imsec/imsec/internal/rawudp"
 	"github.com/imsec/imsec/sip"
 	"github.com/imsec/imsec/tun/dhcp"
 )
@@ -48,16 +49,16 @@ func BenchSubscriber(prefix, domain, seed string, i int) hss.Subscriber {
 // goroutine runs its registration, then the worker's keepalive loop uses
 // conn and esp alone.
 type regUE struct {
-	sub      hss.Subscriber
-	domain   string
-	usim     *akakeys.USIM
-	ueSocket                // conn, and its raw I/O where there is one (register_io_*.go)
-	sipTo    netip.AddrPort // the P-CSCF's unprotected SIP
-	espTo    netip.AddrPort // its ESP-in-UDP
-	callID   string
-	cseq     int
-	buf      []byte   // what the UE reads: a SIP response or an ESP packet
-	bufs     *regBufs // while it registers
+	sub    hss.Subscriber
+	domain string
+	usim   *akakeys.USIM
+	conn   *rawudp.Conn   // the UE's socket: raw system calls on Linux (internal/rawudp)
+	sipTo  netip.AddrPort // the P-CSCF's unprotected SIP
+	espTo  netip.AddrPort // its ESP-in-UDP
+	callID string
+	cseq   int
+	buf    []byte   // what the UE reads: a SIP response or an ESP packet
+	bufs   *regBufs // while it registers
 
 	// After the 401.
 	in     map[esp.SPI]*esp.Inbound
@@ -373,7 +374,7 @@ var errDeadline = errors.New("deadline")
 
 func (u *regUE) read(deadline time.Time) (int, netip.AddrPort, error) {
 	u.conn.SetReadDeadline(deadline)
-	n, from, err := u.readFrom(u.buf)
+	n, from, err := u.conn.ReadFromUDPAddrPort(u.buf)
 	if err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
@@ -438,6 +439,13 @@ func (u *regUE) readESP(deadline time.Time) ([]byte, error) {
 		}
 		return payload, nil
 	}
+}
+
+// writeTo sends b to a peer. Safe for concurrent use: a held UE's
+// keepalives and its re-registration both send.
+func (u *regUE) writeTo(b []byte, to netip.AddrPort) error {
+	_, err := u.conn.WriteToUDPAddrPort(b, to)
+	return err
 }
 
 // keepalive sends one NAT keepalive (RFC 3948 §2.3) to the ESP port.

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/imsec/imsec/akakeys"
+	"github.com/imsec/imsec/internal/rawudp"
 )
 
 // A register worker runs a share of the load generator's UEs: it starts
@@ -217,7 +218,7 @@ func RunRegisterWorker(ctx context.Context, spec WorkerSpec, w io.Writer) error 
 			failed.Add(1)
 			continue
 		}
-		u := &regUE{sub: sub, domain: spec.Domain, usim: usim, ueSocket: newUESocket(conn), sipTo: sipTo, espTo: espTo}
+		u := &regUE{sub: sub, domain: spec.Domain, usim: usim, conn: rawudp.New(conn), sipTo: sipTo, espTo: espTo}
 		ues[i] = u
 		started.Add(1)
 		run(func() {

@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/netip"
 	"syscall"
+
+	"github.com/imsec/imsec/internal/rawudp"
 )
 
 // innerNet opens sockets on the inner side of a tunnel: on the netstack
@@ -74,7 +76,7 @@ func (h hostListeners) udpAndTCP(ap netip.AddrPort) (net.PacketConn, net.Listene
 				// (~200 KiB, a hundred REGISTERs): the kernel caps this
 				// at net.core.rmem_max, and a smaller buffer still works.
 				_ = c.SetReadBuffer(sipReadBuffer)
-				return newRawUDP(c), nil
+				return rawudp.New(c), nil
 			}
 			return nil, err
 		}

@@ -1,4 +1,4 @@
-package sip
+package rawudp
 
 import (
 	"bytes"
@@ -23,9 +23,9 @@ func TestRawUDP(t *testing.T) {
 			if err != nil {
 				t.Skipf("no %s socket here: %v", c.name, err)
 			}
-			pc := newRawUDP(lc)
-			if _, ok := pc.(*rawUDP); !ok {
-				t.Fatalf("newRawUDP gave %T", pc)
+			pc := New(lc)
+			if pc.raw == nil {
+				t.Fatal("New made no raw calls")
 			}
 			defer pc.Close()
 			peer, err := net.ListenUDP("udp", mustUDPAddr(t, c.peer))

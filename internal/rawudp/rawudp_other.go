@@ -1,0 +1,17 @@
+//go:build !linux
+
+package rawudp
+
+import (
+	"net"
+	"net/netip"
+)
+
+// raw is never made here: Conn uses the net package's calls.
+type raw struct{}
+
+func newRaw(*net.UDPConn) *raw { return nil }
+
+func (*raw) read([]byte) (int, netip.AddrPort, error) { panic("rawudp: no raw calls here") }
+
+func (*raw) write([]byte, netip.AddrPort) (int, bool, error) { panic("rawudp: no raw calls here") }
