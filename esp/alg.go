@@ -10,7 +10,8 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"hash"
-	"sync"
+	"slices"
+	"sync/atomic"
 
 	"github.com/imsec/imsec/esp/internal/aescbc"
 
@@ -61,15 +62,29 @@ var (
 // EncKeyLen returns the key lengths accepted for e (the first is the one
 // TS 33.203 uses), or nil if e is unknown.
 func EncKeyLen(e EncAlg) []int {
+	return slices.Clone(encKeyLens(e))
+}
+
+// The key lengths EncKeyLen returns copies of.
+var (
+	nullKeyLens = []int{0}
+	aesKeyLens  = []int{16, 24, 32}
+	des3KeyLens = []int{DES3KeyLen}
+	gcmKeyLens  = []int{16 + GCMSaltLen, 24 + GCMSaltLen, 32 + GCMSaltLen}
+)
+
+// encKeyLens is EncKeyLen without the copy, for newAlgs: the slices are
+// shared and must not be changed.
+func encKeyLens(e EncAlg) []int {
 	switch e {
 	case EncNull:
-		return []int{0}
+		return nullKeyLens
 	case EncAESCBC:
-		return []int{16, 24, 32}
+		return aesKeyLens
 	case EncDES3CBC:
-		return []int{DES3KeyLen}
+		return des3KeyLens
 	case EncAESGCM:
-		return []int{16 + GCMSaltLen, 24 + GCMSaltLen, 32 + GCMSaltLen}
+		return gcmKeyLens
 	}
 	return nil
 }
@@ -100,20 +115,27 @@ type algs struct {
 	cbcSize int // cipher block size for CBC, 0 otherwise
 
 	block cipher.Block // 3DES-CBC cipher; concurrent-safe
-	// AES-CBC: the key, and the cipher (whole chains per call,
-	// concurrent-safe) that cbc makes from it under aesOnce.
-	aesKey  []byte
-	aesOnce sync.Once
-	aesCBC  *aescbc.Cipher
-	aead    cipher.AEAD // GCM; concurrent-safe
-	salt    [GCMSaltLen]byte
+	aead  cipher.AEAD  // GCM; concurrent-safe
+	salt  [GCMSaltLen]byte
 
-	newMAC func() hash.Hash // nil without separate integrity
-	// hmac-sha-1-96's fast path (pads precomputed, several packets at
-	// once): the key, and what hmacSHA1 makes from it under sha1Once.
-	sha1Key  []byte
-	sha1Once sync.Once
-	sha1     *hmacsha1.Key
+	// The keys are held in the struct, not in slices of their own: a
+	// P-CSCF holds two algs per UE (signalling and media keys), mostly
+	// idle. The small fields sit together to keep the struct at 192 bytes.
+	//
+	// AES-CBC: the key, and the cipher (whole chains per call,
+	// concurrent-safe) that cbc makes from it on the SA's first packet.
+	// HMAC: the key and the hash under it; for hmac-sha-1-96 (sha1Fast)
+	// the precomputed pads that hmacSHA1 makes on first use, used for
+	// several packets at once.
+	aesCBCKey  bool
+	encKeyLen  uint8
+	authKeyLen uint8
+	sha1Fast   bool
+	encKey     [32]byte
+	authKey    [32]byte
+	aesCBC     atomic.Pointer[aescbc.Cipher]
+	macHash    func() hash.Hash // nil without separate integrity
+	sha1       atomic.Pointer[hmacsha1.Key]
 }
 
 // newAlgs checks c and builds its algorithms. allowNoAuth admits a CBC
@@ -121,7 +143,7 @@ type algs struct {
 // (ESP packets without ICV) need; the public constructors never set it.
 func newAlgs(c *Config, allowNoAuth bool) (*algs, error) {
 	a := &algs{enc: c.Encryption, auth: c.Integrity, align: PadAlign}
-	lens := EncKeyLen(c.Encryption)
+	lens := encKeyLens(c.Encryption)
 	if lens == nil {
 		return nil, fmt.Errorf("esp: unknown encryption algorithm %q (want one of null, aes-cbc, des-ede3-cbc, aes-gcm)", c.Encryption)
 	}
@@ -148,7 +170,8 @@ func newAlgs(c *Config, allowNoAuth bool) (*algs, error) {
 	switch c.Encryption {
 	case EncAESCBC:
 		// The key length was checked above, the schedule waits (cbc).
-		a.aesKey, a.ivLen, a.cbcSize, a.align = append([]byte(nil), c.EncKey...), AESBlockSize, AESBlockSize, AESBlockSize
+		a.aesCBCKey, a.ivLen, a.cbcSize, a.align = true, AESBlockSize, AESBlockSize, AESBlockSize
+		a.encKeyLen = uint8(copy(a.encKey[:], c.EncKey))
 	case EncDES3CBC:
 		b, err := des.NewTripleDESCipher(c.EncKey)
 		if err != nil {
@@ -170,42 +193,49 @@ func newAlgs(c *Config, allowNoAuth bool) (*algs, error) {
 	}
 
 	if h, icv := macHash(c.Integrity); h != nil {
-		key := append([]byte(nil), c.AuthKey...)
-		a.newMAC = func() hash.Hash { return hmac.New(h, key) }
-		a.icvLen = icv
-		if c.Integrity == AuthHMACSHA196 && hmacsha1.Accelerated() {
-			a.sha1Key = key
-		}
+		a.macHash, a.icvLen = h, icv
+		a.authKeyLen = uint8(copy(a.authKey[:], c.AuthKey))
+		a.sha1Fast = c.Integrity == AuthHMACSHA196 && hmacsha1.Accelerated()
 	}
 	return a, nil
 }
 
+// newMAC returns a new HMAC with the SA's integrity key; macHash must be set.
+func (a *algs) newMAC() hash.Hash {
+	return hmac.New(a.macHash, a.authKey[:a.authKeyLen])
+}
+
 // hmacSHA1 returns hmac-sha-1-96's precomputed key, nil without the fast
 // path. Like cbc's schedule it is made on the first call, by the SA's first
-// packet.
+// packet; two first packets at once may both make it, and one is kept.
 func (a *algs) hmacSHA1() *hmacsha1.Key {
-	if a.sha1Key == nil {
+	if !a.sha1Fast {
 		return nil
 	}
-	a.sha1Once.Do(func() { a.sha1 = hmacsha1.New(a.sha1Key) })
-	return a.sha1
+	if k := a.sha1.Load(); k != nil {
+		return k
+	}
+	a.sha1.CompareAndSwap(nil, hmacsha1.New(a.authKey[:a.authKeyLen]))
+	return a.sha1.Load()
 }
 
 // cbc returns the AES-CBC cipher, nil for other algorithms. Its key
-// schedule (about 500 bytes) is made on the first call: the SAs of a
-// P-CSCF that never carry a packet (a UE's media SAs outside calls, a
-// stranger's temporary set) keep only the key.
+// schedule is made on the first call: the SAs of a P-CSCF that never carry
+// a packet (a UE's media SAs outside calls, a stranger's temporary set)
+// keep only the key.
 func (a *algs) cbc() *aescbc.Cipher {
-	if a.aesKey == nil {
+	if !a.aesCBCKey {
 		return nil
 	}
-	a.aesOnce.Do(func() {
-		var err error
-		if a.aesCBC, err = aescbc.New(a.aesKey); err != nil {
-			panic("esp: aes-cbc key of a length newAlgs checked: " + err.Error())
-		}
-	})
-	return a.aesCBC
+	if c := a.aesCBC.Load(); c != nil {
+		return c
+	}
+	c, err := aescbc.New(a.encKey[:a.encKeyLen])
+	if err != nil {
+		panic("esp: aes-cbc key of a length newAlgs checked: " + err.Error())
+	}
+	a.aesCBC.CompareAndSwap(nil, c)
+	return a.aesCBC.Load()
 }
 
 // macHash returns the hash under the HMAC of a and its truncated ICV

@@ -100,7 +100,7 @@ func (o *Outbound) SealReserved(jobs []SealJob) int {
 		}
 	}
 	a := o.a
-	if len(jobs) == 1 || a.aesKey == nil || a.newMAC == nil || o.testIV != nil {
+	if len(jobs) == 1 || !a.aesCBCKey || a.macHash == nil || o.testIV != nil {
 		// One by one: GCM already runs its blocks in parallel, and a
 		// single packet gains nothing from the multi-buffer path, whose
 		// state (sealChunk's ~6 KB frame) would grow the stack of every
@@ -216,7 +216,7 @@ type OpenJob struct {
 func (in *Inbound) OpenBatch(jobs []OpenJob) int {
 	a := in.a
 	opened := 0
-	if a.aead != nil || a.newMAC == nil {
+	if a.aead != nil || a.macHash == nil {
 		for i := range jobs {
 			j := &jobs[i]
 			j.Payload, j.NextHeader, j.Seq, j.Err = in.Open(j.Pkt)

@@ -54,7 +54,9 @@ func BenchmarkOpen(b *testing.B) {
 		for b.Loop() {
 			copy(pkt, tmpl)
 			in.win.top.Store(0)
-			in.win.bits[0].Store(0)
+			if in.win.bits != nil { // nil before the first packet
+				in.win.bits[0].Store(0)
+			}
 			if _, _, _, err := in.Open(pkt); err != nil {
 				b.Fatal(err)
 			}

@@ -137,10 +137,10 @@ type sa struct {
 	spi  SPI
 	mode Mode
 	esn  bool
-	a    *algs
-	pool sync.Pool // of *state; empty until the first packet; unused when scratchOnly
 	// decrypt: the SA opens packets (its CBC states decrypt).
 	decrypt bool
+	a       *algs
+	pool    *sync.Pool // of *state, empty until the first packet; nil when scratchOnly
 }
 
 func (s *sa) init(c *Config, decrypt, allowNoAuth bool) error {
@@ -161,6 +161,9 @@ func (s *sa) init(c *Config, decrypt, allowNoAuth bool) error {
 	}
 	s.spi, s.mode, s.esn, s.a = c.SPI, c.Mode, c.ESN, a
 	s.decrypt = decrypt
+	if !s.scratchOnly() {
+		s.pool = new(sync.Pool)
+	}
 	// Only the 3DES mode can fail: fail at setup rather than per packet.
 	// Otherwise no state is made (nor pooled) until the SA's first
 	// packet: a P-CSCF holds many SAs that carry none.
@@ -190,7 +193,7 @@ func (s *sa) newState() (*state, error) {
 		}
 		st.cbc = cm
 	}
-	if a.newMAC != nil && a.sha1Key == nil { // HMAC-SHA-1 has its own precomputed pads
+	if a.macHash != nil && !a.sha1Fast { // HMAC-SHA-1 has its own precomputed pads
 		st.mac = a.newMAC()
 	}
 	return st, nil
@@ -205,7 +208,7 @@ var scratchStates = sync.Pool{New: func() any { return new(state) }}
 // scratchOnly reports whether s's states are scratch space only (newState
 // makes no cipher mode and no MAC for it).
 func (s *sa) scratchOnly() bool {
-	return s.a.block == nil && (s.a.newMAC == nil || s.a.sha1Key != nil)
+	return s.a.block == nil && (s.a.macHash == nil || s.a.sha1Fast)
 }
 
 // getState takes a state from the SA's pool, or makes one; putState gives
@@ -442,7 +445,7 @@ func (o *Outbound) sealSeq(buf []byte, off, n, pad int, nextHeader byte, seq uin
 				st.cbc.CryptBlocks(pt, pt)
 			}
 		}
-		if a.newMAC != nil {
+		if a.macHash != nil {
 			sum := o.mac(st, p[:ptEnd-start], seq)
 			copy(p[ptEnd-start:], sum[:a.icvLen])
 		}
@@ -553,7 +556,7 @@ func (in *Inbound) Open(pkt []byte) (payload []byte, nextHeader byte, seq uint64
 	st := in.getState()
 	if a.aead != nil {
 		err = in.openAEAD(pkt, seq, st)
-	} else if a.newMAC != nil {
+	} else if a.macHash != nil {
 		sum := in.mac(st, pkt[:len(pkt)-a.icvLen], seq)
 		err = in.verify(pkt, sum)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"runtime"
 	"testing"
 
 	"github.com/imsec/imsec/esp/internal/hmacsha1"
@@ -148,7 +149,7 @@ func TestLazySAState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if keys.a.aesCBC != nil || keys.a.sha1 != nil || in.win.bits != nil {
+	if keys.a.aesCBC.Load() != nil || keys.a.sha1.Load() != nil || in.win.bits != nil {
 		t.Fatal("key schedule, HMAC pads or replay window made before any packet")
 	}
 	payload := []byte("first packet")
@@ -158,7 +159,7 @@ func TestLazySAState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if keys.a.aesCBC == nil || (hmacsha1.Accelerated() && keys.a.sha1 == nil) {
+	if keys.a.aesCBC.Load() == nil || (hmacsha1.Accelerated() && keys.a.sha1.Load() == nil) {
 		t.Fatal("no key schedule or HMAC pads after Seal")
 	}
 	replay := append([]byte(nil), pkt...)
@@ -202,9 +203,57 @@ func TestScratchOnlySAsSharePool(t *testing.T) {
 		if out.scratchOnly() != c.scratch || in.scratchOnly() != c.scratch {
 			t.Fatalf("%s/%s: scratchOnly %v, want %v", c.enc, c.auth, out.scratchOnly(), c.scratch)
 		}
-		own := out.pool.Get() != nil || in.pool.Get() != nil
+		own := out.pool != nil || in.pool != nil
 		if c.scratch && own {
 			t.Errorf("%s/%s: the SA filled a pool of its own", c.enc, c.auth)
 		}
 	}
+}
+
+// TestSAMemory holds what a P-CSCF keeps per idle SA to a budget: a UE has
+// six (signalling and media, both ways) that mostly carry nothing, so their
+// size is most of its ESP memory. Measured as bytes allocated per SA pair
+// and per set of keys, which round up to the runtime's size classes.
+// Before the budget the keys took 328 bytes in six objects (struct, two key
+// copies, a MAC closure, the list of key lengths) and a pair 256; now one
+// struct of 192 (and the 8 of Keys) and two of 80.
+func TestSAMemory(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation sizes are not measurable under the race detector")
+	}
+	ek, ak := make([]byte, 16), make([]byte, 20)
+	bytesPer := func(n int, f func()) float64 {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for range n {
+			f()
+		}
+		runtime.ReadMemStats(&after)
+		return float64(after.TotalAlloc-before.TotalAlloc) / float64(n)
+	}
+	const n = 1000
+	keys := make([]*Keys, 0, n)
+	perKeys := bytesPer(n, func() {
+		k, err := NewKeys(EncAESCBC, ek, AuthHMACSHA196, ak)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, k)
+	})
+	outs, ins := make([]*Outbound, 0, n), make([]*Inbound, 0, n)
+	cfg := Config{SPI: 0x1234, Mode: Tunnel, Encryption: EncAESCBC, EncKey: ek, Integrity: AuthHMACSHA196, AuthKey: ak, Keys: keys[0]}
+	perPair := bytesPer(n, func() {
+		o, in := mustSA(t, cfg)
+		outs, ins = append(outs, o), append(ins, in)
+	})
+	t.Logf("keys %.0f B, SA pair %.0f B", perKeys, perPair)
+	if perKeys > 208 {
+		t.Errorf("a set of keys takes %.0f bytes, budget 208", perKeys)
+	}
+	if perPair > 168 {
+		t.Errorf("an SA pair takes %.0f bytes, budget 168", perPair)
+	}
+	runtime.KeepAlive(outs)
+	runtime.KeepAlive(ins)
 }

@@ -24,8 +24,8 @@ import (
 type window struct {
 	mu   sync.Mutex      // serialises update
 	top  atomic.Uint64   // highest authenticated sequence number, 0 before any
-	size uint64          // W: a sequence number s is in the window iff top-W < s ≤ top
-	mask uint64          // len(bits)-1
+	size uint32          // W: a sequence number s is in the window iff top-W < s ≤ top
+	mask uint32          // len(bits)-1
 	bits []atomic.Uint64 // ring, nil until the first update; bit s%64 of word (s/64)&mask stands for s
 	esn  bool
 }
@@ -40,8 +40,8 @@ func (w *window) init(size int, esn bool) {
 		words <<= 1
 	}
 	w.top.Store(0)
-	w.size = uint64(size)
-	w.mask = uint64(words - 1)
+	w.size = uint32(size)
+	w.mask = uint32(words - 1)
 	w.bits = nil
 	w.esn = esn
 }
@@ -53,7 +53,7 @@ func (w *window) infer(top uint64, seql uint32) (uint64, bool) {
 	if !w.esn {
 		return uint64(seql), seql != 0
 	}
-	W := uint32(w.size)
+	W := w.size
 	th, tl := uint32(top>>32), uint32(top)
 	var seqh uint32
 	if tl >= W-1 { // Case A: the window is inside one 2^32 subspace
@@ -88,10 +88,10 @@ func (w *window) check(seql uint32) (uint64, bool) {
 	if !ok || seq > top {
 		return seq, ok
 	}
-	if top-seq >= w.size {
+	if top-seq >= uint64(w.size) {
 		return seq, false
 	}
-	return seq, w.bits[(seq>>6)&w.mask].Load()&(1<<(seq&63)) == 0
+	return seq, w.bits[(seq>>6)&uint64(w.mask)].Load()&(1<<(seq&63)) == 0
 }
 
 // update marks an authenticated seq as seen, moving the right edge if it is
@@ -110,18 +110,19 @@ func (w *window) update(seq uint64) bool {
 	if seq > top {
 		cur, next := top>>6, seq>>6
 		if d := next - cur; d > 0 {
-			if d > w.mask+1 {
-				d = w.mask + 1
+			mask := uint64(w.mask)
+			if d > mask+1 {
+				d = mask + 1
 			}
 			for i := uint64(1); i <= d; i++ {
-				w.bits[(cur+i)&w.mask].Store(0)
+				w.bits[(cur+i)&mask].Store(0)
 			}
 		}
 		w.top.Store(seq)
-	} else if top-seq >= w.size {
+	} else if top-seq >= uint64(w.size) {
 		return false
 	}
-	word, bit := &w.bits[(seq>>6)&w.mask], uint64(1)<<(seq&63)
+	word, bit := &w.bits[(seq>>6)&uint64(w.mask)], uint64(1)<<(seq&63)
 	old := word.Load()
 	if old&bit != 0 {
 		return false

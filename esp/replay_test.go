@@ -32,7 +32,7 @@ func TestWindowModel(t *testing.T) {
 			r := rand.New(rand.NewPCG(seed, uint64(size)))
 			var w window
 			w.init(size, false)
-			m := &model{seen: map[uint64]bool{}, size: w.size}
+			m := &model{seen: map[uint64]bool{}, size: uint64(w.size)}
 			var recent []uint64
 			for i := range 20000 {
 				var seq uint64

@@ -46,11 +46,13 @@ var errKeySize = errors.New("aescbc: invalid key size (want 16, 24 or 32 bytes)"
 type Cipher struct {
 	// enc[i] is round key i as the 16 bytes w[4i..4i+3] of FIPS-197
 	// section 5.2, each word big-endian: the byte order AESENC uses.
-	enc [maxRounds + 1][BlockSize]byte
+	// enc and dec share one array of exactly 2(Nr+1) round keys: an
+	// AES-128 schedule takes 352 bytes, not the 480 of AES-256's size.
+	enc [][BlockSize]byte
 	// dec is the schedule of the equivalent inverse cipher (FIPS-197
 	// section 5.3.5) in the order AESDEC consumes it: dec[0] = enc[Nr],
 	// dec[i] = InvMixColumns(enc[Nr-i]) for 0 < i < Nr, dec[Nr] = enc[0].
-	dec    [maxRounds + 1][BlockSize]byte
+	dec    [][BlockSize]byte
 	rounds int
 	// block is crypto/aes's cipher for the portable path, made on first
 	// use: with AES-NI it is never needed, and it would be half of the
@@ -72,6 +74,9 @@ func New(key []byte) (*Cipher, error) {
 	default:
 		return nil, errKeySize
 	}
+	n := c.rounds + 1
+	rk := make([][BlockSize]byte, 2*n)
+	c.enc, c.dec = rk[:n:n], rk[n:]
 	expandKey(&c, key)
 	return &c, nil
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"testing"
 )
@@ -485,4 +486,32 @@ func gmul(a, b byte) byte {
 		b >>= 1
 	}
 	return p
+}
+
+// TestScheduleMemory: an AES-128 schedule takes what its eleven round keys
+// each way need (352 bytes) and a small header, not room for AES-256's
+// fifteen (576 bytes in all before). A P-CSCF keeps one per UE that has
+// sent a packet.
+func TestScheduleMemory(t *testing.T) {
+	key := make([]byte, 16)
+	const n = 1000
+	kept := make([]*Cipher, 0, n)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for range n {
+		c, err := New(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept = append(kept, c)
+	}
+	runtime.ReadMemStats(&after)
+	per := float64(after.TotalAlloc-before.TotalAlloc) / n
+	if per > 464 {
+		t.Errorf("an AES-128 schedule takes %.0f bytes, budget 464", per)
+	}
+	if len(kept[0].enc) != 11 || len(kept[0].dec) != 11 {
+		t.Errorf("%d and %d round keys, want 11 each way", len(kept[0].enc), len(kept[0].dec))
+	}
 }
