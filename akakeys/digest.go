@@ -428,7 +428,13 @@ func appendParams(b []byte, ps []Param) []byte {
 // String builds the header value: Digest realm="...", nonce="...", ...
 // realm and nonce are always written; the others when set.
 func (c *Challenge) String() string {
-	b := []byte("Digest ")
+	// Sized once for the values and their names and quotes (the P-CSCF
+	// writes one per challenge); growing from "Digest " took four copies.
+	n := 96 + len(c.Realm) + len(c.Nonce) + len(c.Domain) + len(c.Opaque) + len(c.Algorithm) + len(c.QOP) + len(c.IK) + len(c.CK)
+	for _, p := range c.Params {
+		n += len(p.Name) + len(p.Value) + 4
+	}
+	b := append(make([]byte, 0, n), "Digest "...)
 	b = appendQuoted(b, "realm", c.Realm)
 	b = appendQuoted(b, "nonce", c.Nonce)
 	if c.Domain != "" {

@@ -6,6 +6,7 @@ package akakeys
 // tunnel.
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"errors"
@@ -58,23 +59,57 @@ const maxKDFParam = 0xFFFF
 // B.1) and is a caller bug: KDF panics on it. Callers passing lengths they
 // do not control check them first (MediaKeys does).
 func KDF(key []byte, fc byte, params ...[]byte) [32]byte {
+	n := 1 // the length of S
 	for i, p := range params {
 		if len(p) > maxKDFParam {
 			panic(fmt.Sprintf("akakeys: KDF parameter P%d is %d octets, longer than 65535 (TS 33.220 Annex B.1)", i, len(p)))
 		}
+		n += len(p) + 2
 	}
-	m := hmac.New(sha256.New, key)
-	var l [2]byte
-	l[0] = fc
-	m.Write(l[:1])
-	for _, p := range params {
-		m.Write(p)
-		l[0], l[1] = byte(len(p)>>8), byte(len(p))
-		m.Write(l[:])
+	if len(key) <= sha256.BlockSize && n <= kdfShortS {
+		return kdfShort(key, fc, params)
 	}
+	// Longer keys and inputs, through crypto/hmac, on copies: the
+	// arguments stay off the heap for the callers of the short path.
+	m := hmac.New(sha256.New, bytes.Clone(key))
+	m.Write(appendS(make([]byte, 0, n), fc, params))
 	var out [32]byte
 	m.Sum(out[:0])
 	return out
+}
+
+// appendS appends S = FC || P0 || L0 || ... || Pn || Ln to b.
+func appendS(b []byte, fc byte, params [][]byte) []byte {
+	b = append(b, fc)
+	for _, p := range params {
+		b = append(b, p...)
+		b = append(b, byte(len(p)>>8), byte(len(p)))
+	}
+	return b
+}
+
+// kdfShortS is the longest S that kdfShort takes: the derivations here
+// (one label of a few octets) fit many times over.
+const kdfShortS = 192
+
+// kdfShort is KDF for a key of at most one SHA-256 block and an S of at
+// most kdfShortS octets, with the HMAC of RFC 2104 written out over
+// sha256.Sum256 on the stack: H((K ⊕ opad) || H((K ⊕ ipad) || S)). It
+// allocates nothing, where crypto/hmac makes two digests and their pads on
+// the heap; the P-CSCF derives media keys for every challenge.
+// TestKDFModel holds both paths to crypto/hmac.
+func kdfShort(key []byte, fc byte, params [][]byte) [32]byte {
+	var inner [sha256.BlockSize + kdfShortS]byte
+	var outer [sha256.BlockSize + sha256.Size]byte
+	copy(inner[:], key)
+	copy(outer[:], key)
+	for i := range sha256.BlockSize {
+		inner[i] ^= 0x36
+		outer[i] ^= 0x5c
+	}
+	sum := sha256.Sum256(appendS(inner[:sha256.BlockSize], fc, params))
+	copy(outer[sha256.BlockSize:], sum[:])
+	return sha256.Sum256(outer[:])
 }
 
 // kdfCKIK runs KDF keyed with CK || IK, the key of every derivation here.

@@ -249,14 +249,20 @@ func (m Mechanism) EffectiveProt() string {
 
 // String formats m in the order TS 33.203 examples use.
 func (m Mechanism) String() string {
-	var b strings.Builder
-	b.WriteString(m.Name)
+	return string(m.appendTo(make([]byte, 0, 160)))
+}
+
+// appendTo appends m as String formats it.
+func (m Mechanism) appendTo(b []byte) []byte {
+	b = append(b, m.Name...)
 	add := func(k, v string) {
 		if v != "" {
-			b.WriteString(";")
-			b.WriteString(k)
-			b.WriteString("=")
-			b.WriteString(v)
+			b = append(append(append(append(b, ';'), k...), '='), v...)
+		}
+	}
+	addNum := func(k string, v uint64) {
+		if v != 0 {
+			b = strconv.AppendUint(append(append(append(b, ';'), k...), '='), v, 10)
 		}
 	}
 	add("q", m.Q)
@@ -264,36 +270,30 @@ func (m Mechanism) String() string {
 	add("ealg", string(m.EAlg))
 	add("prot", m.Prot)
 	add("mod", m.Mod)
-	if m.SPIc != 0 {
-		add("spi-c", strconv.FormatUint(uint64(m.SPIc), 10))
-	}
-	if m.SPIs != 0 {
-		add("spi-s", strconv.FormatUint(uint64(m.SPIs), 10))
-	}
-	if m.PortC != 0 {
-		add("port-c", strconv.Itoa(int(m.PortC)))
-	}
-	if m.PortS != 0 {
-		add("port-s", strconv.Itoa(int(m.PortS)))
-	}
+	addNum("spi-c", uint64(m.SPIc))
+	addNum("spi-s", uint64(m.SPIs))
+	addNum("port-c", uint64(m.PortC))
+	addNum("port-s", uint64(m.PortS))
 	for _, p := range m.Other {
-		b.WriteString(";")
-		b.WriteString(p.Name)
+		b = append(append(b, ';'), p.Name...)
 		if p.Value != "" {
-			b.WriteString("=")
-			b.WriteString(p.Value)
+			b = append(append(b, '='), p.Value...)
 		}
 	}
-	return b.String()
+	return b
 }
 
-// FormatSecurity joins mechanisms into one header value.
+// FormatSecurity joins mechanisms into one header value, made in one
+// buffer (the P-CSCF formats a Security-Server for every challenge).
 func FormatSecurity(ms []Mechanism) string {
-	parts := make([]string, len(ms))
+	b := make([]byte, 0, 160*len(ms))
 	for i, m := range ms {
-		parts[i] = m.String()
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		b = m.appendTo(b)
 	}
-	return strings.Join(parts, ", ")
+	return string(b)
 }
 
 // equalMechanism compares two mechanisms parameter by parameter, treating
