@@ -249,7 +249,18 @@ func (m Mechanism) EffectiveProt() string {
 
 // String formats m in the order TS 33.203 examples use.
 func (m Mechanism) String() string {
-	return string(m.appendTo(make([]byte, 0, 160)))
+	return string(m.appendTo(make([]byte, 0, m.maxLen())))
+}
+
+// maxLen bounds the length of m as appendTo writes it: its strings; 25
+// bytes of ";q=", ";alg=", ";ealg=", ";prot=", ";mod="; 30 of ";spi-c=",
+// ";spi-s=", ";port-c=", ";port-s="; 30 digits (two SPIs, two ports).
+func (m Mechanism) maxLen() int {
+	n := len(m.Name) + len(m.Q) + len(m.Alg) + len(m.EAlg) + len(m.Prot) + len(m.Mod) + 25 + 30 + 30
+	for _, p := range m.Other {
+		n += len(p.Name) + len(p.Value) + 2
+	}
+	return n
 }
 
 // appendTo appends m as String formats it.
@@ -286,7 +297,11 @@ func (m Mechanism) appendTo(b []byte) []byte {
 // FormatSecurity joins mechanisms into one header value, made in one
 // buffer (the P-CSCF formats a Security-Server for every challenge).
 func FormatSecurity(ms []Mechanism) string {
-	b := make([]byte, 0, 160*len(ms))
+	n := 0
+	for _, m := range ms {
+		n += m.maxLen() + 2
+	}
+	b := make([]byte, 0, n)
 	for i, m := range ms {
 		if i > 0 {
 			b = append(b, ", "...)

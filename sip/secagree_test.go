@@ -276,6 +276,11 @@ func FuzzParseSecurity(f *testing.F) {
 		if !VerifyMatches(again, ms) {
 			t.Fatalf("round trip changed %q -> %q", s, FormatSecurity(again))
 		}
+		for _, m := range ms {
+			if n := len(m.String()); n > m.maxLen() {
+				t.Fatalf("%q is %d bytes, maxLen says at most %d", m.String(), n, m.maxLen())
+			}
+		}
 	})
 }
 
