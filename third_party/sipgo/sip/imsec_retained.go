@@ -49,7 +49,12 @@ func (tx *ServerTx) keepWire() {
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
 	r.StringWrite(buf)
-	w := &wireResponse{wire: string(buf.Bytes())} // one allocation of the exact size
+	w := &wireResponse{}
+	if tx.retained != nil { // section 11: the store's copy
+		w.wire = tx.retained.put(tx.key, r.Destination(), buf.Bytes(), tx.conn)
+	} else {
+		w.wire = string(buf.Bytes()) // one allocation of the exact size
+	}
 	bufPool.Put(buf)
 	w.SipVersion, w.StatusCode, w.Reason = r.SipVersion, r.StatusCode, r.Reason
 	w.tp, w.src, w.dest, w.raddr = r.tp, r.src, r.dest, r.raddr

@@ -41,6 +41,10 @@ type TransactionLayer struct {
 	respDropped atomic.Uint64
 
 	reqWorkers requestWorkers // imsec: see imsec_request_workers.go
+
+	// imsec: the final responses of completed non-INVITE transactions
+	// over UDP (imsec_retained_store.go, IMSEC.md section 11).
+	retained *retainedStore
 }
 
 type TransactionLayerOption func(tpl *TransactionLayer)
@@ -80,6 +84,7 @@ func NewTransactionLayer(tpl *TransportLayer, options ...TransactionLayerOption)
 		unRespHandler: defaultUnhandledRespHandler,
 
 		respQueues: make(map[string]*responseQueue), // imsec
+		retained:   newRetainedStore(Timer_J),       // imsec
 	}
 	txl.log = DefaultLogger().With("caller", "TransactionLayer")
 
@@ -253,6 +258,12 @@ func (txl *TransactionLayer) serverTxRequest(req *Request, key string) error {
 		return nil
 	}
 	txl.serverTransactions.unlock()
+	// imsec: a retransmission of a request whose transaction completed
+	// is answered from the retained store (section 11). A transaction
+	// enters the store before it leaves the map, so one of the two has it.
+	if txl.retained.resend(key) { // imsec
+		return nil // imsec
+	} // imsec
 
 	// Connections are singleflight operations
 	conn, err := txl.serverRequestConnection(req)
@@ -263,6 +274,10 @@ func (txl *TransactionLayer) serverTxRequest(req *Request, key string) error {
 		return fmt.Errorf("transport returned nil connection")
 	}
 
+	if txl.retained.resend(key) { // imsec: completed meanwhile
+		conn.TryClose() // imsec
+		return nil      // imsec
+	} // imsec
 	txl.serverTransactions.lock()
 	tx, exists = txl.serverTransactions.items[key]
 	if exists {
@@ -276,6 +291,7 @@ func (txl *TransactionLayer) serverTxRequest(req *Request, key string) error {
 	}
 
 	tx = NewServerTx(key, req, conn, txl.log)
+	tx.retained = txl.retained // imsec
 	if err := tx.Init(); err != nil {
 		txl.serverTransactions.unlock()
 		// Init failed: this tx never reaches delete(), so release the connection
@@ -467,6 +483,7 @@ func (txl *TransactionLayer) Close() {
 
 	txl.clientTransactions.terminateAll()
 	txl.serverTransactions.terminateAll()
+	txl.retained.close()   // imsec
 	txl.respWG.Wait()      // imsec
 	txl.reqWorkers.close() // imsec
 	txl.log.Debug("transaction layer closed")

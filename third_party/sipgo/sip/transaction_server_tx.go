@@ -25,6 +25,9 @@ type ServerTx struct {
 	// imsec: wire, set under fsmMu by TerminateGracefully, is the final
 	// response a retained non-INVITE transaction resends (passResp).
 	wire *wireResponse
+	// imsec: retained, if set, is the layer's store that a completed
+	// non-INVITE transaction over UDP moves its response to (section 11).
+	retained *retainedStore
 }
 
 func NewServerTx(key string, origin *Request, conn Connection, logger *slog.Logger) *ServerTx {

@@ -168,6 +168,16 @@ func (tx *ServerTx) stateTerminated(s fsmInput) fsmInput {
 	return spinfn()
 }
 
+// stateRetained is the state of a transaction whose response went to the
+// layer's retained store (imsec, section 11): a retransmission that found
+// the transaction just before it left the map is answered here.
+func (tx *ServerTx) stateRetained(s fsmInput) fsmInput {
+	if s == server_input_request {
+		_ = tx.passResp()
+	}
+	return FsmInputNone
+}
+
 func (tx *ServerTx) actRespond() fsmInput {
 	if err := tx.passResp(); err != nil {
 		return server_input_transport_err
@@ -239,6 +249,13 @@ func (tx *ServerTx) actFinal() fsmInput {
 	if err := tx.passResp(); err != nil {
 		return server_input_transport_err
 	}
+	// imsec: the layer's store answers retransmissions from now on, and
+	// the transaction ends here instead of at Timer J (section 11).
+	if tx.retained != nil && tx.wire != nil { // imsec
+		tx.fsmState = tx.stateRetained      // imsec
+		tx.delete(ErrTransactionTerminated) // imsec
+		return FsmInputNone                 // imsec
+	} // imsec
 
 	// https://datatracker.ietf.org/doc/html/rfc3261#section-17.2.2
 	//  When the server transaction enters the "Completed" state, it MUST set
