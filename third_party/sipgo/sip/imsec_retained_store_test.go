@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -226,5 +227,36 @@ func TestImsecCompletedTxLeavesForStore(t *testing.T) {
 	}
 	if n := handled.Load(); n != 1 {
 		t.Fatalf("the handler saw the request %d times, want once", n)
+	}
+}
+
+// TestImsecRetainedStoreConcurrent: puts, resends and the timer's sweeps
+// at once (for the race detector), and every connection reference comes
+// back by close.
+func TestImsecRetainedStoreConcurrent(t *testing.T) {
+	s := newRetainedStore(2 * time.Millisecond)
+	conn := &imsecRefConn{}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 2000 {
+				key := fmt.Sprintf("k-%d-%d", g, i%50)
+				if i%3 == 0 {
+					s.resend(key)
+					continue
+				}
+				if got := s.put(key, "198.51.100.1:5060", []byte(key), conn); got != key {
+					t.Errorf("put returned %q, want %q", got, key)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	s.close()
+	if r := conn.refs.Load(); r != 0 {
+		t.Fatalf("%d connection references left after close", r)
 	}
 }
