@@ -169,40 +169,45 @@ func (peer *Peer) SetOutboundSAs(def *esp.Outbound, sel []OutboundSA) {
 		peer.out.Store(nil)
 		return
 	}
-	old := map[*esp.Outbound]*outSA{}
+	// An SA that stays keeps its wrapper, and with it its counters. The
+	// sets are a few SAs: linear scans, no maps (this runs several times
+	// per registration).
+	var prev []*outSA
 	if cur := peer.out.Load(); cur != nil {
-		for _, s := range cur.all {
-			old[s.out] = s
-		}
+		prev = cur.all
 	}
-	set := &outSet{}
+	set := &outSet{all: make([]*outSA, 0, len(sel)+1)}
+	if len(sel) > 0 {
+		set.sel = make([]outSel, 0, len(sel))
+	}
 	wrap := func(o *esp.Outbound) *outSA {
 		if o == nil {
 			return nil
 		}
-		if s := old[o]; s != nil {
-			return s
+		for _, s := range set.all {
+			if s.out == o {
+				return s
+			}
 		}
-		s := &outSA{out: o}
-		old[o] = s
-		return s
-	}
-	seen := map[*outSA]bool{}
-	add := func(s *outSA) {
-		if s != nil && !seen[s] {
-			seen[s] = true
-			set.all = append(set.all, s)
+		var w *outSA
+		for _, s := range prev {
+			if s.out == o {
+				w = s
+				break
+			}
 		}
+		if w == nil {
+			w = &outSA{out: o}
+		}
+		set.all = append(set.all, w)
+		return w
 	}
 	set.def = wrap(def)
-	add(set.def)
 	for _, x := range sel {
 		if x.SA == nil {
 			continue
 		}
-		w := wrap(x.SA)
-		set.sel = append(set.sel, outSel{src: x.SrcPort, dst: x.DstPort, sa: w})
-		add(w)
+		set.sel = append(set.sel, outSel{src: x.SrcPort, dst: x.DstPort, sa: wrap(x.SA)})
 	}
 	peer.out.Store(set)
 }
