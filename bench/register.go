@@ -125,6 +125,12 @@ type RegisterResult struct {
 	// in-process P-CSCF counted.
 	ShedWaits int    `json:"shed_waits,omitempty"`
 	PCSCFShed uint64 `json:"pcscf_shed,omitempty"`
+	// MachineBusyCores is the whole machine's CPU over the registration
+	// phase, in cores (P-CSCF, load generator and anyone else), and
+	// MachineStealPct the share of the machine's time its hypervisor gave
+	// to others (register_machine.go). Linux only.
+	MachineBusyCores *float64 `json:"machine_busy_cores,omitempty"`
+	MachineStealPct  *float64 `json:"machine_steal_pct,omitempty"`
 	// Re-registrations during the hold (RegisterConfig.Reregister).
 	Reregistered int            `json:"reregistered,omitempty"`
 	ReregFailed  map[string]int `json:"rereg_failed,omitempty"`
@@ -248,6 +254,7 @@ func RunRegister(ctx context.Context, cfg RegisterConfig) (RegisterResult, error
 	if probe != nil {
 		cpu0 = probe.cpu()
 	}
+	machine0, machineOK := machineCPU()
 	for w := range nw {
 		spec := WorkerSpec{First: cfg.First + w*cfg.PerWorker, Count: min(cfg.PerWorker, cfg.UEs-w*cfg.PerWorker),
 			Bind: loopback.Random().String(), SIP: cfg.SIP.String(), ESP: cfg.ESP.String(),
@@ -323,6 +330,9 @@ phase:
 		case <-allDone:
 			if probe != nil {
 				cpu1 = probe.cpu()
+			}
+			if m, ok := machineCPU(); ok && machineOK {
+				res.machineFigures(machine0, m, time.Since(start).Seconds())
 			}
 			break phase
 		case <-tick.C:

@@ -10,10 +10,6 @@ import (
 
 // Process figures for RunRegister, from /proc.
 
-// clockTicks is USER_HZ, the unit of /proc/PID/stat's CPU times: 100 on
-// every Linux architecture Go supports.
-const clockTicks = 100
-
 // selfRSSKiB is this process's resident set.
 func selfRSSKiB() (float64, bool) { return pidRSSKiB(os.Getpid()) }
 
@@ -33,6 +29,15 @@ func pidRSSKiB(pid int) (float64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// machineCPU is the machine's CPU times so far (/proc/stat).
+func machineCPU() (cpuTimes, bool) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuTimes{}, false
+	}
+	return parseCPUStat(string(b))
 }
 
 // pidCPU is a process's user and system time (utime, stime of

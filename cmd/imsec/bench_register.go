@@ -48,7 +48,13 @@ timeout-200, 401-loop, a SIP status code, usim, socket), reg_per_s, p50_ms,
 p95_ms, p99_ms, max_ms, pcscf_cpu_ms_per_reg, pcscf_rss_kib_per_ue, ...,
 and series: per second of the registration phase (wider steps past 600 s,
 series_step_s), the registrations and failures that ended in it and their
-latency percentiles. --svg draws that series.`
+latency percentiles. --svg draws that series.
+
+On Linux the result also says how busy the whole machine was during the
+registrations (machine_busy_cores: everyone's CPU, in cores) and how much
+of its time the hypervisor gave to others (machine_steal_pct). Runs of the
+same build on a shared machine can differ by more than a change under
+test: compare runs made back to back, and look at these two first.`
 
 // memProfileRate is the heap profile's sampling interval with --memprofile.
 const memProfileRate = 4096
@@ -325,6 +331,10 @@ func printRegisterResult(w io.Writer, r bench.RegisterResult, cfg bench.Register
 	fmt.Fprintf(tw, "latency\tp50 %.1f ms, p95 %.1f ms, p99 %.1f ms, max %.1f ms\n", r.P50ms, r.P95ms, r.P99ms, r.MaxMs)
 	if r.PCSCFCPUMsPerReg != nil {
 		fmt.Fprintf(tw, "P-CSCF CPU\t%.3f ms per registration\n", *r.PCSCFCPUMsPerReg)
+	}
+	if r.MachineBusyCores != nil {
+		fmt.Fprintf(tw, "machine\t%.2f cores busy during the registrations (everyone's), %.1f%% stolen by the hypervisor\n",
+			*r.MachineBusyCores, *r.MachineStealPct)
 	}
 	if r.PCSCFRSSKiBPerUE != nil {
 		fmt.Fprintf(tw, "P-CSCF RSS\t%.0f KiB, %.2f KiB per UE above idle", *r.PCSCFRSSKiB, *r.PCSCFRSSKiBPerUE)
