@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,6 +47,9 @@ const (
 	// come back together.
 	shedRetryMin    = 1
 	shedRetrySpread = 4
+	// shedRetryMaxSpread bounds the spread when shedding persists
+	// (overload.retryAfter).
+	shedRetryMaxSpread = 60
 	// dhcpLagTarget is how long a DHCP request may wait in the queue
 	// before new registrations are shed, for dhcpLagHold after it was seen
 	// (then admitted again: with none admitted, no DHCP comes to say the
@@ -65,6 +69,67 @@ type overload struct {
 	// toldShed the shed count then: one line a second at most, however
 	// hard the P-CSCF is pressed.
 	told, toldShed atomic.Int64
+
+	// pace counts new registrations shed and admitted per second, for
+	// retryAfter.
+	pace shedPace
+}
+
+// shedPace counts the new registrations refused and admitted in the
+// current second and the last whole one.
+type shedPace struct {
+	mu sync.Mutex
+	// Guarded by mu:
+	second              int64 // Unix second being counted
+	shedNow, admitNow   int64
+	shedLast, admitLast int64 // in second-1; zero if nothing was counted then
+}
+
+// count adds one decision at now.
+func (p *shedPace) count(now time.Time, shed bool) {
+	sec := now.Unix()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if sec != p.second {
+		if sec == p.second+1 {
+			p.shedLast, p.admitLast = p.shedNow, p.admitNow
+		} else {
+			p.shedLast, p.admitLast = 0, 0
+		}
+		p.second, p.shedNow, p.admitNow = sec, 0, 0
+	}
+	if shed {
+		p.shedNow++
+	} else {
+		p.admitNow++
+	}
+}
+
+// spread is the width, in seconds, of the Retry-After range for a
+// registration shed at now: shedRetrySpread, widened in proportion when
+// the last whole second refused more registrations than it admitted, up
+// to shedRetryMaxSpread. The refused come back within the spread; with a
+// fixed 4 s, 8,000 refusals a second against 1,500 admissions came back
+// as 2,000 retries a second on top of the new arrivals, and a P-CSCF
+// pressed that hard spent its time refusing retries (docs/results.md,
+// session 10). Widened, the retries arrive no faster than registrations
+// are being admitted.
+func (p *shedPace) spread(now time.Time) int {
+	sec := now.Unix()
+	p.mu.Lock()
+	shed, admit := p.shedLast, p.admitLast
+	switch sec {
+	case p.second: // the last whole second is counted
+	case p.second + 1:
+		shed, admit = p.shedNow, p.admitNow
+	default:
+		shed, admit = 0, 0
+	}
+	p.mu.Unlock()
+	if shed <= admit {
+		return shedRetrySpread
+	}
+	return int(min(shedRetryMaxSpread, shedRetrySpread*shed/max(admit, 1)))
 }
 
 func newOverload(l Limits) *overload {
@@ -127,9 +192,10 @@ func (s *Server) shed(why string) {
 	}
 }
 
-// retryAfterShed is a shed REGISTER's Retry-After value.
-func retryAfterShed() string {
-	return strconv.Itoa(shedRetryMin + rand.IntN(shedRetrySpread))
+// retryAfter is a shed REGISTER's Retry-After value: shedRetryMin plus a
+// random part of the spread (shedPace.spread).
+func (o *overload) retryAfter(now time.Time) string {
+	return strconv.Itoa(shedRetryMin + rand.IntN(o.pace.spread(now)))
 }
 
 // shedFilter is the unprotected UDP socket's read filter: a first
@@ -140,11 +206,13 @@ func (s *Server) shedFilter(info sip.TransportReadProps, data []byte) ([]byte, e
 	if !strings.EqualFold(info.Transport, "udp") || !isFirstRegister(data) {
 		return data, nil
 	}
-	why := s.ovl.shedReason(s.now(), s.ovl.inFlight.Load(), len(s.dhcpIn))
+	now := s.now()
+	why := s.ovl.shedReason(now, s.ovl.inFlight.Load(), len(s.dhcpIn))
+	s.ovl.pace.count(now, why != "")
 	if why == "" {
 		return data, nil
 	}
-	res, ok := stateless503(data, retryAfterShed())
+	res, ok := stateless503(data, s.ovl.retryAfter(now))
 	if !ok {
 		return data, nil // sipgo refuses it as it would have
 	}

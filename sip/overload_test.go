@@ -283,3 +283,59 @@ func BenchmarkShed503(b *testing.B) {
 		}
 	})
 }
+
+// TestShedPaceSpread: a shed registration's Retry-After range is the base
+// spread while the last whole second admitted at least as many as it
+// refused, and widens in proportion (up to shedRetryMaxSpread) when it
+// refused more, so that the refused do not come back faster than
+// registrations are admitted. A second with no count leaves the base.
+func TestShedPaceSpread(t *testing.T) {
+	t0 := time.Unix(1_000_000, 0)
+	var p shedPace
+	count := func(at time.Time, shed, admitted int) {
+		for range shed {
+			p.count(at, true)
+		}
+		for range admitted {
+			p.count(at, false)
+		}
+	}
+	count(t0, 100, 300)
+	if got := p.spread(t0.Add(1500 * time.Millisecond)); got != shedRetrySpread {
+		t.Fatalf("after a second that admitted more than it refused: spread %d, want %d", got, shedRetrySpread)
+	}
+	count(t0.Add(time.Second), 8000, 1000)
+	if got, want := p.spread(t0.Add(2*time.Second)), shedRetrySpread*8; got != want {
+		t.Fatalf("after 8,000 refused against 1,000 admitted: spread %d, want %d", got, want)
+	}
+	count(t0.Add(2*time.Second), 5000, 0)
+	if got := p.spread(t0.Add(3 * time.Second)); got != shedRetryMaxSpread {
+		t.Fatalf("after a second that admitted none: spread %d, want the cap %d", got, shedRetryMaxSpread)
+	}
+	if got := p.spread(t0.Add(10 * time.Second)); got != shedRetrySpread {
+		t.Fatalf("seconds later, with nothing counted since: spread %d, want %d", got, shedRetrySpread)
+	}
+
+	// What the 503 carries: within [min, min+spread).
+	o := newOverload(Limits{})
+	count2 := func(at time.Time) {
+		for range 4000 {
+			o.pace.count(at, true)
+		}
+		for range 1000 {
+			o.pace.count(at, false)
+		}
+	}
+	count2(t0)
+	wide := false
+	for range 200 {
+		n, err := strconv.Atoi(o.retryAfter(t0.Add(time.Second)))
+		if err != nil || n < shedRetryMin || n >= shedRetryMin+4*shedRetrySpread {
+			t.Fatalf("Retry-After %d (%v), want in [%d, %d)", n, err, shedRetryMin, shedRetryMin+4*shedRetrySpread)
+		}
+		wide = wide || n >= shedRetryMin+shedRetrySpread
+	}
+	if !wide {
+		t.Fatal("200 Retry-After values after a second of 4 refusals per admission, none past the base spread")
+	}
+}

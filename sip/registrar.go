@@ -145,9 +145,12 @@ func (s *Server) onOuterRegister(req *sip.Request, tx sip.ServerTransaction) {
 	if (cred == nil || cred.Response == "") && !strings.EqualFold(req.Transport(), "UDP") {
 		// It would draw a new challenge: the work overload control sheds
 		// (over UDP shedFilter has decided already, statelessly).
-		if why := s.ovl.shedReason(s.now(), s.ovl.inFlight.Load()-1, len(s.dhcpIn)); why != "" {
+		now := s.now()
+		why := s.ovl.shedReason(now, s.ovl.inFlight.Load()-1, len(s.dhcpIn))
+		s.ovl.pace.count(now, why != "")
+		if why != "" {
 			s.shed(why)
-			s.respond(tx, req, 503, "Service Unavailable", true, sip.NewHeader("Retry-After", retryAfterShed()))
+			s.respond(tx, req, 503, "Service Unavailable", true, sip.NewHeader("Retry-After", s.ovl.retryAfter(now)))
 			return
 		}
 	}
