@@ -3,7 +3,9 @@ package hss
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 )
 
@@ -140,4 +142,36 @@ func TestIdentitiesKeepNothingUnderAStaleGeneration(t *testing.T) {
 	if _, ok := c.ownerOf(3, "sip:b@x"); ok {
 		t.Fatal("entry survived a generation change")
 	}
+}
+
+// BenchmarkIdentitiesParallel is a registration burst's use of the cache:
+// 128 goroutines (the P-CSCF's REGISTER handlers) looking up the IMPUs of
+// 100,000 subscribers, one in 64 of them caching a subscriber's answer.
+func BenchmarkIdentitiesParallel(b *testing.B) {
+	const n = 100_000
+	var c identities
+	impis := make([]string, n)
+	for i := range impis {
+		impis[i] = fmt.Sprintf("ue%06d@bench.example", i)
+		c.putIMPUs(0, impis[i], nil) // no generation yet: not cached
+	}
+	c.impusOf(1, impis[0])
+	for i, impi := range impis {
+		c.putIMPUs(1, impi, []string{"sip:" + impi, fmt.Sprintf("tel:+1555%06d", i)})
+	}
+	var next atomic.Uint64
+	b.SetParallelism(64)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := next.Add(1)
+			impi := impis[i%n]
+			if i%64 == 0 {
+				c.putIMPUs(1, impi, []string{"sip:" + impi})
+				continue
+			}
+			if _, ok := c.impusOf(1, impi); !ok {
+				b.Fatal("miss")
+			}
+		}
+	})
 }
