@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,7 +21,13 @@ func TestDemo(t *testing.T) {
 	var out, kl bytes.Buffer
 	var diagram sip.SequenceDiagram
 	var log eventLog
+	// One lock over both records: events come from several goroutines
+	// (the two UEs' "call up" at once), and the log and the diagram must
+	// see them in the same order.
+	var recordMu sync.Mutex
 	sum, err := Run(ctx, Config{Out: &out, KeyLog: &lockedWriter{w: &kl}, Events: func(e sip.Event) {
+		recordMu.Lock()
+		defer recordMu.Unlock()
 		log.add(e)
 		diagram.Event(e)
 	}})
