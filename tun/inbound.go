@@ -44,6 +44,11 @@ func (p *Pump) inbound() {
 		}
 		t := &p.tables
 		now := p.cfg.Now().UnixNano()
+		if p.stamps != nil {
+			if at := p.stamps.Received(); !at.IsZero() {
+				p.cfg.OnInboundWait(time.Since(at)) // the kernel's clock, not cfg.Now
+			}
+		}
 		// Find each datagram's SA, then open each run of one SA's packets
 		// with one OpenBatch.
 		k, keepalives := 0, 0

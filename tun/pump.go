@@ -27,6 +27,15 @@ type PacketConn interface {
 
 var _ PacketConn = (*udp.Conn)(nil)
 
+// stamper is a PacketConn that tells when the kernel received what it
+// read (udp.Conn).
+type stamper interface {
+	StampReceived() bool
+	Received() time.Time
+}
+
+var _ stamper = (*udp.Conn)(nil)
+
 // Config configures a Pump. Zero values are the documented defaults.
 type Config struct {
 	Device Device     // the plaintext side; the Pump closes it on Close
@@ -46,6 +55,15 @@ type Config struct {
 	// packet is dropped as unknown_spi, as without the hook. It runs on the
 	// inbound goroutine: it must not block, nor call the Pump otherwise.
 	OnUnknownSPI func(spi esp.SPI) bool
+
+	// OnInboundWait, if set, is told after each read of the socket how
+	// long the oldest datagram read had waited in the socket's buffer: the
+	// Pump asks the socket for receive times (a PacketConn with the
+	// StampReceived and Received methods of udp.Conn; on others, or where
+	// the kernel gives none, it is never called). A gateway falling behind
+	// its UEs sees it here first. It runs on the inbound goroutine: it must
+	// be quick and must not call the Pump.
+	OnInboundWait func(wait time.Duration)
 
 	// EchoResponder, if valid, is an inner address whose ICMP echo requests
 	// the Pump answers itself, from any peer, even one with no inner address
@@ -102,6 +120,7 @@ type Pump struct {
 	dev     Device
 	conn    PacketConn
 	offload offloader // conn, if it can say whether it segments; else nil
+	stamps  stamper   // conn, if OnInboundWait is set and it gives receive times; else nil
 	log     *slog.Logger
 
 	// tables is read per packet without a lock (see peerTables); it is
@@ -172,6 +191,9 @@ func NewPump(cfg Config) (*Pump, error) {
 	}
 	p := &Pump{cfg: cfg, dev: cfg.Device, conn: cfg.Conn, log: cfg.Logger, stop: make(chan struct{}), pingWho: map[uint32]chan time.Time{}}
 	p.offload, _ = cfg.Conn.(offloader)
+	if st, ok := cfg.Conn.(stamper); ok && cfg.OnInboundWait != nil && st.StampReceived() {
+		p.stamps = st
+	}
 	p.tables.init()
 	r := newOutRing(cfg.Device.BatchSize(), outOffset+cfg.Device.MTU()+esp.TailRoom)
 	var h *sealHelper

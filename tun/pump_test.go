@@ -539,3 +539,50 @@ func TestDummyKeepaliveFollowsRebinding(t *testing.T) {
 		t.Fatalf("gateway cannot reach the idle UE after the rebinding: %v", err)
 	}
 }
+
+// TestInboundWait: with OnInboundWait, the Pump stamps its socket and
+// reports each read's wait in the buffer, measured on the kernel's clock
+// (not Config.Now, which a test may have stopped); without the hook the
+// socket is left unstamped.
+func TestInboundWait(t *testing.T) {
+	clock := &fakeNow{t: time.Unix(1e9, 0)}
+	ns, err := NewNetstack(NetstackOptions{})
+	must(t, err)
+	c, err := udp.Listen(netip.MustParseAddrPort("127.0.0.1:0"))
+	must(t, err)
+	waits := make(chan time.Duration, 16)
+	p, err := NewPump(Config{Device: ns, Conn: c, Now: clock.Now, OnInboundWait: func(d time.Duration) {
+		select {
+		case waits <- d:
+		default:
+		}
+	}})
+	must(t, err)
+	defer p.Close()
+	src, err := udp.Listen(netip.MustParseAddrPort("127.0.0.1:0"))
+	must(t, err)
+	defer src.Close()
+	if n, err := src.WriteBatch([]udp.Message{{Buf: []byte{0xff}, N: 1, Addr: c.LocalAddr()}}); n != 1 || err != nil {
+		t.Fatal(n, err)
+	}
+	select {
+	case d := <-waits:
+		if d < 0 || d > 10*time.Second {
+			t.Fatalf("a keepalive waited %v in the socket", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("OnInboundWait never called")
+	}
+
+	// Without the hook, no stamps.
+	c2, err := udp.Listen(netip.MustParseAddrPort("127.0.0.1:0"))
+	must(t, err)
+	ns2, err := NewNetstack(NetstackOptions{})
+	must(t, err)
+	p2, err := NewPump(Config{Device: ns2, Conn: c2})
+	must(t, err)
+	defer p2.Close()
+	if p2.stamps != nil {
+		t.Fatal("a Pump without OnInboundWait stamped its socket")
+	}
+}

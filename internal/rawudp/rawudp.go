@@ -15,6 +15,8 @@ package rawudp
 import (
 	"net"
 	"net/netip"
+	"sync/atomic"
+	"time"
 )
 
 // Conn is a UDP socket whose datagram reads and writes go through raw
@@ -23,6 +25,8 @@ import (
 type Conn struct {
 	*net.UDPConn
 	raw *raw // nil: the net package's calls
+
+	received atomic.Int64 // Unix ns: the kernel's receive time of the last datagram read (stamped sockets)
 }
 
 // New wraps c.
@@ -33,11 +37,33 @@ func (c *Conn) ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error) {
 	if c.raw == nil {
 		return c.UDPConn.ReadFromUDPAddrPort(b)
 	}
-	n, from, err := c.raw.read(b)
+	n, from, at, err := c.raw.read(b)
 	if err != nil {
 		return 0, netip.AddrPort{}, &net.OpError{Op: "read", Net: "udp", Source: c.LocalAddr(), Err: err}
 	}
+	if !at.IsZero() {
+		c.received.Store(at.UnixNano())
+	}
 	return n, from, nil
+}
+
+// StampReceived asks the kernel for each datagram's receive time (Linux:
+// SO_TIMESTAMPNS), which Received then reports; false where the platform
+// or the socket cannot. Call it before the first read. How long a
+// datagram waited in the socket's buffer is the plainest measure of a
+// reader falling behind: the buffer holds seconds of requests before it
+// drops any.
+func (c *Conn) StampReceived() bool { return c.raw != nil && c.raw.stamp() }
+
+// Received is the kernel's receive time of the datagram last read, on a
+// stamped socket (zero before one, or unstamped). With one reading
+// goroutine, that goroutine sees its own last datagram's.
+func (c *Conn) Received() time.Time {
+	ns := c.received.Load()
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
 }
 
 // WriteToUDPAddrPort sends b to to, as net.UDPConn's does.

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -18,6 +19,19 @@ type raw struct {
 	// six: the socket is AF_INET6 (dual stack when bound to ::), so IPv4
 	// peers are written v4-mapped.
 	six bool
+	// stamped: SO_TIMESTAMPNS is on, and reads are recvmsg calls that
+	// take the kernel's receive time (set before the first read).
+	stamped bool
+}
+
+// stamp turns on kernel receive times: the socket's SO_TIMESTAMPNS.
+func (r *raw) stamp() bool {
+	ok := false
+	r.rc.Control(func(fd uintptr) {
+		ok = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1) == nil
+	})
+	r.stamped = ok
+	return ok
 }
 
 // newRaw returns nil when the socket or its family cannot be had.
@@ -51,14 +65,33 @@ type call struct {
 	n     int
 	errno syscall.Errno
 
-	read, write func(fd uintptr) bool
+	// recvmsg's header, buffer and control space, for stamped reads
+	msg  unix.Msghdr
+	iov  unix.Iovec
+	ctrl [stampSpace]byte
+
+	read, readMsg, write func(fd uintptr) bool
 }
+
+// stampSpace holds one SCM_TIMESTAMPNS control message.
+// (unix.CmsgSpace of a unix.Timespec is 32 on 64-bit Linux; a test checks).
+const stampSpace = 64
 
 var calls = sync.Pool{New: func() any {
 	c := &call{}
 	c.read = func(fd uintptr) bool {
 		c.salen = unix.SizeofSockaddrAny
 		return c.syscall(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&c.salen)))
+	}
+	c.readMsg = func(fd uintptr) bool {
+		for {
+			n, _, e := unix.RawSyscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&c.msg)), unix.MSG_DONTWAIT)
+			if e == unix.EINTR {
+				continue
+			}
+			c.n, c.errno = int(n), e
+			return e != unix.EAGAIN
+		}
 	}
 	c.write = func(fd uintptr) bool { return c.syscall(unix.SYS_SENDTO, fd, uintptr(c.salen)) }
 	return c
@@ -79,19 +112,53 @@ func (c *call) syscall(trap, fd, salen uintptr) bool {
 	}
 }
 
-func (r *raw) read(b []byte) (int, netip.AddrPort, error) {
+// read receives one datagram into b; at is the kernel's receive time when
+// the socket is stamped (zero otherwise, or when the kernel gave none).
+func (r *raw) read(b []byte) (n int, from netip.AddrPort, at time.Time, err error) {
 	c := calls.Get().(*call)
 	defer calls.Put(c)
 	c.buf = b
-	err := r.rc.Read(c.read)
-	c.buf = nil
+	fn, name := c.read, "recvfrom"
+	if r.stamped {
+		fn, name = c.readMsg, "recvmsg"
+		c.msg = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&c.sa)), Namelen: unix.SizeofSockaddrAny, Iov: &c.iov}
+		c.msg.SetIovlen(1)
+		if len(b) > 0 {
+			c.iov.Base = &b[0]
+		}
+		c.iov.SetLen(len(b))
+		c.msg.Control = &c.ctrl[0]
+		c.msg.SetControllen(len(c.ctrl))
+	}
+	err = r.rc.Read(fn)
+	c.buf, c.iov.Base = nil, nil
 	if err == nil && c.errno != 0 {
-		err = os.NewSyscallError("recvfrom", c.errno)
+		err = os.NewSyscallError(name, c.errno)
 	}
 	if err != nil {
-		return 0, netip.AddrPort{}, err
+		return 0, netip.AddrPort{}, time.Time{}, err
 	}
-	return c.n, c.from(), nil
+	if r.stamped {
+		at = receiveTime(c.ctrl[:min(int(c.msg.Controllen), len(c.ctrl))])
+	}
+	return c.n, c.from(), at, nil
+}
+
+// receiveTime finds SCM_TIMESTAMPNS in a control buffer.
+func receiveTime(ctrl []byte) time.Time {
+	for len(ctrl) >= unix.SizeofCmsghdr {
+		cm := (*unix.Cmsghdr)(unsafe.Pointer(&ctrl[0]))
+		l := int(cm.Len)
+		if l < unix.SizeofCmsghdr || l > len(ctrl) {
+			return time.Time{}
+		}
+		if cm.Level == unix.SOL_SOCKET && cm.Type == unix.SCM_TIMESTAMPNS && l >= unix.CmsgLen(int(unsafe.Sizeof(unix.Timespec{}))) {
+			ts := (*unix.Timespec)(unsafe.Pointer(&ctrl[unix.CmsgLen(0)]))
+			return time.Unix(int64(ts.Sec), int64(ts.Nsec))
+		}
+		ctrl = ctrl[min(unix.CmsgSpace(l-unix.CmsgLen(0)), len(ctrl)):]
+	}
+	return time.Time{}
 }
 
 // write sends b to to; false (and nothing sent) when the address does not

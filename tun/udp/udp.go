@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"time"
 )
 
 // Message is one datagram. For ReadBatch, Buf is the space to fill and the
@@ -105,6 +106,17 @@ func (u *Conn) Offload() (gso, gro bool) { return u.plat.offload() }
 
 // Close closes the socket.
 func (u *Conn) Close() error { return u.c.Close() }
+
+// StampReceived asks the kernel for the receive time of the datagrams
+// ReadBatch returns (Linux: SO_TIMESTAMPNS), which Received then reports;
+// false where the platform cannot. Call it before the first ReadBatch.
+func (u *Conn) StampReceived() bool { return u.plat.stamp() }
+
+// Received is the kernel's receive time of the first datagram of the
+// last batch ReadBatch took from the socket, the one that waited longest
+// in its buffer (zero before a batch, or without StampReceived). Only
+// the reading goroutine may call it.
+func (u *Conn) Received() time.Time { return u.plat.received() }
 
 // ReadBatch blocks until at least one datagram arrives, then fills up to
 // len(msgs) of them.

@@ -5,6 +5,7 @@ package udp
 import (
 	"net"
 	"net/netip"
+	"time"
 )
 
 // platform is the portable path: one datagram per system call.
@@ -15,6 +16,10 @@ type platform struct {
 func (p *platform) init(_ *net.UDPConn, remote netip.AddrPort) { p.remote = remote }
 
 func (*platform) batchSize() int { return 1 }
+
+func (*platform) stamp() bool { return false }
+
+func (*platform) received() time.Time { return time.Time{} }
 
 func (*platform) offload() (gso, gro bool) { return false, false }
 

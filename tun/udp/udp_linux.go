@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -62,8 +63,9 @@ type platform struct {
 	is6    bool           // AF_INET6 socket
 	remote netip.AddrPort // of a connected socket: sent to without an address
 
-	gso atomic.Bool // UDP_SEGMENT on send; cleared if the kernel refuses it
-	gro bool        // UDP_GRO on receive
+	gso     atomic.Bool // UDP_SEGMENT on send; cleared if the kernel refuses it
+	gro     bool        // UDP_GRO on receive
+	stamped bool        // SO_TIMESTAMPNS: the first message of each receive carries its time
 
 	r  reader
 	wm sync.Mutex // WriteBatch may be called from several goroutines
@@ -80,9 +82,10 @@ type reader struct {
 	// With GRO, datagrams land in bufs (ours) and are handed out one
 	// segment at a time; pending ones survive until the next ReadBatch.
 	bufs [][]byte
-	m    int // messages from the last recvmmsg
-	next int // next message to hand out
-	off  int // bytes of message next already handed out
+	m    int       // messages from the last recvmmsg
+	next int       // next message to hand out
+	off  int       // bytes of message next already handed out
+	at   time.Time // kernel receive time of the last recvmmsg's first message
 
 	// the syscall's in- and outputs, for the method value below
 	vlen  int
@@ -105,7 +108,9 @@ type writer struct {
 	fn       func(fd uintptr) bool
 }
 
-var ctrlSpace = unix.CmsgSpace(groCtrlLen) // ≥ CmsgSpace(segCtrlLen)
+// ctrlSpace is one received message's control space: a UDP_GRO segment
+// size and a receive time (≥ CmsgSpace(segCtrlLen) for sends).
+var ctrlSpace = unix.CmsgSpace(groCtrlLen) + unix.CmsgSpace(int(unsafe.Sizeof(unix.Timespec{})))
 
 func (p *platform) init(c *net.UDPConn, remote netip.AddrPort) {
 	p.remote = remote
@@ -126,9 +131,7 @@ func (p *platform) init(c *net.UDPConn, remote netip.AddrPort) {
 	r.hs = make([]mmsghdr, DefaultBatch)
 	r.iov = make([]unix.Iovec, DefaultBatch)
 	r.names = make([]byte, DefaultBatch*sockaddrLen)
-	if p.gro {
-		r.ctrl = make([]byte, groBuffers*ctrlSpace)
-	}
+	r.ctrl = make([]byte, max(groBuffers, DefaultBatch)*ctrlSpace)
 	r.fn = r.recvmmsg
 
 	w := &p.w
@@ -141,6 +144,15 @@ func (p *platform) init(c *net.UDPConn, remote netip.AddrPort) {
 }
 
 func (p *platform) batchSize() int { return DefaultBatch }
+
+func (p *platform) stamp() bool {
+	p.rc.Control(func(fd uintptr) {
+		p.stamped = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1) == nil
+	})
+	return p.stamped
+}
+
+func (p *platform) received() time.Time { return p.r.at }
 
 func (p *platform) offload() (gso, gro bool) { return p.gso.Load(), p.gro }
 
@@ -201,11 +213,15 @@ func (p *platform) readBatch(c *net.UDPConn, msgs []Message) (int, error) {
 	if !p.gro {
 		k := min(len(msgs), len(p.r.hs))
 		for i := range k {
-			p.r.prepare(i, msgs[i].Buf, false)
+			// The first message's control space takes the batch's time.
+			p.r.prepare(i, msgs[i].Buf, i == 0 && p.stamped)
 		}
 		n, err := p.recv(k)
 		if err != nil {
 			return 0, err
+		}
+		if p.stamped && n > 0 {
+			p.r.at = p.r.time(0)
 		}
 		for i := range n {
 			msgs[i].N = int(p.r.hs[i].n)
@@ -229,6 +245,9 @@ func (p *platform) readBatch(c *net.UDPConn, msgs []Message) (int, error) {
 			return 0, err
 		}
 		r.m, r.next, r.off = n, 0, 0
+		if p.stamped && n > 0 {
+			r.at = r.time(0)
+		}
 	}
 	k := 0
 	for k < len(msgs) && r.next < r.m {
@@ -251,27 +270,46 @@ func (p *platform) readBatch(c *net.UDPConn, msgs []Message) (int, error) {
 
 // segment returns the UDP_GRO segment size of message i, or 0.
 func (r *reader) segment(i int) int {
+	data := r.cmsg(i, unix.SOL_UDP, unix.UDP_GRO)
+	switch {
+	case len(data) >= 4:
+		return int(binary.NativeEndian.Uint32(data))
+	case len(data) >= 2:
+		return int(binary.NativeEndian.Uint16(data))
+	}
+	return 0
+}
+
+// time returns the SO_TIMESTAMPNS receive time of message i, or zero.
+func (r *reader) time(i int) time.Time {
+	data := r.cmsg(i, unix.SOL_SOCKET, unix.SCM_TIMESTAMPNS)
+	if len(data) < int(unsafe.Sizeof(unix.Timespec{})) {
+		return time.Time{}
+	}
+	ts := (*unix.Timespec)(unsafe.Pointer(&data[0]))
+	return time.Unix(int64(ts.Sec), int64(ts.Nsec))
+}
+
+// cmsg returns the data of message i's control message of level and typ,
+// or nil.
+func (r *reader) cmsg(i int, level, typ int32) []byte {
 	h := &r.hs[i].hdr
-	ctrl := r.ctrl[i*ctrlSpace : i*ctrlSpace+int(h.Controllen)]
+	if h.Control == nil {
+		return nil
+	}
+	ctrl := r.ctrl[i*ctrlSpace : i*ctrlSpace+min(int(h.Controllen), ctrlSpace)]
 	for len(ctrl) >= unix.SizeofCmsghdr {
 		cm := (*unix.Cmsghdr)(unsafe.Pointer(&ctrl[0]))
 		l := int(cm.Len)
 		if l < unix.SizeofCmsghdr || l > len(ctrl) {
-			return 0
+			return nil
 		}
-		if cm.Level == unix.SOL_UDP && cm.Type == unix.UDP_GRO {
-			data := ctrl[unix.CmsgLen(0):l]
-			switch {
-			case len(data) >= 4:
-				return int(binary.NativeEndian.Uint32(data))
-			case len(data) >= 2:
-				return int(binary.NativeEndian.Uint16(data))
-			}
-			return 0
+		if cm.Level == level && cm.Type == typ {
+			return ctrl[unix.CmsgLen(0):l]
 		}
 		ctrl = ctrl[min(unix.CmsgSpace(l-unix.CmsgLen(0)), len(ctrl)):]
 	}
-	return 0
+	return nil
 }
 
 // addr decodes the source sockaddr of message i.

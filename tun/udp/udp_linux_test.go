@@ -28,7 +28,7 @@ func (u *Conn) setOffload(t *testing.T, gso, gro bool) {
 				t.Fatal(err)
 			}
 		})
-		p.gro, p.r.ctrl, p.r.bufs = false, nil, nil
+		p.gro, p.r.bufs = false, nil
 	}
 }
 
@@ -281,4 +281,85 @@ func roundTripAllocs(t *testing.T, a, b *Conn, out []Message) float64 {
 			got += n
 		}
 	})
+}
+
+// TestStampReceived: with StampReceived, Received is when the kernel took
+// the first datagram of the batch, not when ReadBatch ran, with and without
+// receive offload; the batch's datagrams are intact, and a stamped round
+// trip allocates nothing.
+func TestStampReceived(t *testing.T) {
+	for _, o := range offloads(t) {
+		if o.gso {
+			continue // sending is not under test
+		}
+		t.Run(fmt.Sprintf("gro=%v", o.gro), func(t *testing.T) {
+			a, b := listen(t), listen(t)
+			b.setOffload(t, true, o.gro)
+			if !b.StampReceived() {
+				t.Fatal("StampReceived refused on Linux")
+			}
+			in := make([]Message, b.BatchSize())
+			for i := range in {
+				in[i].Buf = make([]byte, 2000)
+			}
+			b.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			send := func(n int) {
+				out := make([]Message, n)
+				for i := range out {
+					p := fmt.Appendf(nil, "datagram %d", i)
+					out[i] = Message{Buf: p, N: len(p), Addr: b.LocalAddr()}
+				}
+				if k, err := a.WriteBatch(out); k != n || err != nil {
+					t.Fatal(k, err)
+				}
+			}
+			// The kernel stamps on receive a moment after the first socket
+			// asks (a deferred static key); until then, at the read.
+			for start := time.Now(); ; {
+				if time.Since(start) > 5*time.Second {
+					t.Fatal("the kernel never stamped a datagram on receive")
+				}
+				send(1)
+				time.Sleep(5 * time.Millisecond)
+				if _, err := b.ReadBatch(in); err != nil {
+					t.Fatal(err)
+				}
+				if time.Since(b.Received()) >= 5*time.Millisecond {
+					break
+				}
+			}
+			before := time.Now()
+			send(3)
+			sent := time.Now()
+			time.Sleep(50 * time.Millisecond)
+			got := 0
+			for got < 3 {
+				n, err := b.ReadBatch(in[got:])
+				if err != nil {
+					t.Fatal(err)
+				}
+				got += n
+			}
+			read := time.Now()
+			for i := range 3 {
+				if want := fmt.Sprintf("datagram %d", i); string(in[i].Buf[:in[i].N]) != want {
+					t.Fatalf("datagram %d is %q, want %q", i, in[i].Buf[:in[i].N], want)
+				}
+			}
+			at := b.Received()
+			if at.Before(before.Add(-time.Millisecond)) || at.After(sent.Add(time.Millisecond)) {
+				t.Fatalf("received at %v, want between %v and %v", at, before, sent)
+			}
+			if read.Sub(at) < 50*time.Millisecond {
+				t.Fatalf("wait %v, want at least the 50 ms it was left", read.Sub(at))
+			}
+			out := make([]Message, 8)
+			for i := range out {
+				out[i] = Message{Buf: make([]byte, 1000), N: 1000, Addr: b.LocalAddr()}
+			}
+			if allocs := roundTripAllocs(t, a, b, out); allocs != 0 {
+				t.Errorf("%v allocations per stamped round trip", allocs)
+			}
+		})
+	}
 }
