@@ -125,6 +125,8 @@ type RegisterResult struct {
 	// in-process P-CSCF counted.
 	ShedWaits int    `json:"shed_waits,omitempty"`
 	PCSCFShed uint64 `json:"pcscf_shed,omitempty"`
+	// PCSCFShedBy is PCSCFShed by the signal that refused each.
+	PCSCFShedBy *sip.ShedCounts `json:"pcscf_shed_by,omitempty"`
 	// MachineBusyCores is the whole machine's CPU over the registration
 	// phase, in cores (P-CSCF, load generator and anyone else), and
 	// MachineStealPct the share of the machine's time its hypervisor gave
@@ -255,6 +257,10 @@ func RunRegister(ctx context.Context, cfg RegisterConfig) (RegisterResult, error
 		cpu0 = probe.cpu()
 	}
 	machine0, machineOK := machineCPU()
+	var machine []machineSample // every progressEvery, for the series
+	if machineOK {
+		machine = append(machine, machineSample{at: time.Since(start), t: machine0})
+	}
 	for w := range nw {
 		spec := WorkerSpec{First: cfg.First + w*cfg.PerWorker, Count: min(cfg.PerWorker, cfg.UEs-w*cfg.PerWorker),
 			Bind: loopback.Random().String(), SIP: cfg.SIP.String(), ESP: cfg.ESP.String(),
@@ -333,9 +339,13 @@ phase:
 			}
 			if m, ok := machineCPU(); ok && machineOK {
 				res.machineFigures(machine0, m, time.Since(start).Seconds())
+				machine = append(machine, machineSample{at: time.Since(start), t: m})
 			}
 			break phase
 		case <-tick.C:
+			if m, ok := machineCPU(); ok && machineOK {
+				machine = append(machine, machineSample{at: time.Since(start), t: m})
+			}
 			if cfg.Progress != nil {
 				p := RegisterProgress{UEs: cfg.UEs, Elapsed: time.Since(start)}
 				mu.Lock()
@@ -364,6 +374,7 @@ phase:
 	}
 	mu.Unlock()
 	res.SeriesStepS, res.Series = registerSeries(ends)
+	machineSeries(res.Series, res.SeriesStepS, machine)
 	if cfg.Progress != nil {
 		cfg.Progress(RegisterProgress{UEs: cfg.UEs, Started: cfg.UEs, Registered: res.Registered, Failed: cfg.UEs - res.Registered, Elapsed: time.Since(start)})
 	}
@@ -439,6 +450,9 @@ phase:
 		res.KeepalivesRx = srv.Pump().Counters().KeepalivesReceived - ka0
 		st := srv.Stats()
 		res.DHCPDropped, res.PCSCFShed = st.DHCPDropped, st.Shed
+		if st.Shed > 0 {
+			res.PCSCFShedBy = &st.ShedBy
+		}
 	}
 	if probe != nil && cfg.Hold > 0 {
 		v := float64(probe.cpu()-holdCPU) / float64(time.Since(holdStart))

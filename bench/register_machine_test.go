@@ -1,8 +1,10 @@
 package bench
 
 import (
+	"math"
 	"runtime"
 	"testing"
+	"time"
 )
 
 // TestParseCPUStat: the aggregate line of /proc/stat gives busy, steal and
@@ -42,5 +44,34 @@ func TestMachineFigures(t *testing.T) {
 	}
 	if _, ok := machineCPU(); !ok && runtime.GOOS == "linux" {
 		t.Fatal("no machine CPU times on Linux")
+	}
+}
+
+// TestMachineSeries: each step gets the machine's figures over the samples
+// that bracket it; a step past the samples gets the figures up to the
+// last one, and a step before any sample gets none.
+func TestMachineSeries(t *testing.T) {
+	s := func(ms int, busy, steal, idle uint64) machineSample {
+		return machineSample{at: time.Duration(ms) * time.Millisecond, t: cpuTimes{busy: busy, steal: steal, total: busy + steal + idle}}
+	}
+	// Step 0 (0-1 s): 2 cores busy, no steal. Step 1 (1-2 s): 1 core busy,
+	// 10% steal, sampled at 1.0, 1.5 and 2.25 s (the bracket is 1.0-2.25).
+	samples := []machineSample{s(0, 0, 0, 0), s(500, 100, 0, 0), s(1000, 200, 0, 0), s(1500, 250, 10, 40), s(2250, 325, 25, 100)}
+	pts := make([]RegisterPoint, 3)
+	machineSeries(pts, 1, samples)
+	want := []struct{ busy, steal float64 }{{2, 0}, {1, 10}, {1, 100.0 * 15 / 150}}
+	for i, w := range want {
+		p := pts[i]
+		if p.MachineBusyCores == nil || p.MachineStealPct == nil {
+			t.Fatalf("step %d: no machine figures", i)
+		}
+		if math.Abs(*p.MachineBusyCores-w.busy) > 1e-9 || math.Abs(*p.MachineStealPct-w.steal) > 1e-9 {
+			t.Errorf("step %d: %.3f cores, %.3f%% steal; want %.3f, %.3f", i, *p.MachineBusyCores, *p.MachineStealPct, w.busy, w.steal)
+		}
+	}
+	late := []RegisterPoint{{}}
+	machineSeries(late, 1, []machineSample{s(500, 0, 0, 0), s(1500, 100, 0, 0)})
+	if late[0].MachineBusyCores != nil {
+		t.Fatal("a step that began before the first sample got figures")
 	}
 }

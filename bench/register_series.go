@@ -32,6 +32,46 @@ type RegisterPoint struct {
 	P50ms float64 `json:"p50_ms"`
 	P95ms float64 `json:"p95_ms"`
 	P99ms float64 `json:"p99_ms"`
+	// MachineBusyCores and MachineStealPct are the whole machine's over
+	// the step (RegisterResult's, per step; Linux), from the samples the
+	// runner took every progressEvery: a run's average hides whether the
+	// machine was saturated while it fell behind, since the tail of a run
+	// that shed is mostly UEs waiting out their Retry-After.
+	MachineBusyCores *float64 `json:"machine_busy_cores,omitempty"`
+	MachineStealPct  *float64 `json:"machine_steal_pct,omitempty"`
+}
+
+// machineSample is the machine's CPU times at a moment of the run.
+type machineSample struct {
+	at time.Duration // since the runner's start
+	t  cpuTimes
+}
+
+// machineSeries sets each point's machine figures from samples (in time
+// order), over the samples that bracket the step most closely: the last
+// at or before its start and the first at or after its end (or the last
+// sample). A step the samples do not cover gets none.
+func machineSeries(pts []RegisterPoint, stepS float64, samples []machineSample) {
+	step := time.Duration(stepS * float64(time.Second))
+	for i := range pts {
+		from, to := time.Duration(i)*step, time.Duration(i+1)*step
+		a := -1
+		for j, s := range samples {
+			if s.at <= from {
+				a = j
+			}
+		}
+		b := slices.IndexFunc(samples, func(s machineSample) bool { return s.at >= to })
+		if b < 0 {
+			b = len(samples) - 1
+		}
+		if a < 0 || b <= a {
+			continue
+		}
+		var r RegisterResult
+		r.machineFigures(samples[a].t, samples[b].t, (samples[b].at - samples[a].at).Seconds())
+		pts[i].MachineBusyCores, pts[i].MachineStealPct = r.MachineBusyCores, r.MachineStealPct
+	}
 }
 
 // regEnd is one UE's end of registration, for the series.

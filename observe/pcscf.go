@@ -25,7 +25,7 @@ var (
 	descProtDropped = prometheus.NewDesc("imsec_protected_sip_dropped_total",
 		"Datagrams for the protected UDP ports dropped: their queue full, or a bad UDP checksum or length.", nil, nil)
 	descShed = prometheus.NewDesc("imsec_registrations_shed_total",
-		"New registrations refused by overload control: 503 with Retry-After at the first REGISTER.", nil, nil)
+		"New registrations refused by overload control: 503 with Retry-After at the first REGISTER, by the signal that refused them.", []string{"signal"}, nil)
 	descInFlight = prometheus.NewDesc("imsec_register_in_flight",
 		"REGISTER handlers running now (overload control sheds past its limit).", nil, nil)
 	descTCPAccepted = prometheus.NewDesc("imsec_sip_tcp_connections_accepted_total",
@@ -97,7 +97,10 @@ func (c *pcscfCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descLeases, st.Leases)
 	gauge(descSPIs, st.SPIs)
 	counter(descOverload, st.Overloaded)
-	counter(descShed, st.Shed)
+	counter(descShed, st.ShedBy.InFlight, "in-flight")
+	counter(descShed, st.ShedBy.DHCP, "dhcp")
+	counter(descShed, st.ShedBy.SocketWait, "socket-wait")
+	counter(descShed, st.ShedBy.Ceiling, "ceiling")
 	counter(descProtDropped, st.ProtectedDropped)
 	gauge(descInFlight, st.InFlight)
 	counter(descTCPAccepted, st.TCP.Accepted)

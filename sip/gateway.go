@@ -28,7 +28,7 @@ func (s *Server) startInner() error {
 		Netstack: &tun.NetstackOptions{MTU: innerMTU(s.cfg.ESP.Addr()), Addresses: s.gatewayPrefixes(), Name: "pcscf",
 			Loopback: slices.ContainsFunc(s.cfg.Modes, TransportMode)},
 		Pump: tun.Config{Intercept: s.intercept, EchoResponder: s.gateway, BatchPad: s.cfg.BatchPad, Logger: s.log, Now: s.cfg.Now,
-			OnUnknownSPI: s.lazy.install, Transport: s.transportConfig()},
+			OnUnknownSPI: s.lazy.install, Transport: s.transportConfig(), OnInboundWait: s.ovl.espWaited},
 	})
 	if err != nil {
 		return fmt.Errorf("sip: ESP gateway on %v: %w", s.cfg.ESP, err)

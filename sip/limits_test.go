@@ -43,6 +43,13 @@ func newAttacker(t testing.TB, to netip.AddrPort) *attacker {
 // Authorization header; extra headers (whole lines) may replace the
 // defaults: a line "Name:" alone removes that header.
 func (a *attacker) register(impi, impu string, extra ...string) {
+	if _, err := a.conn.WriteToUDPAddrPort(a.registerBytes(impi, impu, extra...), a.to); err != nil {
+		a.t.Fatal(err)
+	}
+}
+
+// registerBytes is the REGISTER register would send next.
+func (a *attacker) registerBytes(impi, impu string, extra ...string) []byte {
 	a.n++
 	local := a.conn.LocalAddr().(*net.UDPAddr).AddrPort()
 	hdrs := []string{
@@ -71,10 +78,7 @@ func (a *attacker) register(impi, impu string, extra ...string) {
 			hdrs = append(hdrs, e)
 		}
 	}
-	msg := "REGISTER sip:a.example SIP/2.0\r\n" + strings.Join(hdrs, "\r\n") + "\r\nContent-Length: 0\r\n\r\n"
-	if _, err := a.conn.WriteToUDPAddrPort([]byte(msg), a.to); err != nil {
-		a.t.Fatal(err)
-	}
+	return []byte("REGISTER sip:a.example SIP/2.0\r\n" + strings.Join(hdrs, "\r\n") + "\r\nContent-Length: 0\r\n\r\n")
 }
 
 // answer reads one response and returns its status code (0 on timeout)

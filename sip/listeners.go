@@ -34,6 +34,11 @@ func (s *Server) startOuter() error {
 	if s.outerUDP, s.outerTCP, err = listenUDPAndTCP(s.cfg.SIP); err != nil {
 		return err
 	}
+	// Receive times feed overload control (shedFilter); sockets that
+	// cannot give them (other systems, tests' fakes) do without.
+	if st, ok := s.outerUDP.(receiveStamper); ok && st.StampReceived() {
+		s.outerStamps = st
+	}
 	s.serve("unprotected UDP", func() error { return s.outer.ServeUDP(s.outerUDP) })
 	tcp := s.cfg.Limits.TCP
 	if s.cfg.Limits.Off {

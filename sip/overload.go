@@ -30,7 +30,16 @@ import (
 //     begun and not answered, because the CPU or the HSS is behind;
 //   - the DHCP queue more than half full, or a DHCP request that waited in
 //     it longer than dhcpLagTarget within the last dhcpLagHold: SAs made
-//     whose leases wait, so the UEs' protected REGISTERs will come late.
+//     whose leases wait, so the UEs' protected REGISTERs will come late;
+//   - by the kernel's receive times (Linux), the REGISTER itself waited
+//     in the unprotected SIP socket longer than socketLagTarget, or an
+//     ESP datagram did within the last socketLagHold: the readers are
+//     behind. The
+//     sockets hold seconds of requests (4 MiB) before the kernel drops
+//     any, so without this signal a P-CSCF that falls behind admits
+//     registrations whose protected REGISTERs and DHCP then queue behind
+//     thousands of datagrams, past the UEs' timers, while the handler
+//     count stays low (docs/results.md, session 11).
 //
 // Shedding protects the process, not fairness, so Limits.Off leaves it on.
 //
@@ -56,6 +65,15 @@ const (
 	// queue has drained).
 	dhcpLagTarget = 100 * time.Millisecond
 	dhcpLagHold   = 500 * time.Millisecond
+	// socketLagTarget is how long a datagram may wait in a socket's
+	// receive buffer: well under the UE's T1 (500 ms), so that shedding
+	// starts before the UEs retransmit. A first REGISTER that waited
+	// longer in the unprotected socket is shed itself; an ESP datagram
+	// that did sheds new registrations for socketLagHold after. The ESP
+	// socket is read continuously (keepalives alone come thousands a
+	// second at scale), so the hold need only bridge a batch or two.
+	socketLagTarget = 100 * time.Millisecond
+	socketLagHold   = 100 * time.Millisecond
 )
 
 // overload holds the signals. Its fields are atomic or set once in New.
@@ -64,7 +82,10 @@ type overload struct {
 	maxInFlight int64
 	inFlight    atomic.Int64 // REGISTER handlers running
 	shed        atomic.Uint64
-	dhcpLagAt   atomic.Int64 // Unix ns when a DHCP request last waited past dhcpLagTarget
+	shedBy      [shedSignals]atomic.Uint64 // shed, by signal
+	dhcpLagAt   atomic.Int64               // Unix ns when a DHCP request last waited past dhcpLagTarget
+	espLagAt    atomic.Int64               // Unix ns (wall clock) when an ESP datagram last waited in the socket past socketLagTarget
+	espLagMax   atomic.Int64               // the longest such wait then, ns (for the ladder)
 	// told is when shedding was last reported on the ladder (Unix ns), and
 	// toldShed the shed count then: one line a second at most, however
 	// hard the P-CSCF is pressed.
@@ -146,21 +167,73 @@ func (o *overload) enter() func() {
 	return func() { o.inFlight.Add(-1) }
 }
 
-// shedReason tells whether a new registration is to be refused now, and
-// why (for the ladder); "" admits it. running is the REGISTER handlers
-// running besides the caller's; dhcpQueued is the DHCP backlog.
-func (o *overload) shedReason(now time.Time, running int64, dhcpQueued int) string {
+// shedSignal names the signal that shed a registration (Stats.ShedBy).
+type shedSignal int
+
+const (
+	shedInFlight shedSignal = iota
+	shedDHCP
+	shedSocketWait
+	shedCeiling
+	shedSignals
+)
+
+// ShedCounts are the new registrations overload control refused, by the
+// signal that refused them (README, "Overload control").
+type ShedCounts struct {
+	InFlight   uint64 `json:"in-flight,omitempty"`   // --max-in-flight REGISTERs in progress
+	DHCP       uint64 `json:"dhcp,omitempty"`        // the DHCP queue half full, or a request waited in it over 100 ms
+	SocketWait uint64 `json:"socket-wait,omitempty"` // a datagram waited over 100 ms in the SIP or ESP socket
+	Ceiling    uint64 `json:"ceiling,omitempty"`     // --max-register-rate
+}
+
+func (o *overload) shedCounts() ShedCounts {
+	return ShedCounts{InFlight: o.shedBy[shedInFlight].Load(), DHCP: o.shedBy[shedDHCP].Load(),
+		SocketWait: o.shedBy[shedSocketWait].Load(), Ceiling: o.shedBy[shedCeiling].Load()}
+}
+
+// shedReason tells whether a new registration is to be refused now, why
+// (for the ladder) and by which signal; "" admits it. running is the
+// REGISTER handlers running besides the caller's; dhcpQueued is the DHCP
+// backlog; waited is how long the REGISTER waited in its socket (0:
+// unknown).
+func (o *overload) shedReason(now time.Time, running int64, dhcpQueued int, waited time.Duration) (string, shedSignal) {
 	switch {
+	case waited > socketLagTarget:
+		return "overloaded: REGISTER waited " + waited.Round(time.Millisecond).String() + " in the SIP socket", shedSocketWait
 	case running >= o.maxInFlight:
-		return "overloaded: " + strconv.FormatInt(running, 10) + " REGISTERs in progress"
+		return "overloaded: " + strconv.FormatInt(running, 10) + " REGISTERs in progress", shedInFlight
 	case dhcpQueued > dhcpQueue/2:
-		return "overloaded: " + strconv.Itoa(dhcpQueued) + " DHCP requests queued"
+		return "overloaded: " + strconv.Itoa(dhcpQueued) + " DHCP requests queued", shedDHCP
 	case time.Since(time.Unix(0, o.dhcpLagAt.Load())) < dhcpLagHold:
-		return "overloaded: DHCP requests wait over " + dhcpLagTarget.String()
+		return "overloaded: DHCP requests wait over " + dhcpLagTarget.String(), shedDHCP
+	case time.Since(time.Unix(0, o.espLagAt.Load())) < socketLagHold:
+		return "overloaded: ESP datagrams waited " + time.Duration(o.espLagMax.Load()).Round(time.Millisecond).String() + " in the socket", shedSocketWait
 	case o.ceiling != nil && !o.ceiling.AllowN(now, 1):
-		return "over the registration rate ceiling"
+		return "over the registration rate ceiling", shedCeiling
 	}
-	return ""
+	return "", 0
+}
+
+// receiveStamper is a socket that tells when the kernel received the
+// datagram last read (rawudp.Conn, tun/udp.Conn).
+type receiveStamper interface {
+	StampReceived() bool
+	Received() time.Time
+}
+
+// espWaited records how long the oldest ESP datagram of a read waited in
+// the socket's receive buffer (by the kernel's receive time; the wall
+// clock): the Pump's OnInboundWait.
+func (o *overload) espWaited(wait time.Duration) {
+	if wait <= socketLagTarget {
+		return
+	}
+	now := time.Now().UnixNano()
+	if now-o.espLagAt.Load() >= int64(socketLagHold) || int64(wait) > o.espLagMax.Load() {
+		o.espLagMax.Store(int64(wait)) // a new episode, or a longer wait in this one
+	}
+	o.espLagAt.Store(now)
 }
 
 // dhcpWaited records how long a DHCP request waited in the queue.
@@ -170,10 +243,11 @@ func (o *overload) dhcpWaited(wait time.Duration, now time.Time) {
 	}
 }
 
-// shedEvent counts a shed REGISTER and returns the ladder's line for the
+// shedEvent counts a REGISTER shed by sig and returns the ladder's line for the
 // refusals since the last one, or "" when one was given less than a
 // second ago.
-func (o *overload) shedEvent(why string, now time.Time) string {
+func (o *overload) shedEvent(why string, sig shedSignal, now time.Time) string {
+	o.shedBy[sig].Add(1)
 	n := int64(o.shed.Add(1))
 	last := o.told.Load()
 	if now.UnixNano()-last < int64(time.Second) || !o.told.CompareAndSwap(last, now.UnixNano()) {
@@ -183,11 +257,11 @@ func (o *overload) shedEvent(why string, now time.Time) string {
 	return why + ": " + strconv.FormatInt(k, 10) + " new registration(s) refused since the last report (503, Retry-After)"
 }
 
-// shed counts a new registration refused for why: counted, and on the
-// ladder at most once a second.
-func (s *Server) shed(why string) {
+// shed counts a new registration refused by sig for why: counted, and on
+// the ladder at most once a second.
+func (s *Server) shed(why string, sig shedSignal) {
 	s.overloaded.Add(1)
-	if line := s.ovl.shedEvent(why, time.Now()); line != "" {
+	if line := s.ovl.shedEvent(why, sig, time.Now()); line != "" {
 		s.emit(EvOverload, "", "503 Service Unavailable", line)
 	}
 }
@@ -206,8 +280,20 @@ func (s *Server) shedFilter(info sip.TransportReadProps, data []byte) ([]byte, e
 	if !strings.EqualFold(info.Transport, "udp") || !isFirstRegister(data) {
 		return data, nil
 	}
+	var waited time.Duration
+	if s.outerStamps != nil {
+		if at := s.outerStamps.Received(); !at.IsZero() {
+			waited = time.Since(at)
+		}
+	}
+	return s.shedFirst(info, data, waited)
+}
+
+// shedFirst decides on a first REGISTER read from the unprotected UDP
+// socket, where it waited for waited (0: unknown).
+func (s *Server) shedFirst(info sip.TransportReadProps, data []byte, waited time.Duration) ([]byte, error) {
 	now := s.now()
-	why := s.ovl.shedReason(now, s.ovl.inFlight.Load(), len(s.dhcpIn))
+	why, sig := s.ovl.shedReason(now, s.ovl.inFlight.Load(), len(s.dhcpIn), waited)
 	s.ovl.pace.count(now, why != "")
 	if why == "" {
 		return data, nil
@@ -216,7 +302,7 @@ func (s *Server) shedFilter(info sip.TransportReadProps, data []byte) ([]byte, e
 	if !ok {
 		return data, nil // sipgo refuses it as it would have
 	}
-	s.shed(why)
+	s.shed(why, sig)
 	s.sipc.shed()
 	if _, err := s.outerUDP.WriteTo(res, info.RemoteAddr); err != nil {
 		s.log.Debug("stateless 503", "to", info.RemoteAddr, "err", err)

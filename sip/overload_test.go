@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -105,24 +106,99 @@ func TestOverloadInFlight(t *testing.T) {
 func TestOverloadDHCPBacklog(t *testing.T) {
 	o := newOverload(Limits{MaxInFlight: DefaultMaxInFlight})
 	now := time.Now()
-	if why := o.shedReason(now, 0, dhcpQueue/2); why != "" {
+	if why, _ := o.shedReason(now, 0, dhcpQueue/2, 0); why != "" {
 		t.Fatalf("half the DHCP queue: shed (%s)", why)
 	}
-	if why := o.shedReason(now, 0, dhcpQueue/2+1); why == "" {
+	if why, _ := o.shedReason(now, 0, dhcpQueue/2+1, 0); why == "" {
 		t.Fatal("over half the DHCP queue: admitted")
 	}
 	o.dhcpWaited(dhcpLagTarget/2, time.Now())
-	if why := o.shedReason(now, 0, 0); why != "" {
+	if why, _ := o.shedReason(now, 0, 0, 0); why != "" {
 		t.Fatalf("a DHCP request that waited %v: shed (%s)", dhcpLagTarget/2, why)
 	}
 	o.dhcpWaited(2*dhcpLagTarget, time.Now())
-	if why := o.shedReason(now, 0, 0); why == "" {
+	if why, _ := o.shedReason(now, 0, 0, 0); why == "" {
 		t.Fatalf("a DHCP request that waited %v: admitted", 2*dhcpLagTarget)
 	}
 	// Seen long ago, it no longer counts: shedding must end by itself.
 	o.dhcpLagAt.Store(time.Now().Add(-2 * dhcpLagHold).UnixNano())
-	if why := o.shedReason(now, 0, 0); why != "" {
+	if why, _ := o.shedReason(now, 0, 0, 0); why != "" {
 		t.Fatalf("a DHCP lag %v ago: shed (%s)", 2*dhcpLagHold, why)
+	}
+}
+
+// TestOverloadSocketLag: a REGISTER that waited in the SIP socket past the
+// target is shed itself, and an ESP datagram that did sheds new
+// registrations for the hold, with the longest wait of the episode on the
+// ladder's line; shorter waits do not, and the ESP signal ends by itself.
+func TestOverloadSocketLag(t *testing.T) {
+	o := newOverload(Limits{MaxInFlight: DefaultMaxInFlight})
+	now := time.Now()
+	if why, _ := o.shedReason(now, 0, 0, socketLagTarget); why != "" {
+		t.Fatalf("a REGISTER that waited %v: shed (%s)", socketLagTarget, why)
+	}
+	why, sig := o.shedReason(now, 0, 0, 250*time.Millisecond)
+	if !strings.Contains(why, "REGISTER waited 250ms in the SIP socket") || sig != shedSocketWait {
+		t.Fatalf("a REGISTER that waited 250 ms: %q (signal %d)", why, sig)
+	}
+	// The SIP socket's wait is the REGISTER's own: the next one is judged
+	// by its own.
+	if why, _ := o.shedReason(now, 0, 0, 0); why != "" {
+		t.Fatalf("the next REGISTER, unknown wait: shed (%s)", why)
+	}
+
+	o.espWaited(socketLagTarget / 2)
+	if why, _ := o.shedReason(now, 0, 0, 0); why != "" {
+		t.Fatalf("an ESP datagram that waited %v: shed (%s)", socketLagTarget/2, why)
+	}
+	o.espWaited(300 * time.Millisecond)
+	o.espWaited(200 * time.Millisecond)
+	why, sig = o.shedReason(now, 0, 0, 0)
+	if !strings.Contains(why, "ESP datagrams waited 300ms") || sig != shedSocketWait {
+		t.Fatalf("after ESP waits of 300 and 200 ms: %q (signal %d), want a shed naming 300ms", why, sig)
+	}
+	o.espLagAt.Store(time.Now().Add(-2 * socketLagHold).UnixNano())
+	if why, _ := o.shedReason(now, 0, 0, 0); why != "" {
+		t.Fatalf("an ESP lag %v ago: shed (%s)", 2*socketLagHold, why)
+	}
+	// A new episode reports its own longest wait, not the old one's.
+	o.espWaited(150 * time.Millisecond)
+	if why, _ := o.shedReason(now, 0, 0, 0); !strings.Contains(why, "waited 150ms") {
+		t.Fatalf("a new episode of 150 ms: %q", why)
+	}
+}
+
+// TestServerSocketLag: the P-CSCF asks its unprotected UDP socket for
+// receive times where the system gives them; a first REGISTER that waited
+// past the target gets 503 with Retry-After, statelessly, counted by its
+// signal, and one that did not is challenged.
+func TestServerSocketLag(t *testing.T) {
+	r := newRig(t, nil)
+	bob := newSub(t, r.store, "bob", "a.example")
+	a := newAttacker(t, r.srv.SIPAddr())
+	a.register(bob.impi, bob.impu)
+	if code, _ := a.answer(5 * time.Second); code != 401 {
+		t.Fatalf("first REGISTER: %d, want 401", code)
+	}
+	if runtime.GOOS == "linux" {
+		if r.srv.outerStamps == nil || r.srv.outerStamps.Received().IsZero() {
+			t.Fatal("the unprotected UDP socket gives no receive times on Linux")
+		}
+	}
+	// The read filter's decision for a REGISTER that waited 400 ms.
+	req := a.registerBytes(bob.impi, bob.impu)
+	info := sip.TransportReadProps{Transport: "UDP", RemoteAddr: a.conn.LocalAddr()}
+	if out, err := r.srv.shedFirst(info, req, 400*time.Millisecond); out != nil || err != nil {
+		t.Fatalf("a REGISTER that waited 400 ms passed the filter (%v)", err)
+	}
+	if code, h := a.answer(5 * time.Second); code != 503 || h["retry-after"] == "" {
+		t.Fatalf("a REGISTER that waited 400 ms: %d %v, want 503 with Retry-After", code, h)
+	}
+	if out, _ := r.srv.shedFirst(info, req, 50*time.Millisecond); out == nil {
+		t.Fatal("a REGISTER that waited 50 ms was shed")
+	}
+	if st := r.srv.Stats(); st.Shed != 1 || st.ShedBy != (ShedCounts{SocketWait: 1}) {
+		t.Fatalf("stats %+v, want 1 shed, by the socket wait", st)
 	}
 }
 

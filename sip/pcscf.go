@@ -181,12 +181,13 @@ type Server struct {
 	lifetime // the root context of every handler, the goroutines; Close ends them
 
 	// The unprotected side (listeners.go); set once in New.
-	outerUA  *sipgo.UserAgent
-	outer    *sipgo.Server
-	outerCli *sipgo.Client
-	outerUDP net.PacketConn
-	outerTCP net.Listener
-	outerLim *connlimit.Listener // outerTCP with its caps and timeouts; closing it closes outerTCP
+	outerUA     *sipgo.UserAgent
+	outer       *sipgo.Server
+	outerCli    *sipgo.Client
+	outerUDP    net.PacketConn
+	outerTCP    net.Listener
+	outerLim    *connlimit.Listener // outerTCP with its caps and timeouts; closing it closes outerTCP
+	outerStamps receiveStamper      // outerUDP, if it gives receive times; read by its one reader (shedFilter)
 
 	// The signalling tunnels (gateway.go); set once in New.
 	ep       *tun.Endpoint // owns ns and pump

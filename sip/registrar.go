@@ -146,10 +146,10 @@ func (s *Server) onOuterRegister(req *sip.Request, tx sip.ServerTransaction) {
 		// It would draw a new challenge: the work overload control sheds
 		// (over UDP shedFilter has decided already, statelessly).
 		now := s.now()
-		why := s.ovl.shedReason(now, s.ovl.inFlight.Load()-1, len(s.dhcpIn))
+		why, sig := s.ovl.shedReason(now, s.ovl.inFlight.Load()-1, len(s.dhcpIn), 0)
 		s.ovl.pace.count(now, why != "")
 		if why != "" {
-			s.shed(why)
+			s.shed(why, sig)
 			s.respond(tx, req, 503, "Service Unavailable", true, sip.NewHeader("Retry-After", s.ovl.retryAfter(now)))
 			return
 		}

@@ -220,6 +220,8 @@ type Stats struct {
 	// Shed counts new registrations refused by overload control
 	// (overload.go): 503 with Retry-After at the first REGISTER.
 	Shed uint64
+	// ShedBy is Shed by the signal that refused each.
+	ShedBy ShedCounts
 	// InFlight is the REGISTER handlers running now.
 	InFlight int
 	// DHCPDropped counts DHCP and DHCPv6 requests from the tunnels that
@@ -240,7 +242,7 @@ func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := Stats{Registrations: len(s.regs), TempSets: s.temps, SPIs: s.spis.inUse(), Overloaded: s.overloaded.Load(), DHCPDropped: s.dhcpDropped.Load(),
-		Shed: s.ovl.shed.Load(), InFlight: int(s.ovl.inFlight.Load())}
+		Shed: s.ovl.shed.Load(), InFlight: int(s.ovl.inFlight.Load()), ShedBy: s.ovl.shedCounts()}
 	if s.outerLim != nil {
 		st.TCP = s.outerLim.Stats()
 	}

@@ -80,6 +80,7 @@ func runBenchRegister(ctx context.Context, args []string, stdout, stderr io.Writ
 	asJSON := fs.Bool("json", false, "print the result as one JSON object")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of this process (the in-process P-CSCF and HSS; workers are other processes) to FILE, for go tool pprof")
 	workerProfile := fs.String("worker-cpuprofile", "", "write each worker process's CPU profile (the load generator's UEs) to FILE.0, FILE.1, ...")
+	mutexprofile := fs.String("mutexprofile", "", "write a mutex contention profile of this process (where the in-process P-CSCF's handlers waited on locks) to FILE at the end, for go tool pprof")
 	memprofile := fs.String("memprofile", "", "write a heap profile of this process at the end of the hold (the in-process P-CSCF's memory per UE) to FILE")
 	svgPath := fs.String("svg", "", "also draw registrations/s and latency percentiles (p50, p95, p99) per second of the registration phase to this SVG `FILE`")
 	worker := fs.String("worker", "", "internal: run one worker with this JSON spec, lines on stdout")
@@ -176,6 +177,22 @@ func runBenchRegister(ctx context.Context, args []string, stdout, stderr io.Writ
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *mutexprofile != "" {
+		f, err := os.Create(*mutexprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		// Every contention event: a lock convoy is what is looked for, and
+		// sampling one in N would hide where short waits pile up.
+		runtime.SetMutexProfileFraction(1)
+		defer func() {
+			if err := pprof.Lookup("mutex").WriteTo(f, 0); err != nil {
+				fmt.Fprintf(stderr, "imsec bench register: %v\n", err)
+			}
+			runtime.SetMutexProfileFraction(0)
+		}()
 	}
 	if *memprofile != "" {
 		// Sample every 4 KiB allocated, not every 512 KiB: a UE's state
@@ -362,6 +379,9 @@ func printRegisterResult(w io.Writer, r bench.RegisterResult, cfg bench.Register
 	}
 	if r.ShedWaits > 0 || r.PCSCFShed > 0 {
 		fmt.Fprintf(tw, "overload	%d first REGISTERs shed by the P-CSCF (503, Retry-After); the UEs waited %d of them out and sent again\n", r.PCSCFShed, r.ShedWaits)
+	}
+	if b := r.PCSCFShedBy; b != nil {
+		fmt.Fprintf(tw, "shed by\t%d REGISTERs in flight, %d DHCP backlog, %d socket wait, %d rate ceiling\n", b.InFlight, b.DHCP, b.SocketWait, b.Ceiling)
 	}
 	if r.DHCPDropped > 0 {
 		fmt.Fprintf(tw, "P-CSCF DHCP\t%d requests dropped on a full queue (retransmitted by the UEs)\n", r.DHCPDropped)
