@@ -18,57 +18,90 @@ import "sync"
 // Only answers that found something are cached, so lookups of made-up
 // identities cannot grow it: it holds at most every IMPU and IMPI stored.
 //
-// Lookups share a read lock and copy outside it: every REGISTER makes
-// one, and with a plain mutex hundreds of handlers queued on it in a
-// 3,000/s burst while the CPU was idle (a lock convoy: each handoff waited
-// for the next goroutine to be scheduled).
+// The cache is split in identityShards shards by a hash of the key, each
+// under its own read-write lock, and lookups copy outside it. Every
+// REGISTER makes a lookup, and a registration burst's first REGISTERs each
+// store an answer: with one lock, hundreds of handlers queued on it in a
+// 3,000/s burst (a lock convoy: each handoff waited for the next goroutine
+// to be scheduled; docs/results.md, sessions 10 and 11). Each shard keeps
+// its own generation: a shard moves to a newer one when a lookup or an
+// answer of that generation reaches it, and an answer older than its shard
+// is not kept.
 type identities struct {
+	shards [identityShards]identityShard
+}
+
+// identityShards is how many locks the cache is split over.
+const identityShards = 64
+
+type identityShard struct {
 	mu    sync.RWMutex
 	gen   uint64              // guarded by mu
 	owner map[string]string   // IMPU -> IMPI; guarded by mu
 	impus map[string][]string // IMPI -> IMPUs; guarded by mu; the slices are never modified
 }
 
-// at empties the cache unless it holds generation gen. Called with mu held
+// shard is key's shard, by FNV-1a: keys that collide only share a lock.
+func (c *identities) shard(key string) *identityShard {
+	h := uint32(2166136261)
+	for i := 0; i < len(key); i++ {
+		h = (h ^ uint32(key[i])) * 16777619
+	}
+	return &c.shards[h%identityShards]
+}
+
+// at empties the shard unless it holds generation gen. Called with mu held
 // for writing.
-func (c *identities) at(gen uint64) {
+func (c *identityShard) at(gen uint64) {
 	if c.owner == nil || c.gen != gen {
 		c.gen, c.owner, c.impus = gen, map[string]string{}, map[string][]string{}
 	}
 }
 
-// current reports whether the cache holds generation gen. Called with mu
+// current reports whether the shard holds generation gen. Called with mu
 // held.
-func (c *identities) current(gen uint64) bool { return c.owner != nil && c.gen == gen }
+func (c *identityShard) current(gen uint64) bool { return c.owner != nil && c.gen == gen }
+
+// keeps prepares the shard for an answer read under generation gen and
+// reports whether it is kept: a newer generation empties the shard first,
+// an older one is refused. Called with mu held for writing.
+func (c *identityShard) keeps(gen uint64) bool {
+	if c.owner == nil || gen > c.gen {
+		c.at(gen)
+	}
+	return c.gen == gen
+}
 
 // ownerOf returns the cached IMPI of impu at generation gen.
 func (c *identities) ownerOf(gen uint64, impu string) (string, bool) {
-	c.mu.RLock()
-	if c.current(gen) {
-		impi, ok := c.owner[impu]
-		c.mu.RUnlock()
+	s := c.shard(impu)
+	s.mu.RLock()
+	if s.current(gen) {
+		impi, ok := s.owner[impu]
+		s.mu.RUnlock()
 		return impi, ok
 	}
-	c.mu.RUnlock()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.at(gen)
-	impi, ok := c.owner[impu]
+	s.mu.RUnlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.at(gen)
+	impi, ok := s.owner[impu]
 	return impi, ok
 }
 
 // impusOf returns a copy of the cached IMPUs of impi at generation gen.
 func (c *identities) impusOf(gen uint64, impi string) ([]string, bool) {
-	c.mu.RLock()
-	if !c.current(gen) {
-		c.mu.RUnlock()
-		c.mu.Lock()
-		c.at(gen) // a new generation: empty, nothing to find
-		c.mu.Unlock()
+	s := c.shard(impi)
+	s.mu.RLock()
+	if !s.current(gen) {
+		s.mu.RUnlock()
+		s.mu.Lock()
+		s.at(gen) // a new generation: empty, nothing to find
+		s.mu.Unlock()
 		return nil, false
 	}
-	impus, ok := c.impus[impi]
-	c.mu.RUnlock()
+	impus, ok := s.impus[impi]
+	s.mu.RUnlock()
 	if !ok {
 		return nil, false
 	}
@@ -78,23 +111,25 @@ func (c *identities) impusOf(gen uint64, impi string) ([]string, bool) {
 // putOwner caches impu -> impi, read from the store after generation gen
 // was read.
 func (c *identities) putOwner(gen uint64, impu, impi string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.owner != nil && c.gen == gen {
-		c.owner[impu] = impi
+	s := c.shard(impu)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.keeps(gen) {
+		s.owner[impu] = impi
 	}
 }
 
 // putIMPUs caches impi -> impus and each IMPU -> impi, read from the store
-// after generation gen was read. impus is copied.
+// after generation gen was read. impus is copied (outside the locks).
 func (c *identities) putIMPUs(gen uint64, impi string, impus []string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.owner == nil || c.gen != gen {
-		return
+	own := append([]string(nil), impus...)
+	s := c.shard(impi)
+	s.mu.Lock()
+	if s.keeps(gen) {
+		s.impus[impi] = own
 	}
-	c.impus[impi] = append([]string(nil), impus...)
-	for _, u := range impus {
-		c.owner[u] = impi
+	s.mu.Unlock()
+	for _, u := range own {
+		c.putOwner(gen, u, impi)
 	}
 }

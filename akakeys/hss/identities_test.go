@@ -45,10 +45,7 @@ func TestIdentitiesCached(t *testing.T) {
 	if g, l := s.gets.Load(), s.lookups.Load(); g != 3 || l != 2 {
 		t.Fatalf("%d Gets and %d LookupIMPUs after unknown identities, want 3 and 2", g, l)
 	}
-	h.ids.mu.Lock()
-	n := len(h.ids.owner) + len(h.ids.impus)
-	h.ids.mu.Unlock()
-	if n != 3 {
+	if n := h.ids.len(); n != 3 {
 		t.Fatalf("cache holds %d entries, want 3 (alice's IMPI and two IMPUs)", n)
 	}
 }
@@ -141,6 +138,61 @@ func TestIdentitiesKeepNothingUnderAStaleGeneration(t *testing.T) {
 	}
 	if _, ok := c.ownerOf(3, "sip:b@x"); ok {
 		t.Fatal("entry survived a generation change")
+	}
+}
+
+// len is how many entries the cache holds, in all shards.
+func (c *identities) len() int {
+	n := 0
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.RLock()
+		n += len(s.owner) + len(s.impus)
+		s.mu.RUnlock()
+	}
+	return n
+}
+
+// An answer of a newer generation moves its shard on (the older entries
+// go), and one older than its shard is not kept: with one lock per shard,
+// no shard serves an entry read under a generation older than one a
+// lookup or an answer has already seen there.
+func TestIdentitiesShardGenerations(t *testing.T) {
+	var c identities
+	c.putIMPUs(1, "a@x", []string{"sip:a@x", "tel:+1"})
+	if impus, ok := c.impusOf(1, "a@x"); !ok || !slices.Equal(impus, []string{"sip:a@x", "tel:+1"}) {
+		t.Fatalf("impusOf after put: %q, %v", impus, ok)
+	}
+	for _, u := range []string{"sip:a@x", "tel:+1"} {
+		if impi, ok := c.ownerOf(1, u); !ok || impi != "a@x" {
+			t.Fatalf("ownerOf(%s) = %q, %v", u, impi, ok)
+		}
+	}
+	c.putOwner(2, "sip:a@x", "b@x") // a newer answer: its shard moves to 2
+	if impi, ok := c.ownerOf(2, "sip:a@x"); !ok || impi != "b@x" {
+		t.Fatalf("ownerOf at 2 = %q, %v", impi, ok)
+	}
+	c.putOwner(1, "sip:a@x", "a@x") // older than the shard: dropped
+	if impi, _ := c.ownerOf(2, "sip:a@x"); impi != "b@x" {
+		t.Fatalf("an answer of generation 1 replaced one of 2: %q", impi)
+	}
+	// Many identities spread over the shards, every one found.
+	for i := range 1000 {
+		c.putIMPUs(3, fmt.Sprintf("u%d@x", i), []string{fmt.Sprintf("sip:u%d@x", i)})
+	}
+	used := 0
+	for i := range c.shards {
+		if len(c.shards[i].impus) > 0 {
+			used++
+		}
+	}
+	if used < identityShards*3/4 {
+		t.Fatalf("1000 IMPIs in %d of %d shards", used, identityShards)
+	}
+	for i := range 1000 {
+		if impi, ok := c.ownerOf(3, fmt.Sprintf("sip:u%d@x", i)); !ok || impi != fmt.Sprintf("u%d@x", i) {
+			t.Fatalf("ownerOf(sip:u%d@x) = %q, %v", i, impi, ok)
+		}
 	}
 }
 
