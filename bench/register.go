@@ -127,6 +127,9 @@ type RegisterResult struct {
 	PCSCFShed uint64 `json:"pcscf_shed,omitempty"`
 	// PCSCFShedBy is PCSCFShed by the signal that refused each.
 	PCSCFShedBy *sip.ShedCounts `json:"pcscf_shed_by,omitempty"`
+	// PCSCFSocketDrops are the datagrams the kernel dropped at the
+	// in-process P-CSCF's sockets during the registration phase (Linux).
+	PCSCFSocketDrops *sip.SocketDrops `json:"pcscf_socket_drops,omitempty"`
 	// MachineBusyCores is the whole machine's CPU over the registration
 	// phase, in cores (P-CSCF, load generator and anyone else), and
 	// MachineStealPct the share of the machine's time its hypervisor gave
@@ -233,6 +236,11 @@ func RunRegister(ctx context.Context, cfg RegisterConfig) (RegisterResult, error
 		if srv != nil {
 			idleMem = memBreakdown()
 		}
+	}
+
+	var drops0 sip.SocketDrops
+	if srv != nil {
+		drops0 = srv.Stats().SocketDrops
 	}
 
 	nw := (cfg.UEs + cfg.PerWorker - 1) / cfg.PerWorker
@@ -452,6 +460,11 @@ phase:
 		res.DHCPDropped, res.PCSCFShed = st.DHCPDropped, st.Shed
 		if st.Shed > 0 {
 			res.PCSCFShedBy = &st.ShedBy
+		}
+		d := st.SocketDrops
+		d.SIP, d.ESP, d.MediaESP = d.SIP-drops0.SIP, d.ESP-drops0.ESP, d.MediaESP-drops0.MediaESP
+		if d != (sip.SocketDrops{}) {
+			res.PCSCFSocketDrops = &d
 		}
 	}
 	if probe != nil && cfg.Hold > 0 {

@@ -26,6 +26,8 @@ var (
 		"Datagrams for the protected UDP ports dropped: their queue full, or a bad UDP checksum or length.", nil, nil)
 	descShed = prometheus.NewDesc("imsec_registrations_shed_total",
 		"New registrations refused by overload control: 503 with Retry-After at the first REGISTER, by the signal that refused them.", []string{"signal"}, nil)
+	descSocketDrops = prometheus.NewDesc("imsec_socket_drops_total",
+		"Datagrams the kernel dropped at the P-CSCF's UDP sockets, their receive buffers full (Linux).", []string{"socket"}, nil)
 	descInFlight = prometheus.NewDesc("imsec_register_in_flight",
 		"REGISTER handlers running now (overload control sheds past its limit).", nil, nil)
 	descTCPAccepted = prometheus.NewDesc("imsec_sip_tcp_connections_accepted_total",
@@ -71,7 +73,7 @@ func PCSCF(reg prometheus.Registerer, srv *sip.Server) error {
 }
 
 func (c *pcscfCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRegistrations, descSAs, descPending, descLeases, descSPIs, descOverload, descShed, descInFlight, descProtDropped,
+	for _, d := range []*prometheus.Desc{descRegistrations, descSAs, descPending, descLeases, descSPIs, descOverload, descShed, descSocketDrops, descInFlight, descProtDropped,
 		descTCPAccepted, descTCPRefused, descTCPClosed, descTCPOpen, descSIPRequests, descSIPResponsesIn, descSIPResponsesOut,
 		descCalls, descRelaySessions, descRelayPackets, descRelayBytes, descRelayDrops} {
 		ch <- d
@@ -101,6 +103,9 @@ func (c *pcscfCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descShed, st.ShedBy.DHCP, "dhcp")
 	counter(descShed, st.ShedBy.SocketWait, "socket-wait")
 	counter(descShed, st.ShedBy.Ceiling, "ceiling")
+	counter(descSocketDrops, st.SocketDrops.SIP, "sip")
+	counter(descSocketDrops, st.SocketDrops.ESP, "esp")
+	counter(descSocketDrops, st.SocketDrops.MediaESP, "media-esp")
 	counter(descProtDropped, st.ProtectedDropped)
 	gauge(descInFlight, st.InFlight)
 	counter(descTCPAccepted, st.TCP.Accepted)

@@ -207,3 +207,26 @@ func (u *UE) MediaPump() *tun.Pump {
 	defer u.mu.Unlock()
 	return u.mediaPump
 }
+
+// SocketDrops are the datagrams the kernel dropped at each of the P-CSCF's
+// UDP sockets (Stats.SocketDrops).
+type SocketDrops struct {
+	SIP      uint64 `json:"sip,omitempty"`       // the unprotected SIP socket
+	ESP      uint64 `json:"esp,omitempty"`       // the signalling tunnels' ESP-in-UDP socket
+	MediaESP uint64 `json:"media-esp,omitempty"` // the media tunnels' ESP-in-UDP socket
+}
+
+// socketDrops reads the sockets' drop counts (set once in New; no lock).
+func (s *Server) socketDrops() SocketDrops {
+	var d SocketDrops
+	if c, ok := s.outerUDP.(interface{ Drops() (uint64, bool) }); ok {
+		d.SIP, _ = c.Drops()
+	}
+	if s.ep != nil {
+		d.ESP, _ = s.ep.SocketDrops()
+	}
+	if s.mediaEp != nil {
+		d.MediaESP, _ = s.mediaEp.SocketDrops()
+	}
+	return d
+}

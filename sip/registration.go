@@ -232,6 +232,11 @@ type Stats struct {
 	// got no further: their queue full (the UE retransmits), or a bad UDP
 	// checksum or length.
 	ProtectedDropped uint64
+	// SocketDrops are the datagrams the kernel dropped at the P-CSCF's UDP
+	// sockets, their receive buffers full (Linux; zero elsewhere): the
+	// loss a P-CSCF that falls behind suffers before any of its counters
+	// sees the datagram.
+	SocketDrops SocketDrops
 	// TCP is the unprotected TCP listener's: connections refused by a cap,
 	// closed idle or mid-header, accept errors retried.
 	TCP connlimit.Stats
@@ -239,6 +244,7 @@ type Stats struct {
 
 // Stats returns the registrar's counters.
 func (s *Server) Stats() Stats {
+	drops := s.socketDrops() // system calls: not under the lock
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := Stats{Registrations: len(s.regs), TempSets: s.temps, SPIs: s.spis.inUse(), Overloaded: s.overloaded.Load(), DHCPDropped: s.dhcpDropped.Load(),
@@ -246,6 +252,7 @@ func (s *Server) Stats() Stats {
 	if s.outerLim != nil {
 		st.TCP = s.outerLim.Stats()
 	}
+	st.SocketDrops = drops
 	for _, sock := range s.protUDP {
 		st.ProtectedDropped += sock.Counters().Dropped
 	}

@@ -259,6 +259,16 @@ func (e *Endpoint) LocalAddr() netip.AddrPort { return e.Pump.LocalAddr() }
 // a socket read that never ends.
 func (e *Endpoint) Close() error { return e.close() }
 
+// SocketDrops is how many datagrams the kernel dropped at the socket, its
+// receive buffer full (udp.Conn.Drops); ok is false where the socket
+// cannot say (not a udp.Conn, or not Linux).
+func (e *Endpoint) SocketDrops() (n uint64, ok bool) {
+	if d, is := e.raw.(interface{ Drops() (uint64, bool) }); is {
+		return d.Drops()
+	}
+	return 0, false
+}
+
 func (e *Endpoint) close() error {
 	return e.Pump.closeWith(func() {
 		if e.wrapped {

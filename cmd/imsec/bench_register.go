@@ -380,6 +380,9 @@ func printRegisterResult(w io.Writer, r bench.RegisterResult, cfg bench.Register
 	if r.ShedWaits > 0 || r.PCSCFShed > 0 {
 		fmt.Fprintf(tw, "overload	%d first REGISTERs shed by the P-CSCF (503, Retry-After); the UEs waited %d of them out and sent again\n", r.PCSCFShed, r.ShedWaits)
 	}
+	if d := r.PCSCFSocketDrops; d != nil {
+		fmt.Fprintf(tw, "P-CSCF sockets\t%d datagrams dropped by the kernel, buffers full (SIP %d, ESP %d, media ESP %d)\n", d.SIP+d.ESP+d.MediaESP, d.SIP, d.ESP, d.MediaESP)
+	}
 	if b := r.PCSCFShedBy; b != nil {
 		fmt.Fprintf(tw, "shed by\t%d REGISTERs in flight, %d DHCP backlog, %d socket wait, %d rate ceiling\n", b.InFlight, b.DHCP, b.SocketWait, b.Ceiling)
 	}

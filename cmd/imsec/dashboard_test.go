@@ -136,7 +136,9 @@ func TestDashboardMetricsExist(t *testing.T) {
 		t.Errorf("the dashboard queries %s, which no scrape of the P-CSCF or the HSS has", n)
 	}
 	// The P-CSCF timed its vector over Cx; the HSS timed its own.
-	want(t, "P-CSCF", p, map[string]float64{`imsec_hss_request_duration_seconds_count{op="vector"}`: 1, `imsec_hss_vectors_total{result="ok"}`: 1})
+	want(t, "P-CSCF", p, map[string]float64{`imsec_hss_request_duration_seconds_count{op="vector"}`: 1, `imsec_hss_vectors_total{result="ok"}`: 1,
+		`imsec_registrations_shed_total{signal="in-flight"}`: 0, `imsec_registrations_shed_total{signal="socket-wait"}`: 0,
+		`imsec_socket_drops_total{socket="sip"}`: 0, `imsec_socket_drops_total{socket="esp"}`: 0, `imsec_socket_drops_total{socket="media-esp"}`: 0})
 	hs := scrape(t, mH)
 	want(t, "HSS", hs, map[string]float64{`imsec_hss_request_duration_seconds_count{op="vector"}`: 1, `imsec_diameter_requests_total{command="MAR"}`: 1})
 

@@ -17,6 +17,8 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"time"
+
+	"github.com/imsec/imsec/internal/sockdrops"
 )
 
 // Conn is a UDP socket whose datagram reads and writes go through raw
@@ -54,6 +56,17 @@ func (c *Conn) ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error) {
 // reader falling behind: the buffer holds seconds of requests before it
 // drops any.
 func (c *Conn) StampReceived() bool { return c.raw != nil && c.raw.stamp() }
+
+// Drops is how many datagrams the kernel dropped at the socket since it
+// was opened, mostly for a full receive buffer; ok is false where the
+// system does not say (Linux does).
+func (c *Conn) Drops() (n uint64, ok bool) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	return sockdrops.Of(rc)
+}
 
 // Received is the kernel's receive time of the datagram last read, on a
 // stamped socket (zero before one, or unstamped). With one reading

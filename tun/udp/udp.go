@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/netip"
 	"time"
+
+	"github.com/imsec/imsec/internal/sockdrops"
 )
 
 // Message is one datagram. For ReadBatch, Buf is the space to fill and the
@@ -106,6 +108,17 @@ func (u *Conn) Offload() (gso, gro bool) { return u.plat.offload() }
 
 // Close closes the socket.
 func (u *Conn) Close() error { return u.c.Close() }
+
+// Drops is how many datagrams the kernel dropped at the socket since it
+// was opened, mostly for a full receive buffer; ok is false where the
+// system does not say (Linux does).
+func (u *Conn) Drops() (n uint64, ok bool) {
+	rc, err := u.c.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	return sockdrops.Of(rc)
+}
 
 // StampReceived asks the kernel for the receive time of the datagrams
 // ReadBatch returns (Linux: SO_TIMESTAMPNS), which Received then reports;

@@ -363,3 +363,42 @@ func TestStampReceived(t *testing.T) {
 		})
 	}
 }
+
+// TestDrops: a Conn nobody reads counts the datagrams its full buffer
+// refused, and only those.
+func TestDrops(t *testing.T) {
+	a, b := listen(t), listen(t)
+	if n, ok := b.Drops(); !ok || n != 0 {
+		t.Fatalf("a new socket: %d drops, %v", n, ok)
+	}
+	b.c.SetReadBuffer(4096) // below the kernel's minimum: the minimum
+	const sent = 300
+	out := make([]Message, sent)
+	for i := range out {
+		out[i] = Message{Buf: make([]byte, 1000), N: 1000, Addr: b.LocalAddr()}
+	}
+	a.setOffload(t, false, true) // one datagram per send: none merged
+	if n, err := a.WriteBatch(out); n != sent || err != nil {
+		t.Fatal(n, err)
+	}
+	dropped, ok := b.Drops()
+	if !ok || dropped == 0 {
+		t.Fatalf("%d datagrams into a small buffer: %d drops, %v", sent, dropped, ok)
+	}
+	in := make([]Message, b.BatchSize())
+	for i := range in {
+		in[i].Buf = make([]byte, 2000)
+	}
+	b.c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	got := 0
+	for {
+		n, err := b.ReadBatch(in)
+		if err != nil {
+			break
+		}
+		got += n
+	}
+	if uint64(got)+dropped != sent {
+		t.Fatalf("read %d and dropped %d of %d", got, dropped, sent)
+	}
+}
