@@ -54,7 +54,14 @@ On Linux the result also says how busy the whole machine was during the
 registrations (machine_busy_cores: everyone's CPU, in cores) and how much
 of its time the hypervisor gave to others (machine_steal_pct). Runs of the
 same build on a shared machine can differ by more than a change under
-test: compare runs made back to back, and look at these two first.`
+test: compare runs made back to back, and look at these two first. Each
+step of the series has them too: a run's average hides a saturated minute
+behind a quiet tail of UEs waiting out their Retry-After.
+
+With the in-process P-CSCF: pcscf_shed_by counts its overload refusals by
+the signal that made them (in-flight, dhcp, socket-wait, ceiling), and
+pcscf_socket_drops the datagrams the kernel dropped at its sockets (sip,
+esp, media-esp; Linux) before the end of the hold.`
 
 // memProfileRate is the heap profile's sampling interval with --memprofile.
 const memProfileRate = 4096
