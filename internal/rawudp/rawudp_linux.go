@@ -11,6 +11,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/imsec/imsec/internal/cmsg"
 )
 
 // raw is a socket's raw recvfrom and sendto.
@@ -139,26 +141,9 @@ func (r *raw) read(b []byte) (n int, from netip.AddrPort, at time.Time, err erro
 		return 0, netip.AddrPort{}, time.Time{}, err
 	}
 	if r.stamped {
-		at = receiveTime(c.ctrl[:min(int(c.msg.Controllen), len(c.ctrl))])
+		at = cmsg.ReceiveTime(c.ctrl[:min(int(c.msg.Controllen), len(c.ctrl))])
 	}
 	return c.n, c.from(), at, nil
-}
-
-// receiveTime finds SCM_TIMESTAMPNS in a control buffer.
-func receiveTime(ctrl []byte) time.Time {
-	for len(ctrl) >= unix.SizeofCmsghdr {
-		cm := (*unix.Cmsghdr)(unsafe.Pointer(&ctrl[0]))
-		l := int(cm.Len)
-		if l < unix.SizeofCmsghdr || l > len(ctrl) {
-			return time.Time{}
-		}
-		if cm.Level == unix.SOL_SOCKET && cm.Type == unix.SCM_TIMESTAMPNS && l >= unix.CmsgLen(int(unsafe.Sizeof(unix.Timespec{}))) {
-			ts := (*unix.Timespec)(unsafe.Pointer(&ctrl[unix.CmsgLen(0)]))
-			return time.Unix(int64(ts.Sec), int64(ts.Nsec))
-		}
-		ctrl = ctrl[min(unix.CmsgSpace(l-unix.CmsgLen(0)), len(ctrl)):]
-	}
-	return time.Time{}
 }
 
 // write sends b to to; false (and nothing sent) when the address does not

@@ -15,6 +15,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/imsec/imsec/internal/cmsg"
 )
 
 // Linux: recvmmsg(2) and sendmmsg(2) called directly through the socket's
@@ -270,7 +272,7 @@ func (p *platform) readBatch(c *net.UDPConn, msgs []Message) (int, error) {
 
 // segment returns the UDP_GRO segment size of message i, or 0.
 func (r *reader) segment(i int) int {
-	data := r.cmsg(i, unix.SOL_UDP, unix.UDP_GRO)
+	data := cmsg.Find(r.ctrlOf(i), unix.SOL_UDP, unix.UDP_GRO)
 	switch {
 	case len(data) >= 4:
 		return int(binary.NativeEndian.Uint32(data))
@@ -281,35 +283,16 @@ func (r *reader) segment(i int) int {
 }
 
 // time returns the SO_TIMESTAMPNS receive time of message i, or zero.
-func (r *reader) time(i int) time.Time {
-	data := r.cmsg(i, unix.SOL_SOCKET, unix.SCM_TIMESTAMPNS)
-	if len(data) < int(unsafe.Sizeof(unix.Timespec{})) {
-		return time.Time{}
-	}
-	ts := (*unix.Timespec)(unsafe.Pointer(&data[0]))
-	return time.Unix(int64(ts.Sec), int64(ts.Nsec))
-}
+func (r *reader) time(i int) time.Time { return cmsg.ReceiveTime(r.ctrlOf(i)) }
 
-// cmsg returns the data of message i's control message of level and typ,
-// or nil.
-func (r *reader) cmsg(i int, level, typ int32) []byte {
+// ctrlOf is message i's control data as the kernel filled it (nil
+// without control space).
+func (r *reader) ctrlOf(i int) []byte {
 	h := &r.hs[i].hdr
 	if h.Control == nil {
 		return nil
 	}
-	ctrl := r.ctrl[i*ctrlSpace : i*ctrlSpace+min(int(h.Controllen), ctrlSpace)]
-	for len(ctrl) >= unix.SizeofCmsghdr {
-		cm := (*unix.Cmsghdr)(unsafe.Pointer(&ctrl[0]))
-		l := int(cm.Len)
-		if l < unix.SizeofCmsghdr || l > len(ctrl) {
-			return nil
-		}
-		if cm.Level == level && cm.Type == typ {
-			return ctrl[unix.CmsgLen(0):l]
-		}
-		ctrl = ctrl[min(unix.CmsgSpace(l-unix.CmsgLen(0)), len(ctrl)):]
-	}
-	return nil
+	return r.ctrl[i*ctrlSpace : i*ctrlSpace+min(int(h.Controllen), ctrlSpace)]
 }
 
 // addr decodes the source sockaddr of message i.
