@@ -114,7 +114,7 @@ func (p *Pump) SACounters(peer *Peer) []SACounters {
 		outbound(peer)
 	}
 	if spis := peer.inbound.Load(); spis != nil {
-		for _, spi := range *spis {
+		for _, spi := range spis.list {
 			if s, _ := t.bySPI.get(spi); s != nil && s.peer == peer {
 				inbound(s)
 			}

@@ -121,7 +121,7 @@ func (p *Pump) inbound() {
 				p.ctr.notIP.Add(1)
 				continue
 			}
-			if !allowed(*peer.allowed.Load(), src) {
+			if !allowed(peer.allowed.Load().list, src) {
 				p.ctr.spoofed.Add(1)
 				peer.ctr.spoofed.Add(1)
 				continue

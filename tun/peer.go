@@ -42,25 +42,83 @@ type Peer struct {
 	keepalive atomic.Int64                   // nanoseconds; 0: off
 	endpoint  atomic.Pointer[netip.AddrPort] // moved by SetEndpoint and, if follow, by authenticated ESP
 	out       atomic.Pointer[outSet]         // nil: no outbound SA
-	allowed   atomic.Pointer[[]netip.Prefix]
-	routes    []netip.Prefix // guarded by Pump.wmu
+	allowed   atomic.Pointer[prefixSet]      // never nil once AddPeer returns
+	routes    []netip.Prefix                 // guarded by Pump.wmu
 	// inbound are the SPIs of the inbound SAs it owns (so that RemovePeer
-	// need not search the SPI table): written under Pump.wmu, a new slice
+	// need not search the SPI table): written under Pump.wmu, a new set
 	// each time; read without a lock (SACounters).
-	inbound  atomic.Pointer[[]esp.SPI]
+	inbound  atomic.Pointer[spiSet]
 	lastSent atomic.Int64 // unix nanos of the last datagram sent to it
 	lastRecv atomic.Int64 // unix nanos of the last authenticated ESP from it
 	ctr      peerCounters // atomic
+	// endpoint0 is the endpoint AddPeer stores: part of the Peer, so that
+	// a peer costs one object fewer (a P-CSCF holds two per UE). Never
+	// written after AddPeer; a move stores a new value.
+	endpoint0 netip.AddrPort
+}
+
+// prefixSet is an immutable list of prefixes (Peer.allowed) in one
+// object: the list points into buf when it fits (a UE's lease; a
+// dual-stack UE's two take a second object). The empty set is shared.
+type prefixSet struct {
+	list []netip.Prefix
+	buf  [1]netip.Prefix
+}
+
+var noPrefixes = &prefixSet{}
+
+func newPrefixSet(ps []netip.Prefix) *prefixSet {
+	if len(ps) == 0 {
+		return noPrefixes
+	}
+	s := &prefixSet{}
+	if len(ps) <= len(s.buf) {
+		s.list = s.buf[:len(ps):len(ps)]
+		copy(s.list, ps)
+	} else {
+		s.list = slices.Clone(ps)
+	}
+	return s
+}
+
+// spiSet is an immutable list of SPIs (Peer.inbound) in one object: the
+// list points into buf when it fits.
+type spiSet struct {
+	list []esp.SPI
+	buf  [2]esp.SPI // one SA set's two inbound SAs
+}
+
+// newSPISet returns the set holding base with add appended and every
+// SPI for which drop is true left out (drop may be nil); nil when empty.
+func newSPISet(base *spiSet, add []esp.SPI, drop func(esp.SPI) bool) *spiSet {
+	s := &spiSet{}
+	s.list = s.buf[:0:len(s.buf)]
+	keep := func(spi esp.SPI) {
+		if drop == nil || !drop(spi) {
+			s.list = append(s.list, spi) // past buf, append moves to the heap
+		}
+	}
+	if base != nil {
+		for _, spi := range base.list {
+			keep(spi)
+		}
+	}
+	for _, spi := range add {
+		keep(spi)
+	}
+	if len(s.list) == 0 {
+		return nil
+	}
+	return s
 }
 
 // AddPeer adds a peer with its routes; it has no SAs yet.
 func (p *Pump) AddPeer(c PeerConfig) (*Peer, error) {
 	peer := &Peer{name: c.Name, follow: c.FollowSource, pump: p}
 	peer.SetKeepalive(c.Keepalive)
-	ep := c.Endpoint
-	peer.endpoint.Store(&ep)
-	allowed := append([]netip.Prefix(nil), c.Allowed...)
-	peer.allowed.Store(&allowed)
+	peer.endpoint0 = c.Endpoint
+	peer.endpoint.Store(&peer.endpoint0)
+	peer.allowed.Store(newPrefixSet(c.Allowed))
 	err := p.write(func(t *peerTables) error {
 		if err := t.checkRoutes(peer, c.Routes); err != nil {
 			return err
@@ -95,7 +153,7 @@ func (p *Pump) RemovePeer(peer *Peer) error {
 		peer.out.Store(nil)
 		t.setRoutes(peer, nil)
 		if spis := peer.inbound.Load(); spis != nil {
-			for _, spi := range *spis {
+			for _, spi := range spis.list {
 				if s, _ := t.bySPI.get(spi); s != nil && s.peer == peer {
 					t.bySPI.remove(spi)
 				}
@@ -118,12 +176,7 @@ func (p *Pump) AddInbound(peer *Peer, in *esp.Inbound) error {
 			return fmt.Errorf("tun: inbound SPI %#x is in use", uint32(spi))
 		}
 		t.bySPI.put(spi, &inSA{in: in, peer: peer})
-		var spis []esp.SPI
-		if cur := peer.inbound.Load(); cur != nil {
-			spis = append(spis, *cur...)
-		}
-		spis = append(spis, spi)
-		peer.inbound.Store(&spis)
+		peer.inbound.Store(newSPISet(peer.inbound.Load(), []esp.SPI{spi}, nil))
 		return nil
 	})
 }
@@ -136,12 +189,7 @@ func (p *Pump) RemoveInbound(spi esp.SPI) error {
 			return fmt.Errorf("tun: no inbound SPI %#x", uint32(spi))
 		}
 		if cur := s.peer.inbound.Load(); cur != nil {
-			spis := slices.DeleteFunc(slices.Clone(*cur), func(x esp.SPI) bool { return x == spi })
-			if len(spis) == 0 {
-				s.peer.inbound.Store(nil)
-			} else {
-				s.peer.inbound.Store(&spis)
-			}
+			s.peer.inbound.Store(newSPISet(cur, nil, func(x esp.SPI) bool { return x == spi }))
 		}
 		return nil
 	})
@@ -176,10 +224,15 @@ func (peer *Peer) SetOutboundSAs(def *esp.Outbound, sel []OutboundSA) {
 	if cur := peer.out.Load(); cur != nil {
 		prev = cur.all
 	}
-	set := &outSet{all: make([]*outSA, 0, len(sel)+1)}
-	if len(sel) > 0 {
+	set := &outSet{}
+	set.all = set.allBuf[:0:len(set.allBuf)]
+	set.sel = set.selBuf[:0:len(set.selBuf)]
+	if len(sel) > len(set.selBuf) { // past the buffers, append moves to the heap
 		set.sel = make([]outSel, 0, len(sel))
+		set.all = make([]*outSA, 0, len(sel)+1)
 	}
+	// New wrappers come from one array, sized for the worst case.
+	var fresh []outSA
 	wrap := func(o *esp.Outbound) *outSA {
 		if o == nil {
 			return nil
@@ -197,7 +250,12 @@ func (peer *Peer) SetOutboundSAs(def *esp.Outbound, sel []OutboundSA) {
 			}
 		}
 		if w == nil {
-			w = &outSA{out: o}
+			if fresh == nil {
+				fresh = make([]outSA, 0, len(sel)+1)
+			}
+			fresh = fresh[:len(fresh)+1]
+			w = &fresh[len(fresh)-1]
+			w.out = o
 		}
 		set.all = append(set.all, w)
 		return w
@@ -222,8 +280,7 @@ func (peer *Peer) Outbound() *esp.Outbound {
 
 // SetAllowed replaces the inner source prefixes accepted from the peer.
 func (peer *Peer) SetAllowed(prefixes []netip.Prefix) {
-	a := append([]netip.Prefix(nil), prefixes...)
-	peer.allowed.Store(&a)
+	peer.allowed.Store(newPrefixSet(prefixes))
 }
 
 // Name is the peer's name.

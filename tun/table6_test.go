@@ -43,7 +43,7 @@ func TestTableLookupAllocs6(t *testing.T) {
 		if p.tables.route(benchAddr(5000)) != nil || p.tables.route(netip.MustParseAddr("2001:db9::1")) != nil {
 			t.Fatal("route to nowhere found")
 		}
-		if !allowed(*peers[i%n].allowed.Load(), addr6(i%n)) || allowed(*peers[i%n].allowed.Load(), addr6(i%n+1)) {
+		if !allowed(peers[i%n].allowed.Load().list, addr6(i%n)) || allowed(peers[i%n].allowed.Load().list, addr6(i%n+1)) {
 			t.Fatal("inner IPv6 source check")
 		}
 		i++

@@ -52,6 +52,10 @@ type outSet struct {
 	def *outSA
 	sel []outSel
 	all []*outSA // each SA once, for counters
+	// sel and all point into these when they fit (a sec-agree set's two
+	// selectors and SAs): a set is one object.
+	selBuf [2]outSel
+	allBuf [3]*outSA
 }
 
 type outSel struct {
