@@ -215,8 +215,14 @@ func (a *algs) hmacSHA1() *hmacsha1.Key {
 	if k := a.sha1.Load(); k != nil {
 		return k
 	}
-	a.sha1.CompareAndSwap(nil, hmacsha1.New(a.authKey[:a.authKeyLen]))
-	return a.sha1.Load()
+	// Return what was made, not a second Load: idle may clear it between.
+	k := hmacsha1.New(a.authKey[:a.authKeyLen])
+	if !a.sha1.CompareAndSwap(nil, k) {
+		if cur := a.sha1.Load(); cur != nil {
+			return cur
+		}
+	}
+	return k
 }
 
 // cbc returns the AES-CBC cipher, nil for other algorithms. Its key
@@ -234,8 +240,19 @@ func (a *algs) cbc() *aescbc.Cipher {
 	if err != nil {
 		panic("esp: aes-cbc key of a length newAlgs checked: " + err.Error())
 	}
-	a.aesCBC.CompareAndSwap(nil, c)
-	return a.aesCBC.Load()
+	if !a.aesCBC.CompareAndSwap(nil, c) {
+		if cur := a.aesCBC.Load(); cur != nil {
+			return cur
+		}
+	}
+	return c
+}
+
+// idle drops what cbc and hmacSHA1 made; their next calls make it again.
+// A packet being sealed or opened meanwhile keeps the one it took.
+func (a *algs) idle() {
+	a.aesCBC.Store(nil)
+	a.sha1.Store(nil)
 }
 
 // macHash returns the hash under the HMAC of a and its truncated ICV

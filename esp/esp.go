@@ -238,6 +238,18 @@ func (s *sa) putState(st *state) {
 // SPI returns the SA's SPI.
 func (s *sa) SPI() SPI { return s.spi }
 
+// Idle frees what the SA's keys prepared on its first packet (the AES-CBC
+// key schedule, the hmac-sha-1-96 pads: about 500 bytes), for an SA that
+// will likely carry nothing for a while; the next packet prepares them
+// again. SAs made with the same Config.Keys share them: Idle on one is Idle
+// on all. Safe to call while packets are sealed or opened.
+func (s *sa) Idle() { s.a.idle() }
+
+// Prepared reports whether the SA's keys hold what Idle frees (a packet
+// was sealed or opened since they were made or last idled). For AES-GCM,
+// 3DES and null, which prepare everything up front, it is always false.
+func (s *sa) Prepared() bool { return s.a.aesCBC.Load() != nil || s.a.sha1.Load() != nil }
+
 // Mode returns the SA's mode.
 func (s *sa) Mode() Mode { return s.mode }
 

@@ -175,6 +175,88 @@ func TestLazySAState(t *testing.T) {
 	}
 }
 
+// TestIdleDropsPrepared: Idle on one SA drops the key schedule and HMAC
+// pads its Keys prepared, for every SA sharing them; the next packet
+// prepares them again, and the SAs go on sealing and opening, and refusing
+// a damaged or replayed packet, as before. Idle while other goroutines
+// seal and open loses no packet (run under -race in CI).
+func TestIdleDropsPrepared(t *testing.T) {
+	ek, ak := make([]byte, 16), make([]byte, 20)
+	rand.Read(ek)
+	rand.Read(ak)
+	keys, err := NewKeys(EncAESCBC, ek, AuthHMACSHA196, ak)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{SPI: 0x1234, Mode: Tunnel, Encryption: EncAESCBC, EncKey: ek, Integrity: AuthHMACSHA196, AuthKey: ak, Keys: keys}
+	out, in := mustSA(t, cfg)
+	roundTrip := func(payload string) {
+		t.Helper()
+		pkt := seal(t, out, []byte(payload), 4)
+		bad := append([]byte(nil), pkt...)
+		bad[len(bad)-1] ^= 1
+		if _, _, _, err := in.Open(bad); !errors.Is(err, ErrAuth) {
+			t.Fatalf("a flipped ICV bit: %v, want ErrAuth", err)
+		}
+		replay := append([]byte(nil), pkt...)
+		if got, _, _, err := in.Open(pkt); err != nil || string(got) != payload {
+			t.Fatalf("Open: %q, %v", got, err)
+		}
+		if _, _, _, err := in.Open(replay); !errors.Is(err, ErrReplay) {
+			t.Fatalf("the same packet again: %v, want ErrReplay", err)
+		}
+	}
+	roundTrip("before idle")
+	if keys.a.aesCBC.Load() == nil {
+		t.Fatal("no key schedule after a packet")
+	}
+	if !out.Prepared() || !in.Prepared() {
+		t.Fatal("Prepared is false after a packet")
+	}
+	in.Idle() // the inbound SA: the outbound one shares the keys
+	if keys.a.aesCBC.Load() != nil || keys.a.sha1.Load() != nil || out.Prepared() || in.Prepared() {
+		t.Fatal("Idle kept the key schedule or the HMAC pads")
+	}
+	if in.win.bits == nil || in.Highest() != 1 {
+		t.Fatal("Idle touched the replay window")
+	}
+	roundTrip("after idle")
+	if keys.a.aesCBC.Load() == nil || (hmacsha1.Accelerated() && keys.a.sha1.Load() == nil) {
+		t.Fatal("the packet after Idle did not prepare the keys again")
+	}
+
+	// Idle racing with sealing and opening.
+	const n = 2000
+	pkts := make(chan []byte, 64)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-pkts:
+				return
+			default:
+				out.Idle()
+				runtime.Gosched()
+			}
+		}
+	}()
+	opened := 0
+	for i := range n {
+		payload := []byte{0x45, byte(i), byte(i >> 8)} // tunnel mode: an IPv4 first byte
+		pkt := seal(t, out, payload, 4)
+		if got, _, _, err := in.Open(pkt); err != nil || !bytes.Equal(got, payload) {
+			t.Fatalf("packet %d with Idle racing: %x, %v", i, got, err)
+		}
+		opened++
+	}
+	pkts <- nil
+	<-done
+	if opened != n {
+		t.Fatalf("%d of %d packets opened", opened, n)
+	}
+}
+
 // TestScratchOnlySAsSharePool: an AES-CBC/hmac-sha-1-96 or GCM SA, whose
 // packets need only scratch space, takes its state from the shared pool and
 // fills no pool of its own; a 3DES SA (a CBC mode per state) keeps its own.

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/imsec/imsec/tun"
 )
 
 // The P-CSCF's housekeeper: every registration with something to do at a
@@ -35,6 +37,13 @@ const housekeepEvery = 500 * time.Millisecond
 // are in docs/results.md). An old set so lives at most oldLookMax after
 // its successor's first packet.
 const oldLookMax = 8 * time.Second
+
+// keysIdleAfter is how long a registered UE's SAs carry no authenticated
+// packet from it before the housekeeper drops what their keys prepared on
+// the first packet (the AES key schedule and HMAC pads, about 500 bytes a
+// UE: esp's Idle). Most registered UEs are idle between re-registrations;
+// the next packet prepares the keys again, in well under a microsecond.
+const keysIdleAfter = 30 * time.Second
 
 // regQueue is a min-heap of registrations by due (container/heap).
 // Guarded by Server.mu.
@@ -105,7 +114,11 @@ func (s *Server) poke() {
 func (s *Server) releaseLocked(reg *registration) {
 	reg.busy--
 	if s.regs[reg.impi] == reg {
-		s.scheduleLocked(reg, s.now())
+		now := s.now()
+		if reg.registered && len(reg.sas.sets) > 0 && reg.keysIdleAt.IsZero() {
+			reg.keysIdleAt = now.Add(keysIdleAfter)
+		}
+		s.scheduleLocked(reg, now)
 	}
 }
 
@@ -151,6 +164,9 @@ func (s *Server) nextDueLocked(reg *registration, now time.Time) time.Time {
 	at(reg.teardown)
 	if reg.registered {
 		after(reg.expires)
+		if !reg.keysIdleAt.IsZero() {
+			after(reg.keysIdleAt)
+		}
 	}
 	for _, ch := range reg.pending {
 		after(ch.issued.Add(s.cfg.TempSATimeout))
@@ -232,6 +248,9 @@ func (s *Server) housekeepLocked(reg *registration, now time.Time) bool {
 		s.dropLocked(reg, "expired")
 		return false
 	}
+	if reg.registered && !reg.keysIdleAt.IsZero() && now.After(reg.keysIdleAt) {
+		reg.keysIdleAt = idleKeys(reg, now)
+	}
 	// Challenges past the temporary-SA lifetime go, with their sets.
 	for _, ch := range slices.Clone(reg.pending) {
 		if now.Sub(ch.issued) > s.cfg.TempSATimeout {
@@ -261,4 +280,31 @@ func lookAtOld(reg *registration, now time.Time) {
 			st.nextLook = now.Add(st.lookEvery)
 		}
 	}
+}
+
+// idleKeys drops what the keys of reg's SA sets (signalling and media)
+// prepared, when no authenticated ESP came from the UE for keysIdleAfter,
+// and returns zero: the next handler that lets go of reg schedules another
+// look. Otherwise it returns when to look again.
+func idleKeys(reg *registration, now time.Time) time.Time {
+	var last time.Time
+	for _, p := range [...]*tun.Peer{reg.peer, reg.mediaPeer} {
+		if p != nil {
+			if t := p.LastReceived(); t.After(last) {
+				last = t
+			}
+		}
+	}
+	if again := last.Add(keysIdleAfter); again.After(now) {
+		return again
+	}
+	for _, ls := range reg.sas.sets {
+		if len(ls.side.Inbound) > 0 {
+			ls.side.Inbound[0].Idle() // the set's four SAs share its keys
+		}
+		if ls.media != nil && ls.media.pair.in != nil {
+			ls.media.pair.in.Idle() // both media SAs share theirs
+		}
+	}
+	return time.Time{}
 }

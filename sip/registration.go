@@ -50,6 +50,10 @@ type registration struct {
 	// dueIdx its place in Server.due (-1 when not there): housekeep.go.
 	due    time.Time
 	dueIdx int
+	// keysIdleAt, once registered, is when the housekeeper next looks
+	// whether the SA sets' prepared keys can go (idleKeys); zero when they
+	// went, until a handler lets go of the registration again.
+	keysIdleAt time.Time
 }
 
 // sharedVector is a vector not yet answered, and when it was drawn.
