@@ -122,6 +122,8 @@ type algs struct {
 	// P-CSCF holds two algs per UE (signalling and media keys), mostly
 	// idle. The small fields sit together to keep the struct at 192 bytes.
 	//
+	// encKey is the encryption key (for AES-GCM without the salt) for
+	// Keys.Raw, and for AES-CBC the key cbc expands.
 	// AES-CBC: the key, and the cipher (whole chains per call,
 	// concurrent-safe) that cbc makes from it on the SA's first packet.
 	// HMAC: the key and the hash under it; for hmac-sha-1-96 (sha1Fast)
@@ -142,29 +144,38 @@ type algs struct {
 // cipher with no integrity, which only the RFC 3602 §4 known-answer tests
 // (ESP packets without ICV) need; the public constructors never set it.
 func newAlgs(c *Config, allowNoAuth bool) (*algs, error) {
-	a := &algs{enc: c.Encryption, auth: c.Integrity, align: PadAlign}
+	a := &algs{}
+	if err := a.init(c, allowNoAuth); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// init is newAlgs into a (Keys holds its algs, not a pointer to them).
+func (a *algs) init(c *Config, allowNoAuth bool) error {
+	a.enc, a.auth, a.align = c.Encryption, c.Integrity, PadAlign
 	lens := encKeyLens(c.Encryption)
 	if lens == nil {
-		return nil, fmt.Errorf("esp: unknown encryption algorithm %q (want one of null, aes-cbc, des-ede3-cbc, aes-gcm)", c.Encryption)
+		return fmt.Errorf("esp: unknown encryption algorithm %q (want one of null, aes-cbc, des-ede3-cbc, aes-gcm)", c.Encryption)
 	}
 	if AuthKeyLen(c.Integrity) < 0 {
-		return nil, fmt.Errorf("esp: unknown integrity algorithm %q (want one of null, hmac-sha-1-96, hmac-md5-96, hmac-sha-256-128)", c.Integrity)
+		return fmt.Errorf("esp: unknown integrity algorithm %q (want one of null, hmac-sha-1-96, hmac-md5-96, hmac-sha-256-128)", c.Integrity)
 	}
 	okLen := false
 	for _, l := range lens {
 		okLen = okLen || len(c.EncKey) == l
 	}
 	if !okLen {
-		return nil, fmt.Errorf("esp: %s key is %d bytes, want %v", c.Encryption, len(c.EncKey), lens)
+		return fmt.Errorf("esp: %s key is %d bytes, want %v", c.Encryption, len(c.EncKey), lens)
 	}
 	if l := AuthKeyLen(c.Integrity); len(c.AuthKey) != l {
-		return nil, fmt.Errorf("esp: %s key is %d bytes, want %d", c.Integrity, len(c.AuthKey), l)
+		return fmt.Errorf("esp: %s key is %d bytes, want %d", c.Integrity, len(c.AuthKey), l)
 	}
 	switch {
 	case c.Encryption == EncAESGCM && c.Integrity != AuthNull:
-		return nil, fmt.Errorf("esp: aes-gcm is a combined-mode algorithm and takes integrity null, not %s (RFC 4303 §3.2.2)", c.Integrity)
+		return fmt.Errorf("esp: aes-gcm is a combined-mode algorithm and takes integrity null, not %s (RFC 4303 §3.2.2)", c.Integrity)
 	case c.Encryption != EncAESGCM && c.Integrity == AuthNull && !(allowNoAuth && c.Encryption != EncNull):
-		return nil, fmt.Errorf("esp: encryption %s with integrity null is not allowed (no integrity protection)", c.Encryption)
+		return fmt.Errorf("esp: encryption %s with integrity null is not allowed (no integrity protection)", c.Encryption)
 	}
 
 	switch c.Encryption {
@@ -175,20 +186,22 @@ func newAlgs(c *Config, allowNoAuth bool) (*algs, error) {
 	case EncDES3CBC:
 		b, err := des.NewTripleDESCipher(c.EncKey)
 		if err != nil {
-			return nil, fmt.Errorf("esp: des-ede3-cbc: %w", err)
+			return fmt.Errorf("esp: des-ede3-cbc: %w", err)
 		}
 		a.block, a.ivLen, a.cbcSize, a.align = b, DES3BlockSize, DES3BlockSize, DES3BlockSize
+		a.encKeyLen = uint8(copy(a.encKey[:], c.EncKey)) // for Keys.Raw
 	case EncAESGCM:
 		k := len(c.EncKey) - GCMSaltLen
 		b, err := aes.NewCipher(c.EncKey[:k])
 		if err != nil {
-			return nil, fmt.Errorf("esp: aes-gcm: %w", err)
+			return fmt.Errorf("esp: aes-gcm: %w", err)
 		}
 		g, err := cipher.NewGCM(b)
 		if err != nil {
-			return nil, fmt.Errorf("esp: aes-gcm: %w", err)
+			return fmt.Errorf("esp: aes-gcm: %w", err)
 		}
 		a.aead, a.ivLen, a.icvLen = g, GCMIVLen, GCMICVLen
+		a.encKeyLen = uint8(copy(a.encKey[:], c.EncKey[:k])) // for Keys.Raw, with the salt
 		copy(a.salt[:], c.EncKey[k:])
 	}
 
@@ -197,7 +210,7 @@ func newAlgs(c *Config, allowNoAuth bool) (*algs, error) {
 		a.authKeyLen = uint8(copy(a.authKey[:], c.AuthKey))
 		a.sha1Fast = c.Integrity == AuthHMACSHA196 && hmacsha1.Accelerated()
 	}
-	return a, nil
+	return nil
 }
 
 // newMAC returns a new HMAC with the SA's integrity key; macHash must be set.

@@ -88,17 +88,33 @@ type Config struct {
 // schedules, HMAC pads) for any number of SAs. They are immutable and safe
 // for concurrent use.
 type Keys struct {
-	a *algs
+	a algs // in the Keys: one object per key set, not two
 }
 
 // NewKeys prepares keys for Config.Keys; the arguments are checked as
 // NewOutbound checks them.
 func NewKeys(enc EncAlg, encKey []byte, auth AuthAlg, authKey []byte) (*Keys, error) {
-	a, err := newAlgs(&Config{Encryption: enc, EncKey: encKey, Integrity: auth, AuthKey: authKey}, false)
-	if err != nil {
+	k := &Keys{}
+	if err := k.a.init(&Config{Encryption: enc, EncKey: encKey, Integrity: auth, AuthKey: authKey}, false); err != nil {
 		return nil, err
 	}
-	return &Keys{a: a}, nil
+	return k, nil
+}
+
+// Raw returns copies of the keys as given to NewKeys: for Config's EncKey
+// and AuthKey, and key logs (Wireshark's ESP SA table).
+func (k *Keys) Raw() (encKey, authKey []byte) {
+	a := &k.a
+	if a.encKeyLen > 0 {
+		encKey = append([]byte(nil), a.encKey[:a.encKeyLen]...)
+		if a.enc == EncAESGCM {
+			encKey = append(encKey, a.salt[:]...)
+		}
+	}
+	if a.authKeyLen > 0 {
+		authKey = append([]byte(nil), a.authKey[:a.authKeyLen]...)
+	}
+	return encKey, authKey
 }
 
 func (c *Config) validate() error {
@@ -149,7 +165,7 @@ func (s *sa) init(c *Config, decrypt, allowNoAuth bool) error {
 	}
 	var a *algs
 	if c.Keys != nil {
-		a = c.Keys.a
+		a = &c.Keys.a
 		if a.enc != c.Encryption || a.auth != c.Integrity {
 			return fmt.Errorf("esp: Config.Keys are for %s/%s, the config names %s/%s", a.enc, a.auth, c.Encryption, c.Integrity)
 		}

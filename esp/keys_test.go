@@ -339,3 +339,51 @@ func TestSAMemory(t *testing.T) {
 	runtime.KeepAlive(outs)
 	runtime.KeepAlive(ins)
 }
+
+// TestNewKeysOneObject: prepared keys are one object (a P-CSCF holds two
+// per UE; the algorithms were a second).
+func TestNewKeysOneObject(t *testing.T) {
+	ek, ak := make([]byte, 16), make([]byte, 20)
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := NewKeys(EncAESCBC, ek, AuthHMACSHA196, ak); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 1 {
+		t.Errorf("NewKeys(aes-cbc, hmac-sha-1-96): %.0f allocations, want 1", n)
+	}
+}
+
+// TestKeysRaw: Raw gives back the keys as given, for every encryption
+// algorithm (AES-GCM's with its salt), as copies.
+func TestKeysRaw(t *testing.T) {
+	for _, c := range []struct {
+		enc   EncAlg
+		ekLen int
+		auth  AuthAlg
+		akLen int
+	}{
+		{EncAESCBC, 16, AuthHMACSHA196, 20},
+		{EncAESCBC, 32, AuthHMACSHA256128, 32},
+		{EncDES3CBC, 24, AuthHMACMD596, 16},
+		{EncAESGCM, 36, AuthNull, 0},
+		{EncNull, 0, AuthHMACSHA196, 20},
+	} {
+		ek, ak := make([]byte, c.ekLen), make([]byte, c.akLen)
+		rand.Read(ek)
+		rand.Read(ak)
+		keys, err := NewKeys(c.enc, ek, c.auth, ak)
+		if err != nil {
+			t.Fatalf("%s/%s: %v", c.enc, c.auth, err)
+		}
+		gotE, gotA := keys.Raw()
+		if !bytes.Equal(gotE, ek) || !bytes.Equal(gotA, ak) {
+			t.Fatalf("%s/%s: Raw = %x, %x; want %x, %x", c.enc, c.auth, gotE, gotA, ek, ak)
+		}
+		if len(gotE) > 0 {
+			gotE[0] ^= 1
+			if again, _ := keys.Raw(); !bytes.Equal(again, ek) {
+				t.Fatalf("%s: writing Raw's slice changed the keys", c.enc)
+			}
+		}
+	}
+}

@@ -357,6 +357,7 @@ func (l *saSets) apply() {
 type spiPool struct {
 	used map[esp.SPI]struct{}
 	rand func([]byte) // crypto/rand.Read; tests inject collisions
+	buf  [4]byte      // draw's random bytes (a local would escape to rand)
 }
 
 func newSPIPool() *spiPool {
@@ -375,9 +376,8 @@ func (p *spiPool) draw(n int) ([]esp.SPI, error) {
 			p.release(out...)
 			return nil, errSPIPoolFull
 		}
-		var b [4]byte
-		p.rand(b[:])
-		v := esp.SPI(binary.BigEndian.Uint32(b[:]))
+		p.rand(p.buf[:])
+		v := esp.SPI(binary.BigEndian.Uint32(p.buf[:]))
 		if v <= esp.SPIReservedMax {
 			continue
 		}

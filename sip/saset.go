@@ -26,10 +26,9 @@ import (
 type SASet struct {
 	UE, PCSCF Mechanism // each side's SPIs and ports
 	Suite     Suite     // negotiated (the chosen entry's)
-	encKey    []byte
-	authKey   []byte
-	// keys are encKey and authKey prepared once: the four SAs share them
-	// (one key schedule per set, not four).
+	// keys are the set's encryption and integrity keys, prepared once: the
+	// four SAs share them (one key schedule per set, not four), and they
+	// are the only copy the set keeps.
 	keys *esp.Keys
 }
 
@@ -65,7 +64,7 @@ func NewSASet(ue, pcscf Mechanism, ck akakeys.CK, ik akakeys.IK) (*SASet, error)
 	if err != nil {
 		return nil, err
 	}
-	return &SASet{UE: ue, PCSCF: pcscf, Suite: suite, encKey: ek, authKey: ak, keys: keys}, nil
+	return &SASet{UE: ue, PCSCF: pcscf, Suite: suite, keys: keys}, nil
 }
 
 // Mode is the negotiated sec-agree mode (the P-CSCF's entry's).
@@ -80,14 +79,14 @@ func (s *SASet) espMode() esp.Mode {
 	return esp.Tunnel
 }
 
-func (s *SASet) config(spi esp.SPI) esp.Config {
-	return esp.Config{SPI: spi, Mode: s.espMode(), Encryption: s.Suite.EAlg, EncKey: s.encKey,
-		Integrity: s.Suite.Alg, AuthKey: s.authKey, Keys: s.keys}
-}
-
 // Configs returns the four SA configurations in the order SA1..SA4.
 func (s *SASet) Configs() [4]esp.Config {
-	return [4]esp.Config{s.config(s.PCSCF.SPIs), s.config(s.UE.SPIc), s.config(s.UE.SPIs), s.config(s.PCSCF.SPIc)}
+	ek, ak := s.keys.Raw()
+	config := func(spi esp.SPI) esp.Config {
+		return esp.Config{SPI: spi, Mode: s.espMode(), Encryption: s.Suite.EAlg, EncKey: ek,
+			Integrity: s.Suite.Alg, AuthKey: ak, Keys: s.keys}
+	}
+	return [4]esp.Config{config(s.PCSCF.SPIs), config(s.UE.SPIc), config(s.UE.SPIs), config(s.PCSCF.SPIc)}
 }
 
 // Side is what one end installs in its pump.
