@@ -99,8 +99,14 @@ type RegisterResult struct {
 	// long-running process's scavenger would leave it). Null when not
 	// measured.
 	PCSCFCPUMsPerReg *float64 `json:"pcscf_cpu_ms_per_reg"`
-	PCSCFRSSKiBPerUE *float64 `json:"pcscf_rss_kib_per_ue"`
-	PCSCFRSSKiB      *float64 `json:"pcscf_rss_kib,omitempty"`
+	// In-process only, over the same phase: heap allocated per
+	// registration (KiB), and the garbage collector's share of the
+	// process's CPU (%). Steal and other load barely move them, so they
+	// compare builds where the CPU figure is noise.
+	PCSCFAllocKiBPerReg *float64 `json:"pcscf_alloc_kib_per_reg,omitempty"`
+	PCSCFGCCPUPct       *float64 `json:"pcscf_gc_cpu_pct,omitempty"`
+	PCSCFRSSKiBPerUE    *float64 `json:"pcscf_rss_kib_per_ue"`
+	PCSCFRSSKiB         *float64 `json:"pcscf_rss_kib,omitempty"`
 	// PCSCFHeapKiBPerUE is the live heap's growth per UE (in-process only,
 	// after a GC): RSS without the garbage collector's slack.
 	PCSCFHeapKiBPerUE *float64 `json:"pcscf_heap_kib_per_ue,omitempty"`
@@ -264,6 +270,10 @@ func RunRegister(ctx context.Context, cfg RegisterConfig) (RegisterResult, error
 	if probe != nil {
 		cpu0 = probe.cpu()
 	}
+	var gc0, gc1 gcCounters
+	if srv != nil {
+		gc0 = readGCCounters()
+	}
 	machine0, machineOK := machineCPU()
 	var machine []machineSample // every progressEvery, for the series
 	if machineOK {
@@ -345,6 +355,9 @@ phase:
 			if probe != nil {
 				cpu1 = probe.cpu()
 			}
+			if srv != nil {
+				gc1 = readGCCounters()
+			}
 			if m, ok := machineCPU(); ok && machineOK {
 				res.machineFigures(machine0, m, time.Since(start).Seconds())
 				machine = append(machine, machineSample{at: time.Since(start), t: m})
@@ -404,6 +417,14 @@ phase:
 	if probe != nil && res.Registered > 0 {
 		v := float64(cpu1-cpu0) / float64(time.Millisecond) / float64(res.Registered)
 		res.PCSCFCPUMsPerReg = &v
+		if srv != nil {
+			a := float64(gc1.allocBytes-gc0.allocBytes) / 1024 / float64(res.Registered)
+			res.PCSCFAllocKiBPerReg = &a
+			if cpu := (cpu1 - cpu0).Seconds(); cpu > 0 {
+				g := 100 * (gc1.gcCPU - gc0.gcCPU) / cpu
+				res.PCSCFGCCPUPct = &g
+			}
+		}
 	}
 
 	// The stream, with the others held.

@@ -43,3 +43,24 @@ func perUEKiB(idle, now map[string]float64, ues int) map[string]float64 {
 	}
 	return out
 }
+
+// gcCounters are the in-process runtime's cumulative heap allocation and
+// the CPU its collector spent (runtime/metrics; the collector's figure
+// includes mark work on otherwise idle processors).
+type gcCounters struct {
+	allocBytes uint64
+	gcCPU      float64 // seconds
+}
+
+func readGCCounters() gcCounters {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/cpu/classes/gc/total:cpu-seconds"}}
+	metrics.Read(s)
+	var c gcCounters
+	if s[0].Value.Kind() == metrics.KindUint64 {
+		c.allocBytes = s[0].Value.Uint64()
+	}
+	if s[1].Value.Kind() == metrics.KindFloat64 {
+		c.gcCPU = s[1].Value.Float64()
+	}
+	return c
+}

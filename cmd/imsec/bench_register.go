@@ -61,7 +61,10 @@ behind a quiet tail of UEs waiting out their Retry-After.
 With the in-process P-CSCF: pcscf_shed_by counts its overload refusals by
 the signal that made them (in-flight, dhcp, socket-wait, ceiling), and
 pcscf_socket_drops the datagrams the kernel dropped at its sockets (sip,
-esp, media-esp; Linux) before the end of the hold.`
+esp, media-esp; Linux) before the end of the hold. Over the registrations
+it also gives pcscf_alloc_kib_per_reg, the heap allocated per
+registration, and pcscf_gc_cpu_pct, the collector's share of its CPU:
+unlike CPU per registration, a busy machine barely moves them.`
 
 // memProfileRate is the heap profile's sampling interval with --memprofile.
 const memProfileRate = 4096
@@ -355,6 +358,9 @@ func printRegisterResult(w io.Writer, r bench.RegisterResult, cfg bench.Register
 	fmt.Fprintf(tw, "latency\tp50 %.1f ms, p95 %.1f ms, p99 %.1f ms, max %.1f ms\n", r.P50ms, r.P95ms, r.P99ms, r.MaxMs)
 	if r.PCSCFCPUMsPerReg != nil {
 		fmt.Fprintf(tw, "P-CSCF CPU\t%.3f ms per registration\n", *r.PCSCFCPUMsPerReg)
+	}
+	if r.PCSCFAllocKiBPerReg != nil && r.PCSCFGCCPUPct != nil {
+		fmt.Fprintf(tw, "P-CSCF heap\t%.1f KiB allocated per registration, collector %.1f%% of its CPU\n", *r.PCSCFAllocKiBPerReg, *r.PCSCFGCCPUPct)
 	}
 	if r.MachineBusyCores != nil {
 		fmt.Fprintf(tw, "machine\t%.2f cores busy during the registrations (everyone's), %.1f%% stolen by the hypervisor\n",

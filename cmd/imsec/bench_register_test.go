@@ -27,7 +27,7 @@ func TestBenchRegisterCommand(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	if res.Registered != 40 || res.Workers != 2 || res.Shared || res.PCSCFCPUMsPerReg == nil || res.P99ms <= 0 || res.KeepalivesRx == 0 {
+	if res.Registered != 40 || res.Workers != 2 || res.Shared || res.PCSCFCPUMsPerReg == nil || res.PCSCFAllocKiBPerReg == nil || *res.PCSCFAllocKiBPerReg <= 0 || res.PCSCFGCCPUPct == nil || res.P99ms <= 0 || res.KeepalivesRx == 0 {
 		t.Fatalf("result %+v", res)
 	}
 	for _, k := range []string{`"ues"`, `"registered"`, `"failed"`, `"reg_per_s"`, `"p50_ms"`, `"p95_ms"`, `"p99_ms"`, `"pcscf_cpu_ms_per_reg"`, `"pcscf_rss_kib_per_ue"`} {
