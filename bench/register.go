@@ -99,14 +99,14 @@ type RegisterResult struct {
 	// long-running process's scavenger would leave it). Null when not
 	// measured.
 	PCSCFCPUMsPerReg *float64 `json:"pcscf_cpu_ms_per_reg"`
-	// In-process only, over the same phase: heap allocated per
+	PCSCFRSSKiBPerUE *float64 `json:"pcscf_rss_kib_per_ue"`
+	PCSCFRSSKiB      *float64 `json:"pcscf_rss_kib,omitempty"`
+	// In-process only, over the registration phase: heap allocated per
 	// registration (KiB), and the garbage collector's share of the
 	// process's CPU (%). Steal and other load barely move them, so they
 	// compare builds where the CPU figure is noise.
 	PCSCFAllocKiBPerReg *float64 `json:"pcscf_alloc_kib_per_reg,omitempty"`
 	PCSCFGCCPUPct       *float64 `json:"pcscf_gc_cpu_pct,omitempty"`
-	PCSCFRSSKiBPerUE    *float64 `json:"pcscf_rss_kib_per_ue"`
-	PCSCFRSSKiB         *float64 `json:"pcscf_rss_kib,omitempty"`
 	// PCSCFHeapKiBPerUE is the live heap's growth per UE (in-process only,
 	// after a GC): RSS without the garbage collector's slack.
 	PCSCFHeapKiBPerUE *float64 `json:"pcscf_heap_kib_per_ue,omitempty"`
