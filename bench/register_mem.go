@@ -49,18 +49,22 @@ func perUEKiB(idle, now map[string]float64, ues int) map[string]float64 {
 // includes mark work on otherwise idle processors).
 type gcCounters struct {
 	allocBytes uint64
+	cycles     uint64
 	gcCPU      float64 // seconds
 }
 
 func readGCCounters() gcCounters {
-	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/cpu/classes/gc/total:cpu-seconds"}}
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/cycles/total:gc-cycles"}, {Name: "/cpu/classes/gc/total:cpu-seconds"}}
 	metrics.Read(s)
 	var c gcCounters
 	if s[0].Value.Kind() == metrics.KindUint64 {
 		c.allocBytes = s[0].Value.Uint64()
 	}
-	if s[1].Value.Kind() == metrics.KindFloat64 {
-		c.gcCPU = s[1].Value.Float64()
+	if s[1].Value.Kind() == metrics.KindUint64 {
+		c.cycles = s[1].Value.Uint64()
+	}
+	if s[2].Value.Kind() == metrics.KindFloat64 {
+		c.gcCPU = s[2].Value.Float64()
 	}
 	return c
 }

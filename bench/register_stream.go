@@ -45,6 +45,11 @@ type StreamResult struct {
 	// the round trip, per second, one way.
 	Mbps float64 `json:"mbps"`
 	PPS  float64 `json:"pps"`
+	// GCCycles and GCCPUSeconds are this process's garbage collections
+	// during the stream, and their CPU: the stream's UE runs in it, and
+	// so does the in-process P-CSCF, whose heap grows with the UEs held.
+	GCCycles     uint64  `json:"gc_cycles"`
+	GCCPUSeconds float64 `json:"gc_cpu_s"`
 }
 
 // runStream registers subscriber index i with the P-CSCF and streams for d.
@@ -69,7 +74,11 @@ func runStream(ctx context.Context, cfg RegisterConfig, i int, d time.Duration) 
 	if err := u.register(cfg.Expires); err != nil {
 		return StreamResult{}, fmt.Errorf("bench: the stream's UE (%s) did not register: %w", sub.IMPI, err)
 	}
-	return u.stream(ctx, d)
+	gc0 := readGCCounters()
+	res, err := u.stream(ctx, d)
+	gc1 := readGCCounters()
+	res.GCCycles, res.GCCPUSeconds = gc1.cycles-gc0.cycles, gc1.gcCPU-gc0.gcCPU
+	return res, err
 }
 
 // stream sends echo requests to the P-CSCF's inner address for d, with

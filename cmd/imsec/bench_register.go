@@ -384,8 +384,8 @@ func printRegisterResult(w io.Writer, r bench.RegisterResult, cfg bench.Register
 		fmt.Fprintf(tw, "P-CSCF memory\tKiB per UE by Go runtime class: %s\n", strings.Join(parts, ", "))
 	}
 	if r.Stream != nil {
-		fmt.Fprintf(tw, "stream\t%.0f Mbit/s, %.0f packets/s of %d-byte echoes through one UE's tunnel (%d sent, %d lost)\n",
-			r.Stream.Mbps, r.Stream.PPS, bench.StreamPacket, r.Stream.Sent, r.Stream.Lost)
+		fmt.Fprintf(tw, "stream\t%.0f Mbit/s, %.0f packets/s of %d-byte echoes through one UE's tunnel (%d sent, %d lost; %d collections, %.2f s of collector CPU)\n",
+			r.Stream.Mbps, r.Stream.PPS, bench.StreamPacket, r.Stream.Sent, r.Stream.Lost, r.Stream.GCCycles, r.Stream.GCCPUSeconds)
 	}
 	if r.StreamError != "" {
 		fmt.Fprintf(tw, "stream\tnot run: %s\n", r.StreamError)
