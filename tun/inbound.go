@@ -150,10 +150,11 @@ func (p *Pump) inbound() {
 		// came for coalesceQuiet: the socket is quiet but for many idle
 		// peers' keepalives. Let more gather before the next read, so
 		// that a P-CSCF holding 100,000 UEs (5,000 keepalives a second)
-		// wakes up once per keepaliveCoalesce, not per keepalive
-		// (docs/architecture.md, "Keepalives"). A packet that arrives
-		// meanwhile waits at most that long; below the rate nothing waits.
-		// The batch's clock reading serves for both.
+		// reads once per keepaliveCoalesce, not per keepalive. (The
+		// runtime's poller still wakes at each arrival, the socket being
+		// in its epoll set: docs/architecture.md, "Keepalives".) A packet
+		// that arrives meanwhile waits at most that long; below the rate
+		// nothing waits. The batch's clock reading serves for both.
 		if k > 0 {
 			lastESP = now
 		}
