@@ -129,10 +129,10 @@ func TestSharedKeysSACost(t *testing.T) {
 	}
 }
 
-// TestLazySAState: the AES key schedule and the replay window are made by
-// the first packet, not with the keys and the SA; then the SA works as any
-// other.
-func TestLazySAState(t *testing.T) {
+// sharedKeysSA is an AES-CBC/hmac-sha-1-96 SA pair on prepared Keys with
+// random keys, as a P-CSCF's SA set builds them.
+func sharedKeysSA(t *testing.T) (*Keys, *Outbound, *Inbound) {
+	t.Helper()
 	ek, ak := make([]byte, 16), make([]byte, 20)
 	rand.Read(ek)
 	rand.Read(ak)
@@ -140,15 +140,15 @@ func TestLazySAState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{SPI: 0x1234, Mode: Tunnel, Encryption: EncAESCBC, EncKey: ek, Integrity: AuthHMACSHA196, AuthKey: ak, Keys: keys}
-	out, err := NewOutbound(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := NewInbound(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	out, in := mustSA(t, Config{SPI: 0x1234, Mode: Tunnel, Encryption: EncAESCBC, EncKey: ek, Integrity: AuthHMACSHA196, AuthKey: ak, Keys: keys})
+	return keys, out, in
+}
+
+// TestLazySAState: the AES key schedule and the replay window are made by
+// the first packet, not with the keys and the SA; then the SA works as any
+// other.
+func TestLazySAState(t *testing.T) {
+	keys, out, in := sharedKeysSA(t)
 	if keys.a.aesCBC.Load() != nil || keys.a.sha1.Load() != nil || in.win.bits != nil {
 		t.Fatal("key schedule, HMAC pads or replay window made before any packet")
 	}
@@ -181,15 +181,7 @@ func TestLazySAState(t *testing.T) {
 // a damaged or replayed packet, as before. Idle while other goroutines
 // seal and open loses no packet (run under -race in CI).
 func TestIdleDropsPrepared(t *testing.T) {
-	ek, ak := make([]byte, 16), make([]byte, 20)
-	rand.Read(ek)
-	rand.Read(ak)
-	keys, err := NewKeys(EncAESCBC, ek, AuthHMACSHA196, ak)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := Config{SPI: 0x1234, Mode: Tunnel, Encryption: EncAESCBC, EncKey: ek, Integrity: AuthHMACSHA196, AuthKey: ak, Keys: keys}
-	out, in := mustSA(t, cfg)
+	keys, out, in := sharedKeysSA(t)
 	roundTrip := func(payload string) {
 		t.Helper()
 		pkt := seal(t, out, []byte(payload), 4)
