@@ -33,7 +33,8 @@ type RegisterConfig struct {
 	Rate float64       // UEs started per second; default 1000
 	Hold time.Duration // held registered after the last one finished; 0: none
 	// Keepalive is each UE's NAT keepalive interval while held; default
-	// 20 s (RFC 3948 §4).
+	// 20 s (RFC 3948 §4). Negative: none (what holding the UEs costs
+	// without them).
 	Keepalive time.Duration
 	// Reregister, if set, is how often each UE re-registers while held.
 	Reregister time.Duration

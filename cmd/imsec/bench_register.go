@@ -74,7 +74,7 @@ func runBenchRegister(ctx context.Context, args []string, stdout, stderr io.Writ
 	ues := fs.Int("ues", 0, "how many UEs (required)")
 	rate := fs.Float64("rate", 1000, "UEs started per second, in all")
 	hold := fs.Duration("hold", 0, "how long to hold the UEs registered after the last one finished (keepalives flow)")
-	keepalive := fs.Duration("keepalive", 20*time.Second, "each UE's NAT keepalive interval while held")
+	keepalive := fs.Duration("keepalive", 20*time.Second, "each UE's NAT keepalive interval while held (0: none)")
 	rereg := fs.Duration("reregister", 0, "while held, each UE re-registers this often: a new AKA run and a new SA set through the current one (0: never)")
 	stream := fs.Duration("stream", 0, "once all are registered, one more UE (subscriber --first + --ues: the range needs it) streams MTU-sized ICMP echoes through its tunnel to the P-CSCF for this long, before the hold: one UE's tunnel throughput with the others held (0: no stream)")
 	expires := fs.Int("expires", 600, "registration lifetime the UEs ask for, seconds")
@@ -122,7 +122,11 @@ func runBenchRegister(ctx context.Context, args []string, stdout, stderr io.Writ
 	if *rate <= 0 || *keepalive < 0 || *hold < 0 || *rereg < 0 || *stream < 0 || *expires <= 0 || *perWorker <= 0 || *first < 0 {
 		return usageErrorf("--rate, --expires and --per-worker must be positive; --hold, --keepalive, --stream and --first not negative")
 	}
-	cfg := bench.RegisterConfig{UEs: *ues, Rate: *rate, Hold: *hold, Keepalive: *keepalive, Reregister: *rereg, Stream: *stream, Expires: *expires,
+	ka := *keepalive
+	if ka == 0 {
+		ka = -1 // none: RegisterConfig's zero is the default interval
+	}
+	cfg := bench.RegisterConfig{UEs: *ues, Rate: *rate, Hold: *hold, Keepalive: ka, Reregister: *rereg, Stream: *stream, Expires: *expires,
 		Domain: *domain, Prefix: *prefix, Seed: *seed, First: *first, PerWorker: *perWorker, PCSCFPID: *pcscfPID, WorkerCPUProfile: *workerProfile}
 	if (*pcscf == "") != (*pcscfESP == "") {
 		return usageErrorf("--pcscf and --pcscf-esp go together")

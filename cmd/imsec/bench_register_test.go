@@ -37,6 +37,24 @@ func TestBenchRegisterCommand(t *testing.T) {
 	}
 }
 
+// TestBenchRegisterNoKeepalives: --keepalive 0 holds the UEs without
+// keepalives (it used to mean the 20 s default, which over a 1.5 s hold
+// of 60 UEs sends about 4).
+func TestBenchRegisterNoKeepalives(t *testing.T) {
+	t.Setenv(asCLI, "1")
+	code, out, errs := runCLI(t, "bench", "register", "--ues", "60", "--rate", "600", "--hold", "1500ms", "--keepalive", "0", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	var res bench.RegisterResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if res.Registered != 60 || res.KeepalivesRx != 0 {
+		t.Fatalf("registered %d, %d keepalives received; want 60 and none", res.Registered, res.KeepalivesRx)
+	}
+}
+
 func TestBenchRegisterUsage(t *testing.T) {
 	for _, args := range [][]string{
 		{"bench", "register"},
