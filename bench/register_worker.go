@@ -292,21 +292,38 @@ type holder struct {
 	failed map[string]int
 }
 
+// tick is how often run wakes: as often as the UEs' sends fall due
+// (interval / UEs), at most every millisecond and at least every second.
+// So each tick sends about one message, as UEs spread over time would,
+// and a worker does not wake a thousand times a second to send fewer
+// (each wakeup costs the machine a context switch: the load generator
+// shares it with the P-CSCF it measures).
+func (h *holder) tick() time.Duration {
+	n := time.Duration(len(h.live))
+	d := time.Second
+	for _, every := range []time.Duration{h.spec.Keepalive, h.spec.Reregister} {
+		if every > 0 {
+			d = min(d, every/n)
+		}
+	}
+	return max(d, time.Millisecond)
+}
+
 func (h *holder) failedCopy() map[string]int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return maps.Clone(h.failed)
 }
 
-// run sends, every millisecond, the keepalives and re-registrations the
-// intervals owe since the last tick, round robin over the UEs.
+// run sends, every tick, the keepalives and re-registrations the
+// intervals owe since the last one, round robin over the UEs.
 func (h *holder) run(ctx context.Context) {
 	defer h.wg.Wait()
 	if len(h.live) == 0 {
 		<-ctx.Done()
 		return
 	}
-	t := time.NewTicker(time.Millisecond)
+	t := time.NewTicker(h.tick())
 	defer t.Stop()
 	start := time.Now()
 	var kaSent, reSent int64
