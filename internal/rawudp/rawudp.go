@@ -60,13 +60,7 @@ func (c *Conn) StampReceived() bool { return c.raw != nil && c.raw.stamp() }
 // Drops is how many datagrams the kernel dropped at the socket since it
 // was opened, mostly for a full receive buffer; ok is false where the
 // system does not say (Linux does).
-func (c *Conn) Drops() (n uint64, ok bool) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return 0, false
-	}
-	return sockdrops.Of(rc)
-}
+func (c *Conn) Drops() (n uint64, ok bool) { return sockdrops.Of(c.UDPConn) }
 
 // Received is the kernel's receive time of the datagram last read, on a
 // stamped socket (zero before one, or unstamped). With one reading

@@ -7,10 +7,14 @@ package sockdrops
 
 import "syscall"
 
-// Of returns the drop count of rc's socket since it was opened; ok is
+// Of returns the drop count of c's socket since it was opened; ok is
 // false where the system does not say.
-func Of(rc syscall.RawConn) (n uint64, ok bool) {
-	if rc == nil {
+func Of(c syscall.Conn) (n uint64, ok bool) {
+	if c == nil {
+		return 0, false
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
 		return 0, false
 	}
 	if err := rc.Control(func(fd uintptr) { n, ok = drops(fd) }); err != nil {

@@ -18,11 +18,7 @@ func TestOf(t *testing.T) {
 	if err := c.SetReadBuffer(4096); err != nil {
 		t.Fatal(err)
 	}
-	rc, err := c.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n, ok := Of(rc); !ok || n != 0 {
+	if n, ok := Of(c); !ok || n != 0 {
 		t.Fatalf("a new socket: %d drops, %v", n, ok)
 	}
 	src, err := net.DialUDP("udp4", nil, c.LocalAddr().(*net.UDPAddr))
@@ -37,7 +33,7 @@ func TestOf(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	dropped, ok := Of(rc)
+	dropped, ok := Of(c)
 	if !ok || dropped == 0 {
 		t.Fatalf("%d datagrams into a 4 KiB buffer: %d drops, %v", sent, dropped, ok)
 	}

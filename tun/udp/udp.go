@@ -112,13 +112,7 @@ func (u *Conn) Close() error { return u.c.Close() }
 // Drops is how many datagrams the kernel dropped at the socket since it
 // was opened, mostly for a full receive buffer; ok is false where the
 // system does not say (Linux does).
-func (u *Conn) Drops() (n uint64, ok bool) {
-	rc, err := u.c.SyscallConn()
-	if err != nil {
-		return 0, false
-	}
-	return sockdrops.Of(rc)
-}
+func (u *Conn) Drops() (n uint64, ok bool) { return sockdrops.Of(u.c) }
 
 // StampReceived asks the kernel for the receive time of the datagrams
 // ReadBatch returns (Linux: SO_TIMESTAMPNS), which Received then reports;
