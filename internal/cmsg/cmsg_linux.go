@@ -1,6 +1,7 @@
 package cmsg
 
 import (
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -22,6 +23,17 @@ func Find(ctrl []byte, level, typ int32) []byte {
 		ctrl = ctrl[min(unix.CmsgSpace(l-unix.CmsgLen(0)), len(ctrl)):]
 	}
 	return nil
+}
+
+// StampReceived turns on rc's socket's SO_TIMESTAMPNS: each datagram read
+// with recvmsg or recvmmsg then carries the time the kernel received it,
+// which ReceiveTime reads. False if the socket refused.
+func StampReceived(rc syscall.RawConn) bool {
+	ok := false
+	rc.Control(func(fd uintptr) {
+		ok = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1) == nil
+	})
+	return ok
 }
 
 // ReceiveTime returns the SCM_TIMESTAMPNS receive time in ctrl, or zero.

@@ -28,12 +28,8 @@ type raw struct {
 
 // stamp turns on kernel receive times: the socket's SO_TIMESTAMPNS.
 func (r *raw) stamp() bool {
-	ok := false
-	r.rc.Control(func(fd uintptr) {
-		ok = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1) == nil
-	})
-	r.stamped = ok
-	return ok
+	r.stamped = cmsg.StampReceived(r.rc)
+	return r.stamped
 }
 
 // newRaw returns nil when the socket or its family cannot be had.

@@ -148,9 +148,7 @@ func (p *platform) init(c *net.UDPConn, remote netip.AddrPort) {
 func (p *platform) batchSize() int { return DefaultBatch }
 
 func (p *platform) stamp() bool {
-	p.rc.Control(func(fd uintptr) {
-		p.stamped = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1) == nil
-	})
+	p.stamped = cmsg.StampReceived(p.rc)
 	return p.stamped
 }
 
