@@ -360,7 +360,7 @@ phase:
 				gc1 = readGCCounters()
 			}
 			if m, ok := machineCPU(); ok && machineOK {
-				res.machineFigures(machine0, m, time.Since(start).Seconds())
+				res.MachineBusyCores, res.MachineStealPct = machineFigures(machine0, m, time.Since(start).Seconds())
 				machine = append(machine, machineSample{at: time.Since(start), t: m})
 			}
 			break phase

@@ -45,13 +45,14 @@ func parseCPUStat(s string) (cpuTimes, bool) {
 	return t, true
 }
 
-// machineFigures sets the result's machine figures for the interval from
-// a to b, seconds long.
-func (r *RegisterResult) machineFigures(a, b cpuTimes, seconds float64) {
+// machineFigures returns the machine figures (RegisterResult's, and each
+// series step's) for the interval from a to b, seconds long; nil for an
+// empty interval or counters that went backwards.
+func machineFigures(a, b cpuTimes, seconds float64) (busyCores, stealPct *float64) {
 	if b.total <= a.total || seconds <= 0 {
-		return
+		return nil, nil
 	}
 	busy := float64(b.busy-a.busy) / clockTicks / seconds
 	steal := 100 * float64(b.steal-a.steal) / float64(b.total-a.total)
-	r.MachineBusyCores, r.MachineStealPct = &busy, &steal
+	return &busy, &steal
 }

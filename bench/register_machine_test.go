@@ -32,14 +32,13 @@ func TestMachineFigures(t *testing.T) {
 	var r RegisterResult
 	a := cpuTimes{busy: 1000, steal: 10, total: 2000}
 	b := cpuTimes{busy: 1300, steal: 30, total: 2400} // 400 ticks over 2 s: 2 CPUs
-	r.machineFigures(a, b, 2)
+	r.MachineBusyCores, r.MachineStealPct = machineFigures(a, b, 2)
 	if r.MachineBusyCores == nil || *r.MachineBusyCores != 1.5 || *r.MachineStealPct != 5 {
 		t.Fatalf("busy %v, steal %v; want 1.5 cores and 5%%", r.MachineBusyCores, r.MachineStealPct)
 	}
-	var none RegisterResult
-	none.machineFigures(b, a, 2)
-	none.machineFigures(a, b, 0)
-	if none.MachineBusyCores != nil || none.MachineStealPct != nil {
+	busyBack, stealBack := machineFigures(b, a, 2)
+	busyEmpty, stealEmpty := machineFigures(a, b, 0)
+	if busyBack != nil || stealBack != nil || busyEmpty != nil || stealEmpty != nil {
 		t.Fatal("figures set for an empty or backward interval")
 	}
 	if _, ok := machineCPU(); !ok && runtime.GOOS == "linux" {

@@ -68,9 +68,7 @@ func machineSeries(pts []RegisterPoint, stepS float64, samples []machineSample) 
 		if a < 0 || b <= a {
 			continue
 		}
-		var r RegisterResult
-		r.machineFigures(samples[a].t, samples[b].t, (samples[b].at - samples[a].at).Seconds())
-		pts[i].MachineBusyCores, pts[i].MachineStealPct = r.MachineBusyCores, r.MachineStealPct
+		pts[i].MachineBusyCores, pts[i].MachineStealPct = machineFigures(samples[a].t, samples[b].t, (samples[b].at - samples[a].at).Seconds())
 	}
 }
 
