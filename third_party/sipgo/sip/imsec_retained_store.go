@@ -41,6 +41,11 @@ type retainedStore struct {
 	nextID uint64                 // ID of the next slab
 	timer  *time.Timer            // sweeps at the oldest slab's expiry; nil while there is none
 	closed bool
+
+	// releasing counts sweeps giving back references outside mu; close
+	// waits for them, so that no reference is held after it returns. Add
+	// is called under mu and never once closed is set.
+	releasing sync.WaitGroup
 }
 
 // retainedRef is where an entry is: its slab's ID and its place in it.
@@ -163,8 +168,10 @@ func (s *retainedStore) onTimer() {
 	} else {
 		s.timer.Reset(time.Duration(s.slabs[0].expires - now))
 	}
+	s.releasing.Add(1)
 	s.mu.Unlock()
 	release(dropped)
+	s.releasing.Done()
 }
 
 // sweepLocked removes the slabs whose entries have all expired, with their
@@ -214,7 +221,8 @@ func (s *retainedStore) len() int {
 }
 
 // close drops everything and stops the timer; put and resend then retain
-// and find nothing.
+// and find nothing. It returns once every reference the store held is
+// given back, a sweep's running meanwhile included.
 func (s *retainedStore) close() {
 	s.mu.Lock()
 	s.closed = true
@@ -226,4 +234,5 @@ func (s *retainedStore) close() {
 	s.slabs, s.index = nil, nil
 	s.mu.Unlock()
 	release(dropped)
+	s.releasing.Wait()
 }
