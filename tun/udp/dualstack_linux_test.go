@@ -95,7 +95,7 @@ func TestListenWildcardIsDualStack(t *testing.T) {
 	for i := range msgs {
 		msgs[i].Buf = make([]byte, 1500)
 	}
-	c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	for len(from) < 2 {
 		n, err := c.ReadBatch(msgs)
 		if err != nil {

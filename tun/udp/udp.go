@@ -35,7 +35,6 @@ const socketBuffer = 4 << 20
 // ReadBatch while others WriteBatch; Close unblocks a pending ReadBatch,
 // which then returns an error matching net.ErrClosed.
 type Conn struct {
-	c      *net.UDPConn
 	local  netip.AddrPort
 	remote netip.AddrPort // set by Dial
 	plat   platform
@@ -57,7 +56,7 @@ func Listen(addr netip.AddrPort) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newConn(c, netip.AddrPort{}), nil
+	return newConn(c, netip.AddrPort{})
 }
 
 // Dial binds a UDP socket to local (port 0 picks a free port) and connects
@@ -80,16 +79,20 @@ func Dial(local, remote netip.AddrPort) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newConn(c, unmap(remote)), nil
+	return newConn(c, unmap(remote))
 }
 
-func newConn(c *net.UDPConn, remote netip.AddrPort) *Conn {
-	u := &Conn{c: c, local: c.LocalAddr().(*net.UDPAddr).AddrPort(), remote: remote}
+// newConn makes a Conn of c, which it then owns (closing it on failure).
+func newConn(c *net.UDPConn, remote netip.AddrPort) (*Conn, error) {
+	u := &Conn{local: c.LocalAddr().(*net.UDPAddr).AddrPort(), remote: remote}
 	// Room for bursts: ESP at line rate overflows the default buffers.
 	_ = c.SetReadBuffer(socketBuffer)
 	_ = c.SetWriteBuffer(socketBuffer)
-	u.plat.init(c, remote)
-	return u
+	if err := u.plat.init(c, remote); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return u, nil
 }
 
 // LocalAddr returns the bound address.
@@ -107,12 +110,17 @@ func (u *Conn) BatchSize() int { return u.plat.batchSize() }
 func (u *Conn) Offload() (gso, gro bool) { return u.plat.offload() }
 
 // Close closes the socket.
-func (u *Conn) Close() error { return u.c.Close() }
+func (u *Conn) Close() error { return u.plat.close() }
 
 // Drops is how many datagrams the kernel dropped at the socket since it
 // was opened, mostly for a full receive buffer; ok is false where the
 // system does not say (Linux does).
-func (u *Conn) Drops() (n uint64, ok bool) { return sockdrops.Of(u.c) }
+func (u *Conn) Drops() (n uint64, ok bool) { return sockdrops.Of(u.plat.conn()) }
+
+// SetReadDeadline sets the time after which ReadBatch fails with an error
+// matching os.ErrDeadlineExceeded; the zero time means none. On Linux a
+// ReadBatch already waiting keeps the deadline it began waiting with.
+func (u *Conn) SetReadDeadline(t time.Time) error { return u.plat.setReadDeadline(t) }
 
 // StampReceived asks the kernel for the receive time of the datagrams
 // ReadBatch returns (Linux: SO_TIMESTAMPNS), which Received then reports;
@@ -131,14 +139,14 @@ func (u *Conn) ReadBatch(msgs []Message) (int, error) {
 	if len(msgs) == 0 {
 		return 0, errors.New("udp: ReadBatch with no messages")
 	}
-	return u.plat.readBatch(u.c, msgs)
+	return u.plat.readBatch(msgs)
 }
 
 // WriteBatch sends msgs in order and returns how many were sent. A datagram
 // the kernel refuses (no route, message too long) is skipped and reported
 // in the error after the rest are sent.
 func (u *Conn) WriteBatch(msgs []Message) (int, error) {
-	return u.plat.writeBatch(u.c, msgs)
+	return u.plat.writeBatch(msgs)
 }
 
 // unmap turns an IPv4-mapped IPv6 address into IPv4.

@@ -19,10 +19,11 @@ import (
 	"github.com/imsec/imsec/internal/cmsg"
 )
 
-// Linux: recvmmsg(2) and sendmmsg(2) called directly through the socket's
-// syscall.RawConn, so that the netpoller still blocks for us and nothing is
-// allocated per datagram (no *net.UDPAddr: addresses are written and read
-// as raw sockaddrs in buffers made once).
+// Linux: recvmmsg(2) and sendmmsg(2) called directly on a socket the
+// runtime's poller does not watch (sock, sock_linux.go), which waits in
+// ppoll(2) when the socket is empty or full; nothing is allocated per
+// datagram (no *net.UDPAddr: addresses are written and read as raw
+// sockaddrs in buffers made once).
 //
 // Segmentation offload (udp(7), Linux 4.18 and 5.0): WriteBatch sends a run
 // of consecutive datagrams to one address, all of one size but the last
@@ -61,7 +62,7 @@ type mmsghdr struct {
 
 // platform is the Linux batch path.
 type platform struct {
-	rc     syscall.RawConn
+	rc     *sock
 	is6    bool           // AF_INET6 socket
 	remote netip.AddrPort // of a connected socket: sent to without an address
 
@@ -114,10 +115,14 @@ type writer struct {
 // size and a receive time (≥ CmsgSpace(segCtrlLen) for sends).
 var ctrlSpace = unix.CmsgSpace(groCtrlLen) + unix.CmsgSpace(int(unsafe.Sizeof(unix.Timespec{})))
 
-func (p *platform) init(c *net.UDPConn, remote netip.AddrPort) {
+func (p *platform) init(c *net.UDPConn, remote netip.AddrPort) error {
 	p.remote = remote
-	p.rc, _ = c.SyscallConn()
 	p.is6 = c.LocalAddr().(*net.UDPAddr).IP.To4() == nil
+	s, err := newSock(c)
+	if err != nil {
+		return err
+	}
+	p.rc = s
 	p.rc.Control(func(fd uintptr) {
 		// Beyond net.core.[rw]mem_max when we may (CAP_NET_ADMIN);
 		// Listen has already asked for the same within the limit.
@@ -143,6 +148,16 @@ func (p *platform) init(c *net.UDPConn, remote netip.AddrPort) {
 	w.ctrl = make([]byte, DefaultBatch*ctrlSpace)
 	w.first = make([]int, DefaultBatch+1)
 	w.fn = w.sendmmsg
+	return nil
+}
+
+func (p *platform) close() error { return p.rc.Close() }
+
+func (p *platform) conn() syscall.Conn { return p.rc }
+
+func (p *platform) setReadDeadline(t time.Time) error {
+	p.rc.setReadDeadline(t)
+	return nil
 }
 
 func (p *platform) batchSize() int { return DefaultBatch }
@@ -170,7 +185,7 @@ func (r *reader) recvmmsg(fd uintptr) bool {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
-			return false // wait for the netpoller
+			return false // wait in ppoll
 		}
 		r.got, r.errno = int(n), e
 		return true
@@ -209,7 +224,7 @@ func (p *platform) recv(vlen int) (int, error) {
 	return r.got, nil
 }
 
-func (p *platform) readBatch(c *net.UDPConn, msgs []Message) (int, error) {
+func (p *platform) readBatch(msgs []Message) (int, error) {
 	if !p.gro {
 		k := min(len(msgs), len(p.r.hs))
 		for i := range k {
@@ -434,7 +449,7 @@ func (p *platform) send(at, vlen int) (int, error) {
 	return w.sent, nil
 }
 
-func (p *platform) writeBatch(c *net.UDPConn, msgs []Message) (int, error) {
+func (p *platform) writeBatch(msgs []Message) (int, error) {
 	p.wm.Lock()
 	defer p.wm.Unlock()
 	w := &p.w
@@ -468,7 +483,7 @@ func (p *platform) writeBatch(c *net.UDPConn, msgs []Message) (int, error) {
 					p.gso.Store(false)
 				}
 				for j := lo; j < hi; j++ {
-					if _, err := writeEach(c, p.remote, msgs[j:j+1]); err != nil {
+					if err := p.sendAlone(&msgs[j]); err != nil {
 						if errors.Is(err, net.ErrClosed) {
 							return sent, err
 						}
@@ -487,4 +502,40 @@ func (p *platform) writeBatch(c *net.UDPConn, msgs []Message) (int, error) {
 		}
 	}
 	return sent, first
+}
+
+// sendAlone sends m as one datagram with sendmsg(2): a datagram of a run
+// the kernel refused to segment. It allocates (a unix.Sockaddr), which
+// this rare path may.
+func (p *platform) sendAlone(m *Message) error {
+	var to unix.Sockaddr
+	if !p.remote.IsValid() || m.Addr != p.remote {
+		if to = p.sockaddr(m.Addr); to == nil {
+			return &net.OpError{Op: "write", Net: "udp", Addr: net.UDPAddrFromAddrPort(m.Addr), Err: errAddrFamily}
+		}
+	}
+	var errno error
+	if err := p.rc.Write(func(fd uintptr) bool {
+		_, errno = unix.SendmsgN(int(fd), m.Buf[:m.N], nil, to, unix.MSG_DONTWAIT)
+		return errno != unix.EAGAIN
+	}); err != nil {
+		return err
+	}
+	if errno != nil {
+		return &net.OpError{Op: "write", Net: "udp", Addr: net.UDPAddrFromAddrPort(m.Addr), Err: os.NewSyscallError("sendmsg", errno)}
+	}
+	return nil
+}
+
+// sockaddr is ap as the socket family's unix.Sockaddr, or nil if the
+// socket cannot send there (the rules of putAddr).
+func (p *platform) sockaddr(ap netip.AddrPort) unix.Sockaddr {
+	var b [sockaddrLen]byte
+	switch p.putAddr(b[:], ap) {
+	case unix.SizeofSockaddrInet4:
+		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: [4]byte(b[4:8])}
+	case unix.SizeofSockaddrInet6:
+		return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: [16]byte(b[8:24])}
+	}
+	return nil
 }

@@ -115,7 +115,7 @@ func TestBatchesAgainstModel(t *testing.T) {
 }
 
 func expectAll(c *Conn, want [][]byte, from netip.AddrPort, rng *rand.Rand) error {
-	c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	msgs := make([]Message, c.BatchSize())
 	for i := range msgs {
 		msgs[i].Buf = make([]byte, 4000)
@@ -156,7 +156,7 @@ func TestPendingSegmentsNeedNoSyscall(t *testing.T) {
 	if n, err := a.WriteBatch(out); n != len(out) || err != nil {
 		t.Fatal(n, err)
 	}
-	b.c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	b.SetReadDeadline(time.Now().Add(2 * time.Second))
 	in := []Message{{Buf: make([]byte, 100)}, {Buf: make([]byte, 100)}, {Buf: make([]byte, 100)}}
 	got := 0
 	for got < len(out) {
@@ -185,7 +185,7 @@ func TestTruncatedSegment(t *testing.T) {
 	if _, err := a.WriteBatch([]Message{{Buf: p, N: 500, Addr: b.LocalAddr()}}); err != nil {
 		t.Fatal(err)
 	}
-	b.c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	b.SetReadDeadline(time.Now().Add(2 * time.Second))
 	in := []Message{{Buf: make([]byte, 100)}}
 	n, err := b.ReadBatch(in)
 	if n != 1 || err != nil || in[0].N != 100 {
@@ -226,7 +226,7 @@ func TestRunLimit(t *testing.T) {
 	if n != 2 || err != nil {
 		t.Fatalf("n %d err %v", n, err)
 	}
-	b.c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	b.SetReadDeadline(time.Now().Add(2 * time.Second))
 	in := []Message{{Buf: make([]byte, 65535)}, {Buf: make([]byte, 65535)}}
 	for got := 0; got < 2; {
 		k, err := b.ReadBatch(in)
@@ -268,7 +268,7 @@ func roundTripAllocs(t *testing.T, a, b *Conn, out []Message) float64 {
 	for i := range in {
 		in[i].Buf = make([]byte, 2000)
 	}
-	b.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b.SetReadDeadline(time.Now().Add(10 * time.Second))
 	return testing.AllocsPerRun(50, func() {
 		if n, err := a.WriteBatch(out); n != len(out) || err != nil {
 			t.Fatal(n, err)
@@ -302,7 +302,7 @@ func TestStampReceived(t *testing.T) {
 			for i := range in {
 				in[i].Buf = make([]byte, 2000)
 			}
-			b.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			b.SetReadDeadline(time.Now().Add(10 * time.Second))
 			send := func(n int) {
 				out := make([]Message, n)
 				for i := range out {
@@ -371,7 +371,9 @@ func TestDrops(t *testing.T) {
 	if n, ok := b.Drops(); !ok || n != 0 {
 		t.Fatalf("a new socket: %d drops, %v", n, ok)
 	}
-	b.c.SetReadBuffer(4096) // below the kernel's minimum: the minimum
+	b.plat.rc.Control(func(fd uintptr) { // below the kernel's minimum: the minimum
+		unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096)
+	})
 	const sent = 300
 	out := make([]Message, sent)
 	for i := range out {
@@ -389,7 +391,7 @@ func TestDrops(t *testing.T) {
 	for i := range in {
 		in[i].Buf = make([]byte, 2000)
 	}
-	b.c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	b.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 	got := 0
 	for {
 		n, err := b.ReadBatch(in)

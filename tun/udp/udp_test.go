@@ -36,7 +36,7 @@ func TestBatchRoundTrip(t *testing.T) {
 		in[i].Buf = make([]byte, 2048)
 	}
 	got := 0
-	b.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b.SetReadDeadline(time.Now().Add(5 * time.Second))
 	for got < total {
 		n, err := b.ReadBatch(in)
 		if err != nil {
@@ -86,7 +86,7 @@ func TestBadDestinationDoesNotLoseBatch(t *testing.T) {
 	for i := range buf {
 		buf[i].Buf = make([]byte, 64)
 	}
-	b.c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	b.SetReadDeadline(time.Now().Add(2 * time.Second))
 	var got []string
 	for len(got) < 2 {
 		k, err := b.ReadBatch(buf)
@@ -128,7 +128,7 @@ func TestDialConnected(t *testing.T) {
 	for i := range in {
 		in[i].Buf = make([]byte, 100)
 	}
-	peer.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	peer.SetReadDeadline(time.Now().Add(5 * time.Second))
 	for got := 0; got < total; {
 		n, err := peer.ReadBatch(in)
 		if err != nil {
@@ -145,7 +145,7 @@ func TestDialConnected(t *testing.T) {
 	other := listen(t)
 	other.WriteBatch([]Message{{Buf: []byte("intruder"), N: 8, Addr: c.LocalAddr()}})
 	peer.WriteBatch([]Message{{Buf: []byte("peer"), N: 4, Addr: c.LocalAddr()}})
-	c.c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
 	n, err := c.ReadBatch(in[:1])
 	if n != 1 || err != nil || string(in[0].Buf[:in[0].N]) != "peer" || in[0].Addr != peer.LocalAddr() {
 		t.Fatalf("n %d err %v: %q from %v", n, err, in[0].Buf[:in[0].N], in[0].Addr)
