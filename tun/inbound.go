@@ -27,6 +27,7 @@ func (p *Pump) inbound() {
 	defer coalesce.stop()
 	var kaRate rateWindow // keepalives per second, for coalescing
 	var lastESP int64     // when a batch last held an ESP packet (Unix ns)
+	quiet := false        // the socket is out of the runtime's poller (p.quieter)
 	for {
 		for i := range msgs {
 			msgs[i] = udp.Message{Buf: bufs[i][inOffset:]}
@@ -145,21 +146,30 @@ func (p *Pump) inbound() {
 				p.ctr.deviceErrors.Add(1)
 			}
 		}
-		// A batch of nothing but NAT keepalives, not a full one, while
-		// more than coalesceAbove keepalives a second come in and no ESP
-		// came for coalesceQuiet: the socket is quiet but for many idle
-		// peers' keepalives. Let more gather before the next read, so
-		// that a P-CSCF holding 100,000 UEs (5,000 keepalives a second)
-		// reads once per keepaliveCoalesce, not per keepalive. (The
-		// runtime's poller still wakes at each arrival, the socket being
-		// in its epoll set: docs/architecture.md, "Keepalives".) A packet
-		// that arrives meanwhile waits at most that long; below the rate
-		// nothing waits. The batch's clock reading serves for both.
+		// While more than coalesceAbove keepalives a second come in and
+		// no ESP came for coalesceQuiet, the socket is quiet but for many
+		// idle peers' keepalives. Then the socket leaves the runtime's
+		// poller (udp.Conn.SetQuiet), and after a batch of nothing but
+		// keepalives, not a full one, the reader lets more gather before
+		// the next read: a P-CSCF holding 100,000 UEs (5,000 keepalives a
+		// second) reads, and wakes, once per keepaliveCoalesce, not per
+		// keepalive (docs/architecture.md, "Keepalives"). A packet that
+		// arrives meanwhile waits at most that long; the first ESP packet
+		// puts the socket back in the poller, where an empty socket costs
+		// its reader nothing. Below the rate nothing waits. The batch's
+		// clock reading serves for both.
 		if k > 0 {
 			lastESP = now
 		}
-		if keepalives > 0 && kaRate.add(keepalives, now) > coalesceAbove && keepalives == n && n < batch &&
-			now-lastESP > int64(coalesceQuiet) && !coalesce.wait() {
+		sparse := kaRate.add(keepalives, now) > coalesceAbove && now-lastESP > int64(coalesceQuiet)
+		if p.quieter != nil && sparse != quiet {
+			if p.quieter.SetQuiet(sparse) == nil {
+				quiet = sparse
+			} else if p.closed() {
+				return
+			}
+		}
+		if sparse && keepalives == n && n < batch && !coalesce.wait() {
 			return
 		}
 	}

@@ -36,6 +36,14 @@ type stamper interface {
 
 var _ stamper = (*udp.Conn)(nil)
 
+// quieter is a PacketConn that can leave the runtime's poller
+// (udp.Conn.SetQuiet), for the socket reader's keepalive coalescing.
+type quieter interface {
+	SetQuiet(quiet bool) error
+}
+
+var _ quieter = (*udp.Conn)(nil)
+
 // Config configures a Pump. Zero values are the documented defaults.
 type Config struct {
 	Device Device     // the plaintext side; the Pump closes it on Close
@@ -121,6 +129,7 @@ type Pump struct {
 	conn    PacketConn
 	offload offloader // conn, if it can say whether it segments; else nil
 	stamps  stamper   // conn, if OnInboundWait is set and it gives receive times; else nil
+	quieter quieter   // conn, if it can leave the runtime's poller; else nil
 	log     *slog.Logger
 
 	// tables is read per packet without a lock (see peerTables); it is
@@ -191,6 +200,7 @@ func NewPump(cfg Config) (*Pump, error) {
 	}
 	p := &Pump{cfg: cfg, dev: cfg.Device, conn: cfg.Conn, log: cfg.Logger, stop: make(chan struct{}), pingWho: map[uint32]chan time.Time{}}
 	p.offload, _ = cfg.Conn.(offloader)
+	p.quieter, _ = cfg.Conn.(quieter)
 	if st, ok := cfg.Conn.(stamper); ok && cfg.OnInboundWait != nil && st.StampReceived() {
 		p.stamps = st
 	}

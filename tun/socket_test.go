@@ -173,8 +173,10 @@ func TestSocketIPv6(t *testing.T) {
 }
 
 // TestKeepaliveCoalescingDelivers: past coalesceAbove keepalives a second
-// the socket reader waits between keepalive-only batches; a packet sent
-// then is still delivered, and every keepalive counted.
+// the socket reader takes its socket out of the runtime's poller
+// (udp.Conn.SetQuiet) and waits between keepalive-only batches; a packet
+// sent then is still delivered, and puts the socket back; every keepalive
+// is counted.
 func TestKeepaliveCoalescingDelivers(t *testing.T) {
 	noLeaks(t)
 	n := udptest.NewNetwork()
@@ -194,9 +196,15 @@ func TestKeepaliveCoalescingDelivers(t *testing.T) {
 		}
 		time.Sleep(time.Until(start.Add(time.Duration(sent+1) * time.Second / perSecond)))
 	}
+	if quiet, times := gw.conn.Quiet(); !quiet || times < 1 {
+		t.Fatalf("after 2 s of %d keepalives a second: quiet %v, went quiet %d times", perSecond, quiet, times)
+	}
 	ueDev.Inbound <- up(1)
 	expectPacket(t, gwDev, up(1))
 	fakeWait(t, func() bool { return gw.pump.Counters().KeepalivesReceived == uint64(sent) })
+	if quiet, _ := gw.conn.Quiet(); quiet {
+		t.Fatal("the socket stayed quiet after an ESP packet")
+	}
 }
 
 // TestSocketDeliverRecycles: a datagram handed over with Deliver and read

@@ -4,6 +4,7 @@ package udp
 
 import (
 	"encoding/binary"
+	"errors"
 	"net"
 	"os"
 	"sync"
@@ -15,30 +16,45 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// sock is a UDP socket the runtime's poller does not watch. A socket in
-// the runtime's epoll set wakes a poller thread at every datagram that
-// arrives, even while no goroutine waits to read it; a P-CSCF holding
-// 100,000 UEs gets 5,000 NAT keepalives a second, and the socket reader's
-// coalescing (tun, inbound.go) could bound its reads but not those
-// wakeups (docs/architecture.md, "Keepalives"). Here a reader or writer
-// that finds the socket empty (or full) waits in ppoll(2) on it and on an
-// eventfd that Close signals, and nobody waits while the reader
-// coalesces, so datagrams gather without waking anyone.
+// sock is the Linux platform's UDP socket, which can leave the runtime's
+// poller. A socket in the runtime's epoll set wakes a poller thread at
+// every datagram that arrives, even while no goroutine waits to read it:
+// a P-CSCF holding 100,000 UEs gets 5,000 NAT keepalives a second, and
+// the socket reader's coalescing (tun, inbound.go) could bound its reads
+// but not those wakeups (docs/architecture.md, "Keepalives").
 //
-// sock is the syscall.RawConn of the Linux platform: Read and Write call
-// f until it returns true, waiting for the socket in between, as the
-// runtime's RawConn does. One goroutine at a time may Read, and one at a
-// time may Write (platform.wm); Control may be called by any.
+// Polled (the default), the socket is also open as a descriptor the
+// runtime watches, and a Read that finds it empty parks its goroutine in
+// the runtime's poller, which costs nothing while other goroutines run
+// (the data path's throughput depends on that). Quiet (setQuiet), that
+// descriptor is closed, which takes the socket out of the runtime's epoll
+// set; a Read that finds it empty then waits in ppoll(2), on it and on an
+// eventfd Close signals, holding its thread. A reader that sleeps between
+// reads lets datagrams gather without waking anyone. Writes wait in
+// ppoll in both modes, only when the send buffer is full.
+//
+// sock is the platform's syscall.RawConn: Read and Write call f until it
+// returns true, waiting for the socket in between, as the runtime's
+// RawConn does. One goroutine at a time may Read (and setQuiet, and
+// setReadDeadline), one at a time may Write (platform.wm); Control may be
+// called by any.
 type sock struct {
-	fd   int // non-blocking
+	fd   int // non-blocking; the duplicates share the flag
 	wake int // eventfd, non-blocking: readable once Close began
 
 	// mu is held shared by each Control, Read and Write for as long as it
-	// uses the descriptors (waits included), and exclusively by Close to
-	// close them, so that no system call runs on a closed (or reused)
-	// descriptor. Close signals wake before it locks.
+	// uses fd or wake (waits included), and exclusively by Close to close
+	// them, so that no system call runs on a closed (or reused)
+	// descriptor. Close signals wake and closes polled before it locks.
 	mu     sync.RWMutex
 	closed atomic.Bool
+
+	// pm guards polled and prc, which the reader replaces (setQuiet) and
+	// Close closes. A Read uses the prc it found; if Close closes it
+	// meanwhile, the Read returns.
+	pm     sync.Mutex
+	polled *os.File        // a duplicate of fd in the runtime's poller; nil while quiet or closed
+	prc    syscall.RawConn // polled's
 
 	deadline atomic.Int64 // read deadline, Unix ns; 0 for none
 }
@@ -66,7 +82,48 @@ func newSock(c *net.UDPConn) (*sock, error) {
 		unix.Close(fd)
 		return nil, os.NewSyscallError("eventfd", err)
 	}
-	return &sock{fd: fd, wake: wake}, nil
+	sk := &sock{fd: fd, wake: wake}
+	if err := sk.setQuiet(false); err != nil {
+		unix.Close(fd)
+		unix.Close(wake)
+		return nil, err
+	}
+	return sk, nil
+}
+
+// setQuiet takes the socket out of the runtime's poller (quiet) or puts
+// it back. Quiet, it closes the polled duplicate (the runtime removes a
+// descriptor from its epoll set when it closes it); polled, it opens a new
+// duplicate, which os.NewFile registers because it is non-blocking.
+func (s *sock) setQuiet(quiet bool) error {
+	s.pm.Lock()
+	defer s.pm.Unlock()
+	if s.closed.Load() {
+		return net.ErrClosed
+	}
+	if quiet == (s.polled == nil) {
+		return nil
+	}
+	if quiet {
+		err := s.polled.Close()
+		s.polled, s.prc = nil, nil
+		return err
+	}
+	fd, err := unix.FcntlInt(uintptr(s.fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return os.NewSyscallError("fcntl", err)
+	}
+	f := os.NewFile(uintptr(fd), "udp")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	if d := s.deadline.Load(); d != 0 {
+		f.SetReadDeadline(time.Unix(0, d))
+	}
+	s.polled, s.prc = f, rc
+	return nil
 }
 
 // SyscallConn makes sock a syscall.Conn (for sockdrops).
@@ -83,10 +140,28 @@ func (s *sock) Control(f func(fd uintptr)) error {
 	return nil
 }
 
-// Read calls f until it returns true, waiting for a datagram in between.
-// It fails with net.ErrClosed once Close began, and with
-// os.ErrDeadlineExceeded past the read deadline.
-func (s *sock) Read(f func(fd uintptr) bool) error { return s.loop(f, unix.POLLIN) }
+// Read calls f until it returns true, waiting for a datagram in between
+// (in the runtime's poller, or quiet in ppoll). It fails with
+// net.ErrClosed once Close began, and with os.ErrDeadlineExceeded past the
+// read deadline.
+func (s *sock) Read(f func(fd uintptr) bool) error {
+	s.pm.Lock()
+	prc := s.prc
+	s.pm.Unlock()
+	if prc == nil {
+		return s.loop(f, unix.POLLIN)
+	}
+	err := prc.Read(f)
+	switch {
+	case err == nil:
+		return nil
+	case s.closed.Load():
+		return net.ErrClosed
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return os.ErrDeadlineExceeded
+	}
+	return err
+}
 
 // Write calls f until it returns true, waiting for buffer space in
 // between. It fails with net.ErrClosed once Close began.
@@ -146,6 +221,11 @@ func (s *sock) setReadDeadline(t time.Time) {
 		d = t.UnixNano()
 	}
 	s.deadline.Store(d)
+	s.pm.Lock()
+	if s.polled != nil {
+		s.polled.SetReadDeadline(t)
+	}
+	s.pm.Unlock()
 }
 
 // Close wakes every waiting Read and Write, waits for them to return and
@@ -157,6 +237,12 @@ func (s *sock) Close() error {
 	var one [8]byte
 	binary.NativeEndian.PutUint64(one[:], 1)
 	unix.Write(s.wake, one[:])
+	s.pm.Lock()
+	if s.polled != nil {
+		s.polled.Close() // wakes a Read parked in the runtime's poller
+		s.polled, s.prc = nil, nil
+	}
+	s.pm.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	err := unix.Close(s.fd)

@@ -5,6 +5,7 @@ package udp
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -59,29 +60,45 @@ func inodeOf(t *testing.T, fd uintptr) uint64 {
 	return st.Ino
 }
 
-// TestNotInRuntimePoller: a Conn's socket is in no epoll set, so that
-// datagrams arriving while nobody reads wake no thread; a net.UDPConn's,
-// for contrast, is in the runtime's.
-func TestNotInRuntimePoller(t *testing.T) {
-	ref, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ref.Close()
-	rc, _ := ref.SyscallConn()
-	var refIno uint64
-	rc.Control(func(fd uintptr) { refIno = inodeOf(t, fd) })
-
-	c := listen(t)
+// TestQuietLeavesRuntimePoller: a quiet Conn's socket is in no epoll
+// set, so that datagrams arriving while nobody reads wake no thread; a
+// polled one's (the default) is in the runtime's, and so is it again after
+// SetQuiet(false). A quiet Conn reads what arrived, and waits for more.
+func TestQuietLeavesRuntimePoller(t *testing.T) {
+	a, c := listen(t), listen(t)
 	var ino uint64
 	c.plat.rc.Control(func(fd uintptr) { ino = inodeOf(t, fd) })
-
-	polled := polledInodes(t)
-	if !polled[refIno] {
-		t.Fatalf("a net.UDPConn's socket (inode %d) is not in the runtime's epoll set: the test cannot see it", refIno)
+	if !polledInodes(t)[ino] {
+		t.Fatalf("a new Conn's socket (inode %d) is not in the runtime's epoll set: the test cannot see it", ino)
 	}
-	if polled[ino] {
-		t.Fatalf("the Conn's socket (inode %d) is in an epoll set", ino)
+	if err := c.SetQuiet(true); err != nil {
+		t.Fatal(err)
+	}
+	if polledInodes(t)[ino] {
+		t.Fatalf("the quiet Conn's socket (inode %d) is in an epoll set", ino)
+	}
+	in := []Message{{Buf: make([]byte, 100)}}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for i, payload := range []string{"sent first", "sent while the reader waits"} {
+		if i == 1 {
+			// The reader waits in ppoll on an empty socket before this
+			// datagram goes.
+			go func() {
+				time.Sleep(20 * time.Millisecond)
+				a.WriteBatch([]Message{{Buf: []byte(payload), N: len(payload), Addr: c.LocalAddr()}})
+			}()
+		} else if _, err := a.WriteBatch([]Message{{Buf: []byte(payload), N: len(payload), Addr: c.LocalAddr()}}); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := c.ReadBatch(in); n != 1 || err != nil || string(in[0].Buf[:in[0].N]) != payload {
+			t.Fatalf("quiet read %d: %d, %v", i, n, err)
+		}
+	}
+	if err := c.SetQuiet(false); err != nil {
+		t.Fatal(err)
+	}
+	if !polledInodes(t)[ino] {
+		t.Fatalf("the socket (inode %d) is not back in the runtime's epoll set", ino)
 	}
 }
 
@@ -89,7 +106,14 @@ func TestNotInRuntimePoller(t *testing.T) {
 // with os.ErrDeadlineExceeded, and reads again once the deadline is
 // cleared.
 func TestReadDeadline(t *testing.T) {
+	for _, quiet := range []bool{false, true} {
+		t.Run(fmt.Sprintf("quiet=%v", quiet), func(t *testing.T) { testReadDeadline(t, quiet) })
+	}
+}
+
+func testReadDeadline(t *testing.T, quiet bool) {
 	a, b := listen(t), listen(t)
+	b.SetQuiet(quiet)
 	in := []Message{{Buf: make([]byte, 100)}}
 	start := time.Now()
 	b.SetReadDeadline(start.Add(50 * time.Millisecond))
@@ -112,7 +136,14 @@ func TestReadDeadline(t *testing.T) {
 // returned net.ErrClosed, a second Close fails, and a Conn's operations
 // fail after it.
 func TestCloseWithWaiters(t *testing.T) {
+	for _, quiet := range []bool{false, true} {
+		t.Run(fmt.Sprintf("quiet=%v", quiet), func(t *testing.T) { testCloseWithWaiters(t, quiet) })
+	}
+}
+
+func testCloseWithWaiters(t *testing.T, quiet bool) {
 	c := listen(t)
+	c.SetQuiet(quiet)
 	done := make(chan error, 1)
 	waiting := make(chan struct{})
 	go func() {

@@ -117,6 +117,17 @@ func (u *Conn) Close() error { return u.plat.close() }
 // system does not say (Linux does).
 func (u *Conn) Drops() (n uint64, ok bool) { return sockdrops.Of(u.plat.conn()) }
 
+// SetQuiet takes the socket out of the runtime's poller (Linux), or puts
+// it back. A socket in the poller wakes a thread at each datagram that
+// arrives, even while nobody waits to read it; a quiet one wakes nobody
+// until it is read, so a reader that sleeps between reads lets datagrams
+// gather for free (tun coalesces many idle peers' NAT keepalives so). A
+// ReadBatch on an empty quiet socket holds its thread in the kernel
+// (ppoll) instead of parking its goroutine, which costs the data path's
+// throughput: keep a busy socket polled. Only the reading goroutine may
+// call it. Elsewhere than Linux it does nothing.
+func (u *Conn) SetQuiet(quiet bool) error { return u.plat.setQuiet(quiet) }
+
 // SetReadDeadline sets the time after which ReadBatch fails with an error
 // matching os.ErrDeadlineExceeded; the zero time means none. On Linux a
 // ReadBatch already waiting keeps the deadline it began waiting with.

@@ -25,6 +25,8 @@ func (p *platform) close() error { return p.c.Close() }
 
 func (p *platform) conn() syscall.Conn { return p.c }
 
+func (*platform) setQuiet(bool) error { return nil }
+
 func (p *platform) setReadDeadline(t time.Time) error { return p.c.SetReadDeadline(t) }
 
 func (*platform) batchSize() int { return 1 }

@@ -19,9 +19,8 @@ import (
 	"github.com/imsec/imsec/internal/cmsg"
 )
 
-// Linux: recvmmsg(2) and sendmmsg(2) called directly on a socket the
-// runtime's poller does not watch (sock, sock_linux.go), which waits in
-// ppoll(2) when the socket is empty or full; nothing is allocated per
+// Linux: recvmmsg(2) and sendmmsg(2) called directly on a socket that can
+// leave the runtime's poller (sock, sock_linux.go); nothing is allocated per
 // datagram (no *net.UDPAddr: addresses are written and read as raw
 // sockaddrs in buffers made once).
 //
@@ -154,6 +153,8 @@ func (p *platform) init(c *net.UDPConn, remote netip.AddrPort) error {
 func (p *platform) close() error { return p.rc.Close() }
 
 func (p *platform) conn() syscall.Conn { return p.rc }
+
+func (p *platform) setQuiet(quiet bool) error { return p.rc.setQuiet(quiet) }
 
 func (p *platform) setReadDeadline(t time.Time) error {
 	p.rc.setReadDeadline(t)

@@ -303,7 +303,23 @@ type Conn struct {
 	in        chan datagram
 	done      chan struct{}
 	closeOnce sync.Once
+
+	quiet   atomic.Bool  // the last SetQuiet
+	quieted atomic.Int64 // SetQuiet(true) calls that changed it
 }
+
+// SetQuiet records what a reader asked of udp.Conn.SetQuiet; the
+// in-memory socket has no poller to leave. Quiet reports it.
+func (c *Conn) SetQuiet(quiet bool) error {
+	if c.quiet.Swap(quiet) != quiet && quiet {
+		c.quieted.Add(1)
+	}
+	return nil
+}
+
+// Quiet reports the last SetQuiet, and how many times the socket went
+// quiet.
+func (c *Conn) Quiet() (quiet bool, times int64) { return c.quiet.Load(), c.quieted.Load() }
 
 // LocalAddr returns the bound address.
 func (c *Conn) LocalAddr() netip.AddrPort { return c.local }
