@@ -56,7 +56,8 @@
 // that serves many peers on a few ports (the P-CSCF's protected SIP) uses
 // it instead of a netstack socket, whose writes take locks a burst queues
 // on. The socket reader also coalesces the wakeups of many idle peers'
-// NAT keepalives (inbound.go, clock.go).
+// NAT keepalives, its socket out of the runtime's poller meanwhile
+// (inbound.go, clock.go, udp.Conn.SetQuiet).
 //
 // # Netstack details
 //

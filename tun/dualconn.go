@@ -18,7 +18,9 @@ import (
 // Each socket has a reader goroutine that fills a batch of its own and
 // hands it to ReadBatch, which copies it out: a copy per packet that the
 // single-socket path does not pay, so use a DualConn only where plain ESP
-// is wanted. Close closes both sockets and waits for the readers.
+// is wanted. Close closes both sockets and waits for the readers. The UDP
+// socket stays in the runtime's poller: a DualConn has no SetQuiet (its
+// own readers, not the Pump's, wait on the sockets).
 type DualConn struct {
 	udp, raw PacketConn
 

@@ -154,10 +154,10 @@ func (p *Pump) inbound() {
 		// the next read: a P-CSCF holding 100,000 UEs (5,000 keepalives a
 		// second) reads, and wakes, once per keepaliveCoalesce, not per
 		// keepalive (docs/architecture.md, "Keepalives"). A packet that
-		// arrives meanwhile waits at most that long; the first ESP packet
-		// puts the socket back in the poller, where an empty socket costs
-		// its reader nothing. Below the rate nothing waits. The batch's
-		// clock reading serves for both.
+		// arrives meanwhile waits at most that long. The first ESP packet,
+		// or the rate falling, puts the socket back in the poller, where
+		// an empty socket costs its reader nothing. Below the rate nothing
+		// waits. The batch's clock reading serves for both.
 		if k > 0 {
 			lastESP = now
 		}

@@ -84,6 +84,16 @@ func (t *TapConn) Offload() (gso, gro bool) {
 // LocalAddr is the wrapped socket's.
 func (t *TapConn) LocalAddr() netip.AddrPort { return t.conn.LocalAddr() }
 
+// SetQuiet is the wrapped socket's (udp.Conn.SetQuiet), or nothing if it
+// has none: the Pump's reader, which reads through the tap, asks it while
+// it coalesces keepalives.
+func (t *TapConn) SetQuiet(quiet bool) error {
+	if q, ok := t.conn.(interface{ SetQuiet(bool) error }); ok {
+		return q.SetQuiet(quiet)
+	}
+	return nil
+}
+
 // Close closes the wrapped socket; the Writer stays open.
 func (t *TapConn) Close() error { return t.conn.Close() }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/imsec/imsec/tun"
 	"github.com/imsec/imsec/tun/udp"
+	"github.com/imsec/imsec/tun/udptest"
 )
 
 // safeBuffer is a bytes.Buffer the test reads while taps may still write.
@@ -220,3 +221,24 @@ func (allOffload) Offload() (gso, gro bool) { return true, true }
 
 // noOffload hides its socket's Offload method.
 type noOffload struct{ tun.PacketConn }
+
+// TestTapQuiet: a tap passes SetQuiet to the socket under it (the Pump's
+// reader asks the tap), and does nothing over a socket without it.
+func TestTapQuiet(t *testing.T) {
+	a, b := udptest.Pair()
+	defer a.Close()
+	defer b.Close()
+	w, _ := NewWriter(&safeBuffer{}, Options{})
+	if err := Tap(Tap(a, w), w).SetQuiet(true); err != nil {
+		t.Fatal(err)
+	}
+	if quiet, times := a.Quiet(); !quiet || times != 1 {
+		t.Fatalf("after SetQuiet(true) through two taps: quiet %v, %d times", quiet, times)
+	}
+	if err := Tap(noOffload{b}, w).SetQuiet(true); err != nil {
+		t.Fatal(err)
+	}
+	if quiet, _ := b.Quiet(); quiet {
+		t.Fatal("a tap reached SetQuiet through a wrapper that hides it")
+	}
+}

@@ -5,8 +5,10 @@ package udp
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -56,13 +58,20 @@ type sock struct {
 	polled *os.File        // a duplicate of fd in the runtime's poller; nil while quiet or closed
 	prc    syscall.RawConn // polled's
 
-	deadline atomic.Int64 // read deadline, Unix ns; 0 for none
+	// The read deadline, set by the reader (setReadDeadline): on the
+	// monotonic clock, as time since base; hasDeadline false for none.
+	base        time.Time
+	deadline    atomic.Int64
+	hasDeadline atomic.Bool
+
+	cleanup runtime.Cleanup // closes fd and wake if the sock is dropped unclosed; Close stops it
 }
 
-// newSock takes c's socket out of the runtime's poller: it duplicates the
+// newSock takes c's socket from the net package: it duplicates the
 // descriptor and closes c, whose close removes the socket from the
 // runtime's epoll set (EPOLL_CTL_DEL) while the duplicate keeps it open.
-// The duplicate shares c's non-blocking flag.
+// The duplicate shares c's non-blocking flag. The socket starts polled,
+// through a second duplicate the runtime registers.
 func newSock(c *net.UDPConn) (*sock, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
@@ -82,13 +91,21 @@ func newSock(c *net.UDPConn) (*sock, error) {
 		unix.Close(fd)
 		return nil, os.NewSyscallError("eventfd", err)
 	}
-	sk := &sock{fd: fd, wake: wake}
+	sk := &sock{fd: fd, wake: wake, base: time.Now()}
 	if err := sk.setQuiet(false); err != nil {
 		unix.Close(fd)
 		unix.Close(wake)
 		return nil, err
 	}
+	// A Conn dropped without Close gives its descriptors back, as a
+	// net.UDPConn's finalizer does.
+	sk.cleanup = runtime.AddCleanup(sk, closeFDs, [2]int{fd, wake})
 	return sk, nil
+}
+
+func closeFDs(fds [2]int) {
+	unix.Close(fds[0])
+	unix.Close(fds[1])
 }
 
 // setQuiet takes the socket out of the runtime's poller (quiet) or puts
@@ -114,13 +131,16 @@ func (s *sock) setQuiet(quiet bool) error {
 		return os.NewSyscallError("fcntl", err)
 	}
 	f := os.NewFile(uintptr(fd), "udp")
+	// NewFile returns a file the poller does not watch if the runtime
+	// could not register it (epoll's max_user_watches): deadlines tell.
+	if err := f.SetReadDeadline(s.deadlineTime()); err != nil {
+		f.Close()
+		return fmt.Errorf("udp: the runtime's poller refused the socket: %w", err)
+	}
 	rc, err := f.SyscallConn()
 	if err != nil {
 		f.Close()
 		return err
-	}
-	if d := s.deadline.Load(); d != 0 {
-		f.SetReadDeadline(time.Unix(0, d))
 	}
 	s.polled, s.prc = f, rc
 	return nil
@@ -145,22 +165,26 @@ func (s *sock) Control(f func(fd uintptr)) error {
 // net.ErrClosed once Close began, and with os.ErrDeadlineExceeded past the
 // read deadline.
 func (s *sock) Read(f func(fd uintptr) bool) error {
-	s.pm.Lock()
-	prc := s.prc
-	s.pm.Unlock()
-	if prc == nil {
-		return s.loop(f, unix.POLLIN)
+	for {
+		s.pm.Lock()
+		prc := s.prc
+		s.pm.Unlock()
+		if prc == nil {
+			return s.loop(f, unix.POLLIN)
+		}
+		err := prc.Read(f)
+		switch {
+		case err == nil:
+			return nil
+		case s.closed.Load():
+			return net.ErrClosed
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return os.ErrDeadlineExceeded
+		case errors.Is(err, os.ErrClosed):
+			continue // setQuiet closed the duplicate under us: read quiet
+		}
+		return err
 	}
-	err := prc.Read(f)
-	switch {
-	case err == nil:
-		return nil
-	case s.closed.Load():
-		return net.ErrClosed
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return os.ErrDeadlineExceeded
-	}
-	return err
 }
 
 // Write calls f until it returns true, waiting for buffer space in
@@ -174,6 +198,9 @@ func (s *sock) loop(f func(fd uintptr) bool, ev int16) error {
 		if s.closed.Load() {
 			return net.ErrClosed
 		}
+		if ev == unix.POLLIN && s.expired() {
+			return os.ErrDeadlineExceeded
+		}
 		if f(uintptr(s.fd)) {
 			return nil
 		}
@@ -184,24 +211,23 @@ func (s *sock) loop(f func(fd uintptr) bool, ev int16) error {
 }
 
 // wait blocks until the socket is ready for ev, Close began, or (for
-// reads) the deadline passed. It is a blocking system call: the runtime
-// hands the goroutine's P to another thread while it waits.
+// reads) the deadline passed. It is an ordinary (blocking) system call:
+// the runtime's monitor hands the thread's P to another thread if the wait
+// lasts (docs/architecture.md, "Keepalives").
 func (s *sock) wait(ev int16) error {
 	var ts unix.Timespec
-	tp := uintptr(0) // no timeout
-	if ev == unix.POLLIN {
-		if d := s.deadline.Load(); d != 0 {
-			left := d - time.Now().UnixNano()
-			if left <= 0 {
-				return os.ErrDeadlineExceeded
-			}
-			ts = unix.NsecToTimespec(left)
-			tp = uintptr(unsafe.Pointer(&ts))
+	var tsp *unix.Timespec // nil: no timeout
+	if ev == unix.POLLIN && s.hasDeadline.Load() {
+		left := time.Duration(s.deadline.Load()) - time.Since(s.base)
+		if left <= 0 {
+			return os.ErrDeadlineExceeded
 		}
+		ts = unix.NsecToTimespec(int64(left))
+		tsp = &ts
 	}
 	fds := [2]unix.PollFd{{Fd: int32(s.fd), Events: ev}, {Fd: int32(s.wake), Events: unix.POLLIN}}
 	for {
-		_, _, e := unix.Syscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&fds[0])), 2, tp, 0, 0, 0)
+		_, _, e := unix.Syscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&fds[0])), 2, uintptr(unsafe.Pointer(tsp)), 0, 0, 0)
 		switch e {
 		case 0:
 			return nil // ready, closing, or timed out: loop looks again
@@ -212,15 +238,30 @@ func (s *sock) wait(ev int16) error {
 	}
 }
 
-// setReadDeadline sets the time after which Read fails; the zero time
-// means none. A Read already waiting keeps the deadline it started its
-// wait with.
-func (s *sock) setReadDeadline(t time.Time) {
-	var d int64
-	if !t.IsZero() {
-		d = t.UnixNano()
+// expired reports whether the read deadline passed.
+func (s *sock) expired() bool {
+	return s.hasDeadline.Load() && time.Since(s.base) >= time.Duration(s.deadline.Load())
+}
+
+// deadlineTime is the read deadline as a time, zero for none.
+func (s *sock) deadlineTime() time.Time {
+	if !s.hasDeadline.Load() {
+		return time.Time{}
 	}
-	s.deadline.Store(d)
+	return s.base.Add(time.Duration(s.deadline.Load()))
+}
+
+// setReadDeadline sets the time after which Read fails; the zero time
+// means none. Only the reader calls it (as it does setQuiet). A polled
+// Read already waiting sees the new deadline, a quiet one keeps the
+// deadline it started its wait with.
+func (s *sock) setReadDeadline(t time.Time) {
+	if t.IsZero() {
+		s.hasDeadline.Store(false)
+	} else {
+		s.deadline.Store(int64(t.Sub(s.base)))
+		s.hasDeadline.Store(true)
+	}
 	s.pm.Lock()
 	if s.polled != nil {
 		s.polled.SetReadDeadline(t)
@@ -245,6 +286,7 @@ func (s *sock) Close() error {
 	s.pm.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.cleanup.Stop()
 	err := unix.Close(s.fd)
 	unix.Close(s.wake)
 	if err != nil {

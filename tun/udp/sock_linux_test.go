@@ -132,9 +132,10 @@ func testReadDeadline(t *testing.T, quiet bool) {
 	}
 }
 
-// TestCloseWithWaiters: Close returns only after a waiting ReadBatch has
-// returned net.ErrClosed, a second Close fails, and a Conn's operations
-// fail after it.
+// TestCloseWithWaiters: a ReadBatch on an empty socket, polled or quiet,
+// returns net.ErrClosed when another goroutine closes the Conn (whether it
+// already waits or is about to); a second Close fails, and so do a Conn's
+// operations after it.
 func TestCloseWithWaiters(t *testing.T) {
 	for _, quiet := range []bool{false, true} {
 		t.Run(fmt.Sprintf("quiet=%v", quiet), func(t *testing.T) { testCloseWithWaiters(t, quiet) })
@@ -145,13 +146,13 @@ func testCloseWithWaiters(t *testing.T, quiet bool) {
 	c := listen(t)
 	c.SetQuiet(quiet)
 	done := make(chan error, 1)
-	waiting := make(chan struct{})
+	started := make(chan struct{})
 	go func() {
-		c.plat.rc.Control(func(uintptr) { close(waiting) })
+		close(started)
 		_, err := c.ReadBatch([]Message{{Buf: make([]byte, 100)}})
 		done <- err
 	}()
-	<-waiting
+	<-started
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +162,7 @@ func testCloseWithWaiters(t *testing.T, quiet bool) {
 			t.Fatalf("the waiting read returned %v", err)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("Close returned before the read it woke")
+		t.Fatal("Close did not wake the read")
 	}
 	if err := c.Close(); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("second Close: %v", err)

@@ -129,8 +129,9 @@ func (u *Conn) Drops() (n uint64, ok bool) { return sockdrops.Of(u.plat.conn()) 
 func (u *Conn) SetQuiet(quiet bool) error { return u.plat.setQuiet(quiet) }
 
 // SetReadDeadline sets the time after which ReadBatch fails with an error
-// matching os.ErrDeadlineExceeded; the zero time means none. On Linux a
-// ReadBatch already waiting keeps the deadline it began waiting with.
+// matching os.ErrDeadlineExceeded; the zero time means none. Only the
+// reading goroutine may call it on Linux, where a ReadBatch already waiting
+// on a quiet socket (SetQuiet) keeps the deadline it began waiting with.
 func (u *Conn) SetReadDeadline(t time.Time) error { return u.plat.setReadDeadline(t) }
 
 // StampReceived asks the kernel for the receive time of the datagrams

@@ -517,8 +517,12 @@ func (p *platform) sendAlone(m *Message) error {
 	}
 	var errno error
 	if err := p.rc.Write(func(fd uintptr) bool {
-		_, errno = unix.SendmsgN(int(fd), m.Buf[:m.N], nil, to, unix.MSG_DONTWAIT)
-		return errno != unix.EAGAIN
+		for {
+			_, errno = unix.SendmsgN(int(fd), m.Buf[:m.N], nil, to, unix.MSG_DONTWAIT)
+			if errno != unix.EINTR {
+				return errno != unix.EAGAIN
+			}
+		}
 	}); err != nil {
 		return err
 	}
