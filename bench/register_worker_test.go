@@ -13,10 +13,10 @@ func TestHolderTick(t *testing.T) {
 		keepalive, rere time.Duration
 		want            time.Duration
 	}{
-		{16000, 20 * time.Second, 0, 1250 * time.Microsecond},
+		{16000, 20 * time.Second, 0, 5 * time.Millisecond}, // 1.25 ms: the floor
 		{2000, 20 * time.Second, 0, 10 * time.Millisecond},
 		{10, 20 * time.Second, 0, time.Second},
-		{16000, 20 * time.Second, time.Second, time.Millisecond}, // 62.5 µs: the floor
+		{16000, 20 * time.Second, time.Second, 5 * time.Millisecond}, // 62.5 µs: the floor
 		{4000, -1, 60 * time.Second, 15 * time.Millisecond},
 		{4000, -1, 0, time.Second},
 	} {
