@@ -35,6 +35,10 @@ import (
 // reads lets datagrams gather without waking anyone. Writes wait in
 // ppoll in both modes, only when the send buffer is full.
 //
+// A sock holds three descriptors while polled (the socket, its polled
+// duplicate and the eventfd) and two while quiet; a process makes a few
+// (a P-CSCF two, one per ESP port), not one per peer.
+//
 // sock is the platform's syscall.RawConn: Read and Write call f until it
 // returns true, waiting for the socket in between, as the runtime's
 // RawConn does. One goroutine at a time may Read (and setQuiet, and
