@@ -28,6 +28,7 @@ func (p *Pump) inbound() {
 	var kaRate rateWindow // keepalives per second, for coalescing
 	var lastESP int64     // when a batch last held an ESP packet (Unix ns)
 	quiet := false        // the socket is out of the runtime's poller (p.quieter)
+	quietFailing := false // the last SetQuiet failed (logged once until one succeeds)
 	for {
 		for i := range msgs {
 			msgs[i] = udp.Message{Buf: bufs[i][inOffset:]}
@@ -163,10 +164,14 @@ func (p *Pump) inbound() {
 		}
 		sparse := kaRate.add(keepalives, now) > coalesceAbove && now-lastESP > int64(coalesceQuiet)
 		if p.quieter != nil && sparse != quiet {
-			if p.quieter.SetQuiet(sparse) == nil {
-				quiet = sparse
-			} else if p.closed() {
+			switch err := p.quieter.SetQuiet(sparse); {
+			case err == nil:
+				quiet, quietFailing = sparse, false
+			case p.closed():
 				return
+			case !quietFailing: // it reads on in the mode it has; tried again next batch
+				quietFailing = true
+				p.log.Warn("the ESP socket cannot change its poller mode", "quiet", sparse, "err", err)
 			}
 		}
 		if sparse && keepalives == n && n < batch && !coalesce.wait() {

@@ -61,6 +61,13 @@ func fakeLink(t testing.TB, n *udptest.Network, ueDev, gwDev tun.Device) (ue, gw
 // fakeLinkConfig is fakeLink with the options of cfg for both pumps.
 func fakeLinkConfig(t testing.TB, n *udptest.Network, ueDev, gwDev tun.Device, cfg tun.Config) (ue, gw *fakeEnd) {
 	t.Helper()
+	return fakeLinkWrapped(t, n, ueDev, gwDev, cfg, nil)
+}
+
+// fakeLinkWrapped is fakeLinkConfig with the gateway pump's socket seen
+// through wrapGW (if not nil).
+func fakeLinkWrapped(t testing.TB, n *udptest.Network, ueDev, gwDev tun.Device, cfg tun.Config, wrapGW func(tun.PacketConn) tun.PacketConn) (ue, gw *fakeEnd) {
+	t.Helper()
 	ue, gw = &fakeEnd{dev: ueDev}, &fakeEnd{dev: gwDev}
 	var err error
 	if ue.conn, err = n.Listen(fakeUEOuter); err != nil {
@@ -72,6 +79,9 @@ func fakeLinkConfig(t testing.TB, n *udptest.Network, ueDev, gwDev tun.Device, c
 	for _, e := range []*fakeEnd{ue, gw} {
 		c := cfg
 		c.Device, c.Conn = e.dev, e.conn
+		if e == gw && wrapGW != nil {
+			c.Conn = wrapGW(e.conn)
+		}
 		if e.pump, err = tun.NewPump(c); err != nil {
 			t.Fatal(err)
 		}

@@ -2,11 +2,14 @@ package tun_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -205,6 +208,66 @@ func TestKeepaliveCoalescingDelivers(t *testing.T) {
 	if quiet, _ := gw.conn.Quiet(); quiet {
 		t.Fatal("the socket stayed quiet after an ESP packet")
 	}
+}
+
+// TestKeepaliveCoalescingQuietFails: a socket that cannot change its
+// poller mode is read on as it is: the packet still arrives, every
+// keepalive is counted, and the failure is logged once, not per batch.
+func TestKeepaliveCoalescingQuietFails(t *testing.T) {
+	noLeaks(t)
+	n := udptest.NewNetwork()
+	ueDev := tuntest.NewChannelDevice(1400, 8, 1024)
+	gwDev := tuntest.NewChannelDevice(1400, 8, 1024)
+	var logged countingHandler
+	cfg := tun.Config{Logger: slog.New(&logged)}
+	_, gw := fakeLinkWrapped(t, n, ueDev, gwDev, cfg, func(c tun.PacketConn) tun.PacketConn { return failingQuiet{c} })
+	idle, err := n.Listen(netip.MustParseAddrPort("198.51.100.20:4500"))
+	fakeMust(t, err)
+	defer idle.Close()
+	const perSecond = 1500
+	start := time.Now()
+	sent := 0
+	for ; sent < 2*perSecond; sent++ {
+		if _, err := idle.WriteToUDPAddrPort([]byte{0xff}, fakeGWOuter); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Until(start.Add(time.Duration(sent+1) * time.Second / perSecond)))
+	}
+	ueDev.Inbound <- up(1)
+	expectPacket(t, gwDev, up(1))
+	fakeWait(t, func() bool { return gw.pump.Counters().KeepalivesReceived == uint64(sent) })
+	if got := logged.count("the ESP socket cannot change its poller mode"); got != 1 {
+		t.Fatalf("the failing SetQuiet was logged %d times, want once", got)
+	}
+}
+
+// failingQuiet is a socket whose SetQuiet always fails.
+type failingQuiet struct{ tun.PacketConn }
+
+func (failingQuiet) SetQuiet(bool) error { return errors.New("no more descriptors") }
+
+// countingHandler counts log records by message.
+type countingHandler struct {
+	mu   sync.Mutex
+	msgs map[string]int
+}
+
+func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.msgs == nil {
+		h.msgs = map[string]int{}
+	}
+	h.msgs[r.Message]++
+	return nil
+}
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler      { return h }
+func (h *countingHandler) count(msg string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.msgs[msg]
 }
 
 // TestSocketDeliverRecycles: a datagram handed over with Deliver and read
