@@ -199,9 +199,8 @@ func TestKeepaliveCoalescingDelivers(t *testing.T) {
 		}
 		time.Sleep(time.Until(start.Add(time.Duration(sent+1) * time.Second / perSecond)))
 	}
-	if quiet, times := gw.conn.Quiet(); !quiet || times < 1 {
-		t.Fatalf("after 2 s of %d keepalives a second: quiet %v, went quiet %d times", perSecond, quiet, times)
-	}
+	// The reader may still be reading the last of them.
+	fakeWait(t, func() bool { quiet, times := gw.conn.Quiet(); return quiet && times >= 1 })
 	ueDev.Inbound <- up(1)
 	expectPacket(t, gwDev, up(1))
 	fakeWait(t, func() bool { return gw.pump.Counters().KeepalivesReceived == uint64(sent) })
