@@ -186,19 +186,7 @@ func TestKeepaliveCoalescingDelivers(t *testing.T) {
 	ueDev := tuntest.NewChannelDevice(1400, 8, 1024)
 	gwDev := tuntest.NewChannelDevice(1400, 8, 1024)
 	_, gw := fakeLink(t, n, ueDev, gwDev)
-	idle, err := n.Listen(netip.MustParseAddrPort("198.51.100.20:4500"))
-	fakeMust(t, err)
-	defer idle.Close()
-	// Two seconds of 1,500 keepalives a second from an idle peer.
-	const perSecond = 1500
-	start := time.Now()
-	sent := 0
-	for ; sent < 2*perSecond; sent++ {
-		if _, err := idle.WriteToUDPAddrPort([]byte{0xff}, fakeGWOuter); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(time.Until(start.Add(time.Duration(sent+1) * time.Second / perSecond)))
-	}
+	sent := sendIdleKeepalives(t, n)
 	// The reader may still be reading the last of them.
 	fakeWait(t, func() bool { quiet, times := gw.conn.Quiet(); return quiet && times >= 1 })
 	ueDev.Inbound <- up(1)
@@ -206,6 +194,29 @@ func TestKeepaliveCoalescingDelivers(t *testing.T) {
 	fakeWait(t, func() bool { return gw.pump.Counters().KeepalivesReceived == uint64(sent) })
 	// The reader puts the socket back after it wrote the batch out.
 	fakeWait(t, func() bool { quiet, _ := gw.conn.Quiet(); return !quiet })
+}
+
+// idleKeepalivesPerSecond is the rate sendIdleKeepalives keeps up: above
+// coalesceAbove (1,000), so that the gateway's reader coalesces.
+const idleKeepalivesPerSecond = 1500
+
+// sendIdleKeepalives sends the gateway two seconds of
+// idleKeepalivesPerSecond NAT keepalives from an idle peer, and returns
+// how many it sent.
+func sendIdleKeepalives(t *testing.T, n *udptest.Network) int {
+	t.Helper()
+	idle, err := n.Listen(netip.MustParseAddrPort("198.51.100.20:4500"))
+	fakeMust(t, err)
+	defer idle.Close()
+	start := time.Now()
+	sent := 0
+	for ; sent < 2*idleKeepalivesPerSecond; sent++ {
+		if _, err := idle.WriteToUDPAddrPort([]byte{0xff}, fakeGWOuter); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Until(start.Add(time.Duration(sent+1) * time.Second / idleKeepalivesPerSecond)))
+	}
+	return sent
 }
 
 // TestKeepaliveCoalescingQuietFails: a socket that cannot change its
@@ -219,18 +230,7 @@ func TestKeepaliveCoalescingQuietFails(t *testing.T) {
 	var logged countingHandler
 	cfg := tun.Config{Logger: slog.New(&logged)}
 	_, gw := fakeLinkWrapped(t, n, ueDev, gwDev, cfg, func(c tun.PacketConn) tun.PacketConn { return failingQuiet{c} })
-	idle, err := n.Listen(netip.MustParseAddrPort("198.51.100.20:4500"))
-	fakeMust(t, err)
-	defer idle.Close()
-	const perSecond = 1500
-	start := time.Now()
-	sent := 0
-	for ; sent < 2*perSecond; sent++ {
-		if _, err := idle.WriteToUDPAddrPort([]byte{0xff}, fakeGWOuter); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(time.Until(start.Add(time.Duration(sent+1) * time.Second / perSecond)))
-	}
+	sent := sendIdleKeepalives(t, n)
 	ueDev.Inbound <- up(1)
 	expectPacket(t, gwDev, up(1))
 	fakeWait(t, func() bool { return gw.pump.Counters().KeepalivesReceived == uint64(sent) })
