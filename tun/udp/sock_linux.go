@@ -97,8 +97,7 @@ func newSock(c *net.UDPConn) (*sock, error) {
 	}
 	sk := &sock{fd: fd, wake: wake, base: time.Now()}
 	if err := sk.setQuiet(false); err != nil {
-		unix.Close(fd)
-		unix.Close(wake)
+		closeFDs([2]int{fd, wake})
 		return nil, err
 	}
 	// A Conn dropped without Close gives its descriptors back, as a
@@ -107,6 +106,7 @@ func newSock(c *net.UDPConn) (*sock, error) {
 	return sk, nil
 }
 
+// closeFDs closes a sock's socket and eventfd where no Close will.
 func closeFDs(fds [2]int) {
 	unix.Close(fds[0])
 	unix.Close(fds[1])
